@@ -1,0 +1,64 @@
+"""Configuration of the worker (Faust app), the sinks, Kafka and ClickHouse."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, Field, field_validator
+
+
+class KafkaConfig(BaseModel):
+    #: Bootstrap servers, comma separated. Empty: use the local broker that
+    #: ``voipflow kafka start`` runs (its address is in the data directory).
+    bootstrap: str = ""
+    #: Partitions of the topics voipflow creates.
+    partitions: int = Field(4, ge=1)
+    #: Replication factor of the topics voipflow creates (3 in production).
+    replication_factor: int = Field(1, ge=1)
+    #: Compression of produced messages.
+    compression: Literal["none", "gzip", "lz4", "zstd"] = "lz4"
+    flows_topic: str = "flows.v1"
+    voip_flows_topic: str = "voip-flows.v1"
+    usage_topic: str = "voip-usage.v1"
+    rules_topic: str = "rules.v1"
+    feedback_topic: str = "rules-feedback.v1"
+
+    @field_validator("bootstrap")
+    @classmethod
+    def _check_bootstrap(cls, v: str) -> str:
+        for server in filter(None, (s.strip() for s in v.split(","))):
+            host, sep, port = server.rpartition(":")
+            if not sep or not host or not port.isdigit():
+                raise ValueError(f"expected host:port[,host:port...], got {server!r}")
+        return v
+
+
+class ClickHouseConfig(BaseModel):
+    #: ``clickhouse://user:password@host:9000/database`` for a server through
+    #: the native protocol; empty for the embedded engine (chdb) in
+    #: ``<data_dir>/clickhouse``.
+    url: str = ""
+    #: Database used by the embedded engine.
+    database: str = "voipflow"
+
+    @field_validator("url")
+    @classmethod
+    def _check_url(cls, v: str) -> str:
+        if v and not v.startswith(("clickhouse://", "clickhouses://")):
+            raise ValueError("must start with clickhouse:// or clickhouses://")
+        return v
+
+
+class WorkerConfig(BaseModel):
+    #: Faust application id: the consumer group and the prefix of its
+    #: internal topics.
+    app_id: str = "voipflow"
+    #: Width of the usage windows.
+    window_s: int = Field(60, ge=1)
+
+
+class SinkConfig(BaseModel):
+    #: Rows per ClickHouse insert at most ...
+    batch_rows: int = Field(50000, ge=1)
+    #: ... and at least one insert this often when rows are waiting.
+    batch_delay_s: float = Field(1.0, gt=0)

@@ -1,0 +1,5 @@
+import sys
+
+from voipflow.cli import main
+
+sys.exit(main())

@@ -1,0 +1,1 @@
+"""Subcommands of ``voipflow``; see ``voipflow.cli``."""
