@@ -306,8 +306,8 @@ def _supervise(settings: Settings, spec: OutputSpec, bootstrap: str, workers: in
                     log.error("worker failed at start", extra={"worker": i, "exit": p.exitcode})
                     stop.set()
                     break
-                log.error("worker died, starting it again", extra={"worker": i,
-                                                                     "exit": p.exitcode})  # fmt: skip
+                log.error("worker died, starting it again",
+                          extra={"worker": i, "exit": p.exitcode})  # fmt: skip
                 spawn(i)
     finally:
         for p in procs.values():
