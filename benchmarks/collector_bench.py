@@ -333,9 +333,10 @@ class NfcapdReceiver(Receiver):
         self.flows = self.workdir / "nfcapd"
         self.flows.mkdir(exist_ok=True)
         self.log = open(self.workdir / "nfcapd.log", "wb")  # noqa: SIM115
+        cmd = ["nfcapd", "-b", "127.0.0.1", "-p", str(self.port), "-w", str(self.flows)]
+        cmd += ["-t", "3600", "-B", str(32 << 20)]
         self.proc = subprocess.Popen(
-            ["nfcapd", "-b", "127.0.0.1", "-p", str(self.port), "-w", str(self.flows),
-             "-t", "3600", "-B", str(32 << 20)],  # fmt: skip
+            cmd,
             stdout=self.log,
             stderr=subprocess.STDOUT,
         )

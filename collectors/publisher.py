@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import socket
 import threading
 import time
 from collections import deque
@@ -103,6 +104,29 @@ class PublisherCounters:
 LatencyHook = Callable[[str, float], None]
 
 
+def _servers(bootstrap: str) -> list[str]:
+    return [s.strip() for s in bootstrap.split(",") if s.strip()]
+
+
+def probe(bootstrap: str, timeout_s: float) -> str | None:
+    """None if one of the bootstrap servers accepts a TCP connection, else why not.
+
+    Checked before the Kafka client is built: a client whose constructor
+    fails leaves its sockets to the garbage collector.
+    """
+    reasons = []
+    deadline = time.monotonic() + timeout_s
+    for server in _servers(bootstrap):
+        host, _, port = server.rpartition(":")
+        try:
+            left = max(0.1, deadline - time.monotonic())
+            with socket.create_connection((host.strip("[]"), int(port)), timeout=left):
+                return None
+        except (OSError, ValueError) as exc:
+            reasons.append(f"{server}: {getattr(exc, 'strerror', None) or exc}")
+    return "; ".join(reasons) or "no server given"
+
+
 def _compression(name: str) -> str | None:
     return None if name in ("", "none") else name
 
@@ -143,10 +167,13 @@ class Publisher:
 
         cfg = self.config
         factory = self._factory or KafkaProducer
+        why = probe(cfg.bootstrap, cfg.connect_timeout_ms / 1000.0)
+        if why is not None:
+            raise PublisherError(f"no Kafka broker answered at {cfg.bootstrap!r} ({why})")
         request_timeout = max(1000, min(30000, cfg.delivery_timeout_ms - 500))
         try:
             self._producer = factory(
-                bootstrap_servers=[s.strip() for s in cfg.bootstrap.split(",") if s.strip()],
+                bootstrap_servers=_servers(cfg.bootstrap),
                 client_id=cfg.client_id,
                 acks="all",
                 enable_idempotence=True,
