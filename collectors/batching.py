@@ -38,8 +38,9 @@ def concat(batches: Sequence[FlowBatch]) -> FlowBatch:
     for name in flowbatch.FLOW_COLUMNS:
         parts = [b.columns[name] for b in batches]
         if isinstance(parts[0], pa.Array):
-            cols[name] = pa.concat_arrays([p if isinstance(p, pa.Array) else pa.array(p)
-                                           for p in parts])  # fmt: skip
+            cols[name] = pa.concat_arrays(
+                [p if isinstance(p, pa.Array) else pa.array(p) for p in parts]
+            )
         else:
             cols[name] = np.concatenate(parts)
     n = sum(b.num_rows for b in batches)

@@ -147,6 +147,8 @@ class Collector:
             )
             if self.metrics is not None:
                 self.metrics.rcvbuf.labels(ls.label).set(ls.rcvbuf_granted)
+                # Present from the start, so a dashboard sees 0, not nothing.
+                self.metrics.kernel_drops.labels(ls.label).inc(0)
         self._load_templates()
         try:
             self.output.start()
@@ -277,7 +279,14 @@ class Collector:
 
     def _decode(self, datagrams: list[Datagram], now_ms: int) -> None:
         t0 = time.perf_counter()
-        res = self.decoder.decode(datagrams)
+        try:
+            res = self.decoder.decode(datagrams)
+        except Exception:
+            # The decoder raises nothing for bad input; this is a defect in
+            # it. The group is counted as lost and receiving goes on.
+            log.exception("decoder failed", extra={"datagrams": len(datagrams)})
+            self._count_internal_error(datagrams)
+            return
         if self.metrics is not None:
             self.metrics.decode_seconds.observe(time.perf_counter() - t0)
         self.datagrams += len(datagrams)
@@ -296,6 +305,17 @@ class Collector:
             self.accumulator.add(res.batch, time.monotonic())
             if self.accumulator.records >= self.accumulator.max_records:
                 self._flush_batch()
+
+    def _count_internal_error(self, datagrams: list[Datagram]) -> None:
+        if self.metrics is None:
+            return
+        per: dict[bytes, int] = {}
+        for _, exporter, _ in datagrams:
+            per[exporter] = per.get(exporter, 0) + 1
+        for exporter, n in per.items():
+            self.metrics.decode_errors.labels(self.tracker.exporter_text(exporter), "internal").inc(
+                n
+            )
 
     def _flush_batch(self) -> None:
         batch = self.accumulator.take()

@@ -215,9 +215,12 @@ def _run_collector(collector: Any) -> int:
         collector.stop()
         log.info(
             "collector stopped",
-            extra={"worker": collector.worker, "datagrams": collector.datagrams,
-                   "records": collector.records},
-        )  # fmt: skip
+            extra={
+                "worker": collector.worker,
+                "datagrams": collector.datagrams,
+                "records": collector.records,
+            },
+        )
     return 0
 
 
@@ -306,8 +309,7 @@ def _supervise(settings: Settings, spec: OutputSpec, bootstrap: str, workers: in
                     log.error("worker failed at start", extra={"worker": i, "exit": p.exitcode})
                     stop.set()
                     break
-                log.error("worker died, starting it again",
-                          extra={"worker": i, "exit": p.exitcode})  # fmt: skip
+                log.error("worker died, starting it again", extra={"worker": i, "exit": p.exitcode})
                 spawn(i)
     finally:
         for p in procs.values():
