@@ -119,6 +119,7 @@ def test_softflowd_export_through_kafka_matches_nfdump(
         assert delivered == len(reference), collect.log_text()[-3000:]
         assert collect.metric("voipflow_collector_packets_total") == sum(map(len, exports))
         time.sleep(1.5)  # one more health report after the last datagram
+        lost = collect.metric("voipflow_collector_sequence_lost_total")
     assert collect.returncode == 0
 
     batches, keys = _read_flows(
@@ -164,7 +165,10 @@ def test_softflowd_export_through_kafka_matches_nfdump(
         packets[h["exporter"]] += h["packets"]
         records[h["exporter"]] += h["records"]
         assert h["netflow_version"] == version
-        assert h["decode_errors"] == 0 and h["sequence_lost"] == 0
+        assert h["decode_errors"] == 0
+    # softflowd's IPFIX sequence numbers do not count what it sends (its first
+    # message says 24), so loss is not asserted; it is reported consistently.
+    assert sum(h["sequence_lost"] for h in health) == lost
     # Health counters are deltas: summed they give what each exporter sent.
     assert dict(packets) == {s: len(d) for s, d in zip(SOURCES, exports, strict=True)}
     assert sum(records.values()) == len(reference)

@@ -35,6 +35,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from multiprocessing.process import BaseProcess
 from pathlib import Path
@@ -190,8 +191,12 @@ def _build_collector(
     )
 
 
-def _run_collector(collector: Any) -> int:
-    """Start, loop until SIGTERM/SIGINT, stop gracefully; exit code."""
+def _run_collector(collector: Any, on_started: Callable[[], None] | None = None) -> int:
+    """Start, loop until SIGTERM/SIGINT, stop gracefully; exit code.
+
+    ``on_started`` runs once the sockets are bound and the output is up (the
+    metrics endpoint starts there, so it answering means "ready").
+    """
     from collectors.publisher import PublisherError
     from collectors.service import CollectorStartError
 
@@ -210,6 +215,8 @@ def _run_collector(collector: Any) -> int:
         return EXIT_BAD_SETTING
     log.info("collector started", extra={"worker": collector.worker, "pid": os.getpid()})
     try:
+        if on_started is not None:
+            on_started()
         collector.run()
     finally:
         collector.stop()
@@ -225,7 +232,12 @@ def _run_collector(collector: Any) -> int:
 
 
 def _worker_main(
-    settings: Settings, spec: OutputSpec, bootstrap: str, worker: int, metrics_dir: str
+    settings: Settings,
+    spec: OutputSpec,
+    bootstrap: str,
+    worker: int,
+    metrics_dir: str,
+    ready: Any,
 ) -> None:
     """Entry point of a worker process (spawned)."""
     from voipflow.logs import setup_logging
@@ -236,7 +248,7 @@ def _worker_main(
     use_multiprocess(metrics_dir)
     metrics = CollectorMetrics()
     collector = _build_collector(settings, spec, bootstrap, worker, metrics)
-    sys.exit(_run_collector(collector))
+    sys.exit(_run_collector(collector, ready.set))
 
 
 # -- the command --------------------------------------------------------------
@@ -254,12 +266,16 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         from collectors.metrics import CollectorMetrics
 
         metrics = CollectorMetrics()
-        server = _serve_metrics(settings, metrics.registry)
+        servers: list[Any] = []
         try:
-            return _run_collector(_build_collector(settings, spec, bootstrap, 0, metrics))
+            return _run_collector(
+                _build_collector(settings, spec, bootstrap, 0, metrics),
+                lambda: servers.append(_serve_metrics(settings, metrics.registry)),
+            )
         finally:
-            if server is not None:
-                server.shutdown()
+            for server in servers:
+                if server is not None:
+                    server.shutdown()
     return _supervise(settings, spec, bootstrap, workers)
 
 
@@ -280,11 +296,13 @@ def _supervise(settings: Settings, spec: OutputSpec, bootstrap: str, workers: in
     ctx = multiprocessing.get_context("spawn")
     procs: dict[int, BaseProcess] = {}
     started: dict[int, float] = {}
+    ready: dict[int, Any] = {}
 
     def spawn(i: int) -> None:
+        ready[i] = ctx.Event()
         p = ctx.Process(
             target=_worker_main,
-            args=(settings, spec, bootstrap, i, metrics_dir),
+            args=(settings, spec, bootstrap, i, metrics_dir, ready[i]),
             name=f"voipflow-collector-{i}",
         )
         p.start()
@@ -296,6 +314,15 @@ def _supervise(settings: Settings, spec: OutputSpec, bootstrap: str, workers: in
     try:
         for i in range(workers):
             spawn(i)
+        # Serve metrics (the sign of readiness) once every worker has bound.
+        deadline = time.monotonic() + 120
+        while not all(e.is_set() for e in ready.values()):
+            failed = [p for p in procs.values() if not p.is_alive()]
+            if failed or stop.is_set() or time.monotonic() > deadline:
+                code = (failed[0].exitcode or 1) if failed else 1
+                log.error("workers did not start", extra={"exit": code})
+                return code
+            time.sleep(0.05)
         server = _serve_metrics(settings, registry)
         log.info("collector supervisor started", extra={"workers": workers})
         while not stop.wait(0.5):
