@@ -19,7 +19,7 @@ the ratio to GoFlow2 in the same run::
 
     python -m benchmarks.collector_bench [--records 1000000] [--rate 200000]
         [--rounds 3] [--streams ipfix4,ipfix6,v9] [--receivers ...]
-        [--bootstrap HOST:PORT] [--json OUT]
+        [--bootstrap HOST:PORT] [--json OUT] [--set VOIPFLOW_X=V ...]
 
 Receivers: ``voipflow-kafka`` (decode and publish to a real local broker:
 ``--bootstrap``, else one is started with ``voipflow.broker``),
@@ -227,6 +227,7 @@ class VoipflowReceiver(Receiver):
             VOIPFLOW_COLLECTOR_WORKERS="1",
             VOIPFLOW_LOG_LEVEL="WARNING",
         )
+        env.update(self.extra.get("settings", {}))
         output = self.extra["output"]
         if output == "kafka":
             env["VOIPFLOW_KAFKA_BOOTSTRAP"] = self.extra["bootstrap"]
@@ -375,15 +376,26 @@ class Result:
 
 
 def run_one(
-    stream: str, receiver: str, datagrams: list[bytes], n: int, rate: float, bootstrap: str
+    stream: str,
+    receiver: str,
+    datagrams: list[bytes],
+    n: int,
+    rate: float,
+    bootstrap: str,
+    settings: dict[str, str] | None = None,
 ) -> Result:
     work = Path(tempfile.mkdtemp(prefix=f"bench-{receiver}-"))
     port = free_port()
     factory: dict[str, Callable[[], Receiver]] = {
         "voipflow-kafka": lambda: VoipflowReceiver(
-            receiver, port, work, extra={"output": "kafka", "bootstrap": bootstrap}
+            receiver,
+            port,
+            work,
+            extra={"output": "kafka", "bootstrap": bootstrap, "settings": settings or {}},
         ),
-        "voipflow-null": lambda: VoipflowReceiver(receiver, port, work, extra={"output": "null"}),
+        "voipflow-null": lambda: VoipflowReceiver(
+            receiver, port, work, extra={"output": "null", "settings": settings or {}}
+        ),
         "goflow2": lambda: GoFlow2Receiver(receiver, port, work, extra={"format": "bin"}),
         "goflow2-json": lambda: GoFlow2Receiver(receiver, port, work, extra={"format": "json"}),
         "nfcapd": lambda: NfcapdReceiver(receiver, port, work),
@@ -454,9 +466,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--receivers", default=",".join(RECEIVERS))
     ap.add_argument("--bootstrap", default="", help="Kafka for voipflow-kafka (else started)")
     ap.add_argument("--json", help="write every run's figures here")
+    ap.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="VOIPFLOW_X=V",
+        help="a setting for the voipflow receivers (repeatable)",
+    )
     args = ap.parse_args(argv)
     streams = [s for s in args.streams.split(",") if s]
     receivers = [r for r in args.receivers.split(",") if r]
+    settings = dict(item.split("=", 1) for item in args.set)
     if not GOFLOW2.exists():
         for name in ("goflow2", "goflow2-json"):
             if name in receivers:
@@ -474,7 +494,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"# {stream}: {args.records} records in {len(datagrams)} datagrams", flush=True)
             for rnd in range(args.rounds):
                 for receiver in receivers:
-                    r = run_one(stream, receiver, datagrams, args.records, args.rate, bootstrap)
+                    r = run_one(
+                        stream, receiver, datagrams, args.records, args.rate, bootstrap, settings
+                    )
                     results.append(r)
                     print(
                         f"  round {rnd + 1} {receiver:<15} records={r.records} "

@@ -92,32 +92,51 @@ def _slice(batch: FlowBatch, start: int, stop: int) -> FlowBatch:
     return FlowBatch(cols, stop - start, extras)
 
 
+class MessageEncoder:
+    """Encode batches as messages of at most ``max_bytes`` and ``max_rows`` each.
+
+    The bytes a record takes once encoded are learnt from the messages made
+    so far, so a big batch is cut into right-sized row ranges before it is
+    encoded, not encoded whole first only to find it too big. A piece that
+    still overflows is halved and encoded again. A single record larger than
+    ``max_bytes`` is sent alone: the broker, not this code, decides.
+    """
+
+    def __init__(self, max_bytes: int, max_rows: int | None = None) -> None:
+        self.max_bytes = max_bytes
+        self.max_rows = max_rows
+        #: Encoded bytes per record seen last (0 until the first message).
+        self.row_bytes = 0.0
+
+    def encode(self, batch: FlowBatch) -> list[tuple[bytes, int]]:
+        """(message value, records) pairs covering every row of ``batch`` in order."""
+        n = batch.num_rows
+        rows = n if self.max_rows is None else min(n, self.max_rows)
+        if self.row_bytes:
+            rows = min(rows, max(1, int(self.max_bytes * 0.9 / self.row_bytes)))
+        if rows >= n:
+            return self._fit(batch)
+        out: list[tuple[bytes, int]] = []
+        for start in range(0, n, rows):
+            out.extend(self._fit(_slice(batch, start, min(n, start + rows))))
+        return out
+
+    def _fit(self, batch: FlowBatch) -> list[tuple[bytes, int]]:
+        value = flowbatch.encode(batch)
+        n = batch.num_rows
+        if n:
+            self.row_bytes = len(value) / n
+        if len(value) <= self.max_bytes or n <= 1:
+            return [(value, n)]
+        half = n // 2
+        return self._fit(_slice(batch, 0, half)) + self._fit(_slice(batch, half, n))
+
+
 def encode_sized(
     batch: FlowBatch, max_bytes: int, max_rows: int | None = None
 ) -> list[tuple[bytes, int]]:
-    """Encode ``batch`` as messages of at most ``max_bytes`` and ``max_rows`` each.
-
-    Returns (message value, records) pairs. The first encoding tells the
-    bytes per record; an oversized batch is cut into equal row ranges from
-    that (and again if a piece still overflows). A single record larger than
-    ``max_bytes`` is still sent alone: the broker, not this code, decides.
-    """
-    n = batch.num_rows
-    if max_rows is not None and n > max_rows:
-        out: list[tuple[bytes, int]] = []
-        for start in range(0, n, max_rows):
-            piece = _slice(batch, start, min(n, start + max_rows))
-            out.extend(encode_sized(piece, max_bytes))
-        return out
-    value = flowbatch.encode(batch)
-    if len(value) <= max_bytes or n <= 1:
-        return [(value, n)]
-    per_row = len(value) / n
-    rows = max(1, int(max_bytes / per_row * 0.95))
-    out = []
-    for start in range(0, n, rows):
-        out.extend(encode_sized(_slice(batch, start, min(n, start + rows)), max_bytes))
-    return out
+    """One-off :class:`MessageEncoder` use (nothing learnt beforehand)."""
+    return MessageEncoder(max_bytes, max_rows).encode(batch)
 
 
 class Accumulator:

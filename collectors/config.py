@@ -51,6 +51,11 @@ class CollectorConfig(BaseModel):
     #: At most this many datagrams are read per wakeup before they are decoded
     #: together.
     recv_burst: int = Field(512, ge=1, le=65536)
+    #: After a wakeup with fewer than ``recv_burst`` datagrams waiting, wait
+    #: this long for more before decoding, so each decode call gets a bigger
+    #: group (fixed costs per call are paid less often). Adds at most this
+    #: much delay; 0 decodes whatever one wakeup found.
+    coalesce_ms: float = Field(50.0, ge=0, le=1000)
     #: A flow batch is published when it holds this many records ...
     batch_max_records: int = Field(20000, ge=1)
     #: ... or when its oldest record waited this long.

@@ -25,7 +25,7 @@ from typing import IO, Any, Protocol
 import numpy as np
 import pyarrow as pa
 
-from collectors.batching import encode_sized, split_by_exporter
+from collectors.batching import MessageEncoder, split_by_exporter
 from collectors.metrics import CollectorMetrics
 from collectors.publisher import Publisher
 from schemas.flowbatch import FLOW_COLUMNS, SCHEMA_NAME, FlowBatch, addr_to_text
@@ -70,6 +70,7 @@ class KafkaOutput:
         self.health_topic = health_topic
         self.max_message_bytes = max_message_bytes
         self.max_records = max_records
+        self._encoder = MessageEncoder(max_message_bytes, max_records)
         self.stop_timeout_s = stop_timeout_s
         self._headers = [("schema", SCHEMA_NAME.encode())]
         self._health_headers = [("schema", b"exporter-health.v1")]
@@ -89,7 +90,7 @@ class KafkaOutput:
     def write(self, batch: FlowBatch) -> None:
         for exporter, part in split_by_exporter(batch):
             key = self._key(exporter)
-            for value, n in encode_sized(part, self.max_message_bytes, self.max_records):
+            for value, n in self._encoder.encode(part):
                 self.publisher.publish(
                     self.flows_topic, key, value, records=n, headers=self._headers
                 )
