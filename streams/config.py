@@ -22,6 +22,7 @@ class KafkaConfig(BaseModel):
     usage_topic: str = "voip-usage.v1"
     rules_topic: str = "rules.v1"
     feedback_topic: str = "rules-feedback.v1"
+    health_topic: str = "exporter-health.v1"
 
     @field_validator("bootstrap")
     @classmethod
@@ -38,8 +39,32 @@ class ClickHouseConfig(BaseModel):
     #: the native protocol; empty for the embedded engine (chdb) in
     #: ``<data_dir>/clickhouse``.
     url: str = ""
-    #: Database used by the embedded engine.
-    database: str = "voipflow"
+    #: Database used by the embedded engine (a server's comes from ``url``).
+    database: str = Field("voipflow", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    #: Seconds to wait for a server connection before counting it as down.
+    connect_timeout_s: float = Field(5.0, gt=0)
+    #: Seconds a statement may wait for the server's answer.
+    timeout_s: float = Field(60.0, gt=0)
+    #: Cluster name for ``voipflow db migrate``: when set, DDL is rendered
+    #: ``ON CLUSTER`` with Replicated*MergeTree tables (``<name>_local``) behind
+    #: Distributed tables of the plain names. Empty: one server or chdb.
+    cluster: str = Field("", pattern=r"^([A-Za-z_][A-Za-z0-9_-]*)?$")
+    #: Days ``flows_voip`` keeps VoIP flow records (0 = forever).
+    flows_ttl_days: int = Field(90, ge=0)
+    #: Days ``voip_usage_1m`` keeps per-minute usage (0 = forever).
+    usage_1m_ttl_days: int = Field(35, ge=0)
+    #: Days ``voip_usage_1h`` keeps hourly usage (0 = forever).
+    usage_1h_ttl_days: int = Field(400, ge=0)
+    #: Days ``voip_usage_1d`` keeps daily usage (0 = forever).
+    usage_1d_ttl_days: int = Field(0, ge=0)
+    #: Days ``exporter_health`` and ``pipeline_stats`` keep reports (0 = forever).
+    health_ttl_days: int = Field(30, ge=0)
+    #: Days ``rule_events`` keeps rule state changes (0 = forever).
+    rule_events_ttl_days: int = Field(400, ge=0)
+    #: Inserts per table whose deduplication tokens are remembered
+    #: (``non_replicated_deduplication_window``/``replicated_deduplication_window``);
+    #: a replayed batch older than this many inserts would be inserted again.
+    dedup_window: int = Field(1000, ge=1)
 
     @field_validator("url")
     @classmethod
