@@ -37,6 +37,10 @@ from streams.clickhouse.errors import (
 )
 
 log = logging.getLogger(__name__)
+# The driver logs every failed connection attempt with a traceback; the same
+# failure reaches the caller as ConnectionLost, which the sink counts and logs
+# at a bounded rate, so the driver's copy is only noise during an outage.
+logging.getLogger("clickhouse_driver.connection").setLevel(logging.ERROR)
 
 
 def _translate(exc: BaseException, sql: str) -> ClickHouseError:
