@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, Field, ValidationInfo, field_validator
 
 
 class KafkaConfig(BaseModel):
@@ -85,5 +85,36 @@ class WorkerConfig(BaseModel):
 class SinkConfig(BaseModel):
     #: Rows per ClickHouse insert at most ...
     batch_rows: int = Field(50000, ge=1)
-    #: ... and at least one insert this often when rows are waiting.
+    #: ... and at least one insert this often when rows are waiting. Batches
+    #: are per topic partition, so a table receives up to one insert per
+    #: partition per this delay.
     batch_delay_s: float = Field(1.0, gt=0)
+    #: Kafka consumer group of the sinks.
+    group_id: str = Field("voipflow-sink", min_length=1)
+    #: Topics the sink consumes, comma separated, among the voip-flows, usage
+    #: and exporter-health topics of ``[kafka]``; empty: all three.
+    topics: str = ""
+    #: Table the voip-flows topic fills (a plain name, in the configured database).
+    flows_table: str = Field("flows_voip", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    #: First wait before retrying an insert that failed for a transient reason ...
+    retry_initial_s: float = Field(0.5, gt=0)
+    #: ... doubling up to this wait between retries (retries never give up).
+    retry_max_s: float = Field(30.0, gt=0)
+    #: Topic that receives messages the sink cannot insert (raw value, with
+    #: headers naming the reason and origin); empty: bad messages are only
+    #: counted and logged.
+    dead_letter_topic: str = ""
+    #: Stop after this many idle seconds with nothing pending (0 = run until
+    #: stopped): for backfills and tests.
+    exit_when_idle_s: float = Field(0.0, ge=0)
+    #: Fault injection for tests: SIGKILL the sink process right after its
+    #: N-th successful insert, before the offsets are committed (0 = never).
+    fault_kill_after_inserts: int = Field(0, ge=0)
+
+    @field_validator("retry_max_s")
+    @classmethod
+    def _check_retry(cls, v: float, info: ValidationInfo) -> float:
+        initial = info.data.get("retry_initial_s")
+        if initial is not None and v < initial:
+            raise ValueError("must be at least retry_initial_s")
+        return v
