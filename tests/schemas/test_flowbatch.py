@@ -27,7 +27,7 @@ def test_defaults_are_the_documented_ones() -> None:
 def test_round_trip_keeps_every_value(v4: list[int], ports: int) -> None:
     n = len(v4)
     src = fb.ipv4_to_addr16(np.array(v4, dtype=np.uint32))
-    dst = np.array([fb.text_to_addr16("2001:db8::%x" % i) for i in range(n)], dtype="S16")
+    dst = np.array([fb.text_to_addr16(f"2001:db8::{i:x}") for i in range(n)], dtype="S16")
     batch = fb.make_batch(
         {
             "src_addr": src,
