@@ -188,6 +188,8 @@ class Sink:
         self.failure: SinkStopped | None = None
         self.bad_messages: dict[tuple[str, str], int] = {}
         self.rows_inserted: dict[str, int] = {}
+        #: Transient ClickHouse errors met (each one paused and retried).
+        self.transient_errors = 0
 
     # -- lifecycle ------------------------------------------------------------
 
@@ -243,6 +245,8 @@ class Sink:
             auto_offset_reset="earliest",
             max_poll_records=2000,
             max_partition_fetch_bytes=8 * 1024 * 1024,
+            session_timeout_ms=int(self.config.session_timeout_s * 1000),
+            heartbeat_interval_ms=max(500, int(self.config.session_timeout_s * 1000 / 4)),
         )
         consumer.subscribe(sorted(self.specs), listener=Listener())
         return consumer
@@ -311,11 +315,22 @@ class Sink:
             self._update_lag()
             if (
                 self.config.exit_when_idle_s
-                and not self._batches
                 and time.monotonic() - idle_since >= self.config.exit_when_idle_s
+                and self._drained()
             ):
                 log.info("idle, exiting", extra={"idle_s": self.config.exit_when_idle_s})
                 return
+
+    def _drained(self) -> bool:
+        """Assigned partitions all committed up to their high watermark, nothing pending."""
+        assigned = self._consumer.assignment()
+        if not assigned or self._batches or self._fresh:
+            return False
+        for tp in assigned:
+            high = self._consumer.highwater(tp)
+            if high is None or (high > 0 and self._committed.get(tp, 0) < high):
+                return False
+        return True
 
     def _forget(self, partitions: Any) -> None:
         for tp in partitions:
@@ -493,6 +508,7 @@ class Sink:
                 ) from exc
             except ClickHouseError as exc:
                 ERRORS.labels(spec.table, "transient").inc()
+                self.transient_errors += 1
                 uncertain = True
                 log.warning(
                     "ClickHouse insert failed, retrying",
