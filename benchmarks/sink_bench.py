@@ -30,6 +30,7 @@ import numpy as np
 from streams.clickhouse import ClickHouse
 from streams.clickhouse.embedded import EmbeddedClickHouse
 from streams.clickhouse.migrations import Migrator, RenderOptions
+from streams.clickhouse.native import NativeClickHouse
 from streams.config import ClickHouseConfig
 from streams.sink_tables import combine, parse_voip_flows, with_offsets
 
@@ -133,8 +134,6 @@ def main(argv: list[str] | None = None) -> int:
         server = ClickHouseServer(binary, work / "server")
         server.start()
         try:
-            from streams.clickhouse.native import NativeClickHouse
-
             ch = NativeClickHouse(server.url_for("bench"))
             ch.ensure_database()
             ch.execute(SIMPLE_TABLE)

@@ -308,6 +308,8 @@ class Sink:
             else:
                 polled = self._consumer.poll(timeout_ms=200)
                 records = [r for batch in polled.values() for r in batch]
+            for tp in list(self._fresh):  # newly assigned: an intent to replay?
+                self._read_intent(tp)
             if records:
                 idle_since = time.monotonic()
                 self._add(records)
@@ -365,7 +367,7 @@ class Sink:
 
         for rec in records:
             tp = TopicPartition(rec.topic, rec.partition)
-            if tp in self._fresh:
+            if tp in self._fresh:  # assigned during this poll
                 self._read_intent(tp)
             spec = self.specs[rec.topic]
             batch = self._batches.get(tp)
