@@ -104,6 +104,9 @@ class SinkConfig(BaseModel):
     #: headers naming the reason and origin); empty: bad messages are only
     #: counted and logged.
     dead_letter_topic: str = ""
+    #: Seconds between rows of the sink's own counters (rows inserted, bad
+    #: messages, retries, lag) in ``pipeline_stats``; 0 = never.
+    stats_interval_s: float = Field(60.0, ge=0)
     #: Seconds without heartbeats after which the group gives a dead sink's
     #: partitions to another member (the broker allows 6 to 300 by default).
     session_timeout_s: float = Field(10.0, ge=1)

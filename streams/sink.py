@@ -63,6 +63,7 @@ import logging
 import os
 import random
 import signal
+import socket
 import threading
 import time
 from collections.abc import Sequence
@@ -100,6 +101,8 @@ LAG = Gauge("voipflow_sink_lag", "Messages not yet committed", ["topic", "partit
 PAUSED = Gauge("voipflow_sink_paused", "1 while consumption is paused for a retry")
 
 OFFSET_COLUMNS = ("kafka_partition", "kafka_offset")
+STATS_TABLE = "pipeline_stats"
+STATS_COLUMNS = ("ts", "component", "instance", "metric", "labels", "value")
 
 
 class SinkError(Exception):
@@ -190,6 +193,9 @@ class Sink:
         self.rows_inserted: dict[str, int] = {}
         #: Transient ClickHouse errors met (each one paused and retried).
         self.transient_errors = 0
+        self.instance = f"{socket.gethostname()}:{os.getpid()}"
+        self._stats_enabled = False
+        self._stats_due = 0.0
 
     # -- lifecycle ------------------------------------------------------------
 
@@ -240,7 +246,7 @@ class Sink:
         consumer = KafkaConsumer(
             bootstrap_servers=self.bootstrap,
             group_id=self.config.group_id,
-            client_id=f"voipflow-sink-{os.getpid()}",
+            client_id=f"voipflow-sink-{self.instance}",
             enable_auto_commit=False,
             auto_offset_reset="earliest",
             max_poll_records=2000,
@@ -285,6 +291,13 @@ class Sink:
                     extra={"table": where, "columns": ",".join(missing)},
                 )
             self._tables[spec.table] = _TableInfo(types, offsets)
+        if self.config.stats_interval_s:
+            res = self._ch.query(
+                "SELECT name FROM system.columns "
+                f"WHERE database = currentDatabase() AND table = {quote_literal(STATS_TABLE)}"
+            )
+            self._stats_enabled = set(STATS_COLUMNS) <= {str(r[0]) for r in res.rows}
+            self._stats_due = time.monotonic() + self.config.stats_interval_s
 
     # -- main loop ----------------------------------------------------------------
 
@@ -315,6 +328,8 @@ class Sink:
                 self._add(records)
             self._flush_due()
             self._update_lag()
+            if self._stats_enabled and time.monotonic() >= self._stats_due:
+                self._write_stats()
             if (
                 self.config.exit_when_idle_s
                 and time.monotonic() - idle_since >= self.config.exit_when_idle_s
@@ -611,6 +626,47 @@ class Sink:
         if kept < n:
             SKIPPED.labels(spec.table, "repeated_window").inc(n - kept)
         return (_mask(cols, keep), kept) if kept < n else (cols, n)
+
+    def _stats_rows(self) -> list[tuple[str, dict[str, Any], float]]:
+        rows: list[tuple[str, dict[str, Any], float]] = [
+            ("rows_inserted", {"table": t}, float(n)) for t, n in self.rows_inserted.items()
+        ]
+        rows += [
+            ("bad_messages", {"topic": topic, "reason": reason}, float(n))
+            for (topic, reason), n in self.bad_messages.items()
+        ]
+        rows.append(("transient_errors", {}, float(self.transient_errors)))
+        for tp in self._consumer.assignment():
+            high = self._consumer.highwater(tp)
+            if high is not None:
+                lag = max(0, high - self._committed.get(tp, 0))
+                rows.append(("lag", {"topic": tp.topic, "partition": tp.partition}, float(lag)))
+        return rows
+
+    def _write_stats(self) -> None:
+        """Counters since start, one row each, into ``pipeline_stats`` (best effort)."""
+        assert self._ch is not None
+        self._stats_due = time.monotonic() + self.config.stats_interval_s
+        rows = self._stats_rows()
+        n = len(rows)
+        now = np.datetime64(int(time.time()), "s")
+        try:
+            self._ch.insert(
+                STATS_TABLE,
+                {
+                    "ts": np.full(n, now, dtype="datetime64[s]"),
+                    "component": pa.array(["sink"] * n),
+                    "instance": pa.array([self.instance] * n),
+                    "metric": pa.array([r[0] for r in rows]),
+                    "labels": pa.array([json.dumps(r[1], sort_keys=True) for r in rows]),
+                    "value": np.array([r[2] for r in rows], dtype=np.float64),
+                },
+            )
+        except PermanentError as exc:
+            self._stats_enabled = False
+            log.warning("pipeline stats disabled", extra={"error": str(exc)[:200]})
+        except ClickHouseError as exc:
+            log.warning("pipeline stats not written", extra={"error": str(exc)[:200]})
 
     def _update_lag(self) -> None:
         if self._consumer is None:
