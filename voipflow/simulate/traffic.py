@@ -565,7 +565,9 @@ class TrafficModel:
         else:
             peer, v6 = self._sample_peers(None, v6)
             self._provider_peers(peer, v6, self.web_providers, A.WEB_PROVIDER_SHARE)
-            dur = np.clip(rng.lognormal(np.log(4000), 1.2, n), 30, 300_000).astype(np.int64)
+            # longer connections would be sliced by the active timeout: kept short
+            cap = min(300_000, self.timeout_ms)
+            dur = np.clip(rng.lognormal(np.log(4000), 1.2, n), 30, cap).astype(np.int64)
             start = end - dur
             proto = np.where(rng.random(n) < A.QUIC_SHARE, A.UDP, A.TCP)
             peer_port = np.where(rng.random(n) < 0.95, 443, 80)
