@@ -523,12 +523,14 @@ class NetFlowV9Encoder(_TemplateEncoder):
         # as unix_secs * 1000 - sysUptime: the export instant is truncated to
         # its second for both fields so flow times come back to the millisecond.
         secs = export_time_ms // 1000
-        uptime = int(_uptime(np.array([secs * 1000]), self.boot_time_ms)[0])
+        uptime = secs * 1000 - self.boot_time_ms
+        if uptime < 0:
+            raise EncodeError("export time before the exporter's boot time")
         # RFC 3954: the sequence counts export packets, starting at 0.
         return _V9_HEADER.pack(
             9,
             n_records,
-            uptime,
+            uptime & 0xFFFFFFFF,
             secs,
             self.packets & 0xFFFFFFFF,
             self.observation_domain_id,

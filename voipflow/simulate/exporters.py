@@ -46,7 +46,9 @@ class Exporter:
     datagrams: int = 0
     records: int = 0
     send_errors: int = 0
-    _metrics: tuple[Any, Any] | None = field(default=None, repr=False)
+    pending: list[dict[str, np.ndarray]] = field(default_factory=list, repr=False)
+    pending_records: int = 0
+    last_flush_ms: int = 0
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -79,12 +81,16 @@ class ExporterSet:
         rng: np.random.Generator,
         pcap: PcapWriter | None = None,
         send: bool = True,
+        flush_ms: int = 1000,
+        flush_records: int = 300,
     ) -> None:
         if len(city_names) > 254:
             raise SimulatorDataError(f"{len(city_names)} cities: at most 254 are supported")
         self.target = target
         self.pcap = pcap
         self.send_enabled = send
+        self.flush_ms = flush_ms
+        self.flush_records = flush_records
         family = ipaddress.ip_address(target[0])
         self.family = socket.AF_INET6 if family.version == 6 else socket.AF_INET
         self.per_source = family.version == 4 and family.is_loopback
@@ -104,7 +110,9 @@ class ExporterSet:
                     **kwargs,
                 )
                 addr = loopback_address(ci, ei) if self.per_source else "0.0.0.0"
-                self.exporters.append(Exporter(index, city, addr, domain, enc))
+                self.exporters.append(
+                    Exporter(index, city, addr, domain, enc, last_flush_ms=start_ms)
+                )
 
     def open(self) -> None:
         if not self.send_enabled:
@@ -123,22 +131,43 @@ class ExporterSet:
                 e.sock = None
 
     def export(self, columns: dict[str, np.ndarray], exporter: np.ndarray, now_ms: int) -> int:
-        """Encode and send one step's records; returns datagrams sent."""
-        if not len(exporter):
-            return 0
-        order = np.argsort(exporter, kind="stable")
-        bounds = np.searchsorted(exporter[order], np.arange(len(self.exporters) + 1))
+        """Queue one step's records; send what is due. Returns datagrams sent.
+
+        Like a router's export buffer, an exporter sends when it holds enough
+        records to fill datagrams, or when ``flush_ms`` passed since it last
+        sent, so slow exporters do not send one tiny datagram per step.
+        """
+        if len(exporter):
+            order = np.argsort(exporter, kind="stable")
+            bounds = np.searchsorted(exporter[order], np.arange(len(self.exporters) + 1))
+            for e in self.exporters:
+                lo, hi = bounds[e.index], bounds[e.index + 1]
+                if lo < hi:
+                    take = order[lo:hi]
+                    e.pending.append({k: v[take] for k, v in columns.items()})
+                    e.pending_records += int(hi - lo)
         sent = 0
         for e in self.exporters:
-            lo, hi = bounds[e.index], bounds[e.index + 1]
-            if lo == hi:
-                continue
-            take = order[lo:hi]
-            part = {k: v[take] for k, v in columns.items()}
-            datagrams = e.encoder.encode(part, now_ms)
-            sent += self._send(e, datagrams, now_ms)
-            e.records += int(hi - lo)
-            RECORDS.labels(e.address).inc(int(hi - lo))
+            due = now_ms - e.last_flush_ms >= self.flush_ms
+            if e.pending_records and (due or e.pending_records >= self.flush_records):
+                sent += self._flush(e, now_ms)
+        return sent
+
+    def flush(self, now_ms: int) -> int:
+        """Send everything queued (at the end of a run)."""
+        return sum(self._flush(e, now_ms) for e in self.exporters if e.pending_records)
+
+    def _flush(self, e: Exporter, now_ms: int) -> int:
+        parts, n = e.pending, e.pending_records
+        e.pending, e.pending_records, e.last_flush_ms = [], 0, now_ms
+        cols = (
+            parts[0]
+            if len(parts) == 1
+            else {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+        )
+        sent = self._send(e, e.encoder.encode(cols, now_ms), now_ms)
+        e.records += n
+        RECORDS.labels(e.address).inc(n)
         return sent
 
     def _send(self, e: Exporter, datagrams: list[bytes], now_ms: int) -> int:

@@ -137,6 +137,8 @@ class Simulator:
                 self.progress = self._progress(now - t0, records, datagrams, behind)
                 progress(self.progress)
                 next_report = now + progress_every_s
+        # what the export buffers still hold goes out when the run ends
+        datagrams += self.exporters.flush(self.sim_ms)
         self.progress = self._progress(time.monotonic() - t0, records, datagrams, behind)
         return self.progress
 
