@@ -172,9 +172,11 @@ class ExporterSet:
 
     def _send(self, e: Exporter, datagrams: list[bytes], now_ms: int) -> int:
         if self.pcap is not None:
+            # the pcap is IPv4 only: an IPv6 collector is shown as 127.0.0.1
             src = e.address if self.per_source else "127.0.0.1"
+            dst = self.target if self.family == socket.AF_INET else ("127.0.0.1", self.target[1])
             for d in datagrams:
-                self.pcap.write(now_ms, (src, 2055), self.target, d)
+                self.pcap.write(now_ms, (src, 2055), dst, d)
         if e.sock is None:
             e.datagrams += len(datagrams)
             return len(datagrams)
