@@ -194,7 +194,7 @@ def test_call_media_have_voice_statistics() -> None:
         assert (c["protocol"][media] == 17).all()
         sub = lab["sub"][media]
         src = c["src_addr"][media]
-        up = (src == model.sub_v4[sub]) | (src == model.sub_v6[sub])
+        up = (src == model.pop.sub_v4[sub]) | (src == model.pop.sub_v6[sub])
         calls_up.append(lab["call"][media][up])
         calls_down.append(lab["call"][media][~up])
     pps = np.concatenate(pps_all)

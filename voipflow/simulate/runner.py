@@ -27,7 +27,8 @@ from voipflow.simulate.addresses import (
 from voipflow.simulate.config import SimulatorConfig
 from voipflow.simulate.exporters import ExporterSet
 from voipflow.simulate.pcapfile import PcapWriter
-from voipflow.simulate.traffic import TrafficModel, check_cities_fit
+from voipflow.simulate.population import check_cities_fit
+from voipflow.simulate.traffic import TrafficModel
 
 log = logging.getLogger(__name__)
 
@@ -94,7 +95,7 @@ class Simulator:
             "simulating %d cities, %d exporters, %d subscribers, %d calls in progress",
             len(cities),
             len(self.exporters.exporters),
-            len(self.model.sub_city),
+            len(self.model.pop.sub_city),
             self.model.active_calls,
             extra={"target": cfg.target, "rate": cfg.rate, "version": cfg.version},
         )

@@ -20,7 +20,6 @@ with none are not exported, as on a sampling router.
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 from dataclasses import dataclass
 from typing import Any
@@ -28,15 +27,10 @@ from typing import Any
 import numpy as np
 
 from voipflow.simulate import apps as A
-from voipflow.simulate.addresses import (
-    City,
-    Provider,
-    PublicPeers,
-    SimulatorDataError,
-    fixed_addresses,
-    subscriber_addresses,
-)
+from voipflow.simulate.addresses import City, Provider
 from voipflow.simulate.config import SimulatorConfig
+from voipflow.simulate.legs import NEVER, LegPool, aligned, make_legs
+from voipflow.simulate.population import Population
 from voipflow.simulate.truth import GroundTruth
 
 log = logging.getLogger(__name__)
@@ -61,88 +55,6 @@ class Tick:
         return len(self.exporter)
 
 
-_LEG_FIELDS: dict[str, Any] = {
-    "sub": np.uint32,
-    "call": np.int64,
-    "app": np.uint8,
-    "up": np.bool_,
-    "v6": np.bool_,
-    "peer": "S16",
-    "sub_port": np.uint16,
-    "peer_port": np.uint16,
-    "proto": np.uint8,
-    "tos": np.uint8,
-    "media": np.bool_,
-    "pps": np.float64,
-    "size": np.float64,
-    "fixed_packets": np.int64,
-    "fixed_bytes": np.int64,
-    "start": np.int64,
-    "end": np.int64,
-    "slice_start": np.int64,
-    "due": np.int64,
-    "counted": np.bool_,
-}
-
-
-_NEVER = np.iinfo(np.int64).max
-
-
-class LegPool:
-    """One direction of the flows exported in slices, as growable columns.
-
-    Appends go into spare capacity (doubling when full) and finished legs are
-    only marked (their ``due`` set to never) until a third of the pool is
-    dead, so a step does not copy the whole pool.
-    """
-
-    def __init__(self) -> None:
-        self._cols = {k: np.empty(1024, dtype=v) for k, v in _LEG_FIELDS.items()}
-        self.n = 0
-        self.dead = 0
-        self._staged: list[dict[str, np.ndarray]] = []
-
-    def __len__(self) -> int:
-        return self.n - self.dead
-
-    @property
-    def f(self) -> dict[str, np.ndarray]:
-        """The used part of every column (views: writes go to the pool)."""
-        return {k: v[: self.n] for k, v in self._cols.items()}
-
-    def add(self, legs: dict[str, np.ndarray]) -> None:
-        """Stage legs; :meth:`commit` appends everything staged."""
-        if len(legs["due"]):
-            self._staged.append(legs)
-
-    def commit(self) -> None:
-        if not self._staged:
-            return
-        k = sum(len(p["due"]) for p in self._staged)
-        cap = len(self._cols["due"])
-        if self.n + k > cap:
-            while self.n + k > cap:
-                cap *= 2
-            for name, col in self._cols.items():
-                grown = np.empty(cap, dtype=col.dtype)
-                grown[: self.n] = col[: self.n]
-                self._cols[name] = grown
-        for name, col in self._cols.items():
-            col[self.n : self.n + k] = np.concatenate([p[name] for p in self._staged])
-        self.n += k
-        self._staged = []
-
-    def drop(self, idx: np.ndarray) -> None:
-        """Forget the legs at ``idx`` (indexes into the used part)."""
-        self._cols["due"][idx] = _NEVER
-        self.dead += len(idx)
-        if self.dead * 3 > self.n:
-            keep = np.flatnonzero(self._cols["due"][: self.n] != _NEVER)
-            for col in self._cols.values():
-                col[: len(keep)] = col[keep]
-            self.n, self.dead = len(keep), 0
-
-
 class TrafficModel:
     """Cities, subscribers, exporters and their traffic, deterministic per seed."""
 
@@ -158,15 +70,13 @@ class TrafficModel:
         self.rng = np.random.default_rng(config.seed)
         self.now_ms = start_ms
         self.timeout_ms = int(config.active_timeout_s * 1000)
-        self.v6_share = 0.0 if config.version == 5 else config.ipv6_share
-        self._subscribers()
-        self._peers(providers)
+        self.pop = Population(config, cities, providers, self.rng)
         self.apps = [(a.name, True) for a in A.CALL_APPS] + [(b, False) for b in A.BACKGROUND_APPS]
         self.app_index = {name: i for i, (name, _) in enumerate(self.apps)}
         self.truth = GroundTruth(
             [{"city": c.name, "region": c.region, "country": c.country} for c in cities],
             self.apps,
-            self.sub_city,
+            self.pop.sub_city,
         )
         self.pool = LegPool()
         self._rates()
@@ -175,49 +85,6 @@ class TrafficModel:
         self.pool.commit()
 
     # -- set-up --------------------------------------------------------------
-
-    def _subscribers(self) -> None:
-        n = self.cfg.subscribers_per_city
-        epc = self.cfg.exporters_per_city
-        v4s, v6s = [], []
-        for c in self.cities:
-            v4, v6 = subscriber_addresses(self.rng, c, n)
-            v4s.append(v4)
-            v6s.append(v6)
-        self.sub_v4 = np.concatenate(v4s)
-        self.sub_v6 = np.concatenate(v6s)
-        self.sub_has_v6 = np.array([bool(c.v6) for c in self.cities]).repeat(n)
-        self.sub_city = np.arange(len(self.cities), dtype=np.uint16).repeat(n)
-        local = np.tile(np.arange(n), len(self.cities))
-        self.sub_exporter = (self.sub_city.astype(np.int64) * epc + local % epc).astype(np.uint16)
-        weights = self.rng.uniform(0.5, 2.0, len(self.cities))
-        self.city_p = weights / weights.sum()
-        self.n_exporters = len(self.cities) * epc
-
-    def _peers(self, providers: dict[str, Provider]) -> None:
-        self.providers = dict(providers)
-        self.providers["carrier"] = Provider.from_cidrs(
-            "carrier", [ipaddress.ip_network(c) for c in A.CARRIER_CIDRS]
-        )
-        self.public = PublicPeers(providers.values())
-        self.call_provider: dict[str, Provider | None] = {}
-        for app in A.CALL_APPS:
-            found = next((self.providers[p] for p in app.providers if p in self.providers), None)
-            if found is None and app.providers != ("public",):
-                log.warning(
-                    "no provider ranges for %s (%s): its peers are random public addresses",
-                    app.name,
-                    ", ".join(app.providers),
-                    extra={"app": app.name},
-                )
-            self.call_provider[app.name] = found
-        self.web_providers = [self.providers[p] for p in A.WEB_PROVIDERS if p in self.providers]
-        self.video_providers = [self.providers[p] for p in A.VIDEO_PROVIDERS if p in self.providers]
-        self.cdn = {
-            4: self.public.sample(self.rng, 300, 4),
-            6: self.public.sample(self.rng, 100, 6),
-        }
-        self.resolvers = dict(zip((4, 6), fixed_addresses(A.RESOLVERS), strict=True))
 
     def _rates(self) -> None:
         cfg = self.cfg
@@ -264,68 +131,10 @@ class TrafficModel:
 
     # -- sessions ------------------------------------------------------------
 
-    def _pick_subscribers(self, n: int) -> tuple[np.ndarray, np.ndarray]:
-        city = self.rng.choice(len(self.cities), size=n, p=self.city_p)
-        sub = city * self.cfg.subscribers_per_city + self.rng.integers(
-            0, self.cfg.subscribers_per_city, n
-        )
-        v6 = (self.rng.random(n) < self.v6_share) & self.sub_has_v6[sub]
-        return sub.astype(np.uint32), v6
-
-    def _sample_peers(self, pool: Provider | None, v6: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Peers for sessions wanting IPv6 where ``v6``; IPv4 where the pool has no IPv6."""
-        n = len(v6)
-        if pool is not None and not len(pool.v6):
-            v6 = np.zeros(n, dtype=bool)
-        out = np.empty(n, dtype="S16")
-        for version, mask in ((4, ~v6), (6, v6)):
-            k = int(mask.sum())
-            if not k:
-                continue
-            src = None if pool is None else (pool.v4 if version == 4 else pool.v6)
-            if src is None or not len(src):
-                out[mask] = self.public.sample(self.rng, k, version)
-            else:
-                out[mask] = src.sample(self.rng, k)
-        return out, v6
-
-    def _provider_peers(
-        self, peer: np.ndarray, v6: np.ndarray, providers: list[Provider], share: float
-    ) -> None:
-        """Re-draw a ``share`` of ``peer`` (in place) from ``providers``, one per flow."""
-        if not providers:
-            return
-        which = np.where(
-            self.rng.random(len(peer)) < share, self.rng.integers(0, len(providers), len(peer)), -1
-        )
-        for i, p in enumerate(providers):
-            m = which == i
-            if m.any():
-                peer[m], v6[m] = self._sample_peers(p, v6[m])
-
-    def _ports(self, lohi: tuple[int, int], n: int, even: bool = False) -> np.ndarray:
-        p = self.rng.integers(lohi[0], lohi[1] + 1, n)
-        if even:
-            p &= ~1
-        return p.astype(np.uint16)
-
-    def _legs(self, **cols: Any) -> dict[str, np.ndarray]:
-        n = len(cols["sub"])
-        legs = {k: np.zeros(n, dtype=v) for k, v in _LEG_FIELDS.items()}
-        for k, v in cols.items():
-            legs[k][:] = v
-        return legs
-
     def _pair(self, base: dict[str, Any], up: dict[str, Any], down: dict[str, Any]) -> None:
         """Add the up and down legs of flows that share ``base`` columns."""
-        self.pool.add(self._legs(**base, **up, up=True))
-        self.pool.add(self._legs(**base, **down, up=False))
-
-    @staticmethod
-    def _aligned(start: np.ndarray, t0: int, timeout: int) -> np.ndarray:
-        """Start of the slice in progress at ``t0`` (slices before it were exported)."""
-        done = np.maximum(0, t0 - start) // timeout
-        return start + done * timeout
+        self.pool.add(make_legs(**base, **up, up=True))
+        self.pool.add(make_legs(**base, **down, up=False))
 
     def _new_calls(self, start: np.ndarray, dur: np.ndarray, t0: int) -> None:
         n = len(start)
@@ -333,7 +142,7 @@ class TrafficModel:
             return
         rng = self.rng
         app = rng.choice(len(A.CALL_APPS), size=n, p=self.call_p)
-        sub, v6 = self._pick_subscribers(n)
+        sub, v6 = self.pop.pick_subscribers(n)
         call = np.arange(self._next_call_id, self._next_call_id + n, dtype=np.int64)
         self._next_call_id += n
         end = start + dur
@@ -342,11 +151,11 @@ class TrafficModel:
             k = int(m.sum())
             if not k:
                 continue
-            prov = self.call_provider[spec.name]
-            peer, v6a = self._sample_peers(prov, v6[m])
+            prov = self.pop.call_provider[spec.name]
+            peer, v6a = self.pop.sample_peers(prov, v6[m])
             size_up, size_down = self._voice_sizes(spec, k)
             s0 = start[m]
-            slice0 = self._aligned(s0, t0, self.timeout_ms)
+            slice0 = aligned(s0, t0, self.timeout_ms)
             due = np.minimum(slice0 + self.timeout_ms, end[m])
             pps = A.VOICE_PPS * rng.uniform(0.9, 1.0, (2, k))
             base = {
@@ -355,8 +164,8 @@ class TrafficModel:
                 "app": ai,
                 "v6": v6a,
                 "peer": peer,
-                "sub_port": self._ports(spec.sub_ports, k, spec.even_ports),
-                "peer_port": self._ports(spec.peer_ports, k, spec.even_ports),
+                "sub_port": self.pop.ports(spec.sub_ports, k, spec.even_ports),
+                "peer_port": self.pop.ports(spec.peer_ports, k, spec.even_ports),
                 "proto": A.UDP,
                 "tos": spec.tos,
                 "media": True,
@@ -404,11 +213,13 @@ class TrafficModel:
                     peer = media_peer[live]
                     v6k = v6[live]
                 elif fs.peer == A.PROVIDER:
-                    peer, v6k = self._sample_peers(self.call_provider[spec.name], v6[live])
+                    peer, v6k = self.pop.sample_peers(self.pop.call_provider[spec.name], v6[live])
                 else:
-                    peer, v6k = self._sample_peers(None, v6[live])
+                    peer, v6k = self.pop.sample_peers(None, v6[live])
                 sub_port = (
-                    self._ports(fs.sub_ports, k) if fs.sub_ports else self._ports(A.EPHEMERAL, k)
+                    self.pop.ports(fs.sub_ports, k)
+                    if fs.sub_ports
+                    else self.pop.ports(A.EPHEMERAL, k)
                 )
                 jitter = rng.uniform(0.8, 1.2, (2, k))
                 base = {
@@ -418,7 +229,7 @@ class TrafficModel:
                     "v6": v6k,
                     "peer": peer,
                     "sub_port": sub_port,
-                    "peer_port": self._ports(fs.peer_ports, k),
+                    "peer_port": self.pop.ports(fs.peer_ports, k),
                     "proto": fs.protocol,
                     "start": s[live],
                     "end": e[live],
@@ -440,24 +251,24 @@ class TrafficModel:
         if not n:
             return
         rng = self.rng
-        sub, v6 = self._pick_subscribers(n)
+        sub, v6 = self.pop.pick_subscribers(n)
         peer = np.empty(n, dtype="S16")
         for version, mask in ((4, ~v6), (6, v6)):
             k = int(mask.sum())
-            peer[mask] = self.cdn[version][rng.integers(0, len(self.cdn[version]), k)]
-        self._provider_peers(peer, v6, self.video_providers, A.VIDEO_PROVIDER_SHARE)
+            peer[mask] = self.pop.cdn[version][rng.integers(0, len(self.pop.cdn[version]), k)]
+        self.pop.provider_peers(peer, v6, self.pop.video_providers, A.VIDEO_PROVIDER_SHARE)
         quic = rng.random(n) < A.QUIC_SHARE
         mbps = rng.uniform(2.5, 6.0, n)
         size_down = rng.uniform(1300, 1450, n)
         pps_down = mbps * 1e6 / 8 / size_down
-        slice0 = self._aligned(start, t0, self.timeout_ms)
+        slice0 = aligned(start, t0, self.timeout_ms)
         base = {
             "sub": sub,
             "call": -1,
             "app": self.app_index["video"],
             "v6": v6,
             "peer": peer,
-            "sub_port": self._ports(A.EPHEMERAL, n),
+            "sub_port": self.pop.ports(A.EPHEMERAL, n),
             "peer_port": 443,
             "proto": np.where(quic, A.UDP, A.TCP),
             "start": start,
@@ -547,13 +358,13 @@ class TrafficModel:
     def _short_flows(self, kind: str, now: int, dt: int) -> dict[str, np.ndarray]:
         rng = self.rng
         n = rng.poisson(self.lam[kind] * dt / 1000.0)
-        sub, v6 = self._pick_subscribers(n)
+        sub, v6 = self.pop.pick_subscribers(n)
         # exported when the flow is over and the inactive timeout passed
         end = now - (rng.random(n) * 15_000).astype(np.int64)
         if kind == "dns":
             peer = np.empty(n, dtype="S16")
             for version, mask in ((4, ~v6), (6, v6)):
-                r = self.resolvers[version]
+                r = self.pop.resolvers[version]
                 peer[mask] = r[rng.integers(0, len(r), int(mask.sum()))]
             start = end - rng.integers(1, 80, n)
             proto = np.full(n, A.UDP)
@@ -563,8 +374,8 @@ class TrafficModel:
             b_up = rng.integers(60, 95, n)
             b_down = rng.integers(90, 320, n)
         else:
-            peer, v6 = self._sample_peers(None, v6)
-            self._provider_peers(peer, v6, self.web_providers, A.WEB_PROVIDER_SHARE)
+            peer, v6 = self.pop.sample_peers(None, v6)
+            self.pop.provider_peers(peer, v6, self.pop.web_providers, A.WEB_PROVIDER_SHARE)
             # longer connections would be sliced by the active timeout: kept short
             cap = min(300_000, self.timeout_ms)
             dur = np.clip(rng.lognormal(np.log(4000), 1.2, n), 30, cap).astype(np.int64)
@@ -577,7 +388,7 @@ class TrafficModel:
             p_up = np.ceil(p_down / 2) + rng.integers(2, 8, n)
             b_up = p_up * 60 + rng.integers(300, 2500, n)
         app = self.app_index[kind]
-        sub_port = self._ports(A.EPHEMERAL, n)
+        sub_port = self.pop.ports(A.EPHEMERAL, n)
         flags = np.where(proto == A.TCP, TCP_FLAGS_SHORT, 0)
         ups = self._records(
             sub,
@@ -633,7 +444,7 @@ class TrafficModel:
         call: Any = -1,
     ) -> dict[str, np.ndarray]:
         n = len(sub)
-        sub_addr = np.where(v6, self.sub_v6[sub], self.sub_v4[sub])
+        sub_addr = np.where(v6, self.pop.sub_v6[sub], self.pop.sub_v4[sub])
         return {
             "src_addr": np.where(up, sub_addr, peer),
             "dst_addr": np.where(up, peer, sub_addr),
@@ -670,22 +481,11 @@ class TrafficModel:
         cols = {k: v[sent] for k, v in recs.items()}
         cols["packets"], cols["bytes"] = sp[sent], sb[sent]
         labels = {"app": app[sent], "media": media[sent], "call": call[sent], "sub": sub[sent]}
-        return Tick(cols, self.sub_exporter[sub[sent]], labels)
+        return Tick(cols, self.pop.sub_exporter[sub[sent]], labels)
 
     @property
     def active_calls(self) -> int:
         self.pool.commit()
         f = self.pool.f
-        live = (f["due"] != _NEVER) & (f["start"] <= self.now_ms)
+        live = (f["due"] != NEVER) & (f["start"] <= self.now_ms)
         return int((f["media"] & f["up"] & live).sum())
-
-
-def check_cities_fit(cities: list[City], config: SimulatorConfig) -> None:
-    """Fail early, naming the city, when the table cannot hold the subscribers."""
-    for c in cities:
-        room = sum(max(1, n.num_addresses - 2) for n in c.v4)
-        if room < config.subscribers_per_city:
-            raise SimulatorDataError(
-                f"city {c.name!r}: {config.subscribers_per_city} subscribers per city "
-                f"do not fit in its IPv4 prefixes ({room} addresses)"
-            )
