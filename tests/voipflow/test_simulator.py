@@ -365,6 +365,7 @@ def test_cli_stops_cleanly_on_ctrl_c(tmp_path: Path) -> None:
         (["--target", "nowhere"], "--target"),
         (["--version", "9", "--sampling", "0"], "--sampling"),
         (["--cities", "/nonexistent.csv"], "/nonexistent.csv"),
+        (["--ipv6-share", "2"], "--ipv6-share"),
     ],
 )
 def test_cli_refuses_bad_input_naming_it(args: list[str], message: str) -> None:

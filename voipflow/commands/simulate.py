@@ -61,6 +61,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="long flows are exported in slices of S seconds (default 60)",
     )
     add("--voip-share", type=float, default=0.15, help="share of flow records that are VoIP")
+    add(
+        "--ipv6-share",
+        type=float,
+        default=0.25,
+        help="share of sessions over IPv6 (v9/IPFIX; cities with an IPv6 prefix)",
+    )
     add("--start-ms", type=int, metavar="MS", help="simulated start time (UTC ms)")
     add("--unpaced", action="store_true", help="as fast as possible, not in real time")
     add("--quiet", action="store_true", help="no progress on stderr")
@@ -83,6 +89,7 @@ def config_from_args(args: argparse.Namespace) -> SimulatorConfig:
         subscribers_per_city=args.subscribers_per_city,
         active_timeout_s=args.active_timeout,
         voip_share=args.voip_share,
+        ipv6_share=args.ipv6_share,
         start_ms=args.start_ms,
         unpaced=args.unpaced,
     )
