@@ -14,7 +14,8 @@ What an encoder does like a real exporter:
 
 * keeps export state per instance (one instance = one exporter and
   observation domain): sequence numbers (v5 and IPFIX count data records, v9
-  counts export packets), a boot time for ``sysUptime`` (v5/v9 flow times are
+  counts export packets), a boot time for ``sysUptime`` (``boot_time_ms``;
+  by default 30 days before the first export) (v5/v9 flow times are
   milliseconds since boot, wrapping at 2**32; IPFIX uses absolute
   ``flowStartMilliseconds``/``flowEndMilliseconds``);
 * sends its templates (IPv4 and IPv6 data templates, and the sampling options
@@ -196,7 +197,7 @@ class NetFlowV5Encoder:
         engine_type: int = 0,
         engine_id: int = 0,
         sampling_rate: int = 1,
-        boot_time_ms: int = 0,
+        boot_time_ms: int | None = None,
         mtu: int = 1500,
     ) -> None:
         if not 1 <= sampling_rate < 1 << 14:
@@ -214,6 +215,7 @@ class NetFlowV5Encoder:
         self.sequence = 0
 
     def encode(self, records: FlowBatch | Columns, export_time_ms: int) -> list[bytes]:
+        boot = self.boot_time_ms = _boot(self.boot_time_ms, export_time_ms)
         r = _normalise(records)
         if not r.is_v4.all():
             raise EncodeError(f"NetFlow v5 carries IPv4 only: {int((~r.is_v4).sum())} IPv6 records")
@@ -229,8 +231,8 @@ class NetFlowV5Encoder:
         rec["output"] = c["output_if"]
         rec["dpkts"] = c["packets"]
         rec["doctets"] = c["bytes"]
-        rec["first"] = _uptime(c["flow_start_ms"], self.boot_time_ms)
-        rec["last"] = _uptime(c["flow_end_ms"], self.boot_time_ms)
+        rec["first"] = _uptime(c["flow_start_ms"], boot)
+        rec["last"] = _uptime(c["flow_end_ms"], boot)
         rec["srcport"] = c["src_port"]
         rec["dstport"] = c["dst_port"]
         rec["tcp_flags"] = c["tcp_flags"]
@@ -238,7 +240,7 @@ class NetFlowV5Encoder:
         rec["tos"] = c["tos"]
         rec["src_as"] = c["src_as"]
         rec["dst_as"] = c["dst_as"]
-        uptime = int(_uptime(np.array([export_time_ms]), self.boot_time_ms)[0])
+        uptime = int(_uptime(np.array([export_time_ms]), boot)[0])
         secs, msecs = divmod(export_time_ms, 1000)
         sampling = (1 << 14 | self.sampling_rate) if self.sampling_rate > 1 else 0
         out = []
@@ -257,6 +259,14 @@ class NetFlowV5Encoder:
             out.append(header + rec[lo:hi].tobytes())
             self.sequence += hi - lo
         return out
+
+
+#: An exporter created without a boot time has been up this long at its first export.
+DEFAULT_UPTIME_MS = 30 * 86_400_000
+
+
+def _boot(boot_ms: int | None, export_time_ms: int) -> int:
+    return export_time_ms - DEFAULT_UPTIME_MS if boot_ms is None else boot_ms
 
 
 def _uptime(ms: np.ndarray, boot_ms: int) -> np.ndarray:
@@ -387,6 +397,9 @@ class _TemplateEncoder:
         self.data_records = 0
 
     # subclasses
+    def _start(self, export_time_ms: int) -> None:
+        """Called first by every encode (v9 fixes its boot time here)."""
+
     def _header(self, n_records: int, length: int, export_time_ms: int) -> bytes:
         raise NotImplementedError
 
@@ -414,6 +427,7 @@ class _TemplateEncoder:
 
     def template_datagram(self, export_time_ms: int) -> bytes:
         """A datagram holding only the templates (and sampling options)."""
+        self._start(export_time_ms)
         return self._finish(self._take_templates(export_time_ms), 0, True, export_time_ms)
 
     def _take_templates(self, export_time_ms: int) -> bytes:
@@ -436,6 +450,7 @@ class _TemplateEncoder:
         return header + sets
 
     def encode(self, records: FlowBatch | Columns, export_time_ms: int) -> list[bytes]:
+        self._start(export_time_ms)
         r = _normalise(records)
         out: list[bytes] = []
         for ipv, mask in ((4, r.is_v4), (6, ~r.is_v4)):
@@ -502,7 +517,7 @@ class NetFlowV9Encoder(_TemplateEncoder):
         *,
         source_id: int = 0,
         sampling_rate: int = 1,
-        boot_time_ms: int = 0,
+        boot_time_ms: int | None = None,
         mtu: int = 1500,
         template_refresh_packets: int = 20,
         template_refresh_ms: int = 30_000,
@@ -523,12 +538,14 @@ class NetFlowV9Encoder(_TemplateEncoder):
         # as unix_secs * 1000 - sysUptime: the export instant is truncated to
         # its second for both fields so flow times come back to the millisecond.
         secs = export_time_ms // 1000
-        uptime = int(_uptime(np.array([secs * 1000]), self.boot_time_ms)[0])
+        uptime = secs * 1000 - self._boot_ms
+        if uptime < 0:
+            raise EncodeError("export time before the exporter's boot time")
         # RFC 3954: the sequence counts export packets, starting at 0.
         return _V9_HEADER.pack(
             9,
             n_records,
-            uptime,
+            uptime & 0xFFFFFFFF,
             secs,
             self.packets & 0xFFFFFFFF,
             self.observation_domain_id,
@@ -547,8 +564,16 @@ class NetFlowV9Encoder(_TemplateEncoder):
         return tset + dset
 
     def _fill_times(self, rec: np.ndarray, names: list[str], c: dict[str, np.ndarray]) -> None:
-        rec[names[0]] = _uptime(c["flow_start_ms"], self.boot_time_ms)
-        rec[names[1]] = _uptime(c["flow_end_ms"], self.boot_time_ms)
+        rec[names[0]] = _uptime(c["flow_start_ms"], self._boot_ms)
+        rec[names[1]] = _uptime(c["flow_end_ms"], self._boot_ms)
+
+    def _start(self, export_time_ms: int) -> None:
+        self.boot_time_ms = _boot(self.boot_time_ms, export_time_ms)
+
+    @property
+    def _boot_ms(self) -> int:
+        assert self.boot_time_ms is not None, "set by _start()"
+        return self.boot_time_ms
 
     def _data_padding(self, n: int) -> int:
         # RFC 3954 5.3: a FlowSet SHOULD be padded to a 32-bit boundary.

@@ -254,6 +254,10 @@ def parse_nfdump_raw(text: str) -> list[dict[str, Any]]:
             cur["sampled"] = "Sampled" in rest and "Unsampled" not in rest
         else:
             cur[key] = _int(value)
+    for f in flows:
+        # nfdump prints no AS or interface lines when the record has none
+        for key in ("src_as", "dst_as", "input_if", "output_if"):
+            f.setdefault(key, 0)
     return flows
 
 

@@ -251,6 +251,16 @@ def test_nfdump_scales_v5_header_sampling(tmp_path: Path) -> None:
     assert all(f["sampled"] for f in flows)
 
 
+@pytest.mark.parametrize("version", [5, 9])
+def test_default_boot_time_gives_exact_times(tmp_path: Path, version: int) -> None:
+    cols = random_flows(200, seed=4, v5=True)
+    enc = make_encoder(version)  # no boot time: 30 days of uptime at the first export
+    port = free_udp_port()
+    datagrams = encode_in_exports(enc, cols, chunk=50)
+    flows, _ = tshark_flows(write_pcap(tmp_path / "x.pcap", datagrams, port), port)
+    assert _only_flow_keys(flows) == expected_records(cols)
+
+
 def test_flow_batch_input_is_accepted() -> None:
     cols = random_flows(50, seed=2)
     batch = make_batch(cols)
