@@ -50,7 +50,7 @@ class CollectorConfig(BaseModel):
     rcvbuf_bytes: int = Field(32 * 1024 * 1024, ge=65536)
     #: At most this many datagrams are read per wakeup before they are decoded
     #: together.
-    recv_burst: int = Field(512, ge=1, le=65536)
+    recv_burst: int = Field(2048, ge=1, le=65536)
     #: After a wakeup with fewer than ``recv_burst`` datagrams waiting, wait
     #: this long for more before decoding, so each decode call gets a bigger
     #: group (fixed costs per call are paid less often). Adds at most this
