@@ -6,7 +6,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES=(softflowd nfdump tshark pmacct clickhouse-server libndpi-bin tcpreplay)
+# openjdk + maven: the local Kafka broker is assembled from Maven Central jars.
+APT_PACKAGES=(softflowd nfdump tshark pmacct clickhouse-server libndpi-bin tcpreplay
+  openjdk-17-jre-headless maven)
 
 say() { printf '\033[1msetup:\033[0m %s\n' "$*"; }
 

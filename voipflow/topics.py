@@ -1,0 +1,227 @@
+"""Kafka administration voipflow needs at start: is the broker there, do the topics exist.
+
+Both functions use kafka-python's admin client and translate its errors at
+this boundary, so callers handle only the tree below. Every message is one
+line that names the setting to fix (``VOIPFLOW_KAFKA_BOOTSTRAP`` by default).
+
+Errors::
+
+    KafkaAdminError          anything that went wrong talking to Kafka here
+    +-- BrokerUnreachable    no broker answered at the bootstrap address in time
+    +-- TopicError           the broker refused to create a topic (bad
+                             replication factor, bad config, policy ...)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import socket
+import time
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+from kafka import KafkaAdminClient
+from kafka import errors as kafka_errors
+
+log = logging.getLogger(__name__)
+
+BOOTSTRAP_SETTING = "VOIPFLOW_KAFKA_BOOTSTRAP"
+
+
+class KafkaAdminError(Exception):
+    """A Kafka administration step failed; ``str()`` is one line."""
+
+
+class BrokerUnreachable(KafkaAdminError):
+    """No Kafka broker answered at the configured bootstrap address."""
+
+
+class TopicError(KafkaAdminError):
+    """The broker refused to create or describe a topic."""
+
+
+def _servers(bootstrap: str) -> list[tuple[str, int]]:
+    out = []
+    for server in filter(None, (s.strip() for s in bootstrap.split(","))):
+        host, _, port = server.rpartition(":")
+        out.append((host.strip("[]"), int(port)))
+    return out
+
+
+def _probe(bootstrap: str, timeout_s: float) -> str | None:
+    """None if a bootstrap server accepts TCP, else why none does, in a few words."""
+    reasons = []
+    for host, port in _servers(bootstrap):
+        try:
+            with socket.create_connection((host, port), timeout=min(timeout_s, 2.0)):
+                return None
+        except socket.gaierror:
+            reasons.append(f"cannot resolve {host}")
+        except ConnectionRefusedError:
+            reasons.append(f"{host}:{port} refused the connection")
+        except OSError as exc:
+            reasons.append(f"{host}:{port}: {exc.strerror or exc}")
+    return "; ".join(reasons) or "no servers given"
+
+
+@contextlib.contextmanager
+def _quiet_client_logs() -> Iterator[None]:
+    """Silence kafka-python while it bootstraps.
+
+    It logs every failed connection attempt at ERROR; our caller turns the
+    failure into one line naming the setting, so those lines are only noise.
+    """
+    logger = logging.getLogger("kafka")
+    old = logger.level
+    logger.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        logger.setLevel(old)
+
+
+@contextlib.contextmanager
+def _admin(bootstrap: str, timeout_s: float, setting: str) -> Iterator[KafkaAdminClient]:
+    if not _servers(bootstrap):
+        raise BrokerUnreachable(f"{setting} is empty: set it to host:port of a Kafka broker")
+    timeout_ms = max(1000, int(timeout_s * 1000))
+    try:
+        with _quiet_client_logs():
+            client = KafkaAdminClient(
+                bootstrap_servers=bootstrap,
+                client_id="voipflow-admin",
+                bootstrap_timeout_ms=timeout_ms,
+                request_timeout_ms=max(timeout_ms, 5000),
+            )
+    except kafka_errors.KafkaError as exc:
+        reason = _probe(bootstrap, 1.0) or "a server accepts TCP but does not answer as Kafka"
+        raise BrokerUnreachable(
+            f"{setting}={bootstrap}: no Kafka broker answered within {timeout_s:.0f} s ({reason})"
+        ) from exc
+    try:
+        yield client
+    finally:
+        client.close()
+
+
+def wait_for_broker(
+    bootstrap: str, timeout_s: float = 10.0, *, setting: str = BOOTSTRAP_SETTING
+) -> None:
+    """Return once a broker at ``bootstrap`` answers; else raise :class:`BrokerUnreachable`.
+
+    Meant for process start: an unreachable broker fails within ``timeout_s``
+    with one line naming ``setting``, instead of clients retrying forever. A
+    broker that is still starting (port not open yet) is waited for.
+    """
+    if not _servers(bootstrap):
+        raise BrokerUnreachable(f"{setting} is empty: set it to host:port of a Kafka broker")
+    deadline = time.monotonic() + timeout_s
+    while (reason := _probe(bootstrap, timeout_s)) is not None:
+        if time.monotonic() >= deadline:
+            raise BrokerUnreachable(
+                f"{setting}={bootstrap}: no Kafka broker answered within {timeout_s:.0f} s "
+                f"({reason})"
+            )
+        time.sleep(0.2)
+    remaining = max(1.0, deadline - time.monotonic())
+    with _admin(bootstrap, remaining, setting) as admin:
+        try:
+            admin.describe_cluster()
+        except kafka_errors.KafkaError as exc:
+            raise BrokerUnreachable(
+                f"{setting}={bootstrap}: the broker answered but cannot describe the cluster "
+                f"({type(exc).__name__}: {exc})"
+            ) from exc
+
+
+def _partition_counts(admin: KafkaAdminClient, names: list[str]) -> dict[str, int]:
+    counts = {}
+    for topic in admin.describe_topics(names):
+        if topic.get("error_code", 0) == 0:
+            counts[topic["name"]] = len(topic.get("partitions") or [])
+    return counts
+
+
+def ensure_topics(
+    bootstrap: str,
+    topics: Mapping[str, int],
+    replication_factor: int = 1,
+    configs: Mapping[str, Mapping[str, str]] | None = None,
+    *,
+    timeout_s: float = 30.0,
+    setting: str = BOOTSTRAP_SETTING,
+) -> dict[str, int]:
+    """Create the missing ones of ``topics`` (name -> partitions); return partitions per topic.
+
+    Idempotent: existing topics are left as they are (also when another process
+    creates one at the same moment). An existing topic with fewer partitions
+    than wanted is logged as a warning, not changed, because adding partitions
+    moves keys to other partitions. ``configs`` maps a topic name to its topic
+    configs (``cleanup.policy``, ``retention.ms`` ...), used when it is created.
+    """
+    configs = configs or {}
+    wanted = dict(topics)
+    with _admin(bootstrap, min(timeout_s, 10.0), setting) as admin:
+        try:
+            existing = set(admin.list_topics())
+            missing = {name: n for name, n in wanted.items() if name not in existing}
+            if missing:
+                _create(admin, missing, replication_factor, configs, timeout_s)
+            counts = _partition_counts(admin, list(wanted))
+        except kafka_errors.KafkaError as exc:
+            raise TopicError(
+                f"{setting}={bootstrap}: topic administration failed ({type(exc).__name__}: {exc})"
+            ) from exc
+    for name, want in wanted.items():
+        have = counts.get(name)
+        if have is None:
+            raise TopicError(f"topic {name} does not exist after creating it")
+        if have < want:
+            log.warning(
+                "topic has fewer partitions than configured; only that many consumers "
+                "share its load",
+                extra={"topic": name, "partitions": have, "wanted": want},
+            )
+    return counts
+
+
+def _create(
+    admin: KafkaAdminClient,
+    missing: Mapping[str, int],
+    replication_factor: int,
+    configs: Mapping[str, Mapping[str, str]],
+    timeout_s: float,
+) -> None:
+    request: dict[str, dict[str, Any]] = {
+        name: {
+            "num_partitions": partitions,
+            "replication_factor": replication_factor,
+            "configs": {k: str(v) for k, v in configs.get(name, {}).items()},
+        }
+        for name, partitions in missing.items()
+    }
+    started = time.monotonic()
+    result = admin.create_topics(request, timeout_ms=int(timeout_s * 1000), raise_errors=False)
+    created = []
+    for topic in result.get("topics", []):
+        code = topic.get("error_code", 0)
+        if code == 0:
+            created.append(topic["name"])
+        elif kafka_errors.for_code(code) is not kafka_errors.TopicAlreadyExistsError:
+            err = kafka_errors.for_code(code)
+            hint = ""
+            if err is kafka_errors.InvalidReplicationFactorError:
+                hint = f" (VOIPFLOW_KAFKA_REPLICATION_FACTOR={replication_factor})"
+            raise TopicError(
+                f"cannot create topic {topic['name']}: {err.__name__}: "
+                f"{topic.get('error_message') or 'refused by the broker'}{hint}"
+            )
+    if created:
+        # The create response comes before every partition has a leader (KRaft
+        # propagates metadata asynchronously); producing right away would fail.
+        admin.wait_for_topics(created, timeout_ms=int(timeout_s * 1000))
+        log.info(
+            "created topics",
+            extra={"topics": ",".join(created), "ms": int((time.monotonic() - started) * 1000)},
+        )
