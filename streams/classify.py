@@ -219,7 +219,7 @@ class Classification:
         return out
 
 
-def _mix64(x: np.ndarray) -> np.ndarray:
+def mix64(x: np.ndarray) -> np.ndarray:
     """splitmix64 finaliser over uint64 arrays (wrapping arithmetic)."""
     x = x ^ (x >> np.uint64(30))
     x = x * np.uint64(0xBF58476D1CE4E5B9)
@@ -235,10 +235,10 @@ def tuple_hashes(batch: FlowBatch) -> tuple[np.ndarray, np.ndarray]:
     sp = batch["src_port"].astype(np.uint64)
     dp = batch["dst_port"].astype(np.uint64)
     pr = batch["protocol"].astype(np.uint64)
-    hs = _mix64(sh ^ _mix64(sl ^ _mix64(sp)))
-    hd = _mix64(dh ^ _mix64(dl ^ _mix64(dp)))
-    fwd = _mix64(hs * np.uint64(3) + hd + _mix64(pr))
-    rev = _mix64(hd * np.uint64(3) + hs + _mix64(pr))
+    hs = mix64(sh ^ mix64(sl ^ mix64(sp)))
+    hd = mix64(dh ^ mix64(dl ^ mix64(dp)))
+    fwd = mix64(hs * np.uint64(3) + hd + mix64(pr))
+    rev = mix64(hd * np.uint64(3) + hs + mix64(pr))
     return fwd, rev
 
 
@@ -248,7 +248,7 @@ def endpoint_hashes(batch: FlowBatch) -> tuple[np.ndarray, np.ndarray]:
     dh, dl = addr16_halves(batch["dst_addr"])
     sp = batch["src_port"].astype(np.uint64)
     dp = batch["dst_port"].astype(np.uint64)
-    return _mix64(sh ^ _mix64(sl ^ _mix64(sp))), _mix64(dh ^ _mix64(dl ^ _mix64(dp)))
+    return mix64(sh ^ mix64(sl ^ mix64(sp))), mix64(dh ^ mix64(dl ^ mix64(dp)))
 
 
 class IceMemory:
