@@ -196,6 +196,22 @@ def _port_table(tcp: bool) -> np.ndarray:
     return t
 
 
+#: Precedence of port categories when the two sides disagree.
+_PORT_RANK = np.zeros(P_SERVICE + 1, dtype=np.int8)
+for _rank, _cats in enumerate(
+    [
+        (P_SERVICE,),
+        (P_TEAMS,),
+        (P_VIBER, P_VOICECHAT),
+        (P_ZOOM,),
+        (P_GSTUN,),
+        (P_STUN,),
+        (P_SIP, P_H323, P_SCCP, P_MGCP, P_IAX),
+    ],
+    start=1,
+):
+    _PORT_RANK[list(_cats)] = _rank
+
 UDP_PORTS = _port_table(tcp=False)
 TCP_PORTS = _port_table(tcp=True)
 NO_PORTS = np.zeros(65536, dtype=np.uint8)
@@ -387,10 +403,12 @@ class Classifier:
         dp = batch["dst_port"].astype(np.int64)
         ports = np.where(udp[:, None], UDP_PORTS[np.stack([sp, dp], 1)], 0)
         ports = np.where(tcp[:, None], TCP_PORTS[np.stack([sp, dp], 1)], ports)
-        # A VoIP port on one side wins over a service port on the other.
-        pcat = np.where((ports[:, 0] != P_NONE) & (ports[:, 0] != P_SERVICE), ports[:, 0], 0)
-        pcat = np.where(pcat == 0, np.where(ports[:, 1] == P_SERVICE, 0, ports[:, 1]), pcat)
-        service = (ports == P_SERVICE).any(axis=1) & (pcat == 0)
+        # The side with the more specific category decides (signalling over
+        # STUN over app ports); a VoIP port wins over a service port.
+        rank = _PORT_RANK[ports]
+        pcat = np.where(rank[:, 1] > rank[:, 0], ports[:, 1], ports[:, 0])
+        service = pcat == P_SERVICE
+        pcat = np.where(service, P_NONE, pcat)
 
         prov_s = self.providers.table.lookup(batch["src_addr"])
         prov_d = self.providers.table.lookup(batch["dst_addr"])
