@@ -60,8 +60,12 @@ class WorkerConfig(BaseModel):
     #: Seconds after a window's end during which late records still update it;
     #: records later than that are counted (``late_records``) and dropped.
     lateness_s: int = Field(30, ge=0)
-    #: How often the worker looks for windows to close and publish.
+    #: How often the worker looks for idle cities whose windows must close.
     close_interval_s: float = Field(1.0, gt=0)
+    #: Windows close on event time (the city's newest flow end). A city that
+    #: received nothing for this long has its event time advanced by the wall
+    #: clock, so its last windows still close.
+    idle_close_s: float = Field(120.0, gt=0)
     #: The operator's subscriber address space, comma-separated CIDRs. The side
     #: of a flow inside it is the subscriber; flows with neither side inside
     #: are counted, not guessed.
