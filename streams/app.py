@@ -47,12 +47,14 @@ def build_app(
     kafka: KafkaConfig, worker: WorkerConfig, bootstrap: str, data_dir: Path
 ) -> WorkerApp:
     """The Faust app with its topics and table (agents are added by :mod:`streams.agents`)."""
+    datadir = data_dir / "faust" / worker.app_id
+    datadir.parent.mkdir(parents=True, exist_ok=True)
     servers = ";".join(f"kafka://{s.strip()}" for s in bootstrap.split(",") if s.strip())
     app = faust.App(
         worker.app_id,
         broker=servers,
         store="memory://",  # state comes back from the changelog topic at start
-        datadir=str(data_dir / "faust" / worker.app_id),
+        datadir=str(datadir),
         topic_partitions=kafka.partitions,
         topic_replication_factor=kafka.replication_factor,
         producer_compression_type=None if kafka.compression == "none" else kafka.compression,
@@ -64,6 +66,9 @@ def build_app(
         broker_commit_every=1000,
         broker_commit_interval=1.0,
         table_cleanup_interval=30.0,
+        # Bytes everywhere: the contracts' own encoders run in the pipeline.
+        key_serializer="raw",
+        value_serializer="raw",
     )
     partials_name = partials_topic_name(worker)
     flows = app.topic(
@@ -77,8 +82,6 @@ def build_app(
         partials_name,
         key_type=str,
         value_type=bytes,
-        key_serializer="raw",
-        value_serializer="raw",
         partitions=kafka.partitions,
     )
     usage = app.topic(
@@ -99,8 +102,6 @@ def build_app(
         "city-state",
         key_type=str,
         value_type=bytes,
-        key_serializer="raw",
-        value_serializer="raw",
         partitions=kafka.partitions,
         help="per-city window state (JSON), see streams.aggregate",
     )
