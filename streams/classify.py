@@ -347,7 +347,11 @@ class Classifier:
         self, providers: ProviderRanges, threshold: float = 0.5, ice_memory: bool = True
     ) -> None:
         self.providers = providers
-        self.ice = IceMemory() if ice_memory else None
+        self.ice_memory = ice_memory
+        # One memory per exporter: a flows.v1 batch comes from one exporter and
+        # one exporter's batches are processed in order on one partition, so
+        # verdicts do not depend on how partitions interleave across workers.
+        self._ice: dict[bytes, IceMemory] = {}
         self.threshold = np.float32(threshold)
         apps = list(BASE_APPS)
         for a in providers.apps:
@@ -550,7 +554,7 @@ class Classifier:
         client = np.where(stun_cat[:, 1], src_h, dst_h)
         other_voip = np.uint8(self._code["other_voip"])
         anchor_app = np.where(provider, prov_app, other_voip).astype(np.uint8)
-        memory = self.ice if self.ice is not None else IceMemory()
+        memory = self._memory_for(batch)
         if anchor.any():
             memory.update(
                 client[anchor], anchor_app[anchor], batch["flow_end_ms"][anchor].astype(np.uint64)
@@ -562,7 +566,17 @@ class Classifier:
         app = np.where(found > 0, found - 1, 0).astype(np.uint8)
         return sibling, app
 
+    def _memory_for(self, batch: FlowBatch) -> IceMemory:
+        if not self.ice_memory or not len(batch):
+            return IceMemory()
+        key = bytes(batch["exporter_addr"][0])
+        memory = self._ice.get(key)
+        if memory is None:
+            if len(self._ice) >= 4096:  # bound: forget the oldest exporter's context
+                self._ice.pop(next(iter(self._ice)))
+            memory = self._ice[key] = IceMemory()
+        return memory
+
     def reset_context(self) -> None:
         """Forget cross-batch context (between unrelated captures in an evaluation)."""
-        if self.ice is not None:
-            self.ice.clear()
+        self._ice.clear()
