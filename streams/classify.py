@@ -53,7 +53,7 @@ import pyarrow.compute as pc
 from schemas.flowbatch import FlowBatch, addr16_halves
 from streams.providers import ProviderRanges
 
-CLASSIFIER_VERSION = "rules-1"
+CLASSIFIER_VERSION = "rules-2"
 
 
 class Evidence(IntFlag):
@@ -179,7 +179,7 @@ def _port_table(tcp: bool) -> np.ndarray:
     t[5060:5062] = P_SIP
     t[3478:3482] = P_STUN
     if tcp:
-        t[1720] = P_H323
+        t[1719] = t[1720] = P_H323  # IANA registers both for TCP and UDP
         t[2000] = P_SCCP
         t[5349] = P_STUN  # TURN over TLS
         t[4244] = t[5242] = t[5243] = P_VIBER
