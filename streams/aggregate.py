@@ -34,8 +34,9 @@ import numpy as np
 
 from schemas.flowbatch import FlowBatch, addr16_halves
 from schemas.usage import SCHEMA_NAME as USAGE_SCHEMA
-from streams.classify import Classification, Evidence, mix64
+from streams.classify import Classification, Evidence
 from streams.enrich import Enrichment
+from streams.flowpairs import mix64
 
 #: Pseudo-app of the rows that sum every home record of a city (VoIP or not).
 ALL = "_all"

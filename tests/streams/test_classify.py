@@ -10,7 +10,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from schemas import flowbatch as fb
-from streams.classify import Classifier, Evidence, IceMemory, pair_directions
+from streams.classify import Classifier, Evidence
+from streams.flowpairs import IceMemory, pair_directions
 from streams.providers import load_providers
 
 T0 = 1_700_000_000_000
