@@ -104,8 +104,14 @@ class SinkConfig(BaseModel):
     #: headers naming the reason and origin); empty: bad messages are only
     #: counted and logged.
     dead_letter_topic: str = ""
-    #: Stop after this many idle seconds with nothing pending (0 = run until
-    #: stopped): for backfills and tests.
+    #: Seconds between rows of the sink's own counters (rows inserted, bad
+    #: messages, retries, lag) in ``pipeline_stats``; 0 = never.
+    stats_interval_s: float = Field(60.0, ge=0)
+    #: Seconds without heartbeats after which the group gives a dead sink's
+    #: partitions to another member (the broker allows 6 to 300 by default).
+    session_timeout_s: float = Field(10.0, ge=1)
+    #: Stop once every assigned partition is drained and committed and nothing
+    #: arrived for this many seconds (0 = run until stopped): for backfills and tests.
     exit_when_idle_s: float = Field(0.0, ge=0)
     #: Fault injection for tests: SIGKILL the sink process right after its
     #: N-th successful insert, before the offsets are committed (0 = never).

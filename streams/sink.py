@@ -63,6 +63,7 @@ import logging
 import os
 import random
 import signal
+import socket
 import threading
 import time
 from collections.abc import Sequence
@@ -100,6 +101,8 @@ LAG = Gauge("voipflow_sink_lag", "Messages not yet committed", ["topic", "partit
 PAUSED = Gauge("voipflow_sink_paused", "1 while consumption is paused for a retry")
 
 OFFSET_COLUMNS = ("kafka_partition", "kafka_offset")
+STATS_TABLE = "pipeline_stats"
+STATS_COLUMNS = ("ts", "component", "instance", "metric", "labels", "value")
 
 
 class SinkError(Exception):
@@ -188,6 +191,11 @@ class Sink:
         self.failure: SinkStopped | None = None
         self.bad_messages: dict[tuple[str, str], int] = {}
         self.rows_inserted: dict[str, int] = {}
+        #: Transient ClickHouse errors met (each one paused and retried).
+        self.transient_errors = 0
+        self.instance = f"{socket.gethostname()}:{os.getpid()}"
+        self._stats_enabled = False
+        self._stats_due = 0.0
 
     # -- lifecycle ------------------------------------------------------------
 
@@ -238,11 +246,13 @@ class Sink:
         consumer = KafkaConsumer(
             bootstrap_servers=self.bootstrap,
             group_id=self.config.group_id,
-            client_id=f"voipflow-sink-{os.getpid()}",
+            client_id=f"voipflow-sink-{self.instance}",
             enable_auto_commit=False,
             auto_offset_reset="earliest",
             max_poll_records=2000,
             max_partition_fetch_bytes=8 * 1024 * 1024,
+            session_timeout_ms=int(self.config.session_timeout_s * 1000),
+            heartbeat_interval_ms=max(500, int(self.config.session_timeout_s * 1000 / 4)),
         )
         consumer.subscribe(sorted(self.specs), listener=Listener())
         return consumer
@@ -281,6 +291,13 @@ class Sink:
                     extra={"table": where, "columns": ",".join(missing)},
                 )
             self._tables[spec.table] = _TableInfo(types, offsets)
+        if self.config.stats_interval_s:
+            res = self._ch.query(
+                "SELECT name FROM system.columns "
+                f"WHERE database = currentDatabase() AND table = {quote_literal(STATS_TABLE)}"
+            )
+            self._stats_enabled = set(STATS_COLUMNS) <= {str(r[0]) for r in res.rows}
+            self._stats_due = time.monotonic() + self.config.stats_interval_s
 
     # -- main loop ----------------------------------------------------------------
 
@@ -304,18 +321,33 @@ class Sink:
             else:
                 polled = self._consumer.poll(timeout_ms=200)
                 records = [r for batch in polled.values() for r in batch]
+            for tp in list(self._fresh):  # newly assigned: an intent to replay?
+                self._read_intent(tp)
             if records:
                 idle_since = time.monotonic()
                 self._add(records)
             self._flush_due()
             self._update_lag()
+            if self._stats_enabled and time.monotonic() >= self._stats_due:
+                self._write_stats()
             if (
                 self.config.exit_when_idle_s
-                and not self._batches
                 and time.monotonic() - idle_since >= self.config.exit_when_idle_s
+                and self._drained()
             ):
                 log.info("idle, exiting", extra={"idle_s": self.config.exit_when_idle_s})
                 return
+
+    def _drained(self) -> bool:
+        """Assigned partitions all committed up to their high watermark, nothing pending."""
+        assigned = self._consumer.assignment()
+        if not assigned or self._batches or self._fresh:
+            return False
+        for tp in assigned:
+            high = self._consumer.highwater(tp)
+            if high is None or (high > 0 and self._committed.get(tp, 0) < high):
+                return False
+        return True
 
     def _forget(self, partitions: Any) -> None:
         for tp in partitions:
@@ -350,7 +382,7 @@ class Sink:
 
         for rec in records:
             tp = TopicPartition(rec.topic, rec.partition)
-            if tp in self._fresh:
+            if tp in self._fresh:  # assigned during this poll
                 self._read_intent(tp)
             spec = self.specs[rec.topic]
             batch = self._batches.get(tp)
@@ -493,6 +525,7 @@ class Sink:
                 ) from exc
             except ClickHouseError as exc:
                 ERRORS.labels(spec.table, "transient").inc()
+                self.transient_errors += 1
                 uncertain = True
                 log.warning(
                     "ClickHouse insert failed, retrying",
@@ -593,6 +626,47 @@ class Sink:
         if kept < n:
             SKIPPED.labels(spec.table, "repeated_window").inc(n - kept)
         return (_mask(cols, keep), kept) if kept < n else (cols, n)
+
+    def _stats_rows(self) -> list[tuple[str, dict[str, Any], float]]:
+        rows: list[tuple[str, dict[str, Any], float]] = [
+            ("rows_inserted", {"table": t}, float(n)) for t, n in self.rows_inserted.items()
+        ]
+        rows += [
+            ("bad_messages", {"topic": topic, "reason": reason}, float(n))
+            for (topic, reason), n in self.bad_messages.items()
+        ]
+        rows.append(("transient_errors", {}, float(self.transient_errors)))
+        for tp in self._consumer.assignment():
+            high = self._consumer.highwater(tp)
+            if high is not None:
+                lag = max(0, high - self._committed.get(tp, 0))
+                rows.append(("lag", {"topic": tp.topic, "partition": tp.partition}, float(lag)))
+        return rows
+
+    def _write_stats(self) -> None:
+        """Counters since start, one row each, into ``pipeline_stats`` (best effort)."""
+        assert self._ch is not None
+        self._stats_due = time.monotonic() + self.config.stats_interval_s
+        rows = self._stats_rows()
+        n = len(rows)
+        now = np.datetime64(int(time.time()), "s")
+        try:
+            self._ch.insert(
+                STATS_TABLE,
+                {
+                    "ts": np.full(n, now, dtype="datetime64[s]"),
+                    "component": pa.array(["sink"] * n),
+                    "instance": pa.array([self.instance] * n),
+                    "metric": pa.array([r[0] for r in rows]),
+                    "labels": pa.array([json.dumps(r[1], sort_keys=True) for r in rows]),
+                    "value": np.array([r[2] for r in rows], dtype=np.float64),
+                },
+            )
+        except PermanentError as exc:
+            self._stats_enabled = False
+            log.warning("pipeline stats disabled", extra={"error": str(exc)[:200]})
+        except ClickHouseError as exc:
+            log.warning("pipeline stats not written", extra={"error": str(exc)[:200]})
 
     def _update_lag(self) -> None:
         if self._consumer is None:

@@ -141,6 +141,12 @@ class NativeClickHouse:
         return dedup_supported(self.version)
 
     def ensure_database(self) -> None:
+        try:
+            self._run("SELECT 1")
+            return  # it exists; a user may lack rights on `default` to create it
+        except ClickHouseError as exc:
+            if exc.code != 81:  # UNKNOWN_DATABASE
+                raise
         sql = f"CREATE DATABASE IF NOT EXISTS {quote_ident(self.database)}"
         client = self._connect(database="default")
         try:

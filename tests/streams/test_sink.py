@@ -238,3 +238,60 @@ def test_replayed_intent_is_deduplicated_by_token(
     res = chdb.query("SELECT count(), uniqExact(bytes) FROM flows_voip").rows[0]
     assert res == (500, 500)
     assert sink.rows_inserted["flows_voip"] == 500  # the replay was sent whole, then dropped
+
+
+def test_dead_letters_and_pipeline_stats(
+    kafka_bootstrap, kafka_topic_factory, chdb, tmp_path
+) -> None:
+    from kafka import KafkaConsumer
+
+    Migrator(chdb, RenderOptions.from_config(ClickHouseConfig(), chdb.database)).migrate()
+    kafka = _topics(kafka_topic_factory, partitions=1)
+    dead = kafka_topic_factory(1, prefix="dead")
+    now_ms = int(time.time() * 1000)
+    produce(
+        kafka_bootstrap,
+        kafka.health_topic,
+        [health_message(now_ms, "192.0.2.9", 4), b"\xff not json", health_message(now_ms, "x", 1)],
+    )
+    sink = _sink(
+        kafka_bootstrap,
+        kafka,
+        chdb,
+        tmp_path,
+        topics=kafka.health_topic,
+        dead_letter_topic=dead,
+        stats_interval_s=0.5,
+    )
+    sink.start()
+    try:
+        wait_until(
+            lambda: (
+                _count(chdb, "SELECT count() FROM pipeline_stats WHERE metric = 'rows_inserted'")
+                > 0
+            ),
+            60,
+            "pipeline stats",
+        )
+    finally:
+        sink.stop()
+    consumer = KafkaConsumer(
+        dead,
+        bootstrap_servers=kafka_bootstrap,
+        auto_offset_reset="earliest",
+        consumer_timeout_ms=10_000,
+    )
+    letters = list(consumer)
+    consumer.close()
+    assert [m.value for m in letters] == [b"\xff not json", health_message(now_ms, "x", 1)]
+    headers = [dict(m.headers) for m in letters]
+    assert [h["reason"] for h in headers] == [b"bad_json", b"bad_value"]
+    assert {h["topic"] for h in headers} == {kafka.health_topic.encode()}
+    assert [h["offset"] for h in headers] == [b"1", b"2"]
+    stats = chdb.query(
+        "SELECT metric, labels, argMax(value, ts) FROM pipeline_stats "
+        "WHERE component = 'sink' GROUP BY metric, labels ORDER BY metric, labels"
+    ).rows
+    assert ("rows_inserted", '{"table": "exporter_health"}', 1.0) in stats
+    bad = [r for r in stats if r[0] == "bad_messages"]
+    assert sorted(r[2] for r in bad) == [1.0, 1.0]

@@ -168,3 +168,18 @@ def test_server_down_is_transient(clickhouse_server) -> None:
 def test_bad_url_is_config_error() -> None:
     with pytest.raises(ConfigError):
         NativeClickHouse("clickhouse://")
+
+
+def test_server_ensure_database_creates_it(clickhouse_server) -> None:
+    import os
+
+    name = "test_" + os.urandom(5).hex()
+    ch = NativeClickHouse(clickhouse_server.url_for(name))
+    with pytest.raises(SchemaError) as exc:
+        ch.query("SELECT 1")
+    assert exc.value.code == 81
+    ch.ensure_database()
+    ch.ensure_database()  # exists now: a no-op
+    assert ch.query("SELECT currentDatabase()").scalar() == name
+    ch.execute(f"DROP DATABASE {name}")
+    ch.close()
