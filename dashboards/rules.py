@@ -1,13 +1,16 @@
 """The "Rules" dashboard: rules by state, their events, hits and failed applications.
 
-Reads ``rules`` (one row per rule version) and ``rule_events`` (the state
-machine: created, published, applied, failed, removed, expired, with the hit
-counters enforcement points report). A rule's state is the ``state`` of its
-latest event up to the end of the time range; its city, app and action are
-those of its latest version. ``hits``, ``hit_packets`` and ``hit_bytes`` of
-an event are counts since the enforcement point's previous report (deltas,
-like the exporter health counters), so they are summed. Rules with an empty
-city or app apply everywhere and stay listed whatever the filter.
+Reads ``rules`` (one row per rule version) and ``rule_events`` (one row per
+state-machine event: published, expired, ... with ``feedback`` empty, and the
+enforcement points' feedback, ``feedback`` = applied, failed or removed, with
+hit counters; see docs/sql.md). A failed application is a row with
+``feedback = 'failed'``; an event's kind is its feedback when it has one,
+else its ``event``. A rule's state is the ``state`` of its latest row up to
+the end of the time range; its city, app and action are those of its latest
+version. ``hits``, ``hit_packets`` and ``hit_bytes`` are counts since the
+enforcement point's previous report (deltas, like the exporter health
+counters), so they are summed. Rules with an empty city or app apply
+everywhere and stay listed whatever the filter.
 """
 
 from __future__ import annotations
@@ -79,7 +82,7 @@ def build() -> dict[str, Any]:
         ),
         stat(
             "Failed applications",
-            f"SELECT countIf(event = 'failed') AS failed FROM rule_events WHERE {in_range}",
+            f"SELECT countIf(feedback = 'failed') AS failed FROM rule_events WHERE {in_range}",
             description="Times an enforcement point reported that it could not apply a rule.",
             decimals=0,
             w=4,
@@ -90,7 +93,7 @@ def build() -> dict[str, Any]:
             f"""
             SELECT rule_id, argMax(action, ts) AS action, sum(hits) AS hits,
                    sum(hit_packets) AS hit_packets, sum(hit_bytes) AS hit_bytes,
-                   uniqExactIf(enforcement_point, enforcement_point != '') AS enforcement_points
+                   uniqExactIf(enforcement_point, feedback = 'applied') AS applied_at_points
             FROM rule_events
             WHERE {in_range}
             GROUP BY rule_id
@@ -119,7 +122,7 @@ def build() -> dict[str, Any]:
                 GROUP BY rule_id
             ) AS s ON s.rule_id = r.rule_id
             LEFT JOIN (
-                SELECT rule_id, sum(hits) AS hits, countIf(event = 'failed') AS failures
+                SELECT rule_id, sum(hits) AS hits, countIf(feedback = 'failed') AS failures
                 FROM rule_events
                 WHERE $__timeFilter_ms(ts)
                 GROUP BY rule_id
@@ -151,7 +154,7 @@ def build() -> dict[str, Any]:
             f"""
             SELECT $__timeInterval(ts) AS time, enforcement_point, count() AS failures
             FROM rule_events
-            WHERE {in_range} AND event = 'failed'
+            WHERE {in_range} AND feedback = 'failed'
             GROUP BY time, enforcement_point
             ORDER BY time, enforcement_point
             """,
@@ -162,14 +165,15 @@ def build() -> dict[str, Any]:
         timeseries(
             "Rule events by type",
             f"""
-            SELECT $__timeInterval(ts) AS time, event, count() AS events
+            SELECT $__timeInterval(ts) AS time, if(feedback != '', feedback, event) AS kind,
+                   count() AS events
             FROM rule_events
             WHERE {in_range}
-            GROUP BY time, event
-            ORDER BY time, event
+            GROUP BY time, kind
+            ORDER BY time, kind
             """,
-            description="State machine events per bucket: created, published, applied, "
-            "failed, removed, expired.",
+            description="Events per bucket by kind: the enforcement points' feedback "
+            "(applied, failed, removed) or the state machine's event (published, expired, ...).",
             stack=True,
             interval="10s",
             w=24,
@@ -177,9 +181,9 @@ def build() -> dict[str, Any]:
         table(
             "Recent failures",
             f"""
-            SELECT ts, rule_id, rule_version, enforcement_point, feedback, detail
+            SELECT ts, rule_id, rule_version, enforcement_point, state, detail
             FROM rule_events
-            WHERE {in_range} AND event = 'failed'
+            WHERE {in_range} AND feedback = 'failed'
             ORDER BY ts DESC, rule_id
             LIMIT 100
             """,

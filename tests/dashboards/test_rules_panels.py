@@ -66,88 +66,51 @@ class Event:
     event: str
     state: str
     action: str
+    feedback: str
     ep: str
     hits: int
     hit_packets: int
     hit_bytes: int
     detail: str
 
+    @property
+    def kind(self) -> str:
+        return self.feedback or self.event
+
 
 def _make_events() -> list[Event]:
+    """State-machine events and the enforcement points' feedback (docs/sql.md)."""
     rng = random.Random(5)
     out: list[Event] = []
     used: set[int] = set()
 
-    def at(t_s: int) -> int:
+    def add(t_s: int, rule: Rule, event: str, state: str, feedback: str = "", ep: str = "",
+            hits: int = 0, detail: str = "") -> None:  # fmt: skip
         ms = t_s * 1000 + rng.randrange(1000)
-        while ms in used:
+        while ms in used:  # distinct times: a rule's latest state is well defined
             ms += 1
         used.add(ms)
-        return ms
+        out.append(Event(ms, rule.rule_id, rule.version, event, state, rule.action, feedback, ep,
+                         hits, hits * 3, hits * 600, detail))  # fmt: skip
 
     for rid in ("r-berlin-teams", "r-paris-all-apps", "r-all-cities-whatsapp", "r-aquila-sip"):
         rule = LATEST[rid]
         t = T0 + rng.randrange(600)
-        out.append(
-            Event(at(t), rid, rule.version, "created", "created", rule.action, "", 0, 0, 0, "")
-        )
-        out.append(
-            Event(
-                at(t + 5), rid, rule.version, "published", "published", rule.action, "", 0, 0, 0, ""
-            )
-        )
+        add(t, rule, "created", "created")
+        add(t + 5, rule, "published", "published")
         for k in range(40):
             t += rng.randrange(60, 360)
             ep = rng.choice(("ep-1", "ep-2"))
             if rng.random() < 0.15:
-                out.append(
-                    Event(
-                        at(t),
-                        rid,
-                        rule.version,
-                        "failed",
-                        "failed",
-                        rule.action,
-                        ep,
-                        0,
-                        0,
-                        0,
-                        f"nft: error {k}",
-                    )
-                )
+                add(t, rule, "feedback", "failed", "failed", ep, detail=f"nft: error {k}")
             else:
-                h = rng.randrange(0, 500)
-                out.append(
-                    Event(
-                        at(t),
-                        rid,
-                        rule.version,
-                        "applied",
-                        "applied",
-                        rule.action,
-                        ep,
-                        h,
-                        h * 3,
-                        h * 600,
-                        "",
-                    )
-                )
+                add(t, rule, "feedback", "active", "applied", ep, hits=rng.randrange(0, 500))
         if rid == "r-aquila-sip":
-            out.append(
-                Event(
-                    at(t + 30),
-                    rid,
-                    rule.version,
-                    "removed",
-                    "removed",
-                    rule.action,
-                    "",
-                    0,
-                    0,
-                    0,
-                    "",
-                )
-            )
+            add(t + 30, rule, "feedback", "removed", "removed", "ep-1")
+        if rid == "r-all-cities-whatsapp":
+            add(t + 40, rule, "expired", "expired")
+        if rid == "r-paris-all-apps":
+            add(t + 50, rule, "feedback", "failed", "failed", "ep-2", detail="nft: table full")
     return out
 
 
@@ -179,6 +142,7 @@ def ch(chdb_dir: Path) -> Iterator[Any]:
                 "event": np.array([e.event for e in ev], dtype=object),
                 "state": np.array([e.state for e in ev], dtype=object),
                 "action": np.array([e.action for e in ev], dtype=object),
+                "feedback": np.array([e.feedback for e in ev], dtype=object),
                 "enforcement_point": np.array([e.ep for e in ev], dtype=object),
                 "hits": np.array([e.hits for e in ev], dtype=np.uint64),
                 "hit_packets": np.array([e.hit_packets for e in ev], dtype=np.uint64),
@@ -262,7 +226,7 @@ def check_hits(res: Any, sc: Scenario, p: dict[str, Any]) -> None:
 
 
 def check_failed(res: Any, sc: Scenario, p: dict[str, Any]) -> None:
-    assert res.rows == [(sum(e.event == "failed" for e in sc.events()),)]
+    assert res.rows == [(sum(e.feedback == "failed" for e in sc.events()),)]
 
 
 def check_top(res: Any, sc: Scenario, p: dict[str, Any]) -> None:
@@ -303,7 +267,7 @@ def check_rules(res: Any, sc: Scenario, p: dict[str, Any]) -> None:
         )
         assert g["state"] == states.get(rid, "")
         assert g["hits"] == sum(e.hits for e in ev if e.rule_id == rid)
-        assert g["failures"] == sum(e.event == "failed" for e in ev if e.rule_id == rid)
+        assert g["failures"] == sum(e.feedback == "failed" for e in ev if e.rule_id == rid)
         assert g["reason"] == f"because {rid}"
     order = [(-r[res.columns.index("hits")], r[0]) for r in res.rows]
     assert order == sorted(order)
@@ -340,7 +304,7 @@ def check_hits_by_rule(res: Any, sc: Scenario, p: dict[str, Any]) -> None:
 
 
 def check_failed_by_ep(res: Any, sc: Scenario, p: dict[str, Any]) -> None:
-    want = _bucketed(sc, p, lambda e: e.ep if e.event == "failed" else None, len)
+    want = _bucketed(sc, p, lambda e: e.ep if e.feedback == "failed" else None, len)
     if not want:
         assert res.rows == []
         return
@@ -348,12 +312,12 @@ def check_failed_by_ep(res: Any, sc: Scenario, p: dict[str, Any]) -> None:
 
 
 def check_events_by_type(res: Any, sc: Scenario, p: dict[str, Any]) -> None:
-    _assert_series(res, _bucketed(sc, p, lambda e: e.event, len))
+    _assert_series(res, _bucketed(sc, p, lambda e: e.kind, len))
 
 
 def check_recent_failures(res: Any, sc: Scenario, p: dict[str, Any]) -> None:
     want = sorted(
-        (e for e in sc.events() if e.event == "failed"), key=lambda e: (-e.ts_ms, e.rule_id)
+        (e for e in sc.events() if e.feedback == "failed"), key=lambda e: (-e.ts_ms, e.rule_id)
     )
     assert [
         (epoch(r[0]) * 1000 + r[0].microsecond // 1000, r[1], r[2], r[3], r[5]) for r in res.rows
@@ -397,7 +361,7 @@ def test_scenarios_differ() -> None:
     """The selections pick different rule sets, global rules included."""
     assert SCENARIOS[2].selected() == {"r-berlin-teams", "r-all-cities-whatsapp"}
     assert SCENARIOS[3].selected() == {"r-aquila-sip"}
-    assert "removed" in SCENARIOS[0].states().values()
+    assert {"removed", "expired", "failed", "active"} <= set(SCENARIOS[0].states().values())
 
 
 def test_variables_list_rule_cities_and_apps(ch: Any) -> None:
