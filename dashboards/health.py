@@ -4,7 +4,9 @@ Reads ``exporter_health`` (a report every 10 s per exporter and observation
 domain from each collector process; counters are deltas since the previous
 report, ``templates``, ``records_held`` and ``sampling_rate`` are current
 values), ``voip_usage_1m`` for the delays of usage windows, ``flows_voip``
-for stored flow rates and ``pipeline_stats`` for components' own figures.
+for stored flow rates and ``pipeline_stats`` for the sink's own figures
+(rows inserted, bad messages, retries: totals since the sink started; lag:
+messages not yet committed per topic and partition).
 
 Sequence loss is a share of what the exporter numbered: NetFlow v9 numbers
 export packets (RFC 3954), NetFlow v5 and IPFIX number flow records (RFC
@@ -13,9 +15,8 @@ export packets (RFC 3954), NetFlow v5 and IPFIX number flow records (RFC
 and interval (the kernel cannot tell the exporter of a dropped datagram):
 it is taken once per collector and report, never summed over exporters.
 
-Kafka consumer lag of the sink is a Prometheus gauge (``voipflow_sink_lag``),
-not stored in ClickHouse; what ClickHouse shows is the delay of each usage
-window from its end to its insert, split at the worker's ``produced`` time.
+Besides the sink's lag, the delay of each usage window from its end to its
+insert is shown, split at the worker's ``produced`` time.
 """
 
 from __future__ import annotations
@@ -73,6 +74,37 @@ def _per_exporter_gauge(title: str, column: str, description: str) -> dict[str, 
         """,
         description=description,
         interval="10s",
+    )
+
+
+def _sink_counter_rate(title: str, metric: str, series: str, description: str) -> dict[str, Any]:
+    """Per-second rate of a sink counter in ``pipeline_stats`` (a total since start).
+
+    Each report's increase over the previous report of the same instance and
+    labels is summed per bucket; a drop means the sink restarted, and the
+    value itself is then the increase. The first report of a series in the
+    range only sets the baseline.
+    """
+    return timeseries(
+        title,
+        f"""
+        SELECT $__timeInterval(ts) AS time, series, sum(delta) / $__interval_s AS per_s
+        FROM (
+            SELECT ts, {series} AS series,
+                   value - lagInFrame(value, 1, value) OVER (
+                       PARTITION BY instance, labels ORDER BY ts
+                       ROWS BETWEEN 1 PRECEDING AND CURRENT ROW
+                   ) AS step,
+                   if(step < 0, value, step) AS delta
+            FROM pipeline_stats
+            WHERE $__timeFilter(ts) AND component = 'sink' AND metric = '{metric}'
+        )
+        GROUP BY time, series
+        ORDER BY time, series
+        """,
+        description=description + " From the sink's own rows in pipeline_stats.",
+        unit="short",
+        interval="1m",
     )
 
 
@@ -222,8 +254,7 @@ def build() -> dict[str, Any]:
             """,
             description="Close delay: window end to the worker publishing it (lateness "
             "allowance included). Sink delay: publishing to the insert in ClickHouse "
-            "(1-second resolution). Consumer lag itself is the Prometheus gauge "
-            "voipflow_sink_lag.",
+            "(1-second resolution).",
             unit="s",
             interval="1m",
         ),
@@ -244,19 +275,46 @@ def build() -> dict[str, Any]:
             interval="10s",
         ),
         timeseries(
-            "Pipeline statistics",
+            "Sink lag by topic",
             """
-            SELECT $__timeInterval(ts) AS time, concat(component, ' ', metric) AS series,
-                   max(value) AS value
-            FROM pipeline_stats
-            WHERE $__timeFilter(ts)
-            GROUP BY time, series
-            ORDER BY time, series
+            SELECT time, topic, sum(lag) AS lag
+            FROM (
+                SELECT $__timeInterval(ts) AS time, instance, topic, max(lag) AS lag
+                FROM (
+                    SELECT ts, instance, JSONExtractString(labels, 'topic') AS topic,
+                           sum(value) AS lag
+                    FROM pipeline_stats
+                    WHERE $__timeFilter(ts) AND component = 'sink' AND metric = 'lag'
+                    GROUP BY ts, instance, topic
+                )
+                GROUP BY time, instance, topic
+            )
+            GROUP BY time, topic
+            ORDER BY time, topic
             """,
-            description="Figures components write to pipeline_stats (largest value per "
-            "bucket); empty until a component writes there.",
-            w=24,
-            interval="10s",
+            description="Messages on each topic not yet committed by the sink (summed over "
+            "partitions; the largest report of each sink instance in the bucket, summed "
+            "over instances). Written by the sink every VOIPFLOW_SINK_STATS_INTERVAL_S.",
+            interval="1m",
+        ),
+        _sink_counter_rate(
+            "Sink rows inserted/s by table",
+            "rows_inserted",
+            "JSONExtractString(labels, 'table')",
+            "Rows the sink inserted into each table, per second.",
+        ),
+        _sink_counter_rate(
+            "Sink bad messages/s",
+            "bad_messages",
+            "concat(JSONExtractString(labels, 'topic'), ' ', JSONExtractString(labels, 'reason'))",
+            "Messages the sink skipped as bad, per second, by topic and reason.",
+        ),
+        _sink_counter_rate(
+            "Sink retries/s",
+            "transient_errors",
+            "instance",
+            "Inserts the sink retried after a transient ClickHouse error, per second and "
+            "sink instance.",
         ),
     ]
     variables = [

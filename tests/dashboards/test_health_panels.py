@@ -3,7 +3,8 @@
 Exporter health reports go in as exporter-health.v1 messages through the
 sink's parser (two collector processes, a NetFlow v9 exporter, an IPFIX
 exporter with two observation domains and an IPv6 exporter); usage windows
-with known publish and insert times, VoIP flows and pipeline statistics are
+with known publish and insert times, VoIP flows and the sink's rows in
+pipeline_stats (totals since start, one restart, lag per partition) are
 inserted directly. Each panel's SQL is expanded by the Grafana stand-in
 (:mod:`tests.dashboards.grafana_sim`; Grafana cannot run here), run, and
 compared with the model below.
@@ -108,9 +109,39 @@ def _make_windows() -> list[Window]:
 WINDOWS = _make_windows()
 FLOW_TIMES = [(T0 + random.Random(i).randrange(3600)) * 1000 + i for i in range(300)]
 FLOW_APPS = [("teams", "sip", "zoom")[i % 3] for i in range(300)]
-STATS = [
-    (T0 + 30 * i, "sink", f"rows_{t}", float(i * 7 % 50)) for i in range(120) for t in ("a", "b")
-]
+
+
+def _make_stats() -> list[tuple[int, str, str, str, float]]:
+    """The sink's rows as it writes them: (ts, instance, metric, labels JSON, value)."""
+    rng = random.Random(8)
+    out = []
+    totals: dict[tuple[str, str, str], float] = defaultdict(float)
+    for i in range(60):
+        for n, instance in enumerate(("sink-1", "sink-2")):
+            ts = T0 + 60 * i + 7 * n
+            if instance == "sink-2" and i == 30:  # restarted: its totals start again
+                totals = defaultdict(float, {k: v for k, v in totals.items() if k[0] != instance})
+            counters: list[tuple[str, dict[str, Any], int]] = [
+                ("rows_inserted", {"table": t}, rng.randrange(0, 5000))
+                for t in ("flows_voip", "voip_usage_in")
+            ]
+            counters += [
+                ("bad_messages", {"topic": "voip-usage.v1", "reason": r}, rng.choice((0, 0, 1, 3)))
+                for r in ("bad_json", "wrong_schema")
+            ]
+            counters.append(("transient_errors", {}, rng.choice((0, 0, 0, 1))))
+            for metric, labels, inc in counters:
+                key = (instance, metric, json.dumps(labels, sort_keys=True))
+                totals[key] += inc
+                out.append((ts, instance, metric, key[2], totals[key]))
+            for topic in ("voip-flows.v1", "exporter-health.v1"):
+                for part in (0, 1):
+                    labels = json.dumps({"topic": topic, "partition": part}, sort_keys=True)
+                    out.append((ts, instance, "lag", labels, float(rng.randrange(0, 500))))
+    return out
+
+
+STATS = _make_stats()
 
 
 @pytest.fixture(scope="module")
@@ -142,11 +173,12 @@ def ch(chdb_dir: Path) -> Iterator[Any]:
         ch.insert(
             "pipeline_stats",
             {
-                "ts": np.array([s[0] for s in STATS], dtype="datetime64[s]"),
-                "component": pa.array([s[1] for s in STATS]),
-                "instance": pa.array(["sink-1"] * len(STATS)),
-                "metric": pa.array([s[2] for s in STATS]),
-                "value": np.array([s[3] for s in STATS]),
+                "ts": np.array([x[0] for x in STATS], dtype="datetime64[s]"),
+                "component": pa.array(["sink"] * len(STATS)),
+                "instance": pa.array([x[1] for x in STATS]),
+                "metric": pa.array([x[2] for x in STATS]),
+                "labels": pa.array([x[3] for x in STATS]),
+                "value": np.array([x[4] for x in STATS]),
             },
         )
         yield ch
@@ -350,14 +382,39 @@ def check_flows_stored(res: Any, sc: Scenario, p: dict[str, Any]) -> None:
     _assert_series(res, {k: v / iv for k, v in acc.items()})
 
 
-def check_pipeline_stats(res: Any, sc: Scenario, p: dict[str, Any]) -> None:
+def _sink_rate(metric: str, series: Callable[[str, dict[str, Any]], str]):  # type: ignore[no-untyped-def]
+    def check(res: Any, sc: Scenario, p: dict[str, Any]) -> None:
+        iv = _interval(sc, p)
+        acc: dict[tuple[int, str], float] = defaultdict(float)
+        last: dict[tuple[str, str], float] = {}
+        for ts, instance, m, labels, value in sorted(STATS, key=lambda x: x[0]):
+            if m != metric or not _in_range(sc, ts):
+                continue
+            prev = last.get((instance, labels))
+            step = 0.0 if prev is None else value - prev
+            last[(instance, labels)] = value
+            acc[(ts // iv * iv, series(instance, json.loads(labels)))] += (
+                value if step < 0 else step
+            )
+        _assert_series(res, {k: v / iv for k, v in acc.items()})
+
+    return check
+
+
+def check_sink_lag(res: Any, sc: Scenario, p: dict[str, Any]) -> None:
     iv = _interval(sc, p)
-    acc: dict[tuple[int, str], float] = {}
-    for ts, comp, metric, value in STATS:
-        if _in_range(sc, ts):
-            k = (ts // iv * iv, f"{comp} {metric}")
-            acc[k] = max(acc.get(k, value), value)
-    _assert_series(res, acc)
+    per_report: dict[tuple[int, str, str], float] = defaultdict(float)
+    for ts, instance, m, labels, value in STATS:
+        if m == "lag" and _in_range(sc, ts):
+            per_report[(ts, instance, json.loads(labels)["topic"])] += value
+    per_instance: dict[tuple[int, str, str], float] = {}
+    for (ts, instance, topic), v in per_report.items():
+        k = (ts // iv * iv, instance, topic)
+        per_instance[k] = max(per_instance.get(k, v), v)
+    want: dict[tuple[int, str], float] = defaultdict(float)
+    for (t, _, topic), v in per_instance.items():
+        want[(t, topic)] += v
+    _assert_series(res, want)
 
 
 CHECKS: dict[str, Callable[[Any, Scenario, dict[str, Any]], None]] = {
@@ -378,7 +435,12 @@ CHECKS: dict[str, Callable[[Any, Scenario, dict[str, Any]], None]] = {
     "Kernel drops by collector": check_kernel_by_collector,
     "Usage window delay": check_window_delay,
     "VoIP flows stored/s": check_flows_stored,
-    "Pipeline statistics": check_pipeline_stats,
+    "Sink lag by topic": check_sink_lag,
+    "Sink rows inserted/s by table": _sink_rate("rows_inserted", lambda i, lab: lab["table"]),
+    "Sink bad messages/s": _sink_rate(
+        "bad_messages", lambda i, lab: f"{lab['topic']} {lab['reason']}"
+    ),
+    "Sink retries/s": _sink_rate("transient_errors", lambda i, lab: i),
 }
 
 
