@@ -100,7 +100,7 @@ def build(retention: Retention | None = None) -> dict[str, Any]:
             description="Cities with any VoIP in the time range.",
             decimals=0,
         ),
-        row("Cities"),
+        row("By city"),
         geomap(
             "VoIP minutes by city",
             f"""
