@@ -80,17 +80,19 @@ FLOW_COLUMNS: dict[str, tuple[str, str]] = {
     "l7_proto": ("u2", "exporter's own L7 protocol id (ntop nDPI), 0 = none"),
 }
 
-_ARROW_TYPES: dict[str, pa.DataType] = {
+#: dtype code -> Arrow type, for this and the other Arrow batch contracts.
+ARROW_TYPES: dict[str, pa.DataType] = {
     "u1": pa.uint8(),
     "u2": pa.uint16(),
     "u4": pa.uint32(),
     "u8": pa.uint64(),
     "S16": pa.binary(ADDR_BYTES),
+    "f4": pa.float32(),
     "str": pa.string(),
 }
 
 FLOW_SCHEMA: pa.Schema = pa.schema(
-    [pa.field(name, _ARROW_TYPES[dt], nullable=False) for name, (dt, _) in FLOW_COLUMNS.items()],
+    [pa.field(name, ARROW_TYPES[dt], nullable=False) for name, (dt, _) in FLOW_COLUMNS.items()],
     metadata={SCHEMA_METADATA_KEY: SCHEMA_NAME.encode()},
 )
 
@@ -152,7 +154,7 @@ class FlowBatch:
             if isinstance(col, pa.Array):
                 arrays.append(col)
             else:
-                arrays.append(pa.array(col, type=_ARROW_TYPES[dt]))
+                arrays.append(pa.array(col, type=ARROW_TYPES[dt]))
         fields = list(FLOW_SCHEMA)
         for name, arr in self.extras.items():
             fields.append(pa.field(name, arr.type, nullable=True))
@@ -208,11 +210,7 @@ def make_batch(
 
 def encode(batch: FlowBatch) -> bytes:
     """Serialise a batch as one Arrow IPC stream (the Kafka message value)."""
-    rb = batch.to_arrow()
-    sink = pa.BufferOutputStream()
-    with pa.ipc.new_stream(sink, rb.schema) as writer:
-        writer.write_batch(rb)
-    return sink.getvalue().to_pybytes()
+    return write_single_batch(batch.to_arrow())
 
 
 def decode(data: bytes | memoryview) -> FlowBatch:
@@ -220,6 +218,23 @@ def decode(data: bytes | memoryview) -> FlowBatch:
 
     Numeric columns come back as read-only numpy views over the message
     buffer (no copy).
+    """
+    rb = read_single_batch(data, SCHEMA_NAME)
+    cols = core_columns(rb, FLOW_COLUMNS)
+    extras = {
+        f.name: rb.column(i) for i, f in enumerate(rb.schema) if f.name.startswith(EXTRA_PREFIXES)
+    }
+    return FlowBatch(cols, rb.num_rows, extras)
+
+
+# -- helpers shared with the other Arrow batch contracts (voip-flows.v1) -----
+
+
+def read_single_batch(data: bytes | memoryview, schema_name: str) -> pa.RecordBatch:
+    """The one record batch of an Arrow IPC stream tagged ``schema_name``.
+
+    Raises :class:`BatchFormatError` for bytes that are not such a stream and
+    :class:`BatchVersionError` when the stream carries another schema name.
     """
     try:
         reader = pa.ipc.open_stream(pa.py_buffer(data))
@@ -229,19 +244,28 @@ def decode(data: bytes | memoryview) -> FlowBatch:
         raise BatchFormatError(f"not an Arrow IPC stream: {exc}") from exc
     meta = schema.metadata or {}
     version = meta.get(SCHEMA_METADATA_KEY)
-    if version != SCHEMA_NAME.encode():
-        raise BatchVersionError(f"batch schema is {version!r}, expected {SCHEMA_NAME!r}")
+    if version != schema_name.encode():
+        raise BatchVersionError(f"batch schema is {version!r}, expected {schema_name!r}")
     if len(batches) != 1:
         raise BatchFormatError(f"expected one record batch, found {len(batches)}")
-    rb = batches[0]
+    return batches[0]
+
+
+def core_columns(rb: pa.RecordBatch, columns: Mapping[str, tuple[str, str]]) -> dict[str, Any]:
+    """Check and convert the contract's columns of ``rb``: numpy views, strings as Arrow.
+
+    ``columns`` maps name -> (dtype code of :data:`ARROW_TYPES`, meaning).
+    Raises :class:`BatchSchemaError` for a missing, mistyped or null column.
+    """
     cols: dict[str, Any] = {}
-    for name, (dt, _) in FLOW_COLUMNS.items():
+    schema = rb.schema
+    for name, (dt, _) in columns.items():
         idx = schema.get_field_index(name)
         if idx < 0:
             raise BatchSchemaError(f"missing column {name!r}")
         arr = rb.column(idx)
-        if arr.type != _ARROW_TYPES[dt]:
-            raise BatchSchemaError(f"column {name!r} is {arr.type}, expected {_ARROW_TYPES[dt]}")
+        if arr.type != ARROW_TYPES[dt]:
+            raise BatchSchemaError(f"column {name!r} is {arr.type}, expected {ARROW_TYPES[dt]}")
         if arr.null_count:
             raise BatchSchemaError(f"column {name!r} has nulls")
         if dt == "str":
@@ -251,10 +275,15 @@ def decode(data: bytes | memoryview) -> FlowBatch:
             cols[name] = np.frombuffer(buf, dtype="S16", count=len(arr), offset=arr.offset * 16)
         else:
             cols[name] = arr.to_numpy(zero_copy_only=True)
-    extras = {
-        f.name: rb.column(i) for i, f in enumerate(schema) if f.name.startswith(EXTRA_PREFIXES)
-    }
-    return FlowBatch(cols, rb.num_rows, extras)
+    return cols
+
+
+def write_single_batch(rb: pa.RecordBatch) -> bytes:
+    """One record batch as an Arrow IPC stream (a Kafka message value)."""
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, rb.schema) as writer:
+        writer.write_batch(rb)
+    return sink.getvalue().to_pybytes()
 
 
 # -- address helpers (vectorised) -------------------------------------------

@@ -17,11 +17,17 @@ class KafkaConfig(BaseModel):
     replication_factor: int = Field(1, ge=1)
     #: Compression of produced messages.
     compression: Literal["none", "gzip", "lz4", "zstd"] = "lz4"
+    #: Flow batches from the collectors (schemas/flowbatch.py).
     flows_topic: str = "flows.v1"
+    #: Classified VoIP flows from the workers (schemas/voipflows.py).
     voip_flows_topic: str = "voip-flows.v1"
+    #: Closed usage windows per city and app (schemas/json/voip-usage.v1.json).
     usage_topic: str = "voip-usage.v1"
+    #: Rules for enforcement points.
     rules_topic: str = "rules.v1"
+    #: Enforcement points' feedback on rules.
     feedback_topic: str = "rules-feedback.v1"
+    #: Per-exporter health reports from the collectors.
     health_topic: str = "exporter-health.v1"
 
     @field_validator("bootstrap")

@@ -1,6 +1,8 @@
-"""The voip-flows.v1 contract: round trip, and refusal of anything else."""
+"""voip-flows.v1 batches and voip-usage.v1 messages: round trips and refusals."""
 
 from __future__ import annotations
+
+import json
 
 import numpy as np
 import pyarrow as pa
@@ -8,68 +10,121 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from schemas import flowbatch, voipflows
+from schemas import flowbatch as fb
+from schemas import usage
+from schemas import voipflows as vf
 
 
-def sample(n: int, seed: int = 0) -> voipflows.VoipFlowBatch:
-    rng = np.random.default_rng(seed)
-    cols: dict[str, object] = {}
-    for name, (dt, _) in voipflows.VOIP_FLOW_COLUMNS.items():
-        if dt == "S16":
-            cols[name] = flowbatch.ipv4_to_addr16(rng.integers(0, 2**32, n, dtype=np.uint32))
-        elif dt == "str":
-            cols[name] = pa.array(rng.choice(["Oslo", "Bergen", "teams", ""], n).tolist())
-        elif dt == "f4":
-            cols[name] = rng.random(n).astype(np.float32)
-        else:
-            cols[name] = rng.integers(0, np.iinfo(dt).max, n, dtype=dt, endpoint=True)
-    return voipflows.make_batch(cols)
+@settings(max_examples=30, deadline=None)
+@given(n=st.integers(0, 40), conf=st.floats(0, 1, width=32))
+def test_round_trip_keeps_every_value(n: int, conf: float) -> None:
+    sub = fb.ipv4_to_addr16(np.arange(n, dtype=np.uint32) + 0x0A010000)
+    batch = vf.make_voip_batch(
+        {
+            "subscriber_addr": sub,
+            "packets": np.arange(n, dtype=np.uint64) * 2**33,
+            "city": pa.array(["Berlin"] * n),
+            "app": ["teams"] * n,
+            "confidence": np.full(n, conf, dtype=np.float32),
+            "evidence": np.full(n, 0xFFFFFFFF, dtype=np.uint32),
+        }
+    )
+    back = vf.decode(vf.encode(batch))
+    assert len(back) == n
+    assert back["subscriber_addr"].tobytes() == sub.tobytes()
+    assert list(back["packets"]) == [i * 2**33 for i in range(n)]
+    assert back["city"].to_pylist() == ["Berlin"] * n
+    assert back["app"].to_pylist() == ["teams"] * n
+    assert list(back["sampling_rate"]) == [1] * n
+    assert np.allclose(back["confidence"], conf)
+    assert list(back["evidence"]) == [0xFFFFFFFF] * n
 
 
-@settings(max_examples=25, deadline=None)
-@given(n=st.integers(0, 300), seed=st.integers(0, 2**16))
-def test_round_trip(n: int, seed: int) -> None:
-    batch = sample(n, seed)
-    back = voipflows.decode(voipflows.encode(batch))
-    assert back.num_rows == n
-    for name, (dt, _) in voipflows.VOIP_FLOW_COLUMNS.items():
-        a, b = batch[name], back[name]
-        if dt == "str":
-            assert a.to_pylist() == b.to_pylist()
-        else:
-            assert np.array_equal(a, b), name
+def test_flows_v1_batch_is_refused_as_other_version() -> None:
+    with pytest.raises(vf.BatchVersionError):
+        vf.decode(fb.encode(fb.make_batch({"packets": [1]})))
 
 
-def test_column_order_is_the_contract() -> None:
-    assert list(voipflows.VOIP_FLOW_COLUMNS)[:4] == [
-        "time_received_ms",
-        "flow_start_ms",
-        "flow_end_ms",
-        "exporter_addr",
-    ]
-    assert list(voipflows.VOIP_FLOW_COLUMNS)[-1] == "classifier_version"
-    assert len(voipflows.VOIP_FLOW_COLUMNS) == 26
+def test_truncated_and_garbage_are_errors() -> None:
+    data = vf.encode(vf.make_voip_batch({"packets": list(range(50))}))
+    for cut in (0, 7, len(data) // 2, len(data) - 5):
+        with pytest.raises(vf.BatchError):
+            vf.decode(data[:cut])
 
 
-def test_refuses_flows_v1_and_garbage() -> None:
-    fb = flowbatch.make_batch({"packets": np.array([1], dtype=np.uint64)})
-    with pytest.raises(voipflows.BatchVersionError):
-        voipflows.decode(flowbatch.encode(fb))
-    data = voipflows.encode(sample(10))
-    with pytest.raises(voipflows.BatchFormatError):
-        voipflows.decode(data[: len(data) // 2])
-    with pytest.raises(voipflows.BatchFormatError):
-        voipflows.decode(b"not arrow")
+def test_wrong_type_is_schema_error() -> None:
+    rb = vf.make_voip_batch({"packets": [1]}).to_arrow()
+    cols = [rb.column(i) for i in range(rb.num_columns)]
+    idx = rb.schema.get_field_index("confidence")
+    cols[idx] = pa.array([0.5], pa.float64())
+    fields = list(rb.schema)
+    fields[idx] = pa.field("confidence", pa.float64())
+    bad = pa.RecordBatch.from_arrays(cols, schema=pa.schema(fields, metadata=rb.schema.metadata))
+    with pytest.raises(vf.BatchSchemaError):
+        vf.decode(fb.write_single_batch(bad))
 
 
-def test_wrong_type_and_missing_column() -> None:
-    rb = sample(3).to_arrow()
-    idx = rb.schema.get_field_index("bytes")
-    bad = rb.set_column(idx, "bytes", pa.array([1, 2, 3], pa.int64()))
-    sink = pa.BufferOutputStream()
-    with pa.ipc.new_stream(sink, bad.schema) as w:
-        w.write_batch(bad)
-    with pytest.raises(voipflows.BatchSchemaError, match="bytes"):
-        voipflows.decode(sink.getvalue().to_pybytes())
-    with pytest.raises(voipflows.BatchSchemaError, match="missing"):
-        voipflows.make_batch({"bytes": [1]})
+def test_unknown_column_is_refused() -> None:
+    with pytest.raises(vf.BatchSchemaError):
+        vf.make_voip_batch({"cty": ["x"]})
+
+
+def _usage() -> dict[str, object]:
+    return {
+        "schema": "voip-usage.v1",
+        "window_start_ms": 1_700_000_040_000,
+        "window_s": 60,
+        "city": "Berlin",
+        "region": "Berlin",
+        "country": "DE",
+        "app": "whatsapp",
+        "flows": 3,
+        "packets": 300,
+        "bytes": 60000,
+        "subscribers": 2,
+        "subscriber_hashes": [1, 2**64 - 1],
+        "call_seconds": 12.5,
+        "voip_share": 0.25,
+        "produced_ms": 1_700_000_100_000,
+    }
+
+
+def test_usage_round_trip_and_key() -> None:
+    msg = _usage()
+    assert usage.decode_usage(usage.encode_usage(msg)) == msg
+    assert usage.usage_key("Berlin", "whatsapp", 60000) == "Berlin|whatsapp|60000"
+
+
+@pytest.mark.parametrize(
+    ("change", "error"),
+    [
+        ({"schema": "voip-usage.v0"}, usage.UsageVersionError),
+        ({"flows": -1}, usage.UsageError),
+        ({"flows": 1.5}, usage.UsageError),
+        ({"voip_share": 1.5}, usage.UsageError),
+        ({"subscriber_hashes": [2**64]}, usage.UsageError),
+        ({"city": ""}, usage.UsageError),
+        ({"extra": 1}, usage.UsageError),
+        ({"bytes": True}, usage.UsageError),
+    ],
+)
+def test_usage_refusals(change: dict[str, object], error: type[Exception]) -> None:
+    msg = {**_usage(), **change}
+    with pytest.raises(error):
+        usage.encode_usage(msg)
+
+
+def test_usage_missing_field_and_garbage() -> None:
+    msg = _usage()
+    del msg["call_seconds"]
+    with pytest.raises(usage.UsageError, match="call_seconds"):
+        usage.validate_usage(msg)
+    with pytest.raises(usage.UsageFormatError):
+        usage.decode_usage(b"{not json")
+    with pytest.raises(usage.UsageFormatError):
+        usage.decode_usage(json.dumps([1]))
+
+
+def test_schema_file_lists_every_required_field_as_property() -> None:
+    schema = usage.usage_schema()
+    assert set(schema["required"]) == set(schema["properties"])

@@ -53,7 +53,7 @@ def flow_batch(n: int, base: int, now_ms: int | None = None) -> bytes:
         "evidence": np.full(n, 5, dtype=np.uint32),
         "classifier_version": pa.array(["test-1"] * n),
     }
-    return voipflows.encode(voipflows.make_batch(cols))
+    return voipflows.encode(voipflows.make_voip_batch(cols))
 
 
 def usage_message(
@@ -142,3 +142,19 @@ def wait_until(check: Any, timeout_s: float, what: str, every_s: float = 0.25) -
             return last
         time.sleep(every_s)
     raise AssertionError(f"timed out after {timeout_s}s waiting for {what} (last: {last!r})")
+
+
+def random_voip_batch(n: int, seed: int = 0) -> voipflows.VoipFlowBatch:
+    """``n`` VoIP flows with random values in every column (for format tests)."""
+    rng = np.random.default_rng(seed)
+    cols: dict[str, object] = {}
+    for name, (dt, _) in voipflows.VOIP_FLOW_COLUMNS.items():
+        if dt == "S16":
+            cols[name] = ipv4_to_addr16(rng.integers(0, 2**32, n, dtype=np.uint32))
+        elif dt == "str":
+            cols[name] = pa.array(rng.choice(["Oslo", "Bergen", "teams", ""], n).tolist())
+        elif dt == "f4":
+            cols[name] = rng.random(n).astype(np.float32)
+        else:
+            cols[name] = rng.integers(0, np.iinfo(dt).max, n, dtype=dt, endpoint=True)
+    return voipflows.make_voip_batch(cols)

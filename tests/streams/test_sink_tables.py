@@ -17,7 +17,7 @@ from streams.sink_tables import (
     parse_voip_flows,
     with_offsets,
 )
-from tests.schemas.test_voipflows import sample
+from tests.streams.sinkdata import random_voip_batch as sample
 
 
 def usage(**over: object) -> bytes:
