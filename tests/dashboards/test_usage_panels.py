@@ -173,11 +173,8 @@ def _usage_message(w: Win, rng: random.Random) -> bytes:
 
 def _flow_batch(flows: list[Flow]) -> bytes:
     n = len(flows)
-    cols: dict[str, Any] = {}
-    for name, (dt, _) in voipflows.VOIP_FLOW_COLUMNS.items():
-        cols[name] = np.zeros(n, dtype=dt) if dt not in ("S16", "str") else None
     t = np.array([f.t_ms for f in flows], dtype=np.uint64)
-    cols.update(
+    cols: dict[str, Any] = dict(
         time_received_ms=t,
         flow_start_ms=t - np.uint64(30_000),
         flow_end_ms=t,
@@ -197,7 +194,7 @@ def _flow_batch(flows: list[Flow]) -> bytes:
         confidence=np.full(n, 0.9, dtype=np.float32),
         classifier_version=pa.array(["test"] * n),
     )
-    return voipflows.encode(voipflows.make_batch(cols))
+    return voipflows.encode(voipflows.make_voip_batch(cols))
 
 
 def _prefix_table(path: Path, berlin: tuple[float, float]) -> Path:

@@ -208,3 +208,14 @@ def test_push_to_nothing_fails_with_one_line(grafana: Any) -> None:
     assert res.returncode == 1
     assert f"127.0.0.1:{port}" in res.stderr
     assert "Traceback" not in res.stderr
+
+
+def test_the_shipped_demo_prefix_table_gives_every_city_once() -> None:
+    from dashboards.cities import read_cities
+
+    path = ROOT / "data" / "cities" / "demo-cities.csv"
+    lines = path.read_text().splitlines()[1:]
+    cities = read_cities(path)
+    assert [c.city for c in cities] == sorted({line.split(",")[1] for line in lines})
+    berlin = next(c for c in cities if c.city == "Berlin")
+    assert (berlin.country, berlin.lat, berlin.lon) == ("DE", 52.52, 13.405)
