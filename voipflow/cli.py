@@ -28,6 +28,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "providers": ("voipflow.commands.providers", "list or refresh the VoIP provider ranges"),
     "kafka": ("voipflow.commands.kafka", "run a local Kafka broker (start|stop|status)"),
     "db": ("voipflow.commands.db", "ClickHouse: migrate, status, query"),
+    "dashboards": ("voipflow.commands.dashboards", "Grafana dashboards: build, cities, push"),
     "settings": ("voipflow.commands.settings", "show every setting, its variable and value"),
 }
 

@@ -45,6 +45,7 @@ class SettingsError(Exception):
 
 
 class LogConfig(BaseModel):
+    #: Least severe level logged.
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     #: ``json`` for machines (one object per line), ``text`` for people.
     format: Literal["json", "text"] = "text"

@@ -142,14 +142,16 @@ def _start(args: argparse.Namespace, state_dir: Path) -> int:
         stop.set()
 
     threading.Thread(target=watch, daemon=True).start()
+    signum = 0
     try:
-        wait_for_signal(stop)
+        signum = wait_for_signal(stop)
     finally:
-        if not exited:
+        if signum or not exited:
             _progress("stopping")
-            broker.stop()
-    if exited:
-        print(f"voipflow kafka start: the broker exited with status {exited[0]}", file=sys.stderr)
+        broker.stop()  # also clears the state file if the broker died on its own
+    if not signum:
+        status = exited[0] if exited else -1
+        print(f"voipflow kafka start: the broker exited with status {status}", file=sys.stderr)
         return 1
     return 0
 

@@ -1,0 +1,700 @@
+"""The ClickHouse sink: Kafka topics -> batched, idempotent, columnar inserts.
+
+One kafka-python consumer (group ``voipflow-sink``) reads voip-flows.v1,
+voip-usage.v1 and exporter-health.v1. Messages are parsed into columns
+(:mod:`streams.sink_tables`) and gathered per topic partition until a batch
+holds ``batch_rows`` rows or its oldest message waited ``batch_delay_s``; the
+batch then goes to ClickHouse in one columnar insert and only after that
+insert succeeded are its offsets committed.
+
+Exactly once, on both backends
+------------------------------
+A batch covers one partition's contiguous offset range ``[first, last]``; its
+deduplication token is ``<table>/<topic>/<partition>/<first>-<last>``.
+
+1. Before inserting, the sink commits the partition's current offset
+   (``first``, unchanged) with the metadata ``{"pending": [first, last]}``: an
+   *intent* kept by Kafka with the group's offsets.
+2. It inserts with the token.
+3. It commits ``last + 1`` with empty metadata.
+
+A sink that dies between 2 and 3 leaves the intent behind. Whoever owns the
+partition next reads it (``committed(tp, metadata=True)``) and rebuilds
+exactly that batch, same messages, same rows, same token, before anything
+else. ClickHouse >= 22.2 and chdb then drop the replayed block
+(``insert_deduplication_token`` with ``non_replicated_deduplication_window``
+or the replicated window, carried into materialized views by
+``deduplicate_blocks_in_dependent_materialized_views``).
+
+Servers without tokens (ClickHouse < 22.2, such as Debian's 18.16) cannot
+drop a replayed block, so there the table must carry ``kafka_partition`` and
+``kafka_offset`` columns, filled by the sink. Whenever the outcome of an
+insert is unknown (first batch of a partition after an assignment, a replayed
+intent, a retry after an error) the sink first asks which offsets of the
+range the table already holds and leaves those messages out. The sink refuses
+to start on such a server if a table lacks those columns.
+
+Usage windows are re-published with the same values after a worker crash, at
+new offsets: the sink keeps the first copy per (window_start, city, app) by
+dropping rows whose key ``voip_usage_1m`` already holds (and repeats within a
+batch), so the hourly and daily rollups never see a window twice.
+
+Failures
+--------
+A message that cannot be parsed is counted by topic and reason, logged at a
+bounded rate, optionally copied to a dead-letter topic, and its offset is
+committed with the batch around it: a poison message never blocks. A
+transient ClickHouse error pauses consumption (``pause()``), waits with
+exponential backoff (polling so the group membership stays alive), retries
+the same batch and resumes: Kafka holds the backlog. A permanent error stops
+the sink with one message naming the table and the cause; the batch stays
+uncommitted.
+
+Errors::
+
+    SinkError
+     +-- SinkStopped     a permanent ClickHouse error stopped the sink
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import random
+import signal
+import socket
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+from prometheus_client import Counter, Gauge, Histogram
+
+from streams.clickhouse import ClickHouse, ClickHouseError, PermanentError, SchemaError, connect
+from streams.clickhouse.base import quote_literal
+from streams.config import ClickHouseConfig, KafkaConfig, SinkConfig
+from streams.sink_tables import BadMessage, Part, TableSpec, combine, default_specs, with_offsets
+
+log = logging.getLogger(__name__)
+
+ROWS = Counter("voipflow_sink_rows_inserted", "Rows inserted into ClickHouse", ["table"])
+INSERTS = Counter("voipflow_sink_inserts", "Inserts into ClickHouse", ["table"])
+INSERT_SECONDS = Histogram(
+    "voipflow_sink_insert_seconds",
+    "Duration of one ClickHouse insert",
+    ["table"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+)
+ERRORS = Counter("voipflow_sink_errors", "ClickHouse errors by kind", ["table", "kind"])
+BAD = Counter("voipflow_sink_bad_messages", "Messages skipped as bad", ["topic", "reason"])
+SKIPPED = Counter(
+    "voipflow_sink_rows_skipped",
+    "Rows left out because ClickHouse already holds them (replays, re-published windows)",
+    ["table", "why"],
+)
+LAG = Gauge("voipflow_sink_lag", "Messages not yet committed", ["topic", "partition"])
+PAUSED = Gauge("voipflow_sink_paused", "1 while consumption is paused for a retry")
+
+OFFSET_COLUMNS = ("kafka_partition", "kafka_offset")
+STATS_TABLE = "pipeline_stats"
+STATS_COLUMNS = ("ts", "component", "instance", "metric", "labels", "value")
+
+
+class SinkError(Exception):
+    """Base class of sink errors."""
+
+
+class SinkStopped(SinkError):
+    """A permanent error stopped the sink; ``str()`` says which table and why."""
+
+
+@dataclass(slots=True)
+class _Batch:
+    spec: TableSpec
+    parts: list[Part] = field(default_factory=list)
+    rows: int = 0
+    first: int = -1
+    last: int = -1
+    since: float = 0.0
+    bad: list[tuple[int, str]] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class _TableInfo:
+    types: dict[str, str]
+    with_offsets: bool
+
+
+class _Abandon(Exception):
+    """The batch must not be committed (partition revoked or sink stopping)."""
+
+
+class Sink:
+    """The sink component: ``start()`` runs the loop in a thread, ``stop()`` ends it."""
+
+    name = "sink"
+
+    def __init__(
+        self,
+        config: SinkConfig,
+        kafka: KafkaConfig,
+        clickhouse: ClickHouseConfig,
+        data_dir: Path | str,
+        *,
+        bootstrap: str | None = None,
+        ch: ClickHouse | None = None,
+        specs: Sequence[TableSpec] | None = None,
+    ) -> None:
+        self.config = config
+        self.kafka = kafka
+        self.clickhouse_config = clickhouse
+        self.data_dir = Path(data_dir)
+        self.bootstrap = bootstrap if bootstrap is not None else kafka.bootstrap
+        if not self.bootstrap:
+            raise ValueError("no Kafka bootstrap servers given")
+        all_specs = list(
+            specs
+            if specs is not None
+            else default_specs(
+                kafka.voip_flows_topic,
+                kafka.usage_topic,
+                kafka.health_topic,
+                flows_table=config.flows_table,
+            )
+        )
+        wanted = {t.strip() for t in config.topics.split(",") if t.strip()}
+        unknown = wanted - {s.topic for s in all_specs}
+        if unknown:
+            raise ValueError(f"topics {sorted(unknown)} are not sink topics")
+        self.specs = {s.topic: s for s in all_specs if not wanted or s.topic in wanted}
+        self._ch = ch
+        self._own_ch = ch is None
+        self._consumer: Any = None
+        self._producer: Any = None
+        self._tables: dict[str, _TableInfo] = {}
+        self._batches: dict[Any, _Batch] = {}
+        self._pinned: dict[Any, int] = {}  # tp -> last offset of an intent to replay
+        self._fresh: set[Any] = set()  # assigned, committed metadata not read yet
+        self._uncertain: set[Any] = set()  # next insert's outcome may be in already
+        self._held: list[Any] = []  # records polled during a retry, processed after it
+        self._committed: dict[Any, int] = {}
+        self._inserts = 0
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        #: Set when the loop ended; ``failure`` holds a permanent error.
+        self.done = threading.Event()
+        self.failure: SinkStopped | None = None
+        self.bad_messages: dict[tuple[str, str], int] = {}
+        self.rows_inserted: dict[str, int] = {}
+        #: Transient ClickHouse errors met (each one paused and retried).
+        self.transient_errors = 0
+        self.instance = f"{socket.gethostname()}:{os.getpid()}"
+        self._stats_enabled = False
+        self._stats_due = 0.0
+
+    # -- lifecycle ------------------------------------------------------------
+
+    def start(self) -> None:
+        if self._ch is None:
+            self._ch = connect(self.clickhouse_config, self.data_dir)
+        self._check_tables()
+        self._consumer = self._make_consumer()
+        if self.config.dead_letter_topic:
+            from kafka import KafkaProducer
+
+            self._producer = KafkaProducer(bootstrap_servers=self.bootstrap, acks="all")
+        self._thread = threading.Thread(target=self._run_guarded, name="sink", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=60)
+        if self._consumer is not None:
+            # Never commit on close: only flushed batches are committed.
+            self._consumer.close(autocommit=False)
+            self._consumer = None
+        if self._producer is not None:
+            self._producer.close(timeout=10)
+            self._producer = None
+        if self._own_ch and self._ch is not None:
+            self._ch.close()
+            self._ch = None
+
+    def wait(self, timeout: float | None = None) -> bool:
+        return self.done.wait(timeout)
+
+    # -- set-up -----------------------------------------------------------------
+
+    def _make_consumer(self) -> Any:
+        from kafka import ConsumerRebalanceListener, KafkaConsumer
+
+        sink = self
+
+        class Listener(ConsumerRebalanceListener):
+            def on_partitions_revoked(self, revoked: Any) -> None:
+                sink._forget(revoked)
+
+            def on_partitions_assigned(self, assigned: Any) -> None:
+                sink._fresh.update(assigned)
+
+        consumer = KafkaConsumer(
+            bootstrap_servers=self.bootstrap,
+            group_id=self.config.group_id,
+            client_id=f"voipflow-sink-{self.instance}",
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            max_poll_records=2000,
+            max_partition_fetch_bytes=8 * 1024 * 1024,
+            session_timeout_ms=int(self.config.session_timeout_s * 1000),
+            heartbeat_interval_ms=max(500, int(self.config.session_timeout_s * 1000 / 4)),
+        )
+        consumer.subscribe(sorted(self.specs), listener=Listener())
+        return consumer
+
+    def _check_tables(self) -> None:
+        assert self._ch is not None
+        for spec in self.specs.values():
+            res = self._ch.query(
+                "SELECT name, type FROM system.columns "
+                f"WHERE database = currentDatabase() AND table = {quote_literal(spec.table)}"
+            )
+            types = {str(n): str(t) for n, t in res.rows}
+            where = f"{self._ch.database}.{spec.table}"
+            if not types:
+                raise SinkStopped(
+                    f"table {where} does not exist (topic {spec.topic}): run `voipflow db migrate`"
+                )
+            offsets = all(c in types for c in OFFSET_COLUMNS)
+            if not self._ch.supports_dedup_token and not offsets:
+                version = ".".join(map(str, self._ch.version))
+                raise SinkStopped(
+                    f"ClickHouse {version} has no insert_deduplication_token: table {where} "
+                    f"needs columns kafka_partition UInt32 and kafka_offset UInt64 so replayed "
+                    f"batches are not inserted twice"
+                )
+            common = [c for c in spec.columns if c in types]
+            if not common:
+                raise SinkStopped(
+                    f"table {where} has none of the columns of topic {spec.topic}: "
+                    f"expected some of {', '.join(spec.columns)}"
+                )
+            missing = [c for c in spec.columns if c not in types]
+            if missing:
+                log.info(
+                    "table lacks some columns; they are not stored",
+                    extra={"table": where, "columns": ",".join(missing)},
+                )
+            self._tables[spec.table] = _TableInfo(types, offsets)
+        if self.config.stats_interval_s:
+            res = self._ch.query(
+                "SELECT name FROM system.columns "
+                f"WHERE database = currentDatabase() AND table = {quote_literal(STATS_TABLE)}"
+            )
+            self._stats_enabled = set(STATS_COLUMNS) <= {str(r[0]) for r in res.rows}
+            self._stats_due = time.monotonic() + self.config.stats_interval_s
+
+    # -- main loop ----------------------------------------------------------------
+
+    def _run_guarded(self) -> None:
+        try:
+            self._run()
+        except SinkStopped as exc:
+            self.failure = exc
+            log.critical("sink stopped: %s", exc)
+        except Exception as exc:  # a bug: stop loudly rather than spin
+            self.failure = SinkStopped(f"unexpected {type(exc).__name__}: {exc}")
+            log.critical("sink stopped by an unexpected error", exc_info=True)
+        finally:
+            self.done.set()
+
+    def _run(self) -> None:
+        idle_since = time.monotonic()
+        while not self._stop.is_set():
+            if self._held:
+                records, self._held = self._held, []
+            else:
+                polled = self._consumer.poll(timeout_ms=200)
+                records = [r for batch in polled.values() for r in batch]
+            for tp in list(self._fresh):  # newly assigned: an intent to replay?
+                self._read_intent(tp)
+            if records:
+                idle_since = time.monotonic()
+                self._add(records)
+            self._flush_due()
+            self._update_lag()
+            if self._stats_enabled and time.monotonic() >= self._stats_due:
+                self._write_stats()
+            if (
+                self.config.exit_when_idle_s
+                and time.monotonic() - idle_since >= self.config.exit_when_idle_s
+                and self._drained()
+            ):
+                log.info("idle, exiting", extra={"idle_s": self.config.exit_when_idle_s})
+                return
+
+    def _drained(self) -> bool:
+        """Assigned partitions all committed up to their high watermark, nothing pending."""
+        assigned = self._consumer.assignment()
+        if not assigned or self._batches or self._fresh:
+            return False
+        for tp in assigned:
+            high = self._consumer.highwater(tp)
+            if high is None or (high > 0 and self._committed.get(tp, 0) < high):
+                return False
+        return True
+
+    def _forget(self, partitions: Any) -> None:
+        for tp in partitions:
+            self._batches.pop(tp, None)
+            self._pinned.pop(tp, None)
+            self._fresh.discard(tp)
+            self._uncertain.discard(tp)
+
+    def _read_intent(self, tp: Any) -> None:
+        from kafka.structs import TopicPartition
+
+        committed = self._consumer.committed(TopicPartition(tp.topic, tp.partition), metadata=True)
+        self._fresh.discard(tp)
+        self._uncertain.add(tp)
+        if committed is None:
+            return
+        self._committed[tp] = committed.offset
+        try:
+            meta = json.loads(committed.metadata) if committed.metadata else {}
+            first, last = meta["pending"]
+        except (ValueError, KeyError, TypeError):
+            return
+        if first == committed.offset and last >= first:
+            self._pinned[tp] = int(last)
+            log.info(
+                "replaying a batch that may have been inserted already",
+                extra={"topic": tp.topic, "partition": tp.partition, "first": first, "last": last},
+            )
+
+    def _add(self, records: list[Any]) -> None:
+        from kafka.structs import TopicPartition
+
+        for rec in records:
+            tp = TopicPartition(rec.topic, rec.partition)
+            if tp in self._fresh:  # assigned during this poll
+                self._read_intent(tp)
+            spec = self.specs[rec.topic]
+            batch = self._batches.get(tp)
+            if batch is None:
+                batch = self._batches[tp] = _Batch(spec, first=rec.offset, since=time.monotonic())
+            pinned = self._pinned.get(tp)
+            if pinned is not None and rec.offset > pinned:
+                # The intent's messages are gone (retention): nothing to replay.
+                self._pinned.pop(tp)
+            try:
+                if rec.value is None:
+                    raise BadMessage("empty", "message without a value")
+                part = spec.parse(rec.value)
+                if self._tables[spec.table].with_offsets:
+                    part = with_offsets(part, rec.partition, rec.offset)
+                batch.parts.append(part)
+                batch.rows += part[1]
+            except BadMessage as exc:
+                self._bad(rec, exc)
+                batch.bad.append((rec.offset, exc.reason))
+            batch.last = rec.offset
+            if pinned is not None and rec.offset == pinned:
+                self._flush(tp, replay=True)
+            elif batch.rows >= self.config.batch_rows:
+                self._flush(tp)
+
+    def _bad(self, rec: Any, exc: BadMessage) -> None:
+        key = (rec.topic, exc.reason)
+        self.bad_messages[key] = self.bad_messages.get(key, 0) + 1
+        BAD.labels(rec.topic, exc.reason).inc()
+        log.warning(
+            "bad message skipped",
+            extra={
+                "topic": rec.topic,
+                "partition": rec.partition,
+                "offset": rec.offset,
+                "reason": exc.reason,
+                "detail": exc.detail[:200],
+            },
+        )
+        if self._producer is not None:
+            self._producer.send(
+                self.config.dead_letter_topic,
+                value=rec.value,
+                key=rec.key,
+                headers=[
+                    ("reason", exc.reason.encode()),
+                    ("detail", exc.detail[:500].encode()),
+                    ("topic", rec.topic.encode()),
+                    ("partition", str(rec.partition).encode()),
+                    ("offset", str(rec.offset).encode()),
+                ],
+            )
+
+    def _flush_due(self) -> None:
+        now = time.monotonic()
+        for tp, batch in list(self._batches.items()):
+            if tp in self._pinned:
+                continue  # an intent is replayed whole, never cut by time
+            full = batch.rows >= self.config.batch_rows
+            if full or now - batch.since >= self.config.batch_delay_s:
+                self._flush(tp)
+
+    # -- one batch ----------------------------------------------------------------
+
+    def _flush(self, tp: Any, replay: bool = False) -> None:
+        from kafka.errors import CommitFailedError, KafkaError
+        from kafka.structs import OffsetAndMetadata
+
+        batch = self._batches.pop(tp)
+        self._pinned.pop(tp, None)
+        spec = batch.spec
+        try:
+            if batch.rows:
+                if not replay:
+                    intent = json.dumps({"pending": [batch.first, batch.last]})
+                    self._commit(tp, OffsetAndMetadata(batch.first, intent, -1))
+                token = f"{spec.table}/{tp.topic}/{tp.partition}/{batch.first}-{batch.last}"
+                self._insert(tp, batch, token, uncertain=replay or tp in self._uncertain)
+                self._uncertain.discard(tp)
+                self._inserts += 1
+                if self._inserts == self.config.fault_kill_after_inserts:
+                    log.critical("fault injection: killing the sink after an insert")
+                    logging.shutdown()
+                    os.kill(os.getpid(), signal.SIGKILL)
+            if self._producer is not None and batch.bad:
+                self._producer.flush(timeout=30)
+            self._commit(tp, OffsetAndMetadata(batch.last + 1, "", -1))
+            self._committed[tp] = batch.last + 1
+        except _Abandon:
+            return
+        except CommitFailedError:
+            # The group rebalanced: the partition's next owner replays the batch
+            # (with this batch's intent, if it was committed).
+            log.warning("offset commit refused after a rebalance; batch left to replay")
+            self._forget([tp])
+        except KafkaError as exc:
+            log.warning("offset commit failed; batch left to replay", extra={"error": str(exc)})
+            self._forget([tp])
+            self._uncertain.add(tp)
+            self._consumer.seek(tp, batch.first)
+
+    def _commit(self, tp: Any, offset: Any) -> None:
+        self._consumer.commit({tp: offset})
+
+    def _insert(self, tp: Any, batch: _Batch, token: str, uncertain: bool) -> None:
+        try:
+            self._insert_retrying(tp, batch, token, uncertain)
+        finally:
+            self._resume()
+
+    def _insert_retrying(self, tp: Any, batch: _Batch, token: str, uncertain: bool) -> None:
+        assert self._ch is not None
+        spec = batch.spec
+        info = self._tables[spec.table]
+        delay = self.config.retry_initial_s
+        while True:
+            try:
+                cols, n = combine(batch.parts)
+                cols = self._adapt(cols, info)
+                if uncertain and info.with_offsets and not self._ch.supports_dedup_token:
+                    cols, n = self._drop_present(spec.table, tp.partition, batch, cols, n)
+                if spec.first_copy_key and n:
+                    cols, n = self._first_copies(spec, cols, n)
+                if n:
+                    t0 = time.perf_counter()
+                    self._ch.insert(spec.table, cols, dedup_token=token)
+                    INSERT_SECONDS.labels(spec.table).observe(time.perf_counter() - t0)
+                    INSERTS.labels(spec.table).inc()
+                    ROWS.labels(spec.table).inc(n)
+                    self.rows_inserted[spec.table] = self.rows_inserted.get(spec.table, 0) + n
+                return
+            except PermanentError as exc:
+                ERRORS.labels(spec.table, "permanent").inc()
+                raise SinkStopped(
+                    f"cannot insert into {self._ch.database}.{spec.table} "
+                    f"({type(exc).__name__}, code {exc.code}): {exc}; "
+                    f"offsets {batch.first}-{batch.last} of {tp.topic}/{tp.partition} "
+                    "are not committed and will be retried after the fix"
+                ) from exc
+            except ClickHouseError as exc:
+                ERRORS.labels(spec.table, "transient").inc()
+                self.transient_errors += 1
+                uncertain = True
+                log.warning(
+                    "ClickHouse insert failed, retrying",
+                    extra={"table": spec.table, "error": str(exc)[:200], "retry_in_s": delay},
+                )
+                self._wait_paused(delay, tp)
+                delay = min(delay * 2, self.config.retry_max_s)
+
+    def _wait_paused(self, delay: float, tp: Any) -> None:
+        """Pause every partition and keep the group alive for ``delay`` seconds."""
+        PAUSED.set(1)
+        deadline = time.monotonic() + delay * random.uniform(0.8, 1.2)
+        while True:
+            if self._stop.is_set():
+                raise _Abandon()
+            assigned = self._consumer.assignment()
+            if tp not in assigned:
+                log.info("partition revoked during a retry; its batch is left to replay")
+                raise _Abandon()
+            self._consumer.pause(*assigned)
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return
+            polled = self._consumer.poll(timeout_ms=int(min(left, 1.0) * 1000))
+            for records in polled.values():  # only partitions assigned during the wait
+                self._held.extend(records)
+
+    def _resume(self) -> None:
+        paused = self._consumer.paused()
+        if paused:
+            self._consumer.resume(*paused)
+            PAUSED.set(0)
+            log.info("ClickHouse insert succeeded again; consumption resumed")
+
+    # -- column work ----------------------------------------------------------------
+
+    @staticmethod
+    def _adapt(cols: dict[str, Any], info: _TableInfo) -> dict[str, Any]:
+        """Keep the table's columns and fit time resolution to its types."""
+        out: dict[str, Any] = {}
+        for name, col in cols.items():
+            t = info.types.get(name)
+            if t is None:
+                continue
+            if (
+                isinstance(col, np.ndarray)
+                and col.dtype.kind == "M"
+                and (t == "DateTime" or t.startswith("DateTime("))
+            ):
+                col = col.astype("datetime64[s]")
+            out[name] = col
+        return out
+
+    def _drop_present(
+        self, table: str, partition: int, batch: _Batch, cols: dict[str, Any], n: int
+    ) -> tuple[dict[str, Any], int]:
+        assert self._ch is not None
+        res = self._ch.query(
+            f"SELECT DISTINCT kafka_offset FROM {table} WHERE kafka_partition = {partition} "
+            f"AND kafka_offset >= {batch.first} AND kafka_offset <= {batch.last}"
+        )
+        present = np.array([int(r[0]) for r in res.rows], dtype=np.uint64)
+        if not len(present):
+            return cols, n
+        keep = ~np.isin(cols["kafka_offset"], present)
+        kept = int(keep.sum())
+        SKIPPED.labels(table, "replayed").inc(n - kept)
+        log.info(
+            "replayed rows already in ClickHouse left out",
+            extra={"table": table, "partition": partition, "rows": n - kept},
+        )
+        return _mask(cols, keep), kept
+
+    def _first_copies(
+        self, spec: TableSpec, cols: dict[str, Any], n: int
+    ) -> tuple[dict[str, Any], int]:
+        assert self._ch is not None and spec.first_copy_key and spec.first_copy_table
+        w_name, *str_names = spec.first_copy_key
+        windows = np.asarray(cols[w_name]).astype("datetime64[s]").astype(np.int64)
+        strs = [_as_list(cols[k]) for k in str_names]
+        keys = list(zip(windows.tolist(), *strs, strict=True))
+        cities = sorted({str(k[1]) for k in keys})
+        res = self._ch.query(
+            f"SELECT DISTINCT toUnixTimestamp({w_name}), {', '.join(str_names)} "
+            f"FROM {spec.first_copy_table} "
+            f"WHERE {w_name} >= toDateTime({int(windows.min())}) "
+            f"AND {w_name} <= toDateTime({int(windows.max())}) "
+            f"AND {str_names[0]} IN ({', '.join(quote_literal(c) for c in cities)})"
+        )
+        seen = {tuple(r) for r in res.rows}
+        keep = np.ones(n, dtype=bool)
+        for i, key in enumerate(keys):
+            if key in seen:
+                keep[i] = False
+            else:
+                seen.add(key)
+        kept = int(keep.sum())
+        if kept < n:
+            SKIPPED.labels(spec.table, "repeated_window").inc(n - kept)
+        return (_mask(cols, keep), kept) if kept < n else (cols, n)
+
+    def _stats_rows(self) -> list[tuple[str, dict[str, Any], float]]:
+        rows: list[tuple[str, dict[str, Any], float]] = [
+            ("rows_inserted", {"table": t}, float(n)) for t, n in self.rows_inserted.items()
+        ]
+        rows += [
+            ("bad_messages", {"topic": topic, "reason": reason}, float(n))
+            for (topic, reason), n in self.bad_messages.items()
+        ]
+        rows.append(("transient_errors", {}, float(self.transient_errors)))
+        for tp in self._consumer.assignment():
+            high = self._consumer.highwater(tp)
+            if high is not None:
+                lag = max(0, high - self._committed.get(tp, 0))
+                rows.append(("lag", {"topic": tp.topic, "partition": tp.partition}, float(lag)))
+        return rows
+
+    def _write_stats(self) -> None:
+        """Counters since start, one row each, into ``pipeline_stats`` (best effort)."""
+        assert self._ch is not None
+        self._stats_due = time.monotonic() + self.config.stats_interval_s
+        rows = self._stats_rows()
+        n = len(rows)
+        now = np.datetime64(int(time.time()), "s")
+        try:
+            self._ch.insert(
+                STATS_TABLE,
+                {
+                    "ts": np.full(n, now, dtype="datetime64[s]"),
+                    "component": pa.array(["sink"] * n),
+                    "instance": pa.array([self.instance] * n),
+                    "metric": pa.array([r[0] for r in rows]),
+                    "labels": pa.array([json.dumps(r[1], sort_keys=True) for r in rows]),
+                    "value": np.array([r[2] for r in rows], dtype=np.float64),
+                },
+            )
+        except PermanentError as exc:
+            self._stats_enabled = False
+            log.warning("pipeline stats disabled", extra={"error": str(exc)[:200]})
+        except ClickHouseError as exc:
+            log.warning("pipeline stats not written", extra={"error": str(exc)[:200]})
+
+    def _update_lag(self) -> None:
+        if self._consumer is None:
+            return
+        for tp in self._consumer.assignment():
+            high = self._consumer.highwater(tp)
+            if high is not None:
+                LAG.labels(tp.topic, str(tp.partition)).set(
+                    max(0, high - self._committed.get(tp, 0))
+                )
+
+
+def _as_list(col: Any) -> list[Any]:
+    if isinstance(col, pa.Array | pa.ChunkedArray):
+        return list(col.to_pylist())
+    return list(np.asarray(col).tolist())
+
+
+def _mask(cols: dict[str, Any], keep: np.ndarray) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for name, col in cols.items():
+        if isinstance(col, np.ndarray):
+            out[name] = col[keep]
+        elif isinstance(col, pa.Array | pa.ChunkedArray):
+            out[name] = col.filter(pa.array(keep))
+        else:
+            out[name] = [v for v, k in zip(col, keep, strict=True) if k]
+    return out
+
+
+__all__ = ["SchemaError", "Sink", "SinkError", "SinkStopped"]

@@ -1,0 +1,297 @@
+"""The sink on a real Kafka broker and chdb: batching, first copies, bad messages, stops."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections import defaultdict
+
+import pytest
+
+from streams.clickhouse.migrations import Migrator, RenderOptions
+from streams.config import ClickHouseConfig, KafkaConfig, SinkConfig
+from streams.sink import Sink
+from tests.streams.sinkdata import (
+    APPS,
+    CITIES,
+    committed,
+    flow_batch,
+    health_message,
+    produce,
+    usage_message,
+    wait_until,
+)
+
+pytestmark = pytest.mark.kafka
+
+
+def _topics(kafka_topic_factory, partitions: int = 2) -> KafkaConfig:
+    return KafkaConfig(
+        voip_flows_topic=kafka_topic_factory(partitions, prefix="voip-flows"),
+        usage_topic=kafka_topic_factory(partitions, prefix="usage"),
+        health_topic=kafka_topic_factory(1, prefix="health"),
+    )
+
+
+def _sink(kafka_bootstrap, kafka: KafkaConfig, chdb, tmp_path, **cfg: object) -> Sink:
+    config = SinkConfig(
+        group_id="sink-" + os.urandom(4).hex(),
+        batch_delay_s=0.3,
+        retry_initial_s=0.2,
+        retry_max_s=1.0,
+        **cfg,  # type: ignore[arg-type]
+    )
+    return Sink(config, kafka, ClickHouseConfig(), tmp_path, bootstrap=kafka_bootstrap, ch=chdb)
+
+
+def _count(chdb, sql: str) -> int:
+    return int(chdb.query(sql).scalar())
+
+
+def test_all_topics_land_once_and_bad_messages_are_skipped(
+    kafka_bootstrap, kafka_topic_factory, chdb, tmp_path
+) -> None:
+    Migrator(chdb, RenderOptions.from_config(ClickHouseConfig(), chdb.database)).migrate()
+    kafka = _topics(kafka_topic_factory)
+    batches = [flow_batch(500, base=k * 1000) for k in range(12)]
+    good = flow_batch(3, base=10**9)
+    produce(
+        kafka_bootstrap,
+        kafka.voip_flows_topic,
+        [*batches[:6], good[: len(good) // 2], b"junk", *batches[6:]],
+    )
+    minute = (int(time.time()) // 60 - 30) * 60 * 1000
+    windows = []
+    expected_hashes: dict[tuple[str, str], set[int]] = defaultdict(set)
+    expected_flows: dict[tuple[str, str], int] = defaultdict(int)
+    for w in range(4):
+        for c, city in enumerate(CITIES):
+            for a, app in enumerate(APPS):
+                hashes = [1000 * c + 10 * a + w, 1000 * c + 10 * a + w + 1]
+                windows.append(usage_message(minute + w * 60_000, city, app, 1 + w, hashes))
+                expected_hashes[(city, app)].update(hashes)
+                expected_flows[(city, app)] += 1 + w
+    # A worker that crashed re-publishes some closed windows with the same values.
+    republished = windows[:5]
+    produce(
+        kafka_bootstrap,
+        kafka.usage_topic,
+        [*windows[:20], b"{oops", usage_message(minute, "X", "y", 1, [1])[:-9], *windows[20:]],
+    )
+    produce(kafka_bootstrap, kafka.usage_topic, republished + windows[30:33])
+    now_ms = int(time.time() * 1000)
+    produce(
+        kafka_bootstrap,
+        kafka.health_topic,
+        [health_message(now_ms + k, "192.0.2.1", k) for k in range(5)]
+        + [health_message(now_ms, "nonsense", 1)],
+    )
+
+    sink = _sink(kafka_bootstrap, kafka, chdb, tmp_path)
+    sink.start()
+    try:
+        wait_until(
+            lambda: (
+                _count(chdb, "SELECT count() FROM flows_voip") >= 6000
+                and _count(chdb, "SELECT count() FROM voip_usage_1m") >= len(windows)
+                and _count(chdb, "SELECT count() FROM exporter_health") >= 5
+            ),
+            60,
+            "all rows",
+        )
+
+        # Offsets move past the bad messages: nothing is left uncommitted.
+        def all_committed() -> bool:
+            for topic, total in (
+                (kafka.voip_flows_topic, 14),
+                (kafka.usage_topic, len(windows) + 2 + 8),
+                (kafka.health_topic, 6),
+            ):
+                offs = committed(kafka_bootstrap, sink.config.group_id, topic)
+                if sum(o.offset for o in offs.values() if o is not None) != total:
+                    return False
+            return True
+
+        wait_until(all_committed, 30, "offsets committed")
+    finally:
+        sink.stop()
+    assert sink.failure is None
+
+    flows = chdb.query("SELECT count(), uniqExact(bytes), sum(bytes) FROM flows_voip").rows[0]
+    expected_bytes = sum(int(k * 1000 * 500 + 499 * 500 // 2) for k in range(12))
+    assert flows == (6000, 6000, expected_bytes)
+    cities = chdb.query("SELECT city, count() FROM flows_voip GROUP BY city ORDER BY city")
+    assert dict(cities.rows) == {"Bergen": 2004, "Oslo": 2004, "Tromsø": 1992}
+
+    assert _count(chdb, "SELECT count() FROM voip_usage_1m") == len(windows)
+    hourly = chdb.query(
+        "SELECT city, app, sum(flows), uniqMerge(subscribers_state), sum(minutes) "
+        "FROM voip_usage_1h GROUP BY city, app"
+    )
+    for city, app, flows_sum, subs, minutes in hourly.rows:
+        assert flows_sum == expected_flows[(city, app)]
+        assert subs == len(expected_hashes[(city, app)])
+        assert minutes == 4
+    daily = chdb.query("SELECT sum(flows) FROM voip_usage_1d").scalar()
+    assert daily == sum(expected_flows.values())
+
+    health = chdb.query(
+        "SELECT count(), sum(records), toString(any(exporter)) FROM exporter_health"
+    ).rows[0]
+    assert health == (5, 10, "::ffff:192.0.2.1")
+
+    assert sink.bad_messages == {
+        (kafka.voip_flows_topic, "truncated"): 2,
+        (kafka.usage_topic, "bad_json"): 2,
+        (kafka.health_topic, "bad_value"): 1,
+    }
+
+
+def test_schema_mismatch_stops_with_one_clear_message(
+    kafka_bootstrap, kafka_topic_factory, chdb, tmp_path
+) -> None:
+    chdb.execute(
+        "CREATE TABLE flows_bad (time_received DateTime64(3, 'UTC'), city UInt32, bytes UInt64) "
+        "ENGINE = MergeTree ORDER BY time_received "
+        "SETTINGS non_replicated_deduplication_window = 100"
+    )
+    kafka = _topics(kafka_topic_factory, partitions=1)
+    produce(kafka_bootstrap, kafka.voip_flows_topic, [flow_batch(10, base=0)])
+    sink = _sink(
+        kafka_bootstrap,
+        kafka,
+        chdb,
+        tmp_path,
+        flows_table="flows_bad",
+        topics=kafka.voip_flows_topic,
+    )
+    sink.start()
+    try:
+        assert sink.wait(60), "the sink kept retrying a permanent error"
+    finally:
+        sink.stop()
+    assert sink.failure is not None
+    text = str(sink.failure)
+    assert f"{chdb.database}.flows_bad" in text
+    assert "not committed" in text
+    assert _count(chdb, "SELECT count() FROM flows_bad") == 0
+    offs = committed(kafka_bootstrap, sink.config.group_id, kafka.voip_flows_topic)
+    # Only the intent was committed: the position is still the batch's start.
+    assert offs[0] is not None and offs[0].offset == 0 and "pending" in offs[0].metadata
+
+
+def test_missing_table_refused_at_start(
+    kafka_bootstrap, kafka_topic_factory, chdb, tmp_path
+) -> None:
+    from streams.sink import SinkStopped
+
+    kafka = _topics(kafka_topic_factory, partitions=1)
+    sink = _sink(kafka_bootstrap, kafka, chdb, tmp_path, topics=kafka.health_topic)
+    with pytest.raises(SinkStopped, match="voipflow db migrate"):
+        sink.start()
+    sink.stop()
+
+
+def test_replayed_intent_is_deduplicated_by_token(
+    kafka_bootstrap, kafka_topic_factory, chdb, tmp_path
+) -> None:
+    """A batch inserted but not committed (intent left) is rebuilt and dropped by its token."""
+    from kafka import KafkaConsumer
+    from kafka.structs import OffsetAndMetadata, TopicPartition
+
+    Migrator(chdb, RenderOptions.from_config(ClickHouseConfig(), chdb.database)).migrate()
+    kafka = _topics(kafka_topic_factory, partitions=1)
+    produce(
+        kafka_bootstrap, kafka.voip_flows_topic, [flow_batch(100, base=k * 100) for k in range(5)]
+    )
+    group = "sink-" + os.urandom(4).hex()
+    # What a sink that died after its insert leaves behind: the rows of offsets
+    # 0-2 in ClickHouse under their token, and the intent committed at offset 0.
+    from streams.sink_tables import combine, parse_voip_flows
+    from tests.streams.sinkdata import flow_batch as fb
+
+    cols, _ = combine([parse_voip_flows(fb(100, base=k * 100)) for k in range(3)])
+    chdb.insert("flows_voip", cols, dedup_token=f"flows_voip/{kafka.voip_flows_topic}/0/0-2")
+    consumer = KafkaConsumer(bootstrap_servers=kafka_bootstrap, group_id=group)
+    consumer.commit(
+        {TopicPartition(kafka.voip_flows_topic, 0): OffsetAndMetadata(0, '{"pending": [0, 2]}', -1)}
+    )
+    consumer.close(autocommit=False)
+
+    sink = Sink(
+        SinkConfig(group_id=group, batch_delay_s=0.3, topics=kafka.voip_flows_topic),
+        kafka,
+        ClickHouseConfig(),
+        tmp_path,
+        bootstrap=kafka_bootstrap,
+        ch=chdb,
+    )
+    sink.start()
+    try:
+        wait_until(
+            lambda: (committed(kafka_bootstrap, group, kafka.voip_flows_topic)[0] or (0,))[0] == 5,
+            60,
+            "all offsets committed",
+        )
+    finally:
+        sink.stop()
+    res = chdb.query("SELECT count(), uniqExact(bytes) FROM flows_voip").rows[0]
+    assert res == (500, 500)
+    assert sink.rows_inserted["flows_voip"] == 500  # the replay was sent whole, then dropped
+
+
+def test_dead_letters_and_pipeline_stats(
+    kafka_bootstrap, kafka_topic_factory, chdb, tmp_path
+) -> None:
+    from kafka import KafkaConsumer
+
+    Migrator(chdb, RenderOptions.from_config(ClickHouseConfig(), chdb.database)).migrate()
+    kafka = _topics(kafka_topic_factory, partitions=1)
+    dead = kafka_topic_factory(1, prefix="dead")
+    now_ms = int(time.time() * 1000)
+    produce(
+        kafka_bootstrap,
+        kafka.health_topic,
+        [health_message(now_ms, "192.0.2.9", 4), b"\xff not json", health_message(now_ms, "x", 1)],
+    )
+    sink = _sink(
+        kafka_bootstrap,
+        kafka,
+        chdb,
+        tmp_path,
+        topics=kafka.health_topic,
+        dead_letter_topic=dead,
+        stats_interval_s=0.5,
+    )
+    sink.start()
+    try:
+        wait_until(
+            lambda: (
+                _count(chdb, "SELECT count() FROM pipeline_stats WHERE metric = 'rows_inserted'")
+                > 0
+            ),
+            60,
+            "pipeline stats",
+        )
+    finally:
+        sink.stop()
+    consumer = KafkaConsumer(
+        dead,
+        bootstrap_servers=kafka_bootstrap,
+        auto_offset_reset="earliest",
+        consumer_timeout_ms=10_000,
+    )
+    letters = list(consumer)
+    consumer.close()
+    assert [m.value for m in letters] == [b"\xff not json", health_message(now_ms, "x", 1)]
+    headers = [dict(m.headers) for m in letters]
+    assert [h["reason"] for h in headers] == [b"bad_json", b"bad_value"]
+    assert {h["topic"] for h in headers} == {kafka.health_topic.encode()}
+    assert [h["offset"] for h in headers] == [b"1", b"2"]
+    stats = chdb.query(
+        "SELECT metric, labels, argMax(value, ts) FROM pipeline_stats "
+        "WHERE component = 'sink' GROUP BY metric, labels ORDER BY metric, labels"
+    ).rows
+    assert ("rows_inserted", '{"table": "exporter_health"}', 1.0) in stats
+    bad = [r for r in stats if r[0] == "bad_messages"]
+    assert sorted(r[2] for r in bad) == [1.0, 1.0]

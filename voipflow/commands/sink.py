@@ -1,0 +1,92 @@
+"""``voipflow sink``: insert voip-flows, usage and exporter-health topics into ClickHouse.
+
+Runs until SIGINT/SIGTERM (or, with ``VOIPFLOW_SINK_EXIT_WHEN_IDLE_S``, until
+nothing arrived for that long). Exit status: 0 stopped, 1 stopped by a
+permanent ClickHouse error (the message says which table and why), 2 bad
+settings.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from streams.clickhouse import ClickHouseError
+from streams.sink import Sink, SinkStopped
+from voipflow.process import running, wait_for_signal
+from voipflow.settings import Settings, SettingsError
+
+log = logging.getLogger(__name__)
+
+#: The sink's metrics port is the configured one plus this offset.
+METRICS_PORT_OFFSET = 2
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--migrate",
+        action="store_true",
+        help="apply pending ClickHouse migrations before starting",
+    )
+
+
+def _bootstrap(settings: Settings) -> str:
+    if settings.kafka.bootstrap:
+        return settings.kafka.bootstrap
+    try:
+        from voipflow.broker import resolve_bootstrap
+    except ImportError as exc:
+        raise SettingsError(
+            "VOIPFLOW_KAFKA_BOOTSTRAP is empty and no local broker is known; set it"
+        ) from exc
+    return str(resolve_bootstrap(settings.kafka, settings.data_dir))
+
+
+def _serve_metrics(listen: str) -> None:
+    if not listen:
+        return
+    from prometheus_client import start_http_server
+
+    host, _, port = listen.rpartition(":")
+    try:
+        start_http_server(int(port) + METRICS_PORT_OFFSET, addr=host or "127.0.0.1")
+    except (OSError, ValueError) as exc:
+        raise SettingsError(f"VOIPFLOW_METRICS_LISTEN={listen!r}: {exc}") from exc
+
+
+def run(args: argparse.Namespace, settings: Settings) -> int:
+    bootstrap = _bootstrap(settings)
+    if args.migrate:
+        from streams.clickhouse import connect
+        from streams.clickhouse.migrations import Migrator, RenderOptions
+
+        ch = connect(settings.clickhouse, settings.data_dir)
+        try:
+            Migrator(ch, RenderOptions.from_config(settings.clickhouse, ch.database)).migrate()
+        except ClickHouseError as exc:
+            print(f"voipflow sink: migration failed: {exc}", file=sys.stderr)
+            return 1
+        finally:
+            ch.close()
+    try:
+        sink = Sink(
+            settings.sink,
+            settings.kafka,
+            settings.clickhouse,
+            settings.data_dir,
+            bootstrap=bootstrap,
+        )
+    except ValueError as exc:
+        raise SettingsError(f"VOIPFLOW_SINK_TOPICS: {exc}") from exc
+    _serve_metrics(settings.metrics.listen)
+    try:
+        with running([sink]):
+            wait_for_signal(sink.done)
+    except (SinkStopped, ClickHouseError) as exc:
+        print(f"voipflow sink: stopped: {exc}", file=sys.stderr)
+        return 1
+    if sink.failure is not None:
+        print(f"voipflow sink: stopped: {sink.failure}", file=sys.stderr)
+        return 1
+    return 0
