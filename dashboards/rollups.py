@@ -1,0 +1,91 @@
+"""Which usage table a panel reads: ``voip_usage_1m``, ``_1h`` or ``_1d``.
+
+A Grafana query cannot name its table from the time range, so usage panels
+read a ``UNION ALL`` of the three tables in which exactly one branch has a
+true constant condition. ClickHouse folds the others to ``WHERE 0`` and
+reads no part of their tables, so a year on the daily table costs what a
+year of days costs, and a short range keeps per-minute detail.
+
+Two ways to choose:
+
+* by **range** (totals: stats, maps, per-city tables): per-minute rows up to
+  two days, hourly rows up to 62 days, daily rows beyond;
+* by **interval** (time series, ``$__interval_s``): the coarsest table whose
+  rows are no wider than a bucket, so buckets are exact sums of rows.
+
+Either way a table is used only while the range starts inside its retention
+(``usage_1m_ttl_days``, ``usage_1h_ttl_days``); older ranges fall through to
+the next table. A row counts when its period *starts* inside the range
+(``$__timeFilter``): a range that cuts an hour in two counts that whole hour
+from the hourly table, and not at all when the cut hour starts before the
+range. Every branch yields the same columns::
+
+    t DateTime('UTC')  period start       g UInt32  period length, seconds
+    city, region, country, app  String    flows, packets, bytes UInt64
+    call_seconds Float64                  minutes UInt64 (1-minute windows)
+    subscribers_state AggregateFunction(uniq, UInt64)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+#: Filters on the dashboard's ``city`` and ``app`` variables; "All" adds none.
+CITY_FILTER = "$__conditionalAll(city IN (${city:singlequote}), $city)"
+APP_FILTER = "$__conditionalAll(app IN (${app:singlequote}), $app)"
+
+#: Longest range (seconds) totals read from per-minute rows, then hourly rows.
+RANGE_1M_MAX_S = 2 * 86400
+RANGE_1H_MAX_S = 62 * 86400
+
+_RANGE_S = "dateDiff('second', $__fromTime, $__toTime)"
+
+
+@dataclass(frozen=True, slots=True)
+class Retention:
+    """Days each usage table keeps (0 = forever), as ``ClickHouseConfig`` sets them."""
+
+    usage_1m_days: int = 35
+    usage_1h_days: int = 400
+
+
+def _fresh(days: int) -> str:
+    if days <= 0:
+        return "1"
+    return f"$__fromTime >= now() - INTERVAL {days} DAY"
+
+
+def _branch(table: str, cond: str, filters: str) -> str:
+    if table == "voip_usage_1m":
+        t, g, minutes = "window_start", 60, "toUInt64(1)"
+    elif table == "voip_usage_1h":
+        t, g, minutes = "window_start", 3600, "toUInt64(minutes)"
+    else:
+        t, g, minutes = "toDateTime(day, 'UTC')", 86400, "toUInt64(minutes)"
+    return (
+        f"SELECT {t} AS t, toUInt32({g}) AS g, toString(city) AS city, "
+        "toString(region) AS region, toString(country) AS country, toString(app) AS app, "
+        "toUInt64(flows) AS flows, toUInt64(packets) AS packets, toUInt64(bytes) AS bytes, "
+        f"toFloat64(call_seconds) AS call_seconds, {minutes} AS minutes, subscribers_state\n"
+        f"  FROM {table}\n"
+        f"  WHERE ({cond}) AND $__timeFilter(t) AND {filters}"
+    )
+
+
+def usage_rows(by: str, retention: Retention, filters: str | None = None) -> str:
+    """The ``UNION ALL`` subquery over the usage tables, choosing ``by`` range or interval."""
+    filters = filters or f"{CITY_FILTER} AND {APP_FILTER}"
+    if by == "range":
+        fine = f"{_RANGE_S} <= {RANGE_1M_MAX_S} AND {_fresh(retention.usage_1m_days)}"
+        hourly = f"{_RANGE_S} <= {RANGE_1H_MAX_S} AND {_fresh(retention.usage_1h_days)}"
+    elif by == "interval":
+        fine = f"$__interval_s < 3600 AND {_fresh(retention.usage_1m_days)}"
+        hourly = f"$__interval_s < 86400 AND {_fresh(retention.usage_1h_days)}"
+    else:
+        raise ValueError(f"by must be 'range' or 'interval', not {by!r}")
+    branches = [
+        _branch("voip_usage_1m", fine, filters),
+        _branch("voip_usage_1h", f"NOT ({fine}) AND {hourly}", filters),
+        _branch("voip_usage_1d", f"NOT ({fine}) AND NOT ({hourly})", filters),
+    ]
+    return "(\n  " + "\n  UNION ALL\n  ".join(branches) + "\n)"

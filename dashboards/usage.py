@@ -1,0 +1,285 @@
+"""The "VoIP usage" dashboard: minutes, calls, subscribers and apps per city.
+
+Reads the usage rollups (table chosen per range or interval, see
+:mod:`dashboards.rollups`), ``flows_voip`` for calls, and ``cities`` for the
+map's coordinates. Definitions an operator sees in the panel descriptions:
+
+* VoIP minutes: estimated call time (``call_seconds`` / 60; paired media
+  flows of one call count once);
+* calls: distinct (subscriber, peer address, app) conversations in
+  ``flows_voip``: the usage windows carry no call count;
+* distinct subscribers: merged ``uniq`` states, exact below ~65k
+  subscribers and within about 1 % above;
+* VoIP share: VoIP bytes / all bytes of the city, weighted by traffic. Each
+  per-minute row carries its app's share of the city's bytes, so a minute's
+  city total is ``sum(bytes) / sum(voip_share)``; the rollups keep no
+  traffic totals, so this panel always reads per-minute rows.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from dashboards.grafana import (
+    barchart,
+    dashboard,
+    geomap,
+    override,
+    query_variable,
+    row,
+    stat,
+    table,
+    timeseries,
+)
+from dashboards.rollups import APP_FILTER, CITY_FILTER, Retention, usage_rows
+
+UID = "voipflow-usage"
+
+_CITY_COORDS = """
+    SELECT city, argMax(lat, updated) AS lat, argMax(lon, updated) AS lon
+    FROM cities GROUP BY city
+"""
+
+
+def _flows_filter() -> str:
+    return f"$__timeFilter_ms(time_received) AND is_voip = 1 AND {CITY_FILTER} AND {APP_FILTER}"
+
+
+def build(retention: Retention | None = None) -> dict[str, Any]:
+    r = retention or Retention()
+    by_range = usage_rows("range", r)
+    by_interval = usage_rows("interval", r)
+    share_per_minute = f"""
+        SELECT window_start, city, sum(bytes) AS voip_bytes,
+               sum(bytes) / sum(voip_share) AS city_bytes
+        FROM voip_usage_1m
+        WHERE $__timeFilter(window_start) AND {CITY_FILTER} AND {APP_FILTER}
+        GROUP BY window_start, city
+        HAVING sum(voip_share) > 0
+    """
+    panels = [
+        row("Overview"),
+        stat(
+            "VoIP minutes",
+            f"SELECT sum(call_seconds) / 60 AS voip_minutes FROM {by_range}",
+            description="Estimated call minutes in the time range (paired media flows of one "
+            "call count once).",
+            decimals=0,
+        ),
+        stat(
+            "Calls",
+            f"SELECT uniq(subscriber_addr, peer_addr, app) AS calls FROM flows_voip "
+            f"WHERE {_flows_filter()}",
+            description="Distinct conversations (subscriber, peer address, app) in flows_voip: "
+            "voip-usage windows carry no call count.",
+            decimals=0,
+        ),
+        stat(
+            "Distinct subscribers",
+            f"SELECT uniqMerge(subscribers_state) AS subscribers FROM {by_range}",
+            description="Subscribers that used VoIP in the time range (merged uniq states).",
+            decimals=0,
+        ),
+        stat(
+            "VoIP traffic",
+            f"SELECT sum(bytes) AS voip_bytes FROM {by_range}",
+            description="VoIP bytes, corrected for sampling.",
+            unit="decbytes",
+        ),
+        stat(
+            "VoIP share of traffic",
+            f"SELECT sum(voip_bytes) / sum(city_bytes) AS voip_share FROM ({share_per_minute})",
+            description="VoIP bytes / all bytes of the selected cities, weighted by traffic "
+            "(per-minute rows).",
+            unit="percentunit",
+            decimals=2,
+        ),
+        stat(
+            "Active cities",
+            f"SELECT uniqExact(city) AS cities FROM {by_range}",
+            description="Cities with any VoIP in the time range.",
+            decimals=0,
+        ),
+        row("By city"),
+        geomap(
+            "VoIP minutes by city",
+            f"""
+            SELECT u.city AS city, c.lat AS lat, c.lon AS lon,
+                   u.voip_minutes AS voip_minutes, u.subscribers AS subscribers
+            FROM (
+                SELECT city, sum(call_seconds) / 60 AS voip_minutes,
+                       uniqMerge(subscribers_state) AS subscribers
+                FROM {by_range}
+                GROUP BY city
+            ) AS u
+            INNER JOIN ({_CITY_COORDS}) AS c ON c.city = u.city
+            ORDER BY voip_minutes DESC
+            """,
+            description="Marker size and colour: VoIP minutes. Coordinates come from the "
+            "cities table (`voipflow dashboards cities --file PREFIXES.csv`); a city "
+            "missing there is listed in the table but not drawn.",
+            size_field="voip_minutes",
+            text_field="city",
+            unit="m",
+        ),
+        table(
+            "Cities",
+            f"""
+            SELECT city, any(region) AS region, any(country) AS country,
+                   sum(call_seconds) / 60 AS voip_minutes, sum(flows) AS flows,
+                   uniqMerge(subscribers_state) AS subscribers, sum(bytes) AS voip_bytes,
+                   argMax(app, call_seconds) AS top_app
+            FROM (
+                SELECT city, region, country, app, sum(call_seconds) AS call_seconds,
+                       sum(flows) AS flows, uniqMergeState(subscribers_state) AS subscribers_state,
+                       sum(bytes) AS bytes
+                FROM {by_range}
+                GROUP BY city, region, country, app
+            )
+            GROUP BY city
+            ORDER BY voip_minutes DESC
+            """,
+            description="Per city: VoIP minutes, flow records, distinct subscribers, VoIP "
+            "bytes and the app with the most call time.",
+            w=12,
+            h=14,
+            overrides=[
+                override("voip_minutes", unit="m", decimals=0),
+                override("voip_bytes", unit="decbytes"),
+            ],
+        ),
+        barchart(
+            "VoIP minutes per city",
+            f"""
+            SELECT city, sum(call_seconds) / 60 AS voip_minutes
+            FROM {by_range}
+            GROUP BY city
+            ORDER BY voip_minutes DESC
+            LIMIT 25
+            """,
+            description="The 25 cities with the most call minutes.",
+            x_field="city",
+            unit="m",
+            w=8,
+        ),
+        barchart(
+            "Calls per city",
+            f"""
+            SELECT city, uniq(subscriber_addr, peer_addr, app) AS calls
+            FROM flows_voip
+            WHERE {_flows_filter()}
+            GROUP BY city
+            ORDER BY calls DESC
+            LIMIT 25
+            """,
+            description="Distinct conversations (subscriber, peer address, app) per city, "
+            "from flows_voip.",
+            x_field="city",
+            w=8,
+        ),
+        barchart(
+            "App share per city",
+            f"""
+            SELECT city, app, voip_minutes,
+                   voip_minutes / sum(voip_minutes) OVER (PARTITION BY city) AS share
+            FROM (
+                SELECT city, app, sum(call_seconds) / 60 AS voip_minutes
+                FROM {by_range}
+                GROUP BY city, app
+                HAVING voip_minutes > 0
+            )
+            ORDER BY city, app
+            """,
+            description="Each app's part of the city's VoIP minutes (rows city x app, "
+            "turned into one bar per city by the grouping-to-matrix transformation).",
+            x_field="city\\app",
+            unit="percentunit",
+            w=8,
+            stacking="normal",
+            transformations=[
+                {
+                    "id": "groupingToMatrix",
+                    "options": {
+                        "rowField": "city",
+                        "columnField": "app",
+                        "valueField": "share",
+                        "emptyValue": "zero",
+                    },
+                }
+            ],
+        ),
+        row("Trends"),
+        timeseries(
+            "VoIP minutes by app",
+            f"""
+            SELECT $__timeInterval(t) AS time, app, sum(call_seconds) / 60 AS voip_minutes
+            FROM {by_interval}
+            GROUP BY time, app
+            ORDER BY time, app
+            """,
+            description="Call minutes per bucket and app.",
+            unit="m",
+            stack=True,
+            interval="1m",
+            max_data_points=200,
+        ),
+        timeseries(
+            "VoIP bandwidth by app",
+            f"""
+            SELECT $__timeInterval(t) AS time, app,
+                   sum(bytes) * 8 / greatest($__interval_s, max(g)) AS bits_per_s
+            FROM {by_interval}
+            GROUP BY time, app
+            ORDER BY time, app
+            """,
+            description="Average VoIP bit rate per bucket and app (sampling corrected).",
+            unit="bps",
+            stack=True,
+            interval="1m",
+            max_data_points=200,
+        ),
+        timeseries(
+            "Distinct subscribers by app",
+            f"""
+            SELECT $__timeInterval(t) AS time, app,
+                   uniqMerge(subscribers_state) AS subscribers
+            FROM {by_interval}
+            GROUP BY time, app
+            ORDER BY time, app
+            """,
+            description="Subscribers that used each app in the bucket.",
+            interval="1m",
+            max_data_points=200,
+        ),
+        timeseries(
+            "VoIP share of traffic by city",
+            f"""
+            SELECT $__timeInterval(window_start) AS time, city,
+                   sum(voip_bytes) / sum(city_bytes) AS voip_share
+            FROM ({share_per_minute})
+            GROUP BY time, city
+            ORDER BY time, city
+            """,
+            description="VoIP bytes / all bytes of the city per bucket, weighted by traffic "
+            "(per-minute rows only: the rollups keep no traffic totals).",
+            unit="percentunit",
+            interval="1m",
+            max_data_points=200,
+        ),
+    ]
+    variables = [
+        query_variable("city", "City", "SELECT DISTINCT city FROM voip_usage_1d ORDER BY city"),
+        query_variable(
+            "app",
+            "App",
+            f"SELECT DISTINCT app FROM voip_usage_1d WHERE {CITY_FILTER} ORDER BY app",
+        ),
+    ]
+    return dashboard(
+        uid=UID,
+        title="VoIP usage",
+        description="VoIP minutes, calls, subscribers and apps per city, from the voipflow "
+        "usage rollups in ClickHouse.",
+        variables=variables,
+        panels=panels,
+    )
