@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import collections
 import json
+import os
 import re
 import signal
 import time
@@ -107,6 +108,8 @@ def test_softflowd_export_through_kafka_matches_nfdump(
     exports = _exports(corpus_dir, version)
     topics = _topics()
     env = {**topics, "VOIPFLOW_COLLECTOR_HEALTH_INTERVAL_S": "1"}
+    # Both places for the compression: inside the Arrow stream, by Kafka.
+    env["VOIPFLOW_COLLECTOR_COMPRESSION_LAYER"] = "arrow" if version == 10 else "kafka"
     nfcapd = Nfcapd(tmp_path / "nfcapd")
     nfcapd.start()
     with CollectProcess(tmp_path / "collect", bootstrap=kafka_bootstrap, env=env) as collect:
@@ -410,3 +413,21 @@ def test_templates_persist_across_a_restart(tmp_path: Path) -> None:
         assert second.metric(held) == 0
     rows = [json.loads(line) for line in (tmp_path / "after.jsonl").read_text().splitlines()]
     assert sorted(r["packets"] for r in rows) == list(range(1, 501))
+
+
+def test_compression_layer_arrow_refuses_a_codec_arrow_lacks(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from voipflow.commands.collect import compression_codecs
+    from voipflow.settings import SettingsError, load_settings
+
+    for var in [v for v in os.environ if v.startswith("VOIPFLOW_")]:
+        monkeypatch.delenv(var)
+    assert compression_codecs(load_settings()) == ("none", "lz4")
+    monkeypatch.setenv("VOIPFLOW_COLLECTOR_COMPRESSION_LAYER", "kafka")
+    assert compression_codecs(load_settings()) == ("lz4", None)
+    monkeypatch.setenv("VOIPFLOW_KAFKA_COMPRESSION", "gzip")
+    assert compression_codecs(load_settings()) == ("gzip", None)
+    monkeypatch.setenv("VOIPFLOW_COLLECTOR_COMPRESSION_LAYER", "arrow")
+    with pytest.raises(SettingsError, match="VOIPFLOW_KAFKA_COMPRESSION='gzip'"):
+        compression_codecs(load_settings())
