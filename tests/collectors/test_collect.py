@@ -431,3 +431,30 @@ def test_compression_layer_arrow_refuses_a_codec_arrow_lacks(
     monkeypatch.setenv("VOIPFLOW_COLLECTOR_COMPRESSION_LAYER", "arrow")
     with pytest.raises(SettingsError, match="VOIPFLOW_KAFKA_COMPRESSION='gzip'"):
         compression_codecs(load_settings())
+
+
+def test_ipv4_and_ipv6_listen_addresses_on_one_port(tmp_path: Path) -> None:
+    import socket as socketlib
+
+    from collectors.encoder import make_encoder
+
+    probe = socketlib.socket(socketlib.AF_INET6, socketlib.SOCK_DGRAM)
+    try:
+        probe.bind(("::1", 0))
+    except OSError:
+        pytest.skip("no IPv6 loopback on this machine")
+    finally:
+        probe.close()
+    out = tmp_path / "flows.jsonl"
+    collect = CollectProcess(tmp_path / "collect", output=f"jsonl:{out}")
+    port = collect.port
+    collect.env["VOIPFLOW_COLLECTOR_LISTEN"] = f"127.0.0.1:{port},[::1]:{port}"
+    with collect:
+        for family, host in ((socketlib.AF_INET, "127.0.0.1"), (socketlib.AF_INET6, "::1")):
+            enc = make_encoder(10, observation_domain_id=1)
+            with socketlib.socket(family, socketlib.SOCK_DGRAM) as tx:
+                for d in enc.encode(_flows(100), int(time.time() * 1000)):
+                    tx.sendto(d, (host, port))
+        assert collect.wait_metric("voipflow_collector_output_records_total", 200) == 200
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert collections.Counter(r["exporter_addr"] for r in rows) == {"127.0.0.1": 100, "::1": 100}
