@@ -64,8 +64,10 @@ def bench(name: str, msgs: list[bytes], batch: int, repeat: int) -> None:
             records += len(res.batch)
         cpu = time.process_time() - t0
         best = max(best, records / cpu if cpu else 0.0)
-    print(f"{name}: {records} records in {len(msgs)} messages, "
-          f"{best:,.0f} records/CPU-second (best of {repeat}, {batch} datagrams per call)")  # fmt: skip
+    print(
+        f"{name}: {records} records in {len(msgs)} messages, {best:,.0f} records/CPU-second "
+        f"(best of {repeat}, {batch} datagrams per call)"
+    )
 
 
 def main() -> None:
