@@ -168,7 +168,9 @@ def empty_columns(n: int) -> dict[str, Any]:
     cols: dict[str, Any] = {}
     for name, (dt, _) in FLOW_COLUMNS.items():
         if dt == "str":
-            cols[name] = pa.array([""] * n, type=pa.string()) if n else pa.array([], pa.string())
+            # n empty strings without n Python objects (all offsets 0)
+            offsets = pa.py_buffer(np.zeros(n + 1, dtype=np.int32).tobytes())
+            cols[name] = pa.StringArray.from_buffers(n, offsets, pa.py_buffer(b""))
         elif dt == "S16":
             cols[name] = np.zeros(n, dtype="S16")
         else:
