@@ -1,0 +1,555 @@
+"""Decode NetFlow v5, NetFlow v9 and IPFIX export packets into flow batches.
+
+Pure code: bytes in, columns out; no sockets, no logging, no clock. The
+receiving runtime owns the sockets, Kafka and metrics and calls this API.
+
+API
+---
+::
+
+    from collectors.decoder import Decoder, DecoderConfig, DecodeResult
+    from collectors.plan import plan_for
+from collectors.sequence import SequenceTracker
+from collectors.templates import DomainOptions, Template, TemplateCache, TemplateKey
+
+    cache = TemplateCache(expiry_s=1800)          # one per process
+    cache.load(path)                              # optional, on start
+    dec = Decoder(cache, DecoderConfig(sampling_override={addr16: 100}))
+    res: DecodeResult = dec.decode([(payload, exporter16, received_ms), ...])
+    res.batch        # schemas.flowbatch.FlowBatch of every record decoded in
+                     # the call, including held data released by a template
+                     # that arrived in this call
+    res.stats        # {(exporter16, observation_domain_id): ExporterStats}
+                     # counters are deltas for this call, gauges are current
+    res.errors       # [(exporter16, DecodeError), ...] first few, for logs
+    cache.save(path)                              # on stop
+
+* ``payload`` is one UDP payload (``bytes``/``bytearray``/``memoryview``),
+  ``exporter16`` the sender address as 16 bytes (IPv4 mapped into
+  ``::ffff:0:0/96``, see ``schemas.flowbatch.text_to_addr16``) and
+  ``received_ms`` the receive time in UTC ms (it also drives template and
+  held-data expiry). Hand over many datagrams per call: records of the same
+  template across all of them are decoded by one ``numpy.frombuffer``.
+* A malformed packet or set is counted in ``stats[...].errors[reason]`` and
+  skipped; the other sets and datagrams of the call are decoded. ``decode``
+  raises nothing for bad input.
+* Counters (``packets``, ``bytes``) are unscaled; ``sampling_rate`` says which
+  1-in-N sampling applied to each record (the flows.v1 contract).
+* Sequence numbers: a gap becomes ``sequence_lost``, in *records* for v5 and
+  IPFIX (their sequence counts records) and in *packets* for v9 (RFC 3954
+  counts export packets). Late or duplicated packets count in
+  ``sequence_reordered`` and give back the loss they had caused. A restarted
+  exporter (v5/v9 boot time moved and sequence broken; IPFIX sequence jumped
+  back or far ahead) counts in ``restarts``, without loss. After an IPFIX
+  message whose data set had to be held (record count unknown), the next
+  sequence number is taken as is, without counting loss.
+
+Errors (raised by the lower layers, caught and counted here; see
+:mod:`collectors.errors`)::
+
+    DecodeError (ValueError)     .reason
+     +-- TruncatedError          "truncated"
+     +-- BadVersionError         "bad_version"
+     +-- BadLengthError          "bad_length"
+     +-- BadSetError             "bad_set"
+     +-- BadTemplateError        "bad_template"
+     |    +-- TooManyFieldsError "too_many_fields"
+     |    +-- TemplateLoopError  "template_loop"
+     +-- BadRecordError          "bad_record"
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+from collectors import packets
+from collectors.assemble import CallBatch, Chunk
+from collectors.errors import (
+    REASONS,
+    BadLengthError,
+    BadRecordError,
+    BadSetError,
+    BadTemplateError,
+    BadVersionError,
+    DecodeError,
+    TemplateLoopError,
+    TooManyFieldsError,
+    TruncatedError,
+)
+from collectors.plan import plan_for
+from collectors.sequence import SequenceTracker
+from collectors.templates import DomainOptions, Template, TemplateCache, TemplateKey
+from schemas.flowbatch import FlowBatch
+
+__all__ = [
+    "REASONS",
+    "BadLengthError",
+    "BadRecordError",
+    "BadSetError",
+    "BadTemplateError",
+    "BadVersionError",
+    "Datagram",
+    "DecodeError",
+    "DecodeResult",
+    "Decoder",
+    "DecoderConfig",
+    "ExporterStats",
+    "TemplateLoopError",
+    "TooManyFieldsError",
+    "TruncatedError",
+]
+
+#: (UDP payload, exporter address as 16 bytes, receive time in UTC ms)
+Datagram = tuple[bytes | bytearray | memoryview, bytes, int]
+
+
+@dataclass(frozen=True, slots=True)
+class DecoderConfig:
+    """Bounds and overrides of one decoder (built from ``CollectorConfig``)."""
+
+    #: Data sets held while their template is unknown, at most this many ...
+    held_max_sets: int = 4096
+    #: ... and this many bytes (oldest evicted first, counted).
+    held_max_bytes: int = 16 * 1024 * 1024
+    #: Held data older than this (by receive time) is evicted.
+    held_max_age_ms: int = 120_000
+    #: A template with more fields is refused (``too_many_fields``).
+    max_fields: int = 512
+    #: exporter address (16 bytes) -> 1-in-N sampling rate that overrides
+    #: whatever the exporter announces.
+    sampling_override: Mapping[bytes, int] = field(default_factory=dict)
+    #: Keep information elements the IE table does not know as extra
+    #: ``ie_<pen>_<id>`` binary columns.
+    keep_unknown_ies: bool = True
+    #: A sequence number behind the expected one by at most this many
+    #: (records for v5/IPFIX, packets for v9) is a late packet; further
+    #: behind, or further ahead than ``restart_gap``, is an exporter restart.
+    reorder_window: int = 100_000
+    restart_gap: int = 1 << 24
+    #: At most this many errors are returned per call in ``DecodeResult.errors``.
+    max_errors_kept: int = 32
+
+
+@dataclass(slots=True)
+class ExporterStats:
+    """Per (exporter, observation domain) figures of one ``decode`` call.
+
+    Counters are deltas for the call; fields marked gauge are the state after it.
+    """
+
+    exporter: bytes
+    observation_domain_id: int
+    netflow_version: int = 0  # gauge: 5, 9 or 10 (0 when no header could be read)
+    packets: int = 0
+    records: int = 0  # flow records decoded (options records not included)
+    bytes: int = 0  # UDP payload bytes
+    option_records: int = 0
+    errors: dict[str, int] = field(default_factory=dict)  # reason -> count
+    sequence_lost: int = 0
+    sequence_late: int = 0  # records (v9: packets) that came after a later packet
+    sequence_reordered: int = 0  # late or duplicated packets
+    restarts: int = 0
+    templates_added: int = 0
+    templates_withdrawn: int = 0
+    templates_expired: int = 0
+    templates: int = 0  # gauge: templates known for this exporter and domain
+    held_sets: int = 0  # gauge: data sets waiting for their template
+    held_bytes: int = 0  # gauge
+    held_released: int = 0  # records decoded from held sets in this call
+    held_evicted: int = 0  # held sets dropped (bounds or age)
+    sampling_rate: int = 1  # gauge: rate of the last record decoded (or announced)
+
+    @property
+    def decode_errors(self) -> int:
+        return sum(self.errors.values())
+
+    @property
+    def records_held(self) -> int:
+        """Held *sets* (the record count of a set is unknown without its template)."""
+        return self.held_sets
+
+    def count_error(self, reason: str, n: int = 1) -> None:
+        self.errors[reason] = self.errors.get(reason, 0) + n
+
+
+@dataclass(slots=True)
+class DecodeResult:
+    batch: FlowBatch
+    stats: dict[tuple[bytes, int], ExporterStats]
+    errors: list[tuple[bytes, DecodeError]] = field(default_factory=list)
+
+
+class InternalDecodeError(DecodeError):
+    """An unexpected failure inside the decoder (a bug); counted, never raised."""
+
+    reason = "internal"
+
+
+@dataclass(slots=True)
+class _Held:
+    key: TemplateKey
+    data: bytes
+    chunk: Chunk
+
+
+DomainKey = tuple[bytes, int]
+
+
+class Decoder:
+    """Decodes lists of export datagrams with the templates in ``templates``."""
+
+    def __init__(self, templates: TemplateCache, config: DecoderConfig | None = None) -> None:
+        self.templates = templates
+        self.config = config or DecoderConfig()
+        self._seq: dict[DomainKey, SequenceTracker] = {}
+        self._held: OrderedDict[int, _Held] = OrderedDict()
+        self._held_by_key: dict[TemplateKey, list[int]] = {}
+        self._held_per_domain: dict[DomainKey, list[int]] = {}  # [sets, bytes]
+        self._held_bytes = 0
+        self._held_next = 0
+        self._v5_template = Template(
+            packets.V5_TEMPLATE.template_id, packets.V5_TEMPLATE.fields, version=5
+        )
+
+    # -- public ----------------------------------------------------------------
+
+    def decode(self, datagrams: Sequence[Datagram]) -> DecodeResult:
+        """Decode every datagram; never raises for bad input (see module doc)."""
+        call = _Call(CallBatch(), {}, [], self.config.max_errors_kept)
+        now = 0
+        for data, exporter, received_ms in datagrams:
+            now = max(now, received_ms)
+            mv = memoryview(data)
+            try:
+                self._datagram(call, mv, exporter, received_ms)
+            except DecodeError as exc:
+                call.error(exporter, call.current_domain, exc)
+            except Exception as exc:  # a bug must not stop the collector
+                call.error(exporter, call.current_domain, InternalDecodeError(repr(exc)))
+        if now:
+            self._expire(call, now)
+        try:
+            built = call.batch.build(self.templates.peek_options, self.config.sampling_override)
+        except Exception as exc:  # a bug must not lose the stats
+            call.errors.append((b"", InternalDecodeError(repr(exc))))
+            built = CallBatch().build(self.templates.peek_options, {})
+        for key, (records, rate) in built.per_domain.items():
+            st = call.stats_for(*key)
+            st.records += records
+            st.sampling_rate = rate
+        for (exporter, domain), st in call.stats.items():
+            st.templates = self.templates.count(exporter, domain)
+            held = self._held_per_domain.get((exporter, domain), [0, 0])
+            st.held_sets, st.held_bytes = held
+            if not built.per_domain.get((exporter, domain)):
+                st.sampling_rate = self._announced_rate(exporter, domain, st.sampling_rate)
+        return DecodeResult(built.batch, call.stats, call.errors)
+
+    @property
+    def held_sets(self) -> int:
+        return len(self._held)
+
+    @property
+    def held_bytes(self) -> int:
+        return self._held_bytes
+
+    # -- packets ---------------------------------------------------------------
+
+    def _datagram(self, call: _Call, mv: memoryview, exporter: bytes, received_ms: int) -> None:
+        call.current_domain = 0
+        msg = packets.parse_message(mv)
+        call.current_domain = msg.domain
+        st = call.stats_for(exporter, msg.domain)
+        st.packets += 1
+        st.bytes += len(mv)
+        st.netflow_version = msg.version
+        chunk_base = Chunk(0, exporter, msg.domain, received_ms, msg.export_ms, msg.uptime_ms,
+                           msg.sampling)  # fmt: skip
+        if msg.version == 5:
+            _, start, end = msg.sets[0]
+            plan = plan_for(self._v5_template)
+            call.batch.add_fixed(plan, mv[start:end], _with_count(chunk_base, msg.count))
+            self._sequence(st, msg, msg.count, held=False)
+            if msg.sampling:
+                st.sampling_rate = msg.sampling
+            return
+        units = flows = 0
+        held = False
+        for set_id, start, end in msg.sets:
+            try:
+                kind = packets.set_kind(msg.version, set_id)
+                if kind == "data":
+                    n = self._data_set(call, st, mv, set_id, start, end, chunk_base)
+                    if n < 0:
+                        held = True
+                    else:
+                        units += n
+                        flows += n if n and not self._is_options(st, set_id, msg.version) else 0
+                else:
+                    self._template_set(call, st, mv, start, end, msg.version, kind, chunk_base)
+            except DecodeError as exc:
+                call.error(exporter, msg.domain, exc)
+        if msg.version == 9:
+            units = flows = 1
+        self._sequence(st, msg, units, held, flows)
+
+    def _is_options(self, st: ExporterStats, set_id: int, version: int) -> bool:
+        t = self.templates.get((st.exporter, st.observation_domain_id, set_id, version))
+        return t is not None and t.is_options
+
+    def _sequence(
+        self, st: ExporterStats, msg: packets.Message, units: int, held: bool, flows: int = -1
+    ) -> None:
+        key = (st.exporter, msg.domain)
+        tracker = self._seq.get(key)
+        if tracker is None:
+            tracker = self._seq[key] = SequenceTracker(
+                self.config.reorder_window, self.config.restart_gap
+            )
+        boot = msg.export_ms - msg.uptime_ms if msg.uptime_ms >= 0 else None
+        out = tracker.observe(msg.sequence, units, boot, units if flows < 0 else flows)
+        st.sequence_lost += out.lost
+        st.sequence_late += out.late
+        st.sequence_reordered += out.reordered
+        st.restarts += int(out.restart)
+        if held and msg.version == 10:
+            tracker.resync()
+
+    def _template_set(
+        self,
+        call: _Call,
+        st: ExporterStats,
+        mv: memoryview,
+        start: int,
+        end: int,
+        version: int,
+        kind: str,
+        chunk_base: Chunk,
+    ) -> None:
+        options = kind == "options"
+        records = packets.parse_templates(mv, start, end, version, options, self.config.max_fields)
+        exporter, domain = st.exporter, st.observation_domain_id
+        for rec in records:
+            if not rec.fields:  # IPFIX withdrawal
+                if rec.template_id in (2, 3):
+                    st.templates_withdrawn += self.templates.withdraw_all(
+                        exporter, domain, version, rec.template_id == 3
+                    )
+                elif self.templates.withdraw((exporter, domain, rec.template_id, version)):
+                    st.templates_withdrawn += 1
+                continue
+            key = (exporter, domain, rec.template_id, version)
+            tmpl = Template(rec.template_id, rec.fields, rec.scope_count, version,
+                            chunk_base.received_ms)  # fmt: skip
+            before = self.templates.get(key)
+            try:
+                stored = self.templates.put(key, tmpl)
+            except OverflowError as exc:
+                raise packets.BadTemplateError(str(exc)) from exc
+            if stored is not before:
+                st.templates_added += 1
+            if key in self._held_by_key:
+                self._release(call, key, stored)
+
+    def _data_set(
+        self,
+        call: _Call,
+        st: ExporterStats,
+        mv: memoryview,
+        set_id: int,
+        start: int,
+        end: int,
+        chunk_base: Chunk,
+    ) -> int:
+        """Decode or hold one data set; returns its records, -1 when held."""
+        key = (
+            st.exporter,
+            st.observation_domain_id,
+            set_id,
+            9 if chunk_base.uptime_ms >= 0 else 10,
+        )
+        tmpl = self.templates.get(key)
+        if tmpl is None:
+            self._hold(call, key, bytes(mv[start:end]), chunk_base)
+            return -1
+        return self._records(call, st, tmpl, mv, start, end, chunk_base)
+
+    def _records(
+        self,
+        call: _Call,
+        st: ExporterStats,
+        tmpl: Template,
+        mv: memoryview,
+        start: int,
+        end: int,
+        chunk_base: Chunk,
+    ) -> int:
+        if tmpl.is_options:
+            recs = packets.option_records(tmpl, mv, start, end)
+            self._apply_options(st.exporter, st.observation_domain_id, recs, chunk_base)
+            st.option_records += len(recs)
+            return len(recs)
+        plan = plan_for(tmpl, self.config.keep_unknown_ies)
+        if plan.variable:
+            rec, var = plan.walk_varlen(mv[start:end], (end - start) // max(
+                tmpl.min_record_length, 1))  # fmt: skip
+            if len(rec):
+                call.batch.add_decoded(plan, rec, var, _with_count(chunk_base, len(rec)))
+            return len(rec)
+        n = (end - start) // plan.fixed_length
+        if n:
+            call.batch.add_fixed(
+                plan, mv[start : start + n * plan.fixed_length], _with_count(chunk_base, n)
+            )
+        return n
+
+    # -- options data ------------------------------------------------------------
+
+    def _apply_options(
+        self, exporter: bytes, domain: int, recs: list[dict[tuple[int, int], bytes]], chunk: Chunk
+    ) -> None:
+        opts: DomainOptions | None = None
+        for r in recs:
+            rate = _options_rate(r)
+            selector = _first_int(r, ((0, 302), (0, 48), (packets.V9_SCOPE_PEN, 48)))
+            app = r.get((0, 95))
+            name = r.get((0, 96))
+            init = _first_int(r, ((0, 160),))
+            if rate is None and (app is None or name is None) and init is None:
+                continue
+            if opts is None:
+                opts = self.templates.options(exporter, domain)
+                opts.received_ms = chunk.received_ms
+            if rate is not None:
+                if selector is not None:
+                    opts.samplers[selector] = rate
+                else:
+                    opts.sampling_rate = rate
+            if app is not None and name is not None:
+                from collectors.plan import app_id_value
+
+                opts.app_names[app_id_value(app)] = name.rstrip(b"\0").decode("utf-8", "replace")
+            if init is not None:
+                opts.system_init_ms = init
+
+    def _announced_rate(self, exporter: bytes, domain: int, current: int) -> int:
+        forced = self.config.sampling_override.get(exporter)
+        if forced:
+            return forced
+        opts = self.templates.peek_options(exporter, domain)
+        rate = opts.default_rate() if opts is not None else 0
+        return rate or current or 1
+
+    # -- held data -----------------------------------------------------------------
+
+    def _hold(self, call: _Call, key: TemplateKey, data: bytes, chunk: Chunk) -> None:
+        cfg = self.config
+        dkey = (key[0], key[1])
+        if cfg.held_max_sets <= 0 or len(data) > cfg.held_max_bytes:
+            call.stats_for(*dkey).held_evicted += 1
+            return
+        while self._held and (
+            len(self._held) >= cfg.held_max_sets
+            or self._held_bytes + len(data) > cfg.held_max_bytes
+        ):
+            self._evict_oldest(call)
+        hid = self._held_next
+        self._held_next += 1
+        self._held[hid] = _Held(key, data, chunk)
+        self._held_by_key.setdefault(key, []).append(hid)
+        counts = self._held_per_domain.setdefault(dkey, [0, 0])
+        counts[0] += 1
+        counts[1] += len(data)
+        self._held_bytes += len(data)
+
+    def _drop_held(self, hid: int) -> _Held:
+        h = self._held.pop(hid)
+        ids = self._held_by_key[h.key]
+        ids.remove(hid)
+        if not ids:
+            del self._held_by_key[h.key]
+        counts = self._held_per_domain[(h.key[0], h.key[1])]
+        counts[0] -= 1
+        counts[1] -= len(h.data)
+        self._held_bytes -= len(h.data)
+        return h
+
+    def _evict_oldest(self, call: _Call) -> None:
+        hid = next(iter(self._held))
+        h = self._drop_held(hid)
+        call.stats_for(h.key[0], h.key[1]).held_evicted += 1
+
+    def _release(self, call: _Call, key: TemplateKey, tmpl: Template) -> None:
+        st = call.stats_for(key[0], key[1])
+        for hid in list(self._held_by_key.get(key, ())):
+            h = self._drop_held(hid)
+            mv = memoryview(h.data)
+            try:
+                n = self._records(call, st, tmpl, mv, 0, len(mv), h.chunk)
+            except DecodeError as exc:
+                call.error(key[0], key[1], exc)
+                continue
+            if not tmpl.is_options:
+                st.held_released += n
+
+    def _expire(self, call: _Call, now: int) -> None:
+        for key in self.templates.expire(now):
+            call.stats_for(key[0], key[1]).templates_expired += 1
+        limit = now - self.config.held_max_age_ms
+        while self._held:
+            _hid, h = next(iter(self._held.items()))
+            if h.chunk.received_ms >= limit:
+                break
+            self._evict_oldest(call)
+
+
+@dataclass(slots=True)
+class _Call:
+    batch: CallBatch
+    stats: dict[DomainKey, ExporterStats]
+    errors: list[tuple[bytes, DecodeError]]
+    max_errors: int
+    current_domain: int = 0
+
+    def stats_for(self, exporter: bytes, domain: int) -> ExporterStats:
+        key = (exporter, domain)
+        st = self.stats.get(key)
+        if st is None:
+            st = self.stats[key] = ExporterStats(exporter, domain)
+        return st
+
+    def error(self, exporter: bytes, domain: int, exc: DecodeError) -> None:
+        self.stats_for(exporter, domain).count_error(exc.reason)
+        if len(self.errors) < self.max_errors:
+            self.errors.append((exporter, exc))
+
+
+def _with_count(base: Chunk, n: int) -> Chunk:
+    return Chunk(n, base.exporter, base.domain, base.received_ms, base.export_ms, base.uptime_ms,
+                 base.header_sampling)  # fmt: skip
+
+
+def _first_int(rec: dict[tuple[int, int], bytes], keys: tuple[tuple[int, int], ...]) -> int | None:
+    for k in keys:
+        v = rec.get(k)
+        if v is not None and 0 < len(v) <= 8:
+            return int.from_bytes(v, "big")
+    return None
+
+
+def _options_rate(rec: dict[tuple[int, int], bytes]) -> int | None:
+    """1-in-N from options data: 34/50, 305+306, 309/310; None when absent."""
+    interval = _first_int(rec, ((0, 34), (0, 50)))
+    if interval is not None:
+        return interval or 1
+    pkt = _first_int(rec, ((0, 305),))
+    space = _first_int(rec, ((0, 306),))
+    if pkt and space is not None:
+        return (pkt + space) // pkt
+    size = _first_int(rec, ((0, 309),))
+    population = _first_int(rec, ((0, 310),))
+    if size and population:
+        return max(population // size, 1)
+    return None
