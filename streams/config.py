@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ipaddress
+from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, Field, ValidationInfo, field_validator
@@ -86,6 +88,61 @@ class WorkerConfig(BaseModel):
     app_id: str = "voipflow"
     #: Width of the usage windows.
     window_s: int = Field(60, ge=1)
+    #: Seconds after a window's end during which late records still update it;
+    #: records later than that are counted (``late_records``) and dropped.
+    lateness_s: int = Field(30, ge=0)
+    #: How often the worker looks for idle cities whose windows must close.
+    close_interval_s: float = Field(1.0, gt=0)
+    #: Windows close on event time (the city's newest flow end). A city that
+    #: received nothing for this long has its event time advanced by the wall
+    #: clock, so its last windows still close.
+    idle_close_s: float = Field(120.0, gt=0)
+    #: The operator's subscriber address space, comma-separated CIDRs. The side
+    #: of a flow inside it is the subscriber; flows with neither side inside
+    #: are counted, not guessed.
+    home_networks: str = "10.0.0.0/8,100.64.0.0/10,172.16.0.0/12,192.168.0.0/16,fc00::/7"
+    #: Operator prefix table (CSV ``prefix,city,region,country,lat,lon``) that
+    #: places subscriber prefixes in cities; longest prefix wins. Empty: none.
+    prefix_table: Path | None = None
+    #: MaxMind/DB-IP City database (mmdb), consulted for subscribers that the
+    #: prefix table does not place. Empty: none.
+    mmdb_path: Path | None = None
+    #: Exporter -> city table (CSV ``exporter,city,region,country,lat,lon``;
+    #: ``exporter`` is an address or prefix), the last resort. Empty: none.
+    exporter_city_table: Path | None = None
+    #: Seconds between checks of the tables' modification times; a changed
+    #: table is reloaded without a restart.
+    table_reload_s: float = Field(10.0, gt=0)
+    #: Folder of provider address range files (``<provider>.txt``); empty: the
+    #: ranges shipped in ``data/providers``.
+    provider_dir: Path | None = None
+    #: Confidence from which a flow counts as VoIP.
+    voip_threshold: float = Field(0.5, gt=0, le=1)
+    #: Publish classified VoIP flows to the voip-flows topic.
+    publish_voip_flows: bool = True
+
+    @field_validator("home_networks")
+    @classmethod
+    def _check_home_networks(cls, v: str) -> str:
+        for item in filter(None, (s.strip() for s in v.split(","))):
+            try:
+                ipaddress.ip_network(item, strict=False)
+            except ValueError as exc:
+                raise ValueError(f"{item!r} is not a CIDR prefix: {exc}") from exc
+        return v
+
+    @field_validator("prefix_table", "mmdb_path", "exporter_city_table", "provider_dir")
+    @classmethod
+    def _check_exists(cls, v: Path | None) -> Path | None:
+        if v is None or str(v) in ("", "."):
+            return None
+        if not v.exists():
+            raise ValueError(f"{v} does not exist")
+        return v
+
+    @property
+    def home_prefixes(self) -> list[str]:
+        return [s.strip() for s in self.home_networks.split(",") if s.strip()]
 
 
 class SinkConfig(BaseModel):

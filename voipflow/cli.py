@@ -25,6 +25,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "simulate": ("voipflow.commands.simulate", "send realistic NetFlow/IPFIX for a set of cities"),
     "decode": ("voipflow.commands.decode", "decode NetFlow/IPFIX export packets in a pcap"),
     "eval": ("voipflow.commands.eval", "measure classification against labelled captures"),
+    "providers": ("voipflow.commands.providers", "list or refresh the VoIP provider ranges"),
     "kafka": ("voipflow.commands.kafka", "run a local Kafka broker (start|stop|status)"),
     "db": ("voipflow.commands.db", "ClickHouse: migrate, status, query"),
     "dashboards": ("voipflow.commands.dashboards", "Grafana dashboards: build, cities, push"),

@@ -1,0 +1,95 @@
+"""Thin Faust agents: move bytes between topics and call :mod:`streams.pipeline`.
+
+Bad messages (another schema version, a truncated batch, a malformed partial)
+are counted by topic and reason, logged at a bounded rate and skipped; an
+agent never stops on input.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from typing import Any
+
+from schemas.flowbatch import BatchError, BatchVersionError
+from streams.app import WorkerApp
+from streams.config import WorkerConfig
+from streams.metrics import BAD_MESSAGES, BATCH_SECONDS, BATCHES, RECORDS, REDELIVERED
+from streams.pipeline import CityStates, FlowPipeline, PartialError
+
+log = logging.getLogger(__name__)
+
+
+def install_agents(w: WorkerApp, config: WorkerConfig, pipeline: FlowPipeline) -> None:
+    """Register the flow agent, the city agent and the idle-city timer on ``w.app``."""
+    states = CityStates(config)
+    flows_name = w.flows.get_topic_name()
+
+    @w.app.agent(w.flows, name="flows")
+    async def flow_agent(stream: Any) -> None:
+        async for event in stream.events():
+            msg = event.message
+            source = f"{msg.topic}:{msg.partition}"
+            started = time.process_time()
+            try:
+                out = pipeline.process(event.value, source, msg.offset)
+            except BatchError as exc:
+                reason = "version" if isinstance(exc, BatchVersionError) else type(exc).__name__
+                BAD_MESSAGES.labels(flows_name, reason).inc()
+                log.warning(
+                    "bad flow batch skipped",
+                    extra={
+                        "source": source,
+                        "offset": msg.offset,
+                        "reason": reason,
+                        "error": str(exc),
+                    },
+                )
+                continue
+            BATCH_SECONDS.observe(time.process_time() - started)
+            BATCHES.labels(flows_name).inc()
+            RECORDS.labels(flows_name).inc(out.records)
+            for city, data in out.voip_flows.items():
+                await w.voip_flows.send(key=city, value=data, headers={"schema": b"voip-flows.v1"})
+            for city, data in out.partials.items():
+                await w.partials.send(key=city, value=data)
+
+    @w.app.agent(w.partials, name="cities")
+    async def city_agent(stream: Any) -> None:
+        async for event in stream.events():
+            city = event.key
+            if isinstance(city, bytes):
+                city = city.decode("utf-8", "replace")
+            if not city:
+                BAD_MESSAGES.labels(w.partials_topic, "no_key").inc()
+                continue
+            raw = w.city_state.get(city)
+            try:
+                state = json.loads(raw) if raw else None
+                state, closed, outcome = states.handle(city, state, event.value)
+            except (PartialError, ValueError) as exc:
+                BAD_MESSAGES.labels(w.partials_topic, "partial").inc()
+                log.warning("bad partial skipped", extra={"city": city, "error": str(exc)})
+                continue
+            if outcome == "duplicate":
+                REDELIVERED.labels(w.partials_topic).inc()
+                continue
+            # Publish before the state that forgets the windows is written: a
+            # crash in between publishes them again (same values), never not.
+            for key, data in closed:
+                await w.usage.send(key=key, value=data, headers={"schema": b"voip-usage.v1"})
+            w.city_state[city] = json.dumps(state, separators=(",", ":")).encode()
+
+    @w.app.timer(interval=config.close_interval_s)
+    async def idle_cities() -> None:
+        # Tables can only be written from the city agent: ask it, per idle city.
+        now = int(time.time() * 1000)
+        for city, raw in list(w.city_state.items()):
+            try:
+                state = json.loads(raw)
+                touched, open_windows = int(state.get("touched", now)), bool(state.get("win"))
+            except (ValueError, AttributeError, TypeError):
+                continue
+            if open_windows and now - touched >= config.idle_close_s * 1000:
+                await w.partials.send(key=city, value=json.dumps({"tick": now}).encode())

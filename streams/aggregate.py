@@ -1,0 +1,292 @@
+"""Aggregation per city x app x tumbling window: pure functions, mergeable partials.
+
+Two steps, so that one worker owns a city while batches arrive anywhere:
+
+1. :func:`batch_partials` turns one enriched, classified flow batch into
+   per-city *partials*: for each (window, app) the flows, packets and bytes
+   (sampling corrected), the distinct subscriber hashes and the estimated
+   call-seconds, plus an ``ALL`` row per window with every home record of the
+   city (VoIP or not) for the VoIP share. Vectorised: one ``numpy.unique`` over
+   a combined (city, window, app) key and ``bincount`` sums.
+2. :func:`apply_partial` merges a partial into the city's state (a JSON-able
+   dict kept in a Faust table) and :func:`close_windows` turns the windows the
+   city's event-time watermark has passed (plus the lateness allowance) into
+   ``voip-usage.v1`` messages.
+
+Idempotence: a partial carries the source position (topic, partition, offset)
+of the flow batch it came from; the state keeps, per source partition, the
+last offset applied, and a partial at or below it is a re-delivery and is
+skipped. Windows close on event time only (the city's largest flow end time),
+so totals do not depend on how fast or in which worker records were processed.
+
+Call-seconds: media records (VoIP over UDP, not on signalling or STUN ports)
+count their duration; the two directions of one conversation (paired in the
+batch, or one RFC 5103 biflow record) count once, with the longer duration.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from schemas.flowbatch import FlowBatch, addr16_halves
+from schemas.usage import SCHEMA_NAME as USAGE_SCHEMA
+from streams.classify import Classification, Evidence
+from streams.enrich import Enrichment
+from streams.flowpairs import mix64
+
+#: Pseudo-app of the rows that sum every home record of a city (VoIP or not).
+ALL = "_all"
+STATE_VERSION = 1
+
+
+def subscriber_hash(addrs: np.ndarray) -> np.ndarray:
+    """64-bit hash of 16-byte subscriber addresses (stable across processes)."""
+    hi, lo = addr16_halves(np.asarray(addrs, dtype="S16"))
+    out: np.ndarray = mix64(hi ^ mix64(lo ^ np.uint64(0x9E3779B97F4A7C15)))
+    return out
+
+
+@dataclass(slots=True)
+class AppWindow:
+    """Sums of one app (or ALL) in one window of one city."""
+
+    flows: int = 0
+    packets: int = 0
+    bytes: int = 0
+    call_seconds: float = 0.0
+    subscribers: set[int] = field(default_factory=set)
+
+    def to_json(self) -> list[Any]:
+        return [
+            self.flows,
+            self.packets,
+            self.bytes,
+            round(self.call_seconds, 3),
+            sorted(self.subscribers),
+        ]
+
+
+@dataclass(slots=True)
+class CityPartial:
+    """What one flow batch adds to one city."""
+
+    city: str
+    region: str
+    country: str
+    max_end_ms: int
+    windows: dict[int, dict[str, AppWindow]]
+
+    def to_json(self, source: str, offset: int) -> dict[str, Any]:
+        return {
+            "src": source,
+            "off": int(offset),
+            "city": self.city,
+            "region": self.region,
+            "country": self.country,
+            "max_ms": int(self.max_end_ms),
+            "win": {
+                str(w): {app: aw.to_json() for app, aw in apps.items()}
+                for w, apps in self.windows.items()
+            },
+        }
+
+
+def media_call_seconds(
+    batch: FlowBatch, result: Classification, apps_media: np.ndarray | None = None
+) -> np.ndarray:
+    """Per record: seconds of call it stands for (0 for non-media or the shorter twin)."""
+    n = len(batch)
+    dur = (
+        np.maximum(
+            batch["flow_end_ms"].astype(np.int64) - batch["flow_start_ms"].astype(np.int64), 0
+        )
+        / 1000.0
+    )
+    not_media = np.uint32(Evidence.SIGNALLING_PORT | Evidence.STUN_PORT)
+    media = result.is_voip & (batch["protocol"] == 17) & ((result.evidence & not_media) == 0)
+    if apps_media is not None:
+        media &= apps_media
+    partner = result.partner
+    has = partner >= 0
+    safe = np.where(has, partner, 0)
+    twin_media = has & media[safe]
+    longer = np.where(twin_media, np.maximum(dur, dur[safe]), dur)
+    # Of a media pair, only the record with the lower index counts the pair.
+    counts = media & (~twin_media | (np.arange(n) < safe))
+    return np.where(counts, longer, 0.0)
+
+
+def batch_partials(
+    batch: FlowBatch,
+    enr: Enrichment,
+    result: Classification,
+    city_names: list[tuple[str, str, str]],
+    window_s: int,
+) -> dict[str, CityPartial]:
+    """Per-city partial aggregates of one batch (records with no home side are left out)."""
+    home = np.flatnonzero(enr.home & (enr.city_id >= 0))
+    if not len(home):
+        return {}
+    w_ms = np.int64(window_s * 1000)
+    end = batch["flow_end_ms"].astype(np.int64)[home]
+    window = (end // w_ms) * w_ms
+    city = enr.city_id[home].astype(np.int64)
+    rate = np.maximum(batch["sampling_rate"].astype(np.int64), 1)[home]
+    pk = batch["packets"].astype(np.int64)[home] * rate
+    by = batch["bytes"].astype(np.int64)[home] * rate
+    # RFC 5103 biflows carry the other direction too: it is the same subscriber's traffic.
+    pk += batch["reverse_packets"].astype(np.int64)[home] * rate
+    by += batch["reverse_bytes"].astype(np.int64)[home] * rate
+    calls = media_call_seconds(batch, result)[home]
+    subs = subscriber_hash(enr.subscriber_addr[home])
+    voip = result.is_voip[home]
+    app_code = result.app_code[home].astype(np.int64)
+    n_apps = len(result.apps) + 1
+    all_code = len(result.apps)  # one past the last app: the ALL rows
+
+    # Rows: every home record once as ALL, every VoIP record again under its app.
+    r_city = np.concatenate([city, city[voip]])
+    r_win = np.concatenate([window, window[voip]])
+    r_app = np.concatenate([np.full(len(city), all_code), app_code[voip]])
+    r_pk = np.concatenate([pk, pk[voip]])
+    r_by = np.concatenate([by, by[voip]])
+    r_calls = np.concatenate([np.zeros(len(city)), calls[voip]])
+    r_subs = np.concatenate([subs, subs[voip]])
+
+    w_min = r_win.min()
+    w_idx = (r_win - w_min) // w_ms
+    n_w = int(w_idx.max()) + 1
+    key = (r_city * n_w + w_idx) * n_apps + r_app
+    uniq, inv = np.unique(key, return_inverse=True)
+    inv = inv.reshape(-1)
+    flows = np.bincount(inv, minlength=len(uniq))
+    pks = np.bincount(inv, weights=r_pk, minlength=len(uniq))
+    bys = np.bincount(inv, weights=r_by, minlength=len(uniq))
+    cs = np.bincount(inv, weights=r_calls, minlength=len(uniq))
+    # Distinct subscribers per group: unique (group, hash) pairs, then split.
+    pair = np.unique(np.stack([inv.astype(np.uint64), r_subs]).T, axis=0)
+    bounds = np.searchsorted(pair[:, 0], np.arange(len(uniq) + 1, dtype=np.uint64))
+
+    g_app = uniq % n_apps
+    g_cw = uniq // n_apps
+    g_city = g_cw // n_w
+    g_win = (g_cw % n_w) * w_ms + w_min
+    city_end = np.full(int(city.max()) + 1, -1, dtype=np.int64)
+    np.maximum.at(city_end, city, end)
+    out: dict[str, CityPartial] = {}
+    for g in range(len(uniq)):  # per group, not per record: cities x windows x apps
+        cid = int(g_city[g])
+        name, region, country = city_names[cid]
+        part = out.get(name)
+        if part is None:
+            part = out[name] = CityPartial(name, region, country, int(city_end[cid]), {})
+        app = ALL if g_app[g] == all_code else result.apps[int(g_app[g])]
+        part.windows.setdefault(int(g_win[g]), {})[app] = AppWindow(
+            int(flows[g]),
+            round(pks[g]),
+            round(bys[g]),
+            float(cs[g]),
+            set(pair[bounds[g] : bounds[g + 1], 1].tolist()),
+        )
+    return out
+
+
+# -- city state (the Faust table value) -------------------------------------
+
+
+def new_state() -> dict[str, Any]:
+    return {
+        "v": STATE_VERSION,
+        "src": {},  # "topic:partition" -> last offset applied
+        "wm": 0,  # event-time watermark: largest flow end seen, ms
+        "closed": 0,  # windows starting before this are closed
+        "late": 0,  # records that arrived for closed windows
+        "geo": ["", ""],
+        "win": {},  # "start_ms" -> app -> [flows, packets, bytes, call_s, hashes]
+    }
+
+
+def apply_partial(state: dict[str, Any], partial: dict[str, Any]) -> str:
+    """Merge one partial (``CityPartial.to_json``) into a city state, in place.
+
+    Returns ``"applied"``, or ``"duplicate"`` when the partial's source offset
+    was applied already (an at-least-once re-delivery).
+    """
+    src, off = str(partial["src"]), int(partial["off"])
+    last = state["src"].get(src)
+    if last is not None and off <= last:
+        return "duplicate"
+    state["src"][src] = off
+    state["geo"] = [partial.get("region", ""), partial.get("country", "")]
+    state["wm"] = max(int(state["wm"]), int(partial["max_ms"]))
+    for w, apps in partial["win"].items():
+        if int(w) < int(state["closed"]):
+            state["late"] += int(apps.get(ALL, [0])[0])
+            continue
+        cur = state["win"].setdefault(str(int(w)), {})
+        for app, (flows, pkts, byts, calls, hashes) in apps.items():
+            have = cur.get(app)
+            if have is None:
+                cur[app] = [flows, pkts, byts, calls, sorted(set(hashes))]
+            else:
+                have[0] += flows
+                have[1] += pkts
+                have[2] += byts
+                have[3] = round(have[3] + calls, 3)
+                have[4] = sorted(set(have[4]).union(hashes))
+    return "applied"
+
+
+def close_windows(
+    state: dict[str, Any],
+    city: str,
+    window_s: int,
+    lateness_s: int,
+    watermark_ms: int | None = None,
+    produced_ms: int | None = None,
+) -> list[dict[str, Any]]:
+    """Close the windows the watermark passed (end + lateness) and return their usage messages.
+
+    The windows are removed from ``state`` and ``closed`` moves past them, so
+    records arriving for them later are counted as late.
+    """
+    wm = int(state["wm"] if watermark_ms is None else watermark_ms)
+    w_ms = window_s * 1000
+    horizon = wm - lateness_s * 1000 - w_ms  # windows starting at or before it are done
+    produced = int(time.time() * 1000) if produced_ms is None else produced_ms
+    region, country = state.get("geo", ["", ""])
+    out = []
+    for w in sorted(state["win"], key=int):
+        start = int(w)
+        if start > horizon:
+            break
+        apps = state["win"].pop(w)
+        total = apps.get(ALL, [0, 0, 0, 0.0, []])[2]
+        for app, (flows, pkts, byts, calls, hashes) in sorted(apps.items()):
+            if app == ALL:
+                continue
+            out.append(
+                {
+                    "schema": USAGE_SCHEMA,
+                    "window_start_ms": start,
+                    "window_s": window_s,
+                    "city": city,
+                    "region": region,
+                    "country": country,
+                    "app": app,
+                    "flows": int(flows),
+                    "packets": int(pkts),
+                    "bytes": int(byts),
+                    "subscribers": len(hashes),
+                    "subscriber_hashes": [int(h) for h in hashes],
+                    "call_seconds": float(calls),
+                    "voip_share": float(min(1.0, byts / total)) if total else 0.0,
+                    "produced_ms": produced,
+                }
+            )
+        state["closed"] = max(int(state["closed"]), start + w_ms)
+    return out

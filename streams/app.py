@@ -1,0 +1,108 @@
+"""The Faust application of the worker: topics, the per-city table, the agents.
+
+Data path (every arrow is Kafka)::
+
+    flows.v1 --[flow agent: decode, enrich, classify, pre-aggregate]-->
+        voip-flows.v1                 VoIP records, one Arrow batch per city
+        <app_id>-city-partials        one JSON partial per city, keyed by city
+    <app_id>-city-partials --[city agent: table city_state[city]]-->
+        voip-usage.v1                 closed windows, JSON, once per window
+
+Re-keying per batch by city (not per flow) sends every city's partials to one
+partition, so exactly one worker owns a city and its table entry; the table
+has a changelog topic, so a worker that takes over after a crash restores the
+city's state. Both agents are at-least-once: the city state remembers the
+last source offset it applied per flows.v1 partition and skips re-deliveries.
+
+:func:`build_app` is side-effect free until the worker runs the app.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import faust
+
+from streams.config import KafkaConfig, WorkerConfig
+
+
+@dataclass(slots=True)
+class WorkerApp:
+    app: faust.App
+    flows: Any
+    partials: Any
+    usage: Any
+    voip_flows: Any
+    city_state: Any
+    partials_topic: str
+
+
+def partials_topic_name(worker: WorkerConfig) -> str:
+    return f"{worker.app_id}-city-partials"
+
+
+def build_app(
+    kafka: KafkaConfig, worker: WorkerConfig, bootstrap: str, data_dir: Path
+) -> WorkerApp:
+    """The Faust app with its topics and table (agents are added by :mod:`streams.agents`)."""
+    datadir = data_dir / "faust" / worker.app_id
+    datadir.parent.mkdir(parents=True, exist_ok=True)
+    servers = ";".join(f"kafka://{s.strip()}" for s in bootstrap.split(",") if s.strip())
+    app = faust.App(
+        worker.app_id,
+        broker=servers,
+        store="memory://",  # state comes back from the changelog topic at start
+        datadir=str(datadir),
+        topic_partitions=kafka.partitions,
+        topic_replication_factor=kafka.replication_factor,
+        producer_compression_type=None if kafka.compression == "none" else kafka.compression,
+        consumer_auto_offset_reset="earliest",
+        web_enabled=False,
+        # A killed worker's partitions move to the others after this long.
+        broker_session_timeout=10.0,
+        broker_heartbeat_interval=1.0,
+        broker_commit_every=1000,
+        broker_commit_interval=1.0,
+        table_cleanup_interval=30.0,
+        # Bytes everywhere: the contracts' own encoders run in the pipeline.
+        key_serializer="raw",
+        value_serializer="raw",
+    )
+    partials_name = partials_topic_name(worker)
+    flows = app.topic(
+        kafka.flows_topic,
+        key_type=bytes,
+        value_type=bytes,
+        key_serializer="raw",
+        value_serializer="raw",
+    )
+    partials = app.topic(
+        partials_name,
+        key_type=str,
+        value_type=bytes,
+        partitions=kafka.partitions,
+    )
+    usage = app.topic(
+        kafka.usage_topic,
+        key_type=str,
+        value_type=bytes,
+        key_serializer="raw",
+        value_serializer="raw",
+    )
+    voip_flows = app.topic(
+        kafka.voip_flows_topic,
+        key_type=str,
+        value_type=bytes,
+        key_serializer="raw",
+        value_serializer="raw",
+    )
+    city_state = app.Table(
+        "city-state",
+        key_type=str,
+        value_type=bytes,
+        partitions=kafka.partitions,
+        help="per-city window state (JSON), see streams.aggregate",
+    )
+    return WorkerApp(app, flows, partials, usage, voip_flows, city_state, partials_name)

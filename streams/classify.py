@@ -1,0 +1,478 @@
+"""VoIP classification of flow records: evidence combined into app, confidence, verdict.
+
+Everything is computed over whole batches with numpy: port categories come
+from 65536-entry lookup tables indexed by the port columns, provider ranges
+from one :class:`~streams.prefixes.PrefixTable` look-up per address column,
+direction pairing from 64-bit hashes of the 5-tuple and its reverse, media
+statistics from the counter columns. No Python work per record.
+
+Evidence bits (``evidence`` column of voip-flows.v1), :class:`Evidence`:
+
+====  ==================  ====================================================
+bit   name                meaning
+====  ==================  ====================================================
+0     EXPORTER_APP        the exporter's application id / nDPI L7 id / name is
+                          a VoIP or calling application
+1     EXPORTER_NOT_VOIP   the exporter named a known non-VoIP application
+2     PROVIDER            one side is in a VoIP provider's published ranges
+3     SIGNALLING_PORT     SIP 5060/5061, H.323 1719/1720, SCCP 2000, MGCP
+                          2427/2727, IAX 4569
+4     STUN_PORT           STUN/TURN 3478-3481 (+5349/TCP), Google 19302-19309
+5     APP_PORT            an app's documented media ports (Zoom 8801-8810,
+                          Teams client 50000-50059, Viber, TeamSpeak, Mumble)
+6     UDP                 transported over UDP
+7     VOICE_SIZE          mean packet size 50-300 bytes (voice codecs + headers)
+8     VIDEO_SIZE          mean packet size 300-1300 bytes
+9     MEDIA_RATE          packets/s (sampling corrected) typical of media
+10    LONG                lasts >= 2 s with >= 20 packets (sampling corrected)
+11    BIDIRECTIONAL       the reverse direction exists (paired record in the
+                          batch, or RFC 5103 reverse counters)
+12    EPHEMERAL_PORTS     both ports >= 1024
+13    SERVICE_PORT        a well-known non-VoIP service port (DNS, NTP, QUIC,
+                          HTTP(S), VPNs, ...): counts against VoIP
+14    SAMPLED             packet sampling applied (statistics are estimates)
+15    ICE_SIBLING         the subscriber's UDP socket (address, port) also
+                          talked STUN/TURN (in this batch or recently): ICE
+                          runs connectivity checks and media on one socket
+====  ==================  ====================================================
+
+Confidence is the strongest applicable rule (see :func:`classify`); a flow is
+VoIP when its confidence reaches the threshold (``WorkerConfig.voip_threshold``).
+``CLASSIFIER_VERSION`` changes whenever rules or data semantics change.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import IntFlag
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from schemas.flowbatch import FlowBatch
+from streams.flowpairs import IceMemory, endpoint_hashes, pair_directions
+from streams.providers import ProviderRanges
+
+CLASSIFIER_VERSION = "rules-2"
+
+
+class Evidence(IntFlag):
+    EXPORTER_APP = 1 << 0
+    EXPORTER_NOT_VOIP = 1 << 1
+    PROVIDER = 1 << 2
+    SIGNALLING_PORT = 1 << 3
+    STUN_PORT = 1 << 4
+    APP_PORT = 1 << 5
+    UDP = 1 << 6
+    VOICE_SIZE = 1 << 7
+    VIDEO_SIZE = 1 << 8
+    MEDIA_RATE = 1 << 9
+    LONG = 1 << 10
+    BIDIRECTIONAL = 1 << 11
+    EPHEMERAL_PORTS = 1 << 12
+    SERVICE_PORT = 1 << 13
+    SAMPLED = 1 << 14
+    ICE_SIBLING = 1 << 15
+
+
+#: App names the classifier can give; index = app code. Provider files may add more.
+BASE_APPS: tuple[str, ...] = (
+    "",  # not VoIP / unknown
+    "teams",
+    "whatsapp",
+    "sip",
+    "rtp",
+    "zoom",
+    "meet",
+    "signal",
+    "telegram",
+    "facetime",
+    "webex",
+    "discord",
+    "viber",
+    "h323",
+    "sccp",
+    "mgcp",
+    "iax",
+    "other_voip",
+)
+
+# nDPI protocol ids (ndpi_protocol_ids.h) of calling applications -> app name.
+NDPI_VOIP_IDS: dict[int, str] = {
+    38: "teams",  # Skype call
+    45: "whatsapp",  # WhatsApp call
+    87: "rtp",
+    94: "mgcp",
+    95: "iax",
+    100: "sip",
+    101: "other_voip",  # Truphone
+    144: "viber",
+    158: "h323",
+    162: "other_voip",  # TeamSpeak
+    164: "sccp",
+    165: "rtp",  # RTCP
+    181: "other_voip",  # Megaco
+    194: "other_voip",  # KakaoTalk voice
+    201: "meet",  # Hangout/Duo
+    216: "other_voip",  # IMO
+    255: "other_voip",  # Snapchat call
+    268: "whatsapp",  # Facebook VoIP (Messenger calls)
+    269: "signal",  # Signal VoIP
+    270: "other_voip",  # Fuze
+}
+# Exporter application names (lower case substrings) -> app name.
+NAME_APPS: tuple[tuple[str, str], ...] = (
+    ("teams", "teams"),
+    ("skype", "teams"),
+    ("whatsapp", "whatsapp"),
+    ("sip", "sip"),
+    ("rtp", "rtp"),
+    ("rtcp", "rtp"),
+    ("zoom", "zoom"),
+    ("meet", "meet"),
+    ("hangout", "meet"),
+    ("signal", "signal"),
+    ("telegram", "telegram"),
+    ("facetime", "facetime"),
+    ("webex", "webex"),
+    ("discord", "discord"),
+    ("viber", "viber"),
+    ("h323", "h323"),
+    ("h.323", "h323"),
+)
+# Names that describe the call part of an app (a name "whatsapp" alone is chat).
+CALL_WORDS = ("call", "voip", "voice", "audio", "video", "media", "rtp", "sip", "h323", "h.323")
+
+# Port categories (values of the lookup tables).
+P_NONE, P_SIP, P_H323, P_SCCP, P_MGCP, P_IAX, P_STUN, P_GSTUN = 0, 1, 2, 3, 4, 5, 6, 7
+P_ZOOM, P_TEAMS, P_VIBER, P_VOICECHAT, P_SERVICE = 8, 9, 10, 11, 12
+_PORT_APPS = {
+    P_SIP: "sip",
+    P_H323: "h323",
+    P_SCCP: "sccp",
+    P_MGCP: "mgcp",
+    P_IAX: "iax",
+    P_STUN: "other_voip",
+    P_GSTUN: "other_voip",  # Google's public STUN serves many WebRTC apps
+    P_ZOOM: "zoom",
+    P_TEAMS: "teams",
+    P_VIBER: "viber",
+    P_VOICECHAT: "other_voip",
+}
+_UDP_SERVICE = [
+    53, 67, 68, 69, 123, 137, 138, 161, 162, 389, 443, 500, 514, 520, 623, 853, 1194,
+    1701, 1812, 1813, 1900, 2049, 3702, 4500, 4712, 4713, 5353, 5355, 5683, 11211, 17500,
+    27015, 51820,
+]  # fmt: skip
+_TCP_SERVICE = [
+    20, 21, 22, 23, 25, 53, 80, 110, 143, 443, 445, 465, 587, 853, 993, 995, 1433, 3306,
+    3389, 5222, 5223, 5228, 5432, 6379, 8080, 8443, 9092,
+]  # fmt: skip
+
+
+def _port_table(tcp: bool) -> np.ndarray:
+    t = np.zeros(65536, dtype=np.uint8)
+    for p in _TCP_SERVICE if tcp else _UDP_SERVICE:
+        t[p] = P_SERVICE
+    if not tcp:
+        t[6881:6890] = P_SERVICE  # BitTorrent
+    t[5060:5062] = P_SIP
+    t[3478:3482] = P_STUN
+    if tcp:
+        t[1719] = t[1720] = P_H323  # IANA registers both for TCP and UDP
+        t[2000] = P_SCCP
+        t[5349] = P_STUN  # TURN over TLS
+        t[4244] = t[5242] = t[5243] = P_VIBER
+        t[64738] = P_VOICECHAT  # Mumble
+    else:
+        t[1719] = P_H323
+        t[2427] = t[2727] = P_MGCP
+        t[4569] = P_IAX
+        t[19302:19310] = P_GSTUN
+        t[8801:8811] = P_ZOOM
+        t[50000:50060] = P_TEAMS
+        t[5243] = t[7985] = t[7987] = t[9785] = P_VIBER
+        t[9987] = t[64738] = P_VOICECHAT  # TeamSpeak, Mumble
+    return t
+
+
+#: Precedence of port categories when the two sides disagree.
+_PORT_RANK = np.zeros(P_SERVICE + 1, dtype=np.int8)
+for _rank, _cats in enumerate(
+    [
+        (P_SERVICE,),
+        (P_TEAMS,),
+        (P_VIBER, P_VOICECHAT),
+        (P_ZOOM,),
+        (P_GSTUN,),
+        (P_STUN,),
+        (P_SIP, P_H323, P_SCCP, P_MGCP, P_IAX),
+    ],
+    start=1,
+):
+    _PORT_RANK[list(_cats)] = _rank
+
+UDP_PORTS = _port_table(tcp=False)
+TCP_PORTS = _port_table(tcp=True)
+NO_PORTS = np.zeros(65536, dtype=np.uint8)
+
+
+@dataclass(slots=True)
+class Classification:
+    """Per-record verdicts of one batch."""
+
+    app_code: np.ndarray  # u1, index into ``apps``
+    is_voip: np.ndarray  # bool
+    confidence: np.ndarray  # f4
+    evidence: np.ndarray  # u4
+    partner: np.ndarray  # i8: index of the reverse-direction record, -1 none
+    apps: tuple[str, ...]
+
+    def app_names(self) -> np.ndarray:
+        """App names per record (object array; '' where not VoIP)."""
+        names = np.array(self.apps, dtype=object)
+        out: np.ndarray = names[self.app_code]
+        return out
+
+
+class Classifier:
+    """VoIP classifier over flow batches; provider ranges are given at construction."""
+
+    def __init__(
+        self, providers: ProviderRanges, threshold: float = 0.5, ice_memory: bool = True
+    ) -> None:
+        self.providers = providers
+        self.ice_memory = ice_memory
+        # One memory per exporter: a flows.v1 batch comes from one exporter and
+        # one exporter's batches are processed in order on one partition, so
+        # verdicts do not depend on how partitions interleave across workers.
+        self._ice: dict[bytes, IceMemory] = {}
+        self.threshold = np.float32(threshold)
+        apps = list(BASE_APPS)
+        for a in providers.apps:
+            if a not in apps:
+                apps.append(a)
+        self.apps: tuple[str, ...] = tuple(apps)
+        self._code = {a: i for i, a in enumerate(self.apps)}
+        self._provider_app = np.array(
+            [self._code[p.app] for p in providers.providers] + [0], dtype=np.uint8
+        )
+        self._provider_voip = np.array([p.voip for p in providers.providers] + [False])
+        self._ndpi = np.zeros(65536, dtype=np.uint8)
+        for pid, app in NDPI_VOIP_IDS.items():
+            self._ndpi[pid] = self._code[app]
+        self._port_code = np.array(
+            [self._code.get(_PORT_APPS.get(c, ""), 0) for c in range(P_SERVICE + 1)],
+            dtype=np.uint8,
+        )
+
+    def code(self, app: str) -> int:
+        return self._code[app]
+
+    def _exporter_apps(self, batch: FlowBatch) -> tuple[np.ndarray, np.ndarray]:
+        """(app code, named-but-not-VoIP) from the exporter's L7 id and app name."""
+        app = self._ndpi[batch["l7_proto"].astype(np.int64)]
+        names = batch["application_name"]
+        if not isinstance(names, pa.Array):
+            names = pa.array(list(names), pa.string())
+        named = np.asarray(pc.not_equal(names, "").to_numpy(zero_copy_only=False), bool)
+        if named.any():
+            lower = pc.utf8_lower(names)
+            is_call = np.zeros(len(batch), dtype=bool)
+            for word in CALL_WORDS:
+                is_call |= np.asarray(
+                    pc.match_substring(lower, word).to_numpy(zero_copy_only=False), bool
+                )
+            for word, name in NAME_APPS:
+                hit = np.asarray(
+                    pc.match_substring(lower, word).to_numpy(zero_copy_only=False), bool
+                )
+                # "sip"/"rtp"/"h323" are calls by themselves; app names need a call word.
+                hit &= is_call
+                app = np.where((app == 0) & hit, np.uint8(self._code[name]), app)
+        exporter_other = ((batch["l7_proto"] > 0) | named) & (app == 0)
+        return app.astype(np.uint8), exporter_other
+
+    def classify(self, batch: FlowBatch) -> Classification:
+        n = len(batch)
+        proto = batch["protocol"]
+        udp = proto == 17
+        tcp = proto == 6
+        sp = batch["src_port"].astype(np.int64)
+        dp = batch["dst_port"].astype(np.int64)
+        ports = np.where(udp[:, None], UDP_PORTS[np.stack([sp, dp], 1)], 0)
+        ports = np.where(tcp[:, None], TCP_PORTS[np.stack([sp, dp], 1)], ports)
+        # The side with the more specific category decides (signalling over
+        # STUN over app ports); a VoIP port wins over a service port.
+        rank = _PORT_RANK[ports]
+        pcat = np.where(rank[:, 1] > rank[:, 0], ports[:, 1], ports[:, 0])
+        service = pcat == P_SERVICE
+        pcat = np.where(service, P_NONE, pcat)
+
+        prov_s = self.providers.table.lookup(batch["src_addr"])
+        prov_d = self.providers.table.lookup(batch["dst_addr"])
+        prov = np.where(prov_d >= 0, prov_d, prov_s)
+        prov = np.where(prov >= 0, prov, len(self.providers.providers))
+        provider = self._provider_voip[prov]
+        prov_app = self._provider_app[prov]
+
+        exp_app, exp_other = self._exporter_apps(batch)
+
+        rate = np.maximum(batch["sampling_rate"].astype(np.float64), 1.0)
+        pkts = batch["packets"].astype(np.float64)
+        byts = batch["bytes"].astype(np.float64)
+        rpkts = batch["reverse_packets"].astype(np.float64)
+        rbyts = batch["reverse_bytes"].astype(np.float64)
+        start = batch["flow_start_ms"].astype(np.int64)
+        end = batch["flow_end_ms"].astype(np.int64)
+        dur = np.maximum(end - start, 0) / 1000.0
+        partner = pair_directions(batch)
+        bidir = (partner >= 0) | (rpkts > 0)
+        # Statistics of the whole conversation where the reverse is known.
+        p_pk = np.where(partner >= 0, pkts[partner], 0.0) + rpkts
+        p_by = np.where(partner >= 0, byts[partner], 0.0) + rbyts
+        all_pk = pkts + p_pk
+        mean = np.divide(byts + p_by, all_pk, out=np.zeros(n), where=all_pk > 0)
+        est_pk = all_pk * rate
+        pps = np.divide(pkts * rate, dur, out=np.zeros(n), where=dur > 0)
+        voice = (mean >= 50) & (mean <= 300)
+        video = (mean > 300) & (mean <= 1300)
+        # Voice codecs send 16-50 packets/s; silence suppression and packet loss
+        # bring a direction's average down, video brings it up.
+        media_rate = (pps >= 4) & (pps <= 400)
+        own_pk = pkts * rate
+        long_ = (dur >= 1.0) & (own_pk >= 12) & (est_pk >= 24)
+        ephemeral = (sp >= 1024) & (dp >= 1024)
+        sampled = rate > 1
+
+        ev = np.zeros(n, dtype=np.uint32)
+
+        def setbit(mask: np.ndarray, bit: Evidence) -> None:
+            ev[mask] |= np.uint32(bit)
+
+        setbit(exp_app > 0, Evidence.EXPORTER_APP)
+        setbit(exp_other, Evidence.EXPORTER_NOT_VOIP)
+        setbit(provider, Evidence.PROVIDER)
+        sig = np.isin(pcat, (P_SIP, P_H323, P_SCCP, P_MGCP, P_IAX))
+        stun = np.isin(pcat, (P_STUN, P_GSTUN))
+        appport = np.isin(pcat, (P_ZOOM, P_TEAMS, P_VIBER, P_VOICECHAT))
+        setbit(sig, Evidence.SIGNALLING_PORT)
+        setbit(stun, Evidence.STUN_PORT)
+        setbit(appport, Evidence.APP_PORT)
+        setbit(udp, Evidence.UDP)
+        setbit(voice, Evidence.VOICE_SIZE)
+        setbit(video, Evidence.VIDEO_SIZE)
+        setbit(media_rate, Evidence.MEDIA_RATE)
+        setbit(long_, Evidence.LONG)
+        setbit(bidir, Evidence.BIDIRECTIONAL)
+        setbit(ephemeral, Evidence.EPHEMERAL_PORTS)
+        setbit(service, Evidence.SERVICE_PORT)
+        setbit(sampled, Evidence.SAMPLED)
+
+        conf = np.zeros(n, dtype=np.float32)
+        app = np.zeros(n, dtype=np.uint8)
+
+        def rule(mask: np.ndarray, c: float, app_codes: np.ndarray | int) -> None:
+            """Raise confidence to ``c`` where ``mask``; the app of the strongest rule wins."""
+            better = mask & (conf < c)
+            conf[better] = c
+            codes = np.broadcast_to(np.asarray(app_codes, dtype=np.uint8), (n,))
+            app[better] = codes[better]
+
+        port_app = self._port_code[np.minimum(pcat, P_SERVICE)]
+        stun_app = np.where(provider, prov_app, port_app)
+        udp_or_tcp = udp | tcp
+        media = udp & ~service & (voice | video) & media_rate & long_
+        generic_media = int(self._code["rtp"])
+
+        # Signalling and STUN/TURN: the protocols' registered ports.
+        # SIP messages do not fit in small datagrams: UDP on the SIP port with
+        # a small average size is something else (VPNs listen there too).
+        sip_too_small = udp & (pcat == P_SIP) & (mean < 200)
+        rule(sig & udp_or_tcp & ~sip_too_small, 0.9, port_app)
+        # STUN/TURN over UDP; over TCP only towards a provider (TURN-TCP to
+        # anyone else is too generic).
+        rule(stun & udp, 0.8, stun_app)
+        rule(stun & udp_or_tcp & provider, 0.95, prov_app)
+        # Documented app media ports, stronger with the same app's provider range.
+        # Teams' client ports fall inside common ephemeral ranges: alone they
+        # need both sides in the range, or voice-like traffic both ways.
+        teams_port = pcat == P_TEAMS
+        teams_both = (ports == P_TEAMS).all(axis=1)
+        rule(appport & udp & ~teams_port, 0.7, port_app)
+        rule(appport & tcp & (pcat == P_VIBER), 0.6, port_app)
+        rule(teams_port & udp & teams_both, 0.6, port_app)
+        rule(appport & udp & provider & (prov_app == port_app), 0.95, prov_app)
+        # A provider's range reached over UDP outside well-known services is
+        # not enough alone (games and chat share those networks), but with
+        # media statistics it is a call of that provider's app.
+        rule(provider & udp & ~service, 0.45, prov_app)
+        rule(provider & media, 0.95, prov_app)
+        # Calls with silence suppression send few packets: a provider's UDP
+        # conversation both ways of media-sized packets needs no rate.
+        both_busy = (own_pk >= 20) & (p_pk * rate >= 20)
+        rule(provider & udp & ~service & long_ & both_busy & (voice | video), 0.9, prov_app)
+        # Media statistics alone: both directions of voice-like UDP between
+        # ephemeral ports; one direction, or video-sized packets, are weaker
+        # (game and streaming traffic look alike).
+        rule(media & ephemeral & bidir & voice, 0.65, generic_media)
+        rule(media & ephemeral & ~bidir & voice, 0.45, generic_media)
+        rule(media & ephemeral & bidir & video, 0.45, generic_media)
+        # ICE: the socket that ran STUN/TURN checks carries the call's media,
+        # to relays and peers whose addresses no list knows.
+        sibling, sibling_app = self._ice_siblings(batch, udp, ports, provider, prov_app, stun)
+        setbit(sibling, Evidence.ICE_SIBLING)
+        rule(sibling, 0.85, np.where(provider, prov_app, sibling_app))
+        # The exporter's own DPI verdict trumps heuristics either way.
+        rule(exp_app > 0, 0.97, exp_app)
+        conf[exp_other] = np.minimum(conf[exp_other], np.float32(0.2))
+
+        is_voip = conf >= self.threshold
+        app[~is_voip] = 0
+        return Classification(app, is_voip, conf, ev, partner, self.apps)
+
+    def _ice_siblings(
+        self,
+        batch: FlowBatch,
+        udp: np.ndarray,
+        ports: np.ndarray,
+        provider: np.ndarray,
+        prov_app: np.ndarray,
+        stun: np.ndarray,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Records sharing a client socket with a STUN/TURN exchange, and that exchange's app."""
+        n = len(batch)
+        src_h, dst_h = endpoint_hashes(batch)
+        stun_cat = np.isin(ports, (P_STUN, P_GSTUN))
+        anchor = udp & stun & (stun_cat[:, 0] != stun_cat[:, 1])
+        # The client socket is the side that is not on the STUN port.
+        client = np.where(stun_cat[:, 1], src_h, dst_h)
+        other_voip = np.uint8(self._code["other_voip"])
+        anchor_app = np.where(provider, prov_app, other_voip).astype(np.uint8)
+        memory = self._memory_for(batch)
+        if anchor.any():
+            memory.update(
+                client[anchor], anchor_app[anchor], batch["flow_end_ms"][anchor].astype(np.uint64)
+            )
+        if not len(memory):
+            return np.zeros(n, dtype=bool), np.zeros(n, dtype=np.uint8)
+        found = np.maximum(memory.lookup(src_h), memory.lookup(dst_h))
+        sibling = udp & ~anchor & (found > 0)
+        app = np.where(found > 0, found - 1, 0).astype(np.uint8)
+        return sibling, app
+
+    def _memory_for(self, batch: FlowBatch) -> IceMemory:
+        if not self.ice_memory or not len(batch):
+            return IceMemory()
+        key = bytes(batch["exporter_addr"][0])
+        memory = self._ice.get(key)
+        if memory is None:
+            if len(self._ice) >= 4096:  # bound: forget the oldest exporter's context
+                self._ice.pop(next(iter(self._ice)))
+            memory = self._ice[key] = IceMemory()
+        return memory
+
+    def reset_context(self) -> None:
+        """Forget cross-batch context (between unrelated captures in an evaluation)."""
+        self._ice.clear()

@@ -1,0 +1,279 @@
+"""Measure the classifier against labelled captures (the pure part of ``voipflow eval``).
+
+The capture -> exporter -> collector part lives in the command
+(``voipflow/commands/eval.py``); this module takes the flow records it got,
+the classifier's verdicts and the corpus's ``labels.csv`` and computes:
+
+* per flow record: precision, recall, F1 of ``is_voip`` over the records that
+  matched a labelled flow (records that match none are counted apart);
+* per labelled flow: a flow is predicted VoIP when any of its records is; a
+  labelled flow that no record matched counts as predicted not-VoIP (so it
+  costs recall) and is reported as ``unmatched_share``;
+* per app: recall of each main app's labelled flows and a confusion table
+  (labelled app x predicted app) over labelled flows.
+
+Records and labels join by capture and 5-tuple in either direction (labels are
+bidirectional, records usually not). Ports are ignored for protocols other
+than TCP, UDP and SCTP, whose "ports" exporters fill with ICMP type/code.
+
+Errors::
+
+    LabelError      a labels file that cannot be read (names the line)
+"""
+
+from __future__ import annotations
+
+import csv
+import ipaddress
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from schemas.flowbatch import addr_to_text
+
+L4_NUMBERS = {
+    "ICMP": 1, "IGMP": 2, "TCP": 6, "UDP": 17, "GRE": 47, "ESP": 50, "AH": 51,
+    "ICMPV6": 58, "OSPF": 89, "PIM": 103, "VRRP": 112, "PGM": 113, "SCTP": 132,
+}  # fmt: skip
+PORTED = (6, 17, 132)
+
+#: nDPI application names (labels' ``ndpi_app``) -> the project's app names,
+#: for the main apps of the evaluation; everything else is ``other``.
+NDPI_APPS: dict[str, str] = {
+    "Skype_TeamsCall": "teams",
+    "Skype_Teams": "teams",
+    "SkypeCall": "teams",
+    "Teams": "teams",
+    "WhatsAppCall": "whatsapp",
+    "WhatsApp": "whatsapp",
+    "SIP": "sip",
+    "RTP": "rtp",
+    "RTCP": "rtp",
+    "SRTP": "rtp",
+    "Zoom": "zoom",
+    "SignalVoip": "signal",
+    "Signal": "signal",
+    "Telegram": "telegram",
+    "TelegramVoip": "telegram",
+    "GoogleCall": "meet",
+    "GoogleMeet": "meet",
+    "HangoutDuo": "meet",
+}
+MAIN_APPS = ("teams", "whatsapp", "sip", "rtp", "zoom", "signal", "telegram", "meet")
+
+
+class LabelError(ValueError):
+    """The labels file cannot be read."""
+
+
+@dataclass(slots=True)
+class Labels:
+    """Labelled flows: parallel lists, one entry per ``labels.csv`` row."""
+
+    pcap: list[str] = field(default_factory=list)
+    key: list[tuple[Any, ...]] = field(default_factory=list)
+    is_voip: np.ndarray = field(default_factory=lambda: np.zeros(0, np.bool_))
+    app: list[str] = field(default_factory=list)
+    ndpi_proto: list[str] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.pcap)
+
+
+def _norm_addr(text: str) -> str:
+    try:
+        ip = ipaddress.ip_address(text.strip())
+    except ValueError:
+        return text.strip()  # nDPI prints some fuzzed captures' addresses oddly
+    if ip.version == 6 and ip.ipv4_mapped is not None:
+        return str(ip.ipv4_mapped)
+    return str(ip)
+
+
+def flow_key(pcap: str, proto: int, a: str, a_port: int, b: str, b_port: int) -> tuple[Any, ...]:
+    """Direction-free key of a 5-tuple in one capture."""
+    if proto not in PORTED:
+        a_port = b_port = 0
+    ends = sorted([(a, a_port), (b, b_port)])
+    return (pcap, proto, ends[0][0], ends[0][1], ends[1][0], ends[1][1])
+
+
+def load_labels(path: Path) -> Labels:
+    """Read the corpus's ``labels.csv``."""
+    labels = Labels()
+    voip: list[bool] = []
+    try:
+        with path.open(encoding="utf-8", newline="") as f:
+            for lineno, row in enumerate(csv.DictReader(f), start=2):
+                try:
+                    l4 = row["l4"].strip()
+                    proto = L4_NUMBERS.get(l4.upper()) or int(l4)
+                    key = flow_key(
+                        row["pcap"],
+                        proto,
+                        _norm_addr(row["src_ip"]),
+                        int(row["src_port"] or 0),
+                        _norm_addr(row["dst_ip"]),
+                        int(row["dst_port"] or 0),
+                    )
+                except (KeyError, ValueError) as exc:
+                    raise LabelError(f"{path}:{lineno}: {exc}") from exc
+                labels.pcap.append(row["pcap"])
+                labels.key.append(key)
+                voip.append(row["is_voip"].strip() == "1")
+                labels.app.append(NDPI_APPS.get(row.get("ndpi_app", "").strip(), "other"))
+                labels.ndpi_proto.append(row.get("ndpi_proto", ""))
+    except OSError as exc:
+        raise LabelError(f"{path}: {exc}") from exc
+    labels.is_voip = np.array(voip, dtype=np.bool_)
+    return labels
+
+
+def record_keys(
+    pcap: Iterable[str],
+    protocol: np.ndarray,
+    src_addr: np.ndarray,
+    src_port: np.ndarray,
+    dst_addr: np.ndarray,
+    dst_port: np.ndarray,
+) -> list[tuple[Any, ...]]:
+    """Direction-free keys of flow records (Python per record: evaluation only)."""
+    texts: dict[bytes, str] = {}
+
+    def text(a: bytes) -> str:
+        t = texts.get(a)
+        if t is None:
+            t = texts[a] = addr_to_text(a)
+        return t
+
+    return [
+        flow_key(pc, int(p), text(s), int(sp), text(d), int(dp))
+        for pc, p, s, sp, d, dp in zip(
+            pcap,
+            protocol.tolist(),
+            src_addr.tolist(),
+            src_port.tolist(),
+            dst_addr.tolist(),
+            dst_port.tolist(),
+            strict=True,
+        )
+    ]
+
+
+def join(keys: list[tuple[Any, ...]], labels: Labels) -> np.ndarray:
+    """Index of the labelled flow each record belongs to, -1 for none."""
+    index: dict[tuple[Any, ...], int] = {}
+    for i, k in enumerate(labels.key):
+        index.setdefault(k, i)
+    return np.array([index.get(k, -1) for k in keys], dtype=np.int64)
+
+
+def prf(pred: np.ndarray, truth: np.ndarray) -> dict[str, float | int]:
+    """Precision, recall, F1 and the confusion counts of boolean predictions."""
+    tp = int(np.count_nonzero(pred & truth))
+    fp = int(np.count_nonzero(pred & ~truth))
+    fn = int(np.count_nonzero(~pred & truth))
+    tn = int(np.count_nonzero(~pred & ~truth))
+    p = tp / (tp + fp) if tp + fp else 0.0
+    r = tp / (tp + fn) if tp + fn else 0.0
+    f = 2 * p * r / (p + r) if p + r else 0.0
+    return {"precision": p, "recall": r, "f1": f, "tp": tp, "fp": fp, "fn": fn, "tn": tn}
+
+
+def score(
+    label_idx: np.ndarray,
+    is_voip: np.ndarray,
+    app: list[str] | np.ndarray,
+    labels: Labels,
+) -> dict[str, Any]:
+    """The evaluation report of one run: records joined to labels and verdicts."""
+    is_voip = np.asarray(is_voip, dtype=np.bool_)
+    app = np.asarray(app, dtype=object)
+    matched = label_idx >= 0
+    per_record = prf(is_voip[matched], labels.is_voip[label_idx[matched]])
+    per_record["records"] = len(label_idx)
+    per_record["records_unmatched"] = int(np.count_nonzero(~matched))
+
+    n = len(labels)
+    flow_pred = np.zeros(n, dtype=np.bool_)
+    np.logical_or.at(flow_pred, label_idx[matched], is_voip[matched])
+    flow_seen = np.zeros(n, dtype=np.bool_)
+    flow_seen[label_idx[matched]] = True
+    # The app a labelled flow got: that of its VoIP record with the most
+    # packets would need packets here; the first VoIP record's app is enough.
+    flow_app = np.full(n, "not_voip", dtype=object)
+    for rec in np.flatnonzero(matched & is_voip)[::-1]:
+        flow_app[label_idx[rec]] = app[rec]
+    per_flow = prf(flow_pred, labels.is_voip)
+    per_flow["flows"] = n
+    per_flow["unmatched"] = int(np.count_nonzero(~flow_seen))
+    per_flow["unmatched_share"] = float(np.count_nonzero(~flow_seen) / n) if n else 0.0
+    per_flow["unmatched_voip"] = int(np.count_nonzero(~flow_seen & labels.is_voip))
+
+    truth_app = np.array(
+        [a if v else "not_voip" for a, v in zip(labels.app, labels.is_voip, strict=True)],
+        dtype=object,
+    )
+    truth_app[labels.is_voip & (truth_app == "other")] = "other_voip"
+    per_app: dict[str, Any] = {}
+    for name in (*MAIN_APPS, "other_voip"):
+        rows = truth_app == name
+        if not rows.any():
+            continue
+        per_app[name] = {
+            "flows": int(np.count_nonzero(rows)),
+            "detected": int(np.count_nonzero(flow_pred & rows)),
+            "recall": float(np.count_nonzero(flow_pred & rows) / np.count_nonzero(rows)),
+            "app_correct": int(np.count_nonzero(rows & (flow_app == name))),
+            "unmatched": int(np.count_nonzero(rows & ~flow_seen)),
+        }
+    # False positives by the predicted app, so a noisy rule shows up by name.
+    fp_apps = Counter(flow_app[flow_pred & ~labels.is_voip].tolist())
+    confusion: dict[str, dict[str, int]] = {}
+    for t, p in zip(truth_app.tolist(), flow_app.tolist(), strict=True):
+        if t == "not_voip" and p == "not_voip":
+            continue
+        confusion.setdefault(t, {}).setdefault(p, 0)
+        confusion[t][p] += 1
+    return {
+        "per_record": per_record,
+        "per_flow": per_flow,
+        "per_app": per_app,
+        "false_positive_apps": dict(fp_apps.most_common()),
+        "confusion": confusion,
+    }
+
+
+def per_capture(
+    pcaps: list[str], label_idx: np.ndarray, is_voip: np.ndarray, labels: Labels
+) -> dict[str, dict[str, int]]:
+    """Per capture: records, labelled flows, VoIP flows found / labelled, false positives."""
+    out: dict[str, dict[str, int]] = {}
+    pcap_arr = np.asarray(pcaps, dtype=object)
+    for name in sorted(set(labels.pcap)):
+        lab = np.array([p == name for p in labels.pcap])
+        recs = pcap_arr == name
+        m = recs & (label_idx >= 0)
+        truth = labels.is_voip[label_idx[m]]
+        out[name] = {
+            "records": int(np.count_nonzero(recs)),
+            "flows": int(np.count_nonzero(lab)),
+            "voip_flows": int(np.count_nonzero(lab & labels.is_voip)),
+            "tp_records": int(np.count_nonzero(is_voip[m] & truth)),
+            "fp_records": int(np.count_nonzero(is_voip[m] & ~truth)),
+            "fn_records": int(np.count_nonzero(~is_voip[m] & truth)),
+        }
+    return out
+
+
+def summary_line(report: Mapping[str, Any]) -> str:
+    """The last line ``voipflow eval`` prints (per flow record)."""
+    r = report["per_record"]
+    return (
+        f"precision={r['precision']:.4f} recall={r['recall']:.4f} "
+        f"f1={r['f1']:.4f} flows={r['records']}"
+    )

@@ -1,0 +1,184 @@
+"""One flow batch in, everything the worker publishes out: the agents' plain core.
+
+:class:`FlowPipeline` decodes a ``flows.v1`` message, enriches, classifies and
+aggregates it, and returns what to publish: per city a ``voip-flows.v1``
+sub-batch (VoIP records only) and one partial aggregate (JSON) for the
+internal per-city topic. :class:`CityStates` applies partials and ticks to the
+per-city state and yields closed windows as ``voip-usage.v1`` messages. No
+Kafka here: the Faust agents in :mod:`streams.agents` only move bytes.
+
+Errors: a message that is not a valid batch raises
+:class:`schemas.flowbatch.BatchError` (the agent counts and skips it);
+a partial that is not valid JSON raises :class:`PartialError`.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from schemas import flowbatch as fb
+from schemas import voipflows as vf
+from schemas.usage import encode_usage, usage_key
+from streams.aggregate import apply_partial, batch_partials, close_windows, new_state
+from streams.classify import Classification, Classifier
+from streams.config import WorkerConfig
+from streams.enrich import Enricher, Enrichment
+from streams.metrics import LATE_RECORDS, VOIP_RECORDS, WINDOWS_PUBLISHED
+from streams.providers import load_providers
+
+
+class PartialError(ValueError):
+    """A message on the internal per-city topic that cannot be applied."""
+
+
+@dataclass(slots=True)
+class BatchOutput:
+    """What one flow batch makes the worker publish, keyed by city."""
+
+    voip_flows: dict[str, bytes] = field(default_factory=dict)
+    partials: dict[str, bytes] = field(default_factory=dict)
+    records: int = 0
+    voip_records: int = 0
+
+
+def voip_flow_batch(
+    batch: fb.FlowBatch,
+    enr: Enrichment,
+    result: Classification,
+    rows: np.ndarray,
+    city: tuple[str, str, str],
+    version: str,
+) -> vf.VoipFlowBatch:
+    """The voip-flows.v1 batch of the given rows, seen from the subscriber."""
+    n = len(rows)
+    return vf.make_voip_batch(
+        {
+            "time_received_ms": batch["time_received_ms"][rows],
+            "flow_start_ms": batch["flow_start_ms"][rows],
+            "flow_end_ms": batch["flow_end_ms"][rows],
+            "exporter_addr": batch["exporter_addr"][rows],
+            "observation_domain_id": batch["observation_domain_id"][rows],
+            "ip_version": batch["ip_version"][rows],
+            "subscriber_addr": enr.subscriber_addr[rows],
+            "peer_addr": enr.peer_addr[rows],
+            "subscriber_port": enr.subscriber_port[rows],
+            "peer_port": enr.peer_port[rows],
+            "protocol": batch["protocol"][rows],
+            "direction": enr.direction[rows],
+            "packets": batch["packets"][rows],
+            "bytes": batch["bytes"][rows],
+            "reverse_packets": batch["reverse_packets"][rows],
+            "reverse_bytes": batch["reverse_bytes"][rows],
+            "sampling_rate": batch["sampling_rate"][rows],
+            "city": pa.array([city[0]] * n, pa.string()),
+            "region": pa.array([city[1]] * n, pa.string()),
+            "country": pa.array([city[2]] * n, pa.string()),
+            "peer_asn": enr.peer_asn[rows],
+            "app": pa.array(result.app_names()[rows].tolist(), pa.string()),
+            "is_voip": result.is_voip[rows].astype(np.uint8),
+            "confidence": result.confidence[rows],
+            "evidence": result.evidence[rows],
+            "classifier_version": pa.array([version] * n, pa.string()),
+        }
+    )
+
+
+class FlowPipeline:
+    """Enrich, classify and pre-aggregate flow batches (one instance per worker)."""
+
+    def __init__(self, config: WorkerConfig) -> None:
+        self.config = config
+        self.enricher = Enricher(config)
+        self.classifier: Classifier | None = None
+
+    def start(self) -> None:
+        self.enricher.start()
+        self.classifier = Classifier(
+            load_providers(self.config.provider_dir), self.config.voip_threshold
+        )
+
+    def stop(self) -> None:
+        self.enricher.stop()
+
+    def process(self, value: bytes, source: str, offset: int) -> BatchOutput:
+        """One flows.v1 message; raises BatchError for a bad one."""
+        from streams.classify import CLASSIFIER_VERSION
+
+        assert self.classifier is not None, "start() first"
+        batch = fb.decode(value)
+        out = BatchOutput(records=len(batch))
+        if not len(batch):
+            return out
+        enr = self.enricher.enrich(batch)
+        result = self.classifier.classify(batch)
+        cities = [(c.name, c.region, c.country) for c in self.enricher.registry.cities]
+        for city, part in batch_partials(batch, enr, result, cities, self.config.window_s).items():
+            out.partials[city] = json.dumps(part.to_json(source, offset)).encode()
+        voip = result.is_voip & enr.home
+        out.voip_records = int(np.count_nonzero(result.is_voip))
+        if out.voip_records:
+            names = result.app_names()[result.is_voip]
+            for app, count in zip(*np.unique(names, return_counts=True), strict=True):
+                VOIP_RECORDS.labels(str(app)).inc(int(count))
+        if self.config.publish_voip_flows and voip.any():
+            rows = np.flatnonzero(voip)
+            order = rows[np.argsort(enr.city_id[rows], kind="stable")]
+            ids = enr.city_id[order]
+            cuts = np.flatnonzero(np.diff(ids)) + 1
+            for chunk in np.split(order, cuts):
+                geo = cities[int(enr.city_id[chunk[0]])]
+                out.voip_flows[geo[0]] = vf.encode(
+                    voip_flow_batch(batch, enr, result, chunk, geo, CLASSIFIER_VERSION)
+                )
+        return out
+
+
+class CityStates:
+    """Pure handling of one city's state on the internal topic's messages."""
+
+    def __init__(self, config: WorkerConfig) -> None:
+        self.config = config
+
+    def handle(
+        self, city: str, state: dict[str, Any] | None, value: bytes, now_ms: int | None = None
+    ) -> tuple[dict[str, Any], list[tuple[str, bytes]], str]:
+        """Apply a partial or a tick; returns (new state, usage messages, outcome)."""
+        try:
+            msg = json.loads(value)
+            if not isinstance(msg, dict):
+                raise ValueError("not an object")
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise PartialError(f"not a partial: {exc}") from exc
+        state = state if state is not None else new_state()
+        now_ms = int(time.time() * 1000) if now_ms is None else now_ms
+        cfg = self.config
+        watermark = None
+        if "tick" in msg:
+            # Idle city: let event time follow the wall clock since its last record.
+            idle_ms = now_ms - int(state.get("touched", now_ms))
+            if idle_ms < cfg.idle_close_s * 1000:
+                return state, [], "tick"
+            watermark = int(state["wm"]) + idle_ms
+            outcome = "tick"
+        else:
+            try:
+                late_before = int(state["late"])
+                outcome = apply_partial(state, msg)
+                LATE_RECORDS.inc(int(state["late"]) - late_before)
+            except (KeyError, TypeError, ValueError) as exc:
+                raise PartialError(f"malformed partial: {exc}") from exc
+            state["touched"] = now_ms
+        closed = close_windows(
+            state, city, cfg.window_s, cfg.lateness_s, watermark_ms=watermark, produced_ms=now_ms
+        )
+        out = []
+        for m in closed:
+            out.append((usage_key(city, m["app"], m["window_start_ms"]), encode_usage(m)))
+        WINDOWS_PUBLISHED.inc(len(out))
+        return state, out, outcome

@@ -1,0 +1,146 @@
+"""Longest-prefix match over IPv4 and IPv6 addresses, vectorised over a batch.
+
+A :class:`PrefixTable` is built once from ``(prefix, value)`` pairs: the
+(possibly nested) prefixes are flattened into disjoint address ranges, each
+carrying the value of the longest prefix that covers it. A lookup is then one
+``numpy.searchsorted`` of the batch's 16-byte addresses (``S16``, IPv4 mapped
+into ``::ffff:0:0/96`` as in ``flows.v1``) over the sorted range starts, and
+one comparison with the range ends — no Python work per address.
+
+Big-endian 16-byte strings sort like the 128-bit numbers they encode, so the
+``S16`` columns of a flow batch are searched as they are, without conversion.
+
+Errors::
+
+    PrefixError     a prefix that does not parse (the message names it)
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import numpy as np
+
+IPV4_MAPPED = 0xFFFF << 32
+
+
+class PrefixError(ValueError):
+    """A prefix that is not a valid IPv4 or IPv6 CIDR."""
+
+
+def prefix_range(prefix: str | ipaddress.IPv4Network | ipaddress.IPv6Network) -> tuple[int, int]:
+    """First and last 128-bit address of a prefix, IPv4 mapped into ``::ffff:0:0/96``."""
+    if isinstance(prefix, str):
+        try:
+            net = ipaddress.ip_network(prefix.strip(), strict=False)
+        except ValueError as exc:
+            raise PrefixError(f"{prefix!r} is not a CIDR prefix") from exc
+    else:
+        net = prefix
+    first = int(net.network_address)
+    last = int(net.broadcast_address)
+    if net.version == 4:
+        first |= IPV4_MAPPED
+        last |= IPV4_MAPPED
+    return first, last
+
+
+def _to_s16(values: list[int]) -> np.ndarray:
+    return np.array([v.to_bytes(16, "big") for v in values], dtype="S16")
+
+
+@dataclass(frozen=True, slots=True)
+class PrefixTable:
+    """Disjoint sorted ranges ``[starts[i], ends[i]]`` -> ``values[i]``."""
+
+    starts: np.ndarray  # S16, sorted
+    ends: np.ndarray  # S16
+    values: np.ndarray  # int32
+    prefixes: int  # how many prefixes it was built from
+
+    @classmethod
+    def build(
+        cls,
+        items: Iterable[tuple[str | ipaddress.IPv4Network | ipaddress.IPv6Network, int]],
+    ) -> PrefixTable:
+        """Flatten ``(prefix, value)`` pairs; for a prefix given twice the last wins.
+
+        Values must be >= 0 (-1 means "no match" in lookups).
+        """
+        by_range: dict[tuple[int, int], int] = {}
+        for prefix, value in items:
+            if value < 0:
+                raise ValueError("prefix values must be >= 0")
+            by_range[prefix_range(prefix)] = int(value)
+        # Containing prefixes sort before the ones they contain: by start, then
+        # by end descending. CIDR prefixes nest or are disjoint, never overlap
+        # partially, so a stack of open prefixes resolves the longest match.
+        ordered = sorted(by_range.items(), key=lambda kv: (kv[0][0], -kv[0][1]))
+        starts: list[int] = []
+        ends: list[int] = []
+        values: list[int] = []
+
+        def emit(lo: int, hi: int, value: int) -> None:
+            if lo > hi:
+                return
+            if values and values[-1] == value and ends[-1] + 1 == lo:
+                ends[-1] = hi  # merge with the previous range of the same value
+                return
+            starts.append(lo)
+            ends.append(hi)
+            values.append(value)
+
+        stack: list[tuple[int, int]] = []  # (end, value) of open prefixes
+        cursor = 0
+        for (first, last), value in ordered:
+            while stack and stack[-1][0] < first:
+                end, val = stack.pop()
+                emit(cursor, end, val)
+                cursor = end + 1
+            if stack:
+                emit(cursor, first - 1, stack[-1][1])
+            cursor = first
+            stack.append((last, value))
+        while stack:
+            end, val = stack.pop()
+            emit(cursor, end, val)
+            cursor = end + 1
+        return cls(_to_s16(starts), _to_s16(ends), np.array(values, dtype=np.int32), len(by_range))
+
+    @classmethod
+    def empty(cls) -> PrefixTable:
+        return cls(np.zeros(0, "S16"), np.zeros(0, "S16"), np.zeros(0, np.int32), 0)
+
+    def __len__(self) -> int:
+        return self.prefixes
+
+    def lookup(self, addrs: np.ndarray) -> np.ndarray:
+        """Value of the longest prefix containing each address, -1 where none does."""
+        addrs = np.asarray(addrs, dtype="S16")
+        out = np.full(len(addrs), -1, dtype=np.int32)
+        if not len(self.starts) or not len(addrs):
+            return out
+        idx = np.searchsorted(self.starts, addrs, side="right") - 1
+        safe = np.maximum(idx, 0)
+        hit = (idx >= 0) & (addrs <= self.ends[safe])
+        out[hit] = self.values[safe[hit]]
+        return out
+
+    def contains(self, addrs: np.ndarray) -> np.ndarray:
+        """Whether each address is inside any prefix of the table."""
+        return self.lookup(addrs) >= 0
+
+
+def parse_prefix_lines(text: str) -> list[str]:
+    """CIDR lines of a provider range file: ``#`` starts a comment, blanks skipped."""
+    out = []
+    for line in text.splitlines():
+        item = line.split("#", 1)[0].strip()
+        if item:
+            out.append(item)
+    return out
+
+
+__all__ = ["IPV4_MAPPED", "PrefixError", "PrefixTable", "parse_prefix_lines", "prefix_range"]

@@ -1,0 +1,180 @@
+"""Aggregation: sum invariants, split/merge invariance, idempotence, window closing."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from schemas import flowbatch as fb
+from schemas.usage import validate_usage
+from streams.aggregate import (
+    ALL,
+    apply_partial,
+    batch_partials,
+    close_windows,
+    new_state,
+    subscriber_hash,
+)
+from streams.classify import Classifier
+from streams.config import WorkerConfig
+from streams.enrich import Enricher
+from streams.providers import load_providers
+
+REPO = Path(__file__).resolve().parents[2]
+CFG = WorkerConfig(
+    prefix_table=REPO / "data" / "cities" / "demo-cities.csv",
+    home_networks="10.0.0.0/8,2001:db8::/32",
+)
+ENRICHER = Enricher(CFG)
+ENRICHER.start()
+CLF = Classifier(load_providers(), ice_memory=False)
+T0 = 1_700_000_000_000
+
+
+def city_names() -> list[tuple[str, str, str]]:
+    return [(c.name, c.region, c.country) for c in ENRICHER.registry.cities]
+
+
+def make(seed: int, n: int) -> fb.FlowBatch:
+    rng = np.random.default_rng(seed)
+    home = (0x0A000000 + rng.integers(1, 14, n) * 65536 + rng.integers(0, 40, n)).astype(np.uint32)
+    other = rng.integers(0x01000000, 0x09000000, n).astype(np.uint32)
+    up = rng.random(n) < 0.5
+    src = np.where(up, home, other)
+    dst = np.where(up, other, home)
+    start = T0 + rng.integers(0, 240_000, n)
+    return fb.make_batch(
+        {
+            "src_addr": fb.ipv4_to_addr16(src),
+            "dst_addr": fb.ipv4_to_addr16(dst),
+            "src_port": rng.integers(1024, 65535, n),
+            "dst_port": rng.choice([3478, 5060, 8801, 443, 53, 40000], n),
+            "protocol": rng.choice([6, 17], n),
+            "packets": rng.integers(1, 2000, n),
+            "bytes": rng.integers(40, 2_000_000, n),
+            "flow_start_ms": start,
+            "flow_end_ms": start + rng.integers(0, 30_000, n),
+            "sampling_rate": rng.choice([1, 10, 100], n),
+        }
+    )
+
+
+def partials_of(b: fb.FlowBatch) -> dict:
+    enr = ENRICHER.enrich(b)
+    return batch_partials(b, enr, CLF.classify(b), city_names(), 60)
+
+
+@settings(max_examples=25, deadline=None)
+@given(seed=st.integers(0, 2**31), n=st.integers(1, 300))
+def test_all_rows_sum_to_the_sampling_corrected_input(seed: int, n: int) -> None:
+    b = make(seed, n)
+    enr = ENRICHER.enrich(b)
+    result = CLF.classify(b)
+    parts = batch_partials(b, enr, result, city_names(), 60)
+    rate = b["sampling_rate"].astype(np.int64)
+    home = enr.home
+    want_bytes = int((b["bytes"].astype(np.int64) * rate)[home].sum())
+    want_voip = int((b["bytes"].astype(np.int64) * rate)[home & result.is_voip].sum())
+    got_all = sum(a[ALL].bytes for p in parts.values() for a in p.windows.values())
+    got_voip = sum(
+        aw.bytes
+        for p in parts.values()
+        for a in p.windows.values()
+        for app, aw in a.items()
+        if app != ALL
+    )
+    flows = sum(a[ALL].flows for p in parts.values() for a in p.windows.values())
+    assert (got_all, got_voip, flows) == (want_bytes, want_voip, int(home.sum()))
+    for p in parts.values():
+        for apps in p.windows.values():
+            subs = set().union(*(aw.subscribers for app, aw in apps.items() if app != ALL))
+            assert subs <= apps[ALL].subscribers
+
+
+def _totals(state: dict) -> dict:
+    msgs = close_windows(copy.deepcopy(state), "x", 60, 0, watermark_ms=2**62, produced_ms=1)
+    return {
+        (m["window_start_ms"], m["app"]): (
+            m["flows"],
+            m["packets"],
+            m["bytes"],
+            m["subscribers"],
+            round(m["call_seconds"], 2),
+            round(m["voip_share"], 9),
+        )
+        for m in msgs
+    }
+
+
+@settings(max_examples=20, deadline=None)
+@given(seed=st.integers(0, 2**31), n=st.integers(2, 300), cut=st.floats(0.05, 0.95))
+def test_split_batches_merge_to_the_same_state(seed: int, n: int, cut: float) -> None:
+    b = make(seed, n)
+    whole = partials_of(b)
+    k = max(1, int(n * cut))
+    first = partials_of(b.take(np.arange(k)))
+    second = partials_of(b.take(np.arange(k, n)))
+    for city in whole:
+        one = new_state()
+        apply_partial(one, whole[city].to_json("flows.v1:0", 1))
+        two = new_state()
+        if city in first:
+            apply_partial(two, first[city].to_json("flows.v1:0", 1))
+        if city in second:
+            apply_partial(two, second[city].to_json("flows.v1:1", 7))
+        t1, t2 = _totals(one), _totals(two)
+        # Call-seconds pair directions within a batch, so a split can only add.
+        assert {k: v[:4] for k, v in t1.items()} == {k: v[:4] for k, v in t2.items()}
+
+
+def test_redelivered_partials_are_skipped() -> None:
+    parts = partials_of(make(3, 200))
+    city = next(iter(parts))
+    st_ = new_state()
+    msgs = [parts[city].to_json("flows.v1:2", off) for off in (5, 6)]
+    assert [apply_partial(st_, m) for m in msgs] == ["applied", "applied"]
+    before = _totals(st_)
+    assert apply_partial(st_, msgs[0]) == "duplicate"
+    assert apply_partial(st_, msgs[1]) == "duplicate"
+    assert _totals(st_) == before
+    assert apply_partial(st_, parts[city].to_json("flows.v1:3", 0)) == "applied"
+
+
+def test_windows_close_after_lateness_and_late_records_are_counted() -> None:
+    b = make(5, 400)
+    parts = partials_of(b)
+    city = max(parts, key=lambda c: len(parts[c].windows))
+    part = parts[city].to_json("flows.v1:0", 1)
+    st_ = new_state()
+    apply_partial(st_, part)
+    voip_windows = [int(w) for w, apps in part["win"].items() if set(apps) - {ALL}]
+    first_window = min(voip_windows)
+    # Windows before it (all traffic, no VoIP) close first and publish nothing.
+    close_windows(st_, city, 60, 30, watermark_ms=first_window + 30_000)
+    # Watermark inside the lateness allowance of the first window: nothing closes.
+    assert close_windows(st_, city, 60, 30, watermark_ms=first_window + 60_000 + 29_000) == []
+    msgs = close_windows(st_, city, 60, 30, watermark_ms=first_window + 60_000 + 30_000)
+    assert msgs and {m["window_start_ms"] for m in msgs} == {first_window}
+    for m in msgs:
+        validate_usage(m)
+        assert 0 <= m["voip_share"] <= 1
+        assert m["subscribers"] == len(m["subscriber_hashes"])
+    # A record for the closed window arriving now is late: counted, not added.
+    late = copy.deepcopy(part)
+    late["off"] = 2
+    late["win"] = {str(first_window): part["win"][str(first_window)]}
+    apply_partial(st_, late)
+    assert st_["late"] == part["win"][str(first_window)][ALL][0]
+    assert str(first_window) not in st_["win"]
+
+
+def test_subscriber_hash_is_stable_and_distinguishes_versions() -> None:
+    a = np.array([fb.text_to_addr16("10.0.0.1"), fb.text_to_addr16("::a00:1")], dtype="S16")
+    h = subscriber_hash(a)
+    assert h[0] != h[1]
+    assert subscriber_hash(a[:1])[0] == h[0]
+    assert h.dtype == np.uint64

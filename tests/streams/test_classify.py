@@ -1,0 +1,190 @@
+"""Classification: each kind of evidence, sampling, pairing, and what must stay non-VoIP."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from schemas import flowbatch as fb
+from streams.classify import Classifier, Evidence
+from streams.flowpairs import IceMemory, pair_directions
+from streams.providers import load_providers
+
+T0 = 1_700_000_000_000
+CLIENT = "192.168.1.10"
+
+
+def flow(src: str, sport: int, dst: str, dport: int, **kw: Any) -> dict[str, Any]:
+    row = {
+        "src_addr": fb.text_to_addr16(src),
+        "dst_addr": fb.text_to_addr16(dst),
+        "src_port": sport,
+        "dst_port": dport,
+        "protocol": 17,
+        "packets": 1,
+        "bytes": 100,
+        "flow_start_ms": T0,
+        "flow_end_ms": T0 + 100,
+        "sampling_rate": 1,
+        "l7_proto": 0,
+    }
+    row.update(kw)
+    return row
+
+
+def both(src: str, sport: int, dst: str, dport: int, **kw: Any) -> list[dict[str, Any]]:
+    """A conversation as two unidirectional records."""
+    return [flow(src, sport, dst, dport, **kw), flow(dst, dport, src, sport, **kw)]
+
+
+def batch(rows: list[dict[str, Any]], names: list[str] | None = None) -> fb.FlowBatch:
+    cols = {k: [r[k] for r in rows] for k in rows[0]}
+    cols["src_addr"] = np.array(cols["src_addr"], dtype="S16")
+    cols["dst_addr"] = np.array(cols["dst_addr"], dtype="S16")
+    if names is not None:
+        cols["application_name"] = pa.array(names)
+    return fb.make_batch(cols)
+
+
+def voice(**kw: Any) -> dict[str, Any]:
+    # 20 s of 50 packets/s of 160-byte voice packets
+    base = {"packets": 1000, "bytes": 160_000, "flow_end_ms": T0 + 20_000}
+    base.update(kw)
+    return base
+
+
+CLF = Classifier(load_providers(), ice_memory=False)
+
+
+def run(rows: list[dict[str, Any]], clf: Classifier = CLF, **kw: Any) -> Any:
+    return clf.classify(batch(rows, **kw))
+
+
+def test_signalling_ports_and_stun_with_provider() -> None:
+    r = run(
+        [
+            flow(CLIENT, 5060, "198.51.100.7", 5060, bytes=900),  # SIP over UDP
+            flow(CLIENT, 40000, "198.51.100.7", 1720, protocol=6),  # H.323 call setup
+            flow(CLIENT, 50000, "52.113.10.1", 3478),  # STUN to Teams relays
+            flow(CLIENT, 40001, "157.240.1.1", 3478),  # STUN to Meta
+            flow(CLIENT, 40002, "198.51.100.9", 3478),  # STUN to anyone
+        ]
+    )
+    assert r.is_voip.tolist() == [True] * 5
+    assert r.app_names().tolist() == ["sip", "h323", "teams", "whatsapp", "other_voip"]
+    assert r.confidence[2] > r.confidence[4]
+    assert r.evidence[2] & Evidence.PROVIDER and r.evidence[2] & Evidence.STUN_PORT
+    assert r.evidence[0] & Evidence.SIGNALLING_PORT
+
+
+def test_media_statistics_need_both_directions() -> None:
+    pair = both(CLIENT, 40000, "198.51.100.20", 41000, **voice())
+    r = run(pair)
+    assert r.is_voip.tolist() == [True, True]
+    assert r.partner.tolist() == [1, 0]
+    assert all(e & Evidence.BIDIRECTIONAL and e & Evidence.VOICE_SIZE for e in r.evidence)
+    one_way = run(pair[:1])
+    assert not one_way.is_voip[0]
+
+
+def test_sampled_voice_records_still_look_like_voice() -> None:
+    # 1:10 sampling: a tenth of the packets, the rate announced.
+    pair = both(CLIENT, 40000, "198.51.100.20", 41000, **voice(packets=100, bytes=16_000))
+    for row in pair:
+        row["sampling_rate"] = 10
+    r = run(pair)
+    assert r.is_voip.tolist() == [True, True]
+    assert all(e & Evidence.SAMPLED and e & Evidence.MEDIA_RATE for e in r.evidence)
+    unsampled_thin = both(CLIENT, 40000, "198.51.100.20", 41000, **voice(packets=10, bytes=1600))
+    assert not run(unsampled_thin).is_voip.any()
+
+
+def test_ice_sibling_carries_the_stun_app_to_relay_media() -> None:
+    rows = [
+        flow(CLIENT, 45000, "157.240.1.1", 3478, packets=3, bytes=500),
+        flow(CLIENT, 45000, "203.0.113.50", 61000, packets=15, bytes=1100),  # relay probe
+        flow(CLIENT, 45001, "203.0.113.50", 61000, packets=15, bytes=1100),  # other socket
+    ]
+    r = run(rows)
+    assert r.is_voip.tolist() == [True, True, False]
+    assert r.app_names()[1] == "whatsapp"
+    assert r.evidence[1] & Evidence.ICE_SIBLING
+
+
+def test_ice_memory_spans_batches_and_forgets_old_sockets() -> None:
+    clf = Classifier(load_providers())
+    run([flow(CLIENT, 45000, "157.240.1.1", 3478)], clf)
+    later = run([flow(CLIENT, 45000, "203.0.113.50", 61000, packets=15, bytes=1100)], clf)
+    assert later.is_voip[0] and later.app_names()[0] == "whatsapp"
+    clf.reset_context()
+    assert not run([flow(CLIENT, 45000, "203.0.113.50", 61000)], clf).is_voip[0]
+    mem = IceMemory(max_age_ms=1000, max_size=2)
+    mem.update(
+        np.array([1, 2, 3], np.uint64),
+        np.array([5, 6, 7], np.uint8),
+        np.array([0, 5000, 5001], np.uint64),
+    )
+    assert mem.lookup(np.array([1, 2, 3], np.uint64)).tolist() == [0, 7, 8]
+
+
+def test_non_voip_traffic_stays_out() -> None:
+    rows = [
+        *both(CLIENT, 40000, "8.8.8.8", 53, **voice()),  # DNS: service port
+        *both(CLIENT, 40001, "157.240.1.1", 443, **voice()),  # QUIC to Meta
+        *both(CLIENT, 40002, "157.240.1.1", 443, protocol=6, **voice()),  # TLS to Meta
+        *both(
+            CLIENT, 40003, "198.51.100.3", 42000, packets=8, bytes=800, flow_end_ms=T0 + 1200
+        ),  # short game exchange
+        flow(CLIENT, 40004, "198.51.100.4", 5060, packets=6, bytes=700),  # VPN on the SIP port
+        *both(
+            CLIENT,
+            40005,
+            "198.51.100.5",
+            43000,
+            packets=2000,
+            bytes=2_400_000,
+            flow_end_ms=T0 + 20_000,
+        ),  # bulk transfer
+    ]
+    r = run(rows)
+    assert not r.is_voip.any(), r.app_names()
+    assert (r.evidence[:2] & Evidence.SERVICE_PORT).all()
+
+
+def test_exporter_verdict_wins_both_ways() -> None:
+    rows = [
+        flow(CLIENT, 40000, "198.51.100.3", 443, protocol=6, l7_proto=45),  # WhatsApp call id
+        flow(CLIENT, 5060, "198.51.100.4", 5060, bytes=900),
+        flow(CLIENT, 40001, "198.51.100.5", 40002),
+    ]
+    r = run(rows, names=["", "http", "Skype Call"])
+    assert r.is_voip.tolist() == [True, False, True]
+    assert r.app_names().tolist() == ["whatsapp", "", "teams"]
+    assert r.evidence[1] & Evidence.EXPORTER_NOT_VOIP
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.integers(0, 3), st.integers(0, 3), st.integers(0, 2), st.integers(0, 2)),
+        min_size=1,
+        max_size=30,
+    )
+)
+def test_pairing_matches_brute_force(tuples: list[tuple[int, int, int, int]]) -> None:
+    # A tuple that is its own reverse (same address and port both sides) is not paired.
+    tuples = [t for t in tuples if (t[0], t[2]) != (t[1], t[3])] or [(0, 1, 0, 0)]
+    rows = [flow(f"10.0.0.{a}", 1000 + p, f"10.0.0.{b}", 1000 + q) for a, b, p, q in tuples]
+    partner = pair_directions(batch(rows))
+    for i, (a, b, p, q) in enumerate(tuples):
+        rev = [j for j, t in enumerate(tuples) if t == (b, a, q, p) and j != i]
+        if rev:
+            assert partner[i] in rev
+        else:
+            assert partner[i] == -1 or tuples[partner[i]] == (b, a, q, p)
+        if partner[i] >= 0:
+            assert tuples[partner[i]] == (b, a, q, p)

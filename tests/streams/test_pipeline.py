@@ -1,0 +1,129 @@
+"""The agents' plain core: one flows.v1 message in, per-city outputs; bad input refused."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from schemas import flowbatch as fb
+from schemas import voipflows as vf
+from schemas.usage import decode_usage
+from streams.aggregate import new_state
+from streams.config import WorkerConfig
+from streams.pipeline import CityStates, FlowPipeline, PartialError
+
+REPO = Path(__file__).resolve().parents[2]
+CFG = WorkerConfig(
+    prefix_table=REPO / "data" / "cities" / "demo-cities.csv",
+    home_networks="10.0.0.0/8,2001:db8::/32",
+    window_s=60,
+    lateness_s=30,
+    idle_close_s=100,
+)
+T0 = 1_700_000_040_000  # a window start
+
+
+def message(n_voip: int = 3) -> bytes:
+    rows = n_voip + 2
+    src = ["10.1.0.5"] * n_voip + ["10.4.0.7", "8.8.8.8"]
+    dst = ["157.240.1.1"] * n_voip + ["93.184.216.34", "10.4.0.7"]
+    return fb.encode(
+        fb.make_batch(
+            {
+                "src_addr": np.array([fb.text_to_addr16(a) for a in src], dtype="S16"),
+                "dst_addr": np.array([fb.text_to_addr16(a) for a in dst], dtype="S16"),
+                "src_port": [40000 + i for i in range(rows)],
+                "dst_port": [3478] * n_voip + [443, 443],
+                "protocol": [17] * n_voip + [6, 6],
+                "packets": [10] * rows,
+                "bytes": [1000] * rows,
+                "flow_start_ms": [T0] * rows,
+                "flow_end_ms": [T0 + 5000] * rows,
+                "sampling_rate": [10] * rows,
+                "application_name": pa.array([""] * rows),
+            }
+        )
+    )
+
+
+def test_one_batch_gives_voip_flows_and_partials_per_city() -> None:
+    pipe = FlowPipeline(CFG)
+    pipe.start()
+    out = pipe.process(message(), "flows.v1:0", 12)
+    assert out.records == 5 and out.voip_records == 3
+    assert set(out.voip_flows) == {"Berlin"}
+    vb = vf.decode(out.voip_flows["Berlin"])
+    assert len(vb) == 3
+    assert vb["app"].to_pylist() == ["whatsapp"] * 3
+    assert vb["city"].to_pylist() == ["Berlin"] * 3
+    assert list(vb["direction"]) == [0, 0, 0]
+    assert fb.addr_to_text(vb["subscriber_addr"][0]) == "10.1.0.5"
+    assert set(out.partials) == {"Berlin", "Paris"}
+    part = json.loads(out.partials["Berlin"])
+    assert (part["src"], part["off"]) == ("flows.v1:0", 12)
+    wa = part["win"][str(T0)]["whatsapp"]
+    assert wa[:3] == [3, 300, 30000]  # sampling corrected
+
+
+@pytest.mark.parametrize(
+    "value",
+    [b"", b"garbage", message()[:50], fb.encode(fb.make_batch({"packets": [1]}))[:-9]],
+)
+def test_bad_messages_raise_batch_errors(value: bytes) -> None:
+    pipe = FlowPipeline(CFG)
+    pipe.start()
+    with pytest.raises(fb.BatchError):
+        pipe.process(value, "flows.v1:0", 1)
+
+
+def test_voip_flows_batch_is_refused_on_the_flows_topic() -> None:
+    pipe = FlowPipeline(CFG)
+    pipe.start()
+    with pytest.raises(fb.BatchVersionError):
+        pipe.process(vf.encode(vf.make_voip_batch({"packets": [1]})), "flows.v1:0", 1)
+
+
+def test_city_states_publish_closed_windows_once_and_skip_replays() -> None:
+    pipe = FlowPipeline(CFG)
+    pipe.start()
+    states = CityStates(CFG)
+    first = pipe.process(message(), "flows.v1:0", 1).partials["Berlin"]
+    st, out, outcome = states.handle("Berlin", None, first, now_ms=T0)
+    assert (outcome, out) == ("applied", [])
+    st, out, outcome = states.handle("Berlin", st, first, now_ms=T0)
+    assert outcome == "duplicate"
+    # A later batch moves event time past the window and its lateness allowance.
+    later = json.loads(first)
+    later["off"], later["max_ms"] = 2, T0 + 60_000 + 30_000 + 5000
+    later["win"] = {str(T0 + 60_000 + 30_000): later["win"][str(T0)]}
+    st, out, outcome = states.handle("Berlin", st, json.dumps(later).encode(), now_ms=T0)
+    assert outcome == "applied"
+    assert [k for k, _ in out] == [f"Berlin|whatsapp|{T0}"]
+    msg = decode_usage(out[0][1])
+    assert (msg["flows"], msg["packets"], msg["bytes"], msg["subscribers"]) == (3, 300, 30000, 1)
+    assert msg["voip_share"] == 1.0
+    _, again, _ = states.handle("Berlin", st, json.dumps(later).encode(), now_ms=T0)
+    assert again == []
+
+
+def test_idle_tick_closes_the_last_windows() -> None:
+    pipe = FlowPipeline(CFG)
+    pipe.start()
+    states = CityStates(CFG)
+    part = pipe.process(message(), "flows.v1:0", 1).partials["Berlin"]
+    st, _, _ = states.handle("Berlin", new_state(), part, now_ms=1000)
+    tick = json.dumps({"tick": 0}).encode()
+    _, out, _ = states.handle("Berlin", st, tick, now_ms=1000 + 50_000)  # not idle long enough
+    assert out == []
+    _, out, _ = states.handle("Berlin", st, tick, now_ms=1000 + 100_000)
+    assert [k for k, _ in out] == [f"Berlin|whatsapp|{T0}"]
+
+
+@pytest.mark.parametrize("value", [b"{", b"[1]", b'{"src": "x"}'])
+def test_bad_partials_raise(value: bytes) -> None:
+    with pytest.raises(PartialError):
+        CityStates(CFG).handle("Berlin", None, value)

@@ -1,0 +1,236 @@
+"""The worker on the real broker: exact per-city totals with one worker, and with two
+when one is SIGKILLed mid-stream; bad messages skipped.
+
+Workers are ``python -m voipflow worker`` subprocesses. Windows close on event
+time only, so the test controls when: data spans a few windows well inside the
+lateness allowance, and once the group has committed every data batch, one
+flush batch per exporter far in the future closes them all.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
+
+from schemas import flowbatch as fb
+from streams.aggregate import apply_partial, close_windows, new_state
+from streams.config import WorkerConfig
+from streams.pipeline import FlowPipeline
+from voipflow.topics import ensure_topics
+
+pytestmark = [pytest.mark.kafka, pytest.mark.slow]
+
+REPO = Path(__file__).resolve().parents[2]
+TABLE = REPO / "data" / "cities" / "demo-cities.csv"
+HOME = "10.0.0.0/8,2001:db8::/32"
+WINDOW_S = 5
+T0 = 1_800_000_000_000 // (WINDOW_S * 1000) * (WINDOW_S * 1000)
+FLUSH_MS = T0 + 10_000_000
+EXPORTERS = [f"192.0.2.{i}" for i in range(1, 5)]
+
+
+def make_batch(seed: int, exporter: str, n: int, t_ms: int) -> bytes:
+    rng = np.random.default_rng(seed)
+    home = (0x0A000000 + rng.integers(1, 13, n) * 65536 + rng.integers(0, 60, n)).astype(np.uint32)
+    other = rng.integers(0x01000000, 0x09000000, n).astype(np.uint32)
+    start = t_ms + rng.integers(0, 2000, n)
+    return fb.encode(
+        fb.make_batch(
+            {
+                "src_addr": fb.ipv4_to_addr16(home),
+                "dst_addr": fb.ipv4_to_addr16(other),
+                "src_port": rng.integers(1024, 65535, n),
+                "dst_port": rng.choice([3478, 5060, 8801, 443, 53, 40000], n),
+                "protocol": np.full(n, 17),
+                "packets": rng.integers(1, 200, n),
+                "bytes": rng.integers(300, 40_000, n),
+                "flow_start_ms": start,
+                "flow_end_ms": start + rng.integers(0, 800, n),
+                "sampling_rate": rng.choice([1, 10], n),
+                "exporter_addr": np.full(n, fb.text_to_addr16(exporter), dtype="S16"),
+            }
+        )
+    )
+
+
+def dataset(batches: int, n: int) -> list[tuple[str, bytes]]:
+    out = []
+    for i in range(batches):
+        exporter = EXPORTERS[i % len(EXPORTERS)]
+        out.append((exporter, make_batch(i, exporter, n, T0 + (i // 4) * 1000)))
+    return out
+
+
+def expected_totals(data: list[tuple[str, bytes]]) -> dict[str, tuple[int, int]]:
+    cfg = WorkerConfig(prefix_table=TABLE, home_networks=HOME, window_s=WINDOW_S)
+    pipe = FlowPipeline(cfg)
+    pipe.start()
+    states: dict[str, dict[str, Any]] = {}
+    for off, (_, value) in enumerate(data):
+        for city, part in pipe.process(value, "ref:0", off).partials.items():
+            apply_partial(states.setdefault(city, new_state()), json.loads(part))
+    totals = {}
+    for city, st in states.items():
+        msgs = close_windows(st, city, WINDOW_S, 1000, watermark_ms=2**62, produced_ms=0)
+        totals[city] = (sum(m["flows"] for m in msgs), sum(m["bytes"] for m in msgs))
+    return totals
+
+
+def start_worker(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    with log.open("ab") as out:  # the child keeps its own descriptor
+        return subprocess.Popen(
+            [sys.executable, "-m", "voipflow", "worker", "--loglevel", "warning"],
+            cwd=REPO,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+
+
+def committed_all(bootstrap: str, group: str, topic: str, producer_ends: dict[int, int]) -> bool:
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+    try:
+        offsets = admin.list_group_offsets(group).get(group, {})
+    finally:
+        admin.close()
+    return all(
+        (om := offsets.get(TopicPartition(topic, p))) is not None and om.offset >= end
+        for p, end in producer_ends.items()
+    )
+
+
+def usage_totals(bootstrap: str, topic: str) -> tuple[dict[str, tuple[int, int]], int, int]:
+    """Per-city (flows, bytes) of windows before the flush, first copy per key."""
+    consumer = KafkaConsumer(
+        topic,
+        bootstrap_servers=bootstrap,
+        auto_offset_reset="earliest",
+        consumer_timeout_ms=3000,
+    )
+    seen: dict[bytes, dict[str, Any]] = {}
+    copies = 0
+    for m in consumer:
+        copies += 1
+        seen.setdefault(m.key, json.loads(m.value))
+    consumer.close()
+    flows: Counter[str] = Counter()
+    byts: Counter[str] = Counter()
+    for msg in seen.values():
+        if msg["window_start_ms"] < FLUSH_MS - 1_000_000:
+            flows[msg["city"]] += msg["flows"]
+            byts[msg["city"]] += msg["bytes"]
+    return {c: (flows[c], byts[c]) for c in flows}, len(seen), copies
+
+
+def run_workers(
+    bootstrap: str, tmp_path: Path, data: list[tuple[str, bytes]], workers: int, kill: bool
+) -> tuple[dict[str, tuple[int, int]], int, int]:
+    tag = uuid.uuid4().hex[:8]
+    topics = {n: f"{n}-{tag}" for n in ("flows", "voip-flows", "usage")}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("VOIPFLOW_")}
+    env.update(
+        {
+            "VOIPFLOW_KAFKA_BOOTSTRAP": bootstrap,
+            "VOIPFLOW_KAFKA_PARTITIONS": "4",
+            "VOIPFLOW_KAFKA_COMPRESSION": "lz4",
+            "VOIPFLOW_KAFKA_FLOWS_TOPIC": topics["flows"],
+            "VOIPFLOW_KAFKA_VOIP_FLOWS_TOPIC": topics["voip-flows"],
+            "VOIPFLOW_KAFKA_USAGE_TOPIC": topics["usage"],
+            "VOIPFLOW_WORKER_APP_ID": f"vf-test-{tag}",
+            "VOIPFLOW_WORKER_PREFIX_TABLE": str(TABLE),
+            "VOIPFLOW_WORKER_HOME_NETWORKS": HOME,
+            "VOIPFLOW_WORKER_WINDOW_S": str(WINDOW_S),
+            "VOIPFLOW_WORKER_LATENESS_S": "1000",
+            "VOIPFLOW_WORKER_IDLE_CLOSE_S": "1000000",
+            "VOIPFLOW_METRICS_LISTEN": "",
+            "VOIPFLOW_DATA_DIR": str(tmp_path / f"data-{tag}"),
+        }
+    )
+    ensure_topics(bootstrap, {topics["flows"]: 4, topics["usage"]: 4, topics["voip-flows"]: 4})
+    procs = [start_worker(env, tmp_path / f"worker-{tag}-{i}.log") for i in range(workers)]
+    producer = KafkaProducer(bootstrap_servers=bootstrap, linger_ms=5)
+    ends: dict[int, int] = {}
+    try:
+        half = len(data) // 2
+        for i, (key, value) in enumerate(data):
+            md = producer.send(topics["flows"], key=key.encode(), value=value).get(timeout=30)
+            ends[md.partition] = max(ends.get(md.partition, 0), md.offset + 1)
+            if i == 3:
+                md = producer.send(topics["flows"], key=b"bad", value=b"\x00garbage").get(30)
+                ends[md.partition] = max(ends.get(md.partition, 0), md.offset + 1)
+            if kill and i == half:
+                time.sleep(8)  # let the first worker take part and apply batches
+                procs[0].send_signal(signal.SIGKILL)
+                procs[0].wait()
+            time.sleep(0.05)
+        deadline = time.monotonic() + 240
+        group = env["VOIPFLOW_WORKER_APP_ID"]
+        while not committed_all(bootstrap, group, topics["flows"], ends):
+            assert time.monotonic() < deadline, "the workers did not consume every batch"
+            assert any(p.poll() is None for p in procs), "every worker died"
+            time.sleep(1)
+        for i, exporter in enumerate(EXPORTERS):
+            producer.send(
+                topics["flows"],
+                key=exporter.encode(),
+                value=make_batch(10_000 + i, exporter, 400, FLUSH_MS),
+            ).get(timeout=30)
+        producer.flush()
+        # Every city must have published its data windows; wait until totals settle.
+        last: Any = None
+        while time.monotonic() < deadline:
+            time.sleep(3)
+            got = usage_totals(bootstrap, topics["usage"])
+            if got[0] and got[0] == (last[0] if last else None):
+                return got
+            last = got
+        raise AssertionError(f"usage did not settle: {last}")
+    finally:
+        producer.close()
+        for p in procs:
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+        for p in procs:
+            try:
+                p.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+
+
+@pytest.fixture(scope="module")
+def data() -> list[tuple[str, bytes]]:
+    return dataset(batches=48, n=500)
+
+
+@pytest.fixture(scope="module")
+def expected(data: list[tuple[str, bytes]]) -> dict[str, tuple[int, int]]:
+    return expected_totals(data)
+
+
+def test_one_worker_publishes_the_input_totals(
+    kafka_bootstrap: str, tmp_path: Path, data: list[tuple[str, bytes]], expected: dict
+) -> None:
+    totals, keys, _ = run_workers(kafka_bootstrap, tmp_path, data, workers=1, kill=False)
+    assert totals == expected
+    assert keys > len(expected)
+
+
+def test_two_workers_one_killed_mid_stream_give_the_same_totals(
+    kafka_bootstrap: str, tmp_path: Path, data: list[tuple[str, bytes]], expected: dict
+) -> None:
+    totals, keys, copies = run_workers(kafka_bootstrap, tmp_path, data, workers=2, kill=True)
+    assert totals == expected
+    assert copies >= keys  # a window may be published twice after the crash, never lost
