@@ -140,7 +140,7 @@ def kafka_run(bootstrap: str, messages: list[bytes], flows: int, workdir: Path) 
     try:
         time.sleep(15)  # joined the group and idle
         cpu0 = _cpu_s(proc.pid)
-        producer = KafkaProducer(bootstrap_servers=bootstrap, linger_ms=20)
+        producer = KafkaProducer(bootstrap_servers=bootstrap, linger_ms=20, compression_type="lz4")
         ends: dict[int, int] = {}
         for i, m in enumerate(messages):
             md = producer.send(topic, key=f"192.0.2.{i % 8}".encode(), value=m).get(timeout=30)
@@ -171,7 +171,7 @@ def kafka_run(bootstrap: str, messages: list[bytes], flows: int, workdir: Path) 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--batches", type=int, default=50)
-    ap.add_argument("--flows", type=int, default=10_000, help="flows per batch")
+    ap.add_argument("--flows", type=int, default=5_000, help="flows per batch (one message < 1 MB)")
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--no-kafka", action="store_true")
     args = ap.parse_args()

@@ -26,6 +26,7 @@ batch, or one RFC 5103 biflow record) count once, with the longer duration.
 
 from __future__ import annotations
 
+import base64
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -58,7 +59,7 @@ class AppWindow:
     packets: int = 0
     bytes: int = 0
     call_seconds: float = 0.0
-    subscribers: set[int] = field(default_factory=set)
+    subscribers: np.ndarray = field(default_factory=lambda: np.zeros(0, np.uint64))
 
     def to_json(self) -> list[Any]:
         return [
@@ -66,8 +67,19 @@ class AppWindow:
             self.packets,
             self.bytes,
             round(self.call_seconds, 3),
-            sorted(self.subscribers),
+            pack_hashes(self.subscribers),
         ]
+
+
+def pack_hashes(hashes: np.ndarray) -> str:
+    """Sorted distinct uint64 hashes as base64 of little-endian bytes (compact in JSON)."""
+    arr = np.unique(np.asarray(hashes, dtype=np.uint64)).astype("<u8")
+    return base64.b64encode(arr.tobytes()).decode("ascii")
+
+
+def unpack_hashes(text: str) -> np.ndarray:
+    """Inverse of :func:`pack_hashes`."""
+    return np.frombuffer(base64.b64decode(text), dtype="<u8").astype(np.uint64)
 
 
 @dataclass(slots=True)
@@ -190,7 +202,7 @@ def batch_partials(
             round(pks[g]),
             round(bys[g]),
             float(cs[g]),
-            set(pair[bounds[g] : bounds[g + 1], 1].tolist()),
+            pair[bounds[g] : bounds[g + 1], 1],
         )
     return out
 
@@ -206,7 +218,7 @@ def new_state() -> dict[str, Any]:
         "closed": 0,  # windows starting before this are closed
         "late": 0,  # records that arrived for closed windows
         "geo": ["", ""],
-        "win": {},  # "start_ms" -> app -> [flows, packets, bytes, call_s, hashes]
+        "win": {},  # "start_ms" -> app -> [flows, packets, bytes, call_s, packed hashes]
     }
 
 
@@ -231,13 +243,13 @@ def apply_partial(state: dict[str, Any], partial: dict[str, Any]) -> str:
         for app, (flows, pkts, byts, calls, hashes) in apps.items():
             have = cur.get(app)
             if have is None:
-                cur[app] = [flows, pkts, byts, calls, sorted(set(hashes))]
+                cur[app] = [flows, pkts, byts, calls, hashes]
             else:
                 have[0] += flows
                 have[1] += pkts
                 have[2] += byts
                 have[3] = round(have[3] + calls, 3)
-                have[4] = sorted(set(have[4]).union(hashes))
+                have[4] = pack_hashes(np.union1d(unpack_hashes(have[4]), unpack_hashes(hashes)))
     return "applied"
 
 
@@ -266,9 +278,10 @@ def close_windows(
             break
         apps = state["win"].pop(w)
         total = apps.get(ALL, [0, 0, 0, 0.0, []])[2]
-        for app, (flows, pkts, byts, calls, hashes) in sorted(apps.items()):
+        for app, (flows, pkts, byts, calls, packed) in sorted(apps.items()):
             if app == ALL:
                 continue
+            hashes = unpack_hashes(packed).tolist()
             out.append(
                 {
                     "schema": USAGE_SCHEMA,
@@ -282,7 +295,7 @@ def close_windows(
                     "packets": int(pkts),
                     "bytes": int(byts),
                     "subscribers": len(hashes),
-                    "subscriber_hashes": [int(h) for h in hashes],
+                    "subscriber_hashes": hashes,
                     "call_seconds": float(calls),
                     "voip_share": float(min(1.0, byts / total)) if total else 0.0,
                     "produced_ms": produced,

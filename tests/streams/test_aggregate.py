@@ -91,8 +91,8 @@ def test_all_rows_sum_to_the_sampling_corrected_input(seed: int, n: int) -> None
     assert (got_all, got_voip, flows) == (want_bytes, want_voip, int(home.sum()))
     for p in parts.values():
         for apps in p.windows.values():
-            subs = set().union(*(aw.subscribers for app, aw in apps.items() if app != ALL))
-            assert subs <= apps[ALL].subscribers
+            subs = set().union(*(aw.subscribers.tolist() for app, aw in apps.items() if app != ALL))
+            assert subs <= set(apps[ALL].subscribers.tolist())
 
 
 def _totals(state: dict) -> dict:
