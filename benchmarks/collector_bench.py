@@ -432,6 +432,44 @@ def _start_broker(workdir: Path) -> Any:
     return broker
 
 
+def build_goflow2() -> bool:
+    """``go install`` GoFlow2 from the Go module proxy into ``.cache/go``; True if built."""
+    go = shutil.which("go")
+    if go is None:
+        return False
+    cache = REPO / ".cache" / "go"
+    env = dict(
+        os.environ,
+        GOBIN=str(cache / "bin"),
+        GOMODCACHE=str(cache / "mod"),
+        GOCACHE=str(cache / "build"),
+    )
+    print("building GoFlow2 with go install (once) ...", file=sys.stderr, flush=True)
+    res = subprocess.run(
+        [go, "install", "github.com/netsampler/goflow2/v2/cmd/goflow2@latest"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=1200,
+    )
+    if res.returncode != 0:
+        print(res.stderr[-2000:], file=sys.stderr)
+    return GOFLOW2.exists()
+
+
+def goflow2_version() -> str:
+    """The module version the binary was built from (``go version -m``)."""
+    go = shutil.which("go")
+    if go is None:
+        return "?"
+    res = subprocess.run([go, "version", "-m", str(GOFLOW2)], capture_output=True, text=True)
+    for line in res.stdout.splitlines():
+        parts = line.split()
+        if parts[:1] == ["mod"] and len(parts) >= 3:
+            return f"{parts[1]} {parts[2]}"
+    return "?"
+
+
 def table(results: list[Result]) -> str:
     groups: dict[tuple[str, str], list[Result]] = {}
     for r in results:
@@ -477,6 +515,12 @@ def main(argv: list[str] | None = None) -> int:
     streams = [s for s in args.streams.split(",") if s]
     receivers = [r for r in args.receivers.split(",") if r]
     settings = dict(item.split("=", 1) for item in args.set)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # receivers stop in finally
+    wants_goflow2 = any(r.startswith("goflow2") for r in receivers)
+    if wants_goflow2 and not GOFLOW2.exists():
+        build_goflow2()
+    if wants_goflow2 and GOFLOW2.exists():
+        print(f"# goflow2: {goflow2_version()}", flush=True)
     if not GOFLOW2.exists():
         for name in ("goflow2", "goflow2-json"):
             if name in receivers:

@@ -107,25 +107,46 @@ class MessageEncoder:
         self.max_rows = max_rows
         #: Encoded bytes per record seen last (0 until the first message).
         self.row_bytes = 0.0
+        # Bytes of a message with no rows (schema, framing), per set of extras.
+        self._overhead: dict[tuple[str, ...], int] = {}
+
+    def _fixed_bytes(self, batch: FlowBatch) -> int:
+        key = tuple(f"{k}:{v.type}" for k, v in batch.extras.items())
+        size = self._overhead.get(key)
+        if size is None:
+            if len(self._overhead) > 64:
+                self._overhead.clear()
+            # From two small messages (a zero-row slice would not do: Arrow
+            # then writes whole buffers).
+            n = min(batch.num_rows, 11)
+            one = len(flowbatch.encode(_slice(batch, 0, 1)))
+            more = len(flowbatch.encode(_slice(batch, 0, n))) if n > 1 else one
+            per_row = (more - one) / (n - 1) if n > 1 else 0.0
+            size = self._overhead[key] = max(0, int(one - per_row))
+        return size
 
     def encode(self, batch: FlowBatch) -> list[tuple[bytes, int]]:
         """(message value, records) pairs covering every row of ``batch`` in order."""
         n = batch.num_rows
-        rows = n if self.max_rows is None else min(n, self.max_rows)
-        if self.row_bytes:
-            rows = min(rows, max(1, int(self.max_bytes * 0.9 / self.row_bytes)))
-        if rows >= n:
-            return self._fit(batch)
+        if n == 0:
+            return []
         out: list[tuple[bytes, int]] = []
-        for start in range(0, n, rows):
-            out.extend(self._fit(_slice(batch, start, min(n, start + rows))))
+        start = 0
+        while start < n:
+            rows = n - start if self.max_rows is None else min(n - start, self.max_rows)
+            if self.row_bytes:
+                room = self.max_bytes * 0.9 - self._fixed_bytes(batch)
+                rows = min(rows, max(1, int(room / self.row_bytes)))
+            piece = batch if rows == n else _slice(batch, start, start + rows)
+            out.extend(self._fit(piece))
+            start += rows
         return out
 
     def _fit(self, batch: FlowBatch) -> list[tuple[bytes, int]]:
         value = flowbatch.encode(batch)
         n = batch.num_rows
         if n:
-            self.row_bytes = len(value) / n
+            self.row_bytes = max(1.0, (len(value) - self._fixed_bytes(batch)) / n)
         if len(value) <= self.max_bytes or n <= 1:
             return [(value, n)]
         half = n // 2

@@ -5,7 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 
-from collectors.batching import Accumulator, concat, encode_sized, split_by_exporter
+from collectors.batching import (
+    Accumulator,
+    MessageEncoder,
+    concat,
+    encode_sized,
+    split_by_exporter,
+)
 from schemas import flowbatch as fb
 
 
@@ -59,6 +65,20 @@ def test_encode_sized_cuts_by_bytes_and_by_rows_without_losing_a_row() -> None:
     assert packets.tolist() == list(range(5000))
     by_rows = encode_sized(batch, 10 * len(whole), max_rows=1200)
     assert [n for _, n in by_rows] == [1200, 1200, 1200, 1200, 200]
+
+
+def test_message_encoder_learns_the_record_size_and_cuts_before_encoding() -> None:
+    enc = MessageEncoder(max_bytes=60_000, max_rows=100_000)
+    assert enc.row_bytes == 0
+    first = enc.encode(_batch(["192.0.2.1"] * 10))
+    assert len(first) == 1 and enc.row_bytes > 0
+    big = _batch(["192.0.2.1"] * 20_000, extra=True)
+    msgs = enc.encode(big)
+    assert all(len(v) <= 60_000 for v, _ in msgs)
+    # Right-sized pieces: no piece far below the limit except the last.
+    assert all(len(v) > 30_000 for v, _ in msgs[:-1])
+    packets = np.concatenate([fb.decode(v)["packets"] for v, _ in msgs])
+    assert packets.tolist() == list(range(20_000))
 
 
 def test_accumulator_is_due_by_size_or_by_age() -> None:

@@ -245,7 +245,7 @@ def test_allowlist_and_rate_limit_refuse_and_count(corpus_dir: Path, tmp_path: P
 
 def test_kernel_drops_are_counted_in_metrics(corpus_dir: Path, tmp_path: Path) -> None:
     datagrams = _exports(corpus_dir, 10)[0]
-    env = {"VOIPFLOW_COLLECTOR_RCVBUF_BYTES": "65536"}
+    env = {"VOIPFLOW_COLLECTOR_RCVBUF_BYTES": "65536", "VOIPFLOW_COLLECTOR_HEALTH_INTERVAL_S": "1"}
     with CollectProcess(tmp_path / "collect", output="null", env=env) as collect:
         name = "voipflow_collector_kernel_drops_total"
         assert f'{name}{{socket="127.0.0.1:{collect.port}"}} 0.0' in collect.metrics_text()
@@ -261,6 +261,10 @@ def test_kernel_drops_are_counted_in_metrics(corpus_dir: Path, tmp_path: Path) -
         assert drops > 0
         decoded = collect.wait_metric("voipflow_collector_packets_total", sent - drops)
         assert decoded + drops == sent
+        time.sleep(1.5)
+    # The exporter health reports (logged with this output) carry the drops.
+    reported = re.findall(r"exporter health.* kernel_drops=(\d+)", collect.log_text())
+    assert sum(map(int, reported)) == drops
 
 
 def test_bad_settings_fail_at_start_with_one_line(tmp_path: Path) -> None:
@@ -358,3 +362,51 @@ def test_two_workers_share_the_port_and_one_metrics_endpoint(
     # over both workers (all 12 on one has odds 2 * 2**-12).
     reporting = set(re.findall(r"exporter health.* collector=(\S+)", log))
     assert len(reporting) == 2
+
+
+def _flows(n: int) -> dict[str, np.ndarray]:
+    now = int(time.time() * 1000)
+    return {
+        "src_addr": fb.ipv4_to_addr16(np.arange(0x0A000001, 0x0A000001 + n, dtype=np.uint32)),
+        "dst_addr": fb.ipv4_to_addr16(np.full(n, 0xC0000201, dtype=np.uint32)),
+        "src_port": np.arange(n, dtype=np.uint16) + 1000,
+        "dst_port": np.full(n, 3478, np.uint16),
+        "protocol": np.full(n, 17, np.uint8),
+        "packets": np.arange(n, dtype=np.uint64) + 1,
+        "bytes": (np.arange(n, dtype=np.uint64) + 1) * 100,
+        "flow_start_ms": np.full(n, now - 60_000, np.uint64),
+        "flow_end_ms": np.full(n, now - 1_000, np.uint64),
+    }
+
+
+def test_templates_persist_across_a_restart(tmp_path: Path) -> None:
+    from collectors.encoder import make_encoder
+
+    enc = make_encoder(
+        10, observation_domain_id=7, template_refresh_packets=10**6, template_refresh_ms=10**9
+    )
+    now = int(time.time() * 1000)
+    templates = enc.template_datagram(now)
+    data = enc.encode(_flows(500), now)  # data sets only: no template inside
+    held = "voipflow_collector_records_held"
+    out = "voipflow_collector_output_records_total"
+
+    # Without the saved templates the data waits for them (held, not decoded).
+    with CollectProcess(tmp_path / "fresh", output="null") as fresh:
+        send_paced(data, fresh.port)
+        assert fresh.wait_metric(held, len(data)) == len(data)
+        assert fresh.metric(out) == 0
+
+    state = tmp_path / "state"
+    with CollectProcess(state, output="null") as first:
+        send_paced([templates], first.port)
+        assert first.wait_metric("voipflow_collector_templates", 1) >= 1
+    assert first.returncode == 0
+    assert (state / "collector" / "collector-templates-0.json").is_file()
+
+    with CollectProcess(state, output=f"jsonl:{tmp_path / 'after.jsonl'}") as second:
+        send_paced(data, second.port)
+        assert second.wait_metric(out, 500) == 500
+        assert second.metric(held) == 0
+    rows = [json.loads(line) for line in (tmp_path / "after.jsonl").read_text().splitlines()]
+    assert sorted(r["packets"] for r in rows) == list(range(1, 501))
