@@ -85,6 +85,7 @@ class Pipeline:
         self.sim = sim
         self.figures: dict[str, Any] = {}
         self._next_line = 0.0
+        self._every = demo.opts.progress_s
         self._last: dict[str, dict[str, float]] = {}
 
     # -- figures -----------------------------------------------------------------
@@ -118,9 +119,9 @@ class Pipeline:
 
     def _line(self, force: bool = False) -> None:
         now = time.monotonic()
-        if not force and now < self._next_line:
-            return
-        self._next_line = now + self.demo.opts.progress_s
+        if now < self._next_line and not (force and self._next_line - now < self._every - 1):
+            return  # not due (a forced line is skipped only if one was just printed)
+        self._next_line = now + self._every
         self._scrape()
         k = self.counts()
         self.demo.say(

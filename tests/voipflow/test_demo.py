@@ -323,3 +323,37 @@ def test_a_child_that_dies_stops_the_demo(kafka_bootstrap: str, tmp_path: Path) 
     assert "The end of its log" in err
     assert "what to do" in err
     assert processes_with(marker) == []
+
+
+def test_a_running_local_broker_is_used_and_left_running(kafka_broker: Any, tmp_path: Path) -> None:
+    """With no bootstrap set, the broker `voipflow kafka start` left running is used, not stopped.
+
+    The session's broker stands in for it: its state file is what
+    ``voipflow kafka start`` writes into ``<data_dir>/kafka``.
+    """
+    from dataclasses import asdict
+
+    from streams.config import KafkaConfig
+    from voipflow.broker import BrokerState, running_state
+    from voipflow.demo import DemoKafka
+
+    state_dir = tmp_path / "var" / "kafka"
+    state_dir.mkdir(parents=True)
+    state = BrokerState(
+        pid=kafka_broker.pid,
+        bootstrap=kafka_broker.bootstrap,
+        controller="",
+        version=kafka_broker.version,
+        log_file=str(kafka_broker.log_file),
+        started_at=0.0,
+    )
+    (state_dir / "broker.json").write_text(json.dumps(asdict(state)))
+    said: list[str] = []
+    kafka = DemoKafka(KafkaConfig(), tmp_path / "var", said.append)
+    kafka.start()
+    assert kafka.bootstrap == kafka_broker.bootstrap
+    assert "voipflow kafka start" in kafka.origin
+    kafka.stop()
+    assert running_state(state_dir) is not None  # still running, still recorded
+    assert not (tmp_path / "var" / "demo" / "kafka").exists()
+    assert said == []  # nothing was fetched or started
