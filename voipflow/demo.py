@@ -235,7 +235,6 @@ class PipelineTopics:
                 k.voip_flows_topic,
                 k.usage_topic,
                 k.health_topic,
-                s.collector.health_topic,
                 partials_topic_name(s.worker),
             )
         }

@@ -75,7 +75,6 @@ def own_names(env: dict[str, str]) -> None:
         "VOIPFLOW_KAFKA_VOIP_FLOWS_TOPIC": "voip-flows",
         "VOIPFLOW_KAFKA_USAGE_TOPIC": "voip-usage",
         "VOIPFLOW_KAFKA_HEALTH_TOPIC": "health",
-        "VOIPFLOW_COLLECTOR_HEALTH_TOPIC": "health",
         "VOIPFLOW_WORKER_APP_ID": "worker",
         "VOIPFLOW_SINK_GROUP_ID": "sink",
     }.items():
