@@ -163,14 +163,18 @@ class FlowBatch:
         return pa.RecordBatch.from_arrays(arrays, schema=schema)
 
 
+def empty_strings(n: int) -> pa.Array:
+    """``n`` empty strings, built from buffers (no Python object per row)."""
+    offsets = pa.py_buffer(np.zeros(n + 1, dtype=np.int32))
+    return pa.StringArray.from_buffers(n, offsets, pa.py_buffer(b""))
+
+
 def empty_columns(n: int) -> dict[str, Any]:
     """Columns of ``n`` records holding the documented defaults."""
     cols: dict[str, Any] = {}
     for name, (dt, _) in FLOW_COLUMNS.items():
         if dt == "str":
-            # n empty strings without n Python objects (all offsets 0)
-            offsets = pa.py_buffer(np.zeros(n + 1, dtype=np.int32).tobytes())
-            cols[name] = pa.StringArray.from_buffers(n, offsets, pa.py_buffer(b""))
+            cols[name] = empty_strings(n)
         elif dt == "S16":
             cols[name] = np.zeros(n, dtype="S16")
         else:
@@ -213,6 +217,18 @@ def make_batch(
 def encode(batch: FlowBatch) -> bytes:
     """Serialise a batch as one Arrow IPC stream (the Kafka message value)."""
     return write_single_batch(batch.to_arrow())
+
+
+def encode_view(batch: FlowBatch) -> memoryview:
+    """:func:`encode` without copying the stream into a ``bytes`` object.
+
+    The view keeps Arrow's buffer alive; Kafka clients take it as a value.
+    """
+    rb = batch.to_arrow()
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, rb.schema) as writer:
+        writer.write_batch(rb)
+    return memoryview(sink.getvalue())
 
 
 def decode(data: bytes | memoryview) -> FlowBatch:
