@@ -15,7 +15,14 @@ from typing import Any
 from schemas.flowbatch import BatchError, BatchVersionError
 from streams.app import WorkerApp
 from streams.config import WorkerConfig
-from streams.metrics import BAD_MESSAGES, BATCH_SECONDS, BATCHES, RECORDS, REDELIVERED
+from streams.metrics import (
+    BAD_MESSAGES,
+    BATCH_SECONDS,
+    BATCHES,
+    OPEN_WINDOWS,
+    RECORDS,
+    REDELIVERED,
+)
 from streams.pipeline import CityStates, FlowPipeline, PartialError
 
 log = logging.getLogger(__name__)
@@ -24,6 +31,7 @@ log = logging.getLogger(__name__)
 def install_agents(w: WorkerApp, config: WorkerConfig, pipeline: FlowPipeline) -> None:
     """Register the flow agent, the city agent and the idle-city timer on ``w.app``."""
     states = CityStates(config)
+    open_windows: dict[str, int] = {}  # city -> windows not yet closed, for OPEN_WINDOWS
     flows_name = w.flows.get_topic_name()
 
     @w.app.agent(w.flows, name="flows")
@@ -80,6 +88,8 @@ def install_agents(w: WorkerApp, config: WorkerConfig, pipeline: FlowPipeline) -
             for key, data in closed:
                 await w.usage.send(key=key, value=data, headers={"schema": b"voip-usage.v1"})
             w.city_state[city] = json.dumps(state, separators=(",", ":")).encode()
+            open_windows[city] = len(state.get("win", ()))
+            OPEN_WINDOWS.set(sum(open_windows.values()))
 
     @w.app.timer(interval=config.close_interval_s)
     async def idle_cities() -> None:
