@@ -110,7 +110,6 @@ from streams.flowpairs import (
     IceMemory,
     flow_hashes,
     in_sorted,
-    lookup_keys,
     pair_directions,
     shifted_conversation,
 )
@@ -293,6 +292,11 @@ for _rank, _cats in enumerate(
 ):
     _PORT_RANK[list(_cats)] = _rank
 
+#: Port category -> kind, as lookup tables (cheaper than ``np.isin`` per batch).
+_IS_SIGNALLING = np.isin(np.arange(P_SERVICE + 1), (P_SIP, P_H323, P_SCCP, P_MGCP, P_IAX))
+_IS_STUN = np.isin(np.arange(P_SERVICE + 1), (P_STUN, P_GSTUN))
+_IS_APP_PORT = np.isin(np.arange(P_SERVICE + 1), (P_ZOOM, P_TEAMS, P_VIBER, P_VOICECHAT))
+
 UDP_PORTS = _port_table(tcp=False)
 TCP_PORTS = _port_table(tcp=True)
 NO_PORTS = np.zeros(65536, dtype=np.uint8)
@@ -428,14 +432,14 @@ class Classifier:
         ev = np.zeros(n, dtype=np.uint32)
 
         def setbit(mask: np.ndarray, bit: Evidence) -> None:
-            ev[mask] |= np.uint32(bit)
+            np.bitwise_or(ev, mask * np.uint32(bit), out=ev)
 
         setbit(exp_app > 0, Evidence.EXPORTER_APP)
         setbit(exp_other, Evidence.EXPORTER_NOT_VOIP)
         setbit(provider, Evidence.PROVIDER)
-        sig = np.isin(pcat, (P_SIP, P_H323, P_SCCP, P_MGCP, P_IAX))
-        stun = np.isin(pcat, (P_STUN, P_GSTUN))
-        appport = np.isin(pcat, (P_ZOOM, P_TEAMS, P_VIBER, P_VOICECHAT))
+        sig = _IS_SIGNALLING[pcat]
+        stun = _IS_STUN[pcat]
+        appport = _IS_APP_PORT[pcat]
         setbit(sig, Evidence.SIGNALLING_PORT)
         setbit(stun, Evidence.STUN_PORT)
         setbit(appport, Evidence.APP_PORT)
@@ -455,9 +459,8 @@ class Classifier:
         def rule(mask: np.ndarray, c: float, app_codes: np.ndarray | int) -> None:
             """Raise confidence to ``c`` where ``mask``; the app of the strongest rule wins."""
             better = mask & (conf < c)
-            conf[better] = c
-            codes = np.broadcast_to(np.asarray(app_codes, dtype=np.uint8), (n,))
-            app[better] = codes[better]
+            np.copyto(conf, np.float32(c), where=better)
+            np.copyto(app, np.asarray(app_codes, dtype=np.uint8), where=better)
 
         port_app = self._port_code[np.minimum(pcat, P_SERVICE)]
         stun_app = np.where(provider, prov_app, port_app)
@@ -504,7 +507,8 @@ class Classifier:
         rule(rtp_pair | rtcp_pair, 0.8, generic_media)
         # (R7) ... or call signalling between the same two hosts (SIP, H.323,
         # ... in this batch or recently): SDP/H.245 put the media there.
-        peer_app = self._signalling_peers(hashes, batch, signalling, port_app)
+        query = candidate | (tcp & ephemeral)
+        peer_app = self._signalling_peers(hashes, batch, signalling, port_app, query)
         peer = (peer_app > 0) & ~signalling
         setbit(peer, Evidence.SIGNALLING_PEER)
         rule(peer & candidate, 0.85, generic_media)
@@ -532,7 +536,7 @@ class Classifier:
         """Records sharing a client socket with a STUN/TURN exchange, and that exchange's app."""
         n = len(batch)
         src_h, dst_h = hashes.src_ep, hashes.dst_ep
-        stun_cat = np.isin(ports, (P_STUN, P_GSTUN))
+        stun_cat = _IS_STUN[ports]
         anchor = udp & stun & (stun_cat[:, 0] != stun_cat[:, 1])
         # The client socket is the side that is not on the STUN port.
         client = np.where(stun_cat[:, 1], src_h, dst_h)
@@ -541,30 +545,44 @@ class Classifier:
         memory = self._context(batch).ice
         if not anchor.any() and not len(memory):
             return np.zeros(n, dtype=bool), np.zeros(n, dtype=np.uint8)
-        # This batch's anchors count whatever their age; older batches' through
-        # the memory, which forgets sockets idle for its max age.
-        keys, codes = client[anchor], anchor_app[anchor]
-        found = np.maximum(lookup_keys(keys, codes, src_h), lookup_keys(keys, codes, dst_h))
-        found = np.maximum(found, np.maximum(memory.lookup(src_h), memory.lookup(dst_h)))
+        # This batch's anchors count whatever their age (the memory keeps a
+        # batch's own entries); older batches' until idle for its max age.
         if anchor.any():
-            memory.update(keys, codes, batch["flow_end_ms"][anchor].astype(np.uint64))
-        sibling = udp & ~anchor & (found > 0)
-        app = np.where(found > 0, found - 1, 0).astype(np.uint8)
+            memory.update(
+                client[anchor], anchor_app[anchor], batch["flow_end_ms"][anchor].astype(np.uint64)
+            )
+        query = np.flatnonzero(udp & ~anchor)  # only UDP records can be siblings
+        both_ends = memory.lookup(np.concatenate([src_h[query], dst_h[query]]))
+        found = np.maximum(both_ends[: len(query)], both_ends[len(query) :])
+        sibling = np.zeros(n, dtype=bool)
+        sibling[query] = found > 0
+        app = np.zeros(n, dtype=np.uint8)
+        app[query] = np.where(found > 0, found - 1, 0)
         return sibling, app
 
     def _signalling_peers(
-        self, hashes: FlowHashes, batch: FlowBatch, signalling: np.ndarray, port_app: np.ndarray
+        self,
+        hashes: FlowHashes,
+        batch: FlowBatch,
+        signalling: np.ndarray,
+        port_app: np.ndarray,
+        query: np.ndarray,
     ) -> np.ndarray:
-        """Per record: app code + 1 of signalling seen between its two hosts, 0 if none."""
+        """Per ``query`` record: app code + 1 of signalling seen between its two
+        hosts, 0 if none (and 0 for records not queried)."""
         memory = self._context(batch).peers
+        out = np.zeros(len(batch), dtype=np.int16)
         if not signalling.any() and not len(memory):
-            return np.zeros(len(batch), dtype=np.int16)
-        pair = hashes.host_pair
-        keys, codes = pair[signalling], port_app[signalling]
-        found: np.ndarray = np.maximum(lookup_keys(keys, codes, pair), memory.lookup(pair))
+            return out
+        pair = hashes.host_pair(signalling | query)
         if signalling.any():
-            memory.update(keys, codes, batch["flow_end_ms"][signalling].astype(np.uint64))
-        return found
+            memory.update(
+                pair[signalling],
+                port_app[signalling],
+                batch["flow_end_ms"][signalling].astype(np.uint64),
+            )
+        out[query] = memory.lookup(pair[query])
+        return out
 
     def _context(self, batch: FlowBatch) -> _Context:
         if not self.ice_memory or not len(batch):

@@ -28,7 +28,6 @@ __all__ = [
     "endpoint_hashes",
     "flow_hashes",
     "in_sorted",
-    "lookup_keys",
     "mix64",
     "pair_directions",
     "shifted_conversation",
@@ -69,12 +68,18 @@ class FlowHashes:
         out: np.ndarray = np.minimum(self.fwd, self.rev)
         return out
 
-    @property
-    def host_pair(self) -> np.ndarray:
-        """Direction-free key of the two addresses, ports ignored."""
-        lo = np.minimum(self.src_addr, self.dst_addr)
-        hi = np.maximum(self.src_addr, self.dst_addr)
-        out: np.ndarray = mix64(lo * np.uint64(3) + hi)
+    def host_pair(self, sel: np.ndarray | None = None) -> np.ndarray:
+        """Direction-free key of the two addresses, ports ignored (all records, or
+        zeros outside the boolean ``sel``)."""
+        if sel is None:
+            sa, da = self.src_addr, self.dst_addr
+        else:
+            sa, da = self.src_addr[sel], self.dst_addr[sel]
+        key = mix64(np.minimum(sa, da) * np.uint64(3) + np.maximum(sa, da))
+        if sel is None:
+            return key
+        out = np.zeros(len(self.src_addr), dtype=np.uint64)
+        out[sel] = key
         return out
 
 
@@ -158,7 +163,10 @@ class IceMemory:
         if not len(h):
             return
         newest = t.max()
+        # Age out what earlier batches left; this batch's sockets all stay, so
+        # a batch's own context never depends on how old its records are.
         keep = t + np.uint64(self.max_age_ms) >= newest
+        keep[len(self.hashes) :] = True
         h, a, t = h[keep], a[keep], t[keep]
         order = np.lexsort((t, a, h))  # by hash, then app, then time: last row wins
         h, a, t = h[order], a[order], t[order]
@@ -180,20 +188,6 @@ class IceMemory:
         hit = self.hashes[pos] == hashes
         out[hit] = self.apps[pos[hit]].astype(np.int16) + 1
         return out
-
-
-def lookup_keys(keys: np.ndarray, apps: np.ndarray, query: np.ndarray) -> np.ndarray:
-    """App code + 1 of each ``query`` key among ``keys`` (same-batch context, no
-    ageing; the highest app code where a key repeats), 0 where absent."""
-    out = np.zeros(len(query), dtype=np.int16)
-    if not len(keys) or not len(query):
-        return out
-    order = np.lexsort((apps, keys))
-    sk, sa = keys[order], apps[order]
-    pos = np.searchsorted(sk, query, side="right") - 1
-    hit = (pos >= 0) & (sk[np.maximum(pos, 0)] == query)
-    out[hit] = sa[pos[hit]].astype(np.int16) + 1
-    return out
 
 
 def pair_directions(batch: FlowBatch, hashes: FlowHashes | None = None) -> np.ndarray:
