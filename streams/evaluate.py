@@ -89,6 +89,8 @@ class Labels:
     is_voip: np.ndarray = field(default_factory=lambda: np.zeros(0, np.bool_))
     app: list[str] = field(default_factory=list)
     ndpi_proto: list[str] = field(default_factory=list)
+    #: packets of the flow, both directions (0 where the labels do not say)
+    packets: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
 
     def __len__(self) -> int:
         return len(self.pcap)
@@ -117,6 +119,7 @@ def load_labels(path: Path) -> Labels:
     """Read the corpus's ``labels.csv``."""
     labels = Labels()
     voip: list[bool] = []
+    pkts: list[int] = []
     try:
         with path.open(encoding="utf-8", newline="") as f:
             for lineno, row in enumerate(csv.DictReader(f), start=2):
@@ -141,8 +144,13 @@ def load_labels(path: Path) -> Labels:
                 own = (row.get("app") or "").strip().lower()
                 labels.app.append(own or NDPI_APPS.get(row.get("ndpi_app", "").strip(), "other"))
                 labels.ndpi_proto.append(row.get("ndpi_proto", ""))
+                try:
+                    pkts.append(int(row.get("pkts_fwd") or 0) + int(row.get("pkts_rev") or 0))
+                except ValueError:
+                    pkts.append(0)
     except OSError as exc:
         raise LabelError(f"{path}: {exc}") from exc
+    labels.packets = np.array(pkts, dtype=np.int64)
     labels.is_voip = np.array(voip, dtype=np.bool_)
     return labels
 
@@ -277,6 +285,24 @@ def score(
         "false_positive_kinds": dict(fp_kinds.most_common()),
         "false_negative_kinds": dict(fn_kinds.most_common()),
         "confusion": confusion,
+    }
+
+
+def sampling_ceiling(labels: Labels, sampling: int) -> dict[str, float]:
+    """Share of labelled flows that 1-in-N packet sampling can be expected to see.
+
+    A flow of ``k`` packets gets about ``k / N`` sampled packets, so at least
+    one with probability ~``min(1, k / N)`` (periodic sampling with a random
+    phase; random sampling gives ``1 - (1 - 1/N)**k``, a little lower). No
+    classifier's per-labelled-flow recall can beat the VoIP share.
+    """
+    n = max(sampling, 1)
+    p = np.minimum(1.0, labels.packets / n)
+    voip = labels.is_voip
+    return {
+        "sampling": float(n),
+        "expected_observed_share": float(p.mean()) if len(p) else 0.0,
+        "expected_observed_voip_share": float(p[voip].mean()) if voip.any() else 0.0,
     }
 
 

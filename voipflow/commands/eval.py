@@ -168,6 +168,8 @@ def run_one(
     report = ev.score(label_idx, voip, app, labels)
     report["per_capture"] = ev.per_capture(names, label_idx, voip, labels)
     report["failed_captures"] = failures
+    if args.sampling > 1:
+        report["sampling_ceiling"] = ev.sampling_ceiling(labels, args.sampling)
     report["run"] = {
         "version": version,
         "sampling": args.sampling,
@@ -225,6 +227,13 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
             f"F1={po['f1']:.3f} ({po['flows']} flows with a record, "
             f"{po['observed_voip_share']:.1%} of VoIP flows)"
         )
+        if "sampling_ceiling" in r:
+            c = r["sampling_ceiling"]
+            print(
+                f"  1:{args.sampling} sampling can be expected to leave a record for "
+                f"{c['expected_observed_voip_share']:.1%} of VoIP flows "
+                f"({c['expected_observed_share']:.1%} of all): the per labelled flow ceiling"
+            )
         for app_name, a in r["per_app"].items():
             print(f"  {app_name:<11} {a['detected']:>3}/{a['flows']:<3} recall={a['recall']:.2f}")
     if args.json:
