@@ -239,14 +239,38 @@ _PORT_APPS = {
     P_VIBER: "viber",
     P_VOICECHAT: "other_voip",
 }
+# Well-known non-VoIP services (IANA registrations, or the protocol's own
+# documented default where IANA has none). A flow on one of these ports is
+# that service, whatever its packet statistics.
 _UDP_SERVICE = [
-    53, 67, 68, 69, 123, 137, 138, 161, 162, 389, 443, 500, 514, 520, 623, 853, 1194,
-    1701, 1812, 1813, 1900, 2049, 3702, 4500, 4712, 4713, 5353, 5355, 5683, 11211, 17500,
-    27015, 51820,
+    53, 853,            # DNS, DNS over QUIC (RFC 9250)
+    67, 68, 69,         # DHCP, TFTP
+    123,                # NTP: 48-byte packets at a steady rate
+    137, 138,           # NetBIOS
+    161, 162,           # SNMP
+    389,                # CLDAP
+    443,                # QUIC (HTTP/3): video streams of media-like sizes
+    500, 4500, 1701,    # IKE, IPsec NAT-T, L2TP
+    514,                # syslog
+    520,                # RIP
+    623,                # IPMI/RMCP
+    1194, 51820,        # OpenVPN, WireGuard default ports
+    1812, 1813,         # RADIUS
+    1900, 3702, 5353, 5355,  # SSDP, WS-Discovery, mDNS, LLMNR
+    2049,               # NFS
+    4712, 4713,         # IEEE C37.118 synchrophasor streams (the standard's defaults):
+                        # small periodic datagrams at 30-60/s, much like voice
+    5683,               # CoAP (RFC 7252)
+    11211,              # memcached
+    17500,              # Dropbox LAN sync (IANA db-lsp)
+    27015,              # Valve Source game servers (Valve's documented default)
 ]  # fmt: skip
 _TCP_SERVICE = [
-    20, 21, 22, 23, 25, 53, 80, 110, 143, 443, 445, 465, 587, 853, 993, 995, 1433, 3306,
-    3389, 5222, 5223, 5228, 5432, 6379, 8080, 8443, 9092,
+    20, 21, 22, 23, 25, 53, 80, 110, 143, 443, 445, 465, 587, 853, 993, 995,  # IANA
+    1433, 3306, 5432, 6379, 9092,  # databases and brokers
+    3389,                          # RDP
+    5222, 5223, 5228,              # XMPP / push channels (chat, not calls)
+    8080, 8443,                    # HTTP alternates
 ]  # fmt: skip
 
 
@@ -255,24 +279,25 @@ def _port_table(tcp: bool) -> np.ndarray:
     for p in _TCP_SERVICE if tcp else _UDP_SERVICE:
         t[p] = P_SERVICE
     if not tcp:
-        t[6881:6890] = P_SERVICE  # BitTorrent
-    t[5060:5062] = P_SIP
-    t[3478:3482] = P_STUN
+        t[6881:6890] = P_SERVICE  # BitTorrent DHT/uTP (BEP 5 default ports)
+    t[5060:5062] = P_SIP  # RFC 3261 s. 19.1.2 (5061: SIP over TLS)
+    t[3478:3482] = P_STUN  # RFC 8489 (3478); Microsoft 365: Teams media 3478-3481
     if tcp:
         t[1719] = t[1720] = P_H323  # IANA registers both for TCP and UDP
-        t[2000] = P_SCCP
-        t[5349] = P_STUN  # TURN over TLS
-        t[4244] = t[5242] = t[5243] = P_VIBER
-        t[64738] = P_VOICECHAT  # Mumble
+        t[2000] = P_SCCP  # Cisco Skinny (IANA cisco-sccp)
+        t[5349] = P_STUN  # TURN over TLS (RFC 8656)
+        t[4244] = t[5242] = t[5243] = P_VIBER  # Viber's published port list
+        t[64738] = P_VOICECHAT  # Mumble's default server port
     else:
         t[1719] = P_H323
-        t[2427] = t[2727] = P_MGCP
-        t[4569] = P_IAX
-        t[19302:19310] = P_GSTUN
-        t[8801:8811] = P_ZOOM
-        t[50000:50060] = P_TEAMS
+        t[2427] = t[2727] = P_MGCP  # RFC 3435: gateway, call agent
+        t[4569] = P_IAX  # RFC 5456
+        t[19302:19310] = P_GSTUN  # Google Meet network guide
+        t[8801:8811] = P_ZOOM  # Zoom firewall rules: client media
+        t[50000:50060] = P_TEAMS  # Microsoft 365: Teams client source ports
+        # Viber's list (UDP 5243, 9785) and nDPI's default Viber ports (7985, 7987)
         t[5243] = t[7985] = t[7987] = t[9785] = P_VIBER
-        t[9987] = t[64738] = P_VOICECHAT  # TeamSpeak, Mumble
+        t[9987] = t[64738] = P_VOICECHAT  # TeamSpeak 3, Mumble default ports
     return t
 
 
