@@ -41,9 +41,10 @@ BACKGROUND_PORTS = (47000, 80)
 #: keeps hitting the same one of the calls' equally paced streams.
 BACKGROUND = """
 import random, socket, sys, time
-host, sport, dport, seconds = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4])
+src, host = sys.argv[1], sys.argv[2]
+sport, dport, seconds = int(sys.argv[3]), int(sys.argv[4]), float(sys.argv[5])
 s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-s.bind(("", sport))
+s.bind((src, sport))
 rnd = random.Random(7)
 end = time.monotonic() + seconds
 while time.monotonic() < end:
@@ -165,7 +166,7 @@ def record(out: Path, workdir: Path, calls: tuple[Call, ...] = CALLS) -> list[tu
         raise SippUnavailable(f"{G711_PCAP} missing (apt-get install sip-tester)")
     workdir.mkdir(parents=True, exist_ok=True)
     procs: list[subprocess.Popen[bytes]] = []
-    with hosts() as h:
+    with hosts() as h, contextlib.ExitStack() as logs:
         if not h.ns_sub:
             calls = tuple(c for c in calls if not c.v6)
         dump = subprocess.Popen(
@@ -177,15 +178,16 @@ def record(out: Path, workdir: Path, calls: tuple[Call, ...] = CALLS) -> list[tu
             _wait_for_file(out, dump)
             for c in calls:
                 carrier = _addr(h, c, True)
-                uas = _in(h.ns_carrier, ["sipp", "-sn", "uas", "-i", carrier, "-p", str(c.uas_port),
-                                         "-t", c.transport, "-rtp_echo", "-mp", str(c.uas_media),
-                                         "-nostdin", "-m", "1"])  # fmt: skip
-                procs.append(subprocess.Popen(uas, cwd=workdir, stdout=subprocess.DEVNULL,
-                                              stderr=subprocess.DEVNULL))  # fmt: skip
+                uas = _in(h.ns_carrier, [
+                    "sipp", "-sn", "uas", "-i", carrier, "-p", str(c.uas_port), "-t", c.transport,
+                    "-rtp_echo", "-mi", carrier, "-mp", str(c.uas_media), "-nostdin", "-m", "1",
+                ])  # fmt: skip
+                log = logs.enter_context((workdir / f"{c.kind}.uas.log").open("wb"))
+                procs.append(subprocess.Popen(uas, cwd=workdir, stdout=log, stderr=log))
             seconds = max(c.plays for c in calls) * 7.1 + 3
             procs.append(subprocess.Popen(
-                _in(h.ns_sub, [sys.executable, "-c", BACKGROUND, h.web, str(BACKGROUND_PORTS[0]),
-                               str(BACKGROUND_PORTS[1]), str(seconds)]),
+                _in(h.ns_sub, [sys.executable, "-c", BACKGROUND, h.sub, h.web,
+                               *map(str, BACKGROUND_PORTS), str(seconds)]),
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
             ))  # fmt: skip
             time.sleep(1.0)
@@ -199,11 +201,12 @@ def record(out: Path, workdir: Path, calls: tuple[Call, ...] = CALLS) -> list[tu
                                      "-i", sub, "-p", str(c.uac_port), "-mi", sub,
                                      "-mp", str(c.uac_media), "-t", c.transport, "-m", "1",
                                      "-nostdin", "-timeout", "120s"])  # fmt: skip
-                uacs.append(subprocess.Popen(uac, cwd=workdir, stdout=subprocess.DEVNULL,
-                                             stderr=subprocess.DEVNULL))  # fmt: skip
+                log = logs.enter_context((workdir / f"{c.kind}.uac.log").open("wb"))
+                uacs.append(subprocess.Popen(uac, cwd=workdir, stdout=log, stderr=log))
             failed = [c.kind for c, p in zip(calls, uacs, strict=True) if p.wait(timeout=180) != 0]
             if failed:
-                raise RuntimeError(f"sipp calls failed: {failed}")
+                tail = (workdir / f"{failed[0]}.uac.log").read_text(errors="replace")[-1500:]
+                raise RuntimeError(f"sipp calls failed: {failed}; {failed[0]} said:\n{tail}")
             time.sleep(1.0)
         finally:
             for p in procs:
