@@ -196,6 +196,10 @@ class _Held:
 
 DomainKey = tuple[bytes, int]
 
+#: Distinct template set bodies whose parse is kept (all are forgotten at once
+#: when full: a bound against exporters that never repeat themselves).
+PARSED_TEMPLATE_SETS = 4096
+
 
 class Decoder:
     """Decodes lists of export datagrams with the templates in ``templates``."""
@@ -209,6 +213,7 @@ class Decoder:
         self._held_per_domain: dict[DomainKey, list[int]] = {}  # [sets, bytes]
         self._held_bytes = 0
         self._held_next = 0
+        self._parsed: dict[tuple[int, bool, bytes], list[packets.TemplateRecord]] = {}
         self._v5_template = Template(
             packets.V5_TEMPLATE.template_id, packets.V5_TEMPLATE.fields, version=5
         )
@@ -332,7 +337,17 @@ class Decoder:
         chunk_base: Chunk,
     ) -> None:
         options = kind == "options"
-        records = packets.parse_templates(mv, start, end, version, options, self.config.max_fields)
+        # Exporters resend the same template set every few packets: parse each
+        # distinct set once (by its bytes), and refresh what is cached.
+        raw = (version, options, mv[start:end].tobytes())
+        records = self._parsed.get(raw)
+        if records is None:
+            records = packets.parse_templates(
+                mv, start, end, version, options, self.config.max_fields
+            )
+            if len(self._parsed) >= PARSED_TEMPLATE_SETS:
+                self._parsed.clear()
+            self._parsed[raw] = records
         exporter, domain = st.exporter, st.observation_domain_id
         for rec in records:
             if not rec.fields:  # IPFIX withdrawal
@@ -344,15 +359,24 @@ class Decoder:
                     st.templates_withdrawn += 1
                 continue
             key = (exporter, domain, rec.template_id, version)
-            tmpl = Template(rec.template_id, rec.fields, rec.scope_count, version,
-                            chunk_base.received_ms)  # fmt: skip
             before = self.templates.get(key)
-            try:
-                stored = self.templates.put(key, tmpl)
-            except OverflowError as exc:
-                raise packets.BadTemplateError(str(exc)) from exc
-            if stored is not before:
-                st.templates_added += 1
+            if (
+                before is not None
+                and before.fields is rec.fields
+                and before.scope_count == rec.scope_count
+            ):
+                # A re-announcement parsed from the same bytes: only its time moves.
+                before.received_ms = max(before.received_ms, chunk_base.received_ms)
+                stored = before
+            else:
+                tmpl = Template(rec.template_id, rec.fields, rec.scope_count, version,
+                                chunk_base.received_ms)  # fmt: skip
+                try:
+                    stored = self.templates.put(key, tmpl)
+                except OverflowError as exc:
+                    raise packets.BadTemplateError(str(exc)) from exc
+                if stored is not before:
+                    st.templates_added += 1
             if key in self._held_by_key:
                 self._release(call, key, stored)
 

@@ -167,3 +167,21 @@ def test_sequence_loss_and_reorder_counted() -> None:
     st = next(iter(res.stats.values()))
     assert st.sequence_lost == 1 and st.sequence_reordered == 1 and st.sequence_late == 1
     assert st.restarts == 0
+
+
+def test_reannounced_templates_are_refreshed_and_shared() -> None:
+    """A template set seen before (same bytes) is not parsed again, but still
+    refreshes the template's time, and other exporters sending the same
+    bytes get their own templates."""
+    first = datagrams("pmacct-ipfix-viber")[0]  # pmacct's templates
+    other = text_to_addr16("192.0.2.8")
+    cache = TemplateCache(expiry_s=60)
+    dec = Decoder(cache)
+    dec.decode([(first, EXPORTER, T0)])
+    known = len(cache)
+    assert known > 0
+    res = dec.decode([(first, EXPORTER, T0 + 50_000), (first, other, T0 + 50_000)])
+    assert res.stats[(EXPORTER, 0)].templates_added == 0
+    assert sum(s.templates_added for k, s in res.stats.items() if k[0] == other) == known
+    dec.decode([(b"\x00\x0a", EXPORTER, T0 + 100_000)])  # moves the clock past T0 + 60 s
+    assert len(cache) == 2 * known  # refreshed at T0 + 50 s: not expired
