@@ -1,15 +1,20 @@
 """Collect data-set byte ranges of one decode call by template, then build columns.
 
-The decoder walks packets and sets in Python and only *notes* where the
-records of each data set are (:meth:`CallBatch.add_fixed`). At the end of the
+The decoder walks the packets it decodes one by one in Python and only
+*notes* where the records of each data set are (:meth:`CallBatch.add_fixed`);
+plain packets decoded in bulk arrive as records already gathered, with their
+per-packet values as arrays (:meth:`CallBatch.add_bulk`). At the end of the
 call the ranges of each compiled template plan are joined and decoded by one
-``numpy.frombuffer``; per-packet values (export time, sysUptime, exporter,
-domain, sampling) become per-record columns with ``numpy.repeat``.
+``numpy.frombuffer``, put back in the order the datagrams came in, and
+per-packet values (export time, sysUptime, exporter, domain, sampling) become
+per-record columns with ``numpy.repeat``. Nothing here runs per record or per
+packet in Python; options (sampling, application names) are looked up once
+per exporter and domain.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,6 +22,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from collectors.bulk import raw_dtype
 from collectors.plan import RecordMeta, RecordPlan
 from collectors.templates import DomainOptions
 from schemas.flowbatch import FLOW_COLUMNS, FlowBatch, empty_columns, make_batch
@@ -37,13 +43,25 @@ class Chunk:
     header_sampling: int  # v5 header rate, 0 otherwise
 
 
+#: The per-chunk columns of a group: position of the datagram in the call,
+#: records, (exporter, domain) index, receive time, export time, sysUptime,
+#: v5 header sampling.
+_CHUNK_COLUMNS = 7
+
+
 @dataclass(slots=True)
 class Group:
     plan: RecordPlan
     slices: list[Any] = field(default_factory=list)  # fixed: memoryviews
     recs: list[np.ndarray] = field(default_factory=list)  # variable: decoded records
     var: list[dict[int, list[bytes]]] = field(default_factory=list)
-    chunks: list[Chunk] = field(default_factory=list)
+    #: chunks added one at a time: rows of the chunk columns
+    rows: list[tuple[int, int, int, int, int, int, int]] = field(default_factory=list)
+    #: chunks added in bulk: decoded records and their chunk columns
+    bulk_recs: list[np.ndarray] = field(default_factory=list)
+    bulk_chunks: list[tuple[np.ndarray, ...]] = field(default_factory=list)
+    #: position in the call of the first datagram that gave records
+    first: int = 1 << 62
 
 
 @dataclass(slots=True)
@@ -54,10 +72,26 @@ class Built:
 
 
 class CallBatch:
-    """The records of one ``decode`` call, grouped by plan."""
+    """The records of one ``decode`` call, grouped by plan.
+
+    Records keep the order of the datagrams they came from (``index``, set by
+    the decoder before each datagram), however they were added.
+    """
 
     def __init__(self) -> None:
         self.groups: dict[int, Group] = {}
+        self.domains: list[DomainKey] = []
+        self._domain_ids: dict[DomainKey, int] = {}
+        #: position in the call of the datagram being decoded
+        self.index = 0
+
+    def domain_id(self, exporter: bytes, domain: int) -> int:
+        key = (exporter, domain)
+        i = self._domain_ids.get(key)
+        if i is None:
+            i = self._domain_ids[key] = len(self.domains)
+            self.domains.append(key)
+        return i
 
     def _group(self, plan: RecordPlan) -> Group:
         g = self.groups.get(id(plan))
@@ -65,10 +99,16 @@ class CallBatch:
             g = self.groups[id(plan)] = Group(plan)
         return g
 
-    def add_fixed(self, plan: RecordPlan, data: Any, chunk: Chunk) -> None:
+    def _row(self, g: Group, chunk: Chunk, count: int) -> None:
+        g.rows.append((self.index, count, self.domain_id(chunk.exporter, chunk.domain),
+                       chunk.received_ms, chunk.export_ms, chunk.uptime_ms,
+                       chunk.header_sampling))  # fmt: skip
+        g.first = min(g.first, self.index)
+
+    def add_fixed(self, plan: RecordPlan, data: Any, chunk: Chunk, count: int) -> None:
         g = self._group(plan)
         g.slices.append(data)
-        g.chunks.append(chunk)
+        self._row(g, chunk, count)
 
     def add_decoded(
         self, plan: RecordPlan, rec: np.ndarray, var: dict[int, list[bytes]], chunk: Chunk
@@ -76,148 +116,217 @@ class CallBatch:
         g = self._group(plan)
         g.recs.append(rec)
         g.var.append(var)
-        g.chunks.append(chunk)
+        self._row(g, chunk, len(rec))
+
+    def add_bulk(
+        self,
+        plan: RecordPlan,
+        rec: np.ndarray,
+        index: np.ndarray,
+        counts: np.ndarray,
+        domain_id: int,
+        received_ms: np.ndarray,
+        export_ms: np.ndarray,
+        uptime_ms: np.ndarray,
+    ) -> None:
+        """Records of many datagrams of one (exporter, domain), decoded already."""
+        g = self._group(plan)
+        g.bulk_recs.append(rec)
+        zeros = np.zeros(len(index), dtype=np.int64)
+        g.bulk_chunks.append(
+            (index, counts, zeros + domain_id, received_ms, export_ms, uptime_ms, zeros)
+        )
+        if len(index):
+            g.first = min(g.first, int(index[0]))
 
     def build(
         self,
         options: Callable[[bytes, int], DomainOptions | None],
-        override: dict[bytes, int] | Any,
+        override: Mapping[bytes, int],
     ) -> Built:
         parts: list[tuple[dict[str, Any], dict[str, pa.Array], int]] = []
         per_domain: dict[DomainKey, tuple[int, int]] = {}
-        for g in self.groups.values():
-            if not g.chunks:
+        for g in sorted(self.groups.values(), key=lambda g: g.first):
+            if not g.rows and not g.bulk_chunks:
                 continue
-            cols, extras, n = _build_group(g, options, override, per_domain)
+            cols, extras, n = _build_group(g, self.domains, options, override, per_domain)
             if n:
                 parts.append((cols, extras, n))
         return Built(_concat(parts), per_domain)
 
 
-def _build_group(
+def _records_and_chunks(
     g: Group,
-    options: Callable[[bytes, int], DomainOptions | None],
-    override: Any,
-    per_domain: dict[DomainKey, tuple[int, int]],
-) -> tuple[dict[str, Any], dict[str, pa.Array], int]:
+) -> tuple[np.ndarray, dict[int, list[bytes]] | None, list[np.ndarray]]:
+    """A group's records and chunk columns, in the order of the datagrams."""
     plan = g.plan
+    var: dict[int, list[bytes]] | None = None
+    pieces: list[np.ndarray] = []
     if g.slices:
         buf = b"".join(g.slices)
-        rec = np.frombuffer(buf, dtype=plan.dtype, count=len(buf) // plan.fixed_length)
-        var: dict[int, list[bytes]] | None = None
-    else:
-        rec = np.concatenate(g.recs) if len(g.recs) > 1 else g.recs[0]
+        pieces.append(np.frombuffer(buf, dtype=plan.dtype, count=len(buf) // plan.fixed_length))
+    elif g.recs:
+        pieces.append(np.concatenate(g.recs) if len(g.recs) > 1 else g.recs[0])
         var = {}
         for v in g.var:
             for k, vals in v.items():
                 var.setdefault(k, []).extend(vals)
-    chunks = g.chunks
-    counts = np.fromiter((c.count for c in chunks), dtype=np.int64, count=len(chunks))
+    pieces.extend(g.bulk_recs)
+    blocks = list(g.bulk_chunks)
+    if g.rows:
+        blocks.insert(0, tuple(np.array(g.rows, dtype=np.int64).T))
+    chunks = [
+        np.concatenate([b[i] for b in blocks]) if len(blocks) > 1 else blocks[0][i]
+        for i in range(_CHUNK_COLUMNS)
+    ]
+    rec = np.concatenate(pieces) if len(pieces) > 1 else pieces[0]
+    index, counts = chunks[0], chunks[1]
+    if len(blocks) > 1 and np.any(index[1:] < index[:-1]):
+        # Datagrams decoded one by one and in bulk interleave: restore their
+        # order (stable, so the sets of one datagram keep theirs too).
+        order = np.argsort(index, kind="stable")
+        first = np.zeros(len(counts), dtype=np.int64)
+        np.cumsum(counts[:-1], out=first[1:])
+        sorted_counts = counts[order]
+        new_first = np.zeros(len(counts), dtype=np.int64)
+        np.cumsum(sorted_counts[:-1], out=new_first[1:])
+        at = np.repeat(first[order] - new_first, sorted_counts)
+        raw = rec.view(raw_dtype(rec.dtype))  # copied as plain bytes: much faster
+        rec = raw[at + np.arange(len(at), dtype=np.int64)].view(rec.dtype)
+        chunks = [c[order] for c in chunks]
+    return rec, var, chunks
+
+
+def _build_group(
+    g: Group,
+    domains: list[DomainKey],
+    options: Callable[[bytes, int], DomainOptions | None],
+    override: Mapping[bytes, int],
+    per_domain: dict[DomainKey, tuple[int, int]],
+) -> tuple[dict[str, Any], dict[str, pa.Array], int]:
+    plan = g.plan
+    rec, var, (_, counts, dom, received, export, uptime, hsampling) = _records_and_chunks(g)
     n = int(counts.sum())
     if n != len(rec):  # cannot happen: counts are taken from the same slices
         raise AssertionError(f"record count {len(rec)} != chunk total {n}")
     if n == 0:
         return {}, {}, 0
 
-    # Per-chunk values; options (sampling, system init) as known at the end
-    # of the call, so options data later in the same call already applies.
-    opts = [options(c.exporter, c.domain) for c in chunks]
-    default_rate = []
-    sys_init = []
-    for c, o in zip(chunks, opts, strict=True):
-        rate = override.get(c.exporter, 0) if override else 0
-        forced = rate
-        if not rate:
-            rate = c.header_sampling or (o.default_rate() if o is not None else 0) or 1
-        default_rate.append((rate, forced))
-        sys_init.append(o.system_init_ms if o is not None else 0)
+    # Per (exporter, domain) values; options (sampling, system init) as known
+    # at the end of the call, so options data later in the same call applies.
+    present = np.unique(dom).tolist()
+    opts: dict[int, DomainOptions] = {}
+    d_default = np.zeros(len(domains), dtype=np.int64)
+    d_forced = np.zeros(len(domains), dtype=np.int64)
+    d_init = np.zeros(len(domains), dtype=np.int64)
+    d_exporter = np.zeros(len(domains), dtype="S16")
+    d_domain = np.zeros(len(domains), dtype=np.int64)
+    for d in present:
+        exporter, domain = domains[d]
+        o = options(exporter, domain)
+        if o is not None:
+            opts[d] = o
+            d_default[d] = o.default_rate()
+            d_init[d] = o.system_init_ms
+        d_forced[d] = override.get(exporter, 0) if override else 0
+        d_exporter[d] = exporter
+        d_domain[d] = domain
+    single = len(present) == 1 and len(counts) > 0
 
-    def rep(values: list[Any] | np.ndarray, dtype: Any) -> np.ndarray:
-        arr = np.asarray(values, dtype=dtype)
-        return arr.repeat(counts) if len(chunks) > 1 else np.full(n, arr[0], dtype=dtype)
+    def rep(per_chunk: np.ndarray, dtype: Any) -> np.ndarray:
+        if len(counts) == 1:
+            return np.full(n, per_chunk[0], dtype=dtype)
+        return per_chunk.astype(dtype, copy=False).repeat(counts)
+
+    def per_domain_col(values: np.ndarray, dtype: Any) -> np.ndarray:
+        if single:
+            return np.full(n, values[present[0]], dtype=dtype)
+        return values[dom].astype(dtype, copy=False).repeat(counts)
 
     meta = RecordMeta(
-        export_ms=rep([c.export_ms for c in chunks], np.int64),
-        uptime_ms=rep([c.uptime_ms for c in chunks], np.int64),
-        system_init_ms=rep(sys_init, np.int64),
+        export_ms=rep(export, np.int64),
+        uptime_ms=rep(uptime, np.int64),
+        system_init_ms=per_domain_col(d_init, np.int64),
     )
     cols, extras = plan.columns(rec, meta, var)
     out = empty_columns(n)
     for name, col in cols.items():
         if name in out:
             out[name] = col
-    out["time_received_ms"] = rep([c.received_ms for c in chunks], np.uint64)
+    out["time_received_ms"] = rep(received, np.uint64)
     out["export_time_ms"] = meta.export_ms
-    out["exporter_addr"] = rep([c.exporter for c in chunks], "S16")
-    out["observation_domain_id"] = rep([c.domain for c in chunks], np.uint32)
+    out["exporter_addr"] = per_domain_col(d_exporter, "S16")
+    out["observation_domain_id"] = per_domain_col(d_domain, np.uint32)
 
-    # Sampling: forced override > rate in the record > selector id > default.
-    rate = rep([r for r, _ in default_rate], np.uint64)
+    # Sampling: forced override > rate in the record > selector id > v5
+    # header > announced default > 1.
+    chunk_rate = np.where(hsampling > 0, hsampling, d_default[dom])
+    rate = rep(np.where(chunk_rate > 0, chunk_rate, 1), np.uint64)
     rec_rate = cols.get("x_record_sampling")
     if rec_rate is not None:
         rate = np.where(rec_rate > 0, rec_rate, rate)
+    dom_rec = None if single else dom.repeat(counts)
     sel = plan.selector_ids(rec)
     if sel is not None:
-        rate = _selector_rates(sel, chunks, counts, opts, rate)
-    forced = rep([f for _, f in default_rate], np.uint64)
-    rate = np.where(forced > 0, forced, rate)
+        rate = _selector_rates(sel, dom_rec, opts, rate)
+    forced = d_forced[dom]
+    if forced.any():
+        rate = np.where(rep(forced, np.uint64) > 0, rep(forced, np.uint64), rate)
     out["sampling_rate"] = np.minimum(np.maximum(rate, 1), 0xFFFFFFFF)
 
     if "application_id" in cols and "application_name" not in cols:
-        out["application_name"] = _app_names(cols["application_id"], chunks, counts, opts)
+        out["application_name"] = _app_names(cols["application_id"], dom_rec, opts)
 
-    # per-domain figures (records and last rate)
+    # per-domain figures (records and the rate of the last record)
     ends = np.cumsum(counts)
-    for c, e in zip(chunks, ends, strict=True):
-        key = (c.exporter, c.domain)
+    for d in present:
+        mine = (counts > 0) if single else (counts > 0) & (dom == d)
+        key = domains[d]
         prev = per_domain.get(key, (0, 1))
-        per_domain[key] = (
-            prev[0] + c.count,
-            int(out["sampling_rate"][e - 1]) if c.count else prev[1],
-        )
+        last = np.flatnonzero(mine)
+        records = int(counts[mine].sum())
+        rate_last = int(out["sampling_rate"][ends[last[-1]] - 1]) if len(last) else prev[1]
+        per_domain[key] = (prev[0] + records, rate_last)
     return out, extras, n
+
+
+def _rows_of(dom_rec: np.ndarray | None, d: int, n: int) -> np.ndarray | slice:
+    return slice(0, n) if dom_rec is None else np.flatnonzero(dom_rec == d)
 
 
 def _selector_rates(
     sel: np.ndarray,
-    chunks: list[Chunk],
-    counts: np.ndarray,
-    opts: list[DomainOptions | None],
+    dom_rec: np.ndarray | None,
+    opts: dict[int, DomainOptions],
     rate: np.ndarray,
 ) -> np.ndarray:
+    """Rates of the samplers the records name (``selectorId`` / ``samplerId``)."""
     rate = rate.copy()
-    starts = np.concatenate(([0], np.cumsum(counts)[:-1]))
-    seen: dict[int, tuple[DomainOptions, list[int]]] = {}
-    for i, o in enumerate(opts):
-        if o is not None and o.samplers:
-            seen.setdefault(id(o), (o, []))[1].append(i)
-    for o, idxs in seen.values():
+    for d, o in opts.items():
+        if not o.samplers:
+            continue
         keys = np.fromiter(o.samplers.keys(), dtype=np.uint64, count=len(o.samplers))
         vals = np.fromiter(o.samplers.values(), dtype=np.uint64, count=len(o.samplers))
         order = np.argsort(keys)
         keys, vals = keys[order], vals[order]
-        for i in idxs:
-            a, b = starts[i], starts[i] + counts[i]
-            s = sel[a:b]
-            pos = np.searchsorted(keys, s)
-            pos = np.minimum(pos, len(keys) - 1)
-            hit = keys[pos] == s
-            rate[a:b] = np.where(hit, vals[pos], rate[a:b])
+        rows = _rows_of(dom_rec, d, len(sel))
+        s = sel[rows]
+        pos = np.minimum(np.searchsorted(keys, s), len(keys) - 1)
+        rate[rows] = np.where(keys[pos] == s, vals[pos], rate[rows])
     return rate
 
 
 def _app_names(
-    app_ids: np.ndarray, chunks: list[Chunk], counts: np.ndarray, opts: list[DomainOptions | None]
+    app_ids: np.ndarray, dom_rec: np.ndarray | None, opts: dict[int, DomainOptions]
 ) -> pa.Array:
     n = len(app_ids)
     names = np.zeros(n, dtype=np.int64)  # index into the dictionary; 0 = ""
     dictionary = [""]
-    starts = np.concatenate(([0], np.cumsum(counts)[:-1]))
-    for i, o in enumerate(opts):
-        if o is None or not o.app_names:
+    for d, o in opts.items():
+        if not o.app_names:
             continue
-        a, b = int(starts[i]), int(starts[i] + counts[i])
-        uniq, inv = np.unique(app_ids[a:b], return_inverse=True)
+        rows = _rows_of(dom_rec, d, n)
+        uniq, inv = np.unique(app_ids[rows], return_inverse=True)
         idx = []
         for u in uniq.tolist():
             name = o.app_names.get(int(u), "")
@@ -226,7 +335,7 @@ def _app_names(
                 idx.append(len(dictionary) - 1)
             else:
                 idx.append(0)
-        names[a:b] = np.asarray(idx, dtype=np.int64)[inv.reshape(-1)]
+        names[rows] = np.asarray(idx, dtype=np.int64)[inv.reshape(-1)]
     return pc.take(pa.array(dictionary, type=pa.string()), pa.array(names))
 
 

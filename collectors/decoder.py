@@ -24,6 +24,11 @@ from collectors.templates import DomainOptions, Template, TemplateCache, Templat
     res.errors       # [(exporter16, DecodeError), ...] first few, for logs
     cache.save(path)                              # on stop
 
+* Calls of at least ``bulk_min_datagrams`` datagrams take the bulk path:
+  *plain* packets (one data set of a known fixed-length template, as busy
+  exporters send most of the time) are decoded in whole groups with numpy,
+  headers and sequence numbers included (:mod:`collectors.bulk`); the rest
+  one by one. The result is the same as decoding every packet on its own.
 * ``payload`` is one UDP payload (``bytes``/``bytearray``/``memoryview``),
   ``exporter16`` the sender address as 16 bytes (IPv4 mapped into
   ``::ffff:0:0/96``, see ``schemas.flowbatch.text_to_addr16``) and
@@ -64,7 +69,7 @@ from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from collectors import packets
+from collectors import bulk, packets
 from collectors.assemble import CallBatch, Chunk
 from collectors.errors import (
     REASONS,
@@ -79,7 +84,7 @@ from collectors.errors import (
     TruncatedError,
 )
 from collectors.plan import plan_for
-from collectors.sequence import SequenceTracker
+from collectors.sequence import SequenceLog, SequenceTracker
 from collectors.templates import DomainOptions, Template, TemplateCache, TemplateKey
 from schemas.flowbatch import FlowBatch
 
@@ -130,6 +135,10 @@ class DecoderConfig:
     restart_gap: int = 1 << 24
     #: At most this many errors are returned per call in ``DecodeResult.errors``.
     max_errors_kept: int = 32
+    #: Calls with at least this many datagrams take the bulk path (plain
+    #: packets decoded in whole groups, ``collectors.bulk``); 0 never does.
+    #: The result is the same either way.
+    bulk_min_datagrams: int = 8
 
 
 @dataclass(slots=True)
@@ -223,16 +232,16 @@ class Decoder:
     def decode(self, datagrams: Sequence[Datagram]) -> DecodeResult:
         """Decode every datagram; never raises for bad input (see module doc)."""
         call = _Call(CallBatch(), {}, [], self.config.max_errors_kept)
-        now = 0
-        for data, exporter, received_ms in datagrams:
-            now = max(now, received_ms)
-            mv = memoryview(data)
+        now = max((d[2] for d in datagrams), default=0)
+        if self.config.bulk_min_datagrams and len(datagrams) >= self.config.bulk_min_datagrams:
             try:
-                self._datagram(call, mv, exporter, received_ms)
-            except DecodeError as exc:
-                call.error(exporter, call.current_domain, exc)
+                bulk.decode_bulk(self, call, datagrams)
             except Exception as exc:  # a bug must not stop the collector
-                call.error(exporter, call.current_domain, InternalDecodeError(repr(exc)))
+                call.error(datagrams[0][1], 0, InternalDecodeError(repr(exc)))
+        else:
+            for i, (data, exporter, received_ms) in enumerate(datagrams):
+                call.batch.index = i
+                self._one(call, memoryview(data), exporter, received_ms)
         if now:
             self._expire(call, now)
         try:
@@ -262,6 +271,14 @@ class Decoder:
 
     # -- packets ---------------------------------------------------------------
 
+    def _one(self, call: _Call, mv: memoryview, exporter: bytes, received_ms: int) -> None:
+        try:
+            self._datagram(call, mv, exporter, received_ms)
+        except DecodeError as exc:
+            call.error(exporter, call.current_domain, exc)
+        except Exception as exc:  # a bug must not stop the collector
+            call.error(exporter, call.current_domain, InternalDecodeError(repr(exc)))
+
     def _datagram(self, call: _Call, mv: memoryview, exporter: bytes, received_ms: int) -> None:
         call.current_domain = packets.header_domain(mv)
         msg = packets.parse_message(mv)
@@ -270,13 +287,15 @@ class Decoder:
         st.packets += 1
         st.bytes += len(mv)
         st.netflow_version = msg.version
+        if call.seqlog is not None:
+            call.version_at[(exporter, msg.domain)] = call.batch.index
         chunk_base = Chunk(0, exporter, msg.domain, received_ms, msg.export_ms, msg.uptime_ms,
                            msg.sampling)  # fmt: skip
         if msg.version == 5:
             _, start, end = msg.sets[0]
             plan = plan_for(self._v5_template)
-            call.batch.add_fixed(plan, mv[start:end], _with_count(chunk_base, msg.count))
-            self._sequence(st, msg, msg.count, held=False)
+            call.batch.add_fixed(plan, mv[start:end], chunk_base, msg.count)
+            self._sequence(call, st, msg, msg.count, held=False)
             if msg.sampling:
                 st.sampling_rate = msg.sampling
             return
@@ -301,22 +320,35 @@ class Decoder:
         if msg.error is not None:
             call.error(exporter, msg.domain, msg.error)
             held = True  # records of the lost sets are unknown
-        self._sequence(st, msg, units, held, flows)
+        self._sequence(call, st, msg, units, held, flows)
 
     def _is_options(self, st: ExporterStats, set_id: int, version: int) -> bool:
         t = self.templates.get((st.exporter, st.observation_domain_id, set_id, version))
         return t is not None and t.is_options
 
-    def _sequence(
-        self, st: ExporterStats, msg: packets.Message, units: int, held: bool, flows: int = -1
-    ) -> None:
-        key = (st.exporter, msg.domain)
+    def _tracker(self, key: DomainKey) -> SequenceTracker:
         tracker = self._seq.get(key)
         if tracker is None:
             tracker = self._seq[key] = SequenceTracker(
                 self.config.reorder_window, self.config.restart_gap
             )
+        return tracker
+
+    def _sequence(
+        self,
+        call: _Call,
+        st: ExporterStats,
+        msg: packets.Message,
+        units: int,
+        held: bool,
+        flows: int = -1,
+    ) -> None:
+        tracker = self._tracker((st.exporter, msg.domain))
         boot = msg.export_ms - msg.uptime_ms if msg.uptime_ms >= 0 else None
+        if call.seqlog is not None:  # observed later, in order with the bulk packets
+            call.seqlog.add(call.batch.index, msg.sequence, units, units if flows < 0 else flows,
+                            boot, held and msg.version == 10)  # fmt: skip
+            return
         out = tracker.observe(msg.sequence, units, boot, units if flows < 0 else flows)
         st.sequence_lost += out.lost
         st.sequence_late += out.late
@@ -423,13 +455,11 @@ class Decoder:
             rec, var = plan.walk_varlen(mv[start:end], (end - start) // max(
                 tmpl.min_record_length, 1))  # fmt: skip
             if len(rec):
-                call.batch.add_decoded(plan, rec, var, _with_count(chunk_base, len(rec)))
+                call.batch.add_decoded(plan, rec, var, chunk_base)
             return len(rec)
         n = (end - start) // plan.fixed_length
         if n:
-            call.batch.add_fixed(
-                plan, mv[start : start + n * plan.fixed_length], _with_count(chunk_base, n)
-            )
+            call.batch.add_fixed(plan, mv[start : start + n * plan.fixed_length], chunk_base, n)
         return n
 
     # -- options data ------------------------------------------------------------
@@ -539,6 +569,10 @@ class _Call:
     errors: list[tuple[bytes, DecodeError]]
     max_errors: int
     current_domain: int = 0
+    #: bulk decoding: sequence numbers are logged and observed at the end
+    seqlog: SequenceLog | None = None
+    #: bulk decoding: (exporter, domain) -> position of its last parsed datagram
+    version_at: dict[DomainKey, int] = field(default_factory=dict)
 
     def stats_for(self, exporter: bytes, domain: int) -> ExporterStats:
         key = (exporter, domain)
@@ -551,11 +585,6 @@ class _Call:
         self.stats_for(exporter, domain).count_error(exc.reason)
         if len(self.errors) < self.max_errors:
             self.errors.append((exporter, exc))
-
-
-def _with_count(base: Chunk, n: int) -> Chunk:
-    return Chunk(n, base.exporter, base.domain, base.received_ms, base.export_ms, base.uptime_ms,
-                 base.header_sampling)  # fmt: skip
 
 
 def _first_int(rec: dict[tuple[int, int], bytes], keys: tuple[tuple[int, int], ...]) -> int | None:

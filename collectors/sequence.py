@@ -24,6 +24,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import numpy as np
+
 MOD = 1 << 32
 #: Export time (v9: whole seconds) and sysUptime disagree by up to a second
 #: or so between packets of one exporter; a restart moves boot time further.
@@ -38,6 +40,7 @@ class SeqOutcome:
     late: int = 0
     reordered: int = 0
     restart: bool = False
+    restarts: int = 0  # observe_many: how many packets were restarts
 
 
 @dataclass(slots=True)
@@ -93,6 +96,85 @@ class SequenceTracker:
         self._accept(seq, now, boot_ms)
         return out
 
+    def observe_many(
+        self,
+        seqs: np.ndarray,
+        units: np.ndarray,
+        flows: np.ndarray,
+        boots: np.ndarray,
+        has_boot: np.ndarray,
+        resync: np.ndarray,
+    ) -> SeqOutcome:
+        """Packets in the order they arrived, summed: the same as :meth:`observe`
+        for each (and :meth:`resync` after those marked), in a few numpy
+        operations when every packet follows the one before it.
+
+        ``boots`` holds each packet's boot time where ``has_boot`` (not
+        IPFIX); arrays of one length, int64 or bool.
+        """
+        out = SeqOutcome()
+        n = len(seqs)
+        if n == 0:
+            return out
+        start = 0
+        if self.prev_seq is None:
+            self._observe_one(out, seqs, units, flows, boots, has_boot, resync, 0)
+            start = 1
+        if start < n and not resync[start:].any() and self.prev_seq is not None:
+            s = seqs[start:]
+            prev_seq = np.empty(n - start, dtype=np.int64)
+            prev_seq[0] = self.prev_seq
+            prev_seq[1:] = s[:-1]
+            u, f = units[start:], flows[start:]
+            prev_u = np.empty_like(prev_seq)
+            prev_u[0] = self.prev_units[0]
+            prev_u[1:] = u[:-1]
+            prev_f = np.empty_like(prev_seq)
+            prev_f[0] = self.prev_units[1]
+            prev_f[1:] = f[:-1]
+            step = {
+                (False, False): prev_u,
+                (True, True): f,
+                (True, False): u,
+                (False, True): prev_f,
+            }
+            # If one of the modes still possible explains every packet, each
+            # packet narrows the modes to those explaining it (never to none),
+            # so the result is the modes that explain all of them.
+            agree = [m for m in self.modes if np.array_equal((prev_seq + step[m]) % MOD, s)]
+            if agree:
+                self.modes = agree
+                self.prev_seq = int(s[-1])
+                self.prev_units = (int(u[-1]), int(f[-1]))
+                with_boot = np.flatnonzero(has_boot[start:])
+                if len(with_boot):
+                    self.boot_ms = int(boots[start + with_boot[-1]])
+                return out
+        for i in range(start, n):
+            self._observe_one(out, seqs, units, flows, boots, has_boot, resync, i)
+        return out
+
+    def _observe_one(
+        self,
+        out: SeqOutcome,
+        seqs: np.ndarray,
+        units: np.ndarray,
+        flows: np.ndarray,
+        boots: np.ndarray,
+        has_boot: np.ndarray,
+        resync: np.ndarray,
+        i: int,
+    ) -> None:
+        boot = int(boots[i]) if has_boot[i] else None
+        one = self.observe(int(seqs[i]), int(units[i]), boot, int(flows[i]))
+        out.lost += one.lost
+        out.late += one.late
+        out.reordered += one.reordered
+        out.restart = out.restart or one.restart
+        out.restarts += int(one.restart)
+        if resync[i]:
+            self.resync()
+
     def _accept(self, seq: int, units: tuple[int, int], boot_ms: int | None) -> None:
         self.prev_seq = seq
         self.prev_units = units
@@ -104,3 +186,43 @@ def _boot_moved(new: int, old: int) -> bool:
     d = abs(new - old)
     # The 32-bit sysUptime wraps every 49.7 days: boot time then jumps by 2^32 ms.
     return d > BOOT_TOLERANCE_MS and abs(d - MOD) > BOOT_TOLERANCE_MS
+
+
+class SequenceLog:
+    """Sequence numbers of a decode call's packets, by position, observed later.
+
+    The bulk decoder handles plain packets in whole groups and the others one
+    at a time, out of arrival order; both write here, and each exporter's
+    tracker then sees its packets in arrival order (:meth:`replay`).
+    """
+
+    def __init__(self, n: int) -> None:
+        self.seq = np.zeros(n, dtype=np.int64)
+        self.units = np.zeros(n, dtype=np.int64)
+        self.flows = np.zeros(n, dtype=np.int64)
+        self.boot = np.zeros(n, dtype=np.int64)
+        self.has_boot = np.zeros(n, dtype=bool)
+        self.resync = np.zeros(n, dtype=bool)
+        self.seen = np.zeros(n, dtype=bool)
+
+    def add(self, i: int, seq: int, units: int, flows: int, boot: int | None, resync: bool) -> None:
+        self.seq[i] = seq
+        self.units[i] = units
+        self.flows[i] = flows
+        if boot is not None:
+            self.boot[i] = boot
+            self.has_boot[i] = True
+        self.resync[i] = resync
+        self.seen[i] = True
+
+    def replay(self, tracker: SequenceTracker, positions: np.ndarray) -> SeqOutcome:
+        """Observe the logged packets among ``positions`` (ascending) with ``tracker``."""
+        at = positions[self.seen[positions]]
+        return tracker.observe_many(
+            self.seq[at],
+            self.units[at],
+            self.flows[at],
+            self.boot[at],
+            self.has_boot[at],
+            self.resync[at],
+        )

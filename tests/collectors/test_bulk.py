@@ -1,0 +1,210 @@
+"""The decoder's bulk path gives exactly what decoding packet by packet gives.
+
+``DecoderConfig(bulk_min_datagrams=0)`` decodes every datagram on its own
+(the reference); ``bulk_min_datagrams=1`` sends every call through the bulk
+path (``collectors.bulk``). Both must return the same batch (same rows in
+the same order), the same statistics and errors, and leave the same state
+(templates, held data, sequence trackers) for the next call. The streams mix
+what makes the bulk path fall back or cut its runs: templates and options
+in between data, data before its template, a template id reused with
+another layout, several exporters and domains, v9 and IPFIX from one
+exporter, loss, reordering and duplicates, and the fixtures of real exporters.
+"""
+
+from __future__ import annotations
+
+import struct
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from collectors.decoder import Datagram, Decoder, DecoderConfig, DecodeResult
+from collectors.encoder import make_encoder
+from collectors.pcapfile import iter_udp
+from collectors.templates import TemplateCache
+from schemas.flowbatch import text_to_addr16
+from tests.collectors.test_encoder import BOOT, T0, random_flows
+
+DATA = Path(__file__).parent / "data"
+EXPORTERS = [text_to_addr16(a) for a in ("192.0.2.1", "192.0.2.2", "2001:db8::7")]
+
+
+def assert_same(a: DecodeResult, b: DecodeResult) -> None:
+    """Two decode results are equal: rows in order, extras, statistics, errors."""
+    assert a.batch.num_rows == b.batch.num_rows
+    for name, col in a.batch.columns.items():
+        other = b.batch.columns[name]
+        if isinstance(col, np.ndarray):
+            assert np.array_equal(col, other), name
+        else:
+            assert col.equals(other), name
+    assert a.batch.extras.keys() == b.batch.extras.keys()
+    for name, arr in a.batch.extras.items():
+        assert arr.equals(b.batch.extras[name]), name
+    assert a.stats == b.stats
+    assert sorted((e, x.reason, str(x)) for e, x in a.errors) == sorted(
+        (e, x.reason, str(x)) for e, x in b.errors
+    )
+
+
+def _state(dec: Decoder) -> tuple[Any, ...]:
+    cache = dec.templates
+    keys = cache.keys()
+    templates = sorted(
+        (k, t.fields, t.scope_count, t.received_ms) for k in keys if (t := cache.get(k)) is not None
+    )
+    seq = sorted(
+        (k, t.prev_seq, t.prev_units, t.boot_ms, tuple(t.modes)) for k, t in dec._seq.items()
+    )
+    return templates, seq, dec.held_sets, dec.held_bytes
+
+
+def both_ways(calls: list[list[Datagram]]) -> list[DecodeResult]:
+    """Decode ``calls`` one by one and in bulk; assert equality; the bulk results."""
+    one = Decoder(TemplateCache(), DecoderConfig(bulk_min_datagrams=0))
+    many = Decoder(TemplateCache(), DecoderConfig(bulk_min_datagrams=1))
+    out = []
+    for datagrams in calls:
+        a, b = one.decode(datagrams), many.decode(datagrams)
+        assert_same(a, b)
+        assert _state(one) == _state(many)
+        out.append(b)
+    return out
+
+
+def split(datagrams: list[Datagram], size: int) -> list[list[Datagram]]:
+    return [datagrams[i : i + size] for i in range(0, len(datagrams), size)]
+
+
+@pytest.mark.parametrize("name", sorted(p.stem for p in DATA.glob("*.pcap")))
+@pytest.mark.parametrize("size", [1, 3, 1000])
+def test_fixtures(name: str, size: int) -> None:
+    payloads = [d.payload for d in iter_udp((DATA / f"{name}.pcap").read_bytes())]
+    dgs = [(p, EXPORTERS[0], T0 + i) for i, p in enumerate(payloads)]
+    results = both_ways(split(dgs, size))
+    assert sum(r.batch.num_rows for r in results) > 0
+
+
+def _stream(
+    version: int, n: int, seed: int, sampling: int, refresh: int, domain: int, base: int = 256
+) -> list[bytes]:
+    enc = make_encoder(
+        version,
+        boot_time_ms=BOOT,
+        sampling_rate=sampling,
+        template_refresh_packets=refresh,
+        observation_domain_id=domain,
+        template_id_base=base,
+    )
+    cols = random_flows(n, seed, v6_share=0.5)
+    out: list[bytes] = []
+    for r, lo in enumerate(range(0, n, 300)):
+        out += enc.encode({k: v[lo : lo + 300] for k, v in cols.items()}, T0 + 1000 * r)
+    return out
+
+
+def test_plain_stream_goes_through_the_bulk_path() -> None:
+    """The benchmark's kind of stream: bulk decodes it, and the same way."""
+    dgs = [(d, EXPORTERS[0], T0) for d in _stream(10, 3000, 1, 1, 20, 1)]
+    res = both_ways([dgs])[0]
+    assert res.batch.num_rows == 3000
+    st_ = res.stats[(EXPORTERS[0], 1)]
+    assert st_.records == 3000 and st_.sequence_lost == 0 and st_.packets == len(dgs)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    seed=st.integers(0, 2**32 - 1),
+    sampling=st.sampled_from([1, 10]),
+    refresh=st.integers(1, 25),
+    size=st.integers(1, 200),
+    mix_v9=st.booleans(),
+    reused_id=st.booleans(),
+    held_first=st.integers(0, 5),
+    edits=st.lists(st.tuples(st.sampled_from("dsxl"), st.integers(0, 10_000)), max_size=12),
+)
+def test_mixed_streams_decode_the_same(
+    seed: int,
+    sampling: int,
+    refresh: int,
+    size: int,
+    mix_v9: bool,
+    reused_id: bool,
+    held_first: int,
+    edits: list[tuple[str, int]],
+) -> None:
+    rng = np.random.default_rng(seed)
+    streams: list[list[tuple[bytes, bytes]]] = []
+    for k, exporter in enumerate(EXPORTERS):
+        for domain in (1, 2):
+            version = 9 if mix_v9 and domain == 2 else 10
+            dgs = _stream(version, 400, seed + k * 7 + domain, sampling, refresh, domain)
+            streams.append([(d, exporter) for d in dgs])
+    if reused_id:
+        # The same exporter and domain announces template 257 with the IPv6
+        # layout, then (base 257) with the IPv4 one: a layout change mid-call.
+        other = _stream(10, 300, seed + 99, sampling, refresh, 1, base=257)
+        streams.append([(d, EXPORTERS[0]) for d in other])
+    # Interleave the exporters' streams at random, each in its own order.
+    heads = [0] * len(streams)
+    merged: list[tuple[bytes, bytes]] = []
+    while any(h < len(s) for h, s in zip(heads, streams, strict=True)):
+        live = [i for i, s in enumerate(streams) if heads[i] < len(s)]
+        i = live[int(rng.integers(len(live)))]
+        merged.append(streams[i][heads[i]])
+        heads[i] += 1
+    # Data before its template: move the first packets behind later ones.
+    merged = merged[held_first:] + merged[:held_first] if held_first else merged
+    for op, at in edits:  # drop, swap, duplicate, truncate
+        if not merged:
+            break
+        j = at % len(merged)
+        if op == "d":
+            del merged[j]
+        elif op == "s" and j + 1 < len(merged):
+            merged[j], merged[j + 1] = merged[j + 1], merged[j]
+        elif op == "x":
+            merged.insert(j, merged[j])
+        elif op == "l":
+            d, e = merged[j]
+            merged[j] = (d[: at % max(len(d), 1)], e)
+    dgs = [(d, e, T0 + i) for i, (d, e) in enumerate(merged)]
+    both_ways(split(dgs, size))
+
+
+def test_sequence_gaps_and_reordering_inside_a_bulk_call() -> None:
+    dgs = [(d, EXPORTERS[1], T0) for d in _stream(10, 3000, 5, 1, 1000, 3)]
+    swapped = [dgs[0], *dgs[3:10], dgs[2], dgs[1], *dgs[11:]]  # lose dgs[10]
+    res = both_ways([swapped])[0]
+    st_ = res.stats[(EXPORTERS[1], 3)]
+    assert st_.sequence_lost > 0 and st_.sequence_reordered == 2
+
+
+def _ipfix(sets: bytes, seq: int, domain: int = 1) -> bytes:
+    return struct.pack(">HHIII", 10, 16 + len(sets), 1_700_000_000, seq, domain) + sets
+
+
+def _set(set_id: int, body: bytes) -> bytes:
+    return struct.pack(">HH", set_id, 4 + len(body)) + body
+
+
+def test_plain_packets_take_samplers_and_app_names_from_options() -> None:
+    """Options data in one packet, plain data packets naming samplers and
+    applications after it: the gathered records get the rates and names."""
+    opt = struct.pack(">HHH", 500, 3, 1) + struct.pack(">HHHHHH", 302, 2, 305, 4, 306, 4)
+    opt2 = struct.pack(">HHH", 501, 2, 1) + struct.pack(">HHHH", 95, 4, 96, 0xFFFF)
+    flow = struct.pack(">HH", 600, 3) + struct.pack(">HHHHHH", 8, 4, 302, 2, 95, 4)
+    first = _set(3, opt + opt2) + _set(2, flow)
+    first += _set(500, struct.pack(">HII", 1, 1, 99) + struct.pack(">HII", 2, 1, 9))
+    first += _set(501, b"\x0d\x00\x00\x05\x04sip!")
+    recs = struct.pack(">IH", 1, 1) + b"\x0d\x00\x00\x05" + struct.pack(">IH", 2, 2) + b"\0" * 4
+    dgs = [(_ipfix(first, 0), EXPORTERS[0], T0)]
+    dgs += [(_ipfix(_set(600, recs), 2 + 2 * i), EXPORTERS[0], T0 + i) for i in range(10)]
+    res = both_ways([dgs])[0]
+    assert res.batch["sampling_rate"].tolist() == [100, 10] * 10
+    assert res.batch["application_name"].to_pylist() == ["sip!", ""] * 10
+    assert res.stats[(EXPORTERS[0], 1)].sequence_lost == 0
