@@ -56,6 +56,21 @@ def test_address_text_round_trip() -> None:
         assert fb.addr_to_text(raw) == (text if text != "::ffff:0:1" else "0.0.0.1")
 
 
+def test_address_columns_keep_all_16_bytes_from_any_layout() -> None:
+    """to_arrow shares a contiguous S16 buffer; strided and trailing-zero
+    addresses come out byte for byte (compressed stream too)."""
+    raw = np.array([fb.text_to_addr16(t) for t in ("10.0.0.1", "::", "2001:db8::", "::1")], "S16")
+    strided = np.repeat(raw, 2)[::2]  # a non-contiguous view
+    batch = fb.make_batch({"src_addr": raw, "dst_addr": raw[::-1]})
+    batch.columns["exporter_addr"] = strided
+    for value in (fb.encode(batch), fb.encode_view(batch, "lz4")):
+        back = fb.decode(value)
+        assert back["src_addr"].tobytes() == raw.tobytes()
+        assert back["dst_addr"].tobytes() == raw[::-1].tobytes()
+        assert back["exporter_addr"].tobytes() == raw.tobytes()
+    assert fb.addr16_to_arrow(raw).to_pylist() == [bytes(r).ljust(16, b"\0") for r in raw]
+
+
 def test_take_selects_rows() -> None:
     batch = fb.make_batch({"packets": [1, 2, 3], "application_name": pa.array(["a", "b", "c"])})
     sub = batch.take(np.array([True, False, True]))
