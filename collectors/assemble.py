@@ -25,7 +25,7 @@ import pyarrow.compute as pc
 from collectors.bulk import raw_dtype
 from collectors.plan import RecordMeta, RecordPlan
 from collectors.templates import DomainOptions
-from schemas.flowbatch import FLOW_COLUMNS, FlowBatch, empty_columns, make_batch
+from schemas.flowbatch import FLOW_COLUMNS, FlowBatch, make_batch
 
 DomainKey = tuple[bytes, int]
 
@@ -214,7 +214,7 @@ def _build_group(
 
     # Per (exporter, domain) values; options (sampling, system init) as known
     # at the end of the call, so options data later in the same call applies.
-    present = np.unique(dom).tolist()
+    present = [int(dom[0])] if dom.min() == dom.max() else np.unique(dom).tolist()
     opts: dict[int, DomainOptions] = {}
     d_default = np.zeros(len(domains), dtype=np.int64)
     d_forced = np.zeros(len(domains), dtype=np.int64)
@@ -249,10 +249,8 @@ def _build_group(
         system_init_ms=per_domain_col(d_init, np.int64),
     )
     cols, extras = plan.columns(rec, meta, var)
-    out = empty_columns(n)
-    for name, col in cols.items():
-        if name in out:
-            out[name] = col
+    # Core columns the template has; make_batch fills the others with defaults.
+    out = {name: col for name, col in cols.items() if name in FLOW_COLUMNS}
     out["time_received_ms"] = rep(received, np.uint64)
     out["export_time_ms"] = meta.export_ms
     out["exporter_addr"] = per_domain_col(d_exporter, "S16")
@@ -345,19 +343,18 @@ def _concat(parts: list[tuple[dict[str, Any], dict[str, pa.Array], int]]) -> Flo
     if len(parts) == 1:
         cols, extras, _ = parts[0]
         return make_batch(cols, extras)
-    cols = {}
+    batches = [make_batch(cols, extras) for cols, extras, _ in parts]
+    joined = {}
     for name in FLOW_COLUMNS:
-        pieces = [p[0][name] for p in parts]
-        if isinstance(pieces[0], pa.Array) or any(isinstance(x, pa.Array) for x in pieces):
-            cols[name] = pa.concat_arrays(
-                [x if isinstance(x, pa.Array) else pa.array(x, pa.string()) for x in pieces]
-            )
+        pieces = [b.columns[name] for b in batches]
+        if isinstance(pieces[0], pa.Array):
+            joined[name] = pa.concat_arrays(pieces)
         else:
-            cols[name] = np.concatenate(pieces)
-    names = sorted({k for p in parts for k in p[1]})
+            joined[name] = np.concatenate(pieces)
+    names = sorted({k for b in batches for k in b.extras})
     extras = {}
     for k in names:
         extras[k] = pa.concat_arrays(
-            [p[1][k] if k in p[1] else pa.nulls(p[2], pa.binary()) for p in parts]
+            [b.extras[k] if k in b.extras else pa.nulls(b.num_rows, pa.binary()) for b in batches]
         )
-    return make_batch(cols, extras)
+    return make_batch(joined, extras)

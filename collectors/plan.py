@@ -27,7 +27,7 @@ import pyarrow as pa
 from collectors import ies
 from collectors.errors import BadRecordError, BadTemplateError
 from collectors.templates import VARLEN, Template
-from schemas.flowbatch import ipv4_to_addr16
+from schemas.flowbatch import FLOW_COLUMNS, ipv4_to_addr16
 
 NTP_UNIX_OFFSET_S = 2208988800
 #: sysUptime-relative times up to this far after the header's uptime are jitter.
@@ -191,6 +191,18 @@ class RecordPlan:
                 return ies.as_uint64(rec[pf.name])
         return None
 
+    def _get_as(self, rec: np.ndarray, keys: tuple[Key, ...], dtype: str) -> np.ndarray | None:
+        """Like :meth:`_get`, converted to the core column's ``dtype`` in one pass
+        (values wider than it keep their low bits, as ``astype`` from uint64 would)."""
+        for k in keys:
+            pf = self.first.get(k)
+            if pf is not None and pf.length != VARLEN and pf.length:
+                col = rec[pf.name]
+                if col.dtype.kind in "ui":
+                    return col.astype(dtype)
+                return ies.as_uint64(col).astype(dtype)
+        return None
+
     def columns(
         self, rec: np.ndarray, meta: RecordMeta, var: dict[int, list[bytes]] | None = None
     ) -> tuple[dict[str, Any], dict[str, pa.Array]]:
@@ -231,17 +243,17 @@ class RecordPlan:
             cols["ip_version"] = np.where(ipv > 0, ipv, cols["ip_version"]).astype(np.uint8)
 
         for name, keys in _SIMPLE.items():
-            v = self._get(rec, keys)
+            v = self._get_as(rec, keys, FLOW_COLUMNS[name][0])
             if v is not None:
                 cols[name] = v
         if "dst_port" not in cols or not np.any(cols["dst_port"]):
-            icmp = self._get(rec, ((0, 32), (0, 139)))
+            icmp = self._get_as(rec, ((0, 32), (0, 139)), "u2")
             if icmp is not None:
-                base = cols.get("dst_port", np.zeros(n, dtype=np.uint64))
+                base = cols.get("dst_port", np.zeros(n, dtype=np.uint16))
                 cols["dst_port"] = np.where(base == 0, icmp, base)
-        flags = self._get(rec, ((0, 6),))
+        flags = self._get_as(rec, ((0, 6),), "u1")
         if flags is not None:
-            cols["tcp_flags"] = flags & 0xFF
+            cols["tcp_flags"] = flags
         for name, keys in (
             ("packets", _PACKETS),
             ("bytes", _BYTES),

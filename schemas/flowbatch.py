@@ -192,19 +192,26 @@ def empty_strings(n: int) -> pa.Array:
     return pa.StringArray.from_buffers(n, offsets, pa.py_buffer(b""))
 
 
+#: Core columns whose default is not 0 (or "").
+_DEFAULTS = {"flow_direction": 255, "sampling_rate": 1}
+
+
+def default_column(name: str, n: int) -> Any:
+    """The core column ``name`` of ``n`` records holding its documented default."""
+    dt = FLOW_COLUMNS[name][0]
+    if dt == "str":
+        return empty_strings(n)
+    if dt == "S16":
+        return np.zeros(n, dtype="S16")
+    fill = _DEFAULTS.get(name, 0)
+    if fill:
+        return np.full(n, fill, dtype=np.dtype(dt))
+    return np.zeros(n, dtype=np.dtype(dt))
+
+
 def empty_columns(n: int) -> dict[str, Any]:
     """Columns of ``n`` records holding the documented defaults."""
-    cols: dict[str, Any] = {}
-    for name, (dt, _) in FLOW_COLUMNS.items():
-        if dt == "str":
-            cols[name] = empty_strings(n)
-        elif dt == "S16":
-            cols[name] = np.zeros(n, dtype="S16")
-        else:
-            cols[name] = np.zeros(n, dtype=np.dtype(dt).newbyteorder("="))
-    cols["flow_direction"][:] = 255
-    cols["sampling_rate"][:] = 1
-    return cols
+    return {name: default_column(name, n) for name in FLOW_COLUMNS}
 
 
 def make_batch(
@@ -219,18 +226,22 @@ def make_batch(
     if len(lengths) > 1:
         raise BatchSchemaError(f"columns differ in length: {sorted(lengths)}")
     n = lengths.pop() if lengths else 0
-    cols = empty_columns(n)
+    cols: dict[str, Any] = {}
+    for name, (dt, _) in FLOW_COLUMNS.items():
+        col = columns.get(name)
+        if col is None:
+            cols[name] = default_column(name, n)
+        elif dt == "str":
+            cols[name] = col if isinstance(col, pa.Array) else pa.array(list(col), pa.string())
+        elif dt == "S16":
+            cols[name] = np.asarray(col, dtype="S16")
+        else:
+            cols[name] = np.asarray(col).astype(dt, copy=False)
     extra_cols = dict(extras or {})
     for name, col in columns.items():
         if name in FLOW_COLUMNS:
-            dt = FLOW_COLUMNS[name][0]
-            if dt == "str":
-                cols[name] = col if isinstance(col, pa.Array) else pa.array(list(col), pa.string())
-            elif dt == "S16":
-                cols[name] = np.asarray(col, dtype="S16")
-            else:
-                cols[name] = np.asarray(col).astype(dt, copy=False)
-        elif name.startswith(EXTRA_PREFIXES):
+            continue
+        if name.startswith(EXTRA_PREFIXES):
             extra_cols[name] = col if isinstance(col, pa.Array) else pa.array(col)
         else:
             raise BatchSchemaError(f"unknown column {name!r}: extras must start with ie_ or x_")
