@@ -20,10 +20,19 @@ against ``goflow2-kafka``, the others against ``goflow2`` writing to a file)::
 
     python -m benchmarks.collector_bench [--records 1000000] [--rate 200000]
         [--rounds 3] [--streams ipfix4,ipfix6,v9] [--receivers ...]
+        [--exporters 1] [--baseline DIR]
         [--bootstrap HOST:PORT] [--json OUT] [--set VOIPFLOW_X=V ...]
 
 A receiver written ``voipflow-kafka@VOIPFLOW_X=V,...`` runs with those
-settings too, so that variants are compared in the same run.
+settings too, so that variants are compared in the same run. With
+``--baseline DIR`` (another checkout, e.g. ``git worktree add DIR main``)
+every voipflow receiver also runs from there, as ``<receiver>~base``, in the
+same rounds: before and after a change, measured side by side.
+
+``--exporters N`` sends the records from N exporters (loopback source
+addresses 127.0.x.y, 127.1.x.y, ...; each its own export process with its
+own templates and sequence numbers, datagrams interleaved): how CPU and
+peak RSS grow with the exporters and templates a collector keeps.
 
 Receivers: ``voipflow-kafka`` (decode and publish to a real local broker:
 ``--bootstrap``, else one is started with ``voipflow.broker``; add
@@ -106,31 +115,69 @@ def flow_columns(n: int, ip_version: int, seed: int = 7) -> dict[str, np.ndarray
     }
 
 
-def make_stream(kind: str, n: int) -> list[bytes]:
-    """Export datagrams carrying ``n`` records: ipfix4, ipfix6 or v9 (IPv4)."""
+@dataclass
+class Stream:
+    """Export datagrams and, for each, which exporter sends it."""
+
+    datagrams: list[bytes]
+    sources: list[int]
+    exporters: int = 1
+
+
+def exporter_address(i: int) -> str:
+    """Loopback source address of exporter ``i`` (127.0.0.1 is the receiver's)."""
+    return f"127.{1 + i // 62500}.{i // 250 % 250}.{1 + i % 250}"
+
+
+def make_stream(kind: str, n: int, exporters: int = 1) -> Stream:
+    """Export datagrams carrying ``n`` records: ipfix4, ipfix6 or v9 (IPv4).
+
+    With several exporters the records are split between them; each has its
+    own export process (templates, sequence numbers) and its datagrams are
+    interleaved with the others', as a collector sees a network's routers.
+    """
     version = 9 if kind == "v9" else 10
     cols = flow_columns(n, 6 if kind == "ipfix6" else 4)
-    enc = make_encoder(version, observation_domain_id=1)
-    return enc.encode(cols, int(time.time() * 1000))
+    now = int(time.time() * 1000)
+    per: list[list[bytes]] = []
+    for i in range(exporters):
+        enc = make_encoder(version, observation_domain_id=1)
+        part = {k: v[i::exporters] for k, v in cols.items()}
+        per.append(enc.encode(part, now) if len(part["packets"]) else [])
+    datagrams: list[bytes] = []
+    sources: list[int] = []
+    for k in range(max(len(d) for d in per)):
+        for i, dgs in enumerate(per):
+            if k < len(dgs):
+                datagrams.append(dgs[k])
+                sources.append(i)
+    return Stream(datagrams, sources, exporters)
 
 
-def send(datagrams: list[bytes], port: int, rate_records: float, per_datagram: float) -> float:
+def send(stream: Stream, port: int, rate_records: float, per_datagram: float) -> float:
     """Send to 127.0.0.1:``port`` at ``rate_records`` records/s; return seconds taken."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 << 20)
+    socks = []
+    for i in range(stream.exporters):
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 << 20)
+        if stream.exporters > 1:
+            sock.bind((exporter_address(i), 0))
+        socks.append(sock)
+    sendto = [s.sendto for s in socks]
     addr = ("127.0.0.1", port)
     per_s = rate_records / per_datagram
+    datagrams, sources = stream.datagrams, stream.sources
     t0 = time.perf_counter()
     sent = 0
     total = len(datagrams)
-    sendto = sock.sendto
     while sent < total:
         due = min(total, int((time.perf_counter() - t0) * per_s) + 1)
         while sent < due:
-            sendto(datagrams[sent], addr)
+            sendto[sources[sent]](datagrams[sent], addr)
             sent += 1
         time.sleep(0.001)
-    sock.close()
+    for s in socks:
+        s.close()
     return time.perf_counter() - t0
 
 
@@ -242,7 +289,7 @@ class VoipflowReceiver(Receiver):
         self.log = open(self.workdir / "collect.log", "wb")  # noqa: SIM115
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "voipflow", "collect", "--output", output],
-            cwd=REPO,
+            cwd=self.extra.get("repo", REPO),
             env=env,
             stdout=self.log,
             stderr=subprocess.STDOUT,
@@ -395,15 +442,19 @@ class Result:
 def run_one(
     stream: str,
     receiver: str,
-    datagrams: list[bytes],
+    packets: Stream,
     n: int,
     rate: float,
     bootstrap: str,
     settings: dict[str, str] | None = None,
+    baseline: str = "",
 ) -> Result:
     # "voipflow-kafka@VOIPFLOW_X=1,VOIPFLOW_Y=2": the same receiver with more
-    # settings, so variants can be compared within one run.
-    kind, _, variant = receiver.partition("@")
+    # settings, so variants can be compared within one run; "...~base": the
+    # same receiver run from the --baseline checkout.
+    name, base, _ = receiver.partition("~")
+    repo = Path(baseline) if base and baseline else REPO
+    kind, _, variant = name.partition("@")
     settings = {**(settings or {}), **dict(kv.split("=", 1) for kv in variant.split(",") if kv)}
     work = Path(tempfile.mkdtemp(prefix=f"bench-{kind}-"))
     port = free_port()
@@ -412,10 +463,15 @@ def run_one(
             receiver,
             port,
             work,
-            extra={"output": "kafka", "bootstrap": bootstrap, "settings": settings or {}},
+            extra={
+                "output": "kafka",
+                "bootstrap": bootstrap,
+                "settings": settings or {},
+                "repo": repo,
+            },
         ),
         "voipflow-null": lambda: VoipflowReceiver(
-            receiver, port, work, extra={"output": "null", "settings": settings or {}}
+            receiver, port, work, extra={"output": "null", "settings": settings or {}, "repo": repo}
         ),
         "goflow2": lambda: GoFlow2Receiver(receiver, port, work, extra={"format": "bin"}),
         "goflow2-json": lambda: GoFlow2Receiver(receiver, port, work, extra={"format": "json"}),
@@ -435,7 +491,7 @@ def run_one(
         assert rx.proc is not None
         pid = rx.proc.pid
         cpu0 = wait_idle(pid, quiet_s=0.5)
-        send_s = send(datagrams, port, rate, n / len(datagrams))
+        send_s = send(packets, port, rate, n / len(packets.datagrams))
         rx.settled(n)
         cpu1 = cpu_seconds(pid)
         rss = peak_rss_mb(pid)
@@ -499,7 +555,7 @@ def table(results: list[Result]) -> str:
     for r in results:
         groups.setdefault((r.stream, r.receiver), []).append(r)
     lines = [
-        f"{'stream':<8} {'receiver':<15} {'runs':>4} {'sent':>9} {'records':>9} {'loss':>8} "
+        f"{'stream':<8} {'receiver':<20} {'runs':>4} {'sent':>9} {'records':>9} {'loss':>8} "
         f"{'CPU s':>7} {'rec/CPU-s':>11} {'vs GoFlow2':>10} {'RSS MB':>7}"
     ]
     # Each receiver is compared with GoFlow2 doing the same job: publishing to
@@ -517,7 +573,7 @@ def table(results: list[Result]) -> str:
         med = meds[stream, receiver]
         ratio = med / peer(stream, receiver)
         lines.append(
-            f"{stream:<8} {receiver:<15} {len(rs):>4} {rs[0].sent:>9} "
+            f"{stream:<8} {receiver:<20} {len(rs):>4} {rs[0].sent:>9} "
             f"{int(statistics.median(r.records for r in rs)):>9} "
             f"{int(statistics.median(r.sent - r.records for r in rs)):>8} "
             f"{statistics.median(r.cpu_s for r in rs):>7.2f} {med:>11,.0f} {ratio:>10.2f} "
@@ -531,10 +587,23 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--records", type=int, default=1_000_000, help="records per stream and run")
     ap.add_argument("--rate", type=float, default=200_000, help="records per second sent")
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument(
+        "--exporters",
+        type=int,
+        default=1,
+        help="distinct exporters (loopback source addresses, each with its own templates)",
+    )
     ap.add_argument("--streams", default=",".join(STREAMS))
     ap.add_argument("--receivers", default=",".join(RECEIVERS))
     ap.add_argument("--bootstrap", default="", help="Kafka for voipflow-kafka (else started)")
     ap.add_argument("--json", help="write every run's figures here")
+    ap.add_argument(
+        "--baseline",
+        default="",
+        metavar="DIR",
+        help="another checkout (e.g. a git worktree of main): each voipflow receiver also "
+        "runs from there as <receiver>~base, in the same rounds",
+    )
     ap.add_argument(
         "--set",
         action="append",
@@ -545,6 +614,13 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     streams = [s for s in args.streams.split(",") if s]
     receivers = [r for r in args.receivers.split(",") if r]
+    if args.baseline:
+        with_base = []
+        for r in receivers:
+            with_base.append(r)
+            if r.startswith("voipflow-"):
+                with_base.append(f"{r}~base")
+        receivers = with_base
     settings = dict(item.split("=", 1) for item in args.set)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # receivers stop in finally
     wants_goflow2 = any(r.startswith("goflow2") for r in receivers)
@@ -566,16 +642,27 @@ def main(argv: list[str] | None = None) -> int:
     results: list[Result] = []
     try:
         for stream in streams:
-            datagrams = make_stream(stream, args.records)
-            print(f"# {stream}: {args.records} records in {len(datagrams)} datagrams", flush=True)
+            packets = make_stream(stream, args.records, args.exporters)
+            print(
+                f"# {stream}: {args.records} records in {len(packets.datagrams)} datagrams "
+                f"from {args.exporters} exporter(s)",
+                flush=True,
+            )
             for rnd in range(args.rounds):
                 for receiver in receivers:
                     r = run_one(
-                        stream, receiver, datagrams, args.records, args.rate, bootstrap, settings
+                        stream,
+                        receiver,
+                        packets,
+                        args.records,
+                        args.rate,
+                        bootstrap,
+                        settings,
+                        args.baseline,
                     )
                     results.append(r)
                     print(
-                        f"  round {rnd + 1} {receiver:<15} records={r.records} "
+                        f"  round {rnd + 1} {receiver:<20} records={r.records} "
                         f"cpu={r.cpu_s:.2f}s rec/cpu-s={r.per_cpu_s:,.0f} "
                         f"rss={r.rss_mb:.0f}MB send={r.send_s:.1f}s",
                         flush=True,
