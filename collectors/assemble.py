@@ -22,7 +22,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from collectors.bulk import raw_dtype
+from collectors.bulk import Frame, gather_records, raw_dtype
 from collectors.plan import RecordMeta, RecordPlan
 from collectors.templates import DomainOptions
 from schemas.flowbatch import FLOW_COLUMNS, FlowBatch, make_batch
@@ -57,9 +57,11 @@ class Group:
     var: list[dict[int, list[bytes]]] = field(default_factory=list)
     #: chunks added one at a time: rows of the chunk columns
     rows: list[tuple[int, int, int, int, int, int, int]] = field(default_factory=list)
-    #: chunks added in bulk: decoded records and their chunk columns
-    bulk_recs: list[np.ndarray] = field(default_factory=list)
-    bulk_chunks: list[tuple[np.ndarray, ...]] = field(default_factory=list)
+    #: fixed-length records still in the call's frame (:class:`collectors.bulk.Frame`),
+    #: gathered at build: rows (index, start in the frame, then the chunk
+    #: columns but the first two) added one at a time, or as arrays in bulk
+    frame_rows: list[tuple[int, ...]] = field(default_factory=list)
+    frame_bulk: list[tuple[np.ndarray, ...]] = field(default_factory=list)
     #: position in the call of the first datagram that gave records
     first: int = 1 << 62
 
@@ -78,7 +80,9 @@ class CallBatch:
     the decoder before each datagram), however they were added.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, frame: Frame | None = None) -> None:
+        #: the call's datagrams in one buffer, when decoding in bulk
+        self.frame = frame
         self.groups: dict[int, Group] = {}
         self.domains: list[DomainKey] = []
         self._domain_ids: dict[DomainKey, int] = {}
@@ -118,23 +122,31 @@ class CallBatch:
         g.var.append(var)
         self._row(g, chunk, len(rec))
 
-    def add_bulk(
+    def add_frame(self, plan: RecordPlan, start: int, count: int, chunk: Chunk) -> None:
+        """``count`` records of ``plan`` at ``start`` in the call's frame."""
+        g = self._group(plan)
+        g.frame_rows.append((self.index, start, count, self.domain_id(chunk.exporter, chunk.domain),
+                             chunk.received_ms, chunk.export_ms, chunk.uptime_ms,
+                             chunk.header_sampling))  # fmt: skip
+        g.first = min(g.first, self.index)
+
+    def add_frame_bulk(
         self,
         plan: RecordPlan,
-        rec: np.ndarray,
         index: np.ndarray,
+        starts: np.ndarray,
         counts: np.ndarray,
         domain_id: int,
         received_ms: np.ndarray,
         export_ms: np.ndarray,
         uptime_ms: np.ndarray,
     ) -> None:
-        """Records of many datagrams of one (exporter, domain), decoded already."""
+        """Records of many datagrams (positions ``index``, ascending) of one
+        exporter and domain, ``counts[i]`` at ``starts[i]`` in the call's frame."""
         g = self._group(plan)
-        g.bulk_recs.append(rec)
         zeros = np.zeros(len(index), dtype=np.int64)
-        g.bulk_chunks.append(
-            (index, counts, zeros + domain_id, received_ms, export_ms, uptime_ms, zeros)
+        g.frame_bulk.append(
+            (index, starts, counts, zeros + domain_id, received_ms, export_ms, uptime_ms, zeros)
         )
         if len(index):
             g.first = min(g.first, int(index[0]))
@@ -147,21 +159,24 @@ class CallBatch:
         parts: list[tuple[dict[str, Any], dict[str, pa.Array], int]] = []
         per_domain: dict[DomainKey, tuple[int, int]] = {}
         for g in sorted(self.groups.values(), key=lambda g: g.first):
-            if not g.rows and not g.bulk_chunks:
+            if not g.rows and not g.frame_rows and not g.frame_bulk:
                 continue
-            cols, extras, n = _build_group(g, self.domains, options, override, per_domain)
+            cols, extras, n = _build_group(
+                g, self.frame, self.domains, options, override, per_domain
+            )
             if n:
                 parts.append((cols, extras, n))
         return Built(_concat(parts), per_domain)
 
 
 def _records_and_chunks(
-    g: Group,
+    g: Group, frame: Frame | None
 ) -> tuple[np.ndarray, dict[int, list[bytes]] | None, list[np.ndarray]]:
     """A group's records and chunk columns, in the order of the datagrams."""
     plan = g.plan
     var: dict[int, list[bytes]] | None = None
     pieces: list[np.ndarray] = []
+    blocks: list[tuple[np.ndarray, ...]] = []
     if g.slices:
         buf = b"".join(g.slices)
         pieces.append(np.frombuffer(buf, dtype=plan.dtype, count=len(buf) // plan.fixed_length))
@@ -171,19 +186,29 @@ def _records_and_chunks(
         for v in g.var:
             for k, vals in v.items():
                 var.setdefault(k, []).extend(vals)
-    pieces.extend(g.bulk_recs)
-    blocks = list(g.bulk_chunks)
     if g.rows:
-        blocks.insert(0, tuple(np.array(g.rows, dtype=np.int64).T))
-    chunks = [
-        np.concatenate([b[i] for b in blocks]) if len(blocks) > 1 else blocks[0][i]
-        for i in range(_CHUNK_COLUMNS)
-    ]
-    rec = np.concatenate(pieces) if len(pieces) > 1 else pieces[0]
+        blocks.append(tuple(np.array(g.rows, dtype=np.int64).T))
+    if g.frame_rows or g.frame_bulk:
+        assert frame is not None
+        parts = list(g.frame_bulk)
+        if g.frame_rows:
+            parts.insert(0, tuple(np.array(g.frame_rows, dtype=np.int64).T))
+        cols = [_join([p[i] for p in parts]) for i in range(_CHUNK_COLUMNS + 1)]
+        index = cols[0]
+        if len(parts) > 1 and np.any(index[1:] < index[:-1]):
+            # One by one and in bulk interleave: sort the chunks, not the
+            # records, and gather the records in that order (stable, so the
+            # sets of one datagram keep theirs).
+            order = np.argsort(index, kind="stable")
+            cols = [c[order] for c in cols]
+        pieces.append(gather_records(frame, cols[1], cols[2], plan.dtype))
+        blocks.append((cols[0], *cols[2:]))
+    chunks = [_join([b[i] for b in blocks]) for i in range(_CHUNK_COLUMNS)]
+    rec = pieces[0] if len(pieces) == 1 else np.concatenate(pieces)
     index, counts = chunks[0], chunks[1]
     if len(blocks) > 1 and np.any(index[1:] < index[:-1]):
-        # Datagrams decoded one by one and in bulk interleave: restore their
-        # order (stable, so the sets of one datagram keep theirs too).
+        # Records in the frame and elsewhere (held data released) interleave:
+        # restore the datagrams' order.
         order = np.argsort(index, kind="stable")
         first = np.zeros(len(counts), dtype=np.int64)
         np.cumsum(counts[:-1], out=first[1:])
@@ -197,15 +222,21 @@ def _records_and_chunks(
     return rec, var, chunks
 
 
+def _join(arrays: list[np.ndarray]) -> np.ndarray:
+    return arrays[0] if len(arrays) == 1 else np.concatenate(arrays)
+
+
 def _build_group(
     g: Group,
+    frame: Frame | None,
     domains: list[DomainKey],
     options: Callable[[bytes, int], DomainOptions | None],
     override: Mapping[bytes, int],
     per_domain: dict[DomainKey, tuple[int, int]],
 ) -> tuple[dict[str, Any], dict[str, pa.Array], int]:
     plan = g.plan
-    rec, var, (_, counts, dom, received, export, uptime, hsampling) = _records_and_chunks(g)
+    rec, var, chunk_columns = _records_and_chunks(g, frame)
+    _, counts, dom, received, export, uptime, hsampling = chunk_columns
     n = int(counts.sum())
     if n != len(rec):  # cannot happen: counts are taken from the same slices
         raise AssertionError(f"record count {len(rec)} != chunk total {n}")

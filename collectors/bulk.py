@@ -41,6 +41,7 @@ from collectors.sequence import SequenceLog
 
 if TYPE_CHECKING:
     from collectors.decoder import Datagram, Decoder, DomainKey, _Call
+    from collectors.templates import Template
 
 #: Bytes read from the start of every datagram (v9 header + set header).
 HEAD = 24
@@ -178,14 +179,18 @@ def decode_bulk(dec: Decoder, call: _Call, datagrams: Sequence[Datagram]) -> Non
 
     Exporters and domains do not share state, so each is handled on its
     own; within one, its packets are taken in arrival order as runs of
-    plain packets separated by the others. A run's template is looked up
-    when the run ends (before the next non-plain packet, which may change
-    it) and its records are gathered at the end with the other runs of
-    the same template. Sequence numbers are logged and observed in arrival
-    order at the end (:class:`SequenceLog`).
+    plain packets between the others. A run's template is looked up before
+    the next packet decoded one by one (which may change it); when that
+    packet leaves the template as it was (a template refresh), the run goes
+    on. Records of fixed-length templates stay in the frame until the batch
+    is built, where each template's are gathered in datagram order by one
+    fancy index, those of packets decoded one by one included. Sequence
+    numbers are logged and observed in arrival order at the end
+    (:class:`SequenceLog`).
     """
     n = len(datagrams)
     frame = Frame.join([d[0] for d in datagrams])
+    call.batch.frame = frame
     heads = read_heads(frame)
     ids: dict[bytes, int] = {}
     exp_idx = np.fromiter((ids.setdefault(d[1], len(ids)) for d in datagrams), np.int64, n)
@@ -202,12 +207,13 @@ def decode_bulk(dec: Decoder, call: _Call, datagrams: Sequence[Datagram]) -> Non
         start = end
         key = (exporters[int(exp_idx[at[0]])], int(heads.domain[at[0]]))
         _domain(dec, call, datagrams, frame, heads, at, key, runs)
+    call.frame_at = -1
     for plan, key, parts in runs.values():
         at = np.concatenate(parts) if len(parts) > 1 else parts[0]
         counts = heads.data_len[at] // plan.fixed_length
-        rec = gather_records(frame, heads.data_start[at], counts, plan.dtype)
-        call.batch.add_bulk(plan, rec, at, counts, call.batch.domain_id(*key),
-                            received[at], heads.export_ms[at], heads.uptime_ms[at])  # fmt: skip
+        call.batch.add_frame_bulk(plan, at, heads.data_start[at], counts,
+                                  call.batch.domain_id(*key), received[at],
+                                  heads.export_ms[at], heads.uptime_ms[at])  # fmt: skip
         st = call.stats_for(*key)
         st.packets += len(at)
         st.bytes += int(frame.lengths[at].sum())
@@ -235,6 +241,9 @@ def decode_bulk(dec: Decoder, call: _Call, datagrams: Sequence[Datagram]) -> Non
             st.restarts += out.restarts
 
 
+Runs = dict[int, tuple[RecordPlan, "DomainKey", list[np.ndarray]]]
+
+
 def _domain(
     dec: Decoder,
     call: _Call,
@@ -243,54 +252,87 @@ def _domain(
     heads: Heads,
     at: np.ndarray,
     key: DomainKey,
-    runs: dict[int, tuple[RecordPlan, DomainKey, list[np.ndarray]]],
+    runs: Runs,
 ) -> None:
+    """One exporter and domain's packets of the call, ``at`` (arrival order)."""
     plain = heads.plain[at]
     others = at[~plain].tolist()
     fast = at[plain]
     which = (heads.version[fast] << 16) | heads.set_id[fast]
-    one_template = len(which) == 0 or bool((which == which[0]).all())
-    cuts = np.searchsorted(fast, others).tolist() if others and len(fast) else []
+    cuts = np.searchsorted(fast, others).tolist() if others and len(fast) else [0] * len(others)
+    if len(fast) and bool((which == which[0]).all()):
+        # One template for every plain packet (the usual case): a run goes
+        # on as long as the packets between leave that template alone.
+        t = int(which[0])
+        tkey = (key[0], key[1], t & 0xFFFF, t >> 16)
+        begin = 0
+        for i, stop in zip(others, cuts, strict=True):
+            tmpl = None
+            if stop > begin:
+                tmpl = dec.templates.get(tkey)
+                if _plan(dec, tmpl) is None:  # held or per record: before packet i
+                    _one_by_one(dec, call, datagrams, frame, fast[begin:stop])
+                    begin = stop
+            _one(dec, call, datagrams, frame, i)
+            if stop > begin and dec.templates.get(tkey) is not tmpl:
+                _add_run(dec, call, datagrams, frame, key, tmpl, fast[begin:stop], runs)
+                begin = stop
+        if begin < len(fast):
+            tmpl = dec.templates.get(tkey)
+            _add_run(dec, call, datagrams, frame, key, tmpl, fast[begin:], runs)
+        return
     begin = 0
     for k in range(len(others) + 1):
         stop = cuts[k] if k < len(cuts) else len(fast)
         if stop > begin:
             run, sel = fast[begin:stop], which[begin:stop]
-            if one_template:
-                _bind(dec, call, datagrams, frame, key, int(sel[0]), run, runs)
-            else:
-                for t in np.unique(sel).tolist():
-                    _bind(dec, call, datagrams, frame, key, t, run[sel == t], runs)
+            for t in np.unique(sel).tolist():
+                tmpl = dec.templates.get((key[0], key[1], t & 0xFFFF, t >> 16))
+                _add_run(dec, call, datagrams, frame, key, tmpl, run[sel == t], runs)
             begin = stop
         if k < len(others):
-            i = others[k]
-            call.batch.index = i
-            dec._one(call, frame.view(i), datagrams[i][1], datagrams[i][2])
+            _one(dec, call, datagrams, frame, others[k])
 
 
-def _bind(
+def _plan(dec: Decoder, tmpl: Template | None) -> RecordPlan | None:
+    """The plan plain packets of ``tmpl`` are gathered with, or None when they
+    are decoded one by one (unknown template: held; options: per record)."""
+    if tmpl is None or tmpl.is_options:
+        return None
+    plan = plan_for(tmpl, dec.config.keep_unknown_ies)
+    return None if plan.variable else plan
+
+
+def _add_run(
     dec: Decoder,
     call: _Call,
     datagrams: Sequence[Datagram],
     frame: Frame,
     key: DomainKey,
-    which: int,
+    tmpl: Template | None,
     run: np.ndarray,
-    runs: dict[int, tuple[RecordPlan, DomainKey, list[np.ndarray]]],
+    runs: Runs,
 ) -> None:
-    """Plain packets of one template: to be gathered, or decoded one by one
-    (template unknown: held; options or variable-length: per record)."""
-    version, set_id = which >> 16, which & 0xFFFF
-    tmpl = dec.templates.get((key[0], key[1], set_id, version))
-    if tmpl is not None and not tmpl.is_options:
-        plan = plan_for(tmpl, dec.config.keep_unknown_ies)
-        if not plan.variable:
-            entry = runs.get(id(plan))
-            if entry is None:
-                runs[id(plan)] = (plan, key, [run])
-            else:
-                entry[2].append(run)
-            return
+    """Plain packets of one template, to be gathered (or decoded one by one)."""
+    plan = _plan(dec, tmpl)
+    if plan is None:
+        _one_by_one(dec, call, datagrams, frame, run)
+        return
+    entry = runs.get(id(plan))
+    if entry is None:
+        runs[id(plan)] = (plan, key, [run])
+    else:
+        entry[2].append(run)
+
+
+def _one_by_one(
+    dec: Decoder, call: _Call, datagrams: Sequence[Datagram], frame: Frame, run: np.ndarray
+) -> None:
     for i in run.tolist():
-        call.batch.index = i
-        dec._one(call, frame.view(i), datagrams[i][1], datagrams[i][2])
+        _one(dec, call, datagrams, frame, i)
+
+
+def _one(dec: Decoder, call: _Call, datagrams: Sequence[Datagram], frame: Frame, i: int) -> None:
+    call.batch.index = i
+    call.frame_at = int(frame.offsets[i])
+    dec._one(call, frame.view(i), datagrams[i][1], datagrams[i][2])

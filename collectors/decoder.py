@@ -458,7 +458,9 @@ class Decoder:
                 call.batch.add_decoded(plan, rec, var, chunk_base)
             return len(rec)
         n = (end - start) // plan.fixed_length
-        if n:
+        if n and call.frame_at >= 0:  # still in the call's frame: gathered at build
+            call.batch.add_frame(plan, call.frame_at + start, n, chunk_base)
+        elif n:
             call.batch.add_fixed(plan, mv[start : start + n * plan.fixed_length], chunk_base, n)
         return n
 
@@ -543,11 +545,14 @@ class Decoder:
         for hid in list(self._held_by_key.get(key, ())):
             h = self._drop_held(hid)
             mv = memoryview(h.data)
+            frame_at, call.frame_at = call.frame_at, -1  # held data is not in the frame
             try:
                 n = self._records(call, st, tmpl, mv, 0, len(mv), h.chunk)
             except DecodeError as exc:
                 call.error(key[0], key[1], exc)
                 continue
+            finally:
+                call.frame_at = frame_at
             if not tmpl.is_options:
                 st.held_released += n
 
@@ -573,6 +578,9 @@ class _Call:
     seqlog: SequenceLog | None = None
     #: bulk decoding: (exporter, domain) -> position of its last parsed datagram
     version_at: dict[DomainKey, int] = field(default_factory=dict)
+    #: bulk decoding: where the datagram decoded one by one starts in the
+    #: call's frame (-1: not in a frame)
+    frame_at: int = -1
 
     def stats_for(self, exporter: bytes, domain: int) -> ExporterStats:
         key = (exporter, domain)
