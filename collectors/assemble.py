@@ -62,8 +62,10 @@ class Group:
     #: columns but the first two) added one at a time, or as arrays in bulk
     frame_rows: list[tuple[int, ...]] = field(default_factory=list)
     frame_bulk: list[tuple[np.ndarray, ...]] = field(default_factory=list)
-    #: position in the call of the first datagram that gave records
-    first: int = 1 << 62
+    #: (position in the call of the first datagram that gave records, number
+    #: of the add): groups are built in this order, so that the batch's rows
+    #: are in the same order however the datagrams were decoded
+    first: tuple[int, int] = (1 << 62, 0)
 
 
 @dataclass(slots=True)
@@ -88,6 +90,7 @@ class CallBatch:
         self._domain_ids: dict[DomainKey, int] = {}
         #: position in the call of the datagram being decoded
         self.index = 0
+        self._adds = 0
 
     def domain_id(self, exporter: bytes, domain: int) -> int:
         key = (exporter, domain)
@@ -96,6 +99,11 @@ class CallBatch:
             i = self._domain_ids[key] = len(self.domains)
             self.domains.append(key)
         return i
+
+    def _first(self, g: Group, index: int) -> None:
+        self._adds += 1
+        if index < g.first[0]:
+            g.first = (index, self._adds)
 
     def _group(self, plan: RecordPlan) -> Group:
         g = self.groups.get(id(plan))
@@ -107,7 +115,7 @@ class CallBatch:
         g.rows.append((self.index, count, self.domain_id(chunk.exporter, chunk.domain),
                        chunk.received_ms, chunk.export_ms, chunk.uptime_ms,
                        chunk.header_sampling))  # fmt: skip
-        g.first = min(g.first, self.index)
+        self._first(g, self.index)
 
     def add_fixed(self, plan: RecordPlan, data: Any, chunk: Chunk, count: int) -> None:
         g = self._group(plan)
@@ -128,7 +136,7 @@ class CallBatch:
         g.frame_rows.append((self.index, start, count, self.domain_id(chunk.exporter, chunk.domain),
                              chunk.received_ms, chunk.export_ms, chunk.uptime_ms,
                              chunk.header_sampling))  # fmt: skip
-        g.first = min(g.first, self.index)
+        self._first(g, self.index)
 
     def add_frame_bulk(
         self,
@@ -136,20 +144,21 @@ class CallBatch:
         index: np.ndarray,
         starts: np.ndarray,
         counts: np.ndarray,
-        domain_id: int,
+        domain_ids: np.ndarray,
         received_ms: np.ndarray,
         export_ms: np.ndarray,
         uptime_ms: np.ndarray,
     ) -> None:
-        """Records of many datagrams (positions ``index``, ascending) of one
-        exporter and domain, ``counts[i]`` at ``starts[i]`` in the call's frame."""
+        """Records of many datagrams (positions ``index``, ascending):
+        ``counts[i]`` at ``starts[i]`` in the call's frame, from the exporter
+        and domain :meth:`domain_id` numbered ``domain_ids[i]``."""
         g = self._group(plan)
         zeros = np.zeros(len(index), dtype=np.int64)
         g.frame_bulk.append(
-            (index, starts, counts, zeros + domain_id, received_ms, export_ms, uptime_ms, zeros)
+            (index, starts, counts, domain_ids, received_ms, export_ms, uptime_ms, zeros)
         )
         if len(index):
-            g.first = min(g.first, int(index[0]))
+            self._first(g, int(index[0]))
 
     def build(
         self,
@@ -195,10 +204,11 @@ def _records_and_chunks(
             parts.insert(0, tuple(np.array(g.frame_rows, dtype=np.int64).T))
         cols = [_join([p[i] for p in parts]) for i in range(_CHUNK_COLUMNS + 1)]
         index = cols[0]
-        if len(parts) > 1 and np.any(index[1:] < index[:-1]):
-            # One by one and in bulk interleave: sort the chunks, not the
-            # records, and gather the records in that order (stable, so the
-            # sets of one datagram keep theirs).
+        if np.any(index[1:] < index[:-1]):
+            # Added out of datagram order (exporters are decoded one after
+            # the other; one by one and in bulk interleave): sort the chunks,
+            # not the records, and gather the records in that order (stable,
+            # so the sets of one datagram keep theirs).
             order = np.argsort(index, kind="stable")
             cols = [c[order] for c in cols]
         pieces.append(gather_records(frame, cols[1], cols[2], plan.dtype))
@@ -206,8 +216,9 @@ def _records_and_chunks(
     chunks = [_join([b[i] for b in blocks]) for i in range(_CHUNK_COLUMNS)]
     rec = pieces[0] if len(pieces) == 1 else np.concatenate(pieces)
     index, counts = chunks[0], chunks[1]
-    if len(blocks) > 1 and np.any(index[1:] < index[:-1]):
-        # Records in the frame and elsewhere (held data released) interleave:
+    if np.any(index[1:] < index[:-1]):
+        # Records in the frame and elsewhere (held data released) interleave,
+        # or exporters sharing the plan were decoded one after the other:
         # restore the datagrams' order.
         order = np.argsort(index, kind="stable")
         first = np.zeros(len(counts), dtype=np.int64)
@@ -250,8 +261,6 @@ def _build_group(
     d_default = np.zeros(len(domains), dtype=np.int64)
     d_forced = np.zeros(len(domains), dtype=np.int64)
     d_init = np.zeros(len(domains), dtype=np.int64)
-    d_exporter = np.zeros(len(domains), dtype="S16")
-    d_domain = np.zeros(len(domains), dtype=np.int64)
     for d in present:
         exporter, domain = domains[d]
         o = options(exporter, domain)
@@ -259,9 +268,10 @@ def _build_group(
             opts[d] = o
             d_default[d] = o.default_rate()
             d_init[d] = o.system_init_ms
-        d_forced[d] = override.get(exporter, 0) if override else 0
-        d_exporter[d] = exporter
-        d_domain[d] = domain
+        if override:
+            d_forced[d] = override.get(exporter, 0)
+    d_exporter = np.array([k[0] for k in domains], dtype="S16")
+    d_domain = np.fromiter((k[1] for k in domains), dtype=np.int64, count=len(domains))
     single = len(present) == 1 and len(counts) > 0
 
     def rep(per_chunk: np.ndarray, dtype: Any) -> np.ndarray:
@@ -297,7 +307,7 @@ def _build_group(
     dom_rec = None if single else dom.repeat(counts)
     sel = plan.selector_ids(rec)
     if sel is not None:
-        rate = _selector_rates(sel, dom_rec, opts, rate)
+        rate = _selector_rates(sel, dom_rec, present[0], opts, rate)
     forced = d_forced[dom]
     if forced.any():
         rate = np.where(rep(forced, np.uint64) > 0, rep(forced, np.uint64), rate)
@@ -308,37 +318,79 @@ def _build_group(
 
     # per-domain figures (records and the rate of the last record)
     ends = np.cumsum(counts)
+    nonzero = np.flatnonzero(counts > 0)
+    records = np.bincount(dom, weights=counts, minlength=len(domains))
+    last = np.full(len(domains), -1, dtype=np.int64)
+    np.maximum.at(last, dom[nonzero], nonzero)
+    rates = out["sampling_rate"]
     for d in present:
-        mine = (counts > 0) if single else (counts > 0) & (dom == d)
         key = domains[d]
         prev = per_domain.get(key, (0, 1))
-        last = np.flatnonzero(mine)
-        records = int(counts[mine].sum())
-        rate_last = int(out["sampling_rate"][ends[last[-1]] - 1]) if len(last) else prev[1]
-        per_domain[key] = (prev[0] + records, rate_last)
+        at = int(last[d])
+        rate_last = int(rates[ends[at] - 1]) if at >= 0 else prev[1]
+        per_domain[key] = (prev[0] + int(records[d]), rate_last)
     return out, extras, n
 
 
-def _rows_of(dom_rec: np.ndarray | None, d: int, n: int) -> np.ndarray | slice:
-    return slice(0, n) if dom_rec is None else np.flatnonzero(dom_rec == d)
+class _DomainRows:
+    """Record positions per domain index, grouped once (not one scan per domain)."""
+
+    def __init__(self, dom_rec: np.ndarray | None, n: int) -> None:
+        self.dom_rec = dom_rec
+        self.n = n
+        self._order: np.ndarray | None = None
+        self._bounds: np.ndarray | None = None
+
+    def rows(self, d: int) -> np.ndarray | slice:
+        if self.dom_rec is None:
+            return slice(0, self.n)
+        if self._order is None:
+            self._order = np.argsort(self.dom_rec, kind="stable")
+            self._bounds = np.searchsorted(
+                self.dom_rec[self._order], np.arange(int(self.dom_rec.max()) + 2)
+            )
+        assert self._bounds is not None
+        if d + 1 >= len(self._bounds):
+            return self._order[:0]
+        return self._order[self._bounds[d] : self._bounds[d + 1]]
 
 
 def _selector_rates(
     sel: np.ndarray,
     dom_rec: np.ndarray | None,
+    single: int,
     opts: dict[int, DomainOptions],
     rate: np.ndarray,
 ) -> np.ndarray:
-    """Rates of the samplers the records name (``selectorId`` / ``samplerId``)."""
+    """Rates of the samplers the records name (``selectorId`` / ``samplerId``).
+
+    One sorted table of (domain, sampler) -> rate for all domains and one
+    ``searchsorted`` for all records, when the ids fit 48 bits (as they do
+    but in contrived input); else per domain.
+    """
+    tables = [(d, o.samplers) for d, o in opts.items() if o.samplers]
+    if not tables:
+        return rate
+    t_dom = np.concatenate([np.full(len(m), d, dtype=np.uint64) for d, m in tables])
+    t_sel = np.concatenate([np.fromiter(m.keys(), np.uint64, len(m)) for _, m in tables])
+    t_val = np.concatenate([np.fromiter(m.values(), np.uint64, len(m)) for _, m in tables])
+    r_dom = dom_rec.astype(np.uint64) if dom_rec is not None else np.uint64(single)
+    limit = np.uint64(1 << 48)
+    if len(sel) and sel.max() < limit and t_sel.max() < limit and t_dom.max() < (1 << 16):
+        t_key = (t_dom << np.uint64(48)) | t_sel
+        order = np.argsort(t_key)
+        t_key, t_val = t_key[order], t_val[order]
+        r_key = (r_dom << np.uint64(48)) | sel.astype(np.uint64)
+        pos = np.minimum(np.searchsorted(t_key, r_key), len(t_key) - 1)
+        return np.where(t_key[pos] == r_key, t_val[pos], rate)
     rate = rate.copy()
-    for d, o in opts.items():
-        if not o.samplers:
-            continue
-        keys = np.fromiter(o.samplers.keys(), dtype=np.uint64, count=len(o.samplers))
-        vals = np.fromiter(o.samplers.values(), dtype=np.uint64, count=len(o.samplers))
+    groups = _DomainRows(dom_rec, len(sel))
+    for d, samplers in tables:
+        keys = np.fromiter(samplers.keys(), dtype=np.uint64, count=len(samplers))
+        vals = np.fromiter(samplers.values(), dtype=np.uint64, count=len(samplers))
         order = np.argsort(keys)
         keys, vals = keys[order], vals[order]
-        rows = _rows_of(dom_rec, d, len(sel))
+        rows = groups.rows(d)
         s = sel[rows]
         pos = np.minimum(np.searchsorted(keys, s), len(keys) - 1)
         rate[rows] = np.where(keys[pos] == s, vals[pos], rate[rows])
@@ -351,10 +403,11 @@ def _app_names(
     n = len(app_ids)
     names = np.zeros(n, dtype=np.int64)  # index into the dictionary; 0 = ""
     dictionary = [""]
+    groups = _DomainRows(dom_rec, n)
     for d, o in opts.items():
         if not o.app_names:
             continue
-        rows = _rows_of(dom_rec, d, n)
+        rows = groups.rows(d)
         uniq, inv = np.unique(app_ids[rows], return_inverse=True)
         idx = []
         for u in uniq.tolist():

@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from collectors.plan import RecordPlan, plan_for
-from collectors.sequence import SequenceLog
+from collectors.sequence import MOD, SeqOutcome, SequenceLog
 
 if TYPE_CHECKING:
     from collectors.decoder import Datagram, Decoder, DomainKey, _Call
@@ -177,16 +177,19 @@ def decode_bulk(dec: Decoder, call: _Call, datagrams: Sequence[Datagram]) -> Non
     """Plain packets (one data set each) of a known fixed-length template in
     whole groups, the others one by one; the same result as one by one.
 
-    Exporters and domains do not share state, so each is handled on its
-    own; within one, its packets are taken in arrival order as runs of
-    plain packets between the others. A run's template is looked up before
-    the next packet decoded one by one (which may change it); when that
-    packet leaves the template as it was (a template refresh), the run goes
-    on. Records of fixed-length templates stay in the frame until the batch
-    is built, where each template's are gathered in datagram order by one
-    fancy index, those of packets decoded one by one included. Sequence
-    numbers are logged and observed in arrival order at the end
-    (:class:`SequenceLog`).
+    Exporters and domains do not share state. Those whose packets in the
+    call are all plain ("clean", the usual case) cannot change their
+    templates within the call: their packets are bound to their templates'
+    plans all at once, with a dictionary look-up per exporter, domain and
+    template, not per packet. The others are taken one at a time
+    (:func:`_domain`): runs of plain packets between packets decoded one
+    by one. Records of fixed-length templates stay in the frame until the
+    batch is built, where each plan's are gathered in datagram order by one
+    fancy index. Sequence numbers are logged and checked at the end for all
+    exporters and domains at once (:func:`_sequences`).
+
+    Unlike one by one, held data sets of different exporters may be
+    evicted in another order when the held bounds overflow within a call.
     """
     n = len(datagrams)
     frame = Frame.join([d[0] for d in datagrams])
@@ -196,52 +199,162 @@ def decode_bulk(dec: Decoder, call: _Call, datagrams: Sequence[Datagram]) -> Non
     exp_idx = np.fromiter((ids.setdefault(d[1], len(ids)) for d in datagrams), np.int64, n)
     exporters = list(ids)
     received = np.fromiter((d[2] for d in datagrams), np.int64, n)
-    call.seqlog = log = SequenceLog(n)
-    uniq, inverse = np.unique(exp_idx * (1 << 32) + heads.domain, return_inverse=True)
-    order = np.argsort(inverse, kind="stable")
-    bounds = np.cumsum(np.bincount(inverse.reshape(-1), minlength=len(uniq))).tolist()
-    runs: dict[int, tuple[RecordPlan, DomainKey, list[np.ndarray]]] = {}
-    start = 0
-    for end in bounds:
-        at = order[start:end]  # this exporter and domain's packets, in arrival order
-        start = end
-        key = (exporters[int(exp_idx[at[0]])], int(heads.domain[at[0]]))
-        _domain(dec, call, datagrams, frame, heads, at, key, runs)
+    call.seqlog = SequenceLog(n)
+    ukeys, dom = np.unique(exp_idx * (1 << 32) + heads.domain, return_inverse=True)
+    dom = dom.reshape(-1)
+    keys = [(exporters[k >> 32], k & 0xFFFFFFFF) for k in ukeys.tolist()]
+    mixed = np.zeros(len(keys), dtype=bool)
+    mixed[dom[~heads.plain]] = True
+    bound: list[tuple[RecordPlan, np.ndarray]] = []
+    # Exporters and domains with packets to decode one by one: each on its own.
+    if mixed.any():
+        sel = np.flatnonzero(mixed[dom])
+        sel = sel[np.argsort(dom[sel], kind="stable")]
+        bounds = np.flatnonzero(np.diff(dom[sel])) + 1
+        runs: Runs = {}
+        for at in np.split(sel, bounds):
+            _domain(dec, call, datagrams, frame, heads, at, keys[int(dom[at[0]])], runs)
+        # a plan may be shared by several of these exporters: datagram order
+        bound.extend((plan, np.sort(np.concatenate(parts))) for plan, parts in runs.values())
+    # The clean ones: all at once.
+    clean = np.flatnonzero(~mixed[dom])
+    if len(clean):
+        which = (heads.version[clean] << 16) | heads.set_id[clean]
+        ukt, inv = np.unique(dom[clean] * (1 << 32) + which, return_inverse=True)
+        plan_of = np.full(len(ukt), -1, dtype=np.int64)
+        plans: list[RecordPlan] = []
+        plan_ids: dict[int, int] = {}
+        for j, k in enumerate(ukt.tolist()):
+            exporter, domain = keys[k >> 32]
+            t = k & 0xFFFFFFFF
+            plan = _plan(dec, dec.templates.get((exporter, domain, t & 0xFFFF, t >> 16)))
+            if plan is not None:
+                plan_of[j] = plan_ids.setdefault(id(plan), len(plans))
+                if plan_of[j] == len(plans):
+                    plans.append(plan)
+        per = plan_of[inv.reshape(-1)]
+        # Unknown template (held), options or variable-length: one by one, in order.
+        _one_by_one(dec, call, datagrams, frame, clean[per < 0])
+        if len(plans) == 1 and per.min() == 0:
+            bound.append((plans[0], clean))
+        else:
+            bound.extend((plan, clean[per == p]) for p, plan in enumerate(plans))
     call.frame_at = -1
-    for plan, key, parts in runs.values():
-        at = np.concatenate(parts) if len(parts) > 1 else parts[0]
+    if bound:
+        _add_bound(call, frame, heads, received, dom, keys, bound)
+    _sequences(dec, call, dom, keys)
+
+
+def _add_bound(
+    call: _Call,
+    frame: Frame,
+    heads: Heads,
+    received: np.ndarray,
+    dom: np.ndarray,
+    keys: list[DomainKey],
+    bound: list[tuple[RecordPlan, np.ndarray]],
+) -> None:
+    """Plain packets bound to plans: to the batch, their statistics and sequence log."""
+    batch_dom = np.array([call.batch.domain_id(*k) for k in keys], dtype=np.int64)
+    log = call.seqlog
+    assert log is not None
+    for plan, at in bound:
         counts = heads.data_len[at] // plan.fixed_length
-        call.batch.add_frame_bulk(plan, at, heads.data_start[at], counts,
-                                  call.batch.domain_id(*key), received[at],
-                                  heads.export_ms[at], heads.uptime_ms[at])  # fmt: skip
-        st = call.stats_for(*key)
-        st.packets += len(at)
-        st.bytes += int(frame.lengths[at].sum())
+        call.batch.add_frame_bulk(
+            plan, at, heads.data_start[at], counts, batch_dom[dom[at]],
+            received[at], heads.export_ms[at], heads.uptime_ms[at],
+        )  # fmt: skip
         v9 = heads.uptime_ms[at] >= 0
         log.seq[at] = heads.seq[at]
         log.units[at] = log.flows[at] = np.where(v9, 1, counts)
         log.boot[at] = heads.export_ms[at] - heads.uptime_ms[at]
         log.has_boot[at] = v9
         log.seen[at] = True
-        last = int(at[-1])
-        if last >= call.version_at.get(key, -1):
-            call.version_at[key] = last
-            st.netflow_version = int(heads.version[last])
-    start = 0
-    for end in bounds:
-        at = order[start:end]
-        start = end
-        key = (exporters[int(exp_idx[at[0]])], int(heads.domain[at[0]]))
-        if log.seen[at].any():
-            out = log.replay(dec._tracker(key), at)
-            st = call.stats_for(*key)
-            st.sequence_lost += out.lost
-            st.sequence_late += out.late
-            st.sequence_reordered += out.reordered
-            st.restarts += out.restarts
+    every = np.concatenate([at for _, at in bound]) if len(bound) > 1 else bound[0][1]
+    d = dom[every]
+    packets = np.bincount(d, minlength=len(keys))
+    octets = np.bincount(d, weights=frame.lengths[every], minlength=len(keys))
+    # the last bound packet of each exporter and domain (for its version)
+    order = np.lexsort((every, d))
+    ends = np.append(np.flatnonzero(np.diff(d[order])), len(order) - 1)
+    last = np.full(len(keys), -1, dtype=np.int64)
+    last[d[order[ends]]] = every[order[ends]]
+    for k in np.flatnonzero(packets).tolist():
+        key = keys[k]
+        st = call.stats_for(*key)
+        st.packets += int(packets[k])
+        st.bytes += int(octets[k])
+        i = int(last[k])
+        if i >= call.version_at.get(key, -1):
+            call.version_at[key] = i
+            st.netflow_version = int(heads.version[i])
 
 
-Runs = dict[int, tuple[RecordPlan, "DomainKey", list[np.ndarray]]]
+def _sequences(dec: Decoder, call: _Call, dom: np.ndarray, keys: list[DomainKey]) -> None:
+    """Sequence numbers of every exporter and domain, in arrival order.
+
+    Every packet is checked against the one before it (the tracker's last
+    for the first) under each way of counting (:data:`collectors.sequence.MODES`)
+    with numpy, for all exporters and domains at once; one whose packets all
+    follow on under a way its tracker still allows is settled in O(1), the
+    others packet by packet (:meth:`SequenceTracker.observe_many`).
+    """
+    log = call.seqlog
+    assert log is not None
+    seen = np.flatnonzero(log.seen)
+    if not len(seen):
+        return
+    if len(keys) == 1:
+        _settle(call, keys[0], log.replay(dec._tracker(keys[0]), seen))
+        return
+    at = seen[np.argsort(dom[seen], kind="stable")]
+    d = dom[at]
+    starts = np.flatnonzero(np.diff(d, prepend=-1))
+    ends = np.append(starts[1:], len(d))
+    present = d[starts].tolist()
+    trackers = [dec._tracker(keys[k]) for k in present]
+    prev_seq = np.array([t.prev_seq if t.prev_seq is not None else 0 for t in trackers], np.int64)
+    has_prev = np.array([t.prev_seq is not None for t in trackers], dtype=bool)
+    prev_u = np.array([t.prev_units[0] for t in trackers], dtype=np.int64)
+    prev_f = np.array([t.prev_units[1] for t in trackers], dtype=np.int64)
+    seq, units, flows = log.seq[at], log.units[at], log.flows[at]
+    p_seq = np.roll(seq, 1)
+    p_u = np.roll(units, 1)
+    p_f = np.roll(flows, 1)
+    p_seq[starts], p_u[starts], p_f[starts] = prev_seq, prev_u, prev_f
+    free = np.zeros(len(at), dtype=bool)
+    free[starts] = ~has_prev  # a tracker's first packet is taken as it is
+    steps = {(False, False): p_u, (True, True): flows, (True, False): units, (False, True): p_f}
+    breaks = {
+        m: np.logical_or.reduceat(((p_seq + step) % MOD != seq) & ~free, starts)
+        for m, step in steps.items()
+    }
+    resync = np.logical_or.reduceat(log.resync[at], starts)
+    last_boot = np.maximum.reduceat(np.where(log.has_boot[at], np.arange(len(at)), -1), starts)
+    for g, tracker in enumerate(trackers):
+        modes = [m for m in tracker.modes if not breaks[m][g]]
+        if modes and not resync[g]:
+            b = int(ends[g]) - 1
+            tracker.modes = modes
+            tracker.prev_seq = int(seq[b])
+            tracker.prev_units = (int(units[b]), int(flows[b]))
+            if last_boot[g] >= 0:
+                tracker.boot_ms = int(log.boot[at[last_boot[g]]])
+            continue
+        key = keys[present[g]]
+        _settle(call, key, log.replay(tracker, at[int(starts[g]) : int(ends[g])]))
+
+
+def _settle(call: _Call, key: DomainKey, out: SeqOutcome) -> None:
+    if out.lost or out.late or out.reordered or out.restarts:
+        st = call.stats_for(*key)
+        st.sequence_lost += out.lost
+        st.sequence_late += out.late
+        st.sequence_reordered += out.reordered
+        st.restarts += out.restarts
+
+
+Runs = dict[int, tuple[RecordPlan, list[np.ndarray]]]
 
 
 def _domain(
@@ -275,11 +388,11 @@ def _domain(
                     begin = stop
             _one(dec, call, datagrams, frame, i)
             if stop > begin and dec.templates.get(tkey) is not tmpl:
-                _add_run(dec, call, datagrams, frame, key, tmpl, fast[begin:stop], runs)
+                _add_run(dec, call, datagrams, frame, tmpl, fast[begin:stop], runs)
                 begin = stop
         if begin < len(fast):
             tmpl = dec.templates.get(tkey)
-            _add_run(dec, call, datagrams, frame, key, tmpl, fast[begin:], runs)
+            _add_run(dec, call, datagrams, frame, tmpl, fast[begin:], runs)
         return
     begin = 0
     for k in range(len(others) + 1):
@@ -288,7 +401,7 @@ def _domain(
             run, sel = fast[begin:stop], which[begin:stop]
             for t in np.unique(sel).tolist():
                 tmpl = dec.templates.get((key[0], key[1], t & 0xFFFF, t >> 16))
-                _add_run(dec, call, datagrams, frame, key, tmpl, run[sel == t], runs)
+                _add_run(dec, call, datagrams, frame, tmpl, run[sel == t], runs)
             begin = stop
         if k < len(others):
             _one(dec, call, datagrams, frame, others[k])
@@ -308,7 +421,6 @@ def _add_run(
     call: _Call,
     datagrams: Sequence[Datagram],
     frame: Frame,
-    key: DomainKey,
     tmpl: Template | None,
     run: np.ndarray,
     runs: Runs,
@@ -320,9 +432,9 @@ def _add_run(
         return
     entry = runs.get(id(plan))
     if entry is None:
-        runs[id(plan)] = (plan, key, [run])
+        runs[id(plan)] = (plan, [run])
     else:
-        entry[2].append(run)
+        entry[1].append(run)
 
 
 def _one_by_one(

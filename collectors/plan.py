@@ -416,9 +416,24 @@ def app_id_value(b: bytes) -> int:
     return (b[0] << 56) | (int.from_bytes(b[1:][-7:], "big") if len(b) > 1 else 0)
 
 
+#: Compiled plans by template layout, shared by every exporter that uses the
+#: same layout (routers of one model and configuration send the same
+#: templates): built once, and the decoder handles all their records as one
+#: group. Bounded; forgotten all at once when full (templates keep theirs).
+_PLANS: dict[tuple[Any, ...], RecordPlan] = {}
+PLAN_CACHE_SIZE = 4096
+
+
 def plan_for(template: Template, keep_unknown: bool = True) -> RecordPlan:
-    """The template's compiled plan, built on first use and kept on the template."""
+    """The template's compiled plan: kept on the template, shared by layout."""
     plan: RecordPlan | None = template.plan
     if plan is None:
-        plan = template.plan = RecordPlan(template, keep_unknown)
+        key = (template.fields, template.scope_count, keep_unknown)
+        plan = _PLANS.get(key)
+        if plan is None:
+            plan = RecordPlan(template, keep_unknown)
+            if len(_PLANS) >= PLAN_CACHE_SIZE:
+                _PLANS.clear()
+            _PLANS[key] = plan
+        template.plan = plan
     return plan

@@ -208,3 +208,34 @@ def test_plain_packets_take_samplers_and_app_names_from_options() -> None:
     assert res.batch["sampling_rate"].tolist() == [100, 10] * 10
     assert res.batch["application_name"].to_pylist() == ["sip!", ""] * 10
     assert res.stats[(EXPORTERS[0], 1)].sequence_lost == 0
+
+
+def test_many_exporters_share_plans_and_keep_their_own_samplers() -> None:
+    """Forty exporters with the same templates but their own sampler rates,
+    interleaved packet by packet as in a big network: one plan for all, and
+    every record gets its exporter's rate for the sampler it names."""
+    opt = struct.pack(">HHH", 500, 3, 1) + struct.pack(">HHHHHH", 302, 2, 305, 4, 306, 4)
+    flow = struct.pack(">HH", 600, 3) + struct.pack(">HHHHHH", 8, 4, 302, 2, 2, 4)
+    exporters = [text_to_addr16(f"198.51.100.{k + 1}") for k in range(40)]
+    first, rest = [], []
+    for k, e in enumerate(exporters):
+        rates = _set(500, struct.pack(">HII", 1, 1, k + 1) + struct.pack(">HII", 2, 1, 999))
+        first.append((_ipfix(_set(3, opt) + _set(2, flow) + rates, 0), e))
+    for i in range(6):  # sequence: 2 options records, then 10 flow records a packet
+        recs = [
+            b"".join(struct.pack(">IHI", k, 1 + (j % 2), j) for j in range(10)) for k in range(40)
+        ]
+        rest += [(_ipfix(_set(600, recs[k]), 2 + 10 * i), e) for k, e in enumerate(exporters)]
+    # The last 15 exporters' templates come after some of their data: held, released.
+    merged = first[:25] + rest[:100] + first[25:] + rest[100:]
+    dgs = [(d, e, T0 + i) for i, (d, e) in enumerate(merged)]
+    results = both_ways(split(dgs, 64))
+    src = np.concatenate([r.batch["src_addr"] for r in results])
+    sel = np.concatenate([r.batch["packets"] for r in results]) % 2  # j even: selector 1
+    rate = np.concatenate([r.batch["sampling_rate"] for r in results])
+    k = src.view(">u4").reshape(-1, 4)[:, 3].astype(np.int64)  # the exporter's number
+    assert len(rate) == 40 * 6 * 10
+    assert (rate == np.where(sel == 0, k + 2, 1000)).all()
+    on_time = set(exporters[:25])  # the others' data came first: held, sequence resynced
+    assert sum(r.stats[k].sequence_lost for r in results for k in r.stats if k[0] in on_time) == 0
+    assert sum(r.stats[k].held_released for r in results for k in r.stats) > 0
