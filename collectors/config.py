@@ -57,9 +57,11 @@ class CollectorConfig(BaseModel):
     #: group (fixed costs per call are paid less often). Adds at most this
     #: much delay; 0 decodes whatever one wakeup found.
     coalesce_ms: float = Field(50.0, ge=0, le=1000)
-    #: A flow batch is published when it holds this many records ...
+    #: Decoded records are published (one Kafka message per exporter) when
+    #: one exporter has this many waiting, when all together have four times
+    #: as many ...
     batch_max_records: int = Field(20000, ge=1)
-    #: ... or when its oldest record waited this long.
+    #: ... or when the oldest record waited this long.
     batch_max_delay_ms: int = Field(500, ge=1)
     #: One Kafka message carries at most this many bytes of encoded batch
     #: (uncompressed); bigger batches are split. Keep it below the broker's

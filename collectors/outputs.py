@@ -25,7 +25,7 @@ from typing import IO, Any, Protocol
 import numpy as np
 import pyarrow as pa
 
-from collectors.batching import MessageEncoder, split_by_exporter
+from collectors.batching import MessageEncoder, exporter_ranges
 from collectors.metrics import CollectorMetrics
 from collectors.publisher import Publisher
 from schemas.flowbatch import FLOW_COLUMNS, SCHEMA_NAME, FlowBatch, addr_to_text
@@ -89,8 +89,13 @@ class KafkaOutput:
         self.publisher.start()
 
     def write(self, batch: FlowBatch) -> None:
-        for exporter, part in split_by_exporter(batch):
+        # Rows grouped by exporter once, converted to Arrow once; each
+        # exporter's messages are cut from slices of that.
+        grouped, ranges = exporter_ranges(batch)
+        rb = grouped.to_arrow()
+        for exporter, start, end in ranges:
             key = self._key(exporter)
+            part = rb if end - start == rb.num_rows else rb.slice(start, end - start)
             for value, n in self._encoder.encode(part):
                 self.publisher.publish(
                     self.flows_topic, key, value, records=n, headers=self._headers

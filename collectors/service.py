@@ -330,8 +330,12 @@ class Collector:
             )
         if res.batch.num_rows:
             self.records += res.batch.num_rows
-            self.accumulator.add(res.batch, time.monotonic())
-            if self.accumulator.records >= self.accumulator.max_records:
+            per_exporter: dict[bytes, int] = {}
+            for (exporter, _), st in res.stats.items():
+                if st.records:
+                    per_exporter[exporter] = per_exporter.get(exporter, 0) + st.records
+            self.accumulator.add(res.batch, time.monotonic(), per_exporter)
+            if self.accumulator.full():
                 self._flush_batch()
 
     def _count_internal_error(self, datagrams: list[Datagram]) -> None:

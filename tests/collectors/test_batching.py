@@ -10,6 +10,7 @@ from collectors.batching import (
     MessageEncoder,
     concat,
     encode_sized,
+    exporter_ranges,
     split_by_exporter,
 )
 from schemas import flowbatch as fb
@@ -71,6 +72,8 @@ def test_message_encoder_learns_the_record_size_and_cuts_before_encoding() -> No
     enc = MessageEncoder(max_bytes=60_000, max_rows=100_000)
     assert enc.row_bytes == 0
     first = enc.encode(_batch(["192.0.2.1"] * 10))
+    assert len(first) == 1 and enc.row_bytes == 0  # too few rows to learn from
+    first = enc.encode(_batch(["192.0.2.1"] * 40))
     assert len(first) == 1 and enc.row_bytes > 0
     big = _batch(["192.0.2.1"] * 20_000, extra=True)
     msgs = enc.encode(big)
@@ -93,3 +96,50 @@ def test_accumulator_is_due_by_size_or_by_age() -> None:
     out = acc.take()
     assert out is not None and out["packets"].tolist() == list(range(10))
     assert acc.records == 0 and not acc.due(1000.0)
+
+
+def test_accumulator_size_counts_per_exporter_with_a_total_bound() -> None:
+    """Each exporter's rows are a message of their own: many small exporters
+    wait (up to the age or the total bound) instead of making tiny messages."""
+    acc = Accumulator(max_records=10, max_delay_ms=500, total_factor=3)
+    many = {fb.text_to_addr16(f"192.0.2.{i}"): 1 for i in range(1, 9)}
+    acc.add(_batch([fb.addr_to_text(e) for e in many]), 100.0, many)
+    acc.add(_batch([fb.addr_to_text(e) for e in many]), 100.1, many)
+    assert acc.records == 16 and not acc.full() and not acc.due(100.2)
+    acc.add(_batch(["192.0.2.1"] * 8), 100.2, {fb.text_to_addr16("192.0.2.1"): 8})
+    assert acc.full()  # 192.0.2.1 has 10 rows waiting: a full message
+    assert acc.take() is not None and not acc.full()
+    for t in range(3):
+        acc.add(_batch([fb.addr_to_text(e) for e in many]), 101.0 + t / 10, many)
+        acc.add(_batch([fb.addr_to_text(e) for e in many]), 101.0 + t / 10, many)
+    assert acc.records == 48 and acc.full()  # none has 10, all together 30 or more
+    assert acc.due(101.3)
+
+
+def test_small_messages_are_not_compressed_big_ones_are() -> None:
+    enc = MessageEncoder(1_000_000, compression="lz4")
+    small = enc.encode(_batch(["192.0.2.1"] * 5))
+    big = enc.encode(_batch(["192.0.2.1"] * 500))
+    for msgs, compressed in ((small, False), (big, True)):
+        ((value, n),) = msgs
+        reader = pa.ipc.open_stream(pa.py_buffer(value))
+        batch = reader.read_next_batch()
+        assert batch.num_rows == n
+        # An uncompressed stream's body holds the buffers as they are.
+        plain = fb.encode_view(batch, None).nbytes
+        assert (len(value) < plain) == compressed
+        assert fb.decode(value)["packets"].tolist() == list(range(n))
+
+
+def test_exporter_ranges_take_the_batch_once_and_slice_it() -> None:
+    exporters = ["192.0.2.2", "2001:db8::1", "192.0.2.2", "192.0.2.1", "2001:db8::1"]
+    grouped, ranges = exporter_ranges(_batch(exporters))
+    assert [(fb.addr_to_text(e), a, b) for e, a, b in ranges] == [
+        ("192.0.2.1", 0, 1),
+        ("192.0.2.2", 1, 3),
+        ("2001:db8::1", 3, 5),
+    ]
+    assert grouped["packets"].tolist() == [3, 0, 2, 1, 4]
+    rb = grouped.to_arrow()
+    msgs = MessageEncoder(1_000_000).encode(rb.slice(1, 2))
+    assert [fb.decode(v)["packets"].tolist() for v, _ in msgs] == [[0, 2]]
