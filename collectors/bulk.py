@@ -40,7 +40,7 @@ from collectors.plan import RecordPlan, plan_for
 from collectors.sequence import MOD, SeqOutcome, SequenceLog
 
 if TYPE_CHECKING:
-    from collectors.decoder import Datagram, Decoder, DomainKey, _Call
+    from collectors.decoder import Decoder, DomainKey, _Call
     from collectors.templates import Template
 
 #: Bytes read from the start of every datagram (v9 header + set header).
@@ -78,8 +78,9 @@ def every_offset(buf: Any, dtype: np.dtype) -> np.ndarray:
 class Frame:
     """The datagrams of one decode call, back to back in one buffer."""
 
-    #: every datagram, then :data:`HEAD` zero bytes (so every header read is in bounds)
-    buf: bytes
+    #: the datagrams, with at least :data:`HEAD` bytes after the start of
+    #: each (so every header read is in bounds); bytes or a receive buffer
+    buf: bytes | bytearray
     offsets: np.ndarray  # int64: where each datagram starts in ``buf``
     lengths: np.ndarray  # int64: its length
 
@@ -92,6 +93,24 @@ class Frame:
             np.cumsum(lengths[:-1], out=offsets[1:])
         buf = b"".join([*payloads, bytes(HEAD)])
         return cls(buf, offsets, lengths)
+
+    @classmethod
+    def received(cls, buf: bytearray, sizes: Sequence[int]) -> Frame:
+        """Datagrams read back to back into ``buf`` (:func:`collectors.receiver.drain_into`)."""
+        lengths = np.array(sizes, dtype=np.int64)
+        offsets = np.zeros(len(lengths), dtype=np.int64)
+        if len(lengths) > 1:
+            np.cumsum(lengths[:-1], out=offsets[1:])
+        if len(lengths) and int(offsets[-1]) + HEAD > len(buf):
+            raise ValueError("receive buffer without room for a header after the last datagram")
+        return cls(buf, offsets, lengths)
+
+    def __len__(self) -> int:
+        return len(self.offsets)
+
+    def select(self, keep: np.ndarray) -> Frame:
+        """The same buffer, only the datagrams where ``keep``."""
+        return Frame(self.buf, self.offsets[keep], self.lengths[keep])
 
     def view(self, i: int) -> memoryview:
         start = int(self.offsets[i])
@@ -173,7 +192,13 @@ def raw_dtype(dtype: np.dtype) -> np.dtype:
 # -- the bulk path of Decoder.decode ---------------------------------------------
 
 
-def decode_bulk(dec: Decoder, call: _Call, datagrams: Sequence[Datagram]) -> None:
+def decode_bulk(
+    dec: Decoder,
+    call: _Call,
+    frame: Frame,
+    exporter_of: Sequence[bytes],
+    received: np.ndarray,
+) -> None:
     """Plain packets (one data set each) of a known fixed-length template in
     whole groups, the others one by one; the same result as one by one.
 
@@ -191,15 +216,14 @@ def decode_bulk(dec: Decoder, call: _Call, datagrams: Sequence[Datagram]) -> Non
     Unlike one by one, held data sets of different exporters may be
     evicted in another order when the held bounds overflow within a call.
     """
-    n = len(datagrams)
-    frame = Frame.join([d[0] for d in datagrams])
+    n = len(frame)
     call.batch.frame = frame
     heads = read_heads(frame)
     ids: dict[bytes, int] = {}
-    exp_idx = np.fromiter((ids.setdefault(d[1], len(ids)) for d in datagrams), np.int64, n)
+    exp_idx = np.fromiter((ids.setdefault(e, len(ids)) for e in exporter_of), np.int64, n)
     exporters = list(ids)
-    received = np.fromiter((d[2] for d in datagrams), np.int64, n)
     call.seqlog = SequenceLog(n)
+    datagrams = _Datagrams(frame, exporter_of, received)
     ukeys, dom = np.unique(exp_idx * (1 << 32) + heads.domain, return_inverse=True)
     dom = dom.reshape(-1)
     keys = [(exporters[k >> 32], k & 0xFFFFFFFF) for k in ukeys.tolist()]
@@ -360,7 +384,7 @@ Runs = dict[int, tuple[RecordPlan, list[np.ndarray]]]
 def _domain(
     dec: Decoder,
     call: _Call,
-    datagrams: Sequence[Datagram],
+    datagrams: _Datagrams,
     frame: Frame,
     heads: Heads,
     at: np.ndarray,
@@ -419,7 +443,7 @@ def _plan(dec: Decoder, tmpl: Template | None) -> RecordPlan | None:
 def _add_run(
     dec: Decoder,
     call: _Call,
-    datagrams: Sequence[Datagram],
+    datagrams: _Datagrams,
     frame: Frame,
     tmpl: Template | None,
     run: np.ndarray,
@@ -438,13 +462,22 @@ def _add_run(
 
 
 def _one_by_one(
-    dec: Decoder, call: _Call, datagrams: Sequence[Datagram], frame: Frame, run: np.ndarray
+    dec: Decoder, call: _Call, datagrams: _Datagrams, frame: Frame, run: np.ndarray
 ) -> None:
     for i in run.tolist():
         _one(dec, call, datagrams, frame, i)
 
 
-def _one(dec: Decoder, call: _Call, datagrams: Sequence[Datagram], frame: Frame, i: int) -> None:
+class _Datagrams:
+    """Each datagram's exporter and receive time, beside the frame."""
+
+    def __init__(self, frame: Frame, exporters: Sequence[bytes], received: np.ndarray) -> None:
+        self.frame = frame
+        self.exporters = exporters
+        self.received = received
+
+
+def _one(dec: Decoder, call: _Call, datagrams: _Datagrams, frame: Frame, i: int) -> None:
     call.batch.index = i
     call.frame_at = int(frame.offsets[i])
-    dec._one(call, frame.view(i), datagrams[i][1], datagrams[i][2])
+    dec._one(call, frame.view(i), datagrams.exporters[i], int(datagrams.received[i]))

@@ -69,6 +69,8 @@ from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from collectors import bulk, packets
 from collectors.assemble import CallBatch, Chunk
 from collectors.errors import (
@@ -231,17 +233,41 @@ class Decoder:
 
     def decode(self, datagrams: Sequence[Datagram]) -> DecodeResult:
         """Decode every datagram; never raises for bad input (see module doc)."""
+        n = len(datagrams)
+        if self.config.bulk_min_datagrams and n >= self.config.bulk_min_datagrams:
+            return self.decode_frame(
+                bulk.Frame.join([d[0] for d in datagrams]),
+                [d[1] for d in datagrams],
+                np.fromiter((d[2] for d in datagrams), dtype=np.int64, count=n),
+            )
         call = _Call(CallBatch(), {}, [], self.config.max_errors_kept)
-        now = max((d[2] for d in datagrams), default=0)
-        if self.config.bulk_min_datagrams and len(datagrams) >= self.config.bulk_min_datagrams:
+        for i, (data, exporter, received_ms) in enumerate(datagrams):
+            call.batch.index = i
+            self._one(call, memoryview(data), exporter, received_ms)
+        return self._finish(call, max((d[2] for d in datagrams), default=0))
+
+    def decode_frame(
+        self, frame: bulk.Frame, exporters: Sequence[bytes], received_ms: np.ndarray
+    ) -> DecodeResult:
+        """:meth:`decode` of datagrams already in one buffer (as the collector
+        receives them: :func:`collectors.receiver.drain_into`), with each
+        one's exporter address and receive time. Nothing in the result refers
+        to ``frame.buf``: the caller may reuse it once this returns.
+        """
+        call = _Call(CallBatch(), {}, [], self.config.max_errors_kept)
+        n = len(frame)
+        if self.config.bulk_min_datagrams and n >= self.config.bulk_min_datagrams:
             try:
-                bulk.decode_bulk(self, call, datagrams)
+                bulk.decode_bulk(self, call, frame, exporters, received_ms)
             except Exception as exc:  # a bug must not stop the collector
-                call.error(datagrams[0][1], 0, InternalDecodeError(repr(exc)))
+                call.error(exporters[0], 0, InternalDecodeError(repr(exc)))
         else:
-            for i, (data, exporter, received_ms) in enumerate(datagrams):
+            for i in range(n):
                 call.batch.index = i
-                self._one(call, memoryview(data), exporter, received_ms)
+                self._one(call, frame.view(i), exporters[i], int(received_ms[i]))
+        return self._finish(call, int(received_ms.max()) if n else 0)
+
+    def _finish(self, call: _Call, now: int) -> DecodeResult:
         if now:
             self._expire(call, now)
         try:

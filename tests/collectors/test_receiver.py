@@ -8,11 +8,13 @@ from pathlib import Path
 
 import pytest
 
+from collectors.bulk import Frame
 from collectors.receiver import (
     MAX_DATAGRAM,
     ReceiverError,
     check_free,
     drain,
+    drain_into,
     open_socket,
     open_sockets,
     read_kernel_drops,
@@ -70,6 +72,29 @@ def test_drain_stops_at_the_limit_and_when_empty() -> None:
         assert drain(ls.sock, buf, 100, out) == 6
         assert drain(ls.sock, buf, 100, out) == 0
         assert len(out) == 10
+    finally:
+        ls.close()
+
+
+def test_drain_into_lays_datagrams_back_to_back_and_never_cuts_one() -> None:
+    ls = open_socket("127.0.0.1", 0, 8 << 20)
+    try:
+        payloads = [bytes([i]) * (100 + 7 * i) for i in range(50)] + [b"J" * 60000] * 3
+        _send(ls.port, payloads)
+        time.sleep(0.05)
+        buf = bytearray(2 * MAX_DATAGRAM + 5000)  # room for the small ones and one jumbo
+        view = memoryview(buf)
+        sizes: list[int] = []
+        hosts: list[str] = []
+        pos = drain_into(ls.sock, view, 0, 1000, sizes, hosts)
+        assert sizes == [len(p) for p in payloads[:51]] and pos == sum(sizes)
+        assert set(hosts) == {"127.0.0.1"}
+        frame = Frame.received(buf, sizes)
+        assert [bytes(frame.view(i)) for i in range(len(sizes))] == payloads[:51]
+        # the rest stays queued for the next read
+        sizes2: list[int] = []
+        assert drain_into(ls.sock, view, 0, 1000, sizes2, []) == 120000
+        assert sizes2 == [60000, 60000]
     finally:
         ls.close()
 
