@@ -8,9 +8,7 @@ API
 ::
 
     from collectors.decoder import Decoder, DecoderConfig, DecodeResult
-    from collectors.plan import plan_for
-from collectors.sequence import SequenceTracker
-from collectors.templates import DomainOptions, Template, TemplateCache, TemplateKey
+    from collectors.templates import TemplateCache
 
     cache = TemplateCache(expiry_s=1800)          # one per process
     cache.load(path)                              # optional, on start
@@ -22,13 +20,20 @@ from collectors.templates import DomainOptions, Template, TemplateCache, Templat
     res.stats        # {(exporter16, observation_domain_id): ExporterStats}
                      # counters are deltas for this call, gauges are current
     res.errors       # [(exporter16, DecodeError), ...] first few, for logs
+    res = dec.decode_frame(frame, [exporter16, ...], received_ms_array)
+                     # the same for datagrams already in one buffer
+                     # (collectors.bulk.Frame), as the collector receives them
     cache.save(path)                              # on stop
 
 * Calls of at least ``bulk_min_datagrams`` datagrams take the bulk path:
   *plain* packets (one data set of a known fixed-length template, as busy
   exporters send most of the time) are decoded in whole groups with numpy,
   headers and sequence numbers included (:mod:`collectors.bulk`); the rest
-  one by one. The result is the same as decoding every packet on its own.
+  one by one. The result is the same as decoding every packet on its own
+  (``tests/collectors/test_bulk.py``), but for which held data sets are
+  evicted first when the held bounds overflow within one call. Template
+  sets are parsed once per distinct body; compiled plans are shared by
+  exporters whose templates have the same layout.
 * ``payload`` is one UDP payload (``bytes``/``bytearray``/``memoryview``),
   ``exporter16`` the sender address as 16 bytes (IPv4 mapped into
   ``::ffff:0:0/96``, see ``schemas.flowbatch.text_to_addr16``) and
