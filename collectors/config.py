@@ -18,17 +18,81 @@ def _host_port(value: str) -> str:
     return value
 
 
+def split_listen(value: str) -> list[tuple[str, int]]:
+    """``"0.0.0.0:2055,[::]:2055"`` -> ``[("0.0.0.0", 2055), ("::", 2055)]``."""
+    out = []
+    for item in filter(None, (s.strip() for s in value.split(","))):
+        host, _, port = _host_port(item).rpartition(":")
+        out.append((host.strip("[]"), int(port)))
+    return out
+
+
+def split_networks(value: str) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
+    """Comma separated CIDRs (a bare address is a /32 or /128)."""
+    return [
+        ipaddress.ip_network(item, strict=False)
+        for item in filter(None, (s.strip() for s in value.split(",")))
+    ]
+
+
 class CollectorConfig(BaseModel):
-    #: UDP address the collector listens on for NetFlow v5/v9 and IPFIX.
+    #: UDP addresses the collector listens on for NetFlow v5/v9 and IPFIX,
+    #: comma separated ``host:port``; IPv6 in brackets, e.g.
+    #: ``0.0.0.0:2055,[::]:2055`` (IPv6 sockets are v6-only).
     listen: str = "0.0.0.0:2055"
     #: Receiving processes sharing the port with SO_REUSEPORT (one per core).
+    #: The kernel keeps one exporter on one process, so templates and sequence
+    #: numbers stay with the process that decodes them.
     workers: int = Field(1, ge=1, le=256)
-    #: Socket receive buffer; the kernel caps it at net.core.rmem_max.
+    #: Socket receive buffer asked for each socket. Tried with SO_RCVBUFFORCE
+    #: (root) first, then SO_RCVBUF, which the kernel caps at
+    #: net.core.rmem_max; the start log says what was granted.
     rcvbuf_bytes: int = Field(32 * 1024 * 1024, ge=65536)
+    #: At most this many datagrams are read per wakeup before they are decoded
+    #: together.
+    recv_burst: int = Field(512, ge=1, le=65536)
+    #: After a wakeup with fewer than ``recv_burst`` datagrams waiting, wait
+    #: this long for more before decoding, so each decode call gets a bigger
+    #: group (fixed costs per call are paid less often). Adds at most this
+    #: much delay; 0 decodes whatever one wakeup found.
+    coalesce_ms: float = Field(50.0, ge=0, le=1000)
     #: A flow batch is published when it holds this many records ...
     batch_max_records: int = Field(20000, ge=1)
     #: ... or when its oldest record waited this long.
     batch_max_delay_ms: int = Field(500, ge=1)
+    #: One Kafka message carries at most this many bytes of encoded batch
+    #: (uncompressed); bigger batches are split. Keep it below the broker's
+    #: ``message.max.bytes`` (1 MB by default).
+    max_message_bytes: int = Field(1_000_000, ge=10_000)
+    #: Exporters allowed to send, comma separated CIDRs; empty allows all.
+    #: Packets from others are refused and counted (reason ``not_allowed``).
+    allow: str = ""
+    #: Per-exporter rate limit in packets per second (token bucket); 0 = none.
+    #: Packets over it are refused and counted (reason ``rate_limited``).
+    rate_limit_pps: float = Field(0.0, ge=0)
+    #: Bucket size of the rate limit in packets; 0 = one second's worth.
+    rate_limit_burst: float = Field(0.0, ge=0)
+    #: Bytes of encoded batches kept while Kafka is unreachable. When full the
+    #: oldest batch not yet handed to the Kafka client is dropped and counted.
+    buffer_max_bytes: int = Field(256 * 1024 * 1024, ge=1024 * 1024)
+    #: Bytes handed to the Kafka client at once (the rest waits in the buffer,
+    #: where it can still be dropped oldest-first).
+    inflight_max_bytes: int = Field(16 * 1024 * 1024, ge=64 * 1024)
+    #: A batch not acknowledged this long goes back to the buffer and is sent
+    #: again after a backoff.
+    delivery_timeout_ms: int = Field(30000, ge=1000)
+    #: First and longest wait before sending again after a failure.
+    retry_backoff_ms: int = Field(200, ge=1)
+    retry_backoff_max_ms: int = Field(5000, ge=1)
+    #: How often each process publishes ``exporter-health.v1``; 0 disables it.
+    health_interval_s: float = Field(10.0, ge=0)
+    #: Kafka topic of the exporter health reports.
+    health_topic: str = "exporter-health.v1"
+    #: How often the template cache is written to
+    #: ``<data_dir>/collector/templates-<worker>.json`` (also at stop).
+    template_save_interval_s: float = Field(60.0, gt=0)
+    #: Seconds a stopping collector waits for Kafka to take what is buffered.
+    stop_timeout_s: float = Field(20.0, ge=0)
 
     #: Templates not re-announced for this long are forgotten.
     template_expiry_s: float = Field(1800.0, gt=0)
@@ -78,4 +142,12 @@ class CollectorConfig(BaseModel):
     @field_validator("listen")
     @classmethod
     def _check_listen(cls, v: str) -> str:
-        return _host_port(v)
+        if not split_listen(v):
+            raise ValueError("expected host:port[,host:port...]")
+        return v
+
+    @field_validator("allow")
+    @classmethod
+    def _check_allow(cls, v: str) -> str:
+        split_networks(v)
+        return v

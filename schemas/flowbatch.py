@@ -163,12 +163,18 @@ class FlowBatch:
         return pa.RecordBatch.from_arrays(arrays, schema=schema)
 
 
+def empty_strings(n: int) -> pa.Array:
+    """``n`` empty strings, built from buffers (no Python object per row)."""
+    offsets = pa.py_buffer(np.zeros(n + 1, dtype=np.int32))
+    return pa.StringArray.from_buffers(n, offsets, pa.py_buffer(b""))
+
+
 def empty_columns(n: int) -> dict[str, Any]:
     """Columns of ``n`` records holding the documented defaults."""
     cols: dict[str, Any] = {}
     for name, (dt, _) in FLOW_COLUMNS.items():
         if dt == "str":
-            cols[name] = pa.array([""] * n, type=pa.string()) if n else pa.array([], pa.string())
+            cols[name] = empty_strings(n)
         elif dt == "S16":
             cols[name] = np.zeros(n, dtype="S16")
         else:
