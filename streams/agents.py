@@ -16,14 +16,15 @@ from schemas.flowbatch import BatchError, BatchVersionError
 from streams.app import WorkerApp
 from streams.config import WorkerConfig
 from streams.metrics import BAD_MESSAGES, BATCH_SECONDS, BATCHES, RECORDS, REDELIVERED
-from streams.pipeline import CityStates, FlowPipeline, PartialError
+from streams.pipeline import CityStates, ExporterStates, FlowPipeline, PartialError
 
 log = logging.getLogger(__name__)
 
 
 def install_agents(w: WorkerApp, config: WorkerConfig, pipeline: FlowPipeline) -> None:
-    """Register the flow agent, the city agent and the idle-city timer on ``w.app``."""
+    """Register the flow, city and exporter agents and the idle timer on ``w.app``."""
     states = CityStates(config)
+    exporter_states = ExporterStates(config)
     flows_name = w.flows.get_topic_name()
 
     @w.app.agent(w.flows, name="flows")
@@ -54,42 +55,74 @@ def install_agents(w: WorkerApp, config: WorkerConfig, pipeline: FlowPipeline) -
                 await w.voip_flows.send(key=city, value=data, headers={"schema": b"voip-flows.v1"})
             for city, data in out.partials.items():
                 await w.partials.send(key=city, value=data)
+            for exporter, data in out.traffic.items():
+                await w.exporter_partials.send(key=exporter, value=data)
+
+    async def apply_keyed(
+        event: Any,
+        topic: str,
+        table: Any,
+        handler: CityStates | ExporterStates,
+        out_topic: Any,
+        schema: bytes,
+    ) -> None:
+        key = event.key
+        if isinstance(key, bytes):
+            key = key.decode("utf-8", "replace")
+        if not key:
+            BAD_MESSAGES.labels(topic, "no_key").inc()
+            return
+        raw = table.get(key)
+        try:
+            state = json.loads(raw) if raw else None
+            state, closed, outcome = handler.handle(key, state, event.value)
+        except (PartialError, ValueError) as exc:
+            BAD_MESSAGES.labels(topic, "partial").inc()
+            log.warning(
+                "bad partial skipped", extra={"key": key, "topic": topic, "error": str(exc)}
+            )
+            return
+        if outcome == "duplicate":
+            REDELIVERED.labels(topic).inc()
+            return
+        # Publish before the state that forgets the windows is written: a
+        # crash in between publishes them again (same values), never not.
+        for out_key, data in closed:
+            await out_topic.send(key=out_key, value=data, headers={"schema": schema})
+        table[key] = json.dumps(state, separators=(",", ":")).encode()
 
     @w.app.agent(w.partials, name="cities")
     async def city_agent(stream: Any) -> None:
         async for event in stream.events():
-            city = event.key
-            if isinstance(city, bytes):
-                city = city.decode("utf-8", "replace")
-            if not city:
-                BAD_MESSAGES.labels(w.partials_topic, "no_key").inc()
-                continue
-            raw = w.city_state.get(city)
-            try:
-                state = json.loads(raw) if raw else None
-                state, closed, outcome = states.handle(city, state, event.value)
-            except (PartialError, ValueError) as exc:
-                BAD_MESSAGES.labels(w.partials_topic, "partial").inc()
-                log.warning("bad partial skipped", extra={"city": city, "error": str(exc)})
-                continue
-            if outcome == "duplicate":
-                REDELIVERED.labels(w.partials_topic).inc()
-                continue
-            # Publish before the state that forgets the windows is written: a
-            # crash in between publishes them again (same values), never not.
-            for key, data in closed:
-                await w.usage.send(key=key, value=data, headers={"schema": b"voip-usage.v1"})
-            w.city_state[city] = json.dumps(state, separators=(",", ":")).encode()
+            await apply_keyed(
+                event, w.partials_topic, w.city_state, states, w.usage, b"voip-usage.v1"
+            )
 
-    @w.app.timer(interval=config.close_interval_s)
-    async def idle_cities() -> None:
-        # Tables can only be written from the city agent: ask it, per idle city.
+    @w.app.agent(w.exporter_partials, name="exporters")
+    async def exporter_agent(stream: Any) -> None:
+        async for event in stream.events():
+            await apply_keyed(
+                event,
+                w.exporter_partials_topic,
+                w.exporter_state,
+                exporter_states,
+                w.traffic,
+                b"traffic.v1",
+            )
+
+    async def tick_idle(table: Any, topic: Any) -> None:
+        # Tables can only be written from their agent: ask it, per idle key.
         now = int(time.time() * 1000)
-        for city, raw in list(w.city_state.items()):
+        for key, raw in list(table.items()):
             try:
                 state = json.loads(raw)
                 touched, open_windows = int(state.get("touched", now)), bool(state.get("win"))
             except (ValueError, AttributeError, TypeError):
                 continue
             if open_windows and now - touched >= config.idle_close_s * 1000:
-                await w.partials.send(key=city, value=json.dumps({"tick": now}).encode())
+                await topic.send(key=key, value=json.dumps({"tick": now}).encode())
+
+    @w.app.timer(interval=config.close_interval_s)
+    async def idle_keys() -> None:
+        await tick_idle(w.city_state, w.partials)
+        await tick_idle(w.exporter_state, w.exporter_partials)

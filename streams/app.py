@@ -5,14 +5,24 @@ Data path (every arrow is Kafka)::
     flows.v1 --[flow agent: decode, enrich, classify, pre-aggregate]-->
         voip-flows.v1                 VoIP records, one Arrow batch per city
         <app_id>-city-partials        one JSON partial per city, keyed by city
+        <app_id>-exporter-partials    one JSON partial per exporter, keyed by exporter
     <app_id>-city-partials --[city agent: table city_state[city]]-->
         voip-usage.v1                 closed windows, JSON, once per window
+    <app_id>-exporter-partials --[exporter agent: table exporter_state[exporter]]-->
+        traffic.v1                    closed windows of all traffic per exporter
 
 Re-keying per batch by city (not per flow) sends every city's partials to one
 partition, so exactly one worker owns a city and its table entry; the table
 has a changelog topic, so a worker that takes over after a crash restores the
-city's state. Both agents are at-least-once: the city state remembers the
-last source offset it applied per flows.v1 partition and skips re-deliveries.
+city's state. The agents are at-least-once: the city and exporter states
+remember the last source offset they applied per flows.v1 partition and skip
+re-deliveries.
+
+flows.v1 is keyed by exporter, so the flow agent already sees each exporter on
+one partition; exporter partials still take their own internal topic because
+a Faust table can only be written by the stream that owns the partition, and
+an exporter that goes quiet needs idle ticks to close its last windows: the
+worker can put those on its own topic, not on the collectors' flows.v1.
 
 :func:`build_app` is side-effect free until the worker runs the app.
 """
@@ -37,10 +47,18 @@ class WorkerApp:
     voip_flows: Any
     city_state: Any
     partials_topic: str
+    exporter_partials: Any
+    traffic: Any
+    exporter_state: Any
+    exporter_partials_topic: str
 
 
 def partials_topic_name(worker: WorkerConfig) -> str:
     return f"{worker.app_id}-city-partials"
+
+
+def exporter_partials_topic_name(worker: WorkerConfig) -> str:
+    return f"{worker.app_id}-exporter-partials"
 
 
 def build_app(
@@ -105,4 +123,37 @@ def build_app(
         partitions=kafka.partitions,
         help="per-city window state (JSON), see streams.aggregate",
     )
-    return WorkerApp(app, flows, partials, usage, voip_flows, city_state, partials_name)
+    exporter_partials_name = exporter_partials_topic_name(worker)
+    exporter_partials = app.topic(
+        exporter_partials_name,
+        key_type=str,
+        value_type=bytes,
+        partitions=kafka.partitions,
+    )
+    traffic = app.topic(
+        kafka.traffic_topic,
+        key_type=str,
+        value_type=bytes,
+        key_serializer="raw",
+        value_serializer="raw",
+    )
+    exporter_state = app.Table(
+        "exporter-state",
+        key_type=str,
+        value_type=bytes,
+        partitions=kafka.partitions,
+        help="per-exporter traffic window state (JSON), see streams.traffic",
+    )
+    return WorkerApp(
+        app,
+        flows,
+        partials,
+        usage,
+        voip_flows,
+        city_state,
+        partials_name,
+        exporter_partials,
+        traffic,
+        exporter_state,
+        exporter_partials_name,
+    )

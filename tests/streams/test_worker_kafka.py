@@ -1,5 +1,5 @@
-"""The worker on the real broker: exact per-city totals with one worker, and with two
-when one is SIGKILLed mid-stream; bad messages skipped.
+"""The worker on the real broker: exact per-city and per-exporter totals with one worker,
+and with two when one is SIGKILLed mid-stream; bad messages skipped.
 
 Workers are ``python -m voipflow worker`` subprocesses. Windows close on event
 time only, so the test controls when: data spans a few windows well inside the
@@ -88,6 +88,45 @@ def expected_totals(data: list[tuple[str, bytes]]) -> dict[str, tuple[int, int]]
     return totals
 
 
+def expected_traffic(data: list[tuple[str, bytes]]) -> dict[str, tuple[int, int]]:
+    """Per exporter: (records, sampling-corrected bytes), straight from the input batches."""
+    flows: Counter[str] = Counter()
+    byts: Counter[str] = Counter()
+    for exporter, value in data:
+        b = fb.decode(value)
+        flows[exporter] += len(b)
+        rate = np.maximum(b["sampling_rate"].astype(np.int64), 1)
+        byts[exporter] += int((b["bytes"].astype(np.int64) * rate).sum())
+    return {e: (flows[e], byts[e]) for e in flows}
+
+
+def traffic_totals(bootstrap: str, topic: str) -> tuple[dict[str, tuple[int, int]], int, int]:
+    """Per-exporter (flows, bytes_est) of windows before the flush, first copy per window."""
+    consumer = KafkaConsumer(
+        topic,
+        bootstrap_servers=bootstrap,
+        auto_offset_reset="earliest",
+        consumer_timeout_ms=3000,
+    )
+    seen: dict[tuple[str, int, int], dict[str, Any]] = {}
+    copies = 0
+    for m in consumer:
+        copies += 1
+        msg = json.loads(m.value)
+        assert m.key.decode() == f"{msg['exporter']}|{msg['window_start_ms']}"
+        seen.setdefault(
+            (msg["exporter"], msg["window_start_ms"], msg["observation_domain_id"]), msg
+        )
+    consumer.close()
+    flows: Counter[str] = Counter()
+    byts: Counter[str] = Counter()
+    for msg in seen.values():
+        if msg["window_start_ms"] < FLUSH_MS - 1_000_000:
+            flows[msg["exporter"]] += msg["flows"]
+            byts[msg["exporter"]] += msg["bytes_est"]
+    return {e: (flows[e], byts[e]) for e in flows}, len(seen), copies
+
+
 def start_worker(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
     with log.open("ab") as out:  # the child keeps its own descriptor
         return subprocess.Popen(
@@ -134,11 +173,19 @@ def usage_totals(bootstrap: str, topic: str) -> tuple[dict[str, tuple[int, int]]
     return {c: (flows[c], byts[c]) for c in flows}, len(seen), copies
 
 
+Totals = tuple[dict[str, tuple[int, int]], int, int]
+
+
 def run_workers(
-    bootstrap: str, tmp_path: Path, data: list[tuple[str, bytes]], workers: int, kill: bool
-) -> tuple[dict[str, tuple[int, int]], int, int]:
+    bootstrap: str,
+    tmp_path: Path,
+    data: list[tuple[str, bytes]],
+    workers: int,
+    kill: bool,
+    want: tuple[dict[str, tuple[int, int]], dict[str, tuple[int, int]]],
+) -> tuple[Totals, Totals]:
     tag = uuid.uuid4().hex[:8]
-    topics = {n: f"{n}-{tag}" for n in ("flows", "voip-flows", "usage")}
+    topics = {n: f"{n}-{tag}" for n in ("flows", "voip-flows", "usage", "traffic")}
     env = {k: v for k, v in os.environ.items() if not k.startswith("VOIPFLOW_")}
     env.update(
         {
@@ -148,6 +195,7 @@ def run_workers(
             "VOIPFLOW_KAFKA_FLOWS_TOPIC": topics["flows"],
             "VOIPFLOW_KAFKA_VOIP_FLOWS_TOPIC": topics["voip-flows"],
             "VOIPFLOW_KAFKA_USAGE_TOPIC": topics["usage"],
+            "VOIPFLOW_KAFKA_TRAFFIC_TOPIC": topics["traffic"],
             "VOIPFLOW_WORKER_APP_ID": f"vf-test-{tag}",
             "VOIPFLOW_WORKER_PREFIX_TABLE": str(TABLE),
             "VOIPFLOW_WORKER_HOME_NETWORKS": HOME,
@@ -158,7 +206,7 @@ def run_workers(
             "VOIPFLOW_DATA_DIR": str(tmp_path / f"data-{tag}"),
         }
     )
-    ensure_topics(bootstrap, {topics["flows"]: 4, topics["usage"]: 4, topics["voip-flows"]: 4})
+    ensure_topics(bootstrap, {topics[n]: 4 for n in ("flows", "usage", "voip-flows", "traffic")})
     procs = [start_worker(env, tmp_path / f"worker-{tag}-{i}.log") for i in range(workers)]
     producer = KafkaProducer(bootstrap_servers=bootstrap, linger_ms=5)
     ends: dict[int, int] = {}
@@ -188,15 +236,21 @@ def run_workers(
                 value=make_batch(10_000 + i, exporter, 400, FLUSH_MS),
             ).get(timeout=30)
         producer.flush()
-        # Every city must have published its data windows; wait until totals settle.
-        last: Any = None
+        # Every city and exporter must publish its data windows. After a kill
+        # the survivor takes over the dead worker's partitions only after the
+        # session timeout and a rebalance, so totals that stay still for a few
+        # seconds are not final: wait for the expected totals, up to the
+        # deadline, and let the caller compare what arrived.
+        got: Any = None
         while time.monotonic() < deadline:
             time.sleep(3)
-            got = usage_totals(bootstrap, topics["usage"])
-            if got[0] and got[0] == (last[0] if last else None):
-                return got
-            last = got
-        raise AssertionError(f"usage did not settle: {last}")
+            got = (
+                usage_totals(bootstrap, topics["usage"]),
+                traffic_totals(bootstrap, topics["traffic"]),
+            )
+            if (got[0][0], got[1][0]) == want:
+                break
+        return got
     finally:
         producer.close()
         for p in procs:
@@ -223,14 +277,21 @@ def expected(data: list[tuple[str, bytes]]) -> dict[str, tuple[int, int]]:
 def test_one_worker_publishes_the_input_totals(
     kafka_bootstrap: str, tmp_path: Path, data: list[tuple[str, bytes]], expected: dict
 ) -> None:
-    totals, keys, _ = run_workers(kafka_bootstrap, tmp_path, data, workers=1, kill=False)
+    want = (expected, expected_traffic(data))
+    usage, traffic = run_workers(kafka_bootstrap, tmp_path, data, 1, kill=False, want=want)
+    totals, keys, _ = usage
     assert totals == expected
     assert keys > len(expected)
+    assert traffic[0] == expected_traffic(data)
 
 
 def test_two_workers_one_killed_mid_stream_give_the_same_totals(
     kafka_bootstrap: str, tmp_path: Path, data: list[tuple[str, bytes]], expected: dict
 ) -> None:
-    totals, keys, copies = run_workers(kafka_bootstrap, tmp_path, data, workers=2, kill=True)
+    want = (expected, expected_traffic(data))
+    usage, traffic = run_workers(kafka_bootstrap, tmp_path, data, 2, kill=True, want=want)
+    totals, keys, copies = usage
     assert totals == expected
     assert copies >= keys  # a window may be published twice after the crash, never lost
+    assert traffic[0] == expected_traffic(data)
+    assert traffic[2] >= traffic[1]
