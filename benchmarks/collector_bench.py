@@ -15,11 +15,15 @@ benchmark measures:
 * peak RSS (``VmHWM``).
 
 It prints the medians per stream and receiver, records per CPU-second and
-the ratio to GoFlow2 in the same run::
+the ratio to GoFlow2 doing the same job in the same run (``voipflow-kafka``
+against ``goflow2-kafka``, the others against ``goflow2`` writing to a file)::
 
     python -m benchmarks.collector_bench [--records 1000000] [--rate 200000]
         [--rounds 3] [--streams ipfix4,ipfix6,v9] [--receivers ...]
         [--bootstrap HOST:PORT] [--json OUT] [--set VOIPFLOW_X=V ...]
+
+A receiver written ``voipflow-kafka@VOIPFLOW_X=V,...`` runs with those
+settings too, so that variants are compared in the same run.
 
 Receivers: ``voipflow-kafka`` (decode and publish to a real local broker:
 ``--bootstrap``, else one is started with ``voipflow.broker``),
@@ -27,7 +31,9 @@ Receivers: ``voipflow-kafka`` (decode and publish to a real local broker:
 ``goflow2-json`` (built with ``go install
 github.com/netsampler/goflow2/v2/cmd/goflow2@latest`` into ``.cache/go/bin``;
 protobuf or JSON to a file; its JSON formatter works by reflection and costs
-it about eight times its protobuf output), ``nfcapd`` (files in a temp folder).
+it about eight times its protobuf output), ``goflow2-kafka`` (protobuf to the
+same Kafka broker, lz4: decode and publish like ``voipflow-kafka``),
+``nfcapd`` (files in a temp folder).
 The sender is this process; it paces in 1 ms steps.
 """
 
@@ -60,7 +66,7 @@ REPO = Path(__file__).resolve().parents[1]
 GOFLOW2 = REPO / ".cache" / "go" / "bin" / "goflow2"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 STREAMS = ("ipfix4", "ipfix6", "v9")
-RECEIVERS = ("voipflow-kafka", "voipflow-null", "goflow2", "goflow2-json", "nfcapd")
+RECEIVERS = ("voipflow-kafka", "voipflow-null", "goflow2-kafka", "goflow2", "nfcapd")
 
 
 # -- the packet stream --------------------------------------------------------
@@ -274,37 +280,43 @@ class VoipflowReceiver(Receiver):
 
 
 class GoFlow2Receiver(Receiver):
-    """GoFlow2 writing to a file, ``bin`` (protobuf, its cheapest) or ``json``.
+    """GoFlow2 writing ``bin`` (protobuf, its cheapest) or ``json`` to a file,
+    or protobuf to Kafka (one message per flow, lz4, the same broker).
 
-    Records are read from its own counter of decoded data records
+    Records: its own counter of decoded data records
     (``goflow2_flow_process_nf_flowset_records_total{type="DataFlowSet"}``),
-    since the protobuf output has no line structure to count.
+    since the protobuf output has no line structure to count; with Kafka, the
+    messages that reached the topic (end offsets).
     """
 
     def start(self) -> None:
         self.mport = free_port(socket.SOCK_STREAM)
         fmt = self.extra.get("format", "bin")
-        self.out = self.workdir / f"goflow2.{fmt}"
+        cmd = [str(GOFLOW2), "-listen", f"netflow://127.0.0.1:{self.port}", "-format", fmt]
+        cmd += ["-addr", f"127.0.0.1:{self.mport}", "-loglevel", "warn"]
+        if self.extra.get("transport") == "kafka":
+            from voipflow.topics import ensure_topics
+
+            self.topic = f"goflow2-bench-{self.port}"
+            ensure_topics(self.extra["bootstrap"], {self.topic: 4})
+            cmd += ["-transport", "kafka", "-transport.kafka.brokers", self.extra["bootstrap"]]
+            cmd += ["-transport.kafka.topic", self.topic, "-transport.kafka.compression", "lz4"]
+        else:
+            self.out = self.workdir / f"goflow2.{fmt}"
+            cmd += ["-transport", "file", "-transport.file", str(self.out)]
         self.log = open(self.workdir / "goflow2.log", "wb")  # noqa: SIM115
-        self.proc = subprocess.Popen(
-            [
-                str(GOFLOW2),
-                "-listen",
-                f"netflow://127.0.0.1:{self.port}",
-                "-transport",
-                "file",
-                "-transport.file",
-                str(self.out),
-                "-format",
-                fmt,
-                "-addr",
-                f"127.0.0.1:{self.mport}",
-                "-loglevel",
-                "warn",
-            ],
-            stdout=self.log,
-            stderr=subprocess.STDOUT,
-        )
+        self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT)
+
+    def _published(self) -> int:
+        from kafka import KafkaConsumer, TopicPartition
+
+        consumer = KafkaConsumer(bootstrap_servers=self.extra["bootstrap"])
+        try:
+            parts = consumer.partitions_for_topic(self.topic) or set()
+            ends = consumer.end_offsets([TopicPartition(self.topic, p) for p in parts])
+            return int(sum(ends.values()))
+        finally:
+            consumer.close()
 
     def ready(self) -> bool:
         return _http_ok(f"http://127.0.0.1:{self.mport}/metrics")
@@ -323,7 +335,10 @@ class GoFlow2Receiver(Receiver):
     def settled(self, expected: int) -> None:
         assert self.proc is not None
         wait_idle(self.proc.pid)
-        self._records = self.counted()
+        if self.extra.get("transport") == "kafka":
+            self._records = self._published()
+        else:
+            self._records = self.counted()
 
     def records(self) -> int:
         return self._records
@@ -384,7 +399,11 @@ def run_one(
     bootstrap: str,
     settings: dict[str, str] | None = None,
 ) -> Result:
-    work = Path(tempfile.mkdtemp(prefix=f"bench-{receiver}-"))
+    # "voipflow-kafka@VOIPFLOW_X=1,VOIPFLOW_Y=2": the same receiver with more
+    # settings, so variants can be compared within one run.
+    kind, _, variant = receiver.partition("@")
+    settings = {**(settings or {}), **dict(kv.split("=", 1) for kv in variant.split(",") if kv)}
+    work = Path(tempfile.mkdtemp(prefix=f"bench-{kind}-"))
     port = free_port()
     factory: dict[str, Callable[[], Receiver]] = {
         "voipflow-kafka": lambda: VoipflowReceiver(
@@ -398,9 +417,12 @@ def run_one(
         ),
         "goflow2": lambda: GoFlow2Receiver(receiver, port, work, extra={"format": "bin"}),
         "goflow2-json": lambda: GoFlow2Receiver(receiver, port, work, extra={"format": "json"}),
+        "goflow2-kafka": lambda: GoFlow2Receiver(
+            receiver, port, work, extra={"transport": "kafka", "bootstrap": bootstrap}
+        ),
         "nfcapd": lambda: NfcapdReceiver(receiver, port, work),
     }
-    rx = factory[receiver]()
+    rx = factory[kind]()
     rx.start()
     try:
         deadline = time.monotonic() + 60
@@ -476,15 +498,22 @@ def table(results: list[Result]) -> str:
         groups.setdefault((r.stream, r.receiver), []).append(r)
     lines = [
         f"{'stream':<8} {'receiver':<15} {'runs':>4} {'sent':>9} {'records':>9} {'loss':>8} "
-        f"{'CPU s':>7} {'rec/CPU-s':>11} {'vs goflow2':>10} {'RSS MB':>7}"
+        f"{'CPU s':>7} {'rec/CPU-s':>11} {'vs GoFlow2':>10} {'RSS MB':>7}"
     ]
-    ref: dict[str, float] = {}
+    # Each receiver is compared with GoFlow2 doing the same job: publishing to
+    # Kafka for voipflow-kafka, writing protobuf to a file for the rest.
+    meds = {k: statistics.median(r.per_cpu_s for r in rs) for k, rs in groups.items()}
+
+    def peer(stream: str, receiver: str) -> float:
+        want = "goflow2-kafka" if receiver.startswith("voipflow-kafka") else "goflow2"
+        for name in (want, "goflow2", "goflow2-kafka"):
+            if (stream, name) in meds:
+                return meds[stream, name]
+        return float("nan")
+
     for (stream, receiver), rs in groups.items():
-        if receiver == "goflow2":
-            ref[stream] = statistics.median(r.per_cpu_s for r in rs)
-    for (stream, receiver), rs in groups.items():
-        med = statistics.median(r.per_cpu_s for r in rs)
-        ratio = med / ref[stream] if stream in ref else float("nan")
+        med = meds[stream, receiver]
+        ratio = med / peer(stream, receiver)
         lines.append(
             f"{stream:<8} {receiver:<15} {len(rs):>4} {rs[0].sent:>9} "
             f"{int(statistics.median(r.records for r in rs)):>9} "
@@ -517,18 +546,19 @@ def main(argv: list[str] | None = None) -> int:
     settings = dict(item.split("=", 1) for item in args.set)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # receivers stop in finally
     wants_goflow2 = any(r.startswith("goflow2") for r in receivers)
+    needs_broker = any(r.startswith(("voipflow-kafka", "goflow2-kafka")) for r in receivers)
     if wants_goflow2 and not GOFLOW2.exists():
         build_goflow2()
     if wants_goflow2 and GOFLOW2.exists():
         print(f"# goflow2: {goflow2_version()}", flush=True)
     if not GOFLOW2.exists():
-        for name in ("goflow2", "goflow2-json"):
+        for name in ("goflow2", "goflow2-json", "goflow2-kafka"):
             if name in receivers:
                 print(f"goflow2 not built at {GOFLOW2}: {name} skipped", file=sys.stderr)
                 receivers.remove(name)
     broker = None
     bootstrap = args.bootstrap
-    if "voipflow-kafka" in receivers and not bootstrap:
+    if needs_broker and not bootstrap:
         broker = _start_broker(Path(tempfile.mkdtemp(prefix="bench-kafka-")))
         bootstrap = broker.bootstrap
     results: list[Result] = []

@@ -50,7 +50,7 @@ class CollectorConfig(BaseModel):
     rcvbuf_bytes: int = Field(32 * 1024 * 1024, ge=65536)
     #: At most this many datagrams are read per wakeup before they are decoded
     #: together.
-    recv_burst: int = Field(512, ge=1, le=65536)
+    recv_burst: int = Field(2048, ge=1, le=65536)
     #: After a wakeup with fewer than ``recv_burst`` datagrams waiting, wait
     #: this long for more before decoding, so each decode call gets a bigger
     #: group (fixed costs per call are paid less often). Adds at most this
@@ -81,15 +81,16 @@ class CollectorConfig(BaseModel):
     #: A batch not acknowledged this long goes back to the buffer and is sent
     #: again after a backoff.
     delivery_timeout_ms: int = Field(30000, ge=1000)
-    #: First and longest wait before sending again after a failure.
+    #: First wait before sending again after a failure; it doubles with
+    #: each failure in a row ...
     retry_backoff_ms: int = Field(200, ge=1)
+    #: ... up to this.
     retry_backoff_max_ms: int = Field(5000, ge=1)
     #: How often each process publishes ``exporter-health.v1``; 0 disables it.
     health_interval_s: float = Field(10.0, ge=0)
-    #: Kafka topic of the exporter health reports.
-    health_topic: str = "exporter-health.v1"
     #: How often the template cache is written to
-    #: ``<data_dir>/collector/templates-<worker>.json`` (also at stop).
+    #: ``<data_dir>/collector/<template_cache_file stem>-<worker>.json``
+    #: (also at stop); every worker loads all of them at start.
     template_save_interval_s: float = Field(60.0, gt=0)
     #: Seconds a stopping collector waits for Kafka to take what is buffered.
     stop_timeout_s: float = Field(20.0, ge=0)

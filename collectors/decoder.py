@@ -258,7 +258,7 @@ class Decoder:
     # -- packets ---------------------------------------------------------------
 
     def _datagram(self, call: _Call, mv: memoryview, exporter: bytes, received_ms: int) -> None:
-        call.current_domain = 0
+        call.current_domain = packets.header_domain(mv)
         msg = packets.parse_message(mv)
         call.current_domain = msg.domain
         st = call.stats_for(exporter, msg.domain)
@@ -293,6 +293,9 @@ class Decoder:
                 call.error(exporter, msg.domain, exc)
         if msg.version == 9:
             units = flows = 1
+        if msg.error is not None:
+            call.error(exporter, msg.domain, msg.error)
+            held = True  # records of the lost sets are unknown
         self._sequence(st, msg, units, held, flows)
 
     def _is_options(self, st: ExporterStats, set_id: int, version: int) -> bool:

@@ -20,6 +20,7 @@ from collectors.errors import (
     BadSetError,
     BadTemplateError,
     BadVersionError,
+    DecodeError,
     TemplateLoopError,
     TooManyFieldsError,
     TruncatedError,
@@ -70,6 +71,21 @@ class Message:
     sampling: int = 0  # v5 header sampling interval (0 = none announced)
     length: int = 0  # bytes of the message (IPFIX: from its header)
     sets: list[tuple[int, int, int]] = field(default_factory=list)  # (set id, start, end)
+    #: set framing broke after ``sets``: those are still good, the rest is lost
+    error: DecodeError | None = None
+
+
+def header_domain(data: memoryview) -> int:
+    """Observation domain of a packet whose header is readable, else 0."""
+    if len(data) >= 2:
+        version = _U16.unpack_from(data, 0)[0]
+        if version == 5 and len(data) >= 22:
+            return (data[20] << 8) | data[21]
+        if version == 9 and len(data) >= 20:
+            return int(_U32.unpack_from(data, 16)[0])
+        if version == 10 and len(data) >= 16:
+            return int(_U32.unpack_from(data, 12)[0])
+    return 0
 
 
 def parse_message(data: memoryview) -> Message:
@@ -133,13 +149,15 @@ def _parse_sets(data: memoryview, version: int) -> Message:
         if set_len < SET_HEADER.size:
             if version == 9 and set_id == 0 and set_len == 0 and not any(data[pos:end]):
                 break  # trailing zero padding after the last flowset
-            raise BadLengthError(f"set {set_id} of length {set_len}")
+            msg.error = BadLengthError(f"set {set_id} of length {set_len}")
+            return msg
         if pos + set_len > end:
-            raise TruncatedError(f"set {set_id} of {set_len} bytes runs past the packet")
+            msg.error = TruncatedError(f"set {set_id} of {set_len} bytes runs past the packet")
+            return msg
         msg.sets.append((set_id, pos + SET_HEADER.size, pos + set_len))
         pos += set_len
     if version == 10 and pos != end:
-        raise BadLengthError(f"{end - pos} stray bytes after the last set")
+        msg.error = BadLengthError(f"{end - pos} stray bytes after the last set")
     return msg
 
 

@@ -30,6 +30,8 @@ from collectors.templates import VARLEN, Template
 from schemas.flowbatch import ipv4_to_addr16
 
 NTP_UNIX_OFFSET_S = 2208988800
+#: sysUptime-relative times up to this far after the header's uptime are jitter.
+FUTURE_TOLERANCE_MS = 60_000
 Key = tuple[int, int]
 
 # Elements the core columns come from, in order of preference.
@@ -371,9 +373,15 @@ def ntp_to_ms(v: np.ndarray) -> np.ndarray:
 
 
 def sysuptime_to_ms(t: np.ndarray, uptime: np.ndarray, export_ms: np.ndarray) -> np.ndarray:
-    """sysUptime-relative times -> Unix ms, tolerating the 32-bit uptime wrap."""
+    """sysUptime-relative times -> Unix ms.
+
+    A flow ends before the packet that exports it, so a time *after* the
+    header's sysUptime means the 32-bit uptime wrapped (every 49.7 days)
+    in between; only up to ``FUTURE_TOLERANCE_MS`` ahead is taken as clock
+    jitter. nfdump's v5 decoder reads it the same way.
+    """
     d = (uptime - t) & 0xFFFFFFFF
-    d = np.where(d >= 1 << 31, d - (1 << 32), d)
+    d = np.where(d > (1 << 32) - FUTURE_TOLERANCE_MS, d - (1 << 32), d)
     return export_ms - d
 
 

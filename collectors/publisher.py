@@ -76,14 +76,12 @@ class Message:
     seq: int
     topic: str
     key: bytes
-    value: bytes
+    value: bytes | memoryview
     headers: list[tuple[str, bytes]]
     records: int = 0
     sent_at: float = 0.0
-
-    @property
-    def size(self) -> int:
-        return len(self.value) + len(self.key)
+    #: Bytes the message holds in the buffer (value and key).
+    size: int = 0
 
 
 @dataclass(slots=True)
@@ -235,14 +233,14 @@ class Publisher:
         self,
         topic: str,
         key: bytes,
-        value: bytes,
+        value: bytes | memoryview,
         *,
         records: int = 0,
         headers: list[tuple[str, bytes]] | None = None,
     ) -> bool:
         """Queue one message; False when it had to be dropped (buffer full)."""
-        msg = Message(next(self._seq), topic, key, value, headers or [], records)
-        size = msg.size
+        size = len(key) + (value.nbytes if isinstance(value, memoryview) else len(value))
+        msg = Message(next(self._seq), topic, key, value, headers or [], records, size=size)
         with self._lock:
             limit = self.config.buffer_max_bytes
             while self._buffered_bytes + size > limit and self._queue:

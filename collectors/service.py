@@ -23,6 +23,7 @@ Errors::
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import selectors
@@ -154,6 +155,11 @@ class Collector:
                 self.metrics.kernel_drops.labels(ls.label).inc(0)
         self._load_templates()
         self._warm_up()
+        # Everything allocated so far (pyarrow, numpy, pandas modules) lives as
+        # long as the process: keep it out of the cyclic collector's full
+        # passes, which otherwise walk it again and again under load.
+        gc.collect()
+        gc.freeze()
         try:
             self.output.start()
         except Exception:

@@ -219,6 +219,18 @@ def encode(batch: FlowBatch) -> bytes:
     return write_single_batch(batch.to_arrow())
 
 
+def encode_view(batch: FlowBatch) -> memoryview:
+    """:func:`encode` without copying the stream into a ``bytes`` object.
+
+    The view keeps Arrow's buffer alive; Kafka clients take it as a value.
+    """
+    rb = batch.to_arrow()
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, rb.schema) as writer:
+        writer.write_batch(rb)
+    return memoryview(sink.getvalue())
+
+
 def decode(data: bytes | memoryview) -> FlowBatch:
     """Parse a Kafka message value into a :class:`FlowBatch`.
 

@@ -15,7 +15,14 @@ from typing import Any
 from schemas.flowbatch import BatchError, BatchVersionError
 from streams.app import WorkerApp
 from streams.config import WorkerConfig
-from streams.metrics import BAD_MESSAGES, BATCH_SECONDS, BATCHES, RECORDS, REDELIVERED
+from streams.metrics import (
+    BAD_MESSAGES,
+    BATCH_SECONDS,
+    BATCHES,
+    OPEN_WINDOWS,
+    RECORDS,
+    REDELIVERED,
+)
 from streams.pipeline import CityStates, ExporterStates, FlowPipeline, PartialError
 
 log = logging.getLogger(__name__)
@@ -25,6 +32,7 @@ def install_agents(w: WorkerApp, config: WorkerConfig, pipeline: FlowPipeline) -
     """Register the flow, city and exporter agents and the idle timer on ``w.app``."""
     states = CityStates(config)
     exporter_states = ExporterStates(config)
+    open_windows: dict[str, int] = {}  # city -> windows not yet closed, for OPEN_WINDOWS
     flows_name = w.flows.get_topic_name()
 
     @w.app.agent(w.flows, name="flows")
@@ -65,13 +73,14 @@ def install_agents(w: WorkerApp, config: WorkerConfig, pipeline: FlowPipeline) -
         handler: CityStates | ExporterStates,
         out_topic: Any,
         schema: bytes,
-    ) -> None:
+    ) -> tuple[str, dict[str, Any]] | None:
+        """Apply one partial or tick to the key's state; (key, new state) once written."""
         key = event.key
         if isinstance(key, bytes):
             key = key.decode("utf-8", "replace")
         if not key:
             BAD_MESSAGES.labels(topic, "no_key").inc()
-            return
+            return None
         raw = table.get(key)
         try:
             state = json.loads(raw) if raw else None
@@ -81,22 +90,27 @@ def install_agents(w: WorkerApp, config: WorkerConfig, pipeline: FlowPipeline) -
             log.warning(
                 "bad partial skipped", extra={"key": key, "topic": topic, "error": str(exc)}
             )
-            return
+            return None
         if outcome == "duplicate":
             REDELIVERED.labels(topic).inc()
-            return
+            return None
         # Publish before the state that forgets the windows is written: a
         # crash in between publishes them again (same values), never not.
         for out_key, data in closed:
             await out_topic.send(key=out_key, value=data, headers={"schema": schema})
         table[key] = json.dumps(state, separators=(",", ":")).encode()
+        return key, state
 
     @w.app.agent(w.partials, name="cities")
     async def city_agent(stream: Any) -> None:
         async for event in stream.events():
-            await apply_keyed(
+            done = await apply_keyed(
                 event, w.partials_topic, w.city_state, states, w.usage, b"voip-usage.v1"
             )
+            if done is not None:
+                city, state = done
+                open_windows[city] = len(state.get("win", ()))
+                OPEN_WINDOWS.set(sum(open_windows.values()))
 
     @w.app.agent(w.exporter_partials, name="exporters")
     async def exporter_agent(stream: Any) -> None:

@@ -281,7 +281,6 @@ def stack(kafka_bootstrap: str, tmp_path: Path) -> Iterator[dict[str, Any]]:
         "VOIPFLOW_KAFKA_USAGE_TOPIC": f"e2e-usage-{tag}",
         "VOIPFLOW_KAFKA_TRAFFIC_TOPIC": f"e2e-traffic-{tag}",
         "VOIPFLOW_KAFKA_HEALTH_TOPIC": f"e2e-health-{tag}",
-        "VOIPFLOW_COLLECTOR_HEALTH_TOPIC": f"e2e-health-{tag}",
     }
     ensure_topics(kafka_bootstrap, {t: 2 for t in set(topics.values())})
     prefix_table = tmp_path / "cities.csv"
@@ -314,8 +313,7 @@ def stack(kafka_bootstrap: str, tmp_path: Path) -> Iterator[dict[str, Any]]:
     collect = CollectProcess(
         tmp_path / "collect",
         bootstrap=kafka_bootstrap,
-        env={k: v for k, v in env.items() if k.startswith("VOIPFLOW_KAFKA_")}
-        | {"VOIPFLOW_COLLECTOR_HEALTH_TOPIC": topics["VOIPFLOW_COLLECTOR_HEALTH_TOPIC"]},
+        env={k: v for k, v in env.items() if k.startswith("VOIPFLOW_KAFKA_")},
     )
     try:
         # The schema first (chdb: one process per data directory at a time),

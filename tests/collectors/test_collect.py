@@ -36,7 +36,7 @@ def _topics() -> dict[str, str]:
     tag = uuid.uuid4().hex[:8]
     return {
         "VOIPFLOW_KAFKA_FLOWS_TOPIC": f"flows-{tag}",
-        "VOIPFLOW_COLLECTOR_HEALTH_TOPIC": f"health-{tag}",
+        "VOIPFLOW_KAFKA_HEALTH_TOPIC": f"health-{tag}",
         "VOIPFLOW_KAFKA_PARTITIONS": "2",
     }
 
@@ -138,7 +138,7 @@ def test_softflowd_export_through_kafka_matches_nfdump(
 
     health = [
         json.loads(m.value)
-        for m in consume(kafka_bootstrap, topics["VOIPFLOW_COLLECTOR_HEALTH_TOPIC"], quiet_s=2)
+        for m in consume(kafka_bootstrap, topics["VOIPFLOW_KAFKA_HEALTH_TOPIC"], quiet_s=2)
     ]
     assert health and {h["schema"] for h in health} == {"exporter-health.v1"}
     fields = {

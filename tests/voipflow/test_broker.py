@@ -130,7 +130,7 @@ def test_aiokafka_produces_and_consumes(
 
 
 def test_faust_table_with_changelog_on_kafka_4(
-    kafka_bootstrap: str, kafka_topic_factory: TopicFactory
+    kafka_bootstrap: str, kafka_topic_factory: TopicFactory, tmp_path: Path
 ) -> None:
     """Faust creates its internal (changelog, assignor) topics on Kafka 4.x and counts."""
     import faust
@@ -144,6 +144,7 @@ def test_faust_table_with_changelog_on_kafka_4(
             app_id,
             broker=f"kafka://{kafka_bootstrap}",
             store="memory://",
+            datadir=str(tmp_path / "faust"),
             web_enabled=False,
             topic_partitions=1,
             topic_replication_factor=1,

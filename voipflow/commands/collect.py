@@ -103,7 +103,7 @@ def _prepare_kafka(settings: Settings) -> str:
         wait_for_broker(bootstrap, timeout_s=15.0)
         ensure_topics(
             bootstrap,
-            {k.flows_topic: k.partitions, settings.collector.health_topic: k.partitions},
+            {k.flows_topic: k.partitions, k.health_topic: k.partitions},
             k.replication_factor,
         )
     except (BrokerError, KafkaAdminError) as exc:
@@ -176,7 +176,7 @@ def _build_collector(
         output = KafkaOutput(
             publisher,
             settings.kafka.flows_topic,
-            cfg.health_topic,
+            settings.kafka.health_topic,
             max_message_bytes=cfg.max_message_bytes,
             max_records=cfg.batch_max_records,
             stop_timeout_s=cfg.stop_timeout_s,

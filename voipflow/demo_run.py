@@ -1,0 +1,232 @@
+"""The demo while it runs: progress lines, child watch, and the drain at the end.
+
+Progress comes from the children's Prometheus endpoints (collector: records
+acknowledged by Kafka; worker: VoIP records, usage rows published, open
+windows; sink: rows inserted per table); this process never opens chdb while
+the sink runs. Whether the pipeline has drained comes from Kafka itself: a
+consumer group has caught up when its committed offsets equal the topics'
+end offsets.
+
+The drain, after the simulator stopped, step by step, each with a deadline:
+
+1. the collector has decoded, handed over and had acknowledged the same
+   number of records, twice in a row;
+2. the worker's group has committed the whole flows topic;
+3. the worker holds no open window and its group has committed the internal
+   per-city topic (the idle close turns event time into wall-clock time for
+   cities without traffic, so the last window closes at most one window
+   width plus the lateness after the traffic stopped);
+4. the sink's group has committed the voip-flows and usage topics.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from voipflow.children import ChildProcess
+
+if TYPE_CHECKING:
+    from voipflow.demo import Demo, SimulatorThread
+
+
+class KafkaProbe:
+    """End offsets of topics and committed offsets of groups, for lag."""
+
+    def __init__(self, bootstrap: str) -> None:
+        from kafka import KafkaAdminClient, KafkaConsumer
+
+        self.admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="voipflow-demo")
+        self.consumer = KafkaConsumer(
+            bootstrap_servers=bootstrap, client_id="voipflow-demo", enable_auto_commit=False
+        )
+
+    def ends(self, topics: list[str]) -> dict[Any, int]:
+        from kafka import TopicPartition
+
+        tps = [
+            TopicPartition(t, p)
+            for t in topics
+            for p in sorted(self.consumer.partitions_for_topic(t) or ())
+        ]
+        return dict(self.consumer.end_offsets(tps)) if tps else {}
+
+    def lag(self, group: str, topics: list[str]) -> int:
+        """Messages of ``topics`` that ``group`` has not committed yet."""
+        ends = self.ends(topics)
+        committed = self.admin.list_group_offsets(group).get(group, {})
+        total = 0
+        for tp, end in ends.items():
+            om = committed.get(tp)
+            done = om.offset if om is not None and om.offset >= 0 else 0
+            total += max(0, end - done)
+        return total
+
+    def close(self) -> None:
+        self.consumer.close()
+        self.admin.close()
+
+
+def _n(metrics: dict[str, float], key: str) -> int:
+    return int(metrics.get(key, 0.0))
+
+
+class Pipeline:
+    """Follows the children and the simulator; :meth:`follow` returns True if all drained."""
+
+    def __init__(
+        self, demo: Demo, bootstrap: str, children: list[ChildProcess], sim: SimulatorThread
+    ) -> None:
+        self.demo = demo
+        self.bootstrap = bootstrap
+        self.collector, self.worker, self.sink = children
+        self.children = children
+        self.sim = sim
+        self.figures: dict[str, Any] = {}
+        self._next_line = 0.0
+        self._every = demo.opts.progress_s
+        self._last: dict[str, dict[str, float]] = {}
+
+    # -- figures -----------------------------------------------------------------
+
+    def _scrape(self) -> None:
+        for c in self.children:
+            m = c.metrics()
+            if m:  # keep the last good reading of a child that is busy or stopping
+                self._last[c.name] = m
+
+    def counts(self) -> dict[str, int]:
+        c = self._last.get("collect", {})
+        w = self._last.get("worker", {})
+        s = self._last.get("sink", {})
+        flows_table = self.demo.settings.sink.flows_table
+        return {
+            "sent": self.sim.records,
+            "decoded": _n(c, "voipflow_collector_records_total"),
+            "handed_over": _n(c, "voipflow_collector_output_records_total"),
+            "published": _n(c, "voipflow_collector_kafka_records_total"),
+            "dropped": _n(c, "voipflow_collector_buffer_dropped_records_total"),
+            "decode_errors": _n(c, "voipflow_collector_decode_errors_total"),
+            "worker_records": _n(w, "voipflow_worker_records_total"),
+            "voip_classified": _n(w, "voipflow_worker_voip_records_total"),
+            "usage_published": _n(w, "voipflow_worker_windows_published_total"),
+            "open_windows": _n(w, "voipflow_worker_open_windows"),
+            "late_records": _n(w, "voipflow_worker_late_records_total"),
+            "rows_flows": _n(s, f"voipflow_sink_rows_inserted_total{{table={flows_table}}}"),
+            "rows_usage": _n(s, "voipflow_sink_rows_inserted_total{table=voip_usage_in}"),
+        }
+
+    def _line(self, force: bool = False) -> None:
+        now = time.monotonic()
+        if now < self._next_line and not (force and self._next_line - now < self._every - 1):
+            return  # not due (a forced line is skipped only if one was just printed)
+        self._next_line = now + self._every
+        self._scrape()
+        k = self.counts()
+        self.demo.say(
+            f"sent {k['sent']:,} flows | published {k['published']:,} | "
+            f"VoIP classified {k['voip_classified']:,} | "
+            f"usage rows {k['usage_published']:,} ({k['open_windows']} windows open) | "
+            f"ClickHouse {k['rows_flows']:,} VoIP flows, {k['rows_usage']:,} usage rows"
+        )
+
+    def _tick(self, pause_s: float) -> None:
+        """Watch the children for ``pause_s`` seconds, printing progress when due."""
+        deadline = time.monotonic() + pause_s
+        while True:
+            for c in self.children:
+                c.check()
+            self._line()
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return
+            time.sleep(min(0.25, left))
+
+    # -- phases ------------------------------------------------------------------
+
+    def follow(self) -> bool:
+        started = time.monotonic()
+        self._next_line = started + self.demo.opts.progress_s
+        while self.sim.running:
+            self._tick(0.5)
+        if self.sim.error is not None:
+            raise self.sim.error
+        self.figures["simulate_s"] = time.monotonic() - started
+        self.demo.say(
+            f"simulator done: {self.sim.records:,} flows in {self.figures['simulate_s']:.0f} s; "
+            "waiting for the pipeline to drain"
+        )
+        drained_at = time.monotonic()
+        probe = KafkaProbe(self.bootstrap)
+        try:
+            ok = self._drain(probe)
+        finally:
+            probe.close()
+        self.figures["drain_s"] = time.monotonic() - drained_at
+        self._scrape()
+        self.figures["counts"] = self.counts()
+        self._line(force=True)
+        return ok
+
+    def _wait(self, what: str, done: Callable[[], bool], timeout_s: float) -> bool:
+        deadline = time.monotonic() + timeout_s
+        while not done():
+            if time.monotonic() > deadline:
+                self.demo.say(f"gave up waiting after {timeout_s:.0f} s: {what}")
+                return False
+            self._tick(0.5)
+        return True
+
+    def _drain(self, probe: KafkaProbe) -> bool:
+        s = self.demo.settings
+        k = s.kafka
+        from streams.app import partials_topic_name
+
+        previous: list[tuple[int, int, int]] = []
+
+        def collector_flushed() -> bool:
+            # Its metrics are refreshed once a second: the same figures for a
+            # few reads, all handed over and acknowledged (or counted as
+            # dropped), and everything the simulator sent decoded, or, if UDP
+            # lost some on the way, figures that stay put for longer.
+            self._scrape()
+            c = self.counts()
+            now = (c["decoded"], c["handed_over"], c["published"] + c["dropped"])
+            previous.append(now)
+            if not now[0] == now[1] == now[2]:
+                return False
+            same = len(previous) - next(
+                (i + 1 for i in range(len(previous) - 1, -1, -1) if previous[i] != now), 0
+            )
+            return same >= (3 if now[0] >= self.sim.records else 8)
+
+        def worker_caught_up() -> bool:
+            return probe.lag(s.worker.app_id, [k.flows_topic]) == 0
+
+        def windows_closed() -> bool:
+            self._scrape()
+            if "worker" not in self._last or self.counts()["open_windows"]:
+                return False
+            return probe.lag(s.worker.app_id, [partials_topic_name(s.worker)]) == 0
+
+        sink_lags: list[int] = []
+
+        def sink_drained() -> bool:
+            lag = probe.lag(s.sink.group_id, [k.voip_flows_topic, k.usage_topic])
+            sink_lags.append(lag)
+            return lag == 0 and len(sink_lags) >= 2 and sink_lags[-2] == 0
+
+        window = self.demo.opts.window_s + self.demo.lateness_s + self.demo.idle_close_s
+        steps: list[tuple[str, Callable[[], bool], float]] = [
+            ("the collector to publish what it decoded", collector_flushed, 30.0),
+            ("the worker to consume the flows topic", worker_caught_up, 120.0),
+            ("the worker to close its last windows", windows_closed, window + 60.0),
+            ("the sink to insert and commit", sink_drained, 60.0),
+        ]
+        for what, done, timeout_s in steps:
+            t = time.monotonic()
+            if not self._wait(what, done, timeout_s):
+                return False
+            self.figures[what] = time.monotonic() - t
+        return True
