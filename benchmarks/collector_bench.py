@@ -26,7 +26,9 @@ A receiver written ``voipflow-kafka@VOIPFLOW_X=V,...`` runs with those
 settings too, so that variants are compared in the same run.
 
 Receivers: ``voipflow-kafka`` (decode and publish to a real local broker:
-``--bootstrap``, else one is started with ``voipflow.broker``),
+``--bootstrap``, else one is started with ``voipflow.broker``; add
+``@VOIPFLOW_COLLECTOR_COMPRESSION_LAYER=kafka`` to let the Kafka client
+compress instead of Arrow),
 ``voipflow-null`` (decode only, ``--output null``), ``goflow2`` and
 ``goflow2-json`` (built with ``go install
 github.com/netsampler/goflow2/v2/cmd/goflow2@latest`` into ``.cache/go/bin``;

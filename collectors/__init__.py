@@ -1,6 +1,18 @@
 """NetFlow v5/v9 and IPFIX collectors: receive, decode, batch, publish.
 
 Layers, each with one small interface (see the README's architecture part):
-receive (UDP sockets only) -> decode (bytes to columns, pure) -> batch
-(columns to flow batches, ``schemas.flowbatch``) -> publish (Kafka).
+receive (UDP sockets only, ``receiver``, ``admission``) -> decode (bytes to
+columns, pure, ``decoder``) -> batch (columns to flow batches,
+``batching``, ``schemas.flowbatch``) -> publish (``outputs``, ``publisher``:
+Kafka). ``service.Collector`` runs them in one process; ``docs/collector.md``
+is the operator's view.
+
+Errors raised at the boundaries (bad input is counted, never raised)::
+
+    ReceiverError (OSError)        a listen address cannot be bound
+    CollectorStartError            the collector cannot start (from the above)
+    PublisherError                 no Kafka broker answers at start
+    TemplateCacheError (OSError)   a template cache file is unreadable
+    DecodeError (ValueError)       bad export data, caught and counted inside
+                                   the decoder (tree in ``collectors.errors``)
 """

@@ -103,9 +103,13 @@ class MessageEncoder:
     ``max_bytes`` is sent alone: the broker, not this code, decides.
     """
 
-    def __init__(self, max_bytes: int, max_rows: int | None = None) -> None:
+    def __init__(
+        self, max_bytes: int, max_rows: int | None = None, compression: str | None = None
+    ) -> None:
         self.max_bytes = max_bytes
         self.max_rows = max_rows
+        #: Arrow IPC body compression of the messages (None: plain buffers).
+        self.compression = compression
         #: Encoded bytes per record seen last (0 until the first message).
         self.row_bytes = 0.0
         # Bytes of a message with no rows (schema, framing), per set of extras.
@@ -120,8 +124,12 @@ class MessageEncoder:
             # From two small messages (a zero-row slice would not do: Arrow
             # then writes whole buffers).
             n = min(batch.num_rows, 11)
-            one = len(flowbatch.encode(_slice(batch, 0, 1)))
-            more = len(flowbatch.encode(_slice(batch, 0, n))) if n > 1 else one
+            one = flowbatch.encode_view(_slice(batch, 0, 1), self.compression).nbytes
+            more = (
+                flowbatch.encode_view(_slice(batch, 0, n), self.compression).nbytes
+                if n > 1
+                else one
+            )
             per_row = (more - one) / (n - 1) if n > 1 else 0.0
             size = self._overhead[key] = max(0, int(one - per_row))
         return size
@@ -144,11 +152,11 @@ class MessageEncoder:
         return out
 
     def _fit(self, batch: FlowBatch) -> list[tuple[bytes | memoryview, int]]:
-        value = flowbatch.encode_view(batch)
+        value = flowbatch.encode_view(batch, self.compression)
         n = batch.num_rows
         if n:
-            self.row_bytes = max(1.0, (len(value) - self._fixed_bytes(batch)) / n)
-        if len(value) <= self.max_bytes or n <= 1:
+            self.row_bytes = max(1.0, (value.nbytes - self._fixed_bytes(batch)) / n)
+        if value.nbytes <= self.max_bytes or n <= 1:
             return [(value, n)]
         half = n // 2
         return self._fit(_slice(batch, 0, half)) + self._fit(_slice(batch, half, n))

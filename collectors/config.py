@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+from typing import Literal
 
 from pydantic import BaseModel, Field, field_validator
 
@@ -64,6 +65,14 @@ class CollectorConfig(BaseModel):
     #: (uncompressed); bigger batches are split. Keep it below the broker's
     #: ``message.max.bytes`` (1 MB by default).
     max_message_bytes: int = Field(1_000_000, ge=10_000)
+    #: Where ``VOIPFLOW_KAFKA_COMPRESSION`` is applied to flow batches:
+    #: ``arrow`` compresses the buffers inside each Arrow IPC stream
+    #: (LZ4_FRAME or ZSTD, which Arrow readers decompress by themselves) and
+    #: sends the Kafka record batch uncompressed; ``kafka`` lets the Kafka
+    #: client compress the record batch. ``arrow`` takes a quarter less CPU
+    #: per record published (kafka-python then copies a third of the bytes;
+    #: ``benchmarks/collector_bench.py``) and needs lz4, zstd or none.
+    compression_layer: Literal["arrow", "kafka"] = "arrow"
     #: Exporters allowed to send, comma separated CIDRs; empty allows all.
     #: Packets from others are refused and counted (reason ``not_allowed``).
     allow: str = ""

@@ -62,6 +62,7 @@ class KafkaOutput:
         max_records: int,
         stop_timeout_s: float = 20.0,
         metrics: CollectorMetrics | None = None,
+        arrow_compression: str | None = None,
     ) -> None:
         self.publisher = publisher
         self.metrics = metrics
@@ -70,7 +71,7 @@ class KafkaOutput:
         self.health_topic = health_topic
         self.max_message_bytes = max_message_bytes
         self.max_records = max_records
-        self._encoder = MessageEncoder(max_message_bytes, max_records)
+        self._encoder = MessageEncoder(max_message_bytes, max_records, arrow_compression)
         self.stop_timeout_s = stop_timeout_s
         self._headers = [("schema", SCHEMA_NAME.encode())]
         self._health_headers = [("schema", b"exporter-health.v1")]

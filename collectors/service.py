@@ -4,7 +4,8 @@
 ``stop()``) whose :meth:`Collector.run` loop owns the thread it runs on::
 
     wait for a socket (at most until the next batch or report is due)
-    drain every ready socket (up to ``recv_burst`` datagrams each)
+    drain every ready socket (up to ``recv_burst`` datagrams each); if that
+      was less than a burst, wait ``coalesce_ms`` and drain again
     admit each datagram (allowlist, rate limit)       per datagram, no parsing
     decode them all in one call                       numpy per template
     accumulate; when due: output.write(batch)         split by exporter, encode

@@ -25,6 +25,12 @@ Contract (version 1)
   columns they do not know.
 * The Kafka message key is the exporter address (text), so one exporter's
   batches stay ordered on one partition. Headers: ``schema=flows.v1``.
+* The stream's buffers may be compressed with Arrow IPC body compression
+  (``LZ4_FRAME`` or ``ZSTD``, part of the Arrow IPC format); the collector
+  does so by default instead of compressing the Kafka record batch. Arrow
+  readers decompress by themselves (pyarrow always; Java with
+  ``arrow-compression``, Rust with the ``lz4``/``zstd`` features of
+  ``arrow-ipc``).
 
 Errors::
 
@@ -219,14 +225,17 @@ def encode(batch: FlowBatch) -> bytes:
     return write_single_batch(batch.to_arrow())
 
 
-def encode_view(batch: FlowBatch) -> memoryview:
+def encode_view(batch: FlowBatch, compression: str | None = None) -> memoryview:
     """:func:`encode` without copying the stream into a ``bytes`` object.
 
     The view keeps Arrow's buffer alive; Kafka clients take it as a value.
+    ``compression`` (``"lz4"`` or ``"zstd"``) compresses the stream's buffers
+    with Arrow IPC body compression; None leaves them plain.
     """
     rb = batch.to_arrow()
     sink = pa.BufferOutputStream()
-    with pa.ipc.new_stream(sink, rb.schema) as writer:
+    options = pa.ipc.IpcWriteOptions(compression=compression) if compression else None
+    with pa.ipc.new_stream(sink, rb.schema, options=options) as writer:
         writer.write_batch(rb)
     return memoryview(sink.getvalue())
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import collections
 import json
+import os
 import re
 import signal
 import time
@@ -107,6 +108,8 @@ def test_softflowd_export_through_kafka_matches_nfdump(
     exports = _exports(corpus_dir, version)
     topics = _topics()
     env = {**topics, "VOIPFLOW_COLLECTOR_HEALTH_INTERVAL_S": "1"}
+    # Both places for the compression: inside the Arrow stream, by Kafka.
+    env["VOIPFLOW_COLLECTOR_COMPRESSION_LAYER"] = "arrow" if version == 10 else "kafka"
     nfcapd = Nfcapd(tmp_path / "nfcapd")
     nfcapd.start()
     with CollectProcess(tmp_path / "collect", bootstrap=kafka_bootstrap, env=env) as collect:
@@ -410,3 +413,48 @@ def test_templates_persist_across_a_restart(tmp_path: Path) -> None:
         assert second.metric(held) == 0
     rows = [json.loads(line) for line in (tmp_path / "after.jsonl").read_text().splitlines()]
     assert sorted(r["packets"] for r in rows) == list(range(1, 501))
+
+
+def test_compression_layer_arrow_refuses_a_codec_arrow_lacks(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from voipflow.commands.collect import compression_codecs
+    from voipflow.settings import SettingsError, load_settings
+
+    for var in [v for v in os.environ if v.startswith("VOIPFLOW_")]:
+        monkeypatch.delenv(var)
+    assert compression_codecs(load_settings()) == ("none", "lz4")
+    monkeypatch.setenv("VOIPFLOW_COLLECTOR_COMPRESSION_LAYER", "kafka")
+    assert compression_codecs(load_settings()) == ("lz4", None)
+    monkeypatch.setenv("VOIPFLOW_KAFKA_COMPRESSION", "gzip")
+    assert compression_codecs(load_settings()) == ("gzip", None)
+    monkeypatch.setenv("VOIPFLOW_COLLECTOR_COMPRESSION_LAYER", "arrow")
+    with pytest.raises(SettingsError, match="VOIPFLOW_KAFKA_COMPRESSION='gzip'"):
+        compression_codecs(load_settings())
+
+
+def test_ipv4_and_ipv6_listen_addresses_on_one_port(tmp_path: Path) -> None:
+    import socket as socketlib
+
+    from collectors.encoder import make_encoder
+
+    probe = socketlib.socket(socketlib.AF_INET6, socketlib.SOCK_DGRAM)
+    try:
+        probe.bind(("::1", 0))
+    except OSError:
+        pytest.skip("no IPv6 loopback on this machine")
+    finally:
+        probe.close()
+    out = tmp_path / "flows.jsonl"
+    collect = CollectProcess(tmp_path / "collect", output=f"jsonl:{out}")
+    port = collect.port
+    collect.env["VOIPFLOW_COLLECTOR_LISTEN"] = f"127.0.0.1:{port},[::1]:{port}"
+    with collect:
+        for family, host in ((socketlib.AF_INET, "127.0.0.1"), (socketlib.AF_INET6, "::1")):
+            enc = make_encoder(10, observation_domain_id=1)
+            with socketlib.socket(family, socketlib.SOCK_DGRAM) as tx:
+                for d in enc.encode(_flows(100), int(time.time() * 1000)):
+                    tx.sendto(d, (host, port))
+        assert collect.wait_metric("voipflow_collector_output_records_total", 200) == 200
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert collections.Counter(r["exporter_addr"] for r in rows) == {"127.0.0.1": 100, "::1": 100}

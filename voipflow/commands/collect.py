@@ -137,6 +137,19 @@ def _serve_metrics(settings: Settings, registry: Any) -> Any:
     return server
 
 
+def compression_codecs(settings: Settings) -> tuple[str, str | None]:
+    """(Kafka client compression, Arrow IPC compression) from the settings."""
+    codec = settings.kafka.compression
+    if settings.collector.compression_layer == "kafka" or codec == "none":
+        return codec, None
+    if codec not in ("lz4", "zstd"):
+        raise SettingsError(
+            f"VOIPFLOW_KAFKA_COMPRESSION={codec!r}: Arrow IPC compresses with lz4 or zstd only; "
+            "choose one or set VOIPFLOW_COLLECTOR_COMPRESSION_LAYER=kafka"
+        )
+    return "none", codec
+
+
 # -- one worker ---------------------------------------------------------------
 
 
@@ -148,6 +161,7 @@ def _build_collector(
     from collectors.service import Collector
 
     cfg = settings.collector
+    kafka_codec, arrow_codec = compression_codecs(settings)
     output: Output
     if spec.kind == "jsonl":
         output = JsonlOutput(spec.path)
@@ -162,7 +176,7 @@ def _build_collector(
         publisher = Publisher(
             PublisherConfig(
                 bootstrap=bootstrap,
-                compression=settings.kafka.compression,
+                compression=kafka_codec,
                 buffer_max_bytes=cfg.buffer_max_bytes,
                 inflight_max_bytes=cfg.inflight_max_bytes,
                 max_message_bytes=cfg.max_message_bytes,
@@ -181,6 +195,7 @@ def _build_collector(
             max_records=cfg.batch_max_records,
             stop_timeout_s=cfg.stop_timeout_s,
             metrics=metrics,
+            arrow_compression=arrow_codec,
         )
     return Collector(
         cfg,
@@ -256,6 +271,7 @@ def _worker_main(
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
     spec = parse_output(args.output)
+    compression_codecs(settings)  # a bad combination fails before anything starts
     _check_listen(settings)
     bootstrap = _prepare_kafka(settings) if spec.kind == "kafka" else ""
     workers = settings.collector.workers
