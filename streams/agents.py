@@ -130,10 +130,10 @@ def install_agents(w: WorkerApp, config: WorkerConfig, pipeline: FlowPipeline) -
         for key, raw in list(table.items()):
             try:
                 state = json.loads(raw)
-                touched, open_windows = int(state.get("touched", now)), bool(state.get("win"))
+                touched, has_open = int(state.get("touched", now)), bool(state.get("win"))
             except (ValueError, AttributeError, TypeError):
                 continue
-            if open_windows and now - touched >= config.idle_close_s * 1000:
+            if has_open and now - touched >= config.idle_close_s * 1000:
                 await topic.send(key=key, value=json.dumps({"tick": now}).encode())
 
     @w.app.timer(interval=config.close_interval_s)
