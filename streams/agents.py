@@ -13,7 +13,7 @@ import time
 from typing import Any
 
 from schemas.flowbatch import BatchError, BatchVersionError
-from streams.app import WorkerApp
+from streams.app import EXPORTER_KEY_PREFIX, WorkerApp
 from streams.config import WorkerConfig
 from streams.metrics import (
     BAD_MESSAGES,
@@ -29,7 +29,7 @@ log = logging.getLogger(__name__)
 
 
 def install_agents(w: WorkerApp, config: WorkerConfig, pipeline: FlowPipeline) -> None:
-    """Register the flow, city and exporter agents and the idle timer on ``w.app``."""
+    """Register the flow agent, the keyed (city and exporter) agent and the idle timer."""
     states = CityStates(config)
     exporter_states = ExporterStates(config)
     open_windows: dict[str, int] = {}  # city -> windows not yet closed, for OPEN_WINDOWS
@@ -64,79 +64,53 @@ def install_agents(w: WorkerApp, config: WorkerConfig, pipeline: FlowPipeline) -
             for city, data in out.partials.items():
                 await w.partials.send(key=city, value=data)
             for exporter, data in out.traffic.items():
-                await w.exporter_partials.send(key=exporter, value=data)
-
-    async def apply_keyed(
-        event: Any,
-        topic: str,
-        table: Any,
-        handler: CityStates | ExporterStates,
-        out_topic: Any,
-        schema: bytes,
-    ) -> tuple[str, dict[str, Any]] | None:
-        """Apply one partial or tick to the key's state; (key, new state) once written."""
-        key = event.key
-        if isinstance(key, bytes):
-            key = key.decode("utf-8", "replace")
-        if not key:
-            BAD_MESSAGES.labels(topic, "no_key").inc()
-            return None
-        raw = table.get(key)
-        try:
-            state = json.loads(raw) if raw else None
-            state, closed, outcome = handler.handle(key, state, event.value)
-        except (PartialError, ValueError) as exc:
-            BAD_MESSAGES.labels(topic, "partial").inc()
-            log.warning(
-                "bad partial skipped", extra={"key": key, "topic": topic, "error": str(exc)}
-            )
-            return None
-        if outcome == "duplicate":
-            REDELIVERED.labels(topic).inc()
-            return None
-        # Publish before the state that forgets the windows is written: a
-        # crash in between publishes them again (same values), never not.
-        for out_key, data in closed:
-            await out_topic.send(key=out_key, value=data, headers={"schema": schema})
-        table[key] = json.dumps(state, separators=(",", ":")).encode()
-        return key, state
+                await w.partials.send(key=EXPORTER_KEY_PREFIX + exporter, value=data)
 
     @w.app.agent(w.partials, name="cities")
-    async def city_agent(stream: Any) -> None:
+    async def keyed_agent(stream: Any) -> None:
+        # One agent, one table: cities and (prefixed) exporters share them.
         async for event in stream.events():
-            done = await apply_keyed(
-                event, w.partials_topic, w.city_state, states, w.usage, b"voip-usage.v1"
+            key = event.key
+            if isinstance(key, bytes):
+                key = key.decode("utf-8", "replace")
+            if not key:
+                BAD_MESSAGES.labels(w.partials_topic, "no_key").inc()
+                continue
+            exporter = key.startswith(EXPORTER_KEY_PREFIX)
+            name = key[len(EXPORTER_KEY_PREFIX) :] if exporter else key
+            handler: CityStates | ExporterStates = exporter_states if exporter else states
+            raw = w.city_state.get(key)
+            try:
+                state = json.loads(raw) if raw else None
+                state, closed, outcome = handler.handle(name, state, event.value)
+            except (PartialError, ValueError) as exc:
+                BAD_MESSAGES.labels(w.partials_topic, "partial").inc()
+                log.warning("bad partial skipped", extra={"key": name, "error": str(exc)})
+                continue
+            if outcome == "duplicate":
+                REDELIVERED.labels(w.partials_topic).inc()
+                continue
+            # Publish before the state that forgets the windows is written: a
+            # crash in between publishes them again (same values), never not.
+            out_topic, schema = (
+                (w.traffic, b"traffic.v1") if exporter else (w.usage, b"voip-usage.v1")
             )
-            if done is not None:
-                city, state = done
-                open_windows[city] = len(state.get("win", ()))
+            for out_key, data in closed:
+                await out_topic.send(key=out_key, value=data, headers={"schema": schema})
+            w.city_state[key] = json.dumps(state, separators=(",", ":")).encode()
+            if not exporter:
+                open_windows[key] = len(state.get("win", ()))
                 OPEN_WINDOWS.set(sum(open_windows.values()))
 
-    @w.app.agent(w.exporter_partials, name="exporters")
-    async def exporter_agent(stream: Any) -> None:
-        async for event in stream.events():
-            await apply_keyed(
-                event,
-                w.exporter_partials_topic,
-                w.exporter_state,
-                exporter_states,
-                w.traffic,
-                b"traffic.v1",
-            )
-
-    async def tick_idle(table: Any, topic: Any) -> None:
+    @w.app.timer(interval=config.close_interval_s)
+    async def idle_keys() -> None:
         # Tables can only be written from their agent: ask it, per idle key.
         now = int(time.time() * 1000)
-        for key, raw in list(table.items()):
+        for key, raw in list(w.city_state.items()):
             try:
                 state = json.loads(raw)
                 touched, has_open = int(state.get("touched", now)), bool(state.get("win"))
             except (ValueError, AttributeError, TypeError):
                 continue
             if has_open and now - touched >= config.idle_close_s * 1000:
-                await topic.send(key=key, value=json.dumps({"tick": now}).encode())
-
-    @w.app.timer(interval=config.close_interval_s)
-    async def idle_keys() -> None:
-        await tick_idle(w.city_state, w.partials)
-        await tick_idle(w.exporter_state, w.exporter_partials)
+                await w.partials.send(key=key, value=json.dumps({"tick": now}).encode())

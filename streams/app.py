@@ -1,15 +1,14 @@
-"""The Faust application of the worker: topics, the per-city table, the agents.
+"""The Faust application of the worker: topics, the per-key state table, the agents.
 
 Data path (every arrow is Kafka)::
 
     flows.v1 --[flow agent: decode, enrich, classify, pre-aggregate]-->
         voip-flows.v1                 VoIP records, one Arrow batch per city
-        <app_id>-city-partials        one JSON partial per city, keyed by city
-        <app_id>-exporter-partials    one JSON partial per exporter, keyed by exporter
-    <app_id>-city-partials --[city agent: table city_state[city]]-->
-        voip-usage.v1                 closed windows, JSON, once per window
-    <app_id>-exporter-partials --[exporter agent: table exporter_state[exporter]]-->
-        traffic.v1                    closed windows of all traffic per exporter
+        <app_id>-city-partials        one JSON partial per city, keyed by city,
+                                      and one per exporter, keyed EXPORTER_KEY_PREFIX + address
+    <app_id>-city-partials --[keyed agent: table city_state[key]]-->
+        voip-usage.v1                 closed city windows, JSON, once per window
+        traffic.v1                    closed exporter windows (all traffic), JSON
 
 Re-keying per batch by city (not per flow) sends every city's partials to one
 partition, so exactly one worker owns a city and its table entry; the table
@@ -19,10 +18,14 @@ remember the last source offset they applied per flows.v1 partition and skip
 re-deliveries.
 
 flows.v1 is keyed by exporter, so the flow agent already sees each exporter on
-one partition; exporter partials still take their own internal topic because
-a Faust table can only be written by the stream that owns the partition, and
-an exporter that goes quiet needs idle ticks to close its last windows: the
-worker can put those on its own topic, not on the collectors' flows.v1.
+one partition, but it cannot hold the exporter state itself: a Faust table is
+only written by the stream that owns its partition, and an exporter that goes
+quiet needs idle ticks to close its last windows, which the worker cannot put
+on the collectors' flows.v1. Exporter partials therefore travel like city
+partials, on the same internal topic and into the same table under keys that
+start with :data:`EXPORTER_KEY_PREFIX` (a NUL, which no city name holds). One
+topic and one table keep the worker's topology, and the work of a rebalance
+(partitions to assign, changelogs to restore), as it was without exporters.
 
 :func:`build_app` is side-effect free until the worker runs the app.
 """
@@ -47,18 +50,15 @@ class WorkerApp:
     voip_flows: Any
     city_state: Any
     partials_topic: str
-    exporter_partials: Any
     traffic: Any
-    exporter_state: Any
-    exporter_partials_topic: str
 
 
 def partials_topic_name(worker: WorkerConfig) -> str:
     return f"{worker.app_id}-city-partials"
 
 
-def exporter_partials_topic_name(worker: WorkerConfig) -> str:
-    return f"{worker.app_id}-exporter-partials"
+#: Table and internal-topic keys of exporters start with this (NUL: never in a city name).
+EXPORTER_KEY_PREFIX = "\x00"
 
 
 def build_app(
@@ -121,14 +121,7 @@ def build_app(
         key_type=str,
         value_type=bytes,
         partitions=kafka.partitions,
-        help="per-city window state (JSON), see streams.aggregate",
-    )
-    exporter_partials_name = exporter_partials_topic_name(worker)
-    exporter_partials = app.topic(
-        exporter_partials_name,
-        key_type=str,
-        value_type=bytes,
-        partitions=kafka.partitions,
+        help="per-city and per-exporter window state (JSON), see streams.aggregate/traffic",
     )
     traffic = app.topic(
         kafka.traffic_topic,
@@ -136,13 +129,6 @@ def build_app(
         value_type=bytes,
         key_serializer="raw",
         value_serializer="raw",
-    )
-    exporter_state = app.Table(
-        "exporter-state",
-        key_type=str,
-        value_type=bytes,
-        partitions=kafka.partitions,
-        help="per-exporter traffic window state (JSON), see streams.traffic",
     )
     return WorkerApp(
         app,
@@ -152,8 +138,5 @@ def build_app(
         voip_flows,
         city_state,
         partials_name,
-        exporter_partials,
         traffic,
-        exporter_state,
-        exporter_partials_name,
     )

@@ -43,7 +43,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     import faust
 
     from streams.agents import install_agents
-    from streams.app import build_app, exporter_partials_topic_name, partials_topic_name
+    from streams.app import build_app, partials_topic_name
     from streams.enrich import EnrichError
     from streams.pipeline import FlowPipeline
     from streams.providers import ProviderError
@@ -60,7 +60,6 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
                 kafka.usage_topic: kafka.partitions,
                 kafka.traffic_topic: kafka.partitions,
                 partials_topic_name(worker): kafka.partitions,
-                exporter_partials_topic_name(worker): kafka.partitions,
             },
             kafka.replication_factor,
         )
