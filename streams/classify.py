@@ -3,8 +3,9 @@
 Everything is computed over whole batches with numpy: port categories come
 from 65536-entry lookup tables indexed by the port columns, provider ranges
 from one :class:`~streams.prefixes.PrefixTable` look-up per address column,
-direction pairing from 64-bit hashes of the 5-tuple and its reverse, media
-statistics from the counter columns. No Python work per record.
+direction pairing, RTP/RTCP pairing and socket/host memories from 64-bit
+hashes (:mod:`streams.flowpairs`), media statistics from the counter columns.
+No Python work per record.
 
 Evidence bits (``evidence`` column of voip-flows.v1), :class:`Evidence`:
 
@@ -23,8 +24,9 @@ bit   name                meaning
 6     UDP                 transported over UDP
 7     VOICE_SIZE          mean packet size 50-300 bytes (voice codecs + headers)
 8     VIDEO_SIZE          mean packet size 300-1300 bytes
-9     MEDIA_RATE          packets/s (sampling corrected) typical of media
-10    LONG                lasts >= 2 s with >= 20 packets (sampling corrected)
+9     MEDIA_RATE          2-400 packets/s one way (sampling corrected)
+10    LONG                >= 1 s, >= 12 packets one way and >= 24 in the
+                          conversation (sampling corrected)
 11    BIDIRECTIONAL       the reverse direction exists (paired record in the
                           batch, or RFC 5103 reverse counters)
 12    EPHEMERAL_PORTS     both ports >= 1024
@@ -34,16 +36,68 @@ bit   name                meaning
 15    ICE_SIBLING         the subscriber's UDP socket (address, port) also
                           talked STUN/TURN (in this batch or recently): ICE
                           runs connectivity checks and media on one socket
+16    RTP_RTCP_PAIR       media-like UDP on even ports with its RTCP flow on
+                          both ports + 1 in the batch (or that RTCP flow)
+17    SIGNALLING_PEER     the two hosts exchanged call signalling (SIP, H.323,
+                          ... on their ports) in this batch or recently
 ====  ==================  ====================================================
 
-Confidence is the strongest applicable rule (see :func:`classify`); a flow is
-VoIP when its confidence reaches the threshold (``WorkerConfig.voip_threshold``).
+Rules (:meth:`Classifier.classify`). Confidence is the strongest rule that
+applies; a flow is VoIP when it reaches the threshold
+(``WorkerConfig.voip_threshold``, 0.5). Each rule rests on a protocol
+standard or a vendor's published document, never on a capture:
+
+R1 (0.9)  Signalling on its registered port: SIP 5060/5061 (RFC 3261 s. 19.1.2),
+          H.323 RAS/H.225 1719/1720 (ITU-T H.225.0, IANA), SCCP 2000, MGCP
+          2427/2727 (RFC 3435), IAX2 4569 (RFC 5456). Not SIP over UDP whose
+          mean packet is under ``SIP_MIN_MEAN_BYTES``: a message carrying the
+          mandatory headers (RFC 3261 s. 8.1.1) is ~300 bytes, so such a flow
+          is CRLF keep-alives (RFC 5626 s. 3.5.1, no call) or another protocol
+          using the port (VPNs listen there to pass firewalls).
+R2 (0.8, 0.95 with a provider)  STUN/TURN ports 3478-3481 and 5349 (RFC 8489,
+          RFC 8656; Microsoft 365's Teams media ports), Google's 19302-19309
+          (Google Meet network guide). Over TCP only towards a provider.
+R3 (0.6-0.7, 0.95 with the same app's range)  Documented media ports: Zoom
+          8801-8810 (Zoom firewall rules), Viber (Viber's port list), TeamSpeak
+          9987 and Mumble 64738 (their default server ports); Teams client
+          ports 50000-50059 (Microsoft 365 network guide) only with both sides
+          in the range, as they overlap common ephemeral ranges.
+R4 (0.95 / 0.45)  A provider's published range (data/providers, each file
+          names its source) with media statistics is that provider's call; the
+          range alone is not (0.45): chat, push keep-alives and CDNs share it.
+R5 (0.85) ICE (RFC 8445): the socket that ran STUN checks carries the call's
+          media and checks to relays and peers no list knows.
+R6 (0.8)  RTP with its RTCP: RFC 3550 s. 11 puts RTP on an even port and RTCP
+          on the next odd one; a media-like flow and its +1/+1 neighbour are
+          a media session, both flows VoIP.
+R7 (0.85) Media between hosts that exchanged call signalling: SDP (RFC 4566)
+          and H.245 put the media of a call at the signalling peer (an SBC or
+          gateway anchors it); also H.245 control over dynamic TCP ports
+          between H.225 peers (ITU-T H.323).
+R8 (0.45) Media statistics alone: voice-like UDP both ways is a call or a
+          game, a sensor stream, a tunnel carrying small packets; with no
+          protocol evidence it stays below the threshold.
+R9 (0.97 / cap 0.2)  The exporter's own DPI verdict, either way.
+
+Thresholds (module constants): voice 50-300 bytes mean IP packet (G.729 20 ms
+over IPv4 is 60 bytes, G.711 30 ms over IPv6 300); video up to 1300 (RTP
+keeps packets under the path MTU); 2-400 packets/s one way (Opus DTX sends a
+frame per 400 ms in silence, RFC 7587; video calls stay within a few hundred);
+"long" is a second and a couple dozen packets, enough to tell a stream from
+a few-packet exchange. All counts are multiplied by the sampling rate first.
+
+Known blind spots (measured by the held-out captures, ``benchmarks/heldout``):
+peer-to-peer media whose STUN or signalling is not in view (R8 only); SIP on
+non-standard ports; STUN used by consoles and games (R2/R5 call it VoIP);
+calls inside VPN tunnels. Telegram's ranges carry chat and calls alike and
+are shipped with ``voip: no`` (see data/providers/telegram.txt).
+
 ``CLASSIFIER_VERSION`` changes whenever rules or data semantics change.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import IntFlag
 
 import numpy as np
@@ -51,10 +105,33 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from schemas.flowbatch import FlowBatch
-from streams.flowpairs import IceMemory, endpoint_hashes, pair_directions
+from streams.flowpairs import (
+    FlowHashes,
+    IceMemory,
+    flow_hashes,
+    in_sorted,
+    pair_directions,
+    shifted_conversation,
+)
 from streams.providers import ProviderRanges
 
-CLASSIFIER_VERSION = "rules-2"
+CLASSIFIER_VERSION = "rules-3"
+
+# Flow statistics of voice and video media (see "Thresholds" in the docstring).
+#: Mean IP packet size of voice: G.729 20 ms over IPv4 (60 B) .. G.711 30 ms over IPv6 (300 B).
+VOICE_BYTES = (50.0, 300.0)
+#: Largest mean of video media: RTP video stays under the path MTU (~1200 B payloads).
+VIDEO_MAX_BYTES = 1300.0
+#: Packets/s of one direction of media: Opus DTX's 2.5/s floor .. video's few hundred.
+MEDIA_PPS = (2.0, 400.0)
+#: "Long" media: a second or more, 12+ packets one way and 24+ in the conversation.
+LONG_S, LONG_OWN_PACKETS, LONG_PACKETS = 1.0, 12.0, 24.0
+#: SIP dialogs over UDP average well above this (a message with RFC 3261's
+#: mandatory headers is ~300 B); below it the flow is keep-alives or not SIP.
+SIP_MIN_MEAN_BYTES = 200.0
+#: How long host pairs that exchanged call signalling are remembered (REGISTER
+#: refreshes default to an hour, RFC 3261 section 10.2.1.1).
+PEER_MEMORY_MS = 3_600_000
 
 
 class Evidence(IntFlag):
@@ -74,6 +151,8 @@ class Evidence(IntFlag):
     SERVICE_PORT = 1 << 13
     SAMPLED = 1 << 14
     ICE_SIBLING = 1 << 15
+    RTP_RTCP_PAIR = 1 << 16
+    SIGNALLING_PEER = 1 << 17
 
 
 #: App names the classifier can give; index = app code. Provider files may add more.
@@ -160,14 +239,38 @@ _PORT_APPS = {
     P_VIBER: "viber",
     P_VOICECHAT: "other_voip",
 }
+# Well-known non-VoIP services (IANA registrations, or the protocol's own
+# documented default where IANA has none). A flow on one of these ports is
+# that service, whatever its packet statistics.
 _UDP_SERVICE = [
-    53, 67, 68, 69, 123, 137, 138, 161, 162, 389, 443, 500, 514, 520, 623, 853, 1194,
-    1701, 1812, 1813, 1900, 2049, 3702, 4500, 4712, 4713, 5353, 5355, 5683, 11211, 17500,
-    27015, 51820,
+    53, 853,            # DNS, DNS over QUIC (RFC 9250)
+    67, 68, 69,         # DHCP, TFTP
+    123,                # NTP: 48-byte packets at a steady rate
+    137, 138,           # NetBIOS
+    161, 162,           # SNMP
+    389,                # CLDAP
+    443,                # QUIC (HTTP/3): video streams of media-like sizes
+    500, 4500, 1701,    # IKE, IPsec NAT-T, L2TP
+    514,                # syslog
+    520,                # RIP
+    623,                # IPMI/RMCP
+    1194, 51820,        # OpenVPN, WireGuard default ports
+    1812, 1813,         # RADIUS
+    1900, 3702, 5353, 5355,  # SSDP, WS-Discovery, mDNS, LLMNR
+    2049,               # NFS
+    4712, 4713,         # IEEE C37.118 synchrophasor streams (the standard's defaults):
+                        # small periodic datagrams at 30-60/s, much like voice
+    5683,               # CoAP (RFC 7252)
+    11211,              # memcached
+    17500,              # Dropbox LAN sync (IANA db-lsp)
+    27015,              # Valve Source game servers (Valve's documented default)
 ]  # fmt: skip
 _TCP_SERVICE = [
-    20, 21, 22, 23, 25, 53, 80, 110, 143, 443, 445, 465, 587, 853, 993, 995, 1433, 3306,
-    3389, 5222, 5223, 5228, 5432, 6379, 8080, 8443, 9092,
+    20, 21, 22, 23, 25, 53, 80, 110, 143, 443, 445, 465, 587, 853, 993, 995,  # IANA
+    1433, 3306, 5432, 6379, 9092,  # databases and brokers
+    3389,                          # RDP
+    5222, 5223, 5228,              # XMPP / push channels (chat, not calls)
+    8080, 8443,                    # HTTP alternates
 ]  # fmt: skip
 
 
@@ -176,24 +279,25 @@ def _port_table(tcp: bool) -> np.ndarray:
     for p in _TCP_SERVICE if tcp else _UDP_SERVICE:
         t[p] = P_SERVICE
     if not tcp:
-        t[6881:6890] = P_SERVICE  # BitTorrent
-    t[5060:5062] = P_SIP
-    t[3478:3482] = P_STUN
+        t[6881:6890] = P_SERVICE  # BitTorrent DHT/uTP (BEP 5 default ports)
+    t[5060:5062] = P_SIP  # RFC 3261 s. 19.1.2 (5061: SIP over TLS)
+    t[3478:3482] = P_STUN  # RFC 8489 (3478); Microsoft 365: Teams media 3478-3481
     if tcp:
         t[1719] = t[1720] = P_H323  # IANA registers both for TCP and UDP
-        t[2000] = P_SCCP
-        t[5349] = P_STUN  # TURN over TLS
-        t[4244] = t[5242] = t[5243] = P_VIBER
-        t[64738] = P_VOICECHAT  # Mumble
+        t[2000] = P_SCCP  # Cisco Skinny (IANA cisco-sccp)
+        t[5349] = P_STUN  # TURN over TLS (RFC 8656)
+        t[4244] = t[5242] = t[5243] = P_VIBER  # Viber's published port list
+        t[64738] = P_VOICECHAT  # Mumble's default server port
     else:
         t[1719] = P_H323
-        t[2427] = t[2727] = P_MGCP
-        t[4569] = P_IAX
-        t[19302:19310] = P_GSTUN
-        t[8801:8811] = P_ZOOM
-        t[50000:50060] = P_TEAMS
+        t[2427] = t[2727] = P_MGCP  # RFC 3435: gateway, call agent
+        t[4569] = P_IAX  # RFC 5456
+        t[19302:19310] = P_GSTUN  # Google Meet network guide
+        t[8801:8811] = P_ZOOM  # Zoom firewall rules: client media
+        t[50000:50060] = P_TEAMS  # Microsoft 365: Teams client source ports
+        # Viber's list (UDP 5243, 9785) and nDPI's default Viber ports (7985, 7987)
         t[5243] = t[7985] = t[7987] = t[9785] = P_VIBER
-        t[9987] = t[64738] = P_VOICECHAT  # TeamSpeak, Mumble
+        t[9987] = t[64738] = P_VOICECHAT  # TeamSpeak 3, Mumble default ports
     return t
 
 
@@ -212,6 +316,11 @@ for _rank, _cats in enumerate(
     start=1,
 ):
     _PORT_RANK[list(_cats)] = _rank
+
+#: Port category -> kind, as lookup tables (cheaper than ``np.isin`` per batch).
+_IS_SIGNALLING = np.isin(np.arange(P_SERVICE + 1), (P_SIP, P_H323, P_SCCP, P_MGCP, P_IAX))
+_IS_STUN = np.isin(np.arange(P_SERVICE + 1), (P_STUN, P_GSTUN))
+_IS_APP_PORT = np.isin(np.arange(P_SERVICE + 1), (P_ZOOM, P_TEAMS, P_VIBER, P_VOICECHAT))
 
 UDP_PORTS = _port_table(tcp=False)
 TCP_PORTS = _port_table(tcp=True)
@@ -247,7 +356,7 @@ class Classifier:
         # One memory per exporter: a flows.v1 batch comes from one exporter and
         # one exporter's batches are processed in order on one partition, so
         # verdicts do not depend on how partitions interleave across workers.
-        self._ice: dict[bytes, IceMemory] = {}
+        self._ctx: dict[bytes, _Context] = {}
         self.threshold = np.float32(threshold)
         apps = list(BASE_APPS)
         for a in providers.apps:
@@ -327,7 +436,8 @@ class Classifier:
         start = batch["flow_start_ms"].astype(np.int64)
         end = batch["flow_end_ms"].astype(np.int64)
         dur = np.maximum(end - start, 0) / 1000.0
-        partner = pair_directions(batch)
+        hashes = flow_hashes(batch)
+        partner = pair_directions(batch, hashes)
         bidir = (partner >= 0) | (rpkts > 0)
         # Statistics of the whole conversation where the reverse is known.
         p_pk = np.where(partner >= 0, pkts[partner], 0.0) + rpkts
@@ -336,27 +446,25 @@ class Classifier:
         mean = np.divide(byts + p_by, all_pk, out=np.zeros(n), where=all_pk > 0)
         est_pk = all_pk * rate
         pps = np.divide(pkts * rate, dur, out=np.zeros(n), where=dur > 0)
-        voice = (mean >= 50) & (mean <= 300)
-        video = (mean > 300) & (mean <= 1300)
-        # Voice codecs send 16-50 packets/s; silence suppression and packet loss
-        # bring a direction's average down, video brings it up.
-        media_rate = (pps >= 4) & (pps <= 400)
+        voice = (mean >= VOICE_BYTES[0]) & (mean <= VOICE_BYTES[1])
+        video = (mean > VOICE_BYTES[1]) & (mean <= VIDEO_MAX_BYTES)
+        media_rate = (pps >= MEDIA_PPS[0]) & (pps <= MEDIA_PPS[1])
         own_pk = pkts * rate
-        long_ = (dur >= 1.0) & (own_pk >= 12) & (est_pk >= 24)
+        long_ = (dur >= LONG_S) & (own_pk >= LONG_OWN_PACKETS) & (est_pk >= LONG_PACKETS)
         ephemeral = (sp >= 1024) & (dp >= 1024)
         sampled = rate > 1
 
         ev = np.zeros(n, dtype=np.uint32)
 
         def setbit(mask: np.ndarray, bit: Evidence) -> None:
-            ev[mask] |= np.uint32(bit)
+            np.bitwise_or(ev, mask * np.uint32(bit), out=ev)
 
         setbit(exp_app > 0, Evidence.EXPORTER_APP)
         setbit(exp_other, Evidence.EXPORTER_NOT_VOIP)
         setbit(provider, Evidence.PROVIDER)
-        sig = np.isin(pcat, (P_SIP, P_H323, P_SCCP, P_MGCP, P_IAX))
-        stun = np.isin(pcat, (P_STUN, P_GSTUN))
-        appport = np.isin(pcat, (P_ZOOM, P_TEAMS, P_VIBER, P_VOICECHAT))
+        sig = _IS_SIGNALLING[pcat]
+        stun = _IS_STUN[pcat]
+        appport = _IS_APP_PORT[pcat]
         setbit(sig, Evidence.SIGNALLING_PORT)
         setbit(stun, Evidence.STUN_PORT)
         setbit(appport, Evidence.APP_PORT)
@@ -376,9 +484,8 @@ class Classifier:
         def rule(mask: np.ndarray, c: float, app_codes: np.ndarray | int) -> None:
             """Raise confidence to ``c`` where ``mask``; the app of the strongest rule wins."""
             better = mask & (conf < c)
-            conf[better] = c
-            codes = np.broadcast_to(np.asarray(app_codes, dtype=np.uint8), (n,))
-            app[better] = codes[better]
+            np.copyto(conf, np.float32(c), where=better)
+            np.copyto(app, np.asarray(app_codes, dtype=np.uint8), where=better)
 
         port_app = self._port_code[np.minimum(pcat, P_SERVICE)]
         stun_app = np.where(provider, prov_app, port_app)
@@ -386,45 +493,54 @@ class Classifier:
         media = udp & ~service & (voice | video) & media_rate & long_
         generic_media = int(self._code["rtp"])
 
-        # Signalling and STUN/TURN: the protocols' registered ports.
-        # SIP messages do not fit in small datagrams: UDP on the SIP port with
-        # a small average size is something else (VPNs listen there too).
-        sip_too_small = udp & (pcat == P_SIP) & (mean < 200)
-        rule(sig & udp_or_tcp & ~sip_too_small, 0.9, port_app)
-        # STUN/TURN over UDP; over TCP only towards a provider (TURN-TCP to
-        # anyone else is too generic).
+        # (R1) Signalling on its registered ports. SIP over UDP averaging under
+        # SIP_MIN_MEAN_BYTES is not a SIP dialog (see the module docstring).
+        sip_too_small = udp & (pcat == P_SIP) & (mean < SIP_MIN_MEAN_BYTES)
+        signalling = sig & udp_or_tcp & ~sip_too_small
+        rule(signalling, 0.9, port_app)
+        # (R2) STUN/TURN over UDP; over TCP only towards a provider (TURN-TCP
+        # to anyone else is too generic).
         rule(stun & udp, 0.8, stun_app)
         rule(stun & udp_or_tcp & provider, 0.95, prov_app)
-        # Documented app media ports, stronger with the same app's provider range.
+        # (R3) Documented app media ports, stronger with the same app's range.
         # Teams' client ports fall inside common ephemeral ranges: alone they
-        # need both sides in the range, or voice-like traffic both ways.
+        # need both sides in the range.
         teams_port = pcat == P_TEAMS
         teams_both = (ports == P_TEAMS).all(axis=1)
         rule(appport & udp & ~teams_port, 0.7, port_app)
         rule(appport & tcp & (pcat == P_VIBER), 0.6, port_app)
         rule(teams_port & udp & teams_both, 0.6, port_app)
         rule(appport & udp & provider & (prov_app == port_app), 0.95, prov_app)
-        # A provider's range reached over UDP outside well-known services is
-        # not enough alone (games and chat share those networks), but with
-        # media statistics it is a call of that provider's app.
+        # (R4) A provider's range over UDP outside well-known services is not
+        # enough alone (games, chat and keep-alives share those networks), but
+        # with media statistics it is a call of that provider's app.
         rule(provider & udp & ~service, 0.45, prov_app)
         rule(provider & media, 0.95, prov_app)
-        # Calls with silence suppression send few packets: a provider's UDP
-        # conversation both ways of media-sized packets needs no rate.
-        both_busy = (own_pk >= 20) & (p_pk * rate >= 20)
-        rule(provider & udp & ~service & long_ & both_busy & (voice | video), 0.9, prov_app)
-        # Media statistics alone: both directions of voice-like UDP between
-        # ephemeral ports; one direction, or video-sized packets, are weaker
-        # (game and streaming traffic look alike).
-        rule(media & ephemeral & bidir & voice, 0.65, generic_media)
-        rule(media & ephemeral & ~bidir & voice, 0.45, generic_media)
-        rule(media & ephemeral & bidir & video, 0.45, generic_media)
-        # ICE: the socket that ran STUN/TURN checks carries the call's media,
-        # to relays and peers whose addresses no list knows.
-        sibling, sibling_app = self._ice_siblings(batch, udp, ports, provider, prov_app, stun)
+        # (R5) ICE: the socket that ran STUN/TURN checks carries the call's
+        # media, to relays and peers whose addresses no list knows.
+        sibling, sibling_app = self._ice_siblings(
+            hashes, batch, udp, ports, provider, prov_app, stun
+        )
         setbit(sibling, Evidence.ICE_SIBLING)
         rule(sibling, 0.85, np.where(provider, prov_app, sibling_app))
-        # The exporter's own DPI verdict trumps heuristics either way.
+        # (R6) Media statistics alone are not a call: real-time games, sensor
+        # streams and tunnels carrying small packets look the same. They need
+        # a protocol-level corroboration: the RTCP flow beside RTP ...
+        candidate = media & ephemeral
+        rtp_pair, rtcp_pair = _rtp_rtcp_pairs(hashes, candidate, udp & ephemeral & ~service, sp, dp)
+        setbit(rtp_pair | rtcp_pair, Evidence.RTP_RTCP_PAIR)
+        rule(rtp_pair | rtcp_pair, 0.8, generic_media)
+        # (R7) ... or call signalling between the same two hosts (SIP, H.323,
+        # ... in this batch or recently): SDP/H.245 put the media there.
+        query = candidate | (tcp & ephemeral)
+        peer_app = self._signalling_peers(hashes, batch, signalling, port_app, query)
+        peer = (peer_app > 0) & ~signalling
+        setbit(peer, Evidence.SIGNALLING_PEER)
+        rule(peer & candidate, 0.85, generic_media)
+        h245 = peer & tcp & ephemeral & (peer_app == self._code["h323"] + 1)
+        rule(h245, 0.8, int(self._code["h323"]))
+        rule(media & ephemeral, 0.45, generic_media)
+        # (R8) The exporter's own DPI verdict trumps heuristics either way.
         rule(exp_app > 0, 0.97, exp_app)
         conf[exp_other] = np.minimum(conf[exp_other], np.float32(0.2))
 
@@ -434,6 +550,7 @@ class Classifier:
 
     def _ice_siblings(
         self,
+        hashes: FlowHashes,
         batch: FlowBatch,
         udp: np.ndarray,
         ports: np.ndarray,
@@ -443,36 +560,103 @@ class Classifier:
     ) -> tuple[np.ndarray, np.ndarray]:
         """Records sharing a client socket with a STUN/TURN exchange, and that exchange's app."""
         n = len(batch)
-        src_h, dst_h = endpoint_hashes(batch)
-        stun_cat = np.isin(ports, (P_STUN, P_GSTUN))
+        src_h, dst_h = hashes.src_ep, hashes.dst_ep
+        stun_cat = _IS_STUN[ports]
         anchor = udp & stun & (stun_cat[:, 0] != stun_cat[:, 1])
         # The client socket is the side that is not on the STUN port.
         client = np.where(stun_cat[:, 1], src_h, dst_h)
         other_voip = np.uint8(self._code["other_voip"])
         anchor_app = np.where(provider, prov_app, other_voip).astype(np.uint8)
-        memory = self._memory_for(batch)
+        memory = self._context(batch).ice
+        if not anchor.any() and not len(memory):
+            return np.zeros(n, dtype=bool), np.zeros(n, dtype=np.uint8)
+        # This batch's anchors count whatever their age (the memory keeps a
+        # batch's own entries); older batches' until idle for its max age.
         if anchor.any():
             memory.update(
                 client[anchor], anchor_app[anchor], batch["flow_end_ms"][anchor].astype(np.uint64)
             )
-        if not len(memory):
-            return np.zeros(n, dtype=bool), np.zeros(n, dtype=np.uint8)
-        found = np.maximum(memory.lookup(src_h), memory.lookup(dst_h))
-        sibling = udp & ~anchor & (found > 0)
-        app = np.where(found > 0, found - 1, 0).astype(np.uint8)
+        query = np.flatnonzero(udp & ~anchor)  # only UDP records can be siblings
+        both_ends = memory.lookup(np.concatenate([src_h[query], dst_h[query]]))
+        found = np.maximum(both_ends[: len(query)], both_ends[len(query) :])
+        sibling = np.zeros(n, dtype=bool)
+        sibling[query] = found > 0
+        app = np.zeros(n, dtype=np.uint8)
+        app[query] = np.where(found > 0, found - 1, 0)
         return sibling, app
 
-    def _memory_for(self, batch: FlowBatch) -> IceMemory:
+    def _signalling_peers(
+        self,
+        hashes: FlowHashes,
+        batch: FlowBatch,
+        signalling: np.ndarray,
+        port_app: np.ndarray,
+        query: np.ndarray,
+    ) -> np.ndarray:
+        """Per ``query`` record: app code + 1 of signalling seen between its two
+        hosts, 0 if none (and 0 for records not queried)."""
+        memory = self._context(batch).peers
+        out = np.zeros(len(batch), dtype=np.int16)
+        if not signalling.any() and not len(memory):
+            return out
+        pair = hashes.host_pair(signalling | query)
+        if signalling.any():
+            memory.update(
+                pair[signalling],
+                port_app[signalling],
+                batch["flow_end_ms"][signalling].astype(np.uint64),
+            )
+        out[query] = memory.lookup(pair[query])
+        return out
+
+    def _context(self, batch: FlowBatch) -> _Context:
         if not self.ice_memory or not len(batch):
-            return IceMemory()
+            return _Context()
         key = bytes(batch["exporter_addr"][0])
-        memory = self._ice.get(key)
-        if memory is None:
-            if len(self._ice) >= 4096:  # bound: forget the oldest exporter's context
-                self._ice.pop(next(iter(self._ice)))
-            memory = self._ice[key] = IceMemory()
-        return memory
+        ctx = self._ctx.get(key)
+        if ctx is None:
+            if len(self._ctx) >= 4096:  # bound: forget the oldest exporter's context
+                self._ctx.pop(next(iter(self._ctx)))
+            ctx = self._ctx[key] = _Context()
+        return ctx
 
     def reset_context(self) -> None:
         """Forget cross-batch context (between unrelated captures in an evaluation)."""
-        self._ice.clear()
+        self._ctx.clear()
+
+
+@dataclass(slots=True)
+class _Context:
+    """What the classifier remembers of one exporter's earlier batches."""
+
+    ice: IceMemory = field(default_factory=IceMemory)  # STUN client sockets
+    peers: IceMemory = field(  # host pairs that exchanged call signalling
+        default_factory=lambda: IceMemory(max_age_ms=PEER_MEMORY_MS)
+    )
+
+
+def _rtp_rtcp_pairs(
+    hashes: FlowHashes,
+    rtp_candidate: np.ndarray,
+    udp_cand: np.ndarray,
+    sp: np.ndarray,
+    dp: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:
+    """RTP records (even ports, media-like) whose RTCP flow (both ports + 1) is in
+    the batch, and those RTCP records (RFC 3550 section 11)."""
+    n = len(sp)
+    rtp_pair = np.zeros(n, dtype=bool)
+    rtcp_pair = np.zeros(n, dtype=bool)
+    rtp_sel = np.flatnonzero(rtp_candidate & ((sp & 1) == 0) & ((dp & 1) == 0))
+    if not len(rtp_sel):
+        return rtp_pair, rtcp_pair
+    rtcp_sel = np.flatnonzero(udp_cand & ((sp & 1) == 1) & ((dp & 1) == 1))
+    if not len(rtcp_sel):
+        return rtp_pair, rtcp_pair
+    conv = hashes.conversation
+    rtcp_keys = np.sort(conv[rtcp_sel])
+    wanted = shifted_conversation(hashes, rtp_sel, sp, dp, +1)
+    hit = in_sorted(wanted, rtcp_keys)
+    rtp_pair[rtp_sel[hit]] = True
+    rtcp_pair[rtcp_sel[in_sorted(conv[rtcp_sel], np.sort(wanted[hit]))]] = True
+    return rtp_pair, rtcp_pair

@@ -1,19 +1,38 @@
-"""Flow 5-tuples as 64-bit hashes: direction pairing and the ICE socket memory.
+"""Flow 5-tuples as 64-bit hashes: direction pairing, sibling look-ups, socket memories.
 
-Vectorised helpers of the classifier and the aggregation: a record's 5-tuple
-and its reverse hash with one function (splitmix64 over the address halves,
-ports and protocol), so pairing the two directions of a conversation in a
-batch is an ``argsort`` + ``searchsorted``; client sockets (address, port)
-hash alike for the :class:`IceMemory`.
+Vectorised helpers of the classifier and the aggregation. :func:`flow_hashes`
+hashes each address once (splitmix64 over its halves), each endpoint as
+address x port and each 5-tuple and its reverse with one function, so:
+
+* pairing the two directions of a conversation is ``argsort`` + ``searchsorted``;
+* the RTCP flow next to an RTP flow (both ports + 1) is one more mix per side
+  (:func:`shifted_conversation`) and a sorted membership test;
+* client sockets (address, port) and host pairs key the :class:`IceMemory`
+  (STUN sockets, signalling peers) across batches.
+
+The hashes live only in memory (no state keeps them), so their definition may
+change between versions.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numpy as np
 
 from schemas.flowbatch import FlowBatch, addr16_halves
 
-__all__ = ["IceMemory", "endpoint_hashes", "mix64", "pair_directions", "tuple_hashes"]
+__all__ = [
+    "FlowHashes",
+    "IceMemory",
+    "endpoint_hashes",
+    "flow_hashes",
+    "in_sorted",
+    "mix64",
+    "pair_directions",
+    "shifted_conversation",
+    "tuple_hashes",
+]
 
 
 def mix64(x: np.ndarray) -> np.ndarray:
@@ -25,27 +44,94 @@ def mix64(x: np.ndarray) -> np.ndarray:
     return x ^ (x >> np.uint64(31))
 
 
-def tuple_hashes(batch: FlowBatch) -> tuple[np.ndarray, np.ndarray]:
-    """64-bit hashes of each record's 5-tuple and of its reverse (same function)."""
+#: splitmix64 of every port number and protocol, so a 5-tuple hash costs one
+#: mix per endpoint and a port-shifted variant (RTCP next to RTP) one more.
+_PORT_MIX = mix64(np.arange(65537, dtype=np.uint64) + np.uint64(0x9E3779B97F4A7C15))
+_PROTO_MIX = mix64(np.arange(256, dtype=np.uint64) + np.uint64(0x632BE59BD9B4E019))
+
+
+@dataclass(slots=True)
+class FlowHashes:
+    """64-bit hashes of a batch's addresses, endpoints and 5-tuples (one pass)."""
+
+    src_addr: np.ndarray  # address alone
+    dst_addr: np.ndarray
+    src_ep: np.ndarray  # (address, port)
+    dst_ep: np.ndarray
+    fwd: np.ndarray  # 5-tuple as recorded
+    rev: np.ndarray  # the reverse 5-tuple, hashed alike
+    proto_mix: np.ndarray
+
+    @property
+    def conversation(self) -> np.ndarray:
+        """Direction-free 5-tuple key (same for a record and its reverse)."""
+        out: np.ndarray = np.minimum(self.fwd, self.rev)
+        return out
+
+    def host_pair(self, sel: np.ndarray | None = None) -> np.ndarray:
+        """Direction-free key of the two addresses, ports ignored (all records, or
+        zeros outside the boolean ``sel``)."""
+        if sel is None:
+            sa, da = self.src_addr, self.dst_addr
+        else:
+            sa, da = self.src_addr[sel], self.dst_addr[sel]
+        key = mix64(np.minimum(sa, da) * np.uint64(3) + np.maximum(sa, da))
+        if sel is None:
+            return key
+        out = np.zeros(len(self.src_addr), dtype=np.uint64)
+        out[sel] = key
+        return out
+
+
+def _tuple(src_ep: np.ndarray, dst_ep: np.ndarray, proto_mix: np.ndarray) -> np.ndarray:
+    out: np.ndarray = mix64(src_ep * np.uint64(3) + dst_ep + proto_mix)
+    return out
+
+
+def flow_hashes(batch: FlowBatch) -> FlowHashes:
+    """All hashes the classifier uses, computed once per batch."""
     sh, sl = addr16_halves(batch["src_addr"])
     dh, dl = addr16_halves(batch["dst_addr"])
-    sp = batch["src_port"].astype(np.uint64)
-    dp = batch["dst_port"].astype(np.uint64)
-    pr = batch["protocol"].astype(np.uint64)
-    hs = mix64(sh ^ mix64(sl ^ mix64(sp)))
-    hd = mix64(dh ^ mix64(dl ^ mix64(dp)))
-    fwd = mix64(hs * np.uint64(3) + hd + mix64(pr))
-    rev = mix64(hd * np.uint64(3) + hs + mix64(pr))
-    return fwd, rev
+    sa = mix64(sh ^ mix64(sl))
+    da = mix64(dh ^ mix64(dl))
+    se = mix64(sa ^ _PORT_MIX[batch["src_port"]])
+    de = mix64(da ^ _PORT_MIX[batch["dst_port"]])
+    pm = _PROTO_MIX[batch["protocol"]]
+    return FlowHashes(sa, da, se, de, _tuple(se, de, pm), _tuple(de, se, pm), pm)
+
+
+def shifted_conversation(
+    h: FlowHashes, sel: np.ndarray, src_port: np.ndarray, dst_port: np.ndarray, delta: int
+) -> np.ndarray:
+    """Direction-free 5-tuple keys of the selected records with both ports + ``delta``."""
+    sp = src_port[sel].astype(np.int64) + delta
+    dp = dst_port[sel].astype(np.int64) + delta
+    se = mix64(h.src_addr[sel] ^ _PORT_MIX[np.clip(sp, 0, 65536)])
+    de = mix64(h.dst_addr[sel] ^ _PORT_MIX[np.clip(dp, 0, 65536)])
+    pm = h.proto_mix[sel]
+    out: np.ndarray = np.minimum(_tuple(se, de, pm), _tuple(de, se, pm))
+    return out
+
+
+def tuple_hashes(batch: FlowBatch) -> tuple[np.ndarray, np.ndarray]:
+    """64-bit hashes of each record's 5-tuple and of its reverse (same function)."""
+    h = flow_hashes(batch)
+    return h.fwd, h.rev
 
 
 def endpoint_hashes(batch: FlowBatch) -> tuple[np.ndarray, np.ndarray]:
     """64-bit hashes of each record's (src address, port) and (dst address, port)."""
-    sh, sl = addr16_halves(batch["src_addr"])
-    dh, dl = addr16_halves(batch["dst_addr"])
-    sp = batch["src_port"].astype(np.uint64)
-    dp = batch["dst_port"].astype(np.uint64)
-    return mix64(sh ^ mix64(sl ^ mix64(sp))), mix64(dh ^ mix64(dl ^ mix64(dp)))
+    h = flow_hashes(batch)
+    return h.src_ep, h.dst_ep
+
+
+def in_sorted(keys: np.ndarray, sorted_set: np.ndarray) -> np.ndarray:
+    """Membership of ``keys`` in an ascending uint64 array."""
+    if not len(sorted_set) or not len(keys):
+        return np.zeros(len(keys), dtype=bool)
+    pos = np.minimum(np.searchsorted(sorted_set, keys), len(sorted_set) - 1)
+    out: np.ndarray = sorted_set[pos] == keys
+    return out
 
 
 class IceMemory:
@@ -77,7 +163,10 @@ class IceMemory:
         if not len(h):
             return
         newest = t.max()
+        # Age out what earlier batches left; this batch's sockets all stay, so
+        # a batch's own context never depends on how old its records are.
         keep = t + np.uint64(self.max_age_ms) >= newest
+        keep[len(self.hashes) :] = True
         h, a, t = h[keep], a[keep], t[keep]
         order = np.lexsort((t, a, h))  # by hash, then app, then time: last row wins
         h, a, t = h[order], a[order], t[order]
@@ -101,7 +190,7 @@ class IceMemory:
         return out
 
 
-def pair_directions(batch: FlowBatch) -> np.ndarray:
+def pair_directions(batch: FlowBatch, hashes: FlowHashes | None = None) -> np.ndarray:
     """Index of the record carrying the reverse direction of each record, -1 if none.
 
     When a 5-tuple appears several times (flow split by timeouts), the first
@@ -110,7 +199,8 @@ def pair_directions(batch: FlowBatch) -> np.ndarray:
     n = len(batch)
     if n == 0:
         return np.zeros(0, dtype=np.int64)
-    fwd, rev = tuple_hashes(batch)
+    h = hashes if hashes is not None else flow_hashes(batch)
+    fwd, rev = h.fwd, h.rev
     order = np.argsort(fwd, kind="stable")
     sorted_fwd = fwd[order]
     pos = np.searchsorted(sorted_fwd, rev)

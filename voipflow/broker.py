@@ -545,7 +545,10 @@ class LocalBroker:
 
     def _format(self, java: str, classpath: str, log4j: str, props: Path) -> None:
         cmd = [java, "-Xmx256m", log4j, "-cp", classpath, "kafka.tools.StorageTool"]
-        cmd += ["format", "-t", self._cluster_id(), "-c", str(props), "--ignore-formatted"]
+        # "--cluster-id=X", not "-t X": a random id may start with "-", which
+        # argparse would take for an option.
+        cmd += ["format", f"--cluster-id={self._cluster_id()}", "-c", str(props)]
+        cmd += ["--ignore-formatted"]
         try:
             res = subprocess.run(
                 cmd,

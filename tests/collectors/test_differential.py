@@ -155,8 +155,19 @@ def our_rows(
     return rows
 
 
-@pytest.mark.parametrize("kind", list(EXPORTS))
-@pytest.mark.parametrize("capture", CAPTURES)
+#: Captures with IPv6 flows only: NetFlow v5 cannot carry them, so softflowd -v 5
+#: exports nothing and there is nothing to compare.
+IPV6_ONLY = {"http_ipv6.pcap", "custom_rules_ipv6.pcapng", "quic-27.pcap"}
+
+CASES = [
+    (capture, kind)
+    for capture in CAPTURES
+    for kind in EXPORTS
+    if not (capture in IPV6_ONLY and kind == "softflowd-v5")
+]
+
+
+@pytest.mark.parametrize(("capture", "kind"), CASES)
 def test_matches_nfdump(capture: str, kind: str, corpus_dir: Path, tmp_path: Path) -> None:
     pcap = corpus_dir / "pcap" / capture
     datagrams = export(kind, pcap, tmp_path)

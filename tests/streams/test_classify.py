@@ -81,26 +81,87 @@ def test_signalling_ports_and_stun_with_provider() -> None:
     assert r.evidence[0] & Evidence.SIGNALLING_PORT
 
 
-def test_media_statistics_need_both_directions() -> None:
+def rtcp(src: str, sport: int, dst: str, dport: int) -> list[dict[str, Any]]:
+    """The RTCP flow of an RTP conversation: a report every 5 s both ways."""
+    return both(src, sport, dst, dport, packets=4, bytes=320, flow_end_ms=T0 + 20_000)
+
+
+def test_media_statistics_alone_are_not_a_call() -> None:
+    # Voice-like UDP both ways between ephemeral ports: games and sensor
+    # streams look the same, so statistics alone stay below the threshold.
     pair = both(CLIENT, 40000, "198.51.100.20", 41000, **voice())
     r = run(pair)
-    assert r.is_voip.tolist() == [True, True]
+    assert r.is_voip.tolist() == [False, False]
     assert r.partner.tolist() == [1, 0]
     assert all(e & Evidence.BIDIRECTIONAL and e & Evidence.VOICE_SIZE for e in r.evidence)
-    one_way = run(pair[:1])
-    assert not one_way.is_voip[0]
+    assert 0 < r.confidence[0] < CLF.threshold
+
+
+def test_rtcp_beside_rtp_makes_both_voip() -> None:
+    rows = both(CLIENT, 40000, "198.51.100.20", 41000, **voice())
+    rows += rtcp(CLIENT, 40001, "198.51.100.20", 41001)
+    r = run(rows)
+    assert r.is_voip.tolist() == [True] * 4
+    assert r.app_names().tolist() == ["rtp"] * 4
+    assert all(e & Evidence.RTP_RTCP_PAIR for e in r.evidence)
+    # RFC 3550 pairs an even RTP port with the next odd one: odd "RTP" ports
+    # with a +1 neighbour are not a pair, nor is RTCP next to something idle.
+    odd = both(CLIENT, 40001, "198.51.100.20", 41001, **voice())
+    odd += rtcp(CLIENT, 40002, "198.51.100.20", 41002)
+    assert not run(odd).is_voip.any()
+    idle = both(CLIENT, 40000, "198.51.100.20", 41000, packets=3, bytes=300)
+    idle += rtcp(CLIENT, 40001, "198.51.100.20", 41001)
+    assert not run(idle).is_voip.any()
+
+
+def test_media_between_hosts_that_signalled_is_rtp() -> None:
+    sbc = "198.51.100.7"
+    rows = [
+        *both(CLIENT, 5060, sbc, 5060, packets=4, bytes=2400),  # SIP dialog
+        *both(CLIENT, 40001, sbc, 30001, **voice()),  # media on odd ports, no RTCP
+        *both(CLIENT, 40002, "198.51.100.8", 30002, **voice()),  # another host
+    ]
+    r = run(rows)
+    assert r.is_voip.tolist() == [True, True, True, True, False, False]
+    assert r.app_names().tolist()[:4] == ["sip", "sip", "rtp", "rtp"]
+    assert r.evidence[2] & Evidence.SIGNALLING_PEER
+    assert not r.evidence[4] & Evidence.SIGNALLING_PEER
+    # Only media-like traffic: a few packets between the same hosts are not.
+    few = run([*both(CLIENT, 5060, sbc, 5060, bytes=900), flow(CLIENT, 40003, sbc, 30003)])
+    assert few.is_voip.tolist() == [True, True, False]
+
+
+def test_signalling_peers_span_batches_and_h245_follows_h225() -> None:
+    clf = Classifier(load_providers())
+    sbc = "198.51.100.7"
+    run([flow(CLIENT, 5060, sbc, 5060, bytes=900)], clf)
+    later = run(both(CLIENT, 40001, sbc, 30001, **voice()), clf)
+    assert later.is_voip.all() and (later.evidence & Evidence.SIGNALLING_PEER).all()
+    clf.reset_context()
+    assert not run(both(CLIENT, 40001, sbc, 30001, **voice()), clf).is_voip.any()
+    # H.323: H.225 on 1720, then H.245 on dynamic TCP ports between the same hosts.
+    gk = "198.51.100.9"
+    rows = [
+        *both(CLIENT, 40010, gk, 1720, protocol=6, packets=10, bytes=900),
+        *both(CLIENT, 40011, gk, 11001, protocol=6, packets=12, bytes=700),
+        *both(CLIENT, 40012, "198.51.100.10", 11002, protocol=6, packets=12, bytes=700),
+    ]
+    r = run(rows, clf)
+    assert r.app_names().tolist() == ["h323"] * 4 + ["", ""]
 
 
 def test_sampled_voice_records_still_look_like_voice() -> None:
     # 1:10 sampling: a tenth of the packets, the rate announced.
-    pair = both(CLIENT, 40000, "198.51.100.20", 41000, **voice(packets=100, bytes=16_000))
-    for row in pair:
+    sbc = "198.51.100.20"
+    sip = both(CLIENT, 5060, sbc, 5060, packets=1, bytes=800)
+    pair = both(CLIENT, 40000, sbc, 41000, **voice(packets=100, bytes=16_000))
+    for row in sip + pair:
         row["sampling_rate"] = 10
-    r = run(pair)
-    assert r.is_voip.tolist() == [True, True]
-    assert all(e & Evidence.SAMPLED and e & Evidence.MEDIA_RATE for e in r.evidence)
-    unsampled_thin = both(CLIENT, 40000, "198.51.100.20", 41000, **voice(packets=10, bytes=1600))
-    assert not run(unsampled_thin).is_voip.any()
+    r = run(sip + pair)
+    assert r.is_voip.tolist() == [True] * 4
+    assert all(e & Evidence.SAMPLED and e & Evidence.MEDIA_RATE for e in r.evidence[2:])
+    unsampled_thin = both(CLIENT, 40000, sbc, 41000, **voice(packets=10, bytes=1600))
+    assert not run(both(CLIENT, 5060, sbc, 5060, bytes=900) + unsampled_thin).is_voip[2:].any()
 
 
 def test_ice_sibling_carries_the_stun_app_to_relay_media() -> None:
@@ -140,6 +201,20 @@ def test_non_voip_traffic_stays_out() -> None:
             CLIENT, 40003, "198.51.100.3", 42000, packets=8, bytes=800, flow_end_ms=T0 + 1200
         ),  # short game exchange
         flow(CLIENT, 40004, "198.51.100.4", 5060, packets=6, bytes=700),  # VPN on the SIP port
+        # A game: 30 inputs/s up, 30 snapshots/s down for two minutes.
+        *both(
+            CLIENT,
+            40006,
+            "198.51.100.6",
+            27500,
+            packets=3600,
+            bytes=3600 * 110,
+            flow_end_ms=T0 + 120_000,
+        ),
+        # Push keep-alives to Meta: UDP both ways, small, one every 15 s.
+        *both(
+            CLIENT, 40007, "157.240.1.1", 45000, packets=20, bytes=1360, flow_end_ms=T0 + 300_000
+        ),
         *both(
             CLIENT,
             40005,

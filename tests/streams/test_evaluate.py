@@ -59,3 +59,30 @@ def test_prf_edges() -> None:
     none = np.zeros(3, bool)
     assert ev.prf(none, none)["f1"] == 0.0
     assert ev.prf(np.array([True]), np.array([True]))["f1"] == 1.0
+
+
+def test_observed_view_ceiling_and_own_app_column(tmp_path: Path) -> None:
+    path = tmp_path / "labels.csv"
+    path.write_text(
+        HEADER.rstrip("\n")
+        + ",app\n"
+        + "c.pcap,UDP,10.0.0.1,4000,192.0.2.1,4001,1,voice,voice,VoIP,40,1,40,1,1,discord\n"
+        + "c.pcap,UDP,10.0.0.1,4002,192.0.2.1,53,1,dns,dns,Network,1,1,1,1,0,\n"
+        + "c.pcap,UDP,10.0.0.1,4004,192.0.2.1,3478,1,stun,stun,VoIP,2,1,2,1,1,whatsapp\n"
+        + "c.pcap,UDP,10.0.0.1,4006,192.0.2.1,9000,1,game,game,Game,400,1,400,1,0,\n"
+    )
+    labels = ev.load_labels(path)
+    assert labels.app[0] == "discord" and labels.packets.tolist() == [80, 2, 4, 800]
+    # Records for the first, second and last flows; the STUN flow got none.
+    idx = np.array([0, 1, 3])
+    rep = ev.score(idx, np.array([True, False, True]), np.array(["discord", "", "rtp"]), labels)
+    assert rep["per_flow"]["recall"] == 0.5 and rep["per_flow"]["unmatched_voip"] == 1
+    seen = rep["per_flow_observed"]
+    assert (seen["flows"], seen["recall"], seen["precision"]) == (3, 1.0, 0.5)
+    assert seen["observed_voip_share"] == 0.5
+    assert rep["false_positive_kinds"] == {"game": 1} and rep["false_negative_kinds"] == {}
+    assert rep["per_app"]["discord"]["app_correct"] == 1
+    ceiling = ev.sampling_ceiling(labels, 10)
+    # min(1, k/10) per flow: VoIP flows of 80 and 4 packets -> (1 + 0.4) / 2
+    assert ceiling["expected_observed_voip_share"] == 0.7
+    assert abs(ceiling["expected_observed_share"] - (1 + 0.2 + 0.4 + 1) / 4) < 1e-12

@@ -355,3 +355,22 @@ def test_command_line_start_status_stop(tmp_path: Path) -> None:
     assert after.returncode == 1
     assert "not running" in after.stdout
     assert "voipflow kafka start" in after.stderr
+
+
+def test_a_cluster_id_starting_with_a_dash_formats_and_starts(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """About one random id in 64 starts with '-'; the format step must not take it
+    for an option."""
+    import voipflow.broker as broker_mod
+
+    monkeypatch.setattr(broker_mod, "cluster_id", lambda: "-" + "A" * 21)
+    broker = LocalBroker(
+        LocalBrokerConfig(jar_dir=fetch_jars(), state_dir=tmp_path, port=0, controller_port=0)
+    )
+    broker.start()
+    try:
+        assert broker.bootstrap
+        wait_for_broker(broker.bootstrap, 30.0)
+    finally:
+        broker.stop()

@@ -168,6 +168,8 @@ def run_one(
     report = ev.score(label_idx, voip, app, labels)
     report["per_capture"] = ev.per_capture(names, label_idx, voip, labels)
     report["failed_captures"] = failures
+    if args.sampling > 1:
+        report["sampling_ceiling"] = ev.sampling_ceiling(labels, args.sampling)
     report["run"] = {
         "version": version,
         "sampling": args.sampling,
@@ -199,7 +201,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     runs = [run_one(args, captures, labels, v) for v in versions]
     pooled = [r.pop("_pooled") for r in runs]
     if len(runs) == 1:
-        overall = {k: runs[0][k] for k in ("per_record", "per_flow")}
+        overall = {k: runs[0][k] for k in ("per_record", "per_flow", "per_flow_observed")}
     else:
         # Each run scores every labelled flow once; pooled records of all runs.
         idx = np.concatenate([p[0] for p in pooled])
@@ -215,13 +217,23 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         "runs": runs,
     }
     for r in runs:
-        pr, pf = r["per_record"], r["per_flow"]
+        pr, pf, po = r["per_record"], r["per_flow"], r["per_flow_observed"]
         print(
             f"v{r['run']['version']} sampling={args.sampling} biflow={r['run']['biflow']}: "
             f"per record P={pr['precision']:.3f} R={pr['recall']:.3f} F1={pr['f1']:.3f} "
-            f"({pr['records']} records); per flow P={pf['precision']:.3f} "
-            f"R={pf['recall']:.3f} F1={pf['f1']:.3f}, unmatched {pf['unmatched_share']:.1%}"
+            f"({pr['records']} records); per labelled flow P={pf['precision']:.3f} "
+            f"R={pf['recall']:.3f} F1={pf['f1']:.3f}, unmatched {pf['unmatched_share']:.1%}; "
+            f"per observed flow P={po['precision']:.3f} R={po['recall']:.3f} "
+            f"F1={po['f1']:.3f} ({po['flows']} flows with a record, "
+            f"{po['observed_voip_share']:.1%} of VoIP flows)"
         )
+        if "sampling_ceiling" in r:
+            c = r["sampling_ceiling"]
+            print(
+                f"  1:{args.sampling} sampling can be expected to leave a record for "
+                f"{c['expected_observed_voip_share']:.1%} of VoIP flows "
+                f"({c['expected_observed_share']:.1%} of all): the per labelled flow ceiling"
+            )
         for app_name, a in r["per_app"].items():
             print(f"  {app_name:<11} {a['detected']:>3}/{a['flows']:<3} recall={a['recall']:.2f}")
     if args.json:
