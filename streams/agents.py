@@ -85,8 +85,15 @@ def install_agents(w: WorkerApp, config: WorkerConfig, pipeline: FlowPipeline) -
                 continue
             # Publish before the state that forgets the windows is written: a
             # crash in between publishes them again (same values), never not.
-            for key, data in closed:
+            # "Before" means delivered: the changelog partition may live on
+            # another broker than the usage partition, and a record handed to
+            # the producer is not yet written.
+            sent = [
                 await w.usage.send(key=key, value=data, headers={"schema": b"voip-usage.v1"})
+                for key, data in closed
+            ]
+            for delivery in sent:
+                await delivery
             w.city_state[city] = json.dumps(state, separators=(",", ":")).encode()
             open_windows[city] = len(state.get("win", ()))
             OPEN_WINDOWS.set(sum(open_windows.values()))
