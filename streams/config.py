@@ -86,8 +86,10 @@ class WorkerConfig(BaseModel):
     #: Faust application id: the consumer group and the prefix of its
     #: internal topics.
     app_id: str = "voipflow"
-    #: Width of the usage windows.
-    window_s: int = Field(60, ge=1)
+    #: Width of the usage windows, seconds. It must divide an hour (1-6, 10,
+    #: 12, 15, 20, 30, 60, 120, 300, 600, 900, 1800, 3600, ...) so that every
+    #: window lies inside one hour and one day of the ClickHouse rollups.
+    window_s: int = Field(60, ge=1, le=3600)
     #: Seconds after a window's end during which late records still update it;
     #: records later than that are counted (``late_records``) and dropped.
     lateness_s: int = Field(30, ge=0)
@@ -120,6 +122,16 @@ class WorkerConfig(BaseModel):
     voip_threshold: float = Field(0.5, gt=0, le=1)
     #: Publish classified VoIP flows to the voip-flows topic.
     publish_voip_flows: bool = True
+
+    @field_validator("window_s")
+    @classmethod
+    def _check_window(cls, v: int) -> int:
+        if 3600 % v:
+            raise ValueError(
+                f"{v} does not divide 3600: a window would straddle two hours of the "
+                "hourly rollup (use 1-6, 10, 12, 15, 20, 30, 60, 120, 300, 600, ...)"
+            )
+        return v
 
     @field_validator("home_networks")
     @classmethod
