@@ -185,8 +185,9 @@ class SinkConfig(BaseModel):
     #: Seconds without heartbeats after which the group gives a dead sink's
     #: partitions to another member (the broker allows 6 to 300 by default).
     session_timeout_s: float = Field(10.0, ge=1)
-    #: Stop once every assigned partition is drained and committed and nothing
-    #: arrived for this many seconds (0 = run until stopped): for backfills and tests.
+    #: Stop once the group gave this sink its partitions, everything they held
+    #: when it started is committed, and nothing arrived for this many seconds
+    #: after that (0 = run until stopped): for backfills and tests.
     exit_when_idle_s: float = Field(0.0, ge=0)
     #: Fault injection for tests: SIGKILL the sink process right after its
     #: N-th successful insert, before the offsets are committed (0 = never).
