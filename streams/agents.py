@@ -92,11 +92,18 @@ def install_agents(w: WorkerApp, config: WorkerConfig, pipeline: FlowPipeline) -
                 continue
             # Publish before the state that forgets the windows is written: a
             # crash in between publishes them again (same values), never not.
+            # "Before" means delivered: the changelog partition may live on
+            # another broker than the output partition, and a record handed to
+            # the producer is not yet written.
             out_topic, schema = (
                 (w.traffic, b"traffic.v1") if exporter else (w.usage, b"voip-usage.v1")
             )
-            for out_key, data in closed:
+            sent = [
                 await out_topic.send(key=out_key, value=data, headers={"schema": schema})
+                for out_key, data in closed
+            ]
+            for delivery in sent:
+                await delivery
             w.city_state[key] = json.dumps(state, separators=(",", ":")).encode()
             if not exporter:
                 open_windows[key] = len(state.get("win", ()))

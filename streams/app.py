@@ -27,6 +27,10 @@ start with :data:`EXPORTER_KEY_PREFIX` (a NUL, which no city name holds). One
 topic and one table keep the worker's topology, and the work of a rebalance
 (partitions to assign, changelogs to restore), as it was without exporters.
 
+At-least-once needs every message of an assigned partition to reach the
+agent; :class:`WorkerFaustApp` closes the one way Faust 0.15 loses them
+across a rebalance (see :class:`KeepBuffersOnResume`).
+
 :func:`build_app` is side-effect free until the worker runs the app.
 """
 
@@ -37,8 +41,50 @@ from pathlib import Path
 from typing import Any
 
 import faust
+from mode.utils.objects import cached_property
+from mode.utils.queues import FlowControlEvent
 
 from streams.config import KafkaConfig, WorkerConfig
+
+
+class KeepBuffersOnResume(FlowControlEvent):
+    """Flow control that empties the agents' buffers when flow is suspended, not resumed.
+
+    Faust suspends flow and clears the agents' buffers when partitions are
+    revoked; that drops what was fetched under the old assignment. When table
+    recovery ends it resumes the stream partitions, seeks them to the committed
+    offsets and only then resumes flow, which (in mode's ``FlowControlEvent``)
+    clears the buffers again. Messages fetched in between belong to the new
+    assignment, and the fetcher has already moved its read offsets past them,
+    so the copies it fetches again after the seek are discarded as already
+    read: the agent never sees those messages, and the offset commit passes
+    over them (a flows.v1 batch lost for every city, seen in the worker kill
+    test). Keeping the buffers at resume is safe: messages of an older
+    assignment are skipped by the stream's generation check, and the
+    re-fetched copies of kept messages are re-deliveries that the city state
+    recognises by their source offset.
+    """
+
+    _resuming = False
+
+    def resume(self) -> None:
+        self._resuming = True
+        try:
+            super().resume()
+        finally:
+            self._resuming = False
+
+    def clear(self) -> None:
+        if not self._resuming:
+            super().clear()
+
+
+class WorkerFaustApp(faust.App):
+    """The worker's Faust app: :class:`KeepBuffersOnResume` as its flow control."""
+
+    @cached_property
+    def flow_control(self) -> FlowControlEvent:
+        return KeepBuffersOnResume(loop=self.loop)
 
 
 @dataclass(slots=True)
@@ -68,7 +114,7 @@ def build_app(
     datadir = data_dir / "faust" / worker.app_id
     datadir.parent.mkdir(parents=True, exist_ok=True)
     servers = ";".join(f"kafka://{s.strip()}" for s in bootstrap.split(",") if s.strip())
-    app = faust.App(
+    app = WorkerFaustApp(
         worker.app_id,
         broker=servers,
         store="memory://",  # state comes back from the changelog topic at start

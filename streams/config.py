@@ -90,8 +90,10 @@ class WorkerConfig(BaseModel):
     #: Faust application id: the consumer group and the prefix of its
     #: internal topics.
     app_id: str = "voipflow"
-    #: Width of the usage windows.
-    window_s: int = Field(60, ge=1)
+    #: Width of the usage windows, seconds. It must divide an hour (1-6, 10,
+    #: 12, 15, 20, 30, 60, 120, 300, 600, 900, 1800, 3600, ...) so that every
+    #: window lies inside one hour and one day of the ClickHouse rollups.
+    window_s: int = Field(60, ge=1, le=3600)
     #: Seconds after a window's end during which late records still update it;
     #: records later than that are counted (``late_records``) and dropped.
     lateness_s: int = Field(30, ge=0)
@@ -124,6 +126,16 @@ class WorkerConfig(BaseModel):
     voip_threshold: float = Field(0.5, gt=0, le=1)
     #: Publish classified VoIP flows to the voip-flows topic.
     publish_voip_flows: bool = True
+
+    @field_validator("window_s")
+    @classmethod
+    def _check_window(cls, v: int) -> int:
+        if 3600 % v:
+            raise ValueError(
+                f"{v} does not divide 3600: a window would straddle two hours of the "
+                "hourly rollup (use 1-6, 10, 12, 15, 20, 30, 60, 120, 300, 600, ...)"
+            )
+        return v
 
     @field_validator("home_networks")
     @classmethod
@@ -177,8 +189,9 @@ class SinkConfig(BaseModel):
     #: Seconds without heartbeats after which the group gives a dead sink's
     #: partitions to another member (the broker allows 6 to 300 by default).
     session_timeout_s: float = Field(10.0, ge=1)
-    #: Stop once every assigned partition is drained and committed and nothing
-    #: arrived for this many seconds (0 = run until stopped): for backfills and tests.
+    #: Stop once the group gave this sink its partitions, everything they held
+    #: when it started is committed, and nothing arrived for this many seconds
+    #: after that (0 = run until stopped): for backfills and tests.
     exit_when_idle_s: float = Field(0.0, ge=0)
     #: Fault injection for tests: SIGKILL the sink process right after its
     #: N-th successful insert, before the offsets are committed (0 = never).

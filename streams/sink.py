@@ -186,12 +186,18 @@ class Sink:
         self._uncertain: set[Any] = set()  # next insert's outcome may be in already
         self._held: list[Any] = []  # records polled during a retry, processed after it
         self._committed: dict[Any, int] = {}
+        #: End offsets of the topics' partitions when the loop started (or
+        #: when a partition unknown then was first assigned): an exit when
+        #: idle waits until those are committed.
+        self._end_offsets: dict[Any, int] = {}
         self._inserts = 0
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         #: Set when the loop ended; ``failure`` holds a permanent error.
         self.done = threading.Event()
         self.failure: SinkStopped | None = None
+        #: (topic, partition) the group gave this sink, as of the last rebalance.
+        self.assigned: frozenset[tuple[str, int]] = frozenset()
         self.bad_messages: dict[tuple[str, str], int] = {}
         self.rows_inserted: dict[str, int] = {}
         #: Transient ClickHouse errors met (each one paused and retried).
@@ -242,9 +248,11 @@ class Sink:
         class Listener(ConsumerRebalanceListener):
             def on_partitions_revoked(self, revoked: Any) -> None:
                 sink._forget(revoked)
+                sink.assigned = frozenset()
 
             def on_partitions_assigned(self, assigned: Any) -> None:
                 sink._fresh.update(assigned)
+                sink.assigned = frozenset((tp.topic, tp.partition) for tp in assigned)
 
         consumer = KafkaConsumer(
             bootstrap_servers=self.bootstrap,
@@ -317,7 +325,10 @@ class Sink:
             self.done.set()
 
     def _run(self) -> None:
-        idle_since = time.monotonic()
+        if self.config.exit_when_idle_s:
+            self._end_offsets.update(self._partition_ends(self._topic_partitions()))
+        last_record = time.monotonic()
+        drained_since: float | None = None
         while not self._stop.is_set():
             if self._held:
                 records, self._held = self._held, []
@@ -327,28 +338,69 @@ class Sink:
             for tp in list(self._fresh):  # newly assigned: an intent to replay?
                 self._read_intent(tp)
             if records:
-                idle_since = time.monotonic()
+                last_record = time.monotonic()
                 self._add(records)
             self._flush_due()
             self._update_lag()
             if self._stats_enabled and time.monotonic() >= self._stats_due:
                 self._write_stats()
-            if (
-                self.config.exit_when_idle_s
-                and time.monotonic() - idle_since >= self.config.exit_when_idle_s
-                and self._drained()
-            ):
-                log.info("idle, exiting", extra={"idle_s": self.config.exit_when_idle_s})
+            if not self.config.exit_when_idle_s:
+                continue
+            # Idle time counts from when the sink caught up, not from its
+            # start: empty topics are not drained before the group gave this
+            # sink its partitions and it saw where they end.
+            if not self._drained():
+                drained_since = None
+                continue
+            now = time.monotonic()
+            drained_since = drained_since or now
+            if now - max(last_record, drained_since) >= self.config.exit_when_idle_s:
+                log.info(
+                    "idle, exiting",
+                    extra={
+                        "idle_s": self.config.exit_when_idle_s,
+                        "partitions": len(self._consumer.assignment()),
+                    },
+                )
                 return
 
+    def _topic_partitions(self) -> list[Any]:
+        from kafka.structs import TopicPartition
+
+        return [
+            TopicPartition(topic, p)
+            for topic in sorted(self.specs)
+            for p in sorted(self._consumer.partitions_for_topic(topic))
+        ]
+
+    def _partition_ends(self, partitions: list[Any]) -> dict[Any, int]:
+        """End offsets of ``partitions``; those the broker did not answer for are left out."""
+        from kafka.errors import KafkaError
+
+        if not partitions:
+            return {}
+        try:
+            return dict(self._consumer.end_offsets(partitions, timeout_ms=10_000))
+        except KafkaError as exc:
+            log.warning("end offsets not known yet", extra={"error": str(exc)})
+            return {}
+
     def _drained(self) -> bool:
-        """Assigned partitions all committed up to their high watermark, nothing pending."""
+        """Partitions assigned, each committed up to where it ended at the start (and up to
+        its high watermark), nothing pending."""
         assigned = self._consumer.assignment()
-        if not assigned or self._batches or self._fresh:
+        if not assigned or self._batches or self._fresh or self._held:
             return False
+        unknown = [tp for tp in assigned if tp not in self._end_offsets]
+        self._end_offsets.update(self._partition_ends(unknown))
         for tp in assigned:
-            high = self._consumer.highwater(tp)
-            if high is None or (high > 0 and self._committed.get(tp, 0) < high):
+            if tp not in self._end_offsets:
+                return False
+            end = max(self._end_offsets[tp], self._consumer.highwater(tp) or 0)
+            # With no batch open, what the consumer read is committed; its
+            # position also covers offsets that retention already deleted.
+            done = max(self._committed.get(tp, 0), self._consumer.position(tp))
+            if done < end:
                 return False
         return True
 

@@ -322,3 +322,54 @@ def test_dead_letters_and_pipeline_stats(
     assert ("rows_inserted", '{"table": "exporter_health"}', 1.0) in stats
     bad = [r for r in stats if r[0] == "bad_messages"]
     assert sorted(r[2] for r in bad) == [1.0, 1.0]
+
+
+def test_exit_when_idle_waits_for_partitions_then_idles_on_empty_topics(
+    kafka_bootstrap, kafka_topic_factory, chdb, tmp_path
+) -> None:
+    """Empty topics are not drained before the sink has its partitions and saw their ends;
+    only then does the idle time start, so what arrives soon after still lands."""
+    from kafka import KafkaConsumer, KafkaProducer
+
+    Migrator(chdb, RenderOptions.from_config(ClickHouseConfig(), chdb.database)).migrate()
+    kafka = _topics(kafka_topic_factory, partitions=1)
+    group = "sink-" + os.urandom(4).hex()
+    idle_s, hold_s = 5.0, 8.0
+    # Another member of the group (the first to join: it assigns, and range
+    # assignment gives it the only partition) holds the partition for a while.
+    holder = KafkaConsumer(bootstrap_servers=kafka_bootstrap, group_id=group)
+    assert holder.partitions_for_topic(kafka.voip_flows_topic) == {0}
+    holder.subscribe([kafka.voip_flows_topic])
+    wait_until(lambda: holder.poll(timeout_ms=200) == {} and holder.assignment(), 30, "holder")
+    producer = KafkaProducer(bootstrap_servers=kafka_bootstrap, acks="all")
+    producer.partitions_for(kafka.voip_flows_topic)  # connected before it is needed
+    config = SinkConfig(
+        group_id=group,
+        topics=kafka.voip_flows_topic,
+        batch_delay_s=0.3,
+        exit_when_idle_s=idle_s,
+        session_timeout_s=6.0,
+    )
+    sink = Sink(config, kafka, ClickHouseConfig(), tmp_path, bootstrap=kafka_bootstrap, ch=chdb)
+    sink.start()
+    try:
+        # Longer than the idle time: without partitions the sink keeps waiting.
+        held_until = time.monotonic() + hold_s
+        while time.monotonic() < held_until:
+            holder.poll(timeout_ms=200)
+        assert holder.assignment() and not sink.assigned, (holder.assignment(), sink.assigned)
+        assert not sink.done.is_set(), sink.failure
+        holder.close()
+        wait_until(lambda: sink.assigned or sink.done.is_set(), 30, "the partition")
+        got_it = time.monotonic()
+        assert not sink.done.is_set(), f"exited as soon as it got its partition ({sink.failure})"
+        time.sleep(0.5)  # well inside the idle time
+        producer.send(kafka.voip_flows_topic, flow_batch(50, base=0)).get(timeout=30)
+        sent = time.monotonic() - got_it
+        assert sink.wait(60), "the sink did not exit once idle"
+        assert sink.failure is None, sink.failure
+        rows = _count(chdb, "SELECT count() FROM flows_voip")
+        assert rows == 50, f"{rows} rows; the batch was sent {sent:.1f} s after the assignment"
+    finally:
+        producer.close(timeout=10)
+        sink.stop()
