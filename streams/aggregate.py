@@ -19,8 +19,10 @@ last offset applied, and a partial at or below it is a re-delivery and is
 skipped. Windows close on event time only (the city's largest flow end time),
 so totals do not depend on how fast or in which worker records were processed.
 
-Call-seconds: media records (VoIP over UDP, not on signalling or STUN ports)
-count their duration; the two directions of one conversation (paired in the
+Call-seconds: media records (VoIP over UDP at a media packet rate, not on
+signalling or STUN ports) count their duration: RTCP beside RTP, STUN
+keep-alives and other slow companions of a call carry its time already
+counted by its media. The two directions of one conversation (paired in the
 batch, or one RFC 5103 biflow record) count once, with the longer duration.
 """
 
@@ -119,7 +121,13 @@ def media_call_seconds(
         / 1000.0
     )
     not_media = np.uint32(Evidence.SIGNALLING_PORT | Evidence.STUN_PORT)
-    media = result.is_voip & (batch["protocol"] == 17) & ((result.evidence & not_media) == 0)
+    rate = np.uint32(Evidence.MEDIA_RATE)
+    media = (
+        result.is_voip
+        & (batch["protocol"] == 17)
+        & ((result.evidence & not_media) == 0)
+        & ((result.evidence & rate) != 0)
+    )
     if apps_media is not None:
         media &= apps_media
     partner = result.partner
