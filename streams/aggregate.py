@@ -230,17 +230,28 @@ def new_state() -> dict[str, Any]:
     }
 
 
+def claim_source(state: dict[str, Any], partial: dict[str, Any]) -> bool:
+    """Record the partial's source offset in ``state["src"]``.
+
+    False when that offset (or a later one of the same source partition) was
+    applied already: the partial is an at-least-once re-delivery.
+    """
+    src, off = str(partial["src"]), int(partial["off"])
+    last = state["src"].get(src)
+    if last is not None and off <= last:
+        return False
+    state["src"][src] = off
+    return True
+
+
 def apply_partial(state: dict[str, Any], partial: dict[str, Any]) -> str:
     """Merge one partial (``CityPartial.to_json``) into a city state, in place.
 
     Returns ``"applied"``, or ``"duplicate"`` when the partial's source offset
     was applied already (an at-least-once re-delivery).
     """
-    src, off = str(partial["src"]), int(partial["off"])
-    last = state["src"].get(src)
-    if last is not None and off <= last:
+    if not claim_source(state, partial):
         return "duplicate"
-    state["src"][src] = off
     state["geo"] = [partial.get("region", ""), partial.get("country", "")]
     state["wm"] = max(int(state["wm"]), int(partial["max_ms"]))
     for w, apps in partial["win"].items():

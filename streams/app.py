@@ -1,18 +1,31 @@
-"""The Faust application of the worker: topics, the per-city table, the agents.
+"""The Faust application of the worker: topics, the per-key state table, the agents.
 
 Data path (every arrow is Kafka)::
 
     flows.v1 --[flow agent: decode, enrich, classify, pre-aggregate]-->
         voip-flows.v1                 VoIP records, one Arrow batch per city
-        <app_id>-city-partials        one JSON partial per city, keyed by city
-    <app_id>-city-partials --[city agent: table city_state[city]]-->
-        voip-usage.v1                 closed windows, JSON, once per window
+        <app_id>-city-partials        one JSON partial per city, keyed by city,
+                                      and one per exporter, keyed EXPORTER_KEY_PREFIX + address
+    <app_id>-city-partials --[keyed agent: table city_state[key]]-->
+        voip-usage.v1                 closed city windows, JSON, once per window
+        traffic.v1                    closed exporter windows (all traffic), JSON
 
 Re-keying per batch by city (not per flow) sends every city's partials to one
 partition, so exactly one worker owns a city and its table entry; the table
 has a changelog topic, so a worker that takes over after a crash restores the
-city's state. Both agents are at-least-once: the city state remembers the
-last source offset it applied per flows.v1 partition and skips re-deliveries.
+city's state. The agents are at-least-once: the city and exporter states
+remember the last source offset they applied per flows.v1 partition and skip
+re-deliveries.
+
+flows.v1 is keyed by exporter, so the flow agent already sees each exporter on
+one partition, but it cannot hold the exporter state itself: a Faust table is
+only written by the stream that owns its partition, and an exporter that goes
+quiet needs idle ticks to close its last windows, which the worker cannot put
+on the collectors' flows.v1. Exporter partials therefore travel like city
+partials, on the same internal topic and into the same table under keys that
+start with :data:`EXPORTER_KEY_PREFIX` (a NUL, which no city name holds). One
+topic and one table keep the worker's topology, and the work of a rebalance
+(partitions to assign, changelogs to restore), as it was without exporters.
 
 :func:`build_app` is side-effect free until the worker runs the app.
 """
@@ -37,10 +50,15 @@ class WorkerApp:
     voip_flows: Any
     city_state: Any
     partials_topic: str
+    traffic: Any
 
 
 def partials_topic_name(worker: WorkerConfig) -> str:
     return f"{worker.app_id}-city-partials"
+
+
+#: Table and internal-topic keys of exporters start with this (NUL: never in a city name).
+EXPORTER_KEY_PREFIX = "\x00"
 
 
 def build_app(
@@ -103,6 +121,22 @@ def build_app(
         key_type=str,
         value_type=bytes,
         partitions=kafka.partitions,
-        help="per-city window state (JSON), see streams.aggregate",
+        help="per-city and per-exporter window state (JSON), see streams.aggregate/traffic",
     )
-    return WorkerApp(app, flows, partials, usage, voip_flows, city_state, partials_name)
+    traffic = app.topic(
+        kafka.traffic_topic,
+        key_type=str,
+        value_type=bytes,
+        key_serializer="raw",
+        value_serializer="raw",
+    )
+    return WorkerApp(
+        app,
+        flows,
+        partials,
+        usage,
+        voip_flows,
+        city_state,
+        partials_name,
+        traffic,
+    )

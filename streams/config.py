@@ -25,6 +25,8 @@ class KafkaConfig(BaseModel):
     voip_flows_topic: str = "voip-flows.v1"
     #: Closed usage windows per city and app (schemas/json/voip-usage.v1.json).
     usage_topic: str = "voip-usage.v1"
+    #: Closed traffic windows per exporter, all flows (schemas/json/traffic.v1.json).
+    traffic_topic: str = "traffic.v1"
     #: Rules for enforcement points.
     rules_topic: str = "rules.v1"
     #: Enforcement points' feedback on rules.
@@ -65,6 +67,8 @@ class ClickHouseConfig(BaseModel):
     usage_1h_ttl_days: int = Field(400, ge=0)
     #: Days ``voip_usage_1d`` keeps daily usage (0 = forever).
     usage_1d_ttl_days: int = Field(0, ge=0)
+    #: Days ``exporter_traffic_1m`` keeps per-minute traffic per exporter (0 = forever).
+    traffic_1m_ttl_days: int = Field(90, ge=0)
     #: Days ``exporter_health`` and ``pipeline_stats`` keep reports (0 = forever).
     health_ttl_days: int = Field(30, ge=0)
     #: Days ``rule_events`` keeps rule state changes (0 = forever).
@@ -154,8 +158,8 @@ class SinkConfig(BaseModel):
     batch_delay_s: float = Field(1.0, gt=0)
     #: Kafka consumer group of the sinks.
     group_id: str = Field("voipflow-sink", min_length=1)
-    #: Topics the sink consumes, comma separated, among the voip-flows, usage
-    #: and exporter-health topics of ``[kafka]``; empty: all three.
+    #: Topics the sink consumes, comma separated, among the voip-flows, usage,
+    #: traffic and exporter-health topics of ``[kafka]``; empty: all four.
     topics: str = ""
     #: Table the voip-flows topic fills (a plain name, in the configured database).
     flows_table: str = Field("flows_voip", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")

@@ -1,7 +1,7 @@
 """The ClickHouse sink: Kafka topics -> batched, idempotent, columnar inserts.
 
 One kafka-python consumer (group ``voipflow-sink``) reads voip-flows.v1,
-voip-usage.v1 and exporter-health.v1. Messages are parsed into columns
+voip-usage.v1, traffic.v1 and exporter-health.v1. Messages are parsed into columns
 (:mod:`streams.sink_tables`) and gathered per topic partition until a batch
 holds ``batch_rows`` rows or its oldest message waited ``batch_delay_s``; the
 batch then goes to ClickHouse in one columnar insert and only after that
@@ -34,10 +34,12 @@ intent, a retry after an error) the sink first asks which offsets of the
 range the table already holds and leaves those messages out. The sink refuses
 to start on such a server if a table lacks those columns.
 
-Usage windows are re-published with the same values after a worker crash, at
-new offsets: the sink keeps the first copy per (window_start, city, app) by
-dropping rows whose key ``voip_usage_1m`` already holds (and repeats within a
-batch), so the hourly and daily rollups never see a window twice.
+Usage and traffic windows are re-published with the same values after a
+worker crash, at new offsets: the sink keeps the first copy per
+(window_start, city, app) of usage and (window_start, exporter,
+observation_domain_id) of traffic by dropping rows whose key
+``voip_usage_1m`` / ``exporter_traffic_1m`` already holds (and repeats within
+a batch), so the hourly and daily rollups never see a window twice.
 
 Failures
 --------
@@ -164,6 +166,7 @@ class Sink:
                 kafka.voip_flows_topic,
                 kafka.usage_topic,
                 kafka.health_topic,
+                traffic_topic=kafka.traffic_topic,
                 flows_table=config.flows_table,
             )
         )
@@ -603,17 +606,28 @@ class Sink:
         self, spec: TableSpec, cols: dict[str, Any], n: int
     ) -> tuple[dict[str, Any], int]:
         assert self._ch is not None and spec.first_copy_key and spec.first_copy_table
-        w_name, *str_names = spec.first_copy_key
+        w_name, *names = spec.first_copy_key
         windows = np.asarray(cols[w_name]).astype("datetime64[s]").astype(np.int64)
-        strs = [_as_list(cols[k]) for k in str_names]
-        keys = list(zip(windows.tolist(), *strs, strict=True))
-        cities = sorted({str(k[1]) for k in keys})
+        # 16-byte addresses are compared as hex: the table's IPv6 text form
+        # would differ from Python's for IPv4-mapped addresses.
+        exprs, values = [], []
+        for name in names:
+            col = cols[name]
+            if isinstance(col, np.ndarray) and col.dtype == np.dtype("S16"):
+                raw = np.ascontiguousarray(col).view(np.uint8).reshape(-1, 16)
+                exprs.append(f"hex({name})")
+                values.append([bytes(r).hex().upper() for r in raw])
+            else:
+                exprs.append(name)
+                values.append(_as_list(col))
+        keys = list(zip(windows.tolist(), *values, strict=True))
+        firsts = sorted({k[1] for k in keys})
         res = self._ch.query(
-            f"SELECT DISTINCT toUnixTimestamp({w_name}), {', '.join(str_names)} "
+            f"SELECT DISTINCT toUnixTimestamp({w_name}), {', '.join(exprs)} "
             f"FROM {spec.first_copy_table} "
             f"WHERE {w_name} >= toDateTime({int(windows.min())}) "
             f"AND {w_name} <= toDateTime({int(windows.max())}) "
-            f"AND {str_names[0]} IN ({', '.join(quote_literal(c) for c in cities)})"
+            f"AND {exprs[0]} IN ({', '.join(_literal(v) for v in firsts)})"
         )
         seen = {tuple(r) for r in res.rows}
         keep = np.ones(n, dtype=bool)
@@ -677,6 +691,12 @@ class Sink:
                 LAG.labels(tp.topic, str(tp.partition)).set(
                     max(0, high - self._committed.get(tp, 0))
                 )
+
+
+def _literal(value: Any) -> str:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    return quote_literal(str(value))
 
 
 def _as_list(col: Any) -> list[Any]:

@@ -58,6 +58,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
                 kafka.flows_topic: kafka.partitions,
                 kafka.voip_flows_topic: kafka.partitions,
                 kafka.usage_topic: kafka.partitions,
+                kafka.traffic_topic: kafka.partitions,
                 partials_topic_name(worker): kafka.partitions,
             },
             kafka.replication_factor,
