@@ -22,7 +22,7 @@ range. Every branch yields the same columns::
 
     t DateTime('UTC')  period start       g UInt32  period length, seconds
     city, region, country, app  String    flows, packets, bytes UInt64
-    call_seconds Float64                  minutes UInt64 (1-minute windows)
+    call_seconds Float64                  minutes Float64 (of windows with usage)
     subscribers_state AggregateFunction(uniq, UInt64)
 """
 
@@ -56,17 +56,19 @@ def _fresh(days: int) -> str:
 
 
 def _branch(table: str, cond: str, filters: str) -> str:
+    # voip_usage_1m rows are one window of window_s seconds (60 by default).
     if table == "voip_usage_1m":
-        t, g, minutes = "window_start", 60, "toUInt64(1)"
+        t, g, minutes = "window_start", "window_s", "window_s / 60"
     elif table == "voip_usage_1h":
-        t, g, minutes = "window_start", 3600, "toUInt64(minutes)"
+        t, g, minutes = "window_start", "3600", "minutes"
     else:
-        t, g, minutes = "toDateTime(day, 'UTC')", 86400, "toUInt64(minutes)"
+        t, g, minutes = "toDateTime(day, 'UTC')", "86400", "minutes"
     return (
         f"SELECT {t} AS t, toUInt32({g}) AS g, toString(city) AS city, "
         "toString(region) AS region, toString(country) AS country, toString(app) AS app, "
         "toUInt64(flows) AS flows, toUInt64(packets) AS packets, toUInt64(bytes) AS bytes, "
-        f"toFloat64(call_seconds) AS call_seconds, {minutes} AS minutes, subscribers_state\n"
+        f"toFloat64(call_seconds) AS call_seconds, toFloat64({minutes}) AS minutes, "
+        "subscribers_state\n"
         f"  FROM {table}\n"
         f"  WHERE ({cond}) AND $__timeFilter(t) AND {filters}"
     )

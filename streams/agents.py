@@ -13,7 +13,7 @@ import time
 from typing import Any
 
 from schemas.flowbatch import BatchError, BatchVersionError
-from streams.app import WorkerApp
+from streams.app import EXPORTER_KEY_PREFIX, WorkerApp
 from streams.config import WorkerConfig
 from streams.metrics import (
     BAD_MESSAGES,
@@ -23,14 +23,15 @@ from streams.metrics import (
     RECORDS,
     REDELIVERED,
 )
-from streams.pipeline import CityStates, FlowPipeline, PartialError
+from streams.pipeline import CityStates, ExporterStates, FlowPipeline, PartialError
 
 log = logging.getLogger(__name__)
 
 
 def install_agents(w: WorkerApp, config: WorkerConfig, pipeline: FlowPipeline) -> None:
-    """Register the flow agent, the city agent and the idle-city timer on ``w.app``."""
+    """Register the flow agent, the keyed (city and exporter) agent and the idle timer."""
     states = CityStates(config)
+    exporter_states = ExporterStates(config)
     open_windows: dict[str, int] = {}  # city -> windows not yet closed, for OPEN_WINDOWS
     flows_name = w.flows.get_topic_name()
 
@@ -62,44 +63,61 @@ def install_agents(w: WorkerApp, config: WorkerConfig, pipeline: FlowPipeline) -
                 await w.voip_flows.send(key=city, value=data, headers={"schema": b"voip-flows.v1"})
             for city, data in out.partials.items():
                 await w.partials.send(key=city, value=data)
+            for exporter, data in out.traffic.items():
+                await w.partials.send(key=EXPORTER_KEY_PREFIX + exporter, value=data)
 
     @w.app.agent(w.partials, name="cities")
-    async def city_agent(stream: Any) -> None:
+    async def keyed_agent(stream: Any) -> None:
+        # One agent, one table: cities and (prefixed) exporters share them.
         async for event in stream.events():
-            city = event.key
-            if isinstance(city, bytes):
-                city = city.decode("utf-8", "replace")
-            if not city:
+            key = event.key
+            if isinstance(key, bytes):
+                key = key.decode("utf-8", "replace")
+            if not key:
                 BAD_MESSAGES.labels(w.partials_topic, "no_key").inc()
                 continue
-            raw = w.city_state.get(city)
+            exporter = key.startswith(EXPORTER_KEY_PREFIX)
+            name = key[len(EXPORTER_KEY_PREFIX) :] if exporter else key
+            handler: CityStates | ExporterStates = exporter_states if exporter else states
+            raw = w.city_state.get(key)
             try:
                 state = json.loads(raw) if raw else None
-                state, closed, outcome = states.handle(city, state, event.value)
+                state, closed, outcome = handler.handle(name, state, event.value)
             except (PartialError, ValueError) as exc:
                 BAD_MESSAGES.labels(w.partials_topic, "partial").inc()
-                log.warning("bad partial skipped", extra={"city": city, "error": str(exc)})
+                log.warning("bad partial skipped", extra={"key": name, "error": str(exc)})
                 continue
             if outcome == "duplicate":
                 REDELIVERED.labels(w.partials_topic).inc()
                 continue
             # Publish before the state that forgets the windows is written: a
             # crash in between publishes them again (same values), never not.
-            for key, data in closed:
-                await w.usage.send(key=key, value=data, headers={"schema": b"voip-usage.v1"})
-            w.city_state[city] = json.dumps(state, separators=(",", ":")).encode()
-            open_windows[city] = len(state.get("win", ()))
-            OPEN_WINDOWS.set(sum(open_windows.values()))
+            # "Before" means delivered: the changelog partition may live on
+            # another broker than the output partition, and a record handed to
+            # the producer is not yet written.
+            out_topic, schema = (
+                (w.traffic, b"traffic.v1") if exporter else (w.usage, b"voip-usage.v1")
+            )
+            sent = [
+                await out_topic.send(key=out_key, value=data, headers={"schema": schema})
+                for out_key, data in closed
+            ]
+            for delivery in sent:
+                await delivery
+            w.city_state[key] = json.dumps(state, separators=(",", ":")).encode()
+            if not exporter:
+                open_windows[key] = len(state.get("win", ()))
+                OPEN_WINDOWS.set(sum(open_windows.values()))
 
     @w.app.timer(interval=config.close_interval_s)
-    async def idle_cities() -> None:
-        # Tables can only be written from the city agent: ask it, per idle city.
+    async def idle_keys() -> None:
+        # Tables can only be written from their agent: ask it, per idle key.
         now = int(time.time() * 1000)
-        for city, raw in list(w.city_state.items()):
+        for key, raw in list(w.city_state.items()):
             try:
                 state = json.loads(raw)
-                touched, open_windows = int(state.get("touched", now)), bool(state.get("win"))
+                touched, has_open = int(state.get("touched", now)), bool(state.get("win"))
             except (ValueError, AttributeError, TypeError):
                 continue
-            if open_windows and now - touched >= config.idle_close_s * 1000:
-                await w.partials.send(key=city, value=json.dumps({"tick": now}).encode())
+            if has_open and now - touched >= config.idle_close_s * 1000:
+                await w.partials.send(key=key, value=json.dumps({"tick": now}).encode())

@@ -19,9 +19,15 @@ last offset applied, and a partial at or below it is a re-delivery and is
 skipped. Windows close on event time only (the city's largest flow end time),
 so totals do not depend on how fast or in which worker records were processed.
 
-Call-seconds: media records (VoIP over UDP, not on signalling or STUN ports)
-count their duration; the two directions of one conversation (paired in the
-batch, or one RFC 5103 biflow record) count once, with the longer duration.
+Call-seconds: media records count their duration. A record is media by its
+statistics, whatever its ports: VoIP over UDP with voice- or video-sized
+packets at a media packet rate, lasting (the classifier's ``VOICE_SIZE`` /
+``VIDEO_SIZE``, ``MEDIA_RATE`` and ``LONG`` evidence, sampling corrected).
+Relayed media on STUN/TURN ports (WhatsApp, Teams, Meet) is media; the STUN
+connectivity checks on those ports (a few small packets) are not, and
+neither is anything on a signalling port (SIP, H.323, ...), which carries
+no media. The two directions of one conversation (paired in the batch, or one
+RFC 5103 biflow record) count once, with the longer duration.
 """
 
 from __future__ import annotations
@@ -118,8 +124,15 @@ def media_call_seconds(
         )
         / 1000.0
     )
-    not_media = np.uint32(Evidence.SIGNALLING_PORT | Evidence.STUN_PORT)
-    media = result.is_voip & (batch["protocol"] == 17) & ((result.evidence & not_media) == 0)
+    ev = result.evidence
+    stream = np.uint32(Evidence.UDP | Evidence.MEDIA_RATE | Evidence.LONG)
+    sized = np.uint32(Evidence.VOICE_SIZE | Evidence.VIDEO_SIZE)
+    media = (
+        result.is_voip
+        & ((ev & stream) == stream)
+        & ((ev & sized) != 0)
+        & ((ev & np.uint32(Evidence.SIGNALLING_PORT)) == 0)
+    )
     if apps_media is not None:
         media &= apps_media
     partner = result.partner
@@ -222,17 +235,28 @@ def new_state() -> dict[str, Any]:
     }
 
 
+def claim_source(state: dict[str, Any], partial: dict[str, Any]) -> bool:
+    """Record the partial's source offset in ``state["src"]``.
+
+    False when that offset (or a later one of the same source partition) was
+    applied already: the partial is an at-least-once re-delivery.
+    """
+    src, off = str(partial["src"]), int(partial["off"])
+    last = state["src"].get(src)
+    if last is not None and off <= last:
+        return False
+    state["src"][src] = off
+    return True
+
+
 def apply_partial(state: dict[str, Any], partial: dict[str, Any]) -> str:
     """Merge one partial (``CityPartial.to_json``) into a city state, in place.
 
     Returns ``"applied"``, or ``"duplicate"`` when the partial's source offset
     was applied already (an at-least-once re-delivery).
     """
-    src, off = str(partial["src"]), int(partial["off"])
-    last = state["src"].get(src)
-    if last is not None and off <= last:
+    if not claim_source(state, partial):
         return "duplicate"
-    state["src"][src] = off
     state["geo"] = [partial.get("region", ""), partial.get("country", "")]
     state["wm"] = max(int(state["wm"]), int(partial["max_ms"]))
     for w, apps in partial["win"].items():

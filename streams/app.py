@@ -1,18 +1,35 @@
-"""The Faust application of the worker: topics, the per-city table, the agents.
+"""The Faust application of the worker: topics, the per-key state table, the agents.
 
 Data path (every arrow is Kafka)::
 
     flows.v1 --[flow agent: decode, enrich, classify, pre-aggregate]-->
         voip-flows.v1                 VoIP records, one Arrow batch per city
-        <app_id>-city-partials        one JSON partial per city, keyed by city
-    <app_id>-city-partials --[city agent: table city_state[city]]-->
-        voip-usage.v1                 closed windows, JSON, once per window
+        <app_id>-city-partials        one JSON partial per city, keyed by city,
+                                      and one per exporter, keyed EXPORTER_KEY_PREFIX + address
+    <app_id>-city-partials --[keyed agent: table city_state[key]]-->
+        voip-usage.v1                 closed city windows, JSON, once per window
+        traffic.v1                    closed exporter windows (all traffic), JSON
 
 Re-keying per batch by city (not per flow) sends every city's partials to one
 partition, so exactly one worker owns a city and its table entry; the table
 has a changelog topic, so a worker that takes over after a crash restores the
-city's state. Both agents are at-least-once: the city state remembers the
-last source offset it applied per flows.v1 partition and skips re-deliveries.
+city's state. The agents are at-least-once: the city and exporter states
+remember the last source offset they applied per flows.v1 partition and skip
+re-deliveries.
+
+flows.v1 is keyed by exporter, so the flow agent already sees each exporter on
+one partition, but it cannot hold the exporter state itself: a Faust table is
+only written by the stream that owns its partition, and an exporter that goes
+quiet needs idle ticks to close its last windows, which the worker cannot put
+on the collectors' flows.v1. Exporter partials therefore travel like city
+partials, on the same internal topic and into the same table under keys that
+start with :data:`EXPORTER_KEY_PREFIX` (a NUL, which no city name holds). One
+topic and one table keep the worker's topology, and the work of a rebalance
+(partitions to assign, changelogs to restore), as it was without exporters.
+
+At-least-once needs every message of an assigned partition to reach the
+agent; :class:`WorkerFaustApp` closes the one way Faust 0.15 loses them
+across a rebalance (see :class:`KeepBuffersOnResume`).
 
 :func:`build_app` is side-effect free until the worker runs the app.
 """
@@ -24,8 +41,50 @@ from pathlib import Path
 from typing import Any
 
 import faust
+from mode.utils.objects import cached_property
+from mode.utils.queues import FlowControlEvent
 
 from streams.config import KafkaConfig, WorkerConfig
+
+
+class KeepBuffersOnResume(FlowControlEvent):
+    """Flow control that empties the agents' buffers when flow is suspended, not resumed.
+
+    Faust suspends flow and clears the agents' buffers when partitions are
+    revoked; that drops what was fetched under the old assignment. When table
+    recovery ends it resumes the stream partitions, seeks them to the committed
+    offsets and only then resumes flow, which (in mode's ``FlowControlEvent``)
+    clears the buffers again. Messages fetched in between belong to the new
+    assignment, and the fetcher has already moved its read offsets past them,
+    so the copies it fetches again after the seek are discarded as already
+    read: the agent never sees those messages, and the offset commit passes
+    over them (a flows.v1 batch lost for every city, seen in the worker kill
+    test). Keeping the buffers at resume is safe: messages of an older
+    assignment are skipped by the stream's generation check, and the
+    re-fetched copies of kept messages are re-deliveries that the city state
+    recognises by their source offset.
+    """
+
+    _resuming = False
+
+    def resume(self) -> None:
+        self._resuming = True
+        try:
+            super().resume()
+        finally:
+            self._resuming = False
+
+    def clear(self) -> None:
+        if not self._resuming:
+            super().clear()
+
+
+class WorkerFaustApp(faust.App):
+    """The worker's Faust app: :class:`KeepBuffersOnResume` as its flow control."""
+
+    @cached_property
+    def flow_control(self) -> FlowControlEvent:
+        return KeepBuffersOnResume(loop=self.loop)
 
 
 @dataclass(slots=True)
@@ -37,10 +96,15 @@ class WorkerApp:
     voip_flows: Any
     city_state: Any
     partials_topic: str
+    traffic: Any
 
 
 def partials_topic_name(worker: WorkerConfig) -> str:
     return f"{worker.app_id}-city-partials"
+
+
+#: Table and internal-topic keys of exporters start with this (NUL: never in a city name).
+EXPORTER_KEY_PREFIX = "\x00"
 
 
 def build_app(
@@ -50,7 +114,7 @@ def build_app(
     datadir = data_dir / "faust" / worker.app_id
     datadir.parent.mkdir(parents=True, exist_ok=True)
     servers = ";".join(f"kafka://{s.strip()}" for s in bootstrap.split(",") if s.strip())
-    app = faust.App(
+    app = WorkerFaustApp(
         worker.app_id,
         broker=servers,
         store="memory://",  # state comes back from the changelog topic at start
@@ -103,6 +167,22 @@ def build_app(
         key_type=str,
         value_type=bytes,
         partitions=kafka.partitions,
-        help="per-city window state (JSON), see streams.aggregate",
+        help="per-city and per-exporter window state (JSON), see streams.aggregate/traffic",
     )
-    return WorkerApp(app, flows, partials, usage, voip_flows, city_state, partials_name)
+    traffic = app.topic(
+        kafka.traffic_topic,
+        key_type=str,
+        value_type=bytes,
+        key_serializer="raw",
+        value_serializer="raw",
+    )
+    return WorkerApp(
+        app,
+        flows,
+        partials,
+        usage,
+        voip_flows,
+        city_state,
+        partials_name,
+        traffic,
+    )

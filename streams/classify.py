@@ -40,7 +40,16 @@ bit   name                meaning
                           both ports + 1 in the batch (or that RTCP flow)
 17    SIGNALLING_PEER     the two hosts exchanged call signalling (SIP, H.323,
                           ... on their ports) in this batch or recently
+18    DSCP_VOICE          UDP marked DSCP EF (46) or VOICE-ADMIT (44)
+19    SIGNALLING_HOST     RTP-shaped media (voice-sized, both ports even) of a
+                          host that did call signalling with anyone recently
 ====  ==================  ====================================================
+
+Ports: between two ports of 1024 and up, the side with the more specific
+category decides (a VoIP port over a service port). A system port (< 1024:
+IANA assigns them to services and clients never draw them) facing a higher
+port is the server's, and decides alone: a video flow from client port 5060
+to 443 is QUIC, not SIP; a query from port 3478 to 53 is DNS, not STUN.
 
 Rules (:meth:`Classifier.classify`). Confidence is the strongest rule that
 applies; a flow is VoIP when it reaches the threshold
@@ -65,8 +74,16 @@ R3 (0.6-0.7, 0.95 with the same app's range)  Documented media ports: Zoom
 R4 (0.95 / 0.45)  A provider's published range (data/providers, each file
           names its source) with media statistics is that provider's call; the
           range alone is not (0.45): chat, push keep-alives and CDNs share it.
+          Ranges filed ``voip: media`` (Telegram: its networks carry chat
+          over UDP too) count only for what a call looks like (0.9): UDP,
+          voice-sized packets at a media rate, lasting, both directions.
 R5 (0.85) ICE (RFC 8445): the socket that ran STUN checks carries the call's
-          media and checks to relays and peers no list knows.
+          media and checks to relays and peers no list knows. Neither the
+          STUN exchange nor a sibling may touch a well-known service port (a
+          resolver's socket is not an ICE client's; DNS, NTP... stay what
+          their port says), except UDP 443, where TURN relays listen. The
+          memory is refreshed by the siblings themselves: a socket stays an
+          ICE socket while a call uses it.
 R6 (0.8)  RTP with its RTCP: RFC 3550 s. 11 puts RTP on an even port and RTCP
           on the next odd one; a media-like flow and its +1/+1 neighbour are
           a media session, both flows VoIP.
@@ -74,6 +91,14 @@ R7 (0.85) Media between hosts that exchanged call signalling: SDP (RFC 4566)
           and H.245 put the media of a call at the signalling peer (an SBC or
           gateway anchors it); also H.245 control over dynamic TCP ports
           between H.225 peers (ITU-T H.323).
+R7b (0.8) RTP-shaped media (voice-sized, both ports even as RFC 3550 s. 11
+          asks) of a host that did call signalling with anyone in the hour:
+          SDP's connection line may put the far end anywhere (carriers split
+          SBC and media gateway), but a user agent's own media leaves from
+          its own host.
+R7c (0.8) Voice-sized media marked DSCP EF or VOICE-ADMIT: RFC 4594's
+          telephony class (RFC 3246, RFC 5865), set by phones, gateways and
+          SBCs; other traffic is not marked so (none in the corpus is).
 R8 (0.45) Media statistics alone: voice-like UDP both ways is a call or a
           game, a sensor stream, a tunnel carrying small packets; with no
           protocol evidence it stays below the threshold.
@@ -84,13 +109,17 @@ over IPv4 is 60 bytes, G.711 30 ms over IPv6 300); video up to 1300 (RTP
 keeps packets under the path MTU); 2-400 packets/s one way (Opus DTX sends a
 frame per 400 ms in silence, RFC 7587; video calls stay within a few hundred);
 "long" is a second and a couple dozen packets, enough to tell a stream from
-a few-packet exchange. All counts are multiplied by the sampling rate first.
+a few-packet exchange. All counts are multiplied by the sampling rate first;
+a rate and a duration need two exported packets (one interval): a
+one-packet record has neither, whatever its first and last times say.
 
 Known blind spots (measured by the held-out captures, ``benchmarks/heldout``):
 peer-to-peer media whose STUN or signalling is not in view (R8 only); SIP on
 non-standard ports; STUN used by consoles and games (R2/R5 call it VoIP);
-calls inside VPN tunnels. Telegram's ranges carry chat and calls alike and
-are shipped with ``voip: no`` (see data/providers/telegram.txt).
+calls inside VPN tunnels; a host that does SIP makes its other RTP-shaped
+media VoIP (R7b: a game on even ports from a SIP phone's household). Telegram
+calls count through its ranges only (``voip: media``): the corpus's older
+nDPI labels them chat, which costs corpus precision (docs/classifier.md).
 
 ``CLASSIFIER_VERSION`` changes whenever rules or data semantics change.
 """
@@ -115,7 +144,7 @@ from streams.flowpairs import (
 )
 from streams.providers import ProviderRanges
 
-CLASSIFIER_VERSION = "rules-3"
+CLASSIFIER_VERSION = "rules-4"
 
 # Flow statistics of voice and video media (see "Thresholds" in the docstring).
 #: Mean IP packet size of voice: G.729 20 ms over IPv4 (60 B) .. G.711 30 ms over IPv6 (300 B).
@@ -132,6 +161,13 @@ SIP_MIN_MEAN_BYTES = 200.0
 #: How long host pairs that exchanged call signalling are remembered (REGISTER
 #: refreshes default to an hour, RFC 3261 section 10.2.1.1).
 PEER_MEMORY_MS = 3_600_000
+#: The one service port an ICE socket's relay may listen on (TURN over UDP 443).
+TURN_SHARED_PORT = 443
+#: A packet rate and a flow duration need two observed packets.
+RATE_MIN_PACKETS = 2
+#: DSCP code points of telephony: EF (RFC 3246, RFC 4594 "Telephony") and
+#: VOICE-ADMIT (RFC 5865, capacity-admitted voice).
+DSCP_EF, DSCP_VOICE_ADMIT = 46, 44
 
 
 class Evidence(IntFlag):
@@ -153,6 +189,8 @@ class Evidence(IntFlag):
     ICE_SIBLING = 1 << 15
     RTP_RTCP_PAIR = 1 << 16
     SIGNALLING_PEER = 1 << 17
+    DSCP_VOICE = 1 << 18
+    SIGNALLING_HOST = 1 << 19
 
 
 #: App names the classifier can give; index = app code. Provider files may add more.
@@ -367,7 +405,12 @@ class Classifier:
         self._provider_app = np.array(
             [self._code[p.app] for p in providers.providers] + [0], dtype=np.uint8
         )
-        self._provider_voip = np.array([p.voip for p in providers.providers] + [False])
+        # Ranges that are evidence by themselves, and ranges that are evidence
+        # only for flows that look like a call (``voip: media``).
+        self._provider_voip = np.array(
+            [p.voip and not p.media_only for p in providers.providers] + [False]
+        )
+        self._provider_media = np.array([p.voip for p in providers.providers] + [False])
         self._ndpi = np.zeros(65536, dtype=np.uint8)
         for pid, app in NDPI_VOIP_IDS.items():
             self._ndpi[pid] = self._code[app]
@@ -410,20 +453,39 @@ class Classifier:
         tcp = proto == 6
         sp = batch["src_port"].astype(np.int64)
         dp = batch["dst_port"].astype(np.int64)
-        ports = np.where(udp[:, None], UDP_PORTS[np.stack([sp, dp], 1)], 0)
-        ports = np.where(tcp[:, None], TCP_PORTS[np.stack([sp, dp], 1)], ports)
-        # The side with the more specific category decides (signalling over
-        # STUN over app ports); a VoIP port wins over a service port.
+        both_ports = np.stack([sp, dp], 1)
+        ports = np.where(udp[:, None], UDP_PORTS[both_ports], 0)
+        ports = np.where(tcp[:, None], TCP_PORTS[both_ports], ports)
+        # Between two ports of 1024 and up, the side with the more specific
+        # category decides (signalling over STUN over app ports; a VoIP port
+        # over a service port). A system port (< 1024, IANA assigns them to
+        # services; clients never draw them) facing a higher one is the
+        # server: the other port is a client's random pick and says nothing
+        # (client port 5060 towards 443 is not SIP, 3478 towards 53 is DNS).
+        src_cat, dst_cat = ports[:, 0], ports[:, 1]
         rank = _PORT_RANK[ports]
-        pcat = np.where(rank[:, 1] > rank[:, 0], ports[:, 1], ports[:, 0])
+        pcat = np.where(rank[:, 1] > rank[:, 0], dst_cat, src_cat)
+        src_system = sp < 1024
+        dst_system = dp < 1024
+        pcat = np.where(src_system != dst_system, np.where(src_system, src_cat, dst_cat), pcat)
         service = pcat == P_SERVICE
         pcat = np.where(service, P_NONE, pcat)
+        # A service port on either side rules out ICE evidence: a STUN exchange
+        # there is no client socket's, and DNS, NTP... never carry a call. UDP
+        # 443 alone may face an ICE socket: TURN relays listen there where only
+        # web ports are open (Meet's network guide; Signal's relays), and
+        # QUIC never runs on an ICE socket (browsers give it its own).
+        src_svc = src_cat == P_SERVICE
+        dst_svc = dst_cat == P_SERVICE
+        any_service = src_svc | dst_svc | service
+        no_ice = (src_svc & (sp != TURN_SHARED_PORT)) | (dst_svc & (dp != TURN_SHARED_PORT))
 
         prov_s = self.providers.table.lookup(batch["src_addr"])
         prov_d = self.providers.table.lookup(batch["dst_addr"])
         prov = np.where(prov_d >= 0, prov_d, prov_s)
         prov = np.where(prov >= 0, prov, len(self.providers.providers))
         provider = self._provider_voip[prov]
+        provider_media = self._provider_media[prov]
         prov_app = self._provider_app[prov]
 
         exp_app, exp_other = self._exporter_apps(batch)
@@ -445,12 +507,18 @@ class Classifier:
         all_pk = pkts + p_pk
         mean = np.divide(byts + p_by, all_pk, out=np.zeros(n), where=all_pk > 0)
         est_pk = all_pk * rate
-        pps = np.divide(pkts * rate, dur, out=np.zeros(n), where=dur > 0)
+        # A rate and a duration need two observed packets: a one-packet record
+        # has neither, whatever its first and last times say (sampled records
+        # too: their times are those of the sampled packets).
+        timed = (pkts >= RATE_MIN_PACKETS) & (dur > 0)
+        pps = np.divide(pkts * rate, dur, out=np.zeros(n), where=timed)
         voice = (mean >= VOICE_BYTES[0]) & (mean <= VOICE_BYTES[1])
         video = (mean > VOICE_BYTES[1]) & (mean <= VIDEO_MAX_BYTES)
-        media_rate = (pps >= MEDIA_PPS[0]) & (pps <= MEDIA_PPS[1])
+        media_rate = timed & (pps >= MEDIA_PPS[0]) & (pps <= MEDIA_PPS[1])
         own_pk = pkts * rate
-        long_ = (dur >= LONG_S) & (own_pk >= LONG_OWN_PACKETS) & (est_pk >= LONG_PACKETS)
+        long_ = timed & (dur >= LONG_S) & (own_pk >= LONG_OWN_PACKETS) & (est_pk >= LONG_PACKETS)
+        dscp = batch["tos"] >> 2
+        dscp_voice = udp & ((dscp == DSCP_EF) | (dscp == DSCP_VOICE_ADMIT))
         ephemeral = (sp >= 1024) & (dp >= 1024)
         sampled = rate > 1
 
@@ -461,7 +529,7 @@ class Classifier:
 
         setbit(exp_app > 0, Evidence.EXPORTER_APP)
         setbit(exp_other, Evidence.EXPORTER_NOT_VOIP)
-        setbit(provider, Evidence.PROVIDER)
+        setbit(provider_media, Evidence.PROVIDER)
         sig = _IS_SIGNALLING[pcat]
         stun = _IS_STUN[pcat]
         appport = _IS_APP_PORT[pcat]
@@ -477,6 +545,7 @@ class Classifier:
         setbit(ephemeral, Evidence.EPHEMERAL_PORTS)
         setbit(service, Evidence.SERVICE_PORT)
         setbit(sampled, Evidence.SAMPLED)
+        setbit(dscp_voice, Evidence.DSCP_VOICE)
 
         conf = np.zeros(n, dtype=np.float32)
         app = np.zeros(n, dtype=np.uint8)
@@ -516,10 +585,15 @@ class Classifier:
         # with media statistics it is a call of that provider's app.
         rule(provider & udp & ~service, 0.45, prov_app)
         rule(provider & media, 0.95, prov_app)
+        # Ranges that also carry the app's chat over UDP (``voip: media``)
+        # count only for what a call looks like: voice-sized media at a
+        # media rate, lasting, both directions present.
+        call_media = media & voice & bidir
+        rule(provider_media & call_media, 0.9, prov_app)
         # (R5) ICE: the socket that ran STUN/TURN checks carries the call's
         # media, to relays and peers whose addresses no list knows.
         sibling, sibling_app = self._ice_siblings(
-            hashes, batch, udp, ports, provider, prov_app, stun
+            hashes, batch, udp, ports, provider, prov_app, stun, any_service, no_ice
         )
         setbit(sibling, Evidence.ICE_SIBLING)
         rule(sibling, 0.85, np.where(provider, prov_app, sibling_app))
@@ -539,6 +613,20 @@ class Classifier:
         rule(peer & candidate, 0.85, generic_media)
         h245 = peer & tcp & ephemeral & (peer_app == self._code["h323"] + 1)
         rule(h245, 0.8, int(self._code["h323"]))
+        # (R7b) ... or RTP-shaped media (voice-sized, both ports even: RFC 3550
+        # s. 11) of a host that did call signalling with anyone within the
+        # hour: SDP's connection line may put the far end of the media on any
+        # address (carriers split SBC and media gateway), but a user agent's
+        # own media leaves from its own host.
+        rtp_like = candidate & voice & ((sp & 1) == 0) & ((dp & 1) == 0) & ~peer
+        ua = self._signalling_hosts(hashes, batch, signalling, rtp_like)
+        setbit(ua, Evidence.SIGNALLING_HOST)
+        rule(ua, 0.8, generic_media)
+        # (R7c) ... or voice-sized media marked for telephony: DSCP EF (46) or
+        # VOICE-ADMIT (44) is what RFC 4594 / RFC 5865 assign to voice, set by
+        # the phone, gateway or SBC (an operator's own marking is trusted
+        # evidence; other traffic is not marked so).
+        rule(dscp_voice & candidate & voice, 0.8, generic_media)
         rule(media & ephemeral, 0.45, generic_media)
         # (R8) The exporter's own DPI verdict trumps heuristics either way.
         rule(exp_app > 0, 0.97, exp_app)
@@ -557,12 +645,21 @@ class Classifier:
         provider: np.ndarray,
         prov_app: np.ndarray,
         stun: np.ndarray,
+        any_service: np.ndarray,
+        no_ice: np.ndarray,
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Records sharing a client socket with a STUN/TURN exchange, and that exchange's app."""
+        """Records sharing a client socket with a STUN/TURN exchange, and that exchange's app.
+
+        The STUN exchange may have no well-known service port on either side:
+        such a socket is a server's (a resolver's port 53 must never become an
+        ICE socket because some client queried it from port 3478). Nor may a
+        sibling (``no_ice``): DNS, NTP... are what their port says, whichever
+        socket they leave from; only UDP 443 may be a relay.
+        """
         n = len(batch)
         src_h, dst_h = hashes.src_ep, hashes.dst_ep
         stun_cat = _IS_STUN[ports]
-        anchor = udp & stun & (stun_cat[:, 0] != stun_cat[:, 1])
+        anchor = udp & stun & (stun_cat[:, 0] != stun_cat[:, 1]) & ~any_service
         # The client socket is the side that is not on the STUN port.
         client = np.where(stun_cat[:, 1], src_h, dst_h)
         other_voip = np.uint8(self._code["other_voip"])
@@ -576,13 +673,27 @@ class Classifier:
             memory.update(
                 client[anchor], anchor_app[anchor], batch["flow_end_ms"][anchor].astype(np.uint64)
             )
-        query = np.flatnonzero(udp & ~anchor)  # only UDP records can be siblings
+        # only UDP records off service ports can be siblings
+        query = np.flatnonzero(udp & ~anchor & ~no_ice)
         both_ends = memory.lookup(np.concatenate([src_h[query], dst_h[query]]))
-        found = np.maximum(both_ends[: len(query)], both_ends[len(query) :])
+        by_src = both_ends[: len(query)]
+        found = np.maximum(by_src, both_ends[len(query) :])
         sibling = np.zeros(n, dtype=bool)
         sibling[query] = found > 0
         app = np.zeros(n, dtype=np.uint8)
         app[query] = np.where(found > 0, found - 1, 0)
+        hit = found > 0
+        if hit.any():
+            # A socket stays an ICE socket while the call's media uses it: a call
+            # outlives the memory's age, and its STUN exchange (at the start, or
+            # keep-alives that may stop after two minutes) need not recur.
+            rows = query[hit]
+            socket = np.where(by_src[hit] > 0, src_h[rows], dst_h[rows])
+            memory.update(
+                socket,
+                (found[hit] - 1).astype(np.uint8),
+                batch["flow_end_ms"][rows].astype(np.uint64),
+            )
         return sibling, app
 
     def _signalling_peers(
@@ -609,6 +720,29 @@ class Classifier:
         out[query] = memory.lookup(pair[query])
         return out
 
+    def _signalling_hosts(
+        self,
+        hashes: FlowHashes,
+        batch: FlowBatch,
+        signalling: np.ndarray,
+        query: np.ndarray,
+    ) -> np.ndarray:
+        """``query`` records one of whose hosts did call signalling (this batch or
+        within ``PEER_MEMORY_MS``)."""
+        memory = self._context(batch).hosts
+        out = np.zeros(len(batch), dtype=bool)
+        if not signalling.any() and not len(memory):
+            return out
+        if signalling.any():
+            ends = np.concatenate([hashes.src_addr[signalling], hashes.dst_addr[signalling]])
+            seen = batch["flow_end_ms"][signalling].astype(np.uint64)
+            memory.update(ends, np.zeros(len(ends), np.uint8), np.concatenate([seen, seen]))
+        sel = np.flatnonzero(query)
+        if len(sel):
+            found = memory.lookup(np.concatenate([hashes.src_addr[sel], hashes.dst_addr[sel]]))
+            out[sel] = (found[: len(sel)] > 0) | (found[len(sel) :] > 0)
+        return out
+
     def _context(self, batch: FlowBatch) -> _Context:
         if not self.ice_memory or not len(batch):
             return _Context()
@@ -631,6 +765,9 @@ class _Context:
 
     ice: IceMemory = field(default_factory=IceMemory)  # STUN client sockets
     peers: IceMemory = field(  # host pairs that exchanged call signalling
+        default_factory=lambda: IceMemory(max_age_ms=PEER_MEMORY_MS)
+    )
+    hosts: IceMemory = field(  # hosts that did call signalling (with anyone)
         default_factory=lambda: IceMemory(max_age_ms=PEER_MEMORY_MS)
     )
 

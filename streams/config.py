@@ -25,6 +25,8 @@ class KafkaConfig(BaseModel):
     voip_flows_topic: str = "voip-flows.v1"
     #: Closed usage windows per city and app (schemas/json/voip-usage.v1.json).
     usage_topic: str = "voip-usage.v1"
+    #: Closed traffic windows per exporter, all flows (schemas/json/traffic.v1.json).
+    traffic_topic: str = "traffic.v1"
     #: Rules for enforcement points.
     rules_topic: str = "rules.v1"
     #: Enforcement points' feedback on rules.
@@ -65,6 +67,8 @@ class ClickHouseConfig(BaseModel):
     usage_1h_ttl_days: int = Field(400, ge=0)
     #: Days ``voip_usage_1d`` keeps daily usage (0 = forever).
     usage_1d_ttl_days: int = Field(0, ge=0)
+    #: Days ``exporter_traffic_1m`` keeps per-minute traffic per exporter (0 = forever).
+    traffic_1m_ttl_days: int = Field(90, ge=0)
     #: Days ``exporter_health`` and ``pipeline_stats`` keep reports (0 = forever).
     health_ttl_days: int = Field(30, ge=0)
     #: Days ``rule_events`` keeps rule state changes (0 = forever).
@@ -86,8 +90,10 @@ class WorkerConfig(BaseModel):
     #: Faust application id: the consumer group and the prefix of its
     #: internal topics.
     app_id: str = "voipflow"
-    #: Width of the usage windows.
-    window_s: int = Field(60, ge=1)
+    #: Width of the usage windows, seconds. It must divide an hour (1-6, 10,
+    #: 12, 15, 20, 30, 60, 120, 300, 600, 900, 1800, 3600, ...) so that every
+    #: window lies inside one hour and one day of the ClickHouse rollups.
+    window_s: int = Field(60, ge=1, le=3600)
     #: Seconds after a window's end during which late records still update it;
     #: records later than that are counted (``late_records``) and dropped.
     lateness_s: int = Field(30, ge=0)
@@ -120,6 +126,16 @@ class WorkerConfig(BaseModel):
     voip_threshold: float = Field(0.5, gt=0, le=1)
     #: Publish classified VoIP flows to the voip-flows topic.
     publish_voip_flows: bool = True
+
+    @field_validator("window_s")
+    @classmethod
+    def _check_window(cls, v: int) -> int:
+        if 3600 % v:
+            raise ValueError(
+                f"{v} does not divide 3600: a window would straddle two hours of the "
+                "hourly rollup (use 1-6, 10, 12, 15, 20, 30, 60, 120, 300, 600, ...)"
+            )
+        return v
 
     @field_validator("home_networks")
     @classmethod
@@ -154,8 +170,8 @@ class SinkConfig(BaseModel):
     batch_delay_s: float = Field(1.0, gt=0)
     #: Kafka consumer group of the sinks.
     group_id: str = Field("voipflow-sink", min_length=1)
-    #: Topics the sink consumes, comma separated, among the voip-flows, usage
-    #: and exporter-health topics of ``[kafka]``; empty: all three.
+    #: Topics the sink consumes, comma separated, among the voip-flows, usage,
+    #: traffic and exporter-health topics of ``[kafka]``; empty: all four.
     topics: str = ""
     #: Table the voip-flows topic fills (a plain name, in the configured database).
     flows_table: str = Field("flows_voip", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -173,8 +189,9 @@ class SinkConfig(BaseModel):
     #: Seconds without heartbeats after which the group gives a dead sink's
     #: partitions to another member (the broker allows 6 to 300 by default).
     session_timeout_s: float = Field(10.0, ge=1)
-    #: Stop once every assigned partition is drained and committed and nothing
-    #: arrived for this many seconds (0 = run until stopped): for backfills and tests.
+    #: Stop once the group gave this sink its partitions, everything they held
+    #: when it started is committed, and nothing arrived for this many seconds
+    #: after that (0 = run until stopped): for backfills and tests.
     exit_when_idle_s: float = Field(0.0, ge=0)
     #: Fault injection for tests: SIGKILL the sink process right after its
     #: N-th successful insert, before the offsets are committed (0 = never).

@@ -155,29 +155,55 @@ class IceMemory:
         self.__init__(self.max_age_ms, self.max_size)  # type: ignore[misc]
 
     def update(self, hashes: np.ndarray, apps: np.ndarray, seen_ms: np.ndarray) -> None:
-        """Add sockets; for a socket given several times the strongest app (highest code
-        of a provider app, else any) and the latest time are kept."""
-        h = np.concatenate([self.hashes, hashes.astype(np.uint64)])
-        a = np.concatenate([self.apps, apps.astype(np.uint8)])
-        t = np.concatenate([self.seen_ms, seen_ms.astype(np.uint64)])
-        if not len(h):
+        """Add sockets; for a socket given several times (or already known) the
+        strongest app (highest code of a provider app, else any) and the latest
+        time are kept.
+
+        Merges into the sorted arrays (in-place updates, one ``np.insert``)
+        instead of re-sorting the memory: a batch adds a few hundred entries to
+        a memory of up to ``max_size``.
+        """
+        if not len(hashes):
             return
+        h = hashes.astype(np.uint64)
+        a = apps.astype(np.uint8)
+        t = seen_ms.astype(np.uint64)
+        if len(h) > 1:  # one entry per hash: the highest app, the latest time
+            order = np.lexsort((a, h))
+            h, a, t = h[order], a[order], t[order]
+            starts = np.flatnonzero(np.r_[True, h[1:] != h[:-1]])
+            ends = np.r_[starts[1:], len(h)] - 1
+            t = np.maximum.reduceat(t, starts)
+            h, a = h[starts], a[ends]
         newest = t.max()
-        # Age out what earlier batches left; this batch's sockets all stay, so
-        # a batch's own context never depends on how old its records are.
-        keep = t + np.uint64(self.max_age_ms) >= newest
-        keep[len(self.hashes) :] = True
-        h, a, t = h[keep], a[keep], t[keep]
-        order = np.lexsort((t, a, h))  # by hash, then app, then time: last row wins
-        h, a, t = h[order], a[order], t[order]
-        last = np.ones(len(h), dtype=bool)
-        last[:-1] = h[1:] != h[:-1]
-        h, a, t = h[last], a[last], t[last]
-        if len(h) > self.max_size:
-            recent = np.argsort(t, kind="stable")[-self.max_size :]
+        if len(self.hashes):
+            newest = max(newest, self.seen_ms.max())
+            # Age out what earlier batches left; this batch's sockets all stay,
+            # so a batch's own context never depends on how old its records are.
+            keep = self.seen_ms + np.uint64(self.max_age_ms) >= newest
+            if not keep.all():
+                self.hashes = self.hashes[keep]
+                self.apps = self.apps[keep]
+                self.seen_ms = self.seen_ms[keep]
+        if len(self.hashes):
+            pos = np.searchsorted(self.hashes, h)
+            pos_c = np.minimum(pos, len(self.hashes) - 1)
+            hit = self.hashes[pos_c] == h
+            at = pos_c[hit]
+            self.apps[at] = np.maximum(self.apps[at], a[hit])
+            self.seen_ms[at] = np.maximum(self.seen_ms[at], t[hit])
+            new = ~hit
+            self.hashes = np.insert(self.hashes, pos[new], h[new])
+            self.apps = np.insert(self.apps, pos[new], a[new])
+            self.seen_ms = np.insert(self.seen_ms, pos[new], t[new])
+        else:
+            self.hashes, self.apps, self.seen_ms = h, a, t
+        if len(self.hashes) > self.max_size:
+            recent = np.argsort(self.seen_ms, kind="stable")[-self.max_size :]
             recent.sort()
-            h, a, t = h[recent], a[recent], t[recent]
-        self.hashes, self.apps, self.seen_ms = h, a, t
+            self.hashes = self.hashes[recent]
+            self.apps = self.apps[recent]
+            self.seen_ms = self.seen_ms[recent]
 
     def lookup(self, hashes: np.ndarray) -> np.ndarray:
         """App code of each socket (+1), 0 where unknown."""

@@ -48,6 +48,14 @@ LATE_RECORDS = Counter(
 WINDOWS_PUBLISHED = Counter(
     "voipflow_worker_windows_published_total", "Closed window x city x app messages published"
 )
+LATE_TRAFFIC_RECORDS = Counter(
+    "voipflow_worker_late_traffic_records_total",
+    "Records that reached an exporter's traffic window after it had closed (counted only)",
+)
+TRAFFIC_WINDOWS_PUBLISHED = Counter(
+    "voipflow_worker_traffic_windows_published_total",
+    "Closed window x exporter x observation domain messages published (traffic.v1)",
+)
 OPEN_WINDOWS = Gauge("voipflow_worker_open_windows", "Open city windows held by this worker")
 BATCH_SECONDS = Histogram(
     "voipflow_worker_batch_seconds",

@@ -3,13 +3,15 @@
 :class:`FlowPipeline` decodes a ``flows.v1`` message, enriches, classifies and
 aggregates it, and returns what to publish: per city a ``voip-flows.v1``
 sub-batch (VoIP records only) and one partial aggregate (JSON) for the
-internal per-city topic. :class:`CityStates` applies partials and ticks to the
-per-city state and yields closed windows as ``voip-usage.v1`` messages. No
-Kafka here: the Faust agents in :mod:`streams.agents` only move bytes.
+internal per-city topic, and per exporter one partial of all its traffic for
+the internal per-exporter topic. :class:`CityStates` applies partials and
+ticks to the per-city state and yields closed windows as ``voip-usage.v1``
+messages; :class:`ExporterStates` does the same for ``traffic.v1``. No Kafka
+here: the Faust agents in :mod:`streams.agents` only move bytes.
 
 Errors: a message that is not a valid batch raises
 :class:`schemas.flowbatch.BatchError` (the agent counts and skips it);
-a partial that is not valid JSON raises :class:`PartialError`.
+a partial or tick that cannot be applied raises :class:`PartialError`.
 """
 
 from __future__ import annotations
@@ -24,13 +26,21 @@ import pyarrow as pa
 
 from schemas import flowbatch as fb
 from schemas import voipflows as vf
+from schemas.traffic import encode_traffic, traffic_key
 from schemas.usage import encode_usage, usage_key
 from streams.aggregate import apply_partial, batch_partials, close_windows, new_state
 from streams.classify import Classification, Classifier
 from streams.config import WorkerConfig
 from streams.enrich import Enricher, Enrichment
-from streams.metrics import LATE_RECORDS, VOIP_RECORDS, WINDOWS_PUBLISHED
+from streams.metrics import (
+    LATE_RECORDS,
+    LATE_TRAFFIC_RECORDS,
+    TRAFFIC_WINDOWS_PUBLISHED,
+    VOIP_RECORDS,
+    WINDOWS_PUBLISHED,
+)
 from streams.providers import load_providers
+from streams.traffic import apply_traffic, batch_traffic, close_traffic, new_traffic_state
 
 
 class PartialError(ValueError):
@@ -39,10 +49,11 @@ class PartialError(ValueError):
 
 @dataclass(slots=True)
 class BatchOutput:
-    """What one flow batch makes the worker publish, keyed by city."""
+    """What one flow batch makes the worker publish, keyed by city (traffic: by exporter)."""
 
     voip_flows: dict[str, bytes] = field(default_factory=dict)
     partials: dict[str, bytes] = field(default_factory=dict)
+    traffic: dict[str, bytes] = field(default_factory=dict)
     records: int = 0
     voip_records: int = 0
 
@@ -120,6 +131,8 @@ class FlowPipeline:
         cities = [(c.name, c.region, c.country) for c in self.enricher.registry.cities]
         for city, part in batch_partials(batch, enr, result, cities, self.config.window_s).items():
             out.partials[city] = json.dumps(part.to_json(source, offset)).encode()
+        for exporter, tpart in batch_traffic(batch, enr, result, self.config.window_s).items():
+            out.traffic[exporter] = json.dumps(tpart.to_json(source, offset)).encode()
         voip = result.is_voip & enr.home
         out.voip_records = int(np.count_nonzero(result.is_voip))
         if out.voip_records:
@@ -139,28 +152,44 @@ class FlowPipeline:
         return out
 
 
-class CityStates:
-    """Pure handling of one city's state on the internal topic's messages."""
+class _WindowStates:
+    """Pure handling of one key's window state on an internal topic's messages.
+
+    A message is a partial (applied once per source offset) or an idle tick
+    ``{"tick": now_ms}``; after either, the windows the watermark passed are
+    closed and returned as encoded messages with their Kafka keys.
+    """
 
     def __init__(self, config: WorkerConfig) -> None:
         self.config = config
 
+    def _new(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def _apply(self, state: dict[str, Any], msg: dict[str, Any]) -> str:
+        raise NotImplementedError
+
+    def _close(
+        self, key: str, state: dict[str, Any], watermark: int | None, now_ms: int
+    ) -> list[tuple[str, bytes]]:
+        raise NotImplementedError
+
     def handle(
-        self, city: str, state: dict[str, Any] | None, value: bytes, now_ms: int | None = None
+        self, key: str, state: dict[str, Any] | None, value: bytes, now_ms: int | None = None
     ) -> tuple[dict[str, Any], list[tuple[str, bytes]], str]:
-        """Apply a partial or a tick; returns (new state, usage messages, outcome)."""
+        """Apply a partial or a tick; returns (new state, messages, outcome)."""
         try:
             msg = json.loads(value)
             if not isinstance(msg, dict):
                 raise ValueError("not an object")
         except (ValueError, UnicodeDecodeError) as exc:
             raise PartialError(f"not a partial: {exc}") from exc
-        state = state if state is not None else new_state()
+        state = state if state is not None else self._new()
         now_ms = int(time.time() * 1000) if now_ms is None else now_ms
         cfg = self.config
         watermark = None
         if "tick" in msg:
-            # Idle city: let event time follow the wall clock since its last record.
+            # Idle key: let event time follow the wall clock since its last record.
             idle_ms = now_ms - int(state.get("touched", now_ms))
             if idle_ms < cfg.idle_close_s * 1000:
                 return state, [], "tick"
@@ -168,17 +197,56 @@ class CityStates:
             outcome = "tick"
         else:
             try:
-                late_before = int(state["late"])
-                outcome = apply_partial(state, msg)
-                LATE_RECORDS.inc(int(state["late"]) - late_before)
-            except (KeyError, TypeError, ValueError) as exc:
+                outcome = self._apply(state, msg)
+            except (KeyError, TypeError, ValueError, AttributeError) as exc:
                 raise PartialError(f"malformed partial: {exc}") from exc
             state["touched"] = now_ms
+        return state, self._close(key, state, watermark, now_ms), outcome
+
+
+class CityStates(_WindowStates):
+    """Per-city usage windows -> ``voip-usage.v1`` messages."""
+
+    def _new(self) -> dict[str, Any]:
+        return new_state()
+
+    def _apply(self, state: dict[str, Any], msg: dict[str, Any]) -> str:
+        late_before = int(state["late"])
+        outcome = apply_partial(state, msg)
+        LATE_RECORDS.inc(int(state["late"]) - late_before)
+        return outcome
+
+    def _close(
+        self, key: str, state: dict[str, Any], watermark: int | None, now_ms: int
+    ) -> list[tuple[str, bytes]]:
+        cfg = self.config
         closed = close_windows(
-            state, city, cfg.window_s, cfg.lateness_s, watermark_ms=watermark, produced_ms=now_ms
+            state, key, cfg.window_s, cfg.lateness_s, watermark_ms=watermark, produced_ms=now_ms
         )
-        out = []
-        for m in closed:
-            out.append((usage_key(city, m["app"], m["window_start_ms"]), encode_usage(m)))
+        out = [(usage_key(key, m["app"], m["window_start_ms"]), encode_usage(m)) for m in closed]
         WINDOWS_PUBLISHED.inc(len(out))
-        return state, out, outcome
+        return out
+
+
+class ExporterStates(_WindowStates):
+    """Per-exporter traffic windows -> ``traffic.v1`` messages."""
+
+    def _new(self) -> dict[str, Any]:
+        return new_traffic_state()
+
+    def _apply(self, state: dict[str, Any], msg: dict[str, Any]) -> str:
+        late_before = int(state["late"])
+        outcome = apply_traffic(state, msg)
+        LATE_TRAFFIC_RECORDS.inc(int(state["late"]) - late_before)
+        return outcome
+
+    def _close(
+        self, key: str, state: dict[str, Any], watermark: int | None, now_ms: int
+    ) -> list[tuple[str, bytes]]:
+        cfg = self.config
+        closed = close_traffic(
+            state, key, cfg.window_s, cfg.lateness_s, watermark_ms=watermark, produced_ms=now_ms
+        )
+        out = [(traffic_key(key, m["window_start_ms"]), encode_traffic(m)) for m in closed]
+        TRAFFIC_WINDOWS_PUBLISHED.inc(len(out))
+        return out

@@ -48,13 +48,21 @@ class ProviderFetchError(ProviderError):
     """An origin that cannot be fetched or gives no prefixes."""
 
 
+#: Values of a provider file's ``voip`` header: the ranges are VoIP evidence
+#: (``yes``), evidence only for flows that carry call media (``media``: the
+#: networks also carry the app's chat, so only what a call looks like counts),
+#: or listed for reference (``no``).
+VOIP_MODES = ("yes", "media", "no")
+
+
 @dataclass(slots=True)
 class Provider:
     name: str
     app: str
-    voip: bool
+    voip: bool  # the ranges are VoIP evidence at all (``yes`` or ``media``)
     header: dict[str, str] = field(default_factory=dict)
     prefixes: list[str] = field(default_factory=list)
+    media_only: bool = False  # ``voip: media``: evidence only with call media statistics
 
 
 def read_provider(path: Path) -> Provider:
@@ -78,8 +86,11 @@ def read_provider(path: Path) -> Provider:
             raise ProviderFileError(f"{path}: entry {i + 1}: {p!r} is not a CIDR") from exc
     name = header.get("provider", path.stem)
     app = header.get("app", name).lower()
-    voip = header.get("voip", "yes").lower() in ("yes", "true", "1")
-    return Provider(name, app, voip, header, prefixes)
+    mode = header.get("voip", "yes").lower()
+    mode = {"true": "yes", "1": "yes", "false": "no", "0": "no"}.get(mode, mode)
+    if mode not in VOIP_MODES:
+        raise ProviderFileError(f"{path}: voip: {mode!r} is not one of {', '.join(VOIP_MODES)}")
+    return Provider(name, app, mode != "no", header, prefixes, media_only=mode == "media")
 
 
 @dataclass(slots=True)

@@ -1,7 +1,7 @@
 """The ClickHouse sink: Kafka topics -> batched, idempotent, columnar inserts.
 
 One kafka-python consumer (group ``voipflow-sink``) reads voip-flows.v1,
-voip-usage.v1 and exporter-health.v1. Messages are parsed into columns
+voip-usage.v1, traffic.v1 and exporter-health.v1. Messages are parsed into columns
 (:mod:`streams.sink_tables`) and gathered per topic partition until a batch
 holds ``batch_rows`` rows or its oldest message waited ``batch_delay_s``; the
 batch then goes to ClickHouse in one columnar insert and only after that
@@ -34,10 +34,12 @@ intent, a retry after an error) the sink first asks which offsets of the
 range the table already holds and leaves those messages out. The sink refuses
 to start on such a server if a table lacks those columns.
 
-Usage windows are re-published with the same values after a worker crash, at
-new offsets: the sink keeps the first copy per (window_start, city, app) by
-dropping rows whose key ``voip_usage_1m`` already holds (and repeats within a
-batch), so the hourly and daily rollups never see a window twice.
+Usage and traffic windows are re-published with the same values after a
+worker crash, at new offsets: the sink keeps the first copy per
+(window_start, city, app) of usage and (window_start, exporter,
+observation_domain_id) of traffic by dropping rows whose key
+``voip_usage_1m`` / ``exporter_traffic_1m`` already holds (and repeats within
+a batch), so the hourly and daily rollups never see a window twice.
 
 Failures
 --------
@@ -164,6 +166,7 @@ class Sink:
                 kafka.voip_flows_topic,
                 kafka.usage_topic,
                 kafka.health_topic,
+                traffic_topic=kafka.traffic_topic,
                 flows_table=config.flows_table,
             )
         )
@@ -183,12 +186,18 @@ class Sink:
         self._uncertain: set[Any] = set()  # next insert's outcome may be in already
         self._held: list[Any] = []  # records polled during a retry, processed after it
         self._committed: dict[Any, int] = {}
+        #: End offsets of the topics' partitions when the loop started (or
+        #: when a partition unknown then was first assigned): an exit when
+        #: idle waits until those are committed.
+        self._end_offsets: dict[Any, int] = {}
         self._inserts = 0
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         #: Set when the loop ended; ``failure`` holds a permanent error.
         self.done = threading.Event()
         self.failure: SinkStopped | None = None
+        #: (topic, partition) the group gave this sink, as of the last rebalance.
+        self.assigned: frozenset[tuple[str, int]] = frozenset()
         self.bad_messages: dict[tuple[str, str], int] = {}
         self.rows_inserted: dict[str, int] = {}
         #: Transient ClickHouse errors met (each one paused and retried).
@@ -239,9 +248,11 @@ class Sink:
         class Listener(ConsumerRebalanceListener):
             def on_partitions_revoked(self, revoked: Any) -> None:
                 sink._forget(revoked)
+                sink.assigned = frozenset()
 
             def on_partitions_assigned(self, assigned: Any) -> None:
                 sink._fresh.update(assigned)
+                sink.assigned = frozenset((tp.topic, tp.partition) for tp in assigned)
 
         consumer = KafkaConsumer(
             bootstrap_servers=self.bootstrap,
@@ -314,7 +325,10 @@ class Sink:
             self.done.set()
 
     def _run(self) -> None:
-        idle_since = time.monotonic()
+        if self.config.exit_when_idle_s:
+            self._end_offsets.update(self._partition_ends(self._topic_partitions()))
+        last_record = time.monotonic()
+        drained_since: float | None = None
         while not self._stop.is_set():
             if self._held:
                 records, self._held = self._held, []
@@ -324,28 +338,69 @@ class Sink:
             for tp in list(self._fresh):  # newly assigned: an intent to replay?
                 self._read_intent(tp)
             if records:
-                idle_since = time.monotonic()
+                last_record = time.monotonic()
                 self._add(records)
             self._flush_due()
             self._update_lag()
             if self._stats_enabled and time.monotonic() >= self._stats_due:
                 self._write_stats()
-            if (
-                self.config.exit_when_idle_s
-                and time.monotonic() - idle_since >= self.config.exit_when_idle_s
-                and self._drained()
-            ):
-                log.info("idle, exiting", extra={"idle_s": self.config.exit_when_idle_s})
+            if not self.config.exit_when_idle_s:
+                continue
+            # Idle time counts from when the sink caught up, not from its
+            # start: empty topics are not drained before the group gave this
+            # sink its partitions and it saw where they end.
+            if not self._drained():
+                drained_since = None
+                continue
+            now = time.monotonic()
+            drained_since = drained_since or now
+            if now - max(last_record, drained_since) >= self.config.exit_when_idle_s:
+                log.info(
+                    "idle, exiting",
+                    extra={
+                        "idle_s": self.config.exit_when_idle_s,
+                        "partitions": len(self._consumer.assignment()),
+                    },
+                )
                 return
 
+    def _topic_partitions(self) -> list[Any]:
+        from kafka.structs import TopicPartition
+
+        return [
+            TopicPartition(topic, p)
+            for topic in sorted(self.specs)
+            for p in sorted(self._consumer.partitions_for_topic(topic))
+        ]
+
+    def _partition_ends(self, partitions: list[Any]) -> dict[Any, int]:
+        """End offsets of ``partitions``; those the broker did not answer for are left out."""
+        from kafka.errors import KafkaError
+
+        if not partitions:
+            return {}
+        try:
+            return dict(self._consumer.end_offsets(partitions, timeout_ms=10_000))
+        except KafkaError as exc:
+            log.warning("end offsets not known yet", extra={"error": str(exc)})
+            return {}
+
     def _drained(self) -> bool:
-        """Assigned partitions all committed up to their high watermark, nothing pending."""
+        """Partitions assigned, each committed up to where it ended at the start (and up to
+        its high watermark), nothing pending."""
         assigned = self._consumer.assignment()
-        if not assigned or self._batches or self._fresh:
+        if not assigned or self._batches or self._fresh or self._held:
             return False
+        unknown = [tp for tp in assigned if tp not in self._end_offsets]
+        self._end_offsets.update(self._partition_ends(unknown))
         for tp in assigned:
-            high = self._consumer.highwater(tp)
-            if high is None or (high > 0 and self._committed.get(tp, 0) < high):
+            if tp not in self._end_offsets:
+                return False
+            end = max(self._end_offsets[tp], self._consumer.highwater(tp) or 0)
+            # With no batch open, what the consumer read is committed; its
+            # position also covers offsets that retention already deleted.
+            done = max(self._committed.get(tp, 0), self._consumer.position(tp))
+            if done < end:
                 return False
         return True
 
@@ -603,17 +658,28 @@ class Sink:
         self, spec: TableSpec, cols: dict[str, Any], n: int
     ) -> tuple[dict[str, Any], int]:
         assert self._ch is not None and spec.first_copy_key and spec.first_copy_table
-        w_name, *str_names = spec.first_copy_key
+        w_name, *names = spec.first_copy_key
         windows = np.asarray(cols[w_name]).astype("datetime64[s]").astype(np.int64)
-        strs = [_as_list(cols[k]) for k in str_names]
-        keys = list(zip(windows.tolist(), *strs, strict=True))
-        cities = sorted({str(k[1]) for k in keys})
+        # 16-byte addresses are compared as hex: the table's IPv6 text form
+        # would differ from Python's for IPv4-mapped addresses.
+        exprs, values = [], []
+        for name in names:
+            col = cols[name]
+            if isinstance(col, np.ndarray) and col.dtype == np.dtype("S16"):
+                raw = np.ascontiguousarray(col).view(np.uint8).reshape(-1, 16)
+                exprs.append(f"hex({name})")
+                values.append([bytes(r).hex().upper() for r in raw])
+            else:
+                exprs.append(name)
+                values.append(_as_list(col))
+        keys = list(zip(windows.tolist(), *values, strict=True))
+        firsts = sorted({k[1] for k in keys})
         res = self._ch.query(
-            f"SELECT DISTINCT toUnixTimestamp({w_name}), {', '.join(str_names)} "
+            f"SELECT DISTINCT toUnixTimestamp({w_name}), {', '.join(exprs)} "
             f"FROM {spec.first_copy_table} "
             f"WHERE {w_name} >= toDateTime({int(windows.min())}) "
             f"AND {w_name} <= toDateTime({int(windows.max())}) "
-            f"AND {str_names[0]} IN ({', '.join(quote_literal(c) for c in cities)})"
+            f"AND {exprs[0]} IN ({', '.join(_literal(v) for v in firsts)})"
         )
         seen = {tuple(r) for r in res.rows}
         keep = np.ones(n, dtype=bool)
@@ -677,6 +743,12 @@ class Sink:
                 LAG.labels(tp.topic, str(tp.partition)).set(
                     max(0, high - self._committed.get(tp, 0))
                 )
+
+
+def _literal(value: Any) -> str:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    return quote_literal(str(value))
 
 
 def _as_list(col: Any) -> list[Any]:

@@ -26,6 +26,7 @@ import pyarrow as pa
 
 from schemas import voipflows
 from schemas.flowbatch import BatchFormatError, BatchSchemaError, BatchVersionError, text_to_addr16
+from schemas.traffic import COUNTERS
 
 #: A message's rows as columns (numpy or Arrow arrays), plus its row count.
 Part = tuple[dict[str, Any], int]
@@ -47,7 +48,9 @@ class TableSpec:
     parse: Callable[[bytes], Part]
     #: Columns every part has (the sink checks the table has them at start).
     columns: tuple[str, ...]
-    #: Keep only the first copy of a row per this key (None: keep all rows).
+    #: Keep only the first copy of a row per this key (None: keep all rows):
+    #: a ``DateTime`` column first, then strings, integers or 16-byte
+    #: addresses (``S16`` columns, ``IPv6`` in the table).
     first_copy_key: tuple[str, ...] | None = None
     #: Table that holds the rows already kept, for ``first_copy_key``.
     first_copy_table: str | None = None
@@ -265,11 +268,45 @@ def parse_health(value: bytes) -> Part:
     return cols, 1
 
 
+TRAFFIC_COLUMNS = (
+    "window_start",
+    "window_s",
+    "exporter",
+    "observation_domain_id",
+    *COUNTERS,
+    "produced",
+)
+
+
+def parse_traffic(value: bytes) -> Part:
+    """A traffic.v1 window -> one exporter_traffic_1m row."""
+    obj = _load_json(value, "traffic.v1")
+    try:
+        exporter = text_to_addr16(_str(obj, "exporter"))
+    except ValueError as exc:
+        if isinstance(exc, BadMessage):
+            raise
+        raise BadMessage("bad_value", f"exporter={obj.get('exporter')!r}") from exc
+    cols: dict[str, Any] = {
+        "window_start": np.array([_int(obj, "window_start_ms") // 1000], dtype="datetime64[s]"),
+        "window_s": np.array([_int(obj, "window_s", 1, 2**32 - 1)], dtype=np.uint32),
+        "exporter": np.array([exporter], dtype="S16"),
+        "observation_domain_id": np.array(
+            [_int(obj, "observation_domain_id", 0, 2**32 - 1)], dtype=np.uint32
+        ),
+    }
+    for key in COUNTERS:
+        cols[key] = np.array([_int(obj, key)], dtype=np.uint64)
+    cols["produced"] = np.array([_int(obj, "produced_ms")], dtype=np.uint64).view(_MS)
+    return cols, 1
+
+
 def default_specs(
     voip_flows_topic: str = "voip-flows.v1",
     usage_topic: str = "voip-usage.v1",
     health_topic: str = "exporter-health.v1",
     *,
+    traffic_topic: str = "traffic.v1",
     flows_table: str = "flows_voip",
 ) -> list[TableSpec]:
     """The sink's topics and the tables they fill."""
@@ -284,4 +321,12 @@ def default_specs(
             first_copy_table="voip_usage_1m",
         ),
         TableSpec(health_topic, "exporter_health", parse_health, HEALTH_COLUMNS),
+        TableSpec(
+            traffic_topic,
+            "exporter_traffic_1m",
+            parse_traffic,
+            TRAFFIC_COLUMNS,
+            first_copy_key=("window_start", "exporter", "observation_domain_id"),
+            first_copy_table="exporter_traffic_1m",
+        ),
     ]

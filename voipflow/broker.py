@@ -371,8 +371,15 @@ def _tail(path: Path, lines: int = 25) -> str:
 
 
 def cluster_id() -> str:
-    """A KRaft cluster id: 16 random bytes, url-safe base64 without padding."""
-    return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+    """A KRaft cluster id: 16 random bytes, url-safe base64 without padding.
+
+    Never one that starts with ``-`` (one in 64 would): the storage tool
+    would read it as an option and refuse to format.
+    """
+    while True:
+        cid = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not cid.startswith("-"):
+            return cid
 
 
 _LOG4J2 = """\

@@ -5,8 +5,9 @@
 parent's settings plus overrides in its environment and its output in a log
 file. ``start()`` returns once the child's Prometheus endpoint answers (the
 collector serves it once its sockets are bound and Kafka is up; the worker
-and the sink serve it early in their start) and fails with the log's tail if
-the child exits first. ``stop()`` sends SIGTERM, waits, then SIGKILLs.
+and the sink serve it early in their start), found through the file the
+child writes in the data directory (:mod:`voipflow.endpoints`), and fails
+with the log's tail if the child exits first. ``stop()`` sends SIGTERM, waits, then SIGKILLs.
 
 Children get their own process group, so a Ctrl-C in the terminal reaches
 only the parent, which then stops them in order; and they are asked to die
@@ -34,6 +35,8 @@ import urllib.error
 import urllib.request
 from collections.abc import Mapping
 from pathlib import Path
+
+from voipflow.endpoints import endpoint_url
 
 log = logging.getLogger(__name__)
 
@@ -109,7 +112,13 @@ def peak_rss_bytes(pid: int) -> int | None:
 
 
 class ChildProcess:
-    """``python -m voipflow <args>`` as a component, ready when ``metrics_url`` answers."""
+    """``python -m voipflow <args>`` as a component, ready when its metrics answer.
+
+    The child is started with ``VOIPFLOW_METRICS_LISTEN`` on port 0: it picks a
+    free port and writes its URL to ``<data_dir>/metrics/<name>-<pid>.json``
+    (``name`` is the command: collect, worker, sink)
+    (:mod:`voipflow.endpoints`), which is where this finds it.
+    """
 
     def __init__(
         self,
@@ -118,7 +127,7 @@ class ChildProcess:
         *,
         env: Mapping[str, str],
         log_file: Path,
-        metrics_url: str,
+        data_dir: Path,
         start_timeout_s: float = 90.0,
         stop_timeout_s: float = 30.0,
     ) -> None:
@@ -126,7 +135,9 @@ class ChildProcess:
         self.args = args
         self.env = dict(env)
         self.log_file = log_file
-        self.metrics_url = metrics_url
+        self.data_dir = data_dir
+        #: The child's /metrics URL, known once it is ready.
+        self.metrics_url = ""
         self.start_timeout_s = start_timeout_s
         self.stop_timeout_s = stop_timeout_s
         self._proc: subprocess.Popen[bytes] | None = None
@@ -161,9 +172,12 @@ class ChildProcess:
         deadline = started + self.start_timeout_s
         while True:
             self.check()
+            url = endpoint_url(self.data_dir, self.name, self._proc.pid) if self._proc else None
             try:
-                scrape(self.metrics_url, timeout_s=1.0)
-                break
+                if url:
+                    scrape(url, timeout_s=1.0)
+                    self.metrics_url = url
+                    break
             except OSError:
                 pass
             if time.monotonic() > deadline:
@@ -188,7 +202,9 @@ class ChildProcess:
             )
 
     def metrics(self) -> dict[str, float]:
-        """The child's metrics now; empty if it does not answer."""
+        """The child's metrics now; empty if it does not answer (or is not ready)."""
+        if not self.metrics_url:
+            return {}
         try:
             return scrape(self.metrics_url)
         except OSError:

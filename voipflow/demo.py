@@ -100,26 +100,6 @@ def _free_udp_port(host: str = "127.0.0.1") -> int:
         return int(s.getsockname()[1])
 
 
-def _tcp_free(host: str, port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        try:
-            s.bind((host, port))
-        except OSError:
-            return False
-    return True
-
-
-def free_metrics_base(host: str = "127.0.0.1", tries: int = 50) -> int:
-    """A port P with P, P+1 and P+2 free: collector, worker and sink add 0, 1, 2."""
-    for _ in range(tries):
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-            s.bind((host, 0))
-            base = int(s.getsockname()[1])
-        if base + 2 <= 65535 and all(_tcp_free(host, base + i) for i in (0, 1, 2)):
-            return base
-    raise DemoError("no three consecutive free TCP ports for the metrics endpoints")
-
-
 @contextlib.contextmanager
 def demo_lock(demo_dir: Path) -> Iterator[None]:
     """One demo per data directory: a second one would fight over chdb and ports."""
@@ -413,13 +393,14 @@ class Demo:
         port = _free_udp_port()
         return f"127.0.0.1:{port}", f"127.0.0.1:{port}"
 
-    def child_env(self, bootstrap: str, listen: str, metrics_base: int) -> dict[str, str]:
+    def child_env(self, bootstrap: str, listen: str) -> dict[str, str]:
         env = dict(os.environ)
         env.update(
             {
                 "VOIPFLOW_DATA_DIR": str(self.data_dir),
                 "VOIPFLOW_KAFKA_BOOTSTRAP": bootstrap,
-                "VOIPFLOW_METRICS_LISTEN": f"127.0.0.1:{metrics_base}",
+                # Each child picks a free port and says which (voipflow.endpoints).
+                "VOIPFLOW_METRICS_LISTEN": "127.0.0.1:0",
                 "VOIPFLOW_COLLECTOR_LISTEN": listen,
                 "VOIPFLOW_WORKER_WINDOW_S": str(self.opts.window_s),
                 "VOIPFLOW_WORKER_LATENESS_S": str(self.lateness_s),
@@ -516,17 +497,16 @@ class Demo:
                 f"clickhouse: {schema.where}: {schema.applied} migrations applied, "
                 f"{schema.cities} cities loaded"
             )
-            base = free_metrics_base()
-            env = self.child_env(kafka.bootstrap, listen, base)
+            env = self.child_env(kafka.bootstrap, listen)
             children = [
                 ChildProcess(
                     name,
                     [name],
                     env=env,
                     log_file=self.log_dir / f"{name}.log",
-                    metrics_url=f"http://127.0.0.1:{base + offset}/metrics",
+                    data_dir=self.data_dir,
                 )
-                for name, offset in (("collect", 0), ("worker", 1), ("sink", 2))
+                for name in ("collect", "worker", "sink")
             ]
             sim = SimulatorThread(sim_config)
             pipeline = Pipeline(self, kafka.bootstrap, children, sim)

@@ -57,6 +57,8 @@ class LogConfig(BaseModel):
 class MetricsConfig(BaseModel):
     #: ``host:port`` of the Prometheus /metrics endpoint; empty disables it.
     #: Each process adds its own offset (collector +0, worker +1, sink +2).
+    #: Port 0: every process picks a free port, logs it and writes its URL to
+    #: ``<data_dir>/metrics/<command>-<pid>.json``.
     listen: str = "127.0.0.1:9464"
 
 

@@ -32,6 +32,12 @@ def rtcp_sr(rng: np.random.Generator, ssrc: int, size: int = 52) -> bytes:
     return struct.pack("!BBHI", 0x81, 200, words, ssrc) + filler(rng, size - 8)
 
 
+def sip(start_line: str, size: int) -> bytes:
+    """A SIP message (RFC 3261): its start line, then header-like filler to ``size``."""
+    head = (start_line + "\r\n").encode()
+    return head + b"X" * max(size - len(head), 0)
+
+
 def stun(rng: np.random.Generator, method: int, size: int) -> bytes:
     """A STUN message (RFC 5389): type, length, magic cookie, transaction id, attributes."""
     body = max(size - 20, 0) // 4 * 4

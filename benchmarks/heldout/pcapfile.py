@@ -36,6 +36,7 @@ class Packet:
     tcp_flags: int = TCP_ACK | TCP_PSH
     seq: int = 0
     ack: int = 0
+    tos: int = 0  # IPv4 type of service / IPv6 traffic class (DSCP << 2 | ECN)
 
     @property
     def ip_len(self) -> int:
@@ -75,14 +76,15 @@ def frame(p: Packet) -> bytes:
     if src.version == 4:
         pseudo = src.packed + dst.packed + struct.pack("!BBH", 0, p.proto, l4_len)
         l4 = _l4(p, pseudo)
-        head = struct.pack("!BBHHHBBH", 0x45, 0, 20 + len(l4), 0, 0x4000, 64, p.proto, 0)
+        head = struct.pack("!BBHHHBBH", 0x45, p.tos, 20 + len(l4), 0, 0x4000, 64, p.proto, 0)
         head += src.packed + dst.packed
         head = head[:10] + struct.pack("!H", _checksum(head)) + head[12:]
         ethertype = 0x0800
     else:
         pseudo = src.packed + dst.packed + struct.pack("!IxxxB", l4_len, p.proto)
         l4 = _l4(p, pseudo)
-        head = struct.pack("!IHBB", 6 << 28, len(l4), p.proto, 64) + src.packed + dst.packed
+        first = 6 << 28 | p.tos << 20
+        head = struct.pack("!IHBB", first, len(l4), p.proto, 64) + src.packed + dst.packed
         ethertype = 0x86DD
     return _MAC_B + _MAC_A + struct.pack("!H", ethertype) + head + l4
 

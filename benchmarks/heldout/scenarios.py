@@ -6,7 +6,9 @@ choices follow the apps' published documents (Microsoft 365 URLs and IP
 ranges: Teams media UDP 3478-3481, client ports 50000-50059; Zoom "Firewall
 rules": UDP 8801-8810; Google "Prepare your network for Meet": UDP 19302-19309
 and its media ranges; WhatsApp/Meta calling over UDP to Meta's networks;
-RFC 3550 even RTP ports with RTCP on the next odd port; SIP over TLS on 5061).
+RFC 3550 even RTP ports with RTCP on the next odd port; SIP over TLS on 5061;
+SIP trunks whose SBC and media gateway differ, voice marked DSCP EF as RFC
+4594 recommends).
 Provider addresses are drawn from the shipped provider lists; every other
 peer is a random public address that no list contains.
 
@@ -14,7 +16,8 @@ Confounders are the traffic that flow classifiers mistake for calls: games
 (Valve's SRCDS 27015, Xbox 3074, Epic's 9000-9100, Riot's 5000-5500 and
 random ports), WireGuard/OpenVPN tunnels (their default ports and others),
 QUIC video, DNS/NTP, IoT telemetry (MQTT 1883, CoAP 5683, sensor streams)
-and non-call traffic to VoIP providers' networks.
+and non-call traffic to VoIP providers' networks, and a game from a household
+whose SIP phone registers.
 """
 
 from __future__ import annotations
@@ -219,6 +222,75 @@ def rtp_trunk(cap: Capture, ad: Addresses) -> None:
             "rtp",
         )
         tr.voice(c, rng, cap.t0, float(rng.uniform(20, 90)), "g711", ptime, srtp=False)
+
+
+def _sip_dialog(c: tr.Conversation, t: float, messages: list[tuple[float, bool, str, int]]) -> None:
+    """SIP over UDP: (delay, from the subscriber, start line, IP-level size) messages."""
+    for delay, fwd, line, size in messages:
+        t += delay
+        c.send(t, fwd, pl.sip(line, size - 28))
+
+
+def sip_split(cap: Capture, ad: Addresses) -> None:
+    """SIP trunking where the carrier splits signalling and media: the subscriber's
+    SIP goes to the session border controller, its RTP (even ports) to a media
+    gateway that the SDP names. Some calls with RTCP, some without, some
+    marked DSCP EF; one marked call whose signalling is not in the capture
+    (SIP over TLS to another SBC). Confounder: a household whose SIP phone
+    registers, and whose game console plays on even ports (a known blind spot)."""
+    rng = cap.rng
+    sbc, gw = ad.public(), ad.public()
+    invite = [
+        (0.0, True, "INVITE sip:+4930123@sbc SIP/2.0", 980),
+        (0.03, False, "SIP/2.0 100 Trying", 380),
+        (1.5, False, "SIP/2.0 180 Ringing", 520),
+        (4.0, False, "SIP/2.0 200 OK", 1010),
+        (0.03, True, "ACK sip:+4930123@gw SIP/2.0", 430),
+    ]
+    bye = [(0.0, True, "BYE sip:+4930123@gw SIP/2.0", 470), (0.03, False, "SIP/2.0 200 OK", 420)]
+    for i, (codec, with_rtcp, tos) in enumerate(
+        (("g711", True, 0), ("g729", False, 0), ("g711", False, 184), ("amrwb", False, 184))
+    ):
+        sub = ad.subscriber(v6=i == 3)
+        gw_i = ad.public(v6=True) if i == 3 else gw
+        sbc_i = ad.public(v6=True) if i == 3 else sbc
+        start = cap.t0 + float(rng.uniform(0, 20))
+        d = float(rng.uniform(30, 120))
+        s = cap.conv(UDP, sub, 5060, sbc_i, 5060, "sip.split", "VoIP", "sip")
+        _sip_dialog(s, start, invite)
+        _sip_dialog(s, start + 5.6 + d, bye)
+        pa, pb = ad.port(10000, 20000, even=True), ad.port(16384, 32767, even=True)
+        m = cap.conv(UDP, sub, pa, gw_i, pb, f"rtp.split_{codec}", "VoIP", "rtp")
+        m.tos = tos
+        tr.voice(m, rng, start + 5.6, d, codec, srtp=False)
+        if with_rtcp:
+            r = cap.conv(UDP, sub, pa + 1, gw_i, pb + 1, "rtcp.split", "VoIP", "rtp")
+            tr.rtcp(r, rng, start + 5.6, d)
+    # EF-marked media whose signalling took another path (not captured)
+    sub = ad.subscriber()
+    m = cap.conv(
+        UDP, sub, ad.port(10000, 20000, even=True), gw, ad.port(16384, 32767, even=True),
+        "rtp.ef_only", "VoIP", "rtp",
+    )  # fmt: skip
+    m.tos = 184
+    tr.voice(m, rng, cap.t0 + 3, float(rng.uniform(30, 90)), "g711", srtp=False)
+    # A household: its SIP phone registers, its console plays on even ports
+    home = ad.subscriber()
+    reg = cap.conv(UDP, home, 5060, sbc, 5060, "sip.register", "VoIP", "sip")
+    register = [
+        (0.0, True, "REGISTER sip:sbc SIP/2.0", 620),
+        (0.04, False, "SIP/2.0 401 Unauthorized", 540),
+        (0.05, True, "REGISTER sip:sbc SIP/2.0", 780),
+        (0.04, False, "SIP/2.0 200 OK", 560),
+    ]
+    _sip_dialog(reg, cap.t0, register)
+    g = cap.conv(
+        UDP, home, ad.port(even=True), ad.public(), ad.port(20000, 30000, even=True),
+        "game.sip_household", "Game",
+    )  # fmt: skip
+    d = float(rng.uniform(60, 180))
+    tr.periodic(g, rng, cap.t0 + 10, d, 30, _clip(rng, 90, 15, 40, 400), True, jitter=0.15)
+    tr.periodic(g, rng, cap.t0 + 10, d, 30, _clip(rng, 160, 50, 40, 600), False, jitter=0.15)
 
 
 def webrtc_p2p(cap: Capture, ad: Addresses) -> None:
@@ -518,6 +590,7 @@ SCENARIOS: dict[str, Callable[[Capture, Addresses], None]] = {
     "syn_voip_rtp_trunk.pcap": rtp_trunk,
     "syn_voip_webrtc_p2p.pcap": webrtc_p2p,
     "syn_voip_sip_tls.pcap": sip_tls,
+    "syn_voip_sip_split.pcap": sip_split,
     "syn_games.pcap": games,
     "syn_tunnels.pcap": tunnels,
     "syn_quic_video.pcap": quic_video,

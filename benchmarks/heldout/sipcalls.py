@@ -192,12 +192,15 @@ def record(out: Path, workdir: Path, calls: tuple[Call, ...] = CALLS) -> list[tu
             ))  # fmt: skip
             time.sleep(1.0)
             uacs = []
+            # one file per length, written before any sipp reads it: rewriting
+            # it for the next call while sipp parses it makes sipp fail
+            scenarios = {p: _scenario(workdir, p) for p in sorted({c.plays for c in calls})}
             for c in calls:
                 carrier, sub = _addr(h, c, True), _addr(h, c, False)
                 target = (
                     f"[{carrier}]:{c.uas_port}" if ":" in carrier else f"{carrier}:{c.uas_port}"
                 )
-                uac = _in(h.ns_sub, ["sipp", target, "-sf", str(_scenario(workdir, c.plays)),
+                uac = _in(h.ns_sub, ["sipp", target, "-sf", str(scenarios[c.plays]),
                                      "-i", sub, "-p", str(c.uac_port), "-mi", sub,
                                      "-mp", str(c.uac_media), "-t", c.transport, "-m", "1",
                                      "-nostdin", "-timeout", "120s"])  # fmt: skip

@@ -111,6 +111,7 @@ class Conversation:
     app: str  # project app name for VoIP, "" otherwise
     packets: list[Packet] = field(default_factory=list)
     seq: list[int] = field(default_factory=lambda: [1000, 5000])
+    tos: int = 0  # ToS byte of every packet (184: DSCP EF)
 
     @property
     def is_voip(self) -> bool:
@@ -125,7 +126,9 @@ class Conversation:
             else (self.b, self.b_port, self.a, self.a_port)
         )
         i = 0 if forward else 1
-        pkt = Packet(ts, src, sp, dst, dp, self.l4, payload, flags, self.seq[i], self.seq[1 - i])
+        pkt = Packet(
+            ts, src, sp, dst, dp, self.l4, payload, flags, self.seq[i], self.seq[1 - i], self.tos
+        )
         self.seq[i] += len(payload) + (1 if flags & (TCP_SYN | TCP_FIN) else 0)
         self.packets.append(pkt)
 

@@ -8,6 +8,7 @@ or well outside each query's window so the test never straddles a boundary.
 
 from __future__ import annotations
 
+import ipaddress
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -236,6 +237,78 @@ def test_exporter_health(db) -> None:
     ]
 
 
+def test_exporter_coverage(db) -> None:
+    from streams.sink_tables import combine, parse_traffic
+    from tests.streams.sinkdata import traffic_message
+
+    minute = (int(time.time()) // 60 - 10) * 60_000
+    windows = [
+        # exporter, minutes ago (x10), domain, flows, placed, unlocated, unhomed, voip, bytes, voip
+        ("192.0.2.1", 0, 0, 100, 80, 5, 15, 4, 10_000, 2_000),
+        ("192.0.2.1", 1, 0, 50, 50, 0, 0, 1, 5_000, 100),
+        ("192.0.2.1", 1, 7, 10, 0, 0, 10, 0, 1_000, 0),  # a second observation domain
+        ("2001:db8::9", 2, 0, 20, 10, 10, 0, 0, 30_000, 0),
+        ("192.0.2.3", 0, 0, 0, 0, 0, 0, 0, 0, 0),  # an exporter that sent nothing
+        ("192.0.2.1", 9, 0, 999, 999, 0, 0, 999, 999_999, 9),  # older than the hour
+    ]
+    parts = [
+        parse_traffic(
+            traffic_message(
+                minute - ago * 600_000,
+                exporter,
+                domain,
+                flows,
+                placed_flows=placed,
+                unlocated_flows=unlocated,
+                unhomed_flows=unhomed,
+                voip_flows=voip,
+                bytes_est=nbytes,
+                voip_bytes_est=vbytes,
+            )
+        )
+        for exporter, ago, domain, flows, placed, unlocated, unhomed, voip, nbytes, vbytes in (
+            windows
+        )
+    ]
+    db.insert("exporter_traffic_1m", combine(parts)[0])
+    got = db.query(query("exporter_coverage")).rows
+    sums: dict[str, list[int]] = defaultdict(lambda: [0] * 7)
+    last: dict[str, int] = {}
+    for exporter, ago, _, *counters in windows:
+        if ago >= 6:
+            continue
+        acc = sums[exporter]
+        for k, v in enumerate(counters):
+            acc[k] += v
+        last[exporter] = max(last.get(exporter, 0), (minute - ago * 600_000) // 1000)
+    expected = []
+    for exporter, (flows, placed, unlocated, unhomed, voip, nbytes, vbytes) in sums.items():
+        expected.append(
+            (
+                # ClickHouse shows IPv4 exporters as IPv4-mapped IPv6
+                f"::ffff:{exporter}" if ipaddress.ip_address(exporter).version == 4 else exporter,
+                flows,
+                nbytes,
+                round(placed / max(flows, 1), 4),
+                round(unlocated / max(flows, 1), 4),
+                round(unhomed / max(flows, 1), 4),
+                voip,
+                round(vbytes / max(nbytes, 1), 4),
+                last[exporter],
+            )
+        )
+    expected.sort(key=lambda r: (-r[2], r[0]))
+    assert [r[0] for r in got] == [r[0] for r in expected]
+    for row, want in zip(got, expected, strict=True):
+        assert row[1:3] == want[1:3] and row[6] == want[6]
+        assert row[3:6] == pytest.approx(want[3:6], abs=1e-4)
+        assert row[7] == pytest.approx(want[7], abs=1e-4)
+        last_window = row[8]
+        assert (
+            int(last_window.timestamp()) if hasattr(last_window, "timestamp") else last_window
+        ) == want[8]
+
+
 def test_every_query_is_documented_and_tested() -> None:
     doc = DOC.read_text()
     names = sorted(p.stem for p in QUERIES.glob("*.sql"))
@@ -246,6 +319,7 @@ def test_every_query_is_documented_and_tested() -> None:
         "new_subscribers_per_app",
         "rule_hits",
         "exporter_health",
+        "exporter_coverage",
     }
     assert set(names) == tested
     for name in names:

@@ -104,6 +104,36 @@ def health_message(ts_ms: int, exporter: str, records: int) -> bytes:
     ).encode()
 
 
+def traffic_message(
+    window_start_ms: int, exporter: str, domain: int = 0, flows: int = 10, **counters: int
+) -> bytes:
+    """A valid traffic.v1 window; counters not given derive from ``flows``."""
+    values = {
+        "flows": flows,
+        "packets": flows * 20,
+        "bytes": flows * 20 * 500,
+        "packets_est": flows * 20,
+        "bytes_est": flows * 20 * 500,
+        "placed_flows": flows,
+        "unlocated_flows": 0,
+        "unhomed_flows": 0,
+        "voip_flows": 0,
+        "voip_bytes_est": 0,
+    }
+    values.update(counters)
+    return json.dumps(
+        {
+            "schema": "traffic.v1",
+            "window_start_ms": window_start_ms,
+            "window_s": 60,
+            "exporter": exporter,
+            "observation_domain_id": domain,
+            **values,
+            "produced_ms": window_start_ms + 90_000,
+        }
+    ).encode()
+
+
 def produce(
     bootstrap: str, topic: str, values: Iterable[bytes], partition: int | None = None
 ) -> None:

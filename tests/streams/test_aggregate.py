@@ -16,6 +16,7 @@ from streams.aggregate import (
     apply_partial,
     batch_partials,
     close_windows,
+    media_call_seconds,
     new_state,
     subscriber_hash,
 )
@@ -178,3 +179,65 @@ def test_subscriber_hash_is_stable_and_distinguishes_versions() -> None:
     assert h[0] != h[1]
     assert subscriber_hash(a[:1])[0] == h[0]
     assert h.dtype == np.uint64
+
+
+def conversations(specs: list[tuple[int, int, int, int, float, int]]) -> fb.FlowBatch:
+    """Both directions of UDP conversations between a subscriber and a public peer.
+
+    Each spec: (subscriber port, peer port, packets per direction, bytes per
+    packet, seconds, sampling rate); packets are as exported (sampled).
+    """
+    cols: dict[str, list] = {k: [] for k in ("src", "dst", "sp", "dp", "pk", "by", "dur", "rate")}
+    for i, (sub_port, peer_port, pkts, size, secs, rate) in enumerate(specs):
+        sub = fb.text_to_addr16(f"10.1.0.{i + 1}")
+        peer = fb.text_to_addr16(f"203.0.113.{i + 1}")
+        directions = ((sub, peer, sub_port, peer_port), (peer, sub, peer_port, sub_port))
+        for src, dst, sp, dp in directions:
+            for k, v in zip(cols, (src, dst, sp, dp, pkts, pkts * size, secs, rate), strict=True):
+                cols[k].append(v)
+    dur_ms = (np.array(cols["dur"]) * 1000).astype(np.int64)
+    return fb.make_batch(
+        {
+            "src_addr": np.array(cols["src"], dtype="S16"),
+            "dst_addr": np.array(cols["dst"], dtype="S16"),
+            "src_port": np.array(cols["sp"]),
+            "dst_port": np.array(cols["dp"]),
+            "protocol": np.full(len(dur_ms), 17),
+            "packets": np.array(cols["pk"]),
+            "bytes": np.array(cols["by"]),
+            "flow_start_ms": np.full(len(dur_ms), T0),
+            "flow_end_ms": T0 + dur_ms,
+            "sampling_rate": np.array(cols["rate"]),
+        }
+    )
+
+
+def test_call_seconds_count_media_by_its_statistics_on_any_port() -> None:
+    """TURN-relayed media on STUN/TURN ports is call time; STUN checks and SIP are not."""
+    b = conversations(
+        [
+            (40000, 3478, 3000, 120, 60.0, 1),  # WhatsApp/Teams media relayed over TURN
+            (40002, 19305, 2250, 150, 45.0, 1),  # Meet media on Google's STUN/TURN ports
+            (40004, 8801, 1500, 140, 30.0, 1),  # Zoom media
+            (40006, 3478, 100, 120, 20.0, 10),  # TURN media sampled 1:10 (50 packets/s)
+            (40008, 3478, 3, 100, 1.0, 1),  # STUN connectivity check
+            (40010, 19302, 2, 90, 0.3, 1),  # STUN binding to Google's server
+            (5060, 5060, 6, 700, 2.0, 1),  # SIP signalling
+        ]
+    )
+    result = CLF.classify(b)
+    assert result.is_voip.all()  # every one is VoIP: only media is call time
+    secs = media_call_seconds(b, result)
+    per_conversation = secs.reshape(-1, 2)
+    # One direction of each pair carries the pair's seconds.
+    assert ((per_conversation > 0).sum(axis=1) <= 1).all()
+    assert per_conversation.sum(axis=1).tolist() == [60.0, 45.0, 30.0, 20.0, 0.0, 0.0, 0.0]
+    parts = partials_of(b)
+    (city,) = parts
+    call_s = sum(
+        aw.call_seconds
+        for apps in parts[city].windows.values()
+        for app, aw in apps.items()
+        if app != ALL
+    )
+    assert call_s == 155.0

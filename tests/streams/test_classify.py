@@ -31,6 +31,7 @@ def flow(src: str, sport: int, dst: str, dport: int, **kw: Any) -> dict[str, Any
         "flow_end_ms": T0 + 100,
         "sampling_rate": 1,
         "l7_proto": 0,
+        "tos": 0,
     }
     row.update(kw)
     return row
@@ -119,7 +120,7 @@ def test_media_between_hosts_that_signalled_is_rtp() -> None:
     rows = [
         *both(CLIENT, 5060, sbc, 5060, packets=4, bytes=2400),  # SIP dialog
         *both(CLIENT, 40001, sbc, 30001, **voice()),  # media on odd ports, no RTCP
-        *both(CLIENT, 40002, "198.51.100.8", 30002, **voice()),  # another host
+        *both("10.9.9.9", 40002, "198.51.100.8", 30002, **voice()),  # other hosts
     ]
     r = run(rows)
     assert r.is_voip.tolist() == [True, True, True, True, False, False]
@@ -263,3 +264,179 @@ def test_pairing_matches_brute_force(tuples: list[tuple[int, int, int, int]]) ->
             assert partner[i] == -1 or tuples[partner[i]] == (b, a, q, p)
         if partner[i] >= 0:
             assert tuples[partner[i]] == (b, a, q, p)
+
+
+# -- service ports, rates, ICE sockets (rules-4) --------------------------------
+
+
+def test_dns_from_a_stun_port_does_not_make_the_resolver_an_ice_socket() -> None:
+    """A client that queried 1.1.1.1:53 from source port 3478 once: the resolver's
+    socket is a server on a service port, never an ICE client socket, so every
+    other subscriber's DNS query to it stays DNS (it used to become other_voip)."""
+    clf = Classifier(load_providers())
+    first = run(both("10.1.0.5", 3478, "1.1.1.1", 53, bytes=80), clf)
+    assert not first.is_voip.any()
+    assert (first.evidence & Evidence.SERVICE_PORT).all()
+    assert not (first.evidence & Evidence.STUN_PORT).any()
+    queries = [
+        *both(CLIENT, 40000, "1.1.1.1", 53, bytes=80, flow_end_ms=T0 + 40),
+        *both("10.1.0.6", 51234, "1.1.1.1", 53, bytes=90, flow_end_ms=T0 + 20),
+        *both("2001:db8::6", 40001, "2606:4700:4700::1111", 53, bytes=90),
+    ]
+    for _ in range(2):  # the same batch again, and a later one
+        r = run(queries, clf)
+        assert not r.is_voip.any(), r.app_names()
+        assert not (r.evidence & Evidence.ICE_SIBLING).any()
+
+
+def test_ice_evidence_never_overrides_a_service_port() -> None:
+    """A real ICE socket (it ran STUN) that also reaches a resolver or NTP: those
+    flows are what their port says; the media from the socket is still VoIP."""
+    rows = [
+        flow(CLIENT, 45000, "198.51.100.9", 3478, packets=3, bytes=500),  # STUN
+        *both(CLIENT, 45000, "8.8.8.8", 53, bytes=80),
+        *both(CLIENT, 45000, "198.51.100.11", 123, bytes=76),
+        flow(CLIENT, 45000, "203.0.113.50", 61000, packets=15, bytes=1100),  # media
+    ]
+    r = run(rows)
+    assert r.is_voip.tolist() == [True, False, False, False, False, True]
+    assert r.evidence[5] & Evidence.ICE_SIBLING
+    assert not (r.evidence[1:5] & Evidence.ICE_SIBLING).any()
+
+
+def test_endpoint_hashes_tell_ipv4_sockets_apart() -> None:
+    """IPv4-mapped addresses share their high 64 bits (zero): the hashes of
+    (address, port) must still differ for every distinct socket."""
+    rng = np.random.default_rng(7)
+    n = 200_000
+    v4 = rng.integers(0, 2**32, n, dtype=np.uint64).astype(np.uint32)
+    ports = rng.integers(0, 65536, n).astype(np.uint16)
+    v4[:1000] = v4[0]  # one address, many ports
+    ports[1000:2000] = ports[0]  # one port, many addresses
+    addrs = fb.ipv4_to_addr16(v4)
+    b = fb.make_batch(
+        {"src_addr": addrs, "dst_addr": addrs, "src_port": ports, "dst_port": ports,
+         "protocol": np.full(n, 17, np.uint8)}
+    )  # fmt: skip
+    from streams.flowpairs import flow_hashes
+
+    h = flow_hashes(b)
+    sockets = np.unique(v4.astype(np.uint64) << np.uint64(16) | ports.astype(np.uint64))
+    assert len(np.unique(h.src_ep)) == len(sockets)
+    assert len(np.unique(h.src_addr)) == len(np.unique(v4))
+    # the same 32 bits as IPv4 and as an IPv6 address are different hosts
+    v6 = np.zeros((n, 2), ">u8")
+    v6[:, 1] = v4
+    b6 = fb.make_batch({"src_addr": v6.view("S16").reshape(-1), "protocol": np.full(n, 17)})
+    assert not np.isin(flow_hashes(b6).src_addr, h.src_addr).any()
+
+
+def test_one_packet_has_no_rate_and_no_duration() -> None:
+    """A rate needs two packets: a one-packet record is not media-rate, whatever
+    its times say, sampled or not."""
+    rows = [
+        flow(CLIENT, 40000, "198.51.100.1", 40002, packets=1, bytes=120, flow_end_ms=T0 + 50),
+        flow(CLIENT, 40004, "198.51.100.1", 40006, packets=1, bytes=120, flow_end_ms=T0 + 5000,
+             sampling_rate=100),
+        flow(CLIENT, 40008, "198.51.100.1", 40010, packets=2, bytes=240, flow_end_ms=T0 + 500),
+        flow(CLIENT, 40012, "198.51.100.1", 40014, packets=3, bytes=360, flow_end_ms=T0 + 2000,
+             sampling_rate=10),
+    ]  # fmt: skip
+    r = run(rows)
+    rate = (r.evidence & Evidence.MEDIA_RATE) > 0
+    long_ = (r.evidence & Evidence.LONG) > 0
+    assert rate.tolist() == [False, False, True, True]
+    assert long_.tolist() == [False, False, False, True]
+
+
+def test_a_client_port_alone_is_not_voip() -> None:
+    """Video and web whose random client port happens to be a VoIP port (SIP
+    5060, Zoom 8808, H.323 1719, STUN 3478) towards a service on a system port:
+    the server's port says what the flow is."""
+    video = {"packets": 29_000, "bytes": 35_000_000, "flow_end_ms": T0 + 60_000}
+    rows = [
+        *both(CLIENT, 5060, "198.51.100.30", 443, **video),  # QUIC video
+        *both(CLIENT, 8808, "198.51.100.30", 443, **video),
+        *both(CLIENT, 1719, "198.51.100.30", 443, protocol=6, **video),  # TLS video
+        *both(CLIENT, 5060, "198.51.100.31", 80, protocol=6, packets=40, bytes=30_000),
+        *both(CLIENT, 3478, "198.51.100.32", 123, bytes=76),  # NTP
+    ]
+    r = run(rows)
+    assert not r.is_voip.any(), r.app_names()
+    assert (r.evidence & Evidence.SERVICE_PORT).all()
+    voip_ports = Evidence.SIGNALLING_PORT | Evidence.APP_PORT | Evidence.STUN_PORT
+    assert not (r.evidence & voip_ports).any()
+    # Between two registered ports the VoIP port still decides: STUN from a
+    # client whose port is IPsec NAT-T's, SIP between two 5060s.
+    stun = flow(CLIENT, 4500, "198.51.100.9", 3478)
+    r = run([stun, flow(CLIENT, 5060, "198.51.100.7", 5060, bytes=900)])
+    assert r.is_voip.tolist() == [True, True]
+
+
+# -- SIP trunks: media away from the signalling peer (rules-4) ------------------
+
+
+def test_rtp_of_a_host_that_did_sip_is_voip_wherever_it_goes() -> None:
+    """Carriers split signalling (SBC) and media (gateway): the subscriber's SIP
+    goes to one address, its RTP (even ports) to another."""
+    sbc, gw = "198.51.100.7", "198.51.100.70"
+    rows = [
+        *both(CLIENT, 5060, sbc, 5060, packets=6, bytes=4200),  # INVITE dialog
+        *both(CLIENT, 12000, gw, 16000, **voice()),  # RTP, even ports
+        *both(CLIENT, 12003, gw, 16005, **voice()),  # odd ports: not RTP's convention
+        *both("10.9.9.9", 12000, gw, 16002, **voice()),  # a host that did no SIP
+    ]
+    r = run(rows)
+    assert r.is_voip.tolist() == [True] * 4 + [False] * 4
+    assert r.app_names().tolist()[2:4] == ["rtp", "rtp"]
+    assert (r.evidence[2:4] & Evidence.SIGNALLING_HOST).all()
+    assert not (r.evidence[4:] & Evidence.SIGNALLING_HOST).any()
+    # across batches, and only for media-like flows
+    clf = Classifier(load_providers())
+    run(both(CLIENT, 5060, sbc, 5060, packets=6, bytes=4200), clf)
+    later = run(
+        [*both(CLIENT, 12002, gw, 16004, **voice()),
+         *both(CLIENT, 12004, gw, 16006, packets=3, bytes=300)],
+        clf,
+    )  # fmt: skip
+    assert later.is_voip.tolist() == [True, True, False, False]
+    clf.reset_context()
+    assert not run(both(CLIENT, 12002, gw, 16004, **voice()), clf).is_voip.any()
+    # keep-alives are not a call's signalling (RFC 5626 CRLF pings)
+    keepalive = both(CLIENT, 5060, sbc, 5060, packets=20, bytes=80)
+    assert not run([*keepalive, *both(CLIENT, 12000, gw, 16000, **voice())]).is_voip.any()
+
+
+def test_voice_marked_ef_is_voip() -> None:
+    """DSCP EF (46, ToS 184) or VOICE-ADMIT (44) on voice-sized media: RFC 4594's
+    telephony class; unmarked, or marked but not media, it is not enough."""
+    gw = "198.51.100.70"
+    rows = [
+        *both(CLIENT, 12000, gw, 16000, tos=184, **voice()),
+        flow(CLIENT, 12010, gw, 16010, tos=177, **voice()),  # VOICE-ADMIT + ECN bit
+        flow(CLIENT, 12002, gw, 16002, **voice()),  # unmarked
+        flow(CLIENT, 12004, gw, 16004, tos=184, packets=4, bytes=400),  # marked, a few packets
+        flow(CLIENT, 12006, gw, 16006, tos=184, **voice(bytes=1_000_000)),  # video-sized
+        flow(CLIENT, 12008, gw, 16008, tos=136, **voice()),  # AF41, video conferencing
+    ]
+    r = run(rows)
+    assert r.is_voip.tolist() == [True, True, True, False, False, False, False]
+    assert (r.evidence[:3] & Evidence.DSCP_VOICE).all()
+    assert not r.evidence[6] & Evidence.DSCP_VOICE
+
+
+# -- Telegram: ranges count only for call media (voip: media) -------------------
+
+
+def test_telegram_ranges_count_only_for_call_media() -> None:
+    reflector = "91.108.8.8"
+    rows = [
+        *both(CLIENT, 28150, reflector, 529, **voice()),  # a call through a reflector
+        flow(CLIENT, 28152, reflector, 531, **voice()),  # one direction only
+        *both(CLIENT, 28154, reflector, 533, packets=12, bytes=1300, flow_end_ms=T0 + 30_000),
+        *both(CLIENT, 40000, "149.154.167.91", 443, protocol=6, **voice()),  # MTProto over TLS
+    ]
+    r = run(rows)
+    assert r.is_voip.tolist() == [True, True] + [False] * 5, r.app_names()
+    assert r.app_names().tolist()[:2] == ["telegram", "telegram"]
+    assert (r.evidence[:5] & Evidence.PROVIDER).all()

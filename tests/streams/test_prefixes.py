@@ -24,6 +24,14 @@ v6_nets = st.builds(
     st.integers(32, 128),
 )
 
+# IPv6 prefixes whose high 64 bits are zero, as IPv4-mapped addresses have
+# (the lookup searches those by their low 64 bits): ::a.b.c.d/96-128.
+v6_low_nets = st.builds(
+    lambda a, n: ipaddress.ip_network((0x0A000000 | (a & 0x0F0FFF), n), strict=False),
+    st.integers(0, 2**24 - 1),
+    st.integers(96, 128),
+)
+
 
 def brute(nets: list[tuple[ipaddress._BaseNetwork, int]], addr: str) -> int:
     ip = ipaddress.ip_address(addr)
@@ -46,7 +54,7 @@ def _addrs(nets: list[ipaddress._BaseNetwork], extra: list[str]) -> list[str]:
 
 @settings(max_examples=150, deadline=None)
 @given(
-    nets=st.lists(st.one_of(v4_nets, v6_nets), max_size=25),
+    nets=st.lists(st.one_of(v4_nets, v6_nets, v6_low_nets), max_size=25),
     probes=st.lists(st.integers(0, 2**32 - 1), max_size=20),
 )
 def test_lookup_matches_brute_force(nets: list, probes: list[int]) -> None:
@@ -56,7 +64,9 @@ def test_lookup_matches_brute_force(nets: list, probes: list[int]) -> None:
     for net, i in items:
         dedup[net] = i
     table = PrefixTable.build([(str(n), v) for n, v in items])
-    addrs = _addrs(nets, [str(ipaddress.IPv4Address(p)) for p in probes] + ["::", "0.0.0.0"])
+    probe_addrs = [str(ipaddress.IPv4Address(p)) for p in probes]
+    probe_addrs += [str(ipaddress.IPv6Address(p)) for p in probes]  # ::a.b.c.d
+    addrs = _addrs(nets, [*probe_addrs, "::", "0.0.0.0"])
     got = table.lookup(np.array([text_to_addr16(a) for a in addrs], dtype="S16"))
     want = [brute(list(dedup.items()), a) for a in addrs]
     assert got.tolist() == want

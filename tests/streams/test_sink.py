@@ -18,6 +18,7 @@ from tests.streams.sinkdata import (
     flow_batch,
     health_message,
     produce,
+    traffic_message,
     usage_message,
     wait_until,
 )
@@ -30,6 +31,7 @@ def _topics(kafka_topic_factory, partitions: int = 2) -> KafkaConfig:
         voip_flows_topic=kafka_topic_factory(partitions, prefix="voip-flows"),
         usage_topic=kafka_topic_factory(partitions, prefix="usage"),
         health_topic=kafka_topic_factory(1, prefix="health"),
+        traffic_topic=kafka_topic_factory(partitions, prefix="traffic"),
     )
 
 
@@ -86,6 +88,15 @@ def test_all_topics_land_once_and_bad_messages_are_skipped(
         [health_message(now_ms + k, "192.0.2.1", k) for k in range(5)]
         + [health_message(now_ms, "nonsense", 1)],
     )
+    traffic = [
+        traffic_message(minute + w * 60_000, exporter, domain, flows=10 * w + domain + 1)
+        for w in range(3)
+        for exporter in ("192.0.2.1", "192.0.2.0", "2001:db8::7")
+        for domain in (0, 256)
+    ]
+    # Re-published windows (a worker crash) and a message of another schema.
+    produce(kafka_bootstrap, kafka.traffic_topic, [*traffic[:10], b'{"schema": "x"}'])
+    produce(kafka_bootstrap, kafka.traffic_topic, [*traffic[3:7], *traffic[10:], traffic[0]])
 
     sink = _sink(kafka_bootstrap, kafka, chdb, tmp_path)
     sink.start()
@@ -95,6 +106,7 @@ def test_all_topics_land_once_and_bad_messages_are_skipped(
                 _count(chdb, "SELECT count() FROM flows_voip") >= 6000
                 and _count(chdb, "SELECT count() FROM voip_usage_1m") >= len(windows)
                 and _count(chdb, "SELECT count() FROM exporter_health") >= 5
+                and _count(chdb, "SELECT count() FROM exporter_traffic_1m") >= len(traffic)
             ),
             60,
             "all rows",
@@ -106,6 +118,7 @@ def test_all_topics_land_once_and_bad_messages_are_skipped(
                 (kafka.voip_flows_topic, 14),
                 (kafka.usage_topic, len(windows) + 2 + 8),
                 (kafka.health_topic, 6),
+                (kafka.traffic_topic, len(traffic) + 6),
             ):
                 offs = committed(kafka_bootstrap, sink.config.group_id, topic)
                 if sum(o.offset for o in offs.values() if o is not None) != total:
@@ -140,10 +153,24 @@ def test_all_topics_land_once_and_bad_messages_are_skipped(
     ).rows[0]
     assert health == (5, 10, "::ffff:192.0.2.1")
 
+    # First copy per (window, exporter, domain): the re-published ones are left out.
+    rows = chdb.query(
+        "SELECT toString(exporter), observation_domain_id, count(), sum(flows) "
+        "FROM exporter_traffic_1m GROUP BY 1, 2 ORDER BY 1, 2"
+    ).rows
+    want: dict[tuple[str, int], list[int]] = defaultdict(lambda: [0, 0])
+    for w in range(3):
+        for exporter in ("::ffff:192.0.2.1", "::ffff:192.0.2.0", "2001:db8::7"):
+            for domain in (0, 256):
+                want[(exporter, domain)][0] += 1
+                want[(exporter, domain)][1] += 10 * w + domain + 1
+    assert rows == sorted((*k, *v) for k, v in want.items())
+
     assert sink.bad_messages == {
         (kafka.voip_flows_topic, "truncated"): 2,
         (kafka.usage_topic, "bad_json"): 2,
         (kafka.health_topic, "bad_value"): 1,
+        (kafka.traffic_topic, "wrong_schema"): 1,
     }
 
 
@@ -295,3 +322,54 @@ def test_dead_letters_and_pipeline_stats(
     assert ("rows_inserted", '{"table": "exporter_health"}', 1.0) in stats
     bad = [r for r in stats if r[0] == "bad_messages"]
     assert sorted(r[2] for r in bad) == [1.0, 1.0]
+
+
+def test_exit_when_idle_waits_for_partitions_then_idles_on_empty_topics(
+    kafka_bootstrap, kafka_topic_factory, chdb, tmp_path
+) -> None:
+    """Empty topics are not drained before the sink has its partitions and saw their ends;
+    only then does the idle time start, so what arrives soon after still lands."""
+    from kafka import KafkaConsumer, KafkaProducer
+
+    Migrator(chdb, RenderOptions.from_config(ClickHouseConfig(), chdb.database)).migrate()
+    kafka = _topics(kafka_topic_factory, partitions=1)
+    group = "sink-" + os.urandom(4).hex()
+    idle_s, hold_s = 5.0, 8.0
+    # Another member of the group (the first to join: it assigns, and range
+    # assignment gives it the only partition) holds the partition for a while.
+    holder = KafkaConsumer(bootstrap_servers=kafka_bootstrap, group_id=group)
+    assert holder.partitions_for_topic(kafka.voip_flows_topic) == {0}
+    holder.subscribe([kafka.voip_flows_topic])
+    wait_until(lambda: holder.poll(timeout_ms=200) == {} and holder.assignment(), 30, "holder")
+    producer = KafkaProducer(bootstrap_servers=kafka_bootstrap, acks="all")
+    producer.partitions_for(kafka.voip_flows_topic)  # connected before it is needed
+    config = SinkConfig(
+        group_id=group,
+        topics=kafka.voip_flows_topic,
+        batch_delay_s=0.3,
+        exit_when_idle_s=idle_s,
+        session_timeout_s=6.0,
+    )
+    sink = Sink(config, kafka, ClickHouseConfig(), tmp_path, bootstrap=kafka_bootstrap, ch=chdb)
+    sink.start()
+    try:
+        # Longer than the idle time: without partitions the sink keeps waiting.
+        held_until = time.monotonic() + hold_s
+        while time.monotonic() < held_until:
+            holder.poll(timeout_ms=200)
+        assert holder.assignment() and not sink.assigned, (holder.assignment(), sink.assigned)
+        assert not sink.done.is_set(), sink.failure
+        holder.close()
+        wait_until(lambda: sink.assigned or sink.done.is_set(), 30, "the partition")
+        got_it = time.monotonic()
+        assert not sink.done.is_set(), f"exited as soon as it got its partition ({sink.failure})"
+        time.sleep(0.5)  # well inside the idle time
+        producer.send(kafka.voip_flows_topic, flow_batch(50, base=0)).get(timeout=30)
+        sent = time.monotonic() - got_it
+        assert sink.wait(60), "the sink did not exit once idle"
+        assert sink.failure is None, sink.failure
+        rows = _count(chdb, "SELECT count() FROM flows_voip")
+        assert rows == 50, f"{rows} rows; the batch was sent {sent:.1f} s after the assignment"
+    finally:
+        producer.close(timeout=10)
+        sink.stop()

@@ -1,5 +1,5 @@
-"""The worker on the real broker: exact per-city totals with one worker, and with two
-when one is SIGKILLed mid-stream; bad messages skipped.
+"""The worker on the real broker: exact per-city and per-exporter totals with one worker,
+and with two when one is SIGKILLed mid-stream; bad messages skipped.
 
 Workers are ``python -m voipflow worker`` subprocesses. Windows close on event
 time only, so the test controls when: data spans a few windows well inside the
@@ -99,6 +99,46 @@ def city_totals(windows: dict[str, tuple[str, int, int]]) -> dict[str, tuple[int
     return {c: (flows[c], byts[c]) for c in flows}
 
 
+def expected_traffic(data: list[tuple[str, bytes]]) -> dict[str, tuple[int, int]]:
+    """Per exporter: (records, sampling-corrected bytes), straight from the input batches."""
+    flows: Counter[str] = Counter()
+    byts: Counter[str] = Counter()
+    for exporter, value in data:
+        b = fb.decode(value)
+        flows[exporter] += len(b)
+        rate = np.maximum(b["sampling_rate"].astype(np.int64), 1)
+        byts[exporter] += int((b["bytes"].astype(np.int64) * rate).sum())
+    return {e: (flows[e], byts[e]) for e in flows}
+
+
+def traffic_totals(bootstrap: str, topic: str) -> tuple[dict[str, tuple[int, int]], int, int]:
+    """Per-exporter (flows, bytes_est) of windows before the flush (first copy per
+    window), the number of distinct windows, and how many messages were read."""
+    consumer = KafkaConsumer(
+        topic,
+        bootstrap_servers=bootstrap,
+        auto_offset_reset="earliest",
+        consumer_timeout_ms=3000,
+    )
+    seen: dict[tuple[str, int, int], dict[str, Any]] = {}
+    copies = 0
+    for m in consumer:
+        copies += 1
+        msg = json.loads(m.value)
+        assert m.key.decode() == f"{msg['exporter']}|{msg['window_start_ms']}"
+        seen.setdefault(
+            (msg["exporter"], msg["window_start_ms"], msg["observation_domain_id"]), msg
+        )
+    consumer.close()
+    flows: Counter[str] = Counter()
+    byts: Counter[str] = Counter()
+    for msg in seen.values():
+        if msg["window_start_ms"] < FLUSH_MS - 1_000_000:
+            flows[msg["exporter"]] += msg["flows"]
+            byts[msg["exporter"]] += msg["bytes_est"]
+    return {e: (flows[e], byts[e]) for e in flows}, len(seen), copies
+
+
 def start_worker(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
     with log.open("ab") as out:  # the child keeps its own descriptor
         return subprocess.Popen(
@@ -145,6 +185,9 @@ def usage_windows(bootstrap: str, topic: str) -> tuple[dict[str, tuple[str, int,
     return windows, copies
 
 
+Traffic = tuple[dict[str, tuple[int, int]], int, int]
+
+
 def run_workers(
     bootstrap: str,
     tmp_path: Path,
@@ -152,9 +195,9 @@ def run_workers(
     expected: dict[str, tuple[str, int, int]],
     workers: int,
     kill: bool,
-) -> tuple[dict[str, tuple[str, int, int]], int]:
+) -> tuple[dict[str, tuple[str, int, int]], int, Traffic]:
     tag = uuid.uuid4().hex[:8]
-    topics = {n: f"{n}-{tag}" for n in ("flows", "voip-flows", "usage")}
+    topics = {n: f"{n}-{tag}" for n in ("flows", "voip-flows", "usage", "traffic")}
     env = {k: v for k, v in os.environ.items() if not k.startswith("VOIPFLOW_")}
     env.update(
         {
@@ -164,6 +207,7 @@ def run_workers(
             "VOIPFLOW_KAFKA_FLOWS_TOPIC": topics["flows"],
             "VOIPFLOW_KAFKA_VOIP_FLOWS_TOPIC": topics["voip-flows"],
             "VOIPFLOW_KAFKA_USAGE_TOPIC": topics["usage"],
+            "VOIPFLOW_KAFKA_TRAFFIC_TOPIC": topics["traffic"],
             "VOIPFLOW_WORKER_APP_ID": f"vf-test-{tag}",
             "VOIPFLOW_WORKER_PREFIX_TABLE": str(TABLE),
             "VOIPFLOW_WORKER_HOME_NETWORKS": HOME,
@@ -174,7 +218,7 @@ def run_workers(
             "VOIPFLOW_DATA_DIR": str(tmp_path / f"data-{tag}"),
         }
     )
-    ensure_topics(bootstrap, {topics["flows"]: 4, topics["usage"]: 4, topics["voip-flows"]: 4})
+    ensure_topics(bootstrap, {topics[n]: 4 for n in ("flows", "usage", "voip-flows", "traffic")})
     procs = [start_worker(env, tmp_path / f"worker-{tag}-{i}.log") for i in range(workers)]
     producer = KafkaProducer(bootstrap_servers=bootstrap, linger_ms=5)
     ends: dict[int, int] = {}
@@ -208,13 +252,22 @@ def run_workers(
         # window lost for good ends in the deadline), then give copies that are
         # still in flight a moment.
         got: dict[str, tuple[str, int, int]] = {}
+        traffic = expected_traffic(data)
         while time.monotonic() < deadline:
             time.sleep(2)
             got, _ = usage_windows(bootstrap, topics["usage"])
             if expected.keys() <= got.keys():
-                return usage_windows(bootstrap, topics["usage"])
-        missing = sorted(expected.keys() - got.keys())
-        raise AssertionError(f"windows never published: {missing[:10]} ({len(missing)} in all)")
+                break
+        else:
+            missing = sorted(expected.keys() - got.keys())
+            raise AssertionError(f"windows never published: {missing[:10]} ({len(missing)} in all)")
+        # Exporter windows: per-exporter totals are all the test can expect
+        # without re-implementing the worker; wait for them up to the deadline.
+        while (tg := traffic_totals(bootstrap, topics["traffic"]))[0] != traffic:
+            if time.monotonic() > deadline:
+                break
+            time.sleep(2)
+        return (*usage_windows(bootstrap, topics["usage"]), tg)
     finally:
         producer.close()
         for p in procs:
@@ -241,15 +294,20 @@ def expected(data: list[tuple[str, bytes]]) -> dict[str, tuple[str, int, int]]:
 def test_one_worker_publishes_the_input_totals(
     kafka_bootstrap: str, tmp_path: Path, data: list[tuple[str, bytes]], expected: dict
 ) -> None:
-    got, _ = run_workers(kafka_bootstrap, tmp_path, data, expected, workers=1, kill=False)
+    got, _, traffic = run_workers(kafka_bootstrap, tmp_path, data, expected, workers=1, kill=False)
     assert city_totals(got) == city_totals(expected)
     assert got == expected
+    assert traffic[0] == expected_traffic(data)
 
 
 def test_two_workers_one_killed_mid_stream_give_the_same_totals(
     kafka_bootstrap: str, tmp_path: Path, data: list[tuple[str, bytes]], expected: dict
 ) -> None:
-    got, copies = run_workers(kafka_bootstrap, tmp_path, data, expected, workers=2, kill=True)
+    got, copies, traffic = run_workers(
+        kafka_bootstrap, tmp_path, data, expected, workers=2, kill=True
+    )
     assert city_totals(got) == city_totals(expected)
     assert got == expected  # window by window, first copy
     assert copies >= len(got)  # a window may be published twice after the crash, never lost
+    assert traffic[0] == expected_traffic(data)  # per exporter, first copy per window
+    assert traffic[2] >= traffic[1]

@@ -374,3 +374,15 @@ def test_a_cluster_id_starting_with_a_dash_formats_and_starts(
         wait_for_broker(broker.bootstrap, 30.0)
     finally:
         broker.stop()
+
+
+def test_cluster_ids_never_look_like_options() -> None:
+    """One random id in 64 starts with '-', which kafka-storage reads as an option."""
+    import base64
+
+    from voipflow.broker import cluster_id
+
+    ids = [cluster_id() for _ in range(3000)]
+    assert not [c for c in ids if c.startswith("-")]
+    assert all(len(base64.urlsafe_b64decode(c + "==")) == 16 for c in ids)
+    assert len(set(ids)) == len(ids)

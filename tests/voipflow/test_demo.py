@@ -36,10 +36,13 @@ classifier's, and the tolerances say how much of that is allowed and why:
   plus 10 % for video arriving in 35 MB slices); and web and DNS flows
   exported in the run's first 15 s ended up to 15 s before it (the inactive
   timeout), in windows before the first one with VoIP.
-* Call minutes more than none and at most what was sent: the worker counts no
-  call time for media relayed on STUN/TURN ports (WhatsApp, Teams, Meet), so
-  about half the simulated call time is not counted (seen: 47 %); that is the
-  worker's rule (``streams.aggregate.media_call_seconds``), not the demo's.
+* Call minutes within 1 % of the call time sent (plus the report's rounding
+  to 0.1 minute): the worker counts media by its statistics on any port, so
+  media relayed on STUN/TURN ports (WhatsApp, Teams, Meet) is call time and
+  the STUN checks beside it are not (seen: 99.6-100.2 % per city). What it
+  may miss is a call's last export slice when it is shorter than 1 s or 12
+  packets; a call whose two directions land in different batches could count
+  twice, which the upper bound would catch.
 """
 
 from __future__ import annotations
@@ -167,7 +170,8 @@ def check_run(
         city_bytes[city] = r["voip_bytes"] / r["voip_share"]
         assert city_bytes[city] <= t["all"] * 1.0001, (city, city_bytes[city], t)
         assert r["subscribers"] > 0 and r["top_app"], (city, r)
-        assert 0 < r["call_minutes"] * 60 <= t["call_s"] * 1.01, (city, r, t)
+        # 3 s: the report rounds call minutes to 0.1 min.
+        assert abs(r["call_minutes"] * 60 - t["call_s"]) <= 0.01 * t["call_s"] + 3.0, (city, r, t)
     all_sent = sum(t["all"] for t in sent.values())
     edge = all_sent * (2 * doc["window_s"] / duration + 0.1) + sum(short_flow_bytes.values()) * min(
         1.0, 16 / duration

@@ -48,6 +48,8 @@ def test_config_file_is_read_and_environment_wins(
         ("VOIPFLOW_KAFKA_BOOTSTRAP", "broker-without-port", "VOIPFLOW_KAFKA_BOOTSTRAP"),
         ("VOIPFLOW_CLICKHOUSE_URL", "http://ch:8123", "VOIPFLOW_CLICKHOUSE_URL"),
         ("VOIPFLOW_KAFKA_PARTITIONS", "0", "VOIPFLOW_KAFKA_PARTITIONS"),
+        # A 7 s window would straddle two hours of the hourly rollup.
+        ("VOIPFLOW_WORKER_WINDOW_S", "7", "VOIPFLOW_WORKER_WINDOW_S='7': Value error, 7 does"),
         ("VOIPFLOW_KAFKA_BOOTSTRAPP", "x:1", "did you mean VOIPFLOW_KAFKA_BOOTSTRAP"),
     ],
 )

@@ -241,6 +241,64 @@ def test_apps_use_their_providers_and_ports() -> None:
     assert teams_total > 50 and teams_in_range / teams_total > 0.5
 
 
+def _sockets(model: TrafficModel, ticks: list[Any]) -> dict[str, Any]:
+    """Per record kind, the subscriber sockets (call, address, port) seen."""
+    names = [a for a, _ in model.apps]
+    out: dict[str, Any] = defaultdict(set)
+    for t in ticks:
+        c, lab = t.columns, t.labels
+        sub = lab["sub"]
+        src = c["src_addr"]
+        up = (src == model.pop.sub_v4[sub]) | (src == model.pop.sub_v6[sub])
+        sub_addr = np.where(up, src, c["dst_addr"])
+        sub_port = np.where(up, c["src_port"], c["dst_port"])
+        peer_port = np.where(up, c["dst_port"], c["src_port"])
+        for i in np.flatnonzero(lab["call"] >= 0):
+            app = names[lab["app"][i]]
+            key = (int(lab["call"][i]), bytes(sub_addr[i]), int(sub_port[i]))
+            if lab["media"][i]:
+                out[app, "media"].add(key)
+                out[app, "media_peer_port"].add((key, int(peer_port[i])))
+            elif c["protocol"][i] == 17 and peer_port[i] in (3478, 19302):
+                out[app, "stun"].add(key)
+                out[app, "stun_slices"].add((key, int(c["flow_start_ms"][i])))
+            elif c["protocol"][i] == 17:
+                out[app, "udp_other"].add((key, int(peer_port[i])))
+    return out
+
+
+def test_ice_apps_send_stun_from_the_media_socket() -> None:
+    """ICE: the binding requests leave from the socket that then carries the
+    media (a server-reflexive candidate is that socket's mapping), so every
+    STUN flow of a WhatsApp, Teams, Meet or Signal call shares the call's
+    media socket; WebRTC apps keep their STUN binding alive for the whole
+    call (exported in slices like media); SIP's RTCP sits on both ports + 1."""
+    model = make_model(rate=3000, seed=9, active_timeout_s=30)
+    seen = _sockets(model, run_model(model, 120))
+    for app in ("whatsapp", "teams", "meet", "signal"):
+        media = seen[app, "media"]
+        # calls whose media was exported (a call's first slice is due a
+        # timeout after it starts, its STUN flows when they end)
+        calls = {call for call, _, _ in media}
+        stun = {k for k in seen[app, "stun"] if k[0] in calls}
+        assert len(stun) > 20, app
+        assert stun <= media, (app, len(stun - media))
+    # libwebrtc's keep-alives: several 30 s slices per STUN socket, also for
+    # calls in progress before the run (their first slice started earlier)
+    for app in ("meet", "signal"):
+        slices = defaultdict(int)
+        for key, _ in seen[app, "stun_slices"]:
+            slices[key] += 1
+        assert max(slices.values()) >= 3, app
+        assert min(start for _, start in seen[app, "stun_slices"]) < T0, app
+    rtcp = {(k, p) for k, p in seen["sip", "udp_other"] if p % 2 == 1}
+    rtp = {
+        ((call, addr, port + 1), peer + 1)
+        for (call, addr, port), peer in seen["sip", "media_peer_port"]
+    }
+    assert len(rtcp) > 20 and rtcp <= rtp
+
+
 def test_record_rate_follows_the_configured_rate() -> None:
     model = make_model(rate=3000, seed=11)
     n = sum(len(t) for t in run_model(model, 60, step_ms=500))

@@ -111,30 +111,10 @@ def _prepare_kafka(settings: Settings) -> str:
     return bootstrap
 
 
-def _metrics_address(settings: Settings) -> tuple[str, int] | None:
-    listen = settings.metrics.listen.strip()
-    if not listen:
-        return None
-    host, _, port = listen.rpartition(":")
-    try:
-        return host.strip("[]"), int(port)
-    except ValueError as exc:
-        raise SettingsError(f"VOIPFLOW_METRICS_LISTEN={listen!r}: expected host:port") from exc
-
-
 def _serve_metrics(settings: Settings, registry: Any) -> Any:
-    from prometheus_client import start_http_server
+    from voipflow.endpoints import serve_metrics
 
-    addr = _metrics_address(settings)
-    if addr is None:
-        return None
-    try:
-        server, _thread = start_http_server(addr[1], addr[0], registry=registry)
-    except OSError as exc:
-        raise SettingsError(
-            f"VOIPFLOW_METRICS_LISTEN={settings.metrics.listen!r}: {exc.strerror or exc}"
-        ) from exc
-    return server
+    return serve_metrics(settings, "collect", registry)
 
 
 def compression_codecs(settings: Settings) -> tuple[str, str | None]:
@@ -291,7 +271,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         finally:
             for server in servers:
                 if server is not None:
-                    server.shutdown()
+                    server.close()
     return _supervise(settings, spec, bootstrap, workers)
 
 
@@ -365,6 +345,6 @@ def _supervise(settings: Settings, spec: OutputSpec, bootstrap: str, workers: in
                 p.kill()
                 p.join(5)
         if server is not None:
-            server.shutdown()
+            server.close()
         shutil.rmtree(metrics_dir, ignore_errors=True)
     return code

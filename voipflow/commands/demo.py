@@ -92,8 +92,8 @@ def _check(args: argparse.Namespace) -> str | None:
         return "--duration: between 1 and 86400 seconds"
     if not 1 <= args.rate <= 1_000_000:
         return "--rate: between 1 and 1000000 flows/s"
-    if not 1 <= args.window_s <= 3600:
-        return "--window-s: between 1 and 3600 seconds"
+    if not 1 <= args.window_s <= 3600 or 3600 % args.window_s:
+        return "--window-s: a divisor of 3600 seconds (1-6, 10, 12, 15, 20, 30, 60, ...)"
     if not 1 <= args.sampling <= 16383:
         return "--sampling: between 1 and 16383"
     if args.progress_s <= 0:

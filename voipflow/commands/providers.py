@@ -41,8 +41,9 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
             continue
         path = folder / f"{prov.name}.txt"
         if args.action == "list":
+            mode = "media" if prov.media_only else "yes" if prov.voip else "no"
             print(
-                f"{prov.name:<24} app={prov.app:<10} voip={'yes' if prov.voip else 'no ':<3} "
+                f"{prov.name:<24} app={prov.app:<10} voip={mode:<5} "
                 f"prefixes={len(prov.prefixes):<5} date={prov.header.get('date', '?')} "
                 f"origin={prov.header.get('origin', 'none')}"
             )

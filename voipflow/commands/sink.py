@@ -19,9 +19,6 @@ from voipflow.settings import Settings, SettingsError
 
 log = logging.getLogger(__name__)
 
-#: The sink's metrics port is the configured one plus this offset.
-METRICS_PORT_OFFSET = 2
-
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
@@ -41,18 +38,6 @@ def _bootstrap(settings: Settings) -> str:
             "VOIPFLOW_KAFKA_BOOTSTRAP is empty and no local broker is known; set it"
         ) from exc
     return str(resolve_bootstrap(settings.kafka, settings.data_dir))
-
-
-def _serve_metrics(listen: str) -> None:
-    if not listen:
-        return
-    from prometheus_client import start_http_server
-
-    host, _, port = listen.rpartition(":")
-    try:
-        start_http_server(int(port) + METRICS_PORT_OFFSET, addr=host or "127.0.0.1")
-    except (OSError, ValueError) as exc:
-        raise SettingsError(f"VOIPFLOW_METRICS_LISTEN={listen!r}: {exc}") from exc
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
@@ -79,13 +64,18 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         )
     except ValueError as exc:
         raise SettingsError(f"VOIPFLOW_SINK_TOPICS: {exc}") from exc
-    _serve_metrics(settings.metrics.listen)
+    from voipflow.endpoints import serve_metrics
+
+    endpoint = serve_metrics(settings, "sink")
     try:
         with running([sink]):
             wait_for_signal(sink.done)
     except (SinkStopped, ClickHouseError) as exc:
         print(f"voipflow sink: stopped: {exc}", file=sys.stderr)
         return 1
+    finally:
+        if endpoint is not None:
+            endpoint.close()
     if sink.failure is not None:
         print(f"voipflow sink: stopped: {sink.failure}", file=sys.stderr)
         return 1

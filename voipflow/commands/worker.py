@@ -26,19 +26,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _metrics(settings: Settings) -> None:
-    listen = settings.metrics.listen.strip()
-    if not listen:
-        return
-    from prometheus_client import start_http_server
-
-    host, _, port = listen.rpartition(":")
-    try:
-        start_http_server(int(port) + 1 if int(port) else 0, addr=host or "127.0.0.1")
-    except OSError as exc:
-        log.warning("metrics endpoint not started", extra={"listen": listen, "error": str(exc)})
-
-
 def run(args: argparse.Namespace, settings: Settings) -> int:
     import faust
 
@@ -58,6 +45,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
                 kafka.flows_topic: kafka.partitions,
                 kafka.voip_flows_topic: kafka.partitions,
                 kafka.usage_topic: kafka.partitions,
+                kafka.traffic_topic: kafka.partitions,
                 partials_topic_name(worker): kafka.partitions,
             },
             kafka.replication_factor,
@@ -65,13 +53,15 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     except (BrokerError, KafkaAdminError) as exc:
         print(f"voipflow worker: {exc}", file=sys.stderr)
         return 2
+    from voipflow.endpoints import serve_metrics
+
+    serve_metrics(settings, "worker")  # stops with the process
     pipeline = FlowPipeline(worker)
     try:
         pipeline.start()
     except (EnrichError, ProviderError) as exc:
         print(f"voipflow worker: bad setting: {exc}", file=sys.stderr)
         return 2
-    _metrics(settings)
     w = build_app(kafka, worker, bootstrap, settings.data_dir)
     install_agents(w, worker, pipeline)
     try:

@@ -10,6 +10,21 @@ STUN and relay media on UDP 3478, Teams media from client ports 50000-50059 to
 servers and then going peer to peer); where a provider publishes no port
 (Telegram reflectors), ports are random.
 
+ICE (RFC 8445) apps -- WhatsApp, Teams, Meet, Signal -- send their STUN
+binding requests from the socket that then carries the call's media: that
+is what a server-reflexive candidate is. Their STUN flows therefore leave
+from the media flow's subscriber port, towards other relays of the provider
+or public STUN servers (checks towards the media peer itself travel inside
+the media flow's own 5-tuple, so a router exports them in that record).
+WebRTC-based apps (Signal's RingRTC, Meet in the browser) keep the binding
+with the STUN server alive for the whole call: libwebrtc's UDP port sends a
+binding request every 10 s (``KEEPALIVE_DELAY``) with no end on fixed
+networks (two minutes only on cellular ones), so that STUN flow lasts as
+long as the call and is exported in slices like the media.
+
+SIP trunk calls send RTCP beside RTP (RFC 3550 section 11: the next odd port
+on both sides, a compound report every 5 s or so each way, section 6.2).
+
 Voice media: 20 ms packetisation, about 50 packets per second in each
 direction; Opus-like packet sizes of 80-170 bytes (IP level) for the
 over-the-top apps, G.711 (200 bytes) or G.729 (60 bytes) for SIP trunks.
@@ -39,6 +54,10 @@ class FlowSpec:
     duration_s: float
     at_end: bool = False  # sent when the call ends (SIP BYE) instead of when it starts
     count: int = 1
+    media_socket: bool = False  # from the call's media socket (ICE): sub_ports is ignored
+    #: > 0: STUN keepalives every this many seconds for the whole call (a long
+    #: flow sliced like media; packets_* and duration_s are then ignored)
+    keepalive_s: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,10 +72,13 @@ class CallApp:
     signalling: tuple[FlowSpec, ...] = ()
     tos: int = 0
     even_ports: bool = False  # RTP uses even ports
+    rtcp: bool = False  # an RTCP flow on both ports + 1 beside the media (RFC 3550)
     sizes: tuple[tuple[float, float, float], ...] = ((1.0, 80.0, 170.0),)  # (share, lo, hi)
 
 
 TCP, UDP = 6, 17
+#: libwebrtc's STUN keepalive interval towards the STUN server (stun_port.cc).
+STUN_KEEPALIVE_S = 10.0
 EPHEMERAL = (1024, 65535)
 
 CALL_APPS: tuple[CallApp, ...] = (
@@ -66,7 +88,11 @@ CALL_APPS: tuple[CallApp, ...] = (
         ("whatsapp", "meta"),
         (3478, 3478),
         EPHEMERAL,
-        (FlowSpec(UDP, SAME, (3478, 3478), None, 3, 2, 168, 86, 1.0, count=3),),
+        (
+            FlowSpec(
+                UDP, PROVIDER, (3478, 3478), None, 3, 2, 168, 86, 1.0, count=3, media_socket=True
+            ),
+        ),
     ),
     CallApp(
         "teams",
@@ -76,7 +102,7 @@ CALL_APPS: tuple[CallApp, ...] = (
         (50000, 50059),
         (
             FlowSpec(TCP, PROVIDER, (443, 443), None, 15, 10, 250, 800, 3.0),
-            FlowSpec(UDP, SAME, (3478, 3478), (50000, 50059), 4, 3, 290, 180, 1.0),
+            FlowSpec(UDP, PROVIDER, (3478, 3478), None, 4, 3, 290, 180, 1.0, media_socket=True),
         ),
     ),
     CallApp(
@@ -95,7 +121,19 @@ CALL_APPS: tuple[CallApp, ...] = (
         EPHEMERAL,
         (
             FlowSpec(TCP, PROVIDER, (443, 443), None, 12, 10, 300, 900, 3.0),
-            FlowSpec(UDP, SAME, (19302, 19302), None, 2, 2, 100, 110, 0.3),
+            FlowSpec(
+                UDP,
+                PROVIDER,
+                (19302, 19302),
+                None,
+                2,
+                2,
+                100,
+                110,
+                0.3,
+                media_socket=True,
+                keepalive_s=STUN_KEEPALIVE_S,
+            ),
         ),
     ),
     CallApp(
@@ -113,8 +151,20 @@ CALL_APPS: tuple[CallApp, ...] = (
         EPHEMERAL,
         EPHEMERAL,
         (
-            FlowSpec(UDP, PUBLIC, (3478, 3478), None, 4, 4, 110, 130, 1.0),
-            FlowSpec(UDP, PUBLIC, (19302, 19302), None, 2, 2, 62, 74, 0.3),
+            FlowSpec(UDP, PUBLIC, (3478, 3478), None, 4, 4, 110, 130, 1.0, media_socket=True),
+            FlowSpec(
+                UDP,
+                PUBLIC,
+                (19302, 19302),
+                None,
+                2,
+                2,
+                62,
+                74,
+                0.3,
+                media_socket=True,
+                keepalive_s=STUN_KEEPALIVE_S,
+            ),
         ),
     ),
     CallApp(
@@ -129,6 +179,7 @@ CALL_APPS: tuple[CallApp, ...] = (
         ),
         tos=184,  # DSCP EF: carriers' SIP trunks mark voice
         even_ports=True,
+        rtcp=True,
         sizes=((0.6, 200.0, 200.0), (0.4, 60.0, 60.0)),
     ),
 )
@@ -158,6 +209,8 @@ CALL_MEDIAN_S, CALL_SIGMA, CALL_MIN_S, CALL_MAX_S = 150.0, 0.8, 15.0, 1800.0
 VIDEO_MEDIAN_S, VIDEO_SIGMA, VIDEO_MIN_S, VIDEO_MAX_S = 600.0, 0.9, 30.0, 3600.0
 #: Voice packets per second per direction (20 ms frames) before loss/jitter.
 VOICE_PPS = 50.0
+#: RTCP: a compound report (SR + SDES, IP level) about every 5 s each way.
+RTCP_PPS, RTCP_BYTES = 0.2, 110.0
 
 
 def app_names() -> list[str]:

@@ -95,10 +95,15 @@ class TrafficModel:
         weights = np.array([a.weight for a in A.CALL_APPS])
         self.call_p = weights / weights.sum()
         sig = sum(
-            p * sum(2 * s.count for s in a.signalling)
+            p * sum(2 * s.count for s in a.signalling if not s.keepalive_s)
             for p, a in zip(self.call_p, A.CALL_APPS, strict=True)
         )
-        per_call = 2 * float(np.ceil(call_d / t).mean()) + sig
+        # media, RTCP beside it and STUN keepalives: two legs per exported slice
+        legs = sum(
+            p * (1 + a.rtcp + sum(s.count for s in a.signalling if s.keepalive_s))
+            for p, a in zip(self.call_p, A.CALL_APPS, strict=True)
+        )
+        per_call = 2 * legs * float(np.ceil(call_d / t).mean()) + sig
         per_video = 2 * float(np.ceil(video_d / t).mean())
         self.lam = {
             "call": cfg.rate * cfg.voip_share / per_call,
@@ -158,14 +163,16 @@ class TrafficModel:
             slice0 = aligned(s0, t0, self.timeout_ms)
             due = np.minimum(slice0 + self.timeout_ms, end[m])
             pps = A.VOICE_PPS * rng.uniform(0.9, 1.0, (2, k))
+            sub_port = self.pop.ports(spec.sub_ports, k, spec.even_ports)
+            peer_port = self.pop.ports(spec.peer_ports, k, spec.even_ports)
             base = {
                 "sub": sub[m],
                 "call": call[m],
                 "app": ai,
                 "v6": v6a,
                 "peer": peer,
-                "sub_port": self.pop.ports(spec.sub_ports, k, spec.even_ports),
-                "peer_port": self.pop.ports(spec.peer_ports, k, spec.even_ports),
+                "sub_port": sub_port,
+                "peer_port": peer_port,
                 "proto": A.UDP,
                 "tos": spec.tos,
                 "media": True,
@@ -175,7 +182,16 @@ class TrafficModel:
                 "due": due,
             }
             self._pair(base, {"pps": pps[0], "size": size_up}, {"pps": pps[1], "size": size_down})
-            self._signalling(spec, ai, sub[m], call[m], v6a, peer, s0, end[m], t0)
+            if spec.rtcp:
+                # not media: its time is the call's, counted once by the RTP leg
+                rtcp = base | {"sub_port": sub_port + 1, "peer_port": peer_port + 1, "media": False}
+                rtcp_pps = A.RTCP_PPS * rng.uniform(0.8, 1.2, (2, k))
+                self._pair(
+                    rtcp,
+                    {"pps": rtcp_pps[0], "size": A.RTCP_BYTES},
+                    {"pps": rtcp_pps[1], "size": A.RTCP_BYTES},
+                )
+            self._signalling(spec, ai, sub[m], call[m], v6a, peer, sub_port, s0, end[m], t0)
 
     def _voice_sizes(self, spec: A.CallApp, k: int) -> tuple[np.ndarray, np.ndarray]:
         shares = np.array([s[0] for s in spec.sizes])
@@ -195,6 +211,7 @@ class TrafficModel:
         call: np.ndarray,
         v6: np.ndarray,
         media_peer: np.ndarray,
+        media_port: np.ndarray,
         start: np.ndarray,
         end: np.ndarray,
         t0: int,
@@ -202,6 +219,9 @@ class TrafficModel:
         rng = self.rng
         for fs in spec.signalling:
             for _ in range(fs.count):
+                if fs.keepalive_s:
+                    self._keepalive(fs, ai, sub, call, v6, media_port, start, end, t0)
+                    continue
                 s = (end - int(fs.duration_s * 1000)) if fs.at_end else start
                 s = s + rng.integers(0, 500, len(s))
                 e = s + int(fs.duration_s * 1000)
@@ -216,11 +236,12 @@ class TrafficModel:
                     peer, v6k = self.pop.sample_peers(self.pop.call_provider[spec.name], v6[live])
                 else:
                     peer, v6k = self.pop.sample_peers(None, v6[live])
-                sub_port = (
-                    self.pop.ports(fs.sub_ports, k)
-                    if fs.sub_ports
-                    else self.pop.ports(A.EPHEMERAL, k)
-                )
+                if fs.media_socket:
+                    sub_port = media_port[live]
+                elif fs.sub_ports:
+                    sub_port = self.pop.ports(fs.sub_ports, k)
+                else:
+                    sub_port = self.pop.ports(A.EPHEMERAL, k)
                 jitter = rng.uniform(0.8, 1.2, (2, k))
                 base = {
                     "sub": sub[live],
@@ -245,6 +266,42 @@ class TrafficModel:
                     "fixed_bytes": (fs.packets_down * fs.size_down * jitter[1]).astype(np.int64),
                 }
                 self._pair(base, up, down)
+
+    def _keepalive(
+        self,
+        fs: A.FlowSpec,
+        ai: int,
+        sub: np.ndarray,
+        call: np.ndarray,
+        v6: np.ndarray,
+        media_port: np.ndarray,
+        start: np.ndarray,
+        end: np.ndarray,
+        t0: int,
+    ) -> None:
+        """A STUN binding kept alive for the whole call, exported in slices like media."""
+        k = len(sub)
+        if fs.peer == A.PUBLIC:
+            peer, v6k = self.pop.sample_peers(None, v6)
+        else:
+            peer, v6k = self.pop.sample_peers(self.pop.call_provider[self.apps[ai][0]], v6)
+        slice0 = aligned(start, t0, self.timeout_ms)
+        base = {
+            "sub": sub,
+            "call": call,
+            "app": ai,
+            "v6": v6k,
+            "peer": peer,
+            "sub_port": media_port if fs.media_socket else self.pop.ports(A.EPHEMERAL, k),
+            "peer_port": self.pop.ports(fs.peer_ports, k),
+            "proto": fs.protocol,
+            "start": start,
+            "end": end,
+            "slice_start": slice0,
+            "due": np.minimum(slice0 + self.timeout_ms, end),
+        }
+        pps = self.rng.uniform(0.95, 1.05, (2, k)) / fs.keepalive_s
+        self._pair(base, {"pps": pps[0], "size": fs.size_up}, {"pps": pps[1], "size": fs.size_down})
 
     def _new_videos(self, start: np.ndarray, dur: np.ndarray, t0: int) -> None:
         n = len(start)

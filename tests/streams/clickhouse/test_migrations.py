@@ -148,11 +148,64 @@ def test_usage_rollups_merge_distinct_subscribers(chdb) -> None:
         "SELECT window_start, sum(minutes), sum(flows), uniqMerge(subscribers_state), "
         "avgMerge(voip_share_state) FROM voip_usage_1h GROUP BY window_start ORDER BY window_start"
     )
-    assert [r[1:] for r in hours.rows] == [(2, 3, 3, 0.375), (1, 4, 1, 0.75)]
+    assert [r[1:] for r in hours.rows] == [(2.0, 3, 3, 0.375), (1.0, 4, 1, 0.75)]
     day = chdb.query(
         "SELECT sum(bytes), uniqMerge(subscribers_state), sum(call_seconds) FROM voip_usage_1d"
     )
     assert day.rows == [(700, 4, 105.0)]
+
+
+def _usage_windows(chdb, starts: np.ndarray, window_s: int) -> None:
+    """One teams window per start in Oslo: 1 flow, 10 bytes, 1 call second, half the city."""
+    n = len(starts)
+    chdb.insert(
+        "voip_usage_in",
+        {
+            "window_start": starts.astype("datetime64[s]"),
+            "window_s": np.full(n, window_s, dtype=np.uint32),
+            "city": np.array(["Oslo"] * n, dtype=object),
+            "region": np.array(["Oslo"] * n, dtype=object),
+            "country": np.array(["NO"] * n, dtype=object),
+            "app": np.array(["teams"] * n, dtype=object),
+            "flows": np.ones(n, dtype=np.uint64),
+            "packets": np.full(n, 2, dtype=np.uint64),
+            "bytes": np.full(n, 10, dtype=np.uint64),
+            "subscribers": np.ones(n, dtype=np.uint64),
+            "subscriber_hashes": [[7]] * n,
+            "call_seconds": np.ones(n),
+            "voip_share": np.full(n, 0.5),
+            "produced": (starts + np.timedelta64(window_s + 30, "s")).astype("datetime64[ms]"),
+        },
+    )
+
+
+@pytest.mark.parametrize("window_s", [5, 60, 300])
+def test_usage_rollups_hold_for_any_window_width(chdb, window_s: int) -> None:
+    """An hour of usage is 60 minutes in the rollups whatever the windows' width."""
+    Migrator(chdb, _opts(chdb)).migrate()
+    hour = np.datetime64("now", "h") - np.timedelta64(3, "h")
+    starts = hour + np.arange(0, 3600, window_s).astype("timedelta64[s]")
+    _usage_windows(chdb, starts, window_s)
+    n = len(starts)
+    for table, period in (("voip_usage_1h", "window_start"), ("voip_usage_1d", "day")):
+        rows = chdb.query(
+            f"SELECT count() OVER () AS periods, sum(minutes), sum(flows), sum(bytes), "
+            f"sum(call_seconds), uniqMerge(subscribers_state), avgMerge(voip_share_state) "
+            f"FROM {table} GROUP BY {period}"
+        ).rows
+        assert rows == [(1, 60.0, n, 10 * n, float(n), 1, 0.5)], table
+
+
+def test_rollup_minutes_of_60_s_windows_survive_the_width_migration(chdb) -> None:
+    """Rows the rollups counted before migration 006 (60 s windows) keep their minutes."""
+    migrator = Migrator(chdb, _opts(chdb))
+    migrator.migrate(target=5)
+    hour = np.datetime64("now", "h") - np.timedelta64(3, "h")
+    _usage_windows(chdb, hour + np.arange(0, 1800, 60).astype("timedelta64[s]"), 60)
+    migrator.migrate()
+    _usage_windows(chdb, hour + np.arange(1800, 3600, 5).astype("timedelta64[s]"), 5)
+    minutes = chdb.query("SELECT sum(minutes) FROM voip_usage_1h").scalar()
+    assert minutes == 60.0
 
 
 def test_cluster_ddl_is_rendered_and_parses(chdb) -> None:

@@ -1,0 +1,70 @@
+"""The subset of JSON Schema (2020-12) the project's message schemas use.
+
+``type``, ``const``, ``required``, ``properties``, ``additionalProperties:
+false``, ``minimum``, ``maximum``, ``minLength`` and ``items`` — enough to
+keep the files in ``schemas/json`` the one source of truth for the JSON
+topics without another dependency. Each message module (:mod:`schemas.usage`,
+:mod:`schemas.traffic`) passes its own error class, so callers see that
+module's exception tree.
+"""
+
+from __future__ import annotations
+
+import json
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+JSON_DIR = Path(__file__).parent / "json"
+
+_TYPES: dict[str, tuple[type, ...]] = {
+    "object": (dict,),
+    "array": (list, tuple),
+    "string": (str,),
+    "integer": (int,),
+    "number": (int, float),
+    "boolean": (bool,),
+}
+
+
+@cache
+def load_schema(name: str) -> dict[str, Any]:
+    """The JSON Schema ``schemas/json/<name>.json``."""
+    with (JSON_DIR / f"{name}.json").open(encoding="utf-8") as f:
+        schema: dict[str, Any] = json.load(f)
+    return schema
+
+
+def check(value: Any, schema: dict[str, Any], where: str, error: type[ValueError]) -> None:
+    """Raise ``error`` naming the first place where ``value`` breaks ``schema``."""
+    if "const" in schema and value != schema["const"]:
+        raise error(f"{where}: expected {schema['const']!r}, got {value!r}")
+    t = schema.get("type")
+    if t is not None:
+        ok = isinstance(value, _TYPES[t]) and not (t != "boolean" and isinstance(value, bool))
+        if t == "integer" and isinstance(value, float) and value.is_integer():
+            ok = False  # JSON integers must be written without a fraction
+        if not ok:
+            raise error(f"{where}: expected {t}, got {type(value).__name__}")
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        if "minimum" in schema and value < schema["minimum"]:
+            raise error(f"{where}: {value} < minimum {schema['minimum']}")
+        if "maximum" in schema and value > schema["maximum"]:
+            raise error(f"{where}: {value} > maximum {schema['maximum']}")
+        if isinstance(value, float) and value != value:
+            raise error(f"{where}: NaN is not a number here")
+    if isinstance(value, str) and len(value) < schema.get("minLength", 0):
+        raise error(f"{where}: shorter than {schema['minLength']} characters")
+    if isinstance(value, dict):
+        for name in schema.get("required", ()):
+            if name not in value:
+                raise error(f"{where}: missing {name!r}")
+        props = schema.get("properties", {})
+        for name, sub in value.items():
+            if name in props:
+                check(sub, props[name], f"{where}.{name}", error)
+            elif schema.get("additionalProperties", True) is False:
+                raise error(f"{where}: unknown property {name!r}")
+    if isinstance(value, list | tuple) and "items" in schema:
+        for i, item in enumerate(value):
+            check(item, schema["items"], f"{where}[{i}]", error)

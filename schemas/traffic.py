@@ -1,0 +1,88 @@
+"""The ``traffic.v1`` message: all traffic of one exporter x observation domain x closed window.
+
+Coverage for operators: how much each exporter sent, how much of it the
+worker placed in a city, how much was VoIP. The contract is the JSON Schema
+``schemas/json/traffic.v1.json``; this module validates against it
+(:mod:`schemas.jsonschema`), and serialises and parses messages.
+
+Key of a message: :func:`traffic_key` = ``"<exporter>|<window_start_ms>"``
+(an exporter's observation domains share the key, so they share a partition).
+
+Errors::
+
+    TrafficError          not a valid traffic.v1 message
+     +-- TrafficFormatError    bytes that are not one JSON object
+     +-- TrafficVersionError   an object with another ``schema``
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from schemas.jsonschema import JSON_DIR, check, load_schema
+
+SCHEMA_NAME = "traffic.v1"
+SCHEMA_PATH = JSON_DIR / f"{SCHEMA_NAME}.json"
+
+#: The counters of a message, in the order the worker's state keeps them.
+COUNTERS = (
+    "flows",
+    "packets",
+    "bytes",
+    "packets_est",
+    "bytes_est",
+    "placed_flows",
+    "unlocated_flows",
+    "unhomed_flows",
+    "voip_flows",
+    "voip_bytes_est",
+)
+
+
+class TrafficError(ValueError):
+    """The message does not satisfy the traffic.v1 JSON Schema."""
+
+
+class TrafficFormatError(TrafficError):
+    """The bytes are not one JSON object."""
+
+
+class TrafficVersionError(TrafficError):
+    """The object names another schema."""
+
+
+def traffic_schema() -> dict[str, Any]:
+    """The JSON Schema of traffic.v1, as shipped in ``schemas/json``."""
+    return load_schema(SCHEMA_NAME)
+
+
+def validate_traffic(obj: Any) -> dict[str, Any]:
+    """Return ``obj`` when it is a valid traffic.v1 message, else raise."""
+    if not isinstance(obj, dict):
+        raise TrafficFormatError(f"expected a JSON object, got {type(obj).__name__}")
+    if obj.get("schema") != SCHEMA_NAME:
+        got = obj.get("schema")
+        raise TrafficVersionError(f"message schema is {got!r}, expected {SCHEMA_NAME!r}")
+    check(obj, traffic_schema(), "$", TrafficError)
+    return obj
+
+
+def traffic_key(exporter: str, window_start_ms: int) -> str:
+    """The Kafka key of a traffic message."""
+    return f"{exporter}|{int(window_start_ms)}"
+
+
+def encode_traffic(obj: dict[str, Any]) -> bytes:
+    """Validate and serialise one message (compact UTF-8 JSON)."""
+    validate_traffic(obj)
+    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def decode_traffic(data: bytes | str) -> dict[str, Any]:
+    """Parse and validate one message."""
+    try:
+        obj = json.loads(data)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise TrafficFormatError(f"not JSON: {exc}") from exc
+    return validate_traffic(obj)
