@@ -4,13 +4,14 @@
 false``, ``minimum``, ``maximum``, ``minLength`` and ``items`` — enough to
 keep the files in ``schemas/json`` the one source of truth for the JSON
 topics without another dependency. Each message module (:mod:`schemas.usage`,
-:mod:`schemas.traffic`) passes its own error class, so callers see that
-module's exception tree.
+:mod:`schemas.traffic`) builds a :class:`MessageCodec` with its own error
+classes, so callers see that module's exception tree.
 """
 
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -68,3 +69,41 @@ def check(value: Any, schema: dict[str, Any], where: str, error: type[ValueError
     if isinstance(value, list | tuple) and "items" in schema:
         for i, item in enumerate(value):
             check(item, schema["items"], f"{where}[{i}]", error)
+
+
+@dataclass(frozen=True)
+class MessageCodec:
+    """Validate, encode and decode the JSON messages of one schema.
+
+    ``error`` is raised for a value that breaks the schema, ``format_error``
+    (a subclass) for bytes that are not one JSON object, ``version_error``
+    (a subclass) for an object whose ``schema`` field names another schema.
+    """
+
+    name: str
+    error: type[ValueError]
+    format_error: type[ValueError]
+    version_error: type[ValueError]
+
+    def validate(self, obj: Any) -> dict[str, Any]:
+        """Return ``obj`` when it is a valid message, else raise."""
+        if not isinstance(obj, dict):
+            raise self.format_error(f"expected a JSON object, got {type(obj).__name__}")
+        if obj.get("schema") != self.name:
+            got = obj.get("schema")
+            raise self.version_error(f"message schema is {got!r}, expected {self.name!r}")
+        check(obj, load_schema(self.name), "$", self.error)
+        return obj
+
+    def encode(self, obj: dict[str, Any]) -> bytes:
+        """Validate and serialise one message (compact UTF-8 JSON)."""
+        self.validate(obj)
+        return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode()
+
+    def decode(self, data: bytes | str) -> dict[str, Any]:
+        """Parse and validate one message."""
+        try:
+            obj = json.loads(data)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise self.format_error(f"not JSON: {exc}") from exc
+        return self.validate(obj)

@@ -17,10 +17,9 @@ Errors::
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
-from schemas.jsonschema import JSON_DIR, check, load_schema
+from schemas.jsonschema import JSON_DIR, MessageCodec, load_schema
 
 SCHEMA_NAME = "traffic.v1"
 SCHEMA_PATH = JSON_DIR / f"{SCHEMA_NAME}.json"
@@ -52,6 +51,9 @@ class TrafficVersionError(TrafficError):
     """The object names another schema."""
 
 
+_CODEC = MessageCodec(SCHEMA_NAME, TrafficError, TrafficFormatError, TrafficVersionError)
+
+
 def traffic_schema() -> dict[str, Any]:
     """The JSON Schema of traffic.v1, as shipped in ``schemas/json``."""
     return load_schema(SCHEMA_NAME)
@@ -59,13 +61,7 @@ def traffic_schema() -> dict[str, Any]:
 
 def validate_traffic(obj: Any) -> dict[str, Any]:
     """Return ``obj`` when it is a valid traffic.v1 message, else raise."""
-    if not isinstance(obj, dict):
-        raise TrafficFormatError(f"expected a JSON object, got {type(obj).__name__}")
-    if obj.get("schema") != SCHEMA_NAME:
-        got = obj.get("schema")
-        raise TrafficVersionError(f"message schema is {got!r}, expected {SCHEMA_NAME!r}")
-    check(obj, traffic_schema(), "$", TrafficError)
-    return obj
+    return _CODEC.validate(obj)
 
 
 def traffic_key(exporter: str, window_start_ms: int) -> str:
@@ -75,14 +71,9 @@ def traffic_key(exporter: str, window_start_ms: int) -> str:
 
 def encode_traffic(obj: dict[str, Any]) -> bytes:
     """Validate and serialise one message (compact UTF-8 JSON)."""
-    validate_traffic(obj)
-    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode()
+    return _CODEC.encode(obj)
 
 
 def decode_traffic(data: bytes | str) -> dict[str, Any]:
     """Parse and validate one message."""
-    try:
-        obj = json.loads(data)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise TrafficFormatError(f"not JSON: {exc}") from exc
-    return validate_traffic(obj)
+    return _CODEC.decode(data)

@@ -15,10 +15,9 @@ Errors::
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
-from schemas.jsonschema import JSON_DIR, check, load_schema
+from schemas.jsonschema import JSON_DIR, MessageCodec, load_schema
 
 SCHEMA_NAME = "voip-usage.v1"
 SCHEMA_PATH = JSON_DIR / f"{SCHEMA_NAME}.json"
@@ -36,6 +35,9 @@ class UsageVersionError(UsageError):
     """The object names another schema."""
 
 
+_CODEC = MessageCodec(SCHEMA_NAME, UsageError, UsageFormatError, UsageVersionError)
+
+
 def usage_schema() -> dict[str, Any]:
     """The JSON Schema of voip-usage.v1, as shipped in ``schemas/json``."""
     return load_schema(SCHEMA_NAME)
@@ -43,13 +45,7 @@ def usage_schema() -> dict[str, Any]:
 
 def validate_usage(obj: Any) -> dict[str, Any]:
     """Return ``obj`` when it is a valid voip-usage.v1 message, else raise."""
-    if not isinstance(obj, dict):
-        raise UsageFormatError(f"expected a JSON object, got {type(obj).__name__}")
-    if obj.get("schema") != SCHEMA_NAME:
-        got = obj.get("schema")
-        raise UsageVersionError(f"message schema is {got!r}, expected {SCHEMA_NAME!r}")
-    check(obj, usage_schema(), "$", UsageError)
-    return obj
+    return _CODEC.validate(obj)
 
 
 def usage_key(city: str, app: str, window_start_ms: int) -> str:
@@ -59,14 +55,9 @@ def usage_key(city: str, app: str, window_start_ms: int) -> str:
 
 def encode_usage(obj: dict[str, Any]) -> bytes:
     """Validate and serialise one message (compact UTF-8 JSON)."""
-    validate_usage(obj)
-    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode()
+    return _CODEC.encode(obj)
 
 
 def decode_usage(data: bytes | str) -> dict[str, Any]:
     """Parse and validate one message."""
-    try:
-        obj = json.loads(data)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise UsageFormatError(f"not JSON: {exc}") from exc
-    return validate_usage(obj)
+    return _CODEC.decode(data)
