@@ -214,6 +214,7 @@ class PipelineTopics:
                 k.flows_topic,
                 k.voip_flows_topic,
                 k.usage_topic,
+                k.traffic_topic,
                 k.health_topic,
                 partials_topic_name(s.worker),
             )
