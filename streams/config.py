@@ -69,6 +69,10 @@ class ClickHouseConfig(BaseModel):
     usage_1d_ttl_days: int = Field(0, ge=0)
     #: Days ``exporter_traffic_1m`` keeps per-minute traffic per exporter (0 = forever).
     traffic_1m_ttl_days: int = Field(90, ge=0)
+    #: Days ``exporter_traffic_1h`` keeps hourly traffic per exporter (0 = forever).
+    traffic_1h_ttl_days: int = Field(400, ge=0)
+    #: Days ``exporter_traffic_1d`` keeps daily traffic per exporter (0 = forever).
+    traffic_1d_ttl_days: int = Field(0, ge=0)
     #: Days ``exporter_health`` and ``pipeline_stats`` keep reports (0 = forever).
     health_ttl_days: int = Field(30, ge=0)
     #: Days ``rule_events`` keeps rule state changes (0 = forever).

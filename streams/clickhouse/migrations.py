@@ -51,6 +51,8 @@ TTL_SETTINGS = (
     "usage_1h_ttl_days",
     "usage_1d_ttl_days",
     "traffic_1m_ttl_days",
+    "traffic_1h_ttl_days",
+    "traffic_1d_ttl_days",
     "health_ttl_days",
     "rule_events_ttl_days",
 )

@@ -309,6 +309,60 @@ def test_exporter_coverage(db) -> None:
         ) == want[8]
 
 
+def test_exporter_daily_traffic(db) -> None:
+    from streams.sink_tables import combine, parse_traffic
+    from tests.streams.sinkdata import traffic_message
+
+    today = int(time.time()) // 86400 * 86400
+    windows = [
+        # exporter, days ago, minute of the day, domain, flows, placed, bytes, voip bytes
+        ("192.0.2.1", 1, 600, 0, 100, 80, 10_000, 2_000),
+        ("192.0.2.1", 1, 601, 0, 50, 50, 5_000, 100),
+        ("192.0.2.1", 1, 700, 7, 10, 0, 1_000, 0),  # a second observation domain
+        ("192.0.2.1", 3, 10, 0, 20, 20, 2_000, 0),
+        ("2001:db8::9", 1, 1000, 0, 20, 10, 30_000, 0),
+        ("192.0.2.1", 45, 0, 0, 999, 999, 999_999, 9),  # older than 30 days
+    ]
+    parts = [
+        parse_traffic(
+            traffic_message(
+                (today - ago * 86400 + minute * 60) * 1000,
+                exporter,
+                domain,
+                flows,
+                placed_flows=placed,
+                bytes_est=nbytes,
+                voip_bytes_est=vbytes,
+            )
+        )
+        for exporter, ago, minute, domain, flows, placed, nbytes, vbytes in windows
+    ]
+    db.insert("exporter_traffic_1m", combine(parts)[0])
+    got = db.query(query("exporter_daily_traffic")).rows
+    sums: dict[tuple[int, str], list[int]] = defaultdict(lambda: [0] * 5)
+    for exporter, ago, _, _, flows, placed, nbytes, vbytes in windows:
+        if ago > 30:
+            continue
+        text = f"::ffff:{exporter}" if ipaddress.ip_address(exporter).version == 4 else exporter
+        acc = sums[(today - ago * 86400, text)]
+        for k, v in enumerate((nbytes, flows, placed, vbytes, 60)):
+            acc[k] += v
+    expected = sorted(
+        (
+            (day, text, nbytes, flows, round(placed / flows, 4), round(vbytes / nbytes, 4), secs)
+            for (day, text), (nbytes, flows, placed, vbytes, secs) in sums.items()
+        ),
+        key=lambda r: (-r[0], -r[2], r[1]),
+    )
+    assert len(got) == len(expected) == 3
+    for row, want in zip(got, expected, strict=True):
+        day = row[0]
+        assert int(np.datetime64(day, "s").astype(np.int64)) == want[0]
+        assert row[1:4] == want[1:4]
+        assert row[4:6] == pytest.approx(want[4:6], abs=1e-4)
+        assert row[6] == pytest.approx(want[6] / 3600, abs=0.01)
+
+
 def test_every_query_is_documented_and_tested() -> None:
     doc = DOC.read_text()
     names = sorted(p.stem for p in QUERIES.glob("*.sql"))
@@ -320,6 +374,7 @@ def test_every_query_is_documented_and_tested() -> None:
         "rule_hits",
         "exporter_health",
         "exporter_coverage",
+        "exporter_daily_traffic",
     }
     assert set(names) == tested
     for name in names:

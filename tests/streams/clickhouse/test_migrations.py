@@ -64,6 +64,9 @@ def test_migrate_from_empty_then_rerun_is_noop(chdb, fresh_schema) -> None:
         "voip_usage_1m",
         "voip_usage_1h",
         "voip_usage_1d",
+        "exporter_traffic_1m",
+        "exporter_traffic_1h",
+        "exporter_traffic_1d",
         "rules",
         "rule_events",
         "exporter_health",
@@ -206,6 +209,75 @@ def test_rollup_minutes_of_60_s_windows_survive_the_width_migration(chdb) -> Non
     _usage_windows(chdb, hour + np.arange(1800, 3600, 5).astype("timedelta64[s]"), 5)
     minutes = chdb.query("SELECT sum(minutes) FROM voip_usage_1h").scalar()
     assert minutes == 60.0
+
+
+TRAFFIC_COUNTERS = (
+    "flows",
+    "packets",
+    "bytes",
+    "packets_est",
+    "bytes_est",
+    "placed_flows",
+    "unlocated_flows",
+    "unhomed_flows",
+    "voip_flows",
+    "voip_bytes_est",
+)
+
+
+def _traffic_windows(chdb, exporter: bytes, starts: np.ndarray, window_s: int, seed: int) -> dict:
+    """Inserts one exporter_traffic_1m row per window; returns each counter's total."""
+    rng = np.random.default_rng(seed)
+    n = len(starts)
+    counters = {c: rng.integers(0, 10**9, n, dtype=np.uint64) for c in TRAFFIC_COUNTERS}
+    chdb.insert(
+        "exporter_traffic_1m",
+        {
+            "window_start": starts.astype("datetime64[s]"),
+            "window_s": np.full(n, window_s, dtype=np.uint32),
+            "exporter": np.array([exporter] * n, dtype="S16"),
+            "observation_domain_id": np.full(n, 7, dtype=np.uint32),
+            **counters,
+            "produced": (starts + np.timedelta64(window_s + 30, "s")).astype("datetime64[ms]"),
+        },
+    )
+    return {c: int(v.sum()) for c, v in counters.items()}
+
+
+@pytest.mark.parametrize("window_s", [5, 60])
+def test_traffic_rollups_sum_every_counter_per_exporter(chdb, window_s: int) -> None:
+    """Two exporters, two hours of windows: each hour and the day hold the sums."""
+    Migrator(chdb, _opts(chdb)).migrate()
+    # Two whole recent hours inside one UTC day (older ones could be past the TTL).
+    day = np.datetime64("now", "D") - np.timedelta64(1, "D")
+    hours = [day + np.timedelta64(h, "h") for h in (10, 11)]
+    a = b"\x00" * 10 + b"\xff\xff" + bytes([192, 0, 2, 1])  # 192.0.2.1 as IPv6
+    b = bytes.fromhex("20010db8000000000000000000000001")  # 2001:db8::1
+    offsets = np.arange(0, 3600, window_s).astype("timedelta64[s]")
+    want: dict[tuple[str, int], dict[str, int]] = {}
+    for i, (exp, text) in enumerate(((a, "::ffff:192.0.2.1"), (b, "2001:db8::1"))):
+        for j, hour in enumerate(hours):
+            want[(text, j)] = _traffic_windows(chdb, exp, hour + offsets, window_s, 10 * i + j)
+    cols = ", ".join(f"sum({c})" for c in TRAFFIC_COUNTERS)
+    hourly = chdb.query(
+        f"SELECT toString(exporter), window_start, sum(seconds), {cols} FROM exporter_traffic_1h "
+        "GROUP BY exporter, window_start ORDER BY exporter, window_start"
+    ).rows
+    assert len(hourly) == 4
+    for text, start, seconds, *sums in hourly:
+        hour = int((np.datetime64(start, "s") - hours[0]) // np.timedelta64(1, "h"))
+        assert seconds == 3600
+        assert dict(zip(TRAFFIC_COUNTERS, sums, strict=True)) == want[(text, hour)], (text, hour)
+    daily = chdb.query(
+        f"SELECT toString(exporter), day, sum(seconds), {cols} "
+        "FROM exporter_traffic_1d GROUP BY exporter, day ORDER BY exporter"
+    ).rows
+    assert len(daily) == 2  # one day per exporter
+    for text, d, seconds, *sums in daily:
+        assert (np.datetime64(d, "D"), seconds) == (day, 7200)
+        both = {c: want[(text, 0)][c] + want[(text, 1)][c] for c in TRAFFIC_COUNTERS}
+        assert dict(zip(TRAFFIC_COUNTERS, sums, strict=True)) == both, text
+    assert {r[0] for r in daily} == {"::ffff:192.0.2.1", "2001:db8::1"}
 
 
 def test_cluster_ddl_is_rendered_and_parses(chdb) -> None:
