@@ -8,6 +8,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
+from schemas.traffic import COUNTERS as TRAFFIC_COUNTERS
 from streams.clickhouse.migrations import (
     Migration,
     Migrator,
@@ -209,20 +210,6 @@ def test_rollup_minutes_of_60_s_windows_survive_the_width_migration(chdb) -> Non
     _usage_windows(chdb, hour + np.arange(1800, 3600, 5).astype("timedelta64[s]"), 5)
     minutes = chdb.query("SELECT sum(minutes) FROM voip_usage_1h").scalar()
     assert minutes == 60.0
-
-
-TRAFFIC_COUNTERS = (
-    "flows",
-    "packets",
-    "bytes",
-    "packets_est",
-    "bytes_est",
-    "placed_flows",
-    "unlocated_flows",
-    "unhomed_flows",
-    "voip_flows",
-    "voip_bytes_est",
-)
 
 
 def _traffic_windows(chdb, exporter: bytes, starts: np.ndarray, window_s: int, seed: int) -> dict:
