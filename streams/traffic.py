@@ -166,7 +166,8 @@ def apply_traffic(state: dict[str, Any], partial: dict[str, Any]) -> str:
     was applied already (an at-least-once re-delivery).
     """
     windows = partial["win"]
-    for counters in windows.values():  # validate before anything changes
+    for key, counters in windows.items():  # validate before anything changes
+        split_window_key(key)
         if len(counters) != N_COUNTERS or not all(
             isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in counters
         ):
