@@ -29,13 +29,11 @@ classifier's, and the tolerances say how much of that is allowed and why:
   94-102 %).
 * The city's bytes behind its VoIP share (VoIP bytes / share, summed over
   the windows with VoIP) at most all the bytes the city sent (the share is
-  never inflated). Over all cities, short of all bytes sent by no more than
-  the run's edges explain: the first and last windows are only partly inside
-  the run and may hold no VoIP record of a city, so no row carries the city's
-  total for them (at most two windows' worth, ``2 w / duration`` of the bytes,
-  plus 10 % for video arriving in 35 MB slices); and web and DNS flows
-  exported in the run's first 15 s ended up to 15 s before it (the inactive
-  timeout), in windows before the first one with VoIP.
+  never inflated). There is no lower bound: in runs this short the first and
+  last windows are only partly inside the run and may hold no VoIP record of
+  a city, so no row carries the city's total for them, and web and DNS flows
+  exported in the first 15 s end up to 15 s before the run (the inactive
+  timeout); the shortfall this explains is about the whole of a 10 s run.
 * Call minutes within 1 % of the call time sent (plus the report's rounding
   to 0.1 minute): the worker counts media by its statistics on any port, so
   media relayed on STUN/TURN ports (WhatsApp, Teams, Meet) is call time and
@@ -78,6 +76,7 @@ def own_names(env: dict[str, str]) -> None:
         "VOIPFLOW_KAFKA_VOIP_FLOWS_TOPIC": "voip-flows",
         "VOIPFLOW_KAFKA_USAGE_TOPIC": "voip-usage",
         "VOIPFLOW_KAFKA_HEALTH_TOPIC": "health",
+        "VOIPFLOW_KAFKA_TRAFFIC_TOPIC": "traffic",
         "VOIPFLOW_WORKER_APP_ID": "worker",
         "VOIPFLOW_SINK_GROUP_ID": "sink",
     }.items():
@@ -155,28 +154,17 @@ def check_run(
     assert doc["missing_cities"] == []
     assert doc["windows"] >= windows
 
-    duration = (truth["end_ms"] - truth["start_ms"]) / 1000
-    short_flow_bytes = {c: 0 for c in sent}
-    for u in truth["usage"]:
-        if u["app"] in ("web", "dns"):
-            short_flow_bytes[u["city"]] += u["bytes_total"]
     other_bytes = sum(c["bytes_total"] for c in truth["cities"]) - sum(
         t["bytes"] for t in sent.values()
     )
-    city_bytes: dict[str, float] = {}
     for city, t in sent.items():
         r = rows[city]
         assert r["voip_bytes"] >= 0.97 * t["bytes"], (city, r, t)
-        city_bytes[city] = r["voip_bytes"] / r["voip_share"]
-        assert city_bytes[city] <= t["all"] * 1.0001, (city, city_bytes[city], t)
+        city_bytes = r["voip_bytes"] / r["voip_share"]
+        assert city_bytes <= t["all"] * 1.0001, (city, city_bytes, t)
         assert r["subscribers"] > 0 and r["top_app"], (city, r)
         # 3 s: the report rounds call minutes to 0.1 min.
         assert abs(r["call_minutes"] * 60 - t["call_s"]) <= 0.01 * t["call_s"] + 3.0, (city, r, t)
-    all_sent = sum(t["all"] for t in sent.values())
-    edge = all_sent * (2 * doc["window_s"] / duration + 0.1) + sum(short_flow_bytes.values()) * min(
-        1.0, 16 / duration
-    )
-    assert sum(city_bytes.values()) >= all_sent - edge
     got_bytes = sum(r["voip_bytes"] for r in rows.values())
     assert got_bytes <= sum(t["bytes"] for t in sent.values()) + 0.01 * other_bytes
     flows = sum(r["voip_flows"] for r in rows.values())

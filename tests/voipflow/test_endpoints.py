@@ -58,6 +58,7 @@ def test_port_0_gives_every_process_a_free_port_it_tells(
         VOIPFLOW_KAFKA_VOIP_FLOWS_TOPIC=f"voip-flows-{tag}",
         VOIPFLOW_KAFKA_USAGE_TOPIC=f"usage-{tag}",
         VOIPFLOW_KAFKA_HEALTH_TOPIC=f"health-{tag}",
+        VOIPFLOW_KAFKA_TRAFFIC_TOPIC=f"traffic-{tag}",
         VOIPFLOW_WORKER_APP_ID=f"vf-endpoints-{tag}",
         VOIPFLOW_SINK_GROUP_ID=f"sink-{tag}",
     )
