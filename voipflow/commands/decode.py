@@ -16,12 +16,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from collectors.decoder import Decoder
+from collectors.outputs import records_as_dicts
 from collectors.pcapfile import CaptureError, iter_udp
 from collectors.templates import TemplateCache
-from schemas.flowbatch import FlowBatch, addr_to_text
+from schemas.flowbatch import addr_to_text
 from voipflow.settings import Settings
 
 #: Datagrams decoded per call (records of one template are decoded together).
@@ -37,21 +36,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--port", type=int, action="append", default=[], metavar="N",
         help="only UDP datagrams to this port (repeatable; default: any port)",
     )  # fmt: skip
-
-
-def _rows(batch: FlowBatch) -> list[dict[str, Any]]:
-    cols: dict[str, list[Any]] = {}
-    for name, col in batch.columns.items():
-        if isinstance(col, np.ndarray) and col.dtype.kind == "S":
-            cols[name] = [addr_to_text(a) for a in col.tolist()]
-        elif isinstance(col, np.ndarray):
-            cols[name] = col.tolist()
-        else:
-            cols[name] = col.to_pylist()
-    for name, arr in batch.extras.items():
-        cols[name] = [v.hex() if isinstance(v, bytes) else v for v in arr.to_pylist()]
-    names = list(cols)
-    return [dict(zip(names, vals, strict=True)) for vals in zip(*cols.values(), strict=True)]
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
@@ -78,7 +62,7 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
         out.write("[")
     for i in range(0, len(datagrams), CHUNK):
         res = decoder.decode(datagrams[i : i + CHUNK])
-        for row in _rows(res.batch):
+        for row in records_as_dicts(res.batch):
             text = json.dumps(row)
             if args.json:
                 out.write(("\n" if first else ",\n") + text)
