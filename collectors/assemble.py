@@ -22,6 +22,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from collectors.batching import concat
 from collectors.bulk import Frame, gather_records, raw_dtype
 from collectors.plan import RecordMeta, RecordPlan
 from collectors.templates import DomainOptions
@@ -34,7 +35,6 @@ DomainKey = tuple[bytes, int]
 class Chunk:
     """Where some records of one plan came from (one data set, one packet)."""
 
-    count: int
     exporter: bytes
     domain: int
     received_ms: int
@@ -175,7 +175,7 @@ class CallBatch:
             )
             if n:
                 parts.append((cols, extras, n))
-        return Built(_concat(parts), per_domain)
+        return Built(concat([make_batch(c, e) for c, e, _ in parts]), per_domain)
 
 
 def _records_and_chunks(
@@ -419,26 +419,3 @@ def _app_names(
                 idx.append(0)
         names[rows] = np.asarray(idx, dtype=np.int64)[inv.reshape(-1)]
     return pc.take(pa.array(dictionary, type=pa.string()), pa.array(names))
-
-
-def _concat(parts: list[tuple[dict[str, Any], dict[str, pa.Array], int]]) -> FlowBatch:
-    if not parts:
-        return make_batch({})
-    if len(parts) == 1:
-        cols, extras, _ = parts[0]
-        return make_batch(cols, extras)
-    batches = [make_batch(cols, extras) for cols, extras, _ in parts]
-    joined = {}
-    for name in FLOW_COLUMNS:
-        pieces = [b.columns[name] for b in batches]
-        if isinstance(pieces[0], pa.Array):
-            joined[name] = pa.concat_arrays(pieces)
-        else:
-            joined[name] = np.concatenate(pieces)
-    names = sorted({k for b in batches for k in b.extras})
-    extras = {}
-    for k in names:
-        extras[k] = pa.concat_arrays(
-            [b.extras[k] if k in b.extras else pa.nulls(b.num_rows, pa.binary()) for b in batches]
-        )
-    return make_batch(joined, extras)

@@ -223,7 +223,7 @@ def decode_bulk(
     exp_idx = np.fromiter((ids.setdefault(e, len(ids)) for e in exporter_of), np.int64, n)
     exporters = list(ids)
     call.seqlog = SequenceLog(n)
-    datagrams = _Datagrams(frame, exporter_of, received)
+    datagrams = _Datagrams(exporter_of, received)
     ukeys, dom = np.unique(exp_idx * (1 << 32) + heads.domain, return_inverse=True)
     dom = dom.reshape(-1)
     keys = [(exporters[k >> 32], k & 0xFFFFFFFF) for k in ukeys.tolist()]
@@ -471,8 +471,7 @@ def _one_by_one(
 class _Datagrams:
     """Each datagram's exporter and receive time, beside the frame."""
 
-    def __init__(self, frame: Frame, exporters: Sequence[bytes], received: np.ndarray) -> None:
-        self.frame = frame
+    def __init__(self, exporters: Sequence[bytes], received: np.ndarray) -> None:
         self.exporters = exporters
         self.received = received
 

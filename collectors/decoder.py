@@ -320,7 +320,7 @@ class Decoder:
         st.netflow_version = msg.version
         if call.seqlog is not None:
             call.version_at[(exporter, msg.domain)] = call.batch.index
-        chunk_base = Chunk(0, exporter, msg.domain, received_ms, msg.export_ms, msg.uptime_ms,
+        chunk_base = Chunk(exporter, msg.domain, received_ms, msg.export_ms, msg.uptime_ms,
                            msg.sampling)  # fmt: skip
         if msg.version == 5:
             _, start, end = msg.sets[0]

@@ -209,11 +209,6 @@ def default_column(name: str, n: int) -> Any:
     return np.zeros(n, dtype=np.dtype(dt))
 
 
-def empty_columns(n: int) -> dict[str, Any]:
-    """Columns of ``n`` records holding the documented defaults."""
-    return {name: default_column(name, n) for name in FLOW_COLUMNS}
-
-
 def make_batch(
     columns: Mapping[str, Any], extras: Mapping[str, pa.Array] | None = None
 ) -> FlowBatch:
