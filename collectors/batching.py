@@ -11,7 +11,7 @@ Python runs per record.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -87,24 +87,6 @@ def exporter_ranges(batch: FlowBatch) -> tuple[FlowBatch, list[tuple[bytes, int,
         ranges.append((bytes(uniq[i]), start, end))
         start = end
     return batch.take(order), ranges
-
-
-def split_by_exporter(batch: FlowBatch) -> Iterator[tuple[bytes, FlowBatch]]:
-    """(exporter address 16 bytes, its rows) for each exporter, rows kept in order."""
-    grouped, ranges = exporter_ranges(batch)
-    for exporter, start, end in ranges:
-        yield exporter, grouped if end - start == grouped.num_rows else _slice(grouped, start, end)
-
-
-def _slice(batch: FlowBatch, start: int, stop: int) -> FlowBatch:
-    cols: dict[str, Any] = {}
-    for name, col in batch.columns.items():
-        if isinstance(col, np.ndarray):
-            cols[name] = col[start:stop]
-        else:
-            cols[name] = col.slice(start, stop - start)
-    extras = {k: v.slice(start, stop - start) for k, v in batch.extras.items()}
-    return FlowBatch(cols, stop - start, extras)
 
 
 #: Messages of fewer rows are not compressed (see :meth:`MessageEncoder._fit`).
@@ -188,13 +170,6 @@ class MessageEncoder:
             return [(value, n)]
         half = n // 2
         return self._fit(rb.slice(0, half), fixed) + self._fit(rb.slice(half, n - half), fixed)
-
-
-def encode_sized(
-    batch: FlowBatch, max_bytes: int, max_rows: int | None = None
-) -> list[tuple[bytes | memoryview, int]]:
-    """One-off :class:`MessageEncoder` use (nothing learnt beforehand)."""
-    return MessageEncoder(max_bytes, max_rows).encode(batch)
 
 
 class Accumulator:

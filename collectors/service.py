@@ -37,7 +37,7 @@ from pathlib import Path
 import numpy as np
 
 from collectors.admission import Admission
-from collectors.batching import Accumulator, concat, encode_sized, split_by_exporter
+from collectors.batching import Accumulator, MessageEncoder, concat, exporter_ranges
 from collectors.bulk import Frame
 from collectors.config import CollectorConfig, split_listen, split_networks
 from collectors.decoder import Decoder
@@ -185,9 +185,12 @@ class Collector:
         """
         two = np.array([text_to_addr16("192.0.2.1"), text_to_addr16("192.0.2.2")], dtype="S16")
         batch = concat([make_batch({"exporter_addr": two}), make_batch({"exporter_addr": two})])
-        for _, part in split_by_exporter(batch):
-            encode_sized(part, self.config.max_message_bytes)
-        self.decoder.decode([])
+        grouped, ranges = exporter_ranges(batch)
+        rb = grouped.to_arrow()
+        encoder = MessageEncoder(self.config.max_message_bytes)
+        for _, start, end in ranges:
+            encoder.encode(rb.slice(start, end - start))
+        self.decoder.decode_frame(Frame.join([]), [], np.zeros(0, dtype=np.int64))
 
     def request_stop(self) -> None:
         """Ask :meth:`run` to return (safe from a signal handler)."""

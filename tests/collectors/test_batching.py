@@ -1,4 +1,4 @@
-"""From decoded batches to messages: concatenation, split by exporter, size limits."""
+"""From decoded batches to messages: concatenation, grouping by exporter, size limits."""
 
 from __future__ import annotations
 
@@ -9,9 +9,7 @@ from collectors.batching import (
     Accumulator,
     MessageEncoder,
     concat,
-    encode_sized,
     exporter_ranges,
-    split_by_exporter,
 )
 from schemas import flowbatch as fb
 
@@ -41,30 +39,18 @@ def test_concat_keeps_rows_in_order_and_fills_missing_extras_with_nulls() -> Non
     assert back["packets"].tolist() == [0, 1, 2, 3, 4]
 
 
-def test_split_by_exporter_groups_rows_and_keeps_their_order() -> None:
-    exporters = ["192.0.2.2", "2001:db8::1", "192.0.2.2", "192.0.2.1", "2001:db8::1"]
-    parts = dict(split_by_exporter(_batch(exporters)))
-    assert {fb.addr_to_text(k) for k in parts} == {"192.0.2.1", "192.0.2.2", "2001:db8::1"}
-    assert parts[fb.text_to_addr16("192.0.2.2")]["packets"].tolist() == [0, 2]
-    assert parts[fb.text_to_addr16("2001:db8::1")]["packets"].tolist() == [1, 4]
-    assert parts[fb.text_to_addr16("192.0.2.1")]["application_name"].to_pylist() == ["app3"]
-    one = list(split_by_exporter(_batch(["192.0.2.9"] * 4)))
-    assert len(one) == 1 and one[0][1].num_rows == 4
-    assert list(split_by_exporter(fb.make_batch({}))) == []
-
-
-def test_encode_sized_cuts_by_bytes_and_by_rows_without_losing_a_row() -> None:
+def test_message_encoder_cuts_by_bytes_and_by_rows_without_losing_a_row() -> None:
     batch = _batch(["192.0.2.1"] * 5000, extra=True)
     whole = fb.encode(batch)
     limit = len(whole) // 3
-    msgs = encode_sized(batch, limit)
+    msgs = MessageEncoder(limit).encode(batch)  # nothing learnt beforehand
     assert len(msgs) >= 3
     assert all(len(v) <= limit for v, _ in msgs)
     decoded = [fb.decode(v) for v, _ in msgs]
     assert [d.num_rows for d in decoded] == [n for _, n in msgs]
     packets = np.concatenate([d["packets"] for d in decoded])
     assert packets.tolist() == list(range(5000))
-    by_rows = encode_sized(batch, 10 * len(whole), max_rows=1200)
+    by_rows = MessageEncoder(10 * len(whole), max_rows=1200).encode(batch)
     assert [n for _, n in by_rows] == [1200, 1200, 1200, 1200, 200]
 
 
@@ -143,3 +129,4 @@ def test_exporter_ranges_take_the_batch_once_and_slice_it() -> None:
     rb = grouped.to_arrow()
     msgs = MessageEncoder(1_000_000).encode(rb.slice(1, 2))
     assert [fb.decode(v)["packets"].tolist() for v, _ in msgs] == [[0, 2]]
+    assert exporter_ranges(fb.make_batch({}))[1] == []
