@@ -19,10 +19,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from schemas.jsonschema import JSON_DIR, MessageCodec, load_schema
+from schemas.jsonschema import MessageCodec
 
 SCHEMA_NAME = "traffic.v1"
-SCHEMA_PATH = JSON_DIR / f"{SCHEMA_NAME}.json"
 
 #: The counters of a message, in the order the worker's state keeps them.
 COUNTERS = (
@@ -52,11 +51,6 @@ class TrafficVersionError(TrafficError):
 
 
 _CODEC = MessageCodec(SCHEMA_NAME, TrafficError, TrafficFormatError, TrafficVersionError)
-
-
-def traffic_schema() -> dict[str, Any]:
-    """The JSON Schema of traffic.v1, as shipped in ``schemas/json``."""
-    return load_schema(SCHEMA_NAME)
 
 
 def validate_traffic(obj: Any) -> dict[str, Any]:

@@ -25,13 +25,11 @@ from schemas.flowbatch import FlowBatch, addr16_halves
 __all__ = [
     "FlowHashes",
     "IceMemory",
-    "endpoint_hashes",
     "flow_hashes",
     "in_sorted",
     "mix64",
     "pair_directions",
     "shifted_conversation",
-    "tuple_hashes",
 ]
 
 
@@ -68,16 +66,11 @@ class FlowHashes:
         out: np.ndarray = np.minimum(self.fwd, self.rev)
         return out
 
-    def host_pair(self, sel: np.ndarray | None = None) -> np.ndarray:
-        """Direction-free key of the two addresses, ports ignored (all records, or
-        zeros outside the boolean ``sel``)."""
-        if sel is None:
-            sa, da = self.src_addr, self.dst_addr
-        else:
-            sa, da = self.src_addr[sel], self.dst_addr[sel]
+    def host_pair(self, sel: np.ndarray) -> np.ndarray:
+        """Direction-free key of the two addresses, ports ignored, for the
+        records of the boolean ``sel`` (zeros elsewhere)."""
+        sa, da = self.src_addr[sel], self.dst_addr[sel]
         key = mix64(np.minimum(sa, da) * np.uint64(3) + np.maximum(sa, da))
-        if sel is None:
-            return key
         out = np.zeros(len(self.src_addr), dtype=np.uint64)
         out[sel] = key
         return out
@@ -111,18 +104,6 @@ def shifted_conversation(
     pm = h.proto_mix[sel]
     out: np.ndarray = np.minimum(_tuple(se, de, pm), _tuple(de, se, pm))
     return out
-
-
-def tuple_hashes(batch: FlowBatch) -> tuple[np.ndarray, np.ndarray]:
-    """64-bit hashes of each record's 5-tuple and of its reverse (same function)."""
-    h = flow_hashes(batch)
-    return h.fwd, h.rev
-
-
-def endpoint_hashes(batch: FlowBatch) -> tuple[np.ndarray, np.ndarray]:
-    """64-bit hashes of each record's (src address, port) and (dst address, port)."""
-    h = flow_hashes(batch)
-    return h.src_ep, h.dst_ep
 
 
 def in_sorted(keys: np.ndarray, sorted_set: np.ndarray) -> np.ndarray:

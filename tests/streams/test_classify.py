@@ -304,7 +304,7 @@ def test_ice_evidence_never_overrides_a_service_port() -> None:
     assert not (r.evidence[1:5] & Evidence.ICE_SIBLING).any()
 
 
-def test_endpoint_hashes_tell_ipv4_sockets_apart() -> None:
+def test_flow_hashes_tell_ipv4_sockets_apart() -> None:
     """IPv4-mapped addresses share their high 64 bits (zero): the hashes of
     (address, port) must still differ for every distinct socket."""
     rng = np.random.default_rng(7)

@@ -201,9 +201,9 @@ def test_usage_rollups_hold_for_any_window_width(chdb, window_s: int) -> None:
 
 
 def test_rollup_minutes_of_60_s_windows_survive_the_width_migration(chdb) -> None:
-    """Rows the rollups counted before migration 006 (60 s windows) keep their minutes."""
+    """Rows the rollups counted before migration 007 (60 s windows) keep their minutes."""
     migrator = Migrator(chdb, _opts(chdb))
-    migrator.migrate(target=5)
+    migrator.migrate(target=6)
     hour = np.datetime64("now", "h") - np.timedelta64(3, "h")
     _usage_windows(chdb, hour + np.arange(0, 1800, 60).astype("timedelta64[s]"), 60)
     migrator.migrate()
