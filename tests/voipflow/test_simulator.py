@@ -22,14 +22,12 @@ from typing import Any
 import numpy as np
 import pytest
 
+from benchmarks.sim_classify import T0, make_model
 from tests.collectors.reference_decoders import FLOW_KEYS, Nfcapd, tshark_flows
 from voipflow.simulate import apps as A
-from voipflow.simulate.addresses import default_provider_dirs, load_cities, load_providers
 from voipflow.simulate.config import SimulatorConfig
 from voipflow.simulate.runner import DEFAULT_CITIES, REPO, Simulator
 from voipflow.simulate.traffic import TrafficModel
-
-T0 = 1_700_000_000_000
 
 
 def city_of(addr: str) -> str | None:
@@ -164,12 +162,6 @@ def test_flow_times_are_sane(sim_run: dict[str, Any]) -> None:
 
 
 # -- the traffic model itself (no network) --------------------------------------
-
-
-def make_model(**overrides: Any) -> TrafficModel:
-    cfg = SimulatorConfig(truth=Path("unused.json"), send=False, **overrides)
-    cities = load_cities(DEFAULT_CITIES)
-    return TrafficModel(cfg, cities, load_providers(default_provider_dirs(REPO)), T0)
 
 
 def run_model(model: TrafficModel, seconds: float, step_ms: int = 100) -> list[Any]:
