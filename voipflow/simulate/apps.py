@@ -34,9 +34,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-#: peer kinds of a signalling flow: the call's media peer, another address of
-#: the app's provider, or a random public address.
-SAME, PROVIDER, PUBLIC = "same", "provider", "public"
+#: peer kinds of a signalling flow: an address of the app's provider, or a
+#: random public address.
+PROVIDER, PUBLIC = "provider", "public"
 
 
 @dataclass(frozen=True, slots=True)

@@ -191,7 +191,7 @@ class TrafficModel:
                     {"pps": rtcp_pps[0], "size": A.RTCP_BYTES},
                     {"pps": rtcp_pps[1], "size": A.RTCP_BYTES},
                 )
-            self._signalling(spec, ai, sub[m], call[m], v6a, peer, sub_port, s0, end[m], t0)
+            self._signalling(spec, ai, sub[m], call[m], v6a, sub_port, s0, end[m], t0)
 
     def _voice_sizes(self, spec: A.CallApp, k: int) -> tuple[np.ndarray, np.ndarray]:
         shares = np.array([s[0] for s in spec.sizes])
@@ -210,7 +210,6 @@ class TrafficModel:
         sub: np.ndarray,
         call: np.ndarray,
         v6: np.ndarray,
-        media_peer: np.ndarray,
         media_port: np.ndarray,
         start: np.ndarray,
         end: np.ndarray,
@@ -229,10 +228,7 @@ class TrafficModel:
                 k = int(live.sum())
                 if not k:
                     continue
-                if fs.peer == A.SAME:
-                    peer = media_peer[live]
-                    v6k = v6[live]
-                elif fs.peer == A.PROVIDER:
+                if fs.peer == A.PROVIDER:
                     peer, v6k = self.pop.sample_peers(self.pop.call_provider[spec.name], v6[live])
                 else:
                     peer, v6k = self.pop.sample_peers(None, v6[live])
