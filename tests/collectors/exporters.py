@@ -14,13 +14,13 @@ import os
 import shutil
 import signal
 import socket
-import struct
 import subprocess
 import time
 from pathlib import Path
 
 from collectors.pcapfile import write_pcap
 from schemas.flowbatch import text_to_addr16
+from tests.collectors.reference_decoders import free_udp_port
 
 LOOPBACK16 = text_to_addr16("127.0.0.1")
 
@@ -129,17 +129,11 @@ def pmacct_export(pcap: Path, version: int, tmp: Path) -> list[bytes]:
             proc.wait()
 
 
-def _free_udp_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def nfdump_decode(datagrams: list[bytes], tmp: Path, sampling: int | None = None) -> list[dict]:
     """Replay datagrams into nfcapd over loopback; nfdump's records as JSON objects."""
     outdir = tmp / f"nfcapd-{time.monotonic_ns()}"
     outdir.mkdir()
-    port = _free_udp_port()
+    port = free_udp_port()
     cmd = ["nfcapd", "-b", "127.0.0.1", "-p", str(port), "-w", str(outdir), "-t", "3600"]
     if sampling:
         cmd += ["-s", str(sampling)]
@@ -214,8 +208,3 @@ def _flows(node: object, fields: list[str], rows: list[list[str]]) -> None:
     elif isinstance(node, list):
         for v in node:
             _flows(v, fields, rows)
-
-
-def write_datagrams(datagrams: list[bytes], path: Path) -> None:
-    """Length-prefixed datagram file (4-byte big-endian length + payload)."""
-    path.write_bytes(b"".join(struct.pack(">I", len(d)) + d for d in datagrams))
