@@ -100,9 +100,20 @@ SKIPPED = Counter(
     ["table", "why"],
 )
 LAG = Gauge("voipflow_sink_lag", "Messages not yet committed", ["topic", "partition"])
+STALLS = Counter(
+    "voipflow_sink_fetch_restarts",
+    "Partitions with messages that made no progress and were fetched again",
+    ["topic"],
+)
 PAUSED = Gauge("voipflow_sink_paused", "1 while consumption is paused for a retry")
 
 OFFSET_COLUMNS = ("kafka_partition", "kafka_offset")
+#: Upper bound of one blocking Kafka call (offset commit, committed offsets).
+KAFKA_CALL_MS = 30_000
+#: Seconds between checks that partitions with messages are being fetched.
+PROGRESS_CHECK_S = 10.0
+#: How long a sink waits for partitions before it says so (and again after as long).
+UNASSIGNED_WARNING_S = 30.0
 STATS_TABLE = "pipeline_stats"
 STATS_COLUMNS = ("ts", "component", "instance", "metric", "labels", "value")
 
@@ -205,6 +216,9 @@ class Sink:
         self.instance = f"{socket.gethostname()}:{os.getpid()}"
         self._stats_enabled = False
         self._stats_due = 0.0
+        #: Positions seen by the last progress check (see _check_progress).
+        self._positions: dict[Any, int | None] = {}
+        self._progress_due = 0.0
 
     # -- lifecycle ------------------------------------------------------------
 
@@ -249,10 +263,16 @@ class Sink:
             def on_partitions_revoked(self, revoked: Any) -> None:
                 sink._forget(revoked)
                 sink.assigned = frozenset()
+                if revoked:
+                    log.info("partitions revoked", extra={"partitions": _tp_list(revoked)})
 
             def on_partitions_assigned(self, assigned: Any) -> None:
                 sink._fresh.update(assigned)
                 sink.assigned = frozenset((tp.topic, tp.partition) for tp in assigned)
+                log.info(
+                    "partitions assigned",
+                    extra={"group": sink.config.group_id, "partitions": _tp_list(assigned)},
+                )
 
         consumer = KafkaConsumer(
             bootstrap_servers=self.bootstrap,
@@ -329,6 +349,7 @@ class Sink:
             self._end_offsets.update(self._partition_ends(self._topic_partitions()))
         last_record = time.monotonic()
         drained_since: float | None = None
+        unassigned_warning = time.monotonic() + UNASSIGNED_WARNING_S
         while not self._stop.is_set():
             if self._held:
                 records, self._held = self._held, []
@@ -342,6 +363,14 @@ class Sink:
                 self._add(records)
             self._flush_due()
             self._update_lag()
+            self._check_progress()
+            if not self.assigned and time.monotonic() >= unassigned_warning:
+                unassigned_warning = time.monotonic() + UNASSIGNED_WARNING_S
+                log.warning(
+                    "no partitions assigned to this sink yet "
+                    "(the group has not formed, or it has more sinks than partitions)",
+                    extra={"group": self.config.group_id, "topics": ",".join(sorted(self.specs))},
+                )
             if self._stats_enabled and time.monotonic() >= self._stats_due:
                 self._write_stats()
             if not self.config.exit_when_idle_s:
@@ -404,6 +433,53 @@ class Sink:
                 return False
         return True
 
+    def _check_progress(self) -> None:
+        """Fetch again any partition that has messages but made no progress.
+
+        A consumer can stop fetching a partition while it waits for an offset
+        reset or validation that a plain ``poll()`` does not drive to the end
+        (kafka-python 3.x has had such stalls). Every ``PROGRESS_CHECK_S``, a
+        partition whose position lies behind its end offset and has not moved
+        since the previous check is sought to where it stands (or to the start,
+        if it never got a position), which discards its fetch state and starts
+        over. Harmless when nothing is wrong: the same records come next.
+        """
+        from kafka.errors import KafkaError
+
+        now = time.monotonic()
+        if now < self._progress_due:
+            return
+        self._progress_due = now + PROGRESS_CHECK_S
+        paused = self._consumer.paused()
+        assigned = [tp for tp in self._consumer.assignment() if tp not in paused]
+        ends = self._partition_ends(assigned)
+        seen, self._positions = self._positions, {}
+        for tp in assigned:
+            end = ends.get(tp)
+            if end is None:
+                continue
+            try:
+                position = self._consumer.position(tp, timeout_ms=1000)
+            except KafkaError:
+                continue  # revoked meanwhile
+            self._positions[tp] = position
+            if tp not in seen or seen[tp] != position or (position or 0) >= end:
+                continue
+            STALLS.labels(tp.topic).inc()
+            log.warning(
+                "partition has messages but its position did not move; fetching it again",
+                extra={
+                    "topic": tp.topic,
+                    "partition": tp.partition,
+                    "position": position,
+                    "end": end,
+                },
+            )
+            if position is None:
+                self._consumer.seek_to_beginning(tp)
+            else:
+                self._consumer.seek(tp, position)
+
     def _forget(self, partitions: Any) -> None:
         for tp in partitions:
             self._batches.pop(tp, None)
@@ -412,9 +488,19 @@ class Sink:
             self._uncertain.discard(tp)
 
     def _read_intent(self, tp: Any) -> None:
+        from kafka.errors import KafkaError
         from kafka.structs import TopicPartition
 
-        committed = self._consumer.committed(TopicPartition(tp.topic, tp.partition), metadata=True)
+        try:
+            committed = self._consumer.committed(
+                TopicPartition(tp.topic, tp.partition), metadata=True, timeout_ms=KAFKA_CALL_MS
+            )
+        except KafkaError as exc:  # stays fresh: asked again on the next round
+            log.warning(
+                "committed offset not known yet",
+                extra={"topic": tp.topic, "partition": tp.partition, "error": str(exc)},
+            )
+            return
         self._fresh.discard(tp)
         self._uncertain.add(tp)
         if committed is None:
@@ -541,7 +627,8 @@ class Sink:
             self._consumer.seek(tp, batch.first)
 
     def _commit(self, tp: Any, offset: Any) -> None:
-        self._consumer.commit({tp: offset})
+        # Bounded: a commit that times out is handled like a refused one.
+        self._consumer.commit({tp: offset}, timeout_ms=KAFKA_CALL_MS)
 
     def _insert(self, tp: Any, batch: _Batch, token: str, uncertain: bool) -> None:
         try:
@@ -568,6 +655,8 @@ class Sink:
                     INSERT_SECONDS.labels(spec.table).observe(time.perf_counter() - t0)
                     INSERTS.labels(spec.table).inc()
                     ROWS.labels(spec.table).inc(n)
+                    if spec.table not in self.rows_inserted:
+                        log.info("first rows inserted", extra={"table": spec.table, "rows": n})
                     self.rows_inserted[spec.table] = self.rows_inserted.get(spec.table, 0) + n
                 return
             except PermanentError as exc:
@@ -743,6 +832,10 @@ class Sink:
                 LAG.labels(tp.topic, str(tp.partition)).set(
                     max(0, high - self._committed.get(tp, 0))
                 )
+
+
+def _tp_list(partitions: Any) -> str:
+    return ",".join(sorted(f"{tp.topic}/{tp.partition}" for tp in partitions)) or "none"
 
 
 def _literal(value: Any) -> str:

@@ -25,7 +25,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from voipflow.children import ChildProcess
+from voipflow.children import ChildProcess, tail
 
 if TYPE_CHECKING:
     from voipflow.demo import Demo, SimulatorThread
@@ -169,11 +169,16 @@ class Pipeline:
         self._line(force=True)
         return ok
 
-    def _wait(self, what: str, done: Callable[[], bool], timeout_s: float) -> bool:
+    def _wait(
+        self, what: str, done: Callable[[], bool], timeout_s: float, child: ChildProcess
+    ) -> bool:
         deadline = time.monotonic() + timeout_s
         while not done():
             if time.monotonic() > deadline:
-                self.demo.say(f"gave up waiting after {timeout_s:.0f} s: {what}")
+                self.demo.say(
+                    f"gave up waiting after {timeout_s:.0f} s: {what}; "
+                    f"the end of {child.log_file}:\n{tail(child.log_file, 20)}"
+                )
                 return False
             self._tick(0.5)
         return True
@@ -218,15 +223,15 @@ class Pipeline:
             return lag == 0 and len(sink_lags) >= 2 and sink_lags[-2] == 0
 
         window = self.demo.opts.window_s + self.demo.lateness_s + self.demo.idle_close_s
-        steps: list[tuple[str, Callable[[], bool], float]] = [
-            ("the collector to publish what it decoded", collector_flushed, 30.0),
-            ("the worker to consume the flows topic", worker_caught_up, 120.0),
-            ("the worker to close its last windows", windows_closed, window + 60.0),
-            ("the sink to insert and commit", sink_drained, 60.0),
+        steps: list[tuple[str, Callable[[], bool], float, ChildProcess]] = [
+            ("the collector to publish what it decoded", collector_flushed, 30.0, self.collector),
+            ("the worker to consume the flows topic", worker_caught_up, 120.0, self.worker),
+            ("the worker to close its last windows", windows_closed, window + 60.0, self.worker),
+            ("the sink to insert and commit", sink_drained, 60.0, self.sink),
         ]
-        for what, done, timeout_s in steps:
+        for what, done, timeout_s, child in steps:
             t = time.monotonic()
-            if not self._wait(what, done, timeout_s):
+            if not self._wait(what, done, timeout_s, child):
                 return False
             self.figures[what] = time.monotonic() - t
         return True

@@ -373,3 +373,39 @@ def test_exit_when_idle_waits_for_partitions_then_idles_on_empty_topics(
     finally:
         producer.close(timeout=10)
         sink.stop()
+
+
+def test_a_partition_the_client_stopped_fetching_is_fetched_again(
+    kafka_bootstrap, kafka_topic_factory, chdb, tmp_path, monkeypatch
+) -> None:
+    """A partition with messages whose position does not move is sought where it stands.
+
+    The stall is made inside kafka-python the way its 3.x releases have stalled
+    on their own: the partition waits for an offset validation that is never
+    allowed to run, so ``poll()`` skips it while the broker holds its messages.
+    """
+    from kafka.structs import TopicPartition
+
+    import streams.sink
+
+    monkeypatch.setattr(streams.sink, "PROGRESS_CHECK_S", 1.0)
+    Migrator(chdb, RenderOptions.from_config(ClickHouseConfig(), chdb.database)).migrate()
+    kafka = _topics(kafka_topic_factory, partitions=1)
+    sink = _sink(kafka_bootstrap, kafka, chdb, tmp_path, topics=kafka.voip_flows_topic)
+    tp = TopicPartition(kafka.voip_flows_topic, 0)
+    restarts = streams.sink.STALLS.labels(kafka.voip_flows_topic)
+    before = restarts._value.get()
+    sink.start()
+    try:
+        produce(kafka_bootstrap, kafka.voip_flows_topic, [flow_batch(40, base=0)])
+        wait_until(lambda: sink.rows_inserted.get("flows_voip") == 40, 60, "the first batch")
+        state = sink._consumer._subscription.assignment[tp]
+        state._awaiting_validation = True
+        state.next_allowed_retry_time = time.monotonic() + 3600
+        assert not state.is_fetchable()
+        produce(kafka_bootstrap, kafka.voip_flows_topic, [flow_batch(60, base=1000)])
+        wait_until(lambda: sink.rows_inserted.get("flows_voip") == 100, 60, "the batch after")
+    finally:
+        sink.stop()
+    assert _count(chdb, "SELECT count() FROM flows_voip") == 100
+    assert restarts._value.get() - before >= 1
