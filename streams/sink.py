@@ -624,6 +624,10 @@ class Sink:
             log.warning("offset commit failed; batch left to replay", extra={"error": str(exc)})
             self._forget([tp])
             self._uncertain.add(tp)
+            if batch.rows:
+                # Rebuilt from the same offsets, so it carries the same token
+                # and ClickHouse drops it if the insert went in.
+                self._pinned[tp] = batch.last
             self._consumer.seek(tp, batch.first)
 
     def _commit(self, tp: Any, offset: Any) -> None:

@@ -409,3 +409,53 @@ def test_a_partition_the_client_stopped_fetching_is_fetched_again(
         sink.stop()
     assert _count(chdb, "SELECT count() FROM flows_voip") == 100
     assert restarts._value.get() - before >= 1
+
+
+def test_a_commit_that_times_out_replays_the_same_batch_once(
+    kafka_bootstrap, kafka_topic_factory, chdb, tmp_path
+) -> None:
+    """The commit after an insert times out while more messages arrive behind the batch:
+    the replay is cut at the same offsets, so its token matches and ClickHouse drops it."""
+    from kafka.errors import KafkaTimeoutError
+
+    Migrator(chdb, RenderOptions.from_config(ClickHouseConfig(), chdb.database)).migrate()
+    kafka = _topics(kafka_topic_factory, partitions=1)
+    produce(
+        kafka_bootstrap, kafka.voip_flows_topic, [flow_batch(30, base=k * 100) for k in range(3)]
+    )
+    sink = _sink(kafka_bootstrap, kafka, chdb, tmp_path, topics=kafka.voip_flows_topic)
+    real_commit = sink._commit
+    failed: list[int] = []
+
+    def commit_once_timing_out(tp, offset) -> None:
+        if offset.offset > 0 and not failed:  # the commit after the first insert
+            failed.append(offset.offset)
+            produce(
+                kafka_bootstrap,
+                kafka.voip_flows_topic,
+                [flow_batch(30, base=k * 100) for k in range(3, 5)],
+            )
+            raise KafkaTimeoutError("commit timed out (injected)")
+        real_commit(tp, offset)
+
+    sink._commit = commit_once_timing_out  # type: ignore[method-assign]
+    sink.start()
+    try:
+        wait_until(
+            lambda: (
+                (
+                    committed(kafka_bootstrap, sink.config.group_id, kafka.voip_flows_topic)[0]
+                    or (0,)
+                )[0]
+                == 5
+            ),
+            60,
+            "all offsets committed",
+        )
+    finally:
+        sink.stop()
+    (first_batch,) = failed  # messages 0 .. first_batch - 1 went in before the timeout
+    res = chdb.query("SELECT count(), uniqExact(bytes) FROM flows_voip").rows[0]
+    assert res == (150, 150)
+    # The first batch was sent twice, and dropped the second time by its token.
+    assert sink.rows_inserted["flows_voip"] == 150 + 30 * first_batch
