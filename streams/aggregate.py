@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import base64
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -249,6 +250,43 @@ def claim_source(state: dict[str, Any], partial: dict[str, Any]) -> bool:
     return True
 
 
+def count_if_late(state: dict[str, Any], start_ms: int, records: int) -> bool:
+    """True, and the records counted in ``state["late"]``, if the window is closed."""
+    if start_ms < int(state["closed"]):
+        state["late"] += int(records)
+        return True
+    return False
+
+
+def pop_due_windows(
+    state: dict[str, Any],
+    window_s: int,
+    lateness_s: int,
+    watermark_ms: int | None,
+    order: Callable[[str], tuple[int, ...]],
+) -> Iterator[tuple[str, int, Any]]:
+    """Remove and yield ``(key, start_ms, value)`` of each window the watermark passed.
+
+    A window is due once the watermark (``state["wm"]`` unless given) is past
+    its end plus the lateness. ``order(key)`` sorts the keys and starts with
+    the window's start in ms. Oldest first; ``closed`` moves past each window
+    yielded, so records arriving for it later are counted as late.
+    """
+    wm = int(state["wm"] if watermark_ms is None else watermark_ms)
+    w_ms = window_s * 1000
+    horizon = wm - lateness_s * 1000 - w_ms  # windows starting at or before it are done
+    for key in sorted(state["win"], key=order):
+        start = order(key)[0]
+        if start > horizon:
+            return
+        yield key, start, state["win"].pop(key)
+        state["closed"] = max(int(state["closed"]), start + w_ms)
+
+
+def _start_order(key: str) -> tuple[int]:
+    return (int(key),)
+
+
 def apply_partial(state: dict[str, Any], partial: dict[str, Any]) -> str:
     """Merge one partial (``CityPartial.to_json``) into a city state, in place.
 
@@ -260,8 +298,7 @@ def apply_partial(state: dict[str, Any], partial: dict[str, Any]) -> str:
     state["geo"] = [partial.get("region", ""), partial.get("country", "")]
     state["wm"] = max(int(state["wm"]), int(partial["max_ms"]))
     for w, apps in partial["win"].items():
-        if int(w) < int(state["closed"]):
-            state["late"] += int(apps.get(ALL, [0])[0])
+        if count_if_late(state, int(w), apps.get(ALL, [0])[0]):
             continue
         cur = state["win"].setdefault(str(int(w)), {})
         for app, (flows, pkts, byts, calls, hashes) in apps.items():
@@ -290,17 +327,10 @@ def close_windows(
     The windows are removed from ``state`` and ``closed`` moves past them, so
     records arriving for them later are counted as late.
     """
-    wm = int(state["wm"] if watermark_ms is None else watermark_ms)
-    w_ms = window_s * 1000
-    horizon = wm - lateness_s * 1000 - w_ms  # windows starting at or before it are done
     produced = int(time.time() * 1000) if produced_ms is None else produced_ms
     region, country = state.get("geo", ["", ""])
     out = []
-    for w in sorted(state["win"], key=int):
-        start = int(w)
-        if start > horizon:
-            break
-        apps = state["win"].pop(w)
+    for _, start, apps in pop_due_windows(state, window_s, lateness_s, watermark_ms, _start_order):
         total = apps.get(ALL, [0, 0, 0, 0.0, []])[2]
         for app, (flows, pkts, byts, calls, packed) in sorted(apps.items()):
             if app == ALL:
@@ -325,5 +355,4 @@ def close_windows(
                     "produced_ms": produced,
                 }
             )
-        state["closed"] = max(int(state["closed"]), start + w_ms)
     return out

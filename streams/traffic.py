@@ -38,7 +38,7 @@ import numpy as np
 from schemas.flowbatch import FlowBatch, addr_to_text
 from schemas.traffic import COUNTERS
 from schemas.traffic import SCHEMA_NAME as TRAFFIC_SCHEMA
-from streams.aggregate import claim_source
+from streams.aggregate import claim_source, count_if_late, pop_due_windows
 from streams.classify import Classification
 from streams.enrich import SOURCE_NONE, Enrichment
 
@@ -177,8 +177,7 @@ def apply_traffic(state: dict[str, Any], partial: dict[str, Any]) -> str:
     state["wm"] = max(int(state["wm"]), int(partial["max_ms"]))
     for key, counters in windows.items():
         start, _ = split_window_key(key)
-        if start < int(state["closed"]):
-            state["late"] += int(counters[0])
+        if count_if_late(state, start, counters[0]):
             continue
         have = state["win"].get(key)
         if have is None:
@@ -197,25 +196,18 @@ def close_traffic(
     produced_ms: int | None = None,
 ) -> list[dict[str, Any]]:
     """Close the windows the watermark passed (end + lateness) and return their messages."""
-    wm = int(state["wm"] if watermark_ms is None else watermark_ms)
-    w_ms = window_s * 1000
-    horizon = wm - lateness_s * 1000 - w_ms  # windows starting at or before it are done
     produced = int(time.time() * 1000) if produced_ms is None else produced_ms
     out = []
-    for key in sorted(state["win"], key=split_window_key):
-        start, domain = split_window_key(key)
-        if start > horizon:
-            break
-        counters = state["win"].pop(key)
+    windows = pop_due_windows(state, window_s, lateness_s, watermark_ms, split_window_key)
+    for key, start, counters in windows:
         msg: dict[str, Any] = {
             "schema": TRAFFIC_SCHEMA,
             "window_start_ms": start,
             "window_s": window_s,
             "exporter": exporter,
-            "observation_domain_id": domain,
+            "observation_domain_id": split_window_key(key)[1],
         }
         msg.update(zip(COUNTERS, (int(v) for v in counters), strict=True))
         msg["produced_ms"] = produced
         out.append(msg)
-        state["closed"] = max(int(state["closed"]), start + w_ms)
     return out
