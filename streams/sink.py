@@ -226,7 +226,12 @@ class Sink:
         if self._ch is None:
             self._ch = connect(self.clickhouse_config, self.data_dir)
         self._check_tables()
-        self._consumer = self._make_consumer()
+        from kafka.errors import KafkaError
+
+        try:
+            self._consumer = self._make_consumer()
+        except KafkaError as exc:
+            raise SinkStopped(f"cannot reach Kafka at {self.bootstrap}: {exc}") from exc
         if self.config.dead_letter_topic:
             from kafka import KafkaProducer
 

@@ -16,6 +16,7 @@ from streams.clickhouse import ClickHouseError
 from streams.sink import Sink, SinkStopped
 from voipflow.process import running, wait_for_signal
 from voipflow.settings import Settings, SettingsError
+from voipflow.topics import KafkaAdminError, wait_for_broker
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +43,12 @@ def _bootstrap(settings: Settings) -> str:
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
     bootstrap = _bootstrap(settings)
+    try:
+        # An unreachable broker is a bad setting: one line, not a client retrying forever.
+        wait_for_broker(bootstrap, timeout_s=30.0)
+    except KafkaAdminError as exc:
+        print(f"voipflow sink: {exc}", file=sys.stderr)
+        return 2
     if args.migrate:
         from streams.clickhouse import connect
         from streams.clickhouse.migrations import Migrator, RenderOptions
