@@ -500,7 +500,7 @@ class Sink:
             committed = self._consumer.committed(
                 TopicPartition(tp.topic, tp.partition), metadata=True, timeout_ms=KAFKA_CALL_MS
             )
-        except KafkaError as exc:  # stays fresh: asked again on the next round
+        except KafkaError as exc:  # stays fresh: asked again, its records wait till then
             log.warning(
                 "committed offset not known yet",
                 extra={"topic": tp.topic, "partition": tp.partition, "error": str(exc)},
@@ -526,10 +526,18 @@ class Sink:
     def _add(self, records: list[Any]) -> None:
         from kafka.structs import TopicPartition
 
+        unread: set[Any] = set()  # committed offset not known: fetched again later
         for rec in records:
             tp = TopicPartition(rec.topic, rec.partition)
+            if tp in unread:
+                continue
             if tp in self._fresh:  # assigned during this poll
                 self._read_intent(tp)
+                if tp in self._fresh:
+                    # An intent left there would decide where this batch ends.
+                    unread.add(tp)
+                    self._consumer.seek(tp, rec.offset)
+                    continue
             spec = self.specs[rec.topic]
             batch = self._batches.get(tp)
             if batch is None:

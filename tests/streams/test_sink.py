@@ -7,6 +7,7 @@ import time
 from collections import defaultdict
 
 import pytest
+from prometheus_client import REGISTRY
 
 from streams.clickhouse.migrations import Migrator, RenderOptions
 from streams.config import ClickHouseConfig, KafkaConfig, SinkConfig
@@ -219,33 +220,34 @@ def test_missing_table_refused_at_start(
     sink.stop()
 
 
-def test_replayed_intent_is_deduplicated_by_token(
-    kafka_bootstrap, kafka_topic_factory, chdb, tmp_path
-) -> None:
-    """A batch inserted but not committed (intent left) is rebuilt and dropped by its token."""
+def _leave_intent(kafka_bootstrap, kafka: KafkaConfig, chdb) -> str:
+    """What a sink that died after its insert leaves behind, in a new group (returned).
+
+    Five messages of 100 flows on the topic; the rows of offsets 0-2 in
+    ClickHouse under their token, and the intent committed at offset 0.
+    """
     from kafka import KafkaConsumer
     from kafka.structs import OffsetAndMetadata, TopicPartition
 
+    from streams.sink_tables import combine, parse_voip_flows
+
     Migrator(chdb, RenderOptions.from_config(ClickHouseConfig(), chdb.database)).migrate()
-    kafka = _topics(kafka_topic_factory, partitions=1)
     produce(
         kafka_bootstrap, kafka.voip_flows_topic, [flow_batch(100, base=k * 100) for k in range(5)]
     )
     group = "sink-" + os.urandom(4).hex()
-    # What a sink that died after its insert leaves behind: the rows of offsets
-    # 0-2 in ClickHouse under their token, and the intent committed at offset 0.
-    from streams.sink_tables import combine, parse_voip_flows
-    from tests.streams.sinkdata import flow_batch as fb
-
-    cols, _ = combine([parse_voip_flows(fb(100, base=k * 100)) for k in range(3)])
+    cols, _ = combine([parse_voip_flows(flow_batch(100, base=k * 100)) for k in range(3)])
     chdb.insert("flows_voip", cols, dedup_token=f"flows_voip/{kafka.voip_flows_topic}/0/0-2")
     consumer = KafkaConsumer(bootstrap_servers=kafka_bootstrap, group_id=group)
     consumer.commit(
         {TopicPartition(kafka.voip_flows_topic, 0): OffsetAndMetadata(0, '{"pending": [0, 2]}', -1)}
     )
     consumer.close(autocommit=False)
+    return group
 
-    sink = Sink(
+
+def _intent_sink(kafka_bootstrap, kafka: KafkaConfig, chdb, tmp_path, group: str) -> Sink:
+    return Sink(
         SinkConfig(group_id=group, batch_delay_s=0.3, topics=kafka.voip_flows_topic),
         kafka,
         ClickHouseConfig(),
@@ -253,18 +255,70 @@ def test_replayed_intent_is_deduplicated_by_token(
         bootstrap=kafka_bootstrap,
         ch=chdb,
     )
+
+
+def _all_committed(kafka_bootstrap, group: str, topic: str) -> None:
+    wait_until(
+        lambda: (committed(kafka_bootstrap, group, topic)[0] or (0,))[0] == 5,
+        60,
+        "all offsets committed",
+    )
+
+
+def test_replayed_intent_is_deduplicated_by_token(
+    kafka_bootstrap, kafka_topic_factory, chdb, tmp_path
+) -> None:
+    """A batch inserted but not committed (intent left) is rebuilt and dropped by its token."""
+    kafka = _topics(kafka_topic_factory, partitions=1)
+    group = _leave_intent(kafka_bootstrap, kafka, chdb)
+    sink = _intent_sink(kafka_bootstrap, kafka, chdb, tmp_path, group)
     sink.start()
     try:
-        wait_until(
-            lambda: (committed(kafka_bootstrap, group, kafka.voip_flows_topic)[0] or (0,))[0] == 5,
-            60,
-            "all offsets committed",
-        )
+        _all_committed(kafka_bootstrap, group, kafka.voip_flows_topic)
     finally:
         sink.stop()
     res = chdb.query("SELECT count(), uniqExact(bytes) FROM flows_voip").rows[0]
     assert res == (500, 500)
     assert sink.rows_inserted["flows_voip"] == 500  # the replay was sent whole, then dropped
+
+
+def test_records_wait_while_the_committed_offset_cannot_be_read(
+    kafka_bootstrap, kafka_topic_factory, chdb, tmp_path
+) -> None:
+    """For its first 3 s the sink cannot read the committed offset (and so the intent):
+    the partition's records are fetched again later instead of batched past the intent."""
+    from kafka.errors import KafkaTimeoutError
+
+    kafka = _topics(kafka_topic_factory, partitions=1)
+    group = _leave_intent(kafka_bootstrap, kafka, chdb)
+    sink = _intent_sink(kafka_bootstrap, kafka, chdb, tmp_path, group)
+    make_consumer = sink._make_consumer
+    failures: list[float] = []
+
+    def consumer_whose_coordinator_is_slow() -> object:
+        consumer = make_consumer()
+        real_committed = consumer.committed
+        until = time.monotonic() + 3.0
+
+        def committed_after_a_while(*args: object, **kwargs: object) -> object:
+            if time.monotonic() < until:
+                failures.append(time.monotonic())
+                raise KafkaTimeoutError("committed offsets not answered (injected)")
+            return real_committed(*args, **kwargs)
+
+        consumer.committed = committed_after_a_while
+        return consumer
+
+    sink._make_consumer = consumer_whose_coordinator_is_slow  # type: ignore[method-assign]
+    sink.start()
+    try:
+        _all_committed(kafka_bootstrap, group, kafka.voip_flows_topic)
+    finally:
+        sink.stop()
+    assert failures
+    res = chdb.query("SELECT count(), uniqExact(bytes) FROM flows_voip").rows[0]
+    assert res == (500, 500)
+    assert sink.rows_inserted["flows_voip"] == 500
 
 
 def test_dead_letters_and_pipeline_stats(
@@ -393,8 +447,16 @@ def test_a_partition_the_client_stopped_fetching_is_fetched_again(
     kafka = _topics(kafka_topic_factory, partitions=1)
     sink = _sink(kafka_bootstrap, kafka, chdb, tmp_path, topics=kafka.voip_flows_topic)
     tp = TopicPartition(kafka.voip_flows_topic, 0)
-    restarts = streams.sink.STALLS.labels(kafka.voip_flows_topic)
-    before = restarts._value.get()
+
+    def restarts() -> float:
+        return (
+            REGISTRY.get_sample_value(
+                "voipflow_sink_fetch_restarts_total", {"topic": kafka.voip_flows_topic}
+            )
+            or 0.0
+        )
+
+    before = restarts()
     sink.start()
     try:
         produce(kafka_bootstrap, kafka.voip_flows_topic, [flow_batch(40, base=0)])
@@ -408,7 +470,7 @@ def test_a_partition_the_client_stopped_fetching_is_fetched_again(
     finally:
         sink.stop()
     assert _count(chdb, "SELECT count() FROM flows_voip") == 100
-    assert restarts._value.get() - before >= 1
+    assert restarts() - before >= 1
 
 
 def test_a_commit_that_times_out_replays_the_same_batch_once(
@@ -441,17 +503,7 @@ def test_a_commit_that_times_out_replays_the_same_batch_once(
     sink._commit = commit_once_timing_out  # type: ignore[method-assign]
     sink.start()
     try:
-        wait_until(
-            lambda: (
-                (
-                    committed(kafka_bootstrap, sink.config.group_id, kafka.voip_flows_topic)[0]
-                    or (0,)
-                )[0]
-                == 5
-            ),
-            60,
-            "all offsets committed",
-        )
+        _all_committed(kafka_bootstrap, sink.config.group_id, kafka.voip_flows_topic)
     finally:
         sink.stop()
     (first_batch,) = failed  # messages 0 .. first_batch - 1 went in before the timeout
