@@ -1,6 +1,6 @@
 """The subset of JSON Schema (2020-12) the project's message schemas use.
 
-``type``, ``const``, ``required``, ``properties``, ``additionalProperties:
+``type``, ``const``, ``enum``, ``required``, ``properties``, ``additionalProperties:
 false``, ``minimum``, ``maximum``, ``minLength`` and ``items`` — enough to
 keep the files in ``schemas/json`` the one source of truth for the JSON
 topics without another dependency. Each message module (:mod:`schemas.usage`,
@@ -40,6 +40,8 @@ def check(value: Any, schema: dict[str, Any], where: str, error: type[ValueError
     """Raise ``error`` naming the first place where ``value`` breaks ``schema``."""
     if "const" in schema and value != schema["const"]:
         raise error(f"{where}: expected {schema['const']!r}, got {value!r}")
+    if "enum" in schema and value not in schema["enum"]:
+        raise error(f"{where}: expected one of {schema['enum']!r}, got {value!r}")
     t = schema.get("type")
     if t is not None:
         ok = isinstance(value, _TYPES[t]) and not (t != "boolean" and isinstance(value, bool))
