@@ -31,6 +31,8 @@ class KafkaConfig(BaseModel):
     rules_topic: str = "rules.v1"
     #: Enforcement points' feedback on rules.
     feedback_topic: str = "rules-feedback.v1"
+    #: The rule ledger's state changes (schemas/json/rule-events.v1.json).
+    rule_events_topic: str = "rule-events.v1"
     #: Per-exporter health reports from the collectors.
     health_topic: str = "exporter-health.v1"
 

@@ -34,6 +34,7 @@ from pydantic_settings import (
 )
 
 from collectors.config import CollectorConfig
+from enforcement.config import EvaluatorConfig, GuardrailConfig, LedgerConfig
 from streams.config import ClickHouseConfig, KafkaConfig, SinkConfig, WorkerConfig
 
 ENV_PREFIX = "VOIPFLOW_"
@@ -81,6 +82,9 @@ class Settings(BaseSettings):
     collector: CollectorConfig = CollectorConfig()
     worker: WorkerConfig = WorkerConfig()
     sink: SinkConfig = SinkConfig()
+    guardrails: GuardrailConfig = GuardrailConfig()
+    evaluator: EvaluatorConfig = EvaluatorConfig()
+    ledger: LedgerConfig = LedgerConfig()
 
     @classmethod
     def settings_customise_sources(
