@@ -10,9 +10,10 @@ Two kinds of check, both pure:
   of the prefix: an operator who blocks a provider's /16 that happens to hold
   the emergency gateway's /32 wants the other 65,535 addresses blocked, not
   the whole rule dropped). IPv4 protected prefixes are protected in their
-  IPv4-mapped IPv6 form (``::ffff:a.b.c.d``) too. A traffic rule with no
-  prefix left, or with none to begin with (it would apply to every address),
-  is refused. Monitor and alert rules change no traffic and are not checked.
+  IPv4-mapped IPv6 form (``::ffff:a.b.c.d``) too, and mapped IPv6 ones in
+  their IPv4 form. A traffic rule with no prefix left, or with none to begin
+  with (it would apply to every address), is refused. Monitor and alert
+  rules change no traffic and are not checked.
 * :meth:`Guardrails.admit` -- the caps: rules in force, new rules per minute
   (of event time, so a replay decides as the live run did), rules per city.
 
@@ -91,6 +92,9 @@ class Guardrails:
                 prot.append((net, why))
                 if isinstance(net, ipaddress.IPv4Network):
                     prot.append((_mapped(net), why))
+                elif net.subnet_of(_MAPPED):  # the IPv4 address written as IPv6
+                    v4 = int(net.network_address) & 0xFFFFFFFF
+                    prot.append((ipaddress.IPv4Network((v4, net.prefixlen - 96)), why))
         self._protected = prot
 
     @property
