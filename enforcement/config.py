@@ -97,6 +97,10 @@ class EvaluatorConfig(BaseModel):
     #: Stop after this many seconds without a usage window (0 = run until
     #: stopped): for backfills and tests.
     exit_when_idle_s: float = Field(0.0, ge=0)
+    #: Fault injection for tests: SIGKILL the evaluator right after it wrote
+    #: the state of its N-th batch, before that batch's rules are published
+    #: (0 = never).
+    fault_kill_after_batches: int = Field(0, ge=0)
 
     @field_validator("policies", "prefix_table")
     @classmethod

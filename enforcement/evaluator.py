@@ -59,6 +59,15 @@ def rule_id(policy: Policy, city: str, app: str) -> str:
     return f"{policy.name}-{digest}"
 
 
+def proposed_event(rule: Mapping[str, Any]) -> dict[str, Any]:
+    """The ``proposed`` event of a rule version; the same rule gives the same event id."""
+    last = rule["evidence"]["windows"][-1]
+    fired_by_last = rule["created_ms"] == last["window_start_ms"] + last["window_s"] * 1000
+    what = "fired" if fired_by_last else "renewed"
+    return make_event(rule, "proposed", "proposed", rule["produced_ms"],
+                      detail=f"{what}: {rule['reason']}")  # fmt: skip
+
+
 @dataclass(frozen=True, slots=True)
 class Publish:
     """Publish this rules.v1 message (a new rule or a new version)."""
@@ -214,9 +223,7 @@ class Evaluator:
         self._dirty.add(f"rule|{rid}")
         if self.refused.pop(rid, None) is not None:
             self._dirty.add(f"refused|{rid}")
-        detail = "renewed" if active else "fired"
-        ev = make_event(rule, "proposed", "proposed", now_ms, detail=f"{detail}: {rule['reason']}")
-        return [Event(ev), Publish(rule)]
+        return [Event(proposed_event(rule)), Publish(rule)]
 
     def _rule(
         self,

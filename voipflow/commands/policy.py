@@ -73,6 +73,30 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         raise SettingsError(
             "VOIPFLOW_EVALUATOR_POLICIES is empty: set it to a policy file or folder"
         )
-    from enforcement.evaluator_process import run_evaluator
+    from enforcement.evaluator_process import EvaluatorSetup, run_evaluator
+    from voipflow.commands._enforcement import bootstrap
+    from voipflow.endpoints import serve_metrics
+    from voipflow.topics import KafkaAdminError, wait_for_broker
 
-    return run_evaluator(settings)
+    servers = bootstrap(settings)
+    try:
+        wait_for_broker(servers, timeout_s=30.0)
+    except KafkaAdminError as exc:
+        print(f"voipflow policy run: {exc}", file=sys.stderr)
+        return 2
+    setup = EvaluatorSetup(
+        settings.evaluator,
+        settings.guardrails,
+        settings.kafka,
+        settings.worker.provider_dir,
+        settings.worker.prefix_table,
+    )
+    endpoint = serve_metrics(settings, "evaluator")
+    try:
+        return run_evaluator(setup, servers)
+    except EnforcementError as exc:
+        print(f"voipflow policy run: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        if endpoint is not None:
+            endpoint.close()
