@@ -115,6 +115,9 @@ class EvaluatorConfig(BaseModel):
 class LedgerConfig(BaseModel):
     #: Kafka consumer group of the ledger.
     group_id: str = Field("voipflow-ledger", min_length=1)
+    #: Compacted topic holding the ledger's state (each rule's state, the
+    #: enforcement points' last counters).
+    state_topic: str = Field("voipflow-ledger-state", min_length=1)
     #: Seconds a published rule may wait for any enforcement point's feedback
     #: before the ledger publishes it again.
     feedback_timeout_s: float = Field(30.0, gt=0)
