@@ -143,9 +143,11 @@ class Ledger:
                 if status != "hits" and entry["state"] not in ENDED:
                     entry["state"] = status
             self._dirty.add(rid)
+        # the event carries the rule's state after it: hits change nothing (a
+        # rule another enforcement point failed to apply stays failed)
         state = entry["state"] if entry else status
-        if status == "hits" and state not in ENDED:
-            state = "applied"
+        if state == "hits":
+            state = "applied"  # hits of a rule the ledger does not know: it is applied
         detail = str(fb.get("error") or fb.get("detail") or "")
         event = make_event(
             {**rule, "version": fb["rule_version"]},
