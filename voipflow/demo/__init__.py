@@ -20,7 +20,7 @@ collector has published everything, the worker has consumed it, every
 window is closed (the worker's idle close lets event time follow the wall
 clock once traffic stops) and the sink has committed both topics it reads;
 then it stops the children and prints VoIP usage per city from ClickHouse
-next to what the simulator sent (:mod:`voipflow.demo_report`).
+next to what the simulator sent (:mod:`voipflow.demo.report`).
 
 Settings the demo gives its children unless the user set them: the
 collector listens on a free UDP port of 127.0.0.1, metrics on free ports,
@@ -57,7 +57,7 @@ from voipflow.children import ChildProcess, peak_rss_bytes
 from voipflow.process import running
 from voipflow.settings import Settings
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 DEMO_CITIES = REPO / "data" / "cities" / "demo-cities.csv"
 DEMO_HOME_NETWORKS = "10.0.0.0/8,2001:db8::/32"
 #: Worker settings the demo uses unless the user set them (see ``--help``).
@@ -478,8 +478,8 @@ class Demo:
                 signal.signal(s, h)
 
     def _run(self) -> int:
-        from voipflow.demo_report import report
-        from voipflow.demo_run import Pipeline
+        from voipflow.demo.report import report
+        from voipflow.demo.watch import Pipeline
 
         s = self.settings
         listen, target = self.collector_listen()
