@@ -336,6 +336,7 @@ def test_a_running_local_broker_is_used_and_left_running(kafka_broker: Any, tmp_
     from voipflow.broker import BrokerState, running_state
     from voipflow.demo import Printer
     from voipflow.demo.pipeline import DemoKafka
+    from voipflow.settings import Settings
 
     state_dir = tmp_path / "var" / "kafka"
     state_dir.mkdir(parents=True)
@@ -349,7 +350,7 @@ def test_a_running_local_broker_is_used_and_left_running(kafka_broker: Any, tmp_
     )
     (state_dir / "broker.json").write_text(json.dumps(asdict(state)))
     said = io.StringIO()
-    kafka = DemoKafka(KafkaConfig(), tmp_path / "var", Printer(said))
+    kafka = DemoKafka(Settings(kafka=KafkaConfig()), tmp_path / "var", Printer(said))
     kafka.start()
     assert kafka.bootstrap == kafka_broker.bootstrap
     assert "voipflow kafka start" in kafka.origin

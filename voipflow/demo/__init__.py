@@ -130,7 +130,7 @@ def _run(
     preflight(settings, plan, listen)
     sim_config = simulator_config(plan, options, target)
     say(f"voipflow demo: state in {plan.demo_dir}, logs in {plan.log_dir}")
-    kafka = DemoKafka(settings.kafka, plan.data_dir, printer)
+    kafka = DemoKafka(settings, plan.data_dir, printer)
     topics = PipelineTopics(settings, kafka)
     schema = ClickHouseSchema(settings, plan.data_dir, plan.cities_csv)
     with running([kafka, topics, schema]):

@@ -13,7 +13,6 @@ import os
 from pathlib import Path
 
 from streams.app import partials_topic_name
-from streams.config import KafkaConfig
 from voipflow.broker import (
     BrokerError,
     LocalBroker,
@@ -41,8 +40,8 @@ class DemoKafka:
 
     name = "kafka"
 
-    def __init__(self, kafka: KafkaConfig, data_dir: Path, printer: Printer) -> None:
-        self.kafka = kafka
+    def __init__(self, settings: Settings, data_dir: Path, printer: Printer) -> None:
+        self.kafka = settings.kafka
         self.data_dir = data_dir
         self.printer = printer
         self.state_dir = data_dir / "demo" / "kafka"
