@@ -2,7 +2,7 @@
 
 ``DecoderConfig(bulk_min_datagrams=0)`` decodes every datagram on its own
 (the reference); ``bulk_min_datagrams=1`` sends every call through the bulk
-path (``collectors.bulk``). Both must return the same batch (same rows in
+path (``collectors.codec.bulk``). Both must return the same batch (same rows in
 the same order), the same statistics and errors, and leave the same state
 (templates, held data, sequence trackers) for the next call. The streams mix
 what makes the bulk path fall back or cut its runs: templates and options
@@ -22,10 +22,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from collectors.decoder import Datagram, Decoder, DecoderConfig, DecodeResult
-from collectors.encoder import make_encoder
+from collectors.codec.decoder import Datagram, Decoder, DecoderConfig, DecodeResult
+from collectors.codec.encoder import make_encoder
+from collectors.codec.templates import TemplateCache
 from collectors.pcapfile import iter_udp
-from collectors.templates import TemplateCache
 from schemas.flowbatch import text_to_addr16
 from tests.collectors.test_encoder import BOOT, T0, random_flows
 

@@ -2,7 +2,7 @@
 
 Captures from the labelled corpus are exported by softflowd (v5, v9, IPFIX,
 IPFIX biflows, sampled) and pmacctd's nfprobe plugin (v9, IPFIX); the same
-datagrams go to nfcapd over loopback and to :class:`collectors.decoder.Decoder`.
+datagrams go to nfcapd over loopback and to :class:`collectors.codec.decoder.Decoder`.
 Every record must match: 5-tuple, packets, bytes, first and last time (ms),
 TCP flags and sampling.
 
@@ -36,8 +36,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from collectors.decoder import Decoder, DecodeResult
-from collectors.templates import TemplateCache
+from collectors.codec.decoder import Decoder, DecodeResult
+from collectors.codec.templates import TemplateCache
 from schemas.flowbatch import FlowBatch, addr_to_text
 from tests.collectors import exporters as ex
 

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from collectors.encoder import (
+from collectors.codec.encoder import (
     EncodeError,
     IPFIXEncoder,
     NetFlowV5Encoder,
