@@ -40,9 +40,11 @@ from collectors.codec.frame import HEAD, Frame, every_offset
 from collectors.codec.plan import RecordPlan, plan_for
 from collectors.codec.sequence import (
     MOD,
+    MODES,
     SeqOutcome,
     SequenceLog,
     SequenceTracker,
+    mode_step,
 )
 from collectors.codec.templates import DomainKey, Template, TemplateCache
 
@@ -296,10 +298,11 @@ def _sequences(dec: DecoderLike, call: DecodeCall, dom: np.ndarray, keys: list[D
     p_seq[starts], p_u[starts], p_f[starts] = prev_seq, prev_u, prev_f
     free = np.zeros(len(at), dtype=bool)
     free[starts] = ~has_prev  # a tracker's first packet is taken as it is
-    steps = {(False, False): p_u, (True, True): flows, (True, False): units, (False, True): p_f}
     breaks = {
-        m: np.logical_or.reduceat(((p_seq + step) % MOD != seq) & ~free, starts)
-        for m, step in steps.items()
+        m: np.logical_or.reduceat(
+            ((p_seq + mode_step(m, p_u, p_f, units, flows)) % MOD != seq) & ~free, starts
+        )
+        for m in MODES
     }
     resync = np.logical_or.reduceat(log.resync[at], starts)
     last_boot = np.maximum.reduceat(np.where(log.has_boot[at], np.arange(len(at)), -1), starts)
