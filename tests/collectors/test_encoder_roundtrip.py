@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 
 from collectors.codec.encoder import make_encoder
 from schemas.flowbatch import text_to_addr16
-from tests.collectors.test_encoder import BOOT, T0, random_flows
+from tests.collectors.flows import BOOT, T0, random_flows
 
 decoder = pytest.importorskip(
     "collectors.codec.decoder", reason="the collector's decoder is not on this branch yet"

@@ -22,7 +22,7 @@ from collectors.codec.decoder import REASONS, Decoder, DecoderConfig
 from collectors.codec.templates import TemplateCache
 from collectors.pcapfile import iter_udp
 from schemas.flowbatch import FLOW_COLUMNS, text_to_addr16
-from tests.collectors.test_bulk import assert_same
+from tests.collectors.compare import assert_same
 
 DATA = Path(__file__).parent / "data"
 EXP = text_to_addr16("198.51.100.1")
