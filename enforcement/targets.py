@@ -146,7 +146,8 @@ class PeerSet:
         end = np.asarray(columns["flow_end_ms"], dtype=np.int64)
         if not len(peer):
             return 0
-        key = np.char.add(np.char.add(city, "\0"), app)
+        # numpy strings drop trailing NULs, so the separator is the unit separator
+        key = np.char.add(np.char.add(city, "\x1f"), app)
         # one entry per distinct (city, app, peer), with its newest flow end
         order = np.lexsort((end, peer, key))
         k, p, e = key[order], peer[order], end[order]
@@ -155,7 +156,7 @@ class PeerSet:
         k, p, e = k[last], p[last], e[last]
         texts = _addr_text(p)
         for ki, ti, ei in zip(k.tolist(), texts, e.tolist(), strict=True):
-            c, a = ki.split("\0", 1)
+            c, a = ki.split("\x1f", 1)
             self.add(c, a, (ti,), int(ei))
         return len(texts)
 
