@@ -11,10 +11,13 @@ ClickHouse connection (the tests run them on chdb):
   ``voip_usage_1m`` windows in time order (event time drives expiry): when
   and where it fires, how many rules, the distinct subscribers of the matched
   city and app while each rule was in force, and every guardrail refusal.
+  ``observed_peers`` targets get the peers of ``flows_voip`` as they were
+  seen up to each window (and kept for the peer timeout).
 """
 
 from __future__ import annotations
 
+import ipaddress
 import json
 from collections import Counter
 from dataclasses import dataclass, field
@@ -136,6 +139,40 @@ ORDER BY window_start, city, app
 """
 
 
+#: Peers of the VoIP flows per minute, for observed_peers targets.
+PEERS_SQL = """
+SELECT max(toUnixTimestamp64Milli(flow_end)) AS seen_ms, city, app,
+       IPv6NumToString(peer_addr) AS peer
+FROM flows_voip
+WHERE flow_end >= fromUnixTimestamp64Milli(toInt64({since_ms}))
+  AND flow_end < fromUnixTimestamp64Milli(toInt64({until_ms})) AND app IN ({apps})
+GROUP BY toStartOfMinute(flow_end) AS minute, city, app, peer
+ORDER BY seen_ms, city, app, peer
+"""
+
+
+def _peer_prefix(text: str) -> str:
+    ip = ipaddress.IPv6Address(text)
+    v4 = ip.ipv4_mapped
+    return f"{v4}/32" if v4 is not None else f"{ip}/128"
+
+
+def _peer_feed(
+    ch: Any, policies: list[Policy], resolver: TargetResolver, since_ms: int, until_ms: int
+) -> list[tuple[int, str, str, str]]:
+    """(seen ms, city, app, prefix) of the flows_voip peers the policies may target."""
+    apps = {a for p in policies if p.target == "observed_peers" for a in p.match.apps}
+    if not any(p.target == "observed_peers" for p in policies):
+        return []
+    app_list = (
+        ", ".join(_lit(a) for a in sorted(apps)) if apps else "SELECT DISTINCT app FROM flows_voip"
+    )
+    sql = PEERS_SQL.format(
+        since_ms=since_ms - resolver.peers.timeout_ms, until_ms=until_ms, apps=app_list
+    )
+    return [(int(r[0]), str(r[1]), str(r[2]), _peer_prefix(str(r[3]))) for r in ch.query(sql).rows]
+
+
 @dataclass
 class Simulation:
     """What a policy file would have done over a stretch of history."""
@@ -185,10 +222,16 @@ def simulate(
     ev = Evaluator(list(policies), resolver, Guardrails(guardrails))
     sim = Simulation(since_ms, until_ms)
     res = ch.query(USAGE_SQL.format(since_s=since_ms // 1000, until_s=until_ms // 1000))
+    peers = _peer_feed(ch, policies, resolver, since_ms, until_ms)
+    next_peer = 0
     spans: dict[str, list[tuple[str, str, int, int]]] = {}
     for row in res.dicts():
         row["window_start_ms"] = int(row["window_start_ms"])
         end_ms = row["window_start_ms"] + int(row["window_s"]) * 1000
+        while next_peer < len(peers) and peers[next_peer][0] < end_ms:
+            seen, city, app, prefix = peers[next_peer]
+            resolver.peers.add(city, app, (prefix,), seen)  # the flows seen so far
+            next_peer += 1
         ev.expire(end_ms)  # event time: a rule lives its ttl in the replayed history
         sim.windows += 1
         for out in ev.on_usage(row, end_ms):

@@ -115,6 +115,32 @@ def test_simulate_reports_caps(ch: Any) -> None:
     assert {(r["city"], r["guardrail"]) for r in sim.refusals} == {("Berlin", "max_active")}
 
 
+def test_simulate_observed_peers_from_flows(ch: Any) -> None:
+    """Peers come from flows_voip as they were seen up to each window."""
+    peers = ["192.0.2.10", "192.0.2.20", "127.0.0.1"]  # the last is never blockable
+    seen = [T + 5 * 60, T + 12 * 60, T + 12 * 60]
+    ch.insert(
+        "flows_voip",
+        {
+            "time_received": np.array([s * 1000 for s in seen], dtype="datetime64[ms]"),
+            "flow_start": np.array([s * 1000 for s in seen], dtype="datetime64[ms]"),
+            "flow_end": np.array([s * 1000 + 500 for s in seen], dtype="datetime64[ms]"),
+            "peer_addr": pa.array([f"::ffff:{p}" for p in peers]),
+            "subscriber_addr": pa.array(["::ffff:10.1.0.1"] * 3),
+            "city": pa.array(["Berlin"] * 3),
+            "app": pa.array(["teams"] * 3),
+        },
+    )
+    pol = policy(
+        "peer", windows=3, threshold=100, ttl="10m", target="observed_peers", cities="[Berlin]"
+    )
+    res = TargetResolver(providers(), {}, PeerSet(30 * 60_000, 10))
+    sim = simulate(ch, [pol], GuardrailConfig(), res, T * 1000, NOW_S * 1000)
+    first = sim.firings[0]
+    assert (first["city"], first["version"], first["prefixes"]) == ("Berlin", 1, 2)
+    assert sim.refusals == []
+
+
 def _ledger_rows(ch: Any) -> dict[str, Any]:
     """A Berlin block applied at minute 60 for 20 minutes, through evaluator and ledger."""
     ev = evaluator([policy("eff", windows=1, threshold=100, ttl="20m")])
