@@ -76,8 +76,10 @@ class Ledger:
     #: Rules over this long (past their expiry) are forgotten.
     forget_after_ms: int = 86_400_000
     #: rule id -> {"rule", "state", "published_ms", "answered", "republished",
-    #: "counters": {ep: [packets, bytes]}}
+    #: "counters": {ep: [packets, bytes]}, "seen": {ep: [observed_ms, statuses]}}
     rules: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: rule id -> reports on a version not read yet: [{"fb", "since"}]
+    pending: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     _dirty: set[str] = field(default_factory=set)
 
     def _set(self, rid: str, entry: dict[str, Any]) -> None:
@@ -99,9 +101,21 @@ class Ledger:
             "answered": False,
             "republished": 0,
             "counters": known["counters"] if known else {},
+            "seen": known.get("seen", {}) if known else {},
         }
         self._set(rid, entry)
-        return [Record(make_event(rule, "published", "published", rule["produced_ms"]))]
+        out: list[LedgerOutput] = [
+            Record(make_event(rule, "published", "published", rule["produced_ms"]))
+        ]
+        waiting = self.pending.pop(rid, [])
+        if waiting:
+            self._dirty.add(f"pending|{rid}")
+        for item in waiting:  # reports that came before the rule
+            if item["fb"]["rule_version"] > rule["version"]:
+                self.pending.setdefault(rid, []).append(item)
+            else:
+                out += self._feedback(item["fb"], entry)
+        return out
 
     def on_tombstone(self, rid: str, reason: str, now_ms: int) -> list[LedgerOutput]:
         """A tombstone on rules.v1; ``reason`` from its header (expired or withdrawn)."""
@@ -116,9 +130,22 @@ class Ledger:
     # -- rules-feedback.v1 ---------------------------------------------------------
 
     def on_feedback(self, fb: Mapping[str, Any], now_ms: int) -> list[LedgerOutput]:
-        """One enforcement point's report on one rule version."""
+        """One enforcement point's report on one rule version.
+
+        A report on a version the ledger has not read yet (rules.v1 and the
+        feedback topic are read side by side, in no common order) waits for
+        it, at most ``feedback_timeout_ms``; then it is recorded as it is.
+        """
         rid = str(fb["rule_id"])
         entry = self.rules.get(rid)
+        if entry is None or fb["rule_version"] > entry["rule"]["version"]:
+            self.pending.setdefault(rid, []).append({"fb": dict(fb), "since": now_ms})
+            self._dirty.add(f"pending|{rid}")
+            return []
+        return self._feedback(fb, entry)
+
+    def _feedback(self, fb: Mapping[str, Any], entry: dict[str, Any] | None) -> list[LedgerOutput]:
+        rid = str(fb["rule_id"])
         rule: Mapping[str, Any] = (
             entry["rule"] if entry else {"rule_id": rid, "version": fb["rule_version"]}
         )
@@ -232,15 +259,36 @@ class Ledger:
         for rid in forget:
             del self.rules[rid]
             self._dirty.add(rid)
+        for rid, items in list(self.pending.items()):
+            late = [i for i in items if now_ms - i["since"] >= self.feedback_timeout_ms]
+            if not late:
+                continue
+            keep = [i for i in items if i not in late]
+            if keep:
+                self.pending[rid] = keep
+            else:
+                del self.pending[rid]
+            self._dirty.add(f"pending|{rid}")
+            for item in late:  # about a rule this ledger never read: recorded as it is
+                out += self._feedback(item["fb"], self.rules.get(rid))
         return out
 
     # -- state -----------------------------------------------------------------------
 
     def changes(self) -> dict[str, dict[str, Any] | None]:
-        out = {rid: self.rules.get(rid) for rid in sorted(self._dirty)}
+        out: dict[str, dict[str, Any] | None] = {}
+        for key in sorted(self._dirty):
+            if key.startswith("pending|"):
+                items = self.pending.get(key.removeprefix("pending|"))
+                out[key] = {"items": items} if items else None
+            else:
+                out[key] = self.rules.get(key)
         self._dirty.clear()
         return out
 
     def restore(self, entries: Iterable[tuple[str, dict[str, Any]]]) -> None:
-        for rid, value in entries:
-            self.rules[rid] = dict(value)
+        for key, value in entries:
+            if key.startswith("pending|"):
+                self.pending[key.removeprefix("pending|")] = list(value["items"])
+            else:
+                self.rules[key] = dict(value)

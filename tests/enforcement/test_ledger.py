@@ -122,3 +122,27 @@ def test_new_version_and_state_round_trip() -> None:
     (e,) = _events(again.on_feedback(_fb(v2, "hits", "ep-1", T0 + 4, hit_packets=15), T0 + 4))
     assert e["hits"] == 5
     assert again.tick(T0 + 2 + 30_000) == []  # version 2 was answered: nothing to do
+
+
+def test_feedback_read_before_its_rule_waits_for_it() -> None:
+    """rules.v1 and the feedback topic are read side by side, in no common order."""
+    rule = _rule()
+    led = Ledger(feedback_timeout_ms=30_000, max_republish=1)
+    assert led.on_feedback(_fb(rule, "applied", "ep-1", T0 + 10), T0 + 10) == []
+    restarted = Ledger(feedback_timeout_ms=30_000, max_republish=1)
+    restarted.restore((k, v) for k, v in led.changes().items() if v is not None)
+    evs = _events(restarted.on_rule(rule, T0 + 20))
+    assert [(e["event"], e["state"]) for e in evs] == [
+        ("published", "published"),
+        ("feedback", "applied"),
+    ]
+    assert restarted.tick(T0 + 60_000) == []  # answered: not republished
+    # a report about a rule never read is recorded as it is once the wait is over
+    other = {**rule, "rule_id": "elsewhere-1"}
+    assert led.on_feedback(_fb(other, "failed", "ep-9", T0, error="x"), T0) == []
+    assert led.tick(T0 + 29_999) == []
+    late = _events(led.tick(T0 + 30_000))
+    assert [(e["rule_id"], e["event"], e["state"]) for e in late] == [
+        ("elsewhere-1", "feedback", "failed"),
+        ("elsewhere-1", "escalated", "failed"),
+    ]
