@@ -22,8 +22,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from benchmarks.sim_classify import T0, make_model
 from tests.collectors.reference_decoders import FLOW_KEYS, Nfcapd, tshark_flows
+from voipflow.evaluation.simclassify import T0, make_model
 from voipflow.simulate import apps as A
 from voipflow.simulate.config import SimulatorConfig
 from voipflow.simulate.runner import DEFAULT_CITIES, REPO, Simulator
