@@ -20,7 +20,7 @@ from pathlib import Path
 
 from collectors.pcapfile import write_pcap
 from schemas.flowbatch import text_to_addr16
-from tests.collectors.reference_decoders import free_udp_port
+from voipflow.netutil import free_port
 
 LOOPBACK16 = text_to_addr16("127.0.0.1")
 
@@ -133,7 +133,7 @@ def nfdump_decode(datagrams: list[bytes], tmp: Path, sampling: int | None = None
     """Replay datagrams into nfcapd over loopback; nfdump's records as JSON objects."""
     outdir = tmp / f"nfcapd-{time.monotonic_ns()}"
     outdir.mkdir()
-    port = free_udp_port()
+    port = free_port("udp")
     cmd = ["nfcapd", "-b", "127.0.0.1", "-p", str(port), "-w", str(outdir), "-t", "3600"]
     if sampling:
         cmd += ["-s", str(sampling)]

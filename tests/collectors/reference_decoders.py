@@ -30,6 +30,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from voipflow.netutil import free_port
+
 FLOW_KEYS = (
     "src_addr",
     "dst_addr",
@@ -47,12 +49,6 @@ FLOW_KEYS = (
     "flow_start_ms",
     "flow_end_ms",
 )
-
-
-def free_udp_port(host: str = "127.0.0.1") -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
 
 
 def udp_rx_queue(port: int) -> int:
@@ -270,7 +266,7 @@ class Nfcapd:
         self.workdir = workdir
         self.flowdir = workdir / "flows"
         self.flowdir.mkdir(parents=True, exist_ok=True)
-        self.port = free_udp_port()
+        self.port = free_port("udp")
         self.log = workdir / "nfcapd.log"
         self._proc: subprocess.Popen[bytes] | None = None
 

@@ -65,7 +65,7 @@ def test_print_cluster_ddl_runs_nothing(tmp_path: Path) -> None:
 
 
 def test_unreachable_server_is_one_line(tmp_path: Path) -> None:
-    from tests.fixtures.clickhouse_server import free_port
+    from voipflow.netutil import free_port
 
     env_url = f"clickhouse://127.0.0.1:{free_port()}/default"
     env = {k: v for k, v in os.environ.items() if not k.startswith("VOIPFLOW_")}
