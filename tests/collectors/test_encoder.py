@@ -140,6 +140,7 @@ ENCODERS = {
 
 @pytest.mark.parametrize("name", ["v5", "v9", "ipfix"])
 @pytest.mark.parametrize("sampling", [1, 64])
+@pytest.mark.slow
 def test_tshark_decodes_exactly_the_encoded_records(
     tmp_path: Path, name: str, sampling: int
 ) -> None:
@@ -227,6 +228,7 @@ def test_datagrams_respect_the_mtu_and_fill_it(version: int, mtu: int) -> None:
 
 
 @pytest.mark.parametrize("name", ["v5", "v9", "ipfix"])
+@pytest.mark.slow
 def test_nfdump_decodes_exactly_the_encoded_records(tmp_path: Path, name: str) -> None:
     v5 = name == "v5"
     cols = random_flows(2000, seed=21, v5=v5, v6_share=0 if v5 else 0.3)

@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -24,6 +26,7 @@ def _voipflow(data_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+@pytest.mark.slow
 def test_migrate_status_query(tmp_path: Path) -> None:
     first = _voipflow(tmp_path, "db", "migrate")
     assert first.returncode == 0, first.stderr

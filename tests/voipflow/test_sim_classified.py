@@ -31,6 +31,9 @@ import pytest
 
 from voipflow.evaluation.simclassify import SimScore, make_model, score_model
 
+# Each fixture steps the model through 300 simulated seconds (about 20 s here).
+pytestmark = pytest.mark.slow
+
 BACKGROUND = ("web", "video", "dns")
 CALL_APPS = ("whatsapp", "teams", "zoom", "meet", "telegram", "signal", "sip")
 

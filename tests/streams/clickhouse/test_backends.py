@@ -79,6 +79,7 @@ def test_chdb_errors_are_translated(chdb) -> None:
     assert syn.value.code == 62 and not syn.value.transient
 
 
+@pytest.mark.slow
 def test_chdb_data_survives_restart(tmp_path: Path) -> None:
     # chdb binds one directory per process: each "restart" is a new process.
     script = textwrap.dedent(
