@@ -3,7 +3,7 @@
 What ``voipflow eval`` and the held-out evaluation share::
 
     capture --softflowd -r (-v 9|10, -s N, -b)--> UDP on 127.0.0.1
-            --> collectors.decoder.Decoder --> FlowBatch
+            --> collectors.codec.decoder.Decoder --> FlowBatch
             --> streams.classify.Classifier --> join with labels.csv
 
 :func:`find_captures` lists a folder's captures, :func:`run_one` measures one
@@ -23,8 +23,8 @@ from typing import Any
 
 import numpy as np
 
-from collectors.decoder import Decoder, DecoderConfig
-from collectors.templates import TemplateCache
+from collectors.codec.decoder import Decoder, DecoderConfig
+from collectors.codec.templates import TemplateCache
 from schemas.flowbatch import FlowBatch, text_to_addr16
 from streams import evaluate as ev
 from streams.classify import Classifier
