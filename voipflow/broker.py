@@ -41,7 +41,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, Field
 
-from streams.config import KafkaConfig
+from schemas.topics import KafkaConfig
 
 log = logging.getLogger(__name__)
 

@@ -52,7 +52,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any, TextIO
 
-from streams.config import KafkaConfig
+from schemas.topics import KafkaConfig
 from voipflow.children import ChildProcess, peak_rss_bytes
 from voipflow.process import running
 from voipflow.settings import Settings
@@ -258,8 +258,8 @@ class ClickHouseSchema:
     def start(self) -> None:
         from dashboards import CityTableError
         from dashboards.cities import city_columns, read_cities
-        from streams.clickhouse import ClickHouseError, connect
-        from streams.clickhouse.migrations import Migrator, RenderOptions
+        from storage.clickhouse import ClickHouseError, connect
+        from storage.clickhouse.migrations import Migrator, RenderOptions
 
         cfg = self.settings.clickhouse
         try:
@@ -422,7 +422,7 @@ class Demo:
         except ReceiverError as exc:
             raise DemoSettingError(f"VOIPFLOW_COLLECTOR_LISTEN={listen!r}: {exc.strerror}") from exc
         if self.settings.clickhouse.url:
-            from streams.clickhouse import ClickHouseError, connect
+            from storage.clickhouse import ClickHouseError, connect
 
             try:
                 ch = connect(self.settings.clickhouse, self.data_dir)

@@ -112,7 +112,7 @@ def truth_per_city(truth: dict[str, Any]) -> dict[str, dict[str, float]]:
 
 def query_usage(demo: Demo, start_s: int, end_s: int) -> tuple[list[CityRow], tuple[Any, ...]]:
     """The per-city rows of this run's windows, and (windows, first, last)."""
-    from streams.clickhouse import connect
+    from storage.clickhouse import connect
 
     ch = connect(demo.settings.clickhouse, demo.data_dir)
     try:

@@ -25,12 +25,12 @@ from schemas.traffic import (
     traffic_key,
     validate_traffic,
 )
+from storage.sink.tables import BadMessage, parse_traffic
 from streams.classify import Classification, Classifier
 from streams.config import WorkerConfig
 from streams.enrich import SOURCE_NONE, Enricher
 from streams.pipeline import ExporterStates, FlowPipeline, PartialError
 from streams.providers import load_providers
-from streams.sink_tables import BadMessage, parse_traffic
 from streams.traffic import (
     apply_traffic,
     batch_traffic,

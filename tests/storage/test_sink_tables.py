@@ -9,7 +9,7 @@ import pytest
 
 from schemas import voipflows
 from schemas.flowbatch import text_to_addr16
-from streams.sink_tables import (
+from storage.sink.tables import (
     BadMessage,
     combine,
     parse_health,
@@ -17,7 +17,7 @@ from streams.sink_tables import (
     parse_voip_flows,
     with_offsets,
 )
-from tests.streams.sinkdata import random_voip_batch as sample
+from tests.storage.sinkdata import random_voip_batch as sample
 
 
 def usage(**over: object) -> bytes:

@@ -3,7 +3,7 @@
 One :class:`TableSpec` per topic: ``parse`` turns one message value into a
 *part* (columns of that message's rows) or raises :class:`BadMessage` with a
 short reason; ``combine`` concatenates the parts of a batch into the columns
-of one insert. Pure functions, no I/O: the sink (``streams/sink.py``) does the
+of one insert. Pure functions, no I/O: the sink (:mod:`storage.sink.loop`) does the
 Kafka and ClickHouse work around them.
 
 Errors::
