@@ -36,7 +36,7 @@ class KafkaConfig(BaseModel):
     rules_topic: str = "rules.v1"
     #: Enforcement points' feedback on rules.
     feedback_topic: str = "rules-feedback.v1"
-    #: Per-exporter health reports from the collectors.
+    #: Per-exporter health reports from the collectors (schemas/json/exporter-health.v1.json).
     health_topic: str = "exporter-health.v1"
 
     @field_validator("bootstrap")

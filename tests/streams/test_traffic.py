@@ -319,6 +319,8 @@ def test_invalid_traffic_messages_are_refused(change: dict[str, Any], error: typ
         (json.dumps(_message(exporter="nonsense")).encode(), "bad_value"),
         (json.dumps(_message(flows=None)).encode(), "missing_field"),
         (json.dumps(_message(flows=-5)).encode(), "bad_value"),
+        (json.dumps(_message(bytes=2**64)).encode(), "bad_value"),
+        (json.dumps(_message(extra=1)).encode(), "bad_value"),
     ],
 )
 def test_sink_refuses_bad_traffic_messages(value: bytes, reason: str) -> None:
