@@ -5,6 +5,7 @@ Parts:
 * :mod:`storage.sink.loop` — :class:`Sink`, the consume / insert / commit loop;
 * :mod:`storage.sink.replay` — exactly once: intents, deduplication tokens,
   replays cut at the same offsets, first copies of re-published windows;
+* :mod:`storage.sink.targets` — the tables written: checked at start, fitted per insert;
 * :mod:`storage.sink.stats` — the sink's counters as ``pipeline_stats`` rows;
 * :mod:`storage.sink.tables` — what each topic's messages become in which
   table (pure functions, no I/O);

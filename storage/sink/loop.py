@@ -39,16 +39,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from schemas.topics import KafkaConfig
 from storage.clickhouse import ClickHouse, ClickHouseError, PermanentError, connect
-from storage.clickhouse.base import quote_literal
 from storage.config import ClickHouseConfig, SinkConfig
 from storage.sink.errors import SinkStopped
 from storage.sink.metrics import SinkMetrics
 from storage.sink.replay import (
-    OFFSET_COLUMNS,
     batch_token,
     drop_present,
     first_copies,
@@ -57,6 +53,7 @@ from storage.sink.replay import (
 )
 from storage.sink.stats import StatsWriter, stats_rows
 from storage.sink.tables import BadMessage, Part, TableSpec, combine, default_specs, with_offsets
+from storage.sink.targets import TableInfo, adapt, check_tables
 
 log = logging.getLogger(__name__)
 
@@ -77,12 +74,6 @@ class _Batch:
     last: int = -1
     since: float = 0.0
     bad: list[tuple[int, str]] = field(default_factory=list)
-
-
-@dataclass(slots=True)
-class _TableInfo:
-    types: dict[str, str]
-    with_offsets: bool
 
 
 class _Abandon(Exception):
@@ -135,7 +126,7 @@ class Sink:
         self._own_ch = ch is None
         self._consumer: Any = None
         self._producer: Any = None
-        self._tables: dict[str, _TableInfo] = {}
+        self._tables: dict[str, TableInfo] = {}
         self._batches: dict[Any, _Batch] = {}
         self._pinned: dict[Any, int] = {}  # tp -> last offset of an intent to replay
         self._fresh: set[Any] = set()  # assigned, committed metadata not read yet
@@ -239,38 +230,7 @@ class Sink:
 
     def _check_tables(self) -> None:
         assert self._ch is not None
-        for spec in self.specs.values():
-            res = self._ch.query(
-                "SELECT name, type FROM system.columns "
-                f"WHERE database = currentDatabase() AND table = {quote_literal(spec.table)}"
-            )
-            types = {str(n): str(t) for n, t in res.rows}
-            where = f"{self._ch.database}.{spec.table}"
-            if not types:
-                raise SinkStopped(
-                    f"table {where} does not exist (topic {spec.topic}): run `voipflow db migrate`"
-                )
-            offsets = all(c in types for c in OFFSET_COLUMNS)
-            if not self._ch.supports_dedup_token and not offsets:
-                version = ".".join(map(str, self._ch.version))
-                raise SinkStopped(
-                    f"ClickHouse {version} has no insert_deduplication_token: table {where} "
-                    f"needs columns kafka_partition UInt32 and kafka_offset UInt64 so replayed "
-                    f"batches are not inserted twice"
-                )
-            common = [c for c in spec.columns if c in types]
-            if not common:
-                raise SinkStopped(
-                    f"table {where} has none of the columns of topic {spec.topic}: "
-                    f"expected some of {', '.join(spec.columns)}"
-                )
-            missing = [c for c in spec.columns if c not in types]
-            if missing:
-                log.info(
-                    "table lacks some columns; they are not stored",
-                    extra={"table": where, "columns": ",".join(missing)},
-                )
-            self._tables[spec.table] = _TableInfo(types, offsets)
+        self._tables = check_tables(self._ch, self.specs.values())
         self._stats = StatsWriter(self._ch, self.instance, self.config.stats_interval_s)
         self._stats.check_table()
 
@@ -605,7 +565,7 @@ class Sink:
         while True:
             try:
                 cols, n = combine(batch.parts)
-                cols = self._adapt(cols, info)
+                cols = adapt(cols, info)
                 if uncertain and info.with_offsets and not self._ch.supports_dedup_token:
                     cols, n = drop_present(
                         self._ch,
@@ -673,25 +633,6 @@ class Sink:
             self._consumer.resume(*paused)
             self.metrics.paused.set(0)
             log.info("ClickHouse insert succeeded again; consumption resumed")
-
-    # -- column work ----------------------------------------------------------------
-
-    @staticmethod
-    def _adapt(cols: dict[str, Any], info: _TableInfo) -> dict[str, Any]:
-        """Keep the table's columns and fit time resolution to its types."""
-        out: dict[str, Any] = {}
-        for name, col in cols.items():
-            t = info.types.get(name)
-            if t is None:
-                continue
-            if (
-                isinstance(col, np.ndarray)
-                and col.dtype.kind == "M"
-                and (t == "DateTime" or t.startswith("DateTime("))
-            ):
-                col = col.astype("datetime64[s]")
-            out[name] = col
-        return out
 
     def _lags(self) -> dict[tuple[str, int], int]:
         """Messages not yet committed per assigned partition whose end is known."""
