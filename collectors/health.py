@@ -23,14 +23,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from collectors.decoder import ExporterStats
+from collectors.codec.call import DomainKey, ExporterStats
 from collectors.metrics import CollectorMetrics
 from schemas.flowbatch import addr_to_text
 from schemas.health import SCHEMA_NAME
 
 HEALTH_SCHEMA = SCHEMA_NAME
-
-DomainKey = tuple[bytes, int]
 
 
 @dataclass(slots=True)

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from collectors.decoder import ExporterStats
+from collectors.codec.call import ExporterStats
 from collectors.health import ExporterTracker
 from schemas.flowbatch import text_to_addr16
 from schemas.health import (
