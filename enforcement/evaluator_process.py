@@ -47,8 +47,8 @@ from enforcement.targets import PeerSet, TargetResolver, load_city_prefixes
 from schemas import voipflows
 from schemas.rule_events import encode_rule_event, event_key
 from schemas.rules import decode_rule, encode_rule, rule_key
+from schemas.topics import KafkaConfig
 from schemas.usage import UsageError, decode_usage
-from streams.config import KafkaConfig
 from streams.providers import load_providers
 
 log = logging.getLogger(__name__)

@@ -33,7 +33,7 @@ from schemas.rules import (
     encode_rule,
     rule_key,
 )
-from streams.config import KafkaConfig
+from schemas.topics import KafkaConfig
 
 log = logging.getLogger(__name__)
 

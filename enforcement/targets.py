@@ -27,6 +27,7 @@ import numpy as np
 
 from enforcement.errors import PolicyFileError, TargetError
 from enforcement.policy import Policy, PolicyFile
+from streams import ports as port_tables
 from streams.providers import ProviderRanges
 
 PortRange = tuple[int, int]
@@ -79,11 +80,9 @@ def _merge(ranges: Iterable[PortRange]) -> tuple[PortRange, ...]:
 
 def app_ports(app: str) -> tuple[str, tuple[PortRange, ...]]:
     """(protocol, port ranges) of an app from the classifier's port tables."""
-    from streams import classify
-
-    codes = [code for code, name in classify._PORT_APPS.items() if name == app]
-    udp = _ranges(np.flatnonzero(np.isin(classify.UDP_PORTS, codes))) if codes else []
-    tcp = _ranges(np.flatnonzero(np.isin(classify.TCP_PORTS, codes))) if codes else []
+    codes = [code for code, name in port_tables.PORT_APPS.items() if name == app]
+    udp = _ranges(np.flatnonzero(np.isin(port_tables.UDP_PORTS, codes))) if codes else []
+    tcp = _ranges(np.flatnonzero(np.isin(port_tables.TCP_PORTS, codes))) if codes else []
     udp += list(APP_EXTRA_UDP_PORTS.get(app, ()))
     merged_udp, merged_tcp = _merge(udp), _merge(tcp)
     if not merged_tcp:

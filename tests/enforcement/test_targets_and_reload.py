@@ -16,7 +16,7 @@ from enforcement.evaluator_process import EvaluatorProcess, EvaluatorSetup
 from enforcement.targets import PeerSet, app_ports
 from schemas import voipflows
 from schemas.flowbatch import ipv4_to_addr16
-from streams.config import KafkaConfig
+from schemas.topics import KafkaConfig
 from tests.enforcement.helpers import T0, usage
 
 POLICY = """\

@@ -63,7 +63,7 @@ def _json(obj: Any) -> None:
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
-    from streams.clickhouse import ClickHouseError, connect
+    from storage.clickhouse import ClickHouseError, connect
 
     try:
         ch = connect(settings.clickhouse, settings.data_dir)
