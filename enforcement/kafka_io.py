@@ -13,9 +13,10 @@ import time
 from typing import Any
 
 from enforcement.errors import EnforcementError
+from schemas.topics import COMPACTED_TOPIC
 
 #: Topic configs of the compacted topics (rules.v1 and the state topics).
-COMPACTED = {"cleanup.policy": "compact", "min.compaction.lag.ms": "0"}
+COMPACTED = COMPACTED_TOPIC
 
 
 def make_producer(bootstrap: str, client_id: str) -> Any:

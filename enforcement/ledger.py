@@ -169,9 +169,12 @@ class Ledger:
                 entry["answered"] = True
                 if status != "hits" and entry["state"] not in ENDED:
                     entry["state"] = status
+                elif status == "hits" and entry["state"] == "published":
+                    entry["state"] = "applied"  # counting hits: it is applied somewhere
             self._dirty.add(rid)
-        # the event carries the rule's state after it: hits change nothing (a
-        # rule another enforcement point failed to apply stays failed)
+        # the event carries the rule's state after it: hits make a published
+        # rule applied and change nothing else (a rule another enforcement
+        # point failed to apply stays failed)
         state = entry["state"] if entry else status
         if state == "hits":
             state = "applied"  # hits of a rule the ledger does not know: it is applied

@@ -13,6 +13,11 @@ from typing import Literal
 
 from pydantic import BaseModel, Field, field_validator
 
+#: Topic configs of rules.v1 (and of the evaluator's and ledger's state
+#: topics): compacted, so a consumer reading from the start gets the latest
+#: message per key, and a tombstone removes the key.
+COMPACTED_TOPIC = {"cleanup.policy": "compact", "min.compaction.lag.ms": "0"}
+
 
 class KafkaConfig(BaseModel):
     #: Bootstrap servers, comma separated. Empty: use the local broker that

@@ -89,6 +89,20 @@ def providers() -> ProviderRanges:
     return load_providers()
 
 
+def insert_via_sink(ch: Any, rules: list[dict[str, Any]], events: list[dict[str, Any]]) -> None:
+    """Write rules and events as the sink does: each message through its table mapping."""
+    from schemas.rule_events import encode_rule_event
+    from schemas.rules import encode_rule
+    from storage.sink.tables import combine, parse_rule, parse_rule_event
+
+    if rules:
+        cols, _ = combine([parse_rule(encode_rule(r)) for r in rules])
+        ch.insert("rules", cols)
+    if events:
+        cols, _ = combine([parse_rule_event(encode_rule_event(e)) for e in events])
+        ch.insert("rule_events", cols)
+
+
 def evaluator(
     policies: list[Policy],
     guard: GuardrailConfig | None = None,

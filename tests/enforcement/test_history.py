@@ -2,7 +2,8 @@
 
 Usage windows go in through ``voip_usage_in`` (as the sink writes them, so
 the views fill ``voip_usage_1m``); rules and events are the rows the
-evaluator and the ledger produce (:mod:`enforcement.rows`), not hand-made.
+evaluator and the ledger produce, written through the sink's table mappings,
+not hand-made.
 """
 
 from __future__ import annotations
@@ -20,10 +21,9 @@ from enforcement.config import GuardrailConfig
 from enforcement.evaluator import Event, Publish
 from enforcement.history import list_rules, show_rule, simulate
 from enforcement.ledger import Ledger, Record
-from enforcement.rows import EVENT_COLUMNS, RULE_COLUMNS, columns, event_row, rule_row
 from enforcement.targets import PeerSet, TargetResolver
 from tests.dashboards.panels import migrated_database
-from tests.enforcement.helpers import evaluator, policy, providers
+from tests.enforcement.helpers import evaluator, insert_via_sink, policy, providers
 from tests.enforcement.test_ledger import _fb
 
 NOW_S = int(time.time()) // 60 * 60
@@ -165,8 +165,7 @@ def _ledger_rows(ch: Any) -> dict[str, Any]:
     ]:
         if isinstance(out, Record):
             events.append(out.event)
-    ch.insert("rules", columns([rule_row(rule)], RULE_COLUMNS))
-    ch.insert("rule_events", columns([event_row(e) for e in events], EVENT_COLUMNS))
+    insert_via_sink(ch, [rule], events)
     return rule
 
 

@@ -2,7 +2,7 @@
 
 Rules come from the evaluator on usage windows, their events from the
 evaluator and the ledger on the feedback enforcement points send; the rows
-are what the sink writes for them (:mod:`enforcement.rows`). Every panel's SQL
+are written through the sink's table mappings (``storage.sink.tables``). Every panel's SQL
 is expanded by the Grafana stand-in (Grafana cannot run here) and must run;
 the state, hit and failure panels must agree with what the ledger decided.
 """
@@ -20,10 +20,9 @@ import pytest
 from dashboards import rules as rules_dashboard
 from enforcement.evaluator import Event, Publish
 from enforcement.ledger import Ledger, Record
-from enforcement.rows import EVENT_COLUMNS, RULE_COLUMNS, columns, event_row, rule_row
 from tests.dashboards.grafana_sim import Request, panel_interval_ms
 from tests.dashboards.panels import migrated_database, panels, run, selection
-from tests.enforcement.helpers import evaluator, policy
+from tests.enforcement.helpers import evaluator, insert_via_sink, policy
 from tests.enforcement.test_ledger import _fb
 
 NOW_MS = int(time.time()) // 60 * 60_000
@@ -86,8 +85,7 @@ def _path() -> tuple[list[dict[str, Any]], list[dict[str, Any]], dict[str, str],
 def data(chdb_dir: Path) -> Iterator[tuple[Any, dict[str, str], dict[str, int], list[Any]]]:
     rules, events, states, hits = _path()
     with migrated_database(chdb_dir) as ch:
-        ch.insert("rules", columns([rule_row(r) for r in rules], RULE_COLUMNS))
-        ch.insert("rule_events", columns([event_row(e) for e in events], EVENT_COLUMNS))
+        insert_via_sink(ch, rules, events)
         yield ch, states, hits, events
 
 
