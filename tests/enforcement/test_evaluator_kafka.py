@@ -30,10 +30,10 @@ from schemas.rule_events import decode_rule_event
 from schemas.rules import decode_rule
 from schemas.usage import encode_usage, usage_key
 from tests.enforcement.helpers import evaluator
+from tests.fixtures.paths import REPO
 
 pytestmark = [pytest.mark.slow, pytest.mark.kafka]
 
-REPO = Path(__file__).resolve().parents[2]
 CITIES_CSV = REPO / "data" / "cities" / "demo-cities.csv"
 CITIES = ["Berlin", "Hamburg", "Munich", "Paris", "Vienna"]
 APPS = ["teams", "zoom"]

@@ -10,9 +10,9 @@ from enforcement.errors import PolicyFileError
 from enforcement.policy import load_policies, load_policy_file, parse_duration, parse_policies
 from enforcement.targets import load_city_prefixes, target_problems
 from streams.providers import load_providers
+from tests.fixtures.paths import REPO
 from voipflow.cli import main
 
-REPO = Path(__file__).resolve().parents[2]
 EXAMPLE = REPO / "examples" / "policies" / "p2p-voip.yaml"
 CITIES = REPO / "data" / "cities" / "demo-cities.csv"
 
