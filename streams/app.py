@@ -44,7 +44,7 @@ import faust
 from mode.utils.objects import cached_property
 from mode.utils.queues import FlowControlEvent
 
-from streams.config import KafkaConfig, WorkerConfig
+from streams.config import KafkaConfig, WorkerConfig, kafka_client_options
 
 
 class KeepBuffersOnResume(FlowControlEvent):
@@ -133,6 +133,8 @@ def build_app(
         # Bytes everywhere: the contracts' own encoders run in the pipeline.
         key_serializer="raw",
         value_serializer="raw",
+        # TLS and SASL of [kafka]: Faust's broker_credentials for aiokafka.
+        **kafka_client_options(kafka, "faust"),
     )
     partials_name = partials_topic_name(worker)
     flows = app.topic(

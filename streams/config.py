@@ -8,8 +8,20 @@ from typing import Literal
 
 from pydantic import BaseModel, Field, ValidationInfo, field_validator
 
+from schemas.kafka_security import KafkaSecurity, kafka_client_options
 
-class KafkaConfig(BaseModel):
+__all__ = [
+    "ClickHouseConfig",
+    "KafkaConfig",
+    "SinkConfig",
+    "WorkerConfig",
+    "kafka_client_options",
+]
+
+
+class KafkaConfig(KafkaSecurity):
+    """``[kafka]``: brokers, topics, and (inherited) TLS and SASL of every client."""
+
     #: Bootstrap servers, comma separated. Empty: use the local broker that
     #: ``voipflow kafka start`` runs (its address is in the data directory).
     bootstrap: str = ""

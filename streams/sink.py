@@ -79,7 +79,7 @@ from prometheus_client import Counter, Gauge, Histogram
 
 from streams.clickhouse import ClickHouse, ClickHouseError, PermanentError, SchemaError, connect
 from streams.clickhouse.base import quote_literal
-from streams.config import ClickHouseConfig, KafkaConfig, SinkConfig
+from streams.config import ClickHouseConfig, KafkaConfig, SinkConfig, kafka_client_options
 from streams.sink_tables import BadMessage, Part, TableSpec, combine, default_specs, with_offsets
 
 log = logging.getLogger(__name__)
@@ -235,7 +235,9 @@ class Sink:
         if self.config.dead_letter_topic:
             from kafka import KafkaProducer
 
-            self._producer = KafkaProducer(bootstrap_servers=self.bootstrap, acks="all")
+            self._producer = KafkaProducer(
+                bootstrap_servers=self.bootstrap, acks="all", **kafka_client_options(self.kafka)
+            )
         self._thread = threading.Thread(target=self._run_guarded, name="sink", daemon=True)
         self._thread.start()
 
@@ -289,6 +291,7 @@ class Sink:
             max_partition_fetch_bytes=8 * 1024 * 1024,
             session_timeout_ms=int(self.config.session_timeout_s * 1000),
             heartbeat_interval_ms=max(500, int(self.config.session_timeout_s * 1000 / 4)),
+            **kafka_client_options(self.kafka),
         )
         consumer.subscribe(sorted(self.specs), listener=Listener())
         return consumer
