@@ -322,6 +322,6 @@ def test_collector_worker_and_sink_through_sasl_ssl_never_log_the_password(
     # 4. Every log line of every process, at DEBUG: the password is in none.
     files = [*logs.glob("*.log"), collect.log, collect.stdout]
     text = "\n".join(p.read_text(errors="replace") for p in files if p.exists())
-    assert len(text.splitlines()) > 50, "too few log lines for the check to mean anything"
-    assert "SASL_SSL" in text or "sasl" in text.lower(), "the logs never mention the connection"
+    for log in (logs / "worker.log", logs / "sink.log", collect.log):
+        assert log.read_text(errors="replace").strip(), f"{log.name} is empty: nothing to check"
     assert secure_kafka.password not in text
