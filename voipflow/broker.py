@@ -41,7 +41,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, Field
 
-from streams.config import KafkaConfig
+from schemas.topics import KafkaConfig
 from voipflow.broker_security import BrokerSecurity, listener_properties, scram_format_args
 from voipflow.logs import tail
 from voipflow.netutil import free_port

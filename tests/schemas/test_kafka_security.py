@@ -17,7 +17,7 @@ import faust
 import pytest
 
 from schemas.kafka_security import KafkaSecurity, kafka_client_options
-from streams.config import KafkaConfig
+from schemas.topics import KafkaConfig
 from tests.fixtures.kafka_secure import TlsFiles, make_tls_files
 from voipflow.settings import SettingsError, load_settings
 
