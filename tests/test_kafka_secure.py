@@ -116,7 +116,7 @@ def test_wrong_password_wrong_ca_and_plaintext_fail_in_one_line(
     with pytest.raises(AuthenticationFailed) as err:
         wait_for_broker(bootstrap, 15.0, security=security(secure_kafka, sasl_password="nope"))
     assert "VOIPFLOW_KAFKA_SASL_USERNAME=voipflow" in str(err.value)
-    assert "refused this user's password" in str(err.value)
+    assert "this user's password is wrong" in str(err.value)
 
     other = make_tls_files(tmp_path / "other-ca")
     with pytest.raises(AuthenticationFailed) as err:

@@ -29,6 +29,7 @@ from kafka import KafkaAdminClient
 from kafka import errors as kafka_errors
 
 from schemas.kafka_security import KafkaSecurity, kafka_client_options
+from voipflow.kafka_auth import diagnose
 
 log = logging.getLogger(__name__)
 
@@ -111,52 +112,6 @@ def _quiet_client_logs() -> Iterator[list[str]]:
 _S = "VOIPFLOW_KAFKA_"
 
 
-def _auth_failure(
-    said: list[str], bootstrap: str, security: KafkaSecurity | None
-) -> AuthenticationFailed | None:
-    """The TLS or SASL failure among the client's log lines, as one line naming the setting."""
-    text = " ".join(said)
-    low = text.lower()
-    if "authentication failed" in low or "saslauthenticationfailed" in low:
-        user = security.sasl_username if security is not None else "?"
-        mech = security.sasl_mechanism if security is not None else "?"
-        return AuthenticationFailed(
-            f"{_S}SASL_USERNAME={user}: the broker at {bootstrap} refused this user's "
-            f"password ({mech}): check {_S}SASL_PASSWORD_FILE or {_S}SASL_PASSWORD and "
-            f"{_S}SASL_MECHANISM"
-        )
-    if "authorization" in low and "failed" in low:
-        return AuthenticationFailed(
-            f"{_S}SASL_USERNAME: the broker at {bootstrap} does not authorise this user "
-            "to describe the cluster: grant it (kafka-acls) or use another user"
-        )
-    if "mismatch" in low and "certificate verify failed" in low:
-        return AuthenticationFailed(
-            f"{_S}BOOTSTRAP={bootstrap}: the broker's certificate does not name this host "
-            f"(hostname verification, {_S}SSL_CHECK_HOSTNAME): connect by a name the "
-            "certificate holds"
-        )
-    if "certificate verify failed" in low:
-        cafile = security.ssl_cafile if security is not None else None
-        return AuthenticationFailed(
-            f"{_S}SSL_CAFILE={cafile or '(system CAs)'}: the certificate of the broker at "
-            f"{bootstrap} does not verify: set the CA that signed it"
-        )
-    if "wrong_version_number" in low or "wrong version number" in low or "record layer" in low:
-        protocol = security.security_protocol if security is not None else "PLAINTEXT"
-        return AuthenticationFailed(
-            f"{_S}SECURITY_PROTOCOL={protocol}: the broker at {bootstrap} does not speak TLS "
-            "there: use PLAINTEXT or SASL_PLAINTEXT, or the broker's TLS listener"
-        )
-    if "certificate required" in low or "sslv3_alert" in low or "tlsv13_alert" in low:
-        return AuthenticationFailed(
-            f"{_S}SSL_CERTFILE: the broker at {bootstrap} refused the TLS handshake "
-            f"({text[:160]}): it may require a client certificate ({_S}SSL_CERTFILE, "
-            f"{_S}SSL_KEYFILE)"
-        )
-    return None
-
-
 @contextlib.contextmanager
 def _admin(
     bootstrap: str, timeout_s: float, setting: str, security: KafkaSecurity | None = None
@@ -175,10 +130,11 @@ def _admin(
                 **options,
             )
     except kafka_errors.KafkaError as exc:
-        refused = _auth_failure(said, bootstrap, security)
+        reason = _probe(bootstrap, 1.0)
+        refused = diagnose(said, bootstrap, security) if reason is None else None
         if refused is not None:
-            raise refused from None
-        reason = _probe(bootstrap, 1.0) or (
+            raise AuthenticationFailed(refused) from None
+        reason = reason or (
             "a server accepts TCP but does not answer as Kafka; "
             f"check {_S}SECURITY_PROTOCOL against the broker's listener"
         )
