@@ -7,6 +7,7 @@ needed here; tests/test_kafka_secure.py connects to one.
 
 from __future__ import annotations
 
+import json
 import os
 import ssl
 import subprocess
@@ -252,3 +253,19 @@ def test_aiokafka_and_faust_options_carry_a_verifying_tls_context(tls: TlsFiles)
     ssl_creds = kafka_client_options(tls_only, "faust")["broker_credentials"]
     assert isinstance(ssl_creds, faust.SSLCredentials) and ssl_creds.protocol.value == "SSL"
     assert kafka_client_options(KafkaSecurity(), "faust") == {}
+
+
+def test_settings_command_masks_the_clickhouse_url_password() -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("VOIPFLOW_")}
+    env["VOIPFLOW_CLICKHOUSE_URL"] = f"clickhouses://voipflow:{PASSWORD}@ch1:9440/voipflow"
+    out = subprocess.run(
+        [sys.executable, "-m", "voipflow", "settings", "--json"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    shown = json.loads(out.stdout)["VOIPFLOW_CLICKHOUSE_URL"]
+    assert shown == "clickhouses://voipflow:***@ch1:9440/voipflow"
