@@ -39,12 +39,11 @@ from schemas import flowbatch as fb
 from schemas.kafka_security import KafkaSecurity, kafka_client_options
 from tests.collectors.collect_proc import CollectProcess
 from tests.fixtures.kafka_secure import SecureKafka, make_tls_files
+from tests.fixtures.paths import REPO
 from voipflow.logs import tail
 from voipflow.topics import AuthenticationFailed, BrokerUnreachable, ensure_topics, wait_for_broker
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
-
-REPO = Path(__file__).resolve().parents[1]
 
 
 def security(secure_kafka: SecureKafka, **fields: Any) -> KafkaSecurity:

@@ -20,9 +20,9 @@ import pytest
 from schemas.kafka_security import KafkaSecurity, kafka_client_options
 from schemas.topics import KafkaConfig
 from tests.fixtures.kafka_secure import TlsFiles, make_tls_files
+from tests.fixtures.paths import REPO
 from voipflow.settings import SettingsError, load_settings
 
-REPO = Path(__file__).resolve().parents[2]
 PASSWORD = "s3cret-Pa55word-for-tests"
 
 
