@@ -11,7 +11,11 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import Field, field_validator
+
+from schemas.kafka_security import KafkaSecurity, kafka_client_options
+
+__all__ = ["KafkaConfig", "KafkaSecurity", "kafka_client_options"]
 
 #: Topic configs of rules.v1 (and of the evaluator's and ledger's state
 #: topics): compacted, so a consumer reading from the start gets the latest
@@ -19,7 +23,13 @@ from pydantic import BaseModel, Field, field_validator
 COMPACTED_TOPIC = {"cleanup.policy": "compact", "min.compaction.lag.ms": "0"}
 
 
-class KafkaConfig(BaseModel):
+class KafkaConfig(KafkaSecurity):
+    """``[kafka]``: brokers and topics, and (inherited) the TLS and SASL of every client.
+
+    Every Kafka client passes ``**kafka_client_options(kafka_config)`` (see
+    :mod:`schemas.kafka_security`) so it connects as configured.
+    """
+
     #: Bootstrap servers, comma separated. Empty: use the local broker that
     #: ``voipflow kafka start`` runs (its address is in the data directory).
     bootstrap: str = ""
