@@ -47,7 +47,7 @@ from enforcement.targets import PeerSet, TargetResolver, load_city_prefixes
 from schemas import voipflows
 from schemas.rule_events import encode_rule_event, event_key
 from schemas.rules import decode_rule, encode_rule, rule_key
-from schemas.topics import KafkaConfig
+from schemas.topics import KafkaConfig, kafka_client_options
 from schemas.usage import UsageError, decode_usage
 from streams.providers import load_providers
 
@@ -83,6 +83,7 @@ class EvaluatorProcess:
         if cfg.policies is None:
             raise PolicyError("VOIPFLOW_EVALUATOR_POLICIES is empty")
         self.setup = setup
+        self._kafka = setup.kafka
         self.cfg = cfg
         self.bootstrap = bootstrap
         self.policy_path = cfg.policies
@@ -120,8 +121,9 @@ class EvaluatorProcess:
             },
             k.replication_factor,
             {k.rules_topic: COMPACTED, self.cfg.state_topic: COMPACTED},
+            security=k,
         )
-        self._producer = make_producer(self.bootstrap, "voipflow-evaluator")
+        self._producer = make_producer(self.bootstrap, "voipflow-evaluator", self._kafka)
         self._recover()
         self._thread = threading.Thread(target=self._guarded, name="evaluator", daemon=True)
         self._thread.start()
@@ -141,12 +143,12 @@ class EvaluatorProcess:
 
     def _recover(self) -> None:
         k = self.setup.kafka
-        state = read_table(self.bootstrap, self.cfg.state_topic)
+        state = read_table(self.bootstrap, self.cfg.state_topic, self._kafka)
         self.evaluator.restore(
             (key, json.loads(value)) for key, value in state.items() if value is not None
         )
         on_topic: dict[str, dict[str, Any] | None] = {}
-        for key, value in read_table(self.bootstrap, k.rules_topic).items():
+        for key, value in read_table(self.bootstrap, k.rules_topic, self._kafka).items():
             try:
                 on_topic[key] = decode_rule(value) if value is not None else None
             except ValueError:
@@ -191,6 +193,7 @@ class EvaluatorProcess:
         if any(p.target == "observed_peers" for p in self.evaluator.policies):
             topics.append(k.voip_flows_topic)
         consumer = KafkaConsumer(
+            **kafka_client_options(self._kafka),
             bootstrap_servers=self.bootstrap,
             group_id=self.cfg.group_id,
             client_id="voipflow-evaluator",

@@ -3,6 +3,8 @@
 * :func:`read_table` reads a compacted topic from its start to its current
   end and keeps the latest value per key (``None`` for a tombstone): how a
   restarted process gets back its state and the rules in force.
+Both connect with the ``[kafka]`` TLS/SASL settings (:mod:`schemas.kafka_security`).
+
 * :func:`make_producer` a producer that waits for all replicas
   (``acks=all``), so a flushed message survives a broker failover.
 """
@@ -13,16 +15,22 @@ import time
 from typing import Any
 
 from enforcement.errors import EnforcementError
+from schemas.kafka_security import KafkaSecurity, kafka_client_options
 from schemas.topics import COMPACTED_TOPIC
 
 #: Topic configs of the compacted topics (rules.v1 and the state topics).
 COMPACTED = COMPACTED_TOPIC
 
 
-def make_producer(bootstrap: str, client_id: str) -> Any:
+def _options(security: KafkaSecurity | None) -> dict[str, Any]:
+    return kafka_client_options(security) if security is not None else {}
+
+
+def make_producer(bootstrap: str, client_id: str, security: KafkaSecurity | None = None) -> Any:
     from kafka import KafkaProducer
 
     return KafkaProducer(
+        **_options(security),
         bootstrap_servers=bootstrap,
         client_id=client_id,
         acks="all",
@@ -31,11 +39,17 @@ def make_producer(bootstrap: str, client_id: str) -> Any:
     )
 
 
-def read_table(bootstrap: str, topic: str, timeout_s: float = 60.0) -> dict[str, bytes | None]:
+def read_table(
+    bootstrap: str,
+    topic: str,
+    security: KafkaSecurity | None = None,
+    timeout_s: float = 60.0,
+) -> dict[str, bytes | None]:
     """Latest value per key of ``topic`` up to its end at the time of the call."""
     from kafka import KafkaConsumer, TopicPartition
 
     consumer = KafkaConsumer(
+        **_options(security),
         bootstrap_servers=bootstrap,
         enable_auto_commit=False,
         auto_offset_reset="earliest",

@@ -33,7 +33,7 @@ from schemas.rules import (
     encode_rule,
     rule_key,
 )
-from schemas.topics import KafkaConfig
+from schemas.topics import KafkaConfig, kafka_client_options
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +46,7 @@ class LedgerProcess:
     def __init__(self, config: LedgerConfig, kafka: KafkaConfig, bootstrap: str) -> None:
         self.cfg = config
         self.kafka = kafka
+        self._kafka = kafka
         self.bootstrap = bootstrap
         self.ledger = Ledger(int(config.feedback_timeout_s * 1000), config.max_republish)
         self.done = threading.Event()
@@ -69,11 +70,12 @@ class LedgerProcess:
             },
             k.replication_factor,
             {k.rules_topic: COMPACTED, self.cfg.state_topic: COMPACTED},
+            security=k,
         )
-        state = read_table(self.bootstrap, self.cfg.state_topic)
+        state = read_table(self.bootstrap, self.cfg.state_topic, self._kafka)
         self.ledger.restore((k, json.loads(v)) for k, v in state.items() if v is not None)
         log.info("ledger state restored", extra={"rules": len(self.ledger.rules)})
-        self._producer = make_producer(self.bootstrap, "voipflow-ledger")
+        self._producer = make_producer(self.bootstrap, "voipflow-ledger", self._kafka)
         self._thread = threading.Thread(target=self._guarded, name="ledger", daemon=True)
         self._thread.start()
 
@@ -102,6 +104,7 @@ class LedgerProcess:
 
         k = self.kafka
         self._consumer = consumer = KafkaConsumer(
+            **kafka_client_options(self._kafka),
             bootstrap_servers=self.bootstrap,
             group_id=self.cfg.group_id,
             client_id="voipflow-ledger",

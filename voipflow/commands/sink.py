@@ -88,6 +88,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
                 {k.rules_topic: k.partitions},
                 k.replication_factor,
                 {k.rules_topic: COMPACTED_TOPIC},
+                security=k,
             )
         except KafkaAdminError as exc:
             print(f"voipflow sink: {exc}", file=sys.stderr)
