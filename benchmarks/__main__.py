@@ -75,7 +75,7 @@ BENCHMARKS = (
             "--rounds",
             "1",
             "--streams",
-            "ipfix4",
+            "ipfix4,ipfix4-small",
             "--receivers",
             "voipflow-null,nfcapd",
         ),
