@@ -11,8 +11,9 @@ costs little. It raises the offered rate step by step and reports per step:
 * sent (the sender's truth), published by the collector, consumed by the
   worker, VoIP rows inserted by the sink (Prometheus counters of each child);
 * the worker's consumer lag on the flows topic at the step's end and after a
-  short grace; a step is *sustained* when nothing was dropped and the
-  worker's lag after the grace is below one second of traffic;
+  short grace (in flows: messages times flows per message); a step is
+  *sustained* when nothing was dropped and the worker's lag after the grace
+  is below one second of traffic;
 * p50 and p99 delay from export to the row in ``flows_voip`` and from a
   window's end to its row in ``voip_usage_1m`` (method below);
 * CPU seconds and peak RSS per component (``/proc``).
@@ -137,6 +138,14 @@ def inserted_at(times: np.ndarray, counts: np.ndarray, n: int) -> np.ndarray:
     return out
 
 
+def lag_flows(probe: KafkaProbe, sampler: Sampler, group: str, topic: str) -> int:
+    """The worker's lag in flows: its lag in messages times the flows per
+    message the collector published so far (a message is a batch of flows)."""
+    messages = sum(probe.ends([topic]).values())
+    flows = sampler.last("collect", "voipflow_collector_kafka_records_total")
+    return round(probe.lag(group, [topic]) * flows / max(messages, 1))
+
+
 def dead(children: list[ChildProcess]) -> str:
     """Names of the children that are no longer running ('' if none)."""
     out = []
@@ -234,9 +243,9 @@ def main(argv: list[str] | None = None) -> int:
                 start = time.time()
                 send(packets, int(port), rate, rate * args.step_s / len(packets.datagrams))
                 end = time.time()
-                lag_end = probe.lag(settings.worker.app_id, [flows_topic])
+                lag_end = lag_flows(probe, sampler, settings.worker.app_id, flows_topic)
                 time.sleep(args.grace_s)
-                lag_after = probe.lag(settings.worker.app_id, [flows_topic])
+                lag_after = lag_flows(probe, sampler, settings.worker.app_id, flows_topic)
                 died = dead(children)
                 dropped = sampler.last("collect", "voipflow_collector_buffer_dropped_records_total")
                 decoded = sampler.last("collect", "voipflow_collector_records_total") - sent0
@@ -262,7 +271,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(
                     f"step {rate:>8,} flows/s: sent {step['sent']:,} in {step['send_s']} s, "
                     f"decoded {step['decoded']:,}, dropped {dropped:.0f}, worker lag "
-                    f"{lag_end:,} at end, {lag_after:,} after {args.grace_s:.0f} s: "
+                    f"{lag_end:,} flows at end, {lag_after:,} after {args.grace_s:.0f} s: "
                     f"{'sustained' if step['sustained'] else 'NOT sustained'}"
                     + (f" ({died} died: see {plan.log_dir})" if died else ""),
                     flush=True,

@@ -164,46 +164,48 @@ def _walk_sets(
     """
     n = len(frame)
     end = frame.offsets + frame.lengths
-    plain = candidate.copy()
     sets = every_offset(frame.buf, _SET)
     cur = cur.astype(np.int64, copy=True)
     rows_d: list[np.ndarray] = []
-    rows_s: list[np.ndarray] = []
-    rows_l: list[np.ndarray] = []
+    rows_h: list[np.ndarray] = []
+    rows_at: list[np.ndarray] = []
     active = np.flatnonzero(candidate)
+    # The walk only steps (a set shorter than its header counts as 4 bytes,
+    # so it ends); whether the sets are right is checked once, after it.
     for _ in range(MAX_SETS):
         if not len(active):
             break
         at = cur[active]
         hdr = sets[at].astype(np.int64)
-        sid, slen = hdr >> 16, hdr & 0xFFFF
-        bad = (slen < 4) | (at + slen > end[active]) | (sid != set_id[active])
-        plain[active[bad]] = False
-        good = ~bad
-        active, at, slen = active[good], at[good], slen[good]
         rows_d.append(active)
-        rows_s.append(at + 4)
-        rows_l.append(slen - 4)
-        cur[active] = at + slen
-        left = end[active] - cur[active]
-        plain[active[(left > 0) & (left < 4)]] = False  # stray bytes after the last set
-        active = active[left >= 4]
-    plain[active] = False  # more than MAX_SETS sets: one by one
-    d = np.concatenate(rows_d) if rows_d else np.zeros(0, dtype=np.int64)
+        rows_h.append(hdr)
+        rows_at.append(at)
+        at = at + np.maximum(hdr & 0xFFFF, 4)
+        cur[active] = at
+        active = active[end[active] - at >= 4]
+    if not rows_d:
+        empty = np.zeros(0, dtype=np.int64)
+        return (
+            np.zeros(n, dtype=bool),
+            np.zeros(n, dtype=np.int64),
+            np.zeros(n, np.int64),
+            empty,
+            empty,
+        )
+    d = np.concatenate(rows_d)
+    hdr = np.concatenate(rows_h)
+    at = np.concatenate(rows_at)
+    slen = hdr & 0xFFFF
+    bad = (slen < 4) | (at + slen > end[d]) | ((hdr >> 16) != set_id[d])
+    # plain: every set good and the last one ends where the datagram does
+    plain = candidate & (cur == end)
+    plain[d[bad]] = False
     order = np.argsort(d, kind="stable")  # each datagram's sets together, in order
     nsets = np.bincount(d, minlength=n).astype(np.int64)
     first_set = np.zeros(n, dtype=np.int64)
     if n > 1:
         np.cumsum(nsets[:-1], out=first_set[1:])
-    if not rows_d:
-        return plain, first_set, nsets, d, d
-    return (
-        plain,
-        first_set,
-        nsets,
-        np.concatenate(rows_s)[order],
-        np.concatenate(rows_l)[order],
-    )
+    return plain, first_set, nsets, (at + 4)[order], (slen - 4)[order]
 
 
 # -- the bulk path of Decoder.decode ---------------------------------------------
