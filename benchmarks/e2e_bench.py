@@ -60,6 +60,7 @@ import numpy as np
 from benchmarks.collector_bench import Stream, cpu_seconds, flow_columns, peak_rss_mb, send
 from collectors.codec.encoder import make_encoder
 from schemas.flowbatch import ipv4_to_addr16
+from schemas.topics import kafka_client_options
 from voipflow.children import ChildError, ChildProcess
 from voipflow.demo.database import ClickHouseSchema, opened
 from voipflow.demo.options import DemoOptions
@@ -197,11 +198,12 @@ def pct(values: np.ndarray, q: float) -> float:
     return float(np.percentile(v, q)) if len(v) else float("nan")
 
 
-def read_topic(bootstrap: str, topic: str) -> list[dict[str, Any]]:
+def read_topic(bootstrap: str, topic: str, settings: Settings) -> list[dict[str, Any]]:
     from kafka import KafkaConsumer
 
     consumer = KafkaConsumer(
         topic,
+        **kafka_client_options(settings.kafka),
         bootstrap_servers=bootstrap,
         auto_offset_reset="earliest",
         enable_auto_commit=False,
@@ -251,7 +253,7 @@ def main(argv: list[str] | None = None) -> int:
         assert kafka.pid is not None
         children = child_processes(plan, child_env(plan, options, kafka.bootstrap, listen))
         sampler = Sampler(children)
-        probe = KafkaProbe(kafka.bootstrap)
+        probe = KafkaProbe(kafka.bootstrap, settings.kafka)
         flows_topic = settings.kafka.flows_topic
         with running(children):
             pids = {c.name: c.pid for c in children} | {"kafka": kafka.pid, "sender": os.getpid()}
@@ -328,7 +330,7 @@ def main(argv: list[str] | None = None) -> int:
             sampler.stop_flag.set()
             thread.join()
         probe.close()
-        traffic = read_topic(kafka.bootstrap, settings.kafka.traffic_topic)
+        traffic = read_topic(kafka.bootstrap, settings.kafka.traffic_topic, settings)
     load1 = os.getloadavg()
     with opened(settings, plan.data_dir) as ch:
         received = np.array(
