@@ -20,9 +20,11 @@ costs little. It raises the offered rate step by step and reports per step:
 
 At the end it stops the children, reads ``traffic.v1`` from Kafka (closed
 traffic windows: ``flows`` and ``voip_flows`` per exporter) and ClickHouse,
-and compares: lost = sent - flows in traffic.v1 (when positive) + VoIP flows
-in traffic.v1 - rows of flows_voip (when positive); duplicated = the
-negative parts.
+and compares: lost = sent - (flows in traffic.v1 + flows the worker counted
+late, which no window takes but whose VoIP rows are still written) + VoIP
+flows the worker classified - rows of flows_voip, each part when positive;
+duplicated = the negative parts. Late flows are printed apart: a worker
+further behind than the lateness makes them.
 
 Delays: chdb is opened by the sink alone while it runs, so rows carry no
 insert time. The benchmark samples the sink's rows-inserted counter per
@@ -122,6 +124,13 @@ class Sampler:
         for _, m in reversed(self.samples):
             if m.get(child):
                 return m[child].get(key, 0.0)
+        return 0.0
+
+    def last_sum(self, child: str, name: str) -> float:
+        """The latest reading of a metric summed over its labels."""
+        for _, m in reversed(self.samples):
+            if m.get(child):
+                return sum(v for k, v in m[child].items() if k.split("{")[0] == name)
         return 0.0
 
     def curve(self, child: str, key: str) -> tuple[np.ndarray, np.ndarray]:
@@ -325,6 +334,8 @@ def main(argv: list[str] | None = None) -> int:
                     break
                 time.sleep(1)
             time.sleep(2 * SAMPLE_S + 1)
+            late = int(sampler.last_sum("worker", "voipflow_worker_late_records_total"))
+            classified = int(sampler.last_sum("worker", "voipflow_worker_voip_records_total"))
             cpu = {n: round(cpu_seconds(p) - cpu0[n], 1) for n, p in pids.items() if p}
             rss = {n: round(peak_rss_mb(p)) for n, p in pids.items() if p}
             sampler.stop_flag.set()
@@ -375,11 +386,12 @@ def main(argv: list[str] | None = None) -> int:
         print("NOT DRAINED within the deadline: lost and duplicated below are not final")
     t_flows = sum(int(m.get("flows", 0)) for m in traffic)
     t_voip = sum(int(m.get("voip_flows", 0)) for m in traffic)
-    gap_a, gap_b = sent - t_flows, t_voip - len(received)
+    gap_a, gap_b = sent - t_flows - late, classified - len(received)
     lost = max(gap_a, 0) + max(gap_b, 0)
     duplicated = max(-gap_a, 0) + max(-gap_b, 0)
     print(
         f"truth: sent {sent:,}; traffic.v1 flows {t_flows:,}, voip_flows {t_voip:,}; "
+        f"late (in no window) {late:,}; VoIP classified by the worker {classified:,}; "
         f"flows_voip rows {len(received):,}; voip_usage_1m rows {len(window_end):,}"
     )
     print(f"CPU s per component: {cpu}")
