@@ -121,16 +121,10 @@ class Sampler:
             self.stop_flag.wait(SAMPLE_S)
 
     def last(self, child: str, key: str) -> float:
+        """The latest reading of ``key`` (a bare name is the sum over its labels)."""
         for _, m in reversed(self.samples):
             if m.get(child):
                 return m[child].get(key, 0.0)
-        return 0.0
-
-    def last_sum(self, child: str, name: str) -> float:
-        """The latest reading of a metric summed over its labels."""
-        for _, m in reversed(self.samples):
-            if m.get(child):
-                return sum(v for k, v in m[child].items() if k.split("{")[0] == name)
         return 0.0
 
     def curve(self, child: str, key: str) -> tuple[np.ndarray, np.ndarray]:
@@ -334,8 +328,8 @@ def main(argv: list[str] | None = None) -> int:
                     break
                 time.sleep(1)
             time.sleep(2 * SAMPLE_S + 1)
-            late = int(sampler.last_sum("worker", "voipflow_worker_late_records_total"))
-            classified = int(sampler.last_sum("worker", "voipflow_worker_voip_records_total"))
+            late = int(sampler.last("worker", "voipflow_worker_late_records_total"))
+            classified = int(sampler.last("worker", "voipflow_worker_voip_records_total"))
             cpu = {n: round(cpu_seconds(p) - cpu0[n], 1) for n, p in pids.items() if p}
             rss = {n: round(peak_rss_mb(p)) for n, p in pids.items() if p}
             sampler.stop_flag.set()
