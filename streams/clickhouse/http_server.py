@@ -187,7 +187,8 @@ class Admission:
                     202,
                     f"Too many simultaneous queries: {self.running} running and "
                     f"{self.waiting} waiting, the most this process serves "
-                    "(VOIPFLOW_CLICKHOUSE_HTTP_MAX_QUERIES, _HTTP_QUEUE); retry later. "
+                    "(VOIPFLOW_CLICKHOUSE_HTTP_MAX_QUERIES, VOIPFLOW_CLICKHOUSE_HTTP_QUEUE); "
+                    "retry later. "
                     "(TOO_MANY_SIMULTANEOUS_QUERIES)",
                 )
             self.waiting += 1
