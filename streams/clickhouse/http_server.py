@@ -43,17 +43,26 @@ import re
 import threading
 import time
 import uuid
-from collections.abc import Iterator
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
-from prometheus_client import Counter, Gauge, Histogram
+from prometheus_client import Counter, Histogram
 
 from streams.clickhouse.base import quote_ident, quote_literal
 from streams.clickhouse.errors import code_of
+from streams.clickhouse.http_protocol import (
+    Admission,
+    QueryRefused,
+    chunks,
+    content_type,
+    engine_error,
+    exception_text,
+    http_status,
+    start_query,
+)
 from streams.config import ClickHouseConfig, split_host_port
 
 log = logging.getLogger(__name__)
@@ -64,8 +73,6 @@ ENDPOINT_FILE = "http.json"
 QUERIES = Counter(
     "voipflow_clickhouse_http_queries", "Queries served over HTTP, by outcome", ["outcome"]
 )
-RUNNING = Gauge("voipflow_clickhouse_http_running", "Queries running now")
-WAITING = Gauge("voipflow_clickhouse_http_waiting", "Queries waiting for a slot")
 DURATION = Histogram(
     "voipflow_clickhouse_http_query_seconds",
     "Time from admission to the last byte sent",
@@ -94,128 +101,13 @@ _PROTOCOL_PARAMS = frozenset(
     }
 )
 _SETTING_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_INSERT_WITH_FORMAT = re.compile(r"^\s*INSERT\b.*\bFORMAT\s+[A-Za-z0-9_]+\s*$", re.I | re.S)
 _FORMAT_CLAUSE = re.compile(r"\bFORMAT\s+([A-Za-z0-9_]+)\s*;?\s*$", re.IGNORECASE)
 _MAX_BODY = 16 << 20
-
-# ClickHouse error codes -> HTTP status, as a ClickHouse server answers them
-# (codes not listed: 500). One addition: 202, too many queries, is 503 so that
-# clients retry it (clickhouse-connect retries 429/503/504).
-_STATUS_OF_CODE: dict[int, int] = {
-    194: 401,  # REQUIRED_PASSWORD
-    # UNKNOWN_USER, WRONG_PASSWORD, ACCESS_DENIED, SET_NON_GRANTED_ROLE, AUTHENTICATION_FAILED
-    **dict.fromkeys((192, 193, 497, 512, 516), 403),
-    # BAD_ARGUMENTS; CANNOT_PARSE_* (text, escape, quoted, date, datetime, number,
-    # domain value, IPv4, IPv6, UUID, input assertion); CANNOT_COMPILE_REGEXP;
-    # DUPLICATE_COLUMN, ILLEGAL_COLUMN, THERE_IS_NO_COLUMN; AST errors (unknown
-    # element, unknown node, too deep, too big, unexpected structure);
-    # SYNTAX_ERROR, INCORRECT_DATA, TYPE_MISMATCH, VALUE_IS_OUT_OF_RANGE_OF_DATA_TYPE
-    **dict.fromkeys(
-        (
-            *(36, 6, 25, 26, 38, 41, 72, 441, 675, 676, 376, 27, 427, 15, 44, 8, 37, 123),
-            *(167, 168, 223, 62, 117, 53, 321),
-        ),
-        400,
-    ),
-    # UNKNOWN_ TABLE, FUNCTION, IDENTIFIER, TYPE, STORAGE, DATABASE, SETTING,
-    # DIRECTION_OF_SORTING, AGGREGATE_FUNCTION, FORMAT, DATABASE_ENGINE,
-    # TYPE_OF_QUERY, ROLE
-    **dict.fromkeys((60, 46, 47, 50, 56, 81, 115, 152, 63, 73, 336, 78, 511), 404),
-    229: 413,  # QUERY_IS_TOO_LARGE
-    48: 501,  # NOT_IMPLEMENTED
-    # SOCKET_TIMEOUT, CANNOT_OPEN_FILE, CANNOT_SCHEDULE_TASK, TOO_MANY_SIMULTANEOUS_QUERIES
-    **dict.fromkeys((209, 76, 439, 202), 503),
-    381: 411,  # HTTP_LENGTH_REQUIRED
-    159: 408,  # TIMEOUT_EXCEEDED
-    779: 415,  # UNSUPPORTED_MEDIA_TYPE
-}
-
-_CONTENT_TYPES = {
-    "tabseparated": "text/tab-separated-values; charset=UTF-8",
-    "tsv": "text/tab-separated-values; charset=UTF-8",
-    "csv": "text/csv; charset=UTF-8; header=absent",
-    "csvwithnames": "text/csv; charset=UTF-8; header=present",
-    "json": "application/json; charset=UTF-8",
-    "jsoncompact": "application/json; charset=UTF-8",
-    "jsoneachrow": "application/x-ndjson; charset=UTF-8",
-}
 
 
 class HTTPServerError(Exception):
     """The HTTP interface cannot start; ``str()`` names the setting."""
-
-
-class QueryRefused(Exception):
-    """A request answered with a ClickHouse error (``code``) before or instead of running."""
-
-    def __init__(self, code: int, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-
-
-def http_status(code: int | None) -> int:
-    """The HTTP status a ClickHouse server gives for error ``code``."""
-    return _STATUS_OF_CODE.get(code or 0, 500)
-
-
-def exception_text(code: int, message: str) -> str:
-    """``Code: N. DB::Exception: ...`` as ClickHouse writes it; engine messages kept as they are."""
-    message = message.strip()
-    if message.startswith("Code:"):
-        return message
-    return f"Code: {code}. DB::Exception: {message}"
-
-
-class Admission:
-    """At most ``slots`` queries run; ``queue`` more wait up to ``timeout_s`` each."""
-
-    def __init__(self, slots: int, queue: int, timeout_s: float) -> None:
-        self.slots = slots
-        self.queue = queue
-        self.timeout_s = timeout_s
-        self.running = 0
-        self.waiting = 0
-        self._cond = threading.Condition()
-
-    def acquire(self) -> None:
-        with self._cond:
-            if self.running < self.slots and self.waiting == 0:
-                self.running += 1
-                RUNNING.set(self.running)
-                return
-            if self.waiting >= self.queue:
-                raise QueryRefused(
-                    202,
-                    f"Too many simultaneous queries: {self.running} running and "
-                    f"{self.waiting} waiting, the most this process serves "
-                    "(VOIPFLOW_CLICKHOUSE_HTTP_MAX_QUERIES, VOIPFLOW_CLICKHOUSE_HTTP_QUEUE); "
-                    "retry later. "
-                    "(TOO_MANY_SIMULTANEOUS_QUERIES)",
-                )
-            self.waiting += 1
-            WAITING.set(self.waiting)
-            deadline = time.monotonic() + self.timeout_s
-            try:
-                while self.running >= self.slots:
-                    left = deadline - time.monotonic()
-                    if left <= 0:
-                        raise QueryRefused(
-                            202,
-                            f"Too many simultaneous queries: no free slot within "
-                            f"{self.timeout_s:g} s (VOIPFLOW_CLICKHOUSE_HTTP_QUEUE_TIMEOUT_S); "
-                            "retry later. (TOO_MANY_SIMULTANEOUS_QUERIES)",
-                        )
-                    self._cond.wait(left)
-                self.running += 1
-                RUNNING.set(self.running)
-            finally:
-                self.waiting -= 1
-                WAITING.set(self.waiting)
-
-    def release(self) -> None:
-        with self._cond:
-            self.running -= 1
-            RUNNING.set(self.running)
-            self._cond.notify()
 
 
 class ClickHouseHTTPServer:
@@ -329,7 +221,13 @@ class ClickHouseHTTPServer:
             # Last: under readonly = 1 no setting can change any more.
             if self.config.http_readonly:
                 conn.query("SET readonly = 1", "TabSeparated")
-            conn.query(f"USE {quote_ident(database)}", "TabSeparated")
+            try:
+                conn.query(f"USE {quote_ident(database or self.config.database)}", "TabSeparated")
+            except Exception as exc:
+                # Without a database parameter the configured one is a default
+                # that may not exist yet (before migrations), like the embedded backend's.
+                if database or code_of(str(exc)) != 81:
+                    raise
         except Exception:
             conn.close()
             raise
@@ -341,14 +239,6 @@ def _positive_below(value: str, limit: float) -> bool:
         return 0 < float(value) <= limit
     except ValueError:
         return False
-
-
-def _engine_error(exc: Exception) -> QueryRefused:
-    message = str(exc)
-    # Errors raised while streaming carry a prefix of chdb's own.
-    message = message.removeprefix("Streaming query failed: ")
-    code = code_of(message) or 1001
-    return QueryRefused(code, message)
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -384,12 +274,17 @@ class _Handler(BaseHTTPRequestHandler):
         else:
             body = self.rfile.read(int(length))
         encoding = self.headers.get("Content-Encoding", "").lower()
-        if encoding in ("gzip", "deflate"):
+        if encoding in ("gzip", "deflate", "lz4"):
             import zlib
 
+            import lz4.frame
+
             try:
-                body = zlib.decompress(body, 47 if encoding == "gzip" else 15)
-            except zlib.error as exc:
+                if encoding == "lz4":
+                    body = lz4.frame.decompress(body)
+                else:
+                    body = zlib.decompress(body, 47 if encoding == "gzip" else 15)
+            except (zlib.error, RuntimeError) as exc:
                 self._error(
                     QueryRefused(271, f"Cannot decompress the body: {exc}. (CANNOT_DECOMPRESS)")
                 )
@@ -437,9 +332,15 @@ class _Handler(BaseHTTPRequestHandler):
         try:
             user, password = self._credentials(params)
             self.owner.check_user(user, password)
-            sql = "\n".join(
-                p for p in (params.get("query", ""), body.decode("utf-8", "replace")) if p.strip()
-            )
+            url_query = params.get("query", "")
+            data: bytes | None = None
+            if body and _INSERT_WITH_FORMAT.match(url_query):
+                # The statement in the URL, its rows in the body (in any input format).
+                sql, data = url_query, body
+            else:
+                sql = "\n".join(
+                    p for p in (url_query, body.decode("utf-8", "replace")) if p.strip()
+                )
             if not sql.strip():
                 raise QueryRefused(62, "Empty query. (SYNTAX_ERROR)")
             if params.get("compress") == "1":
@@ -453,7 +354,10 @@ class _Handler(BaseHTTPRequestHandler):
             QUERIES.labels("refused").inc()
             self._error(exc, query_id=query_id)
             return
-        self._run(sql, params, settings, query_params, query_id)
+        if data is not None:
+            self._insert(sql, data, params, settings, query_id)
+        else:
+            self._run(sql, params, settings, query_params, query_id)
 
     def _credentials(self, params: dict[str, str]) -> tuple[str, str]:
         h = self.headers
@@ -497,7 +401,7 @@ class _Handler(BaseHTTPRequestHandler):
         fmt = params.get("default_format") or "TabSeparated"
         m = _FORMAT_CLAUSE.search(sql)
         shown_format = m.group(1) if m else fmt
-        database = params.get("database") or owner.config.database
+        database = params.get("database", "")
         try:
             owner.admission.acquire()
         except QueryRefused as exc:
@@ -511,14 +415,14 @@ class _Handler(BaseHTTPRequestHandler):
         try:
             try:
                 conn = owner.open_session(database, settings)
-                stream, first = _start(conn, sql, fmt, query_params)
+                stream, first = start_query(conn, sql, fmt, query_params)
             except Exception as exc:
-                err = _engine_error(exc)
+                err = engine_error(exc)
                 QUERIES.labels("error").inc()
                 self._error(err, query_id=query_id, fmt=shown_format)
                 return
             self.send_response(200)
-            self.send_header("Content-Type", _content_type(shown_format))
+            self.send_header("Content-Type", content_type(shown_format))
             self.send_header("X-ClickHouse-Query-Id", query_id)
             self.send_header("X-ClickHouse-Format", shown_format)
             self.send_header("X-ClickHouse-Timezone", "UTC")
@@ -526,7 +430,7 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header("Transfer-Encoding", "chunked")
             self.end_headers()
             try:
-                for chunk in _chunks(first, stream):
+                for chunk in chunks(first, stream):
                     self._write_chunk(chunk)
             except (BrokenPipeError, ConnectionResetError):
                 QUERIES.labels("client_gone").inc()
@@ -534,7 +438,7 @@ class _Handler(BaseHTTPRequestHandler):
                 return
             except Exception as exc:
                 # Too late for a status: like ClickHouse, the error ends the body.
-                err = _engine_error(exc)
+                err = engine_error(exc)
                 QUERIES.labels("error").inc()
                 self._write_chunk(("\n" + exception_text(err.code, str(err)) + "\n").encode())
                 self.wfile.write(b"0\r\n\r\n")
@@ -549,6 +453,47 @@ class _Handler(BaseHTTPRequestHandler):
                 conn.close()
             owner.admission.release()
             DURATION.observe(time.monotonic() - t0)
+
+    def _insert(
+        self, sql: str, data: bytes, params: dict[str, str], settings: dict[str, str], query_id: str
+    ) -> None:
+        """``INSERT ... FORMAT X`` with the rows in the body (refused under readonly)."""
+        owner = self.owner
+        m = _FORMAT_CLAUSE.search(sql)
+        assert m is not None  # _INSERT_WITH_FORMAT matched
+        try:
+            owner.admission.acquire()
+        except QueryRefused as exc:
+            QUERIES.labels("busy").inc()
+            self._error(exc, query_id=query_id)
+            return
+        t0 = time.monotonic()
+        conn: Any = None
+        try:
+            conn = owner.open_session(params.get("database", ""), settings)
+            ins = conn.send_insert(sql[: m.start()], m.group(1))
+            try:
+                ins.append(data)
+                written = ins.finish()
+            except BaseException:
+                ins.cancel()
+                raise
+        except Exception as exc:
+            QUERIES.labels("error").inc()
+            self._error(engine_error(exc), query_id=query_id)
+            return
+        finally:
+            if conn is not None:
+                conn.close()
+            owner.admission.release()
+            DURATION.observe(time.monotonic() - t0)
+        QUERIES.labels("ok").inc()
+        summary = {"written_rows": str(getattr(written, "rows_written", 0))}
+        self.send_response(200)
+        self.send_header("X-ClickHouse-Query-Id", query_id)
+        self.send_header("X-ClickHouse-Summary", json.dumps(summary))
+        self.send_header("Content-Length", "0")
+        self.end_headers()
 
     def _write_chunk(self, data: bytes) -> None:
         if data:
@@ -582,50 +527,3 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True
         self.end_headers()
         self.wfile.write(body)
-
-
-class _Whole:
-    """A non-streamed answer shaped like a stream of one chunk."""
-
-    def __init__(self, result: Any) -> None:
-        self.result = result
-
-    def bytes(self) -> bytes:
-        return bytes(self.result.bytes())
-
-    def fetch(self) -> None:
-        return None
-
-    def close(self) -> None:
-        pass
-
-
-def _start(conn: Any, sql: str, fmt: str, query_params: dict[str, str]) -> tuple[Any, Any]:
-    """(stream, first chunk): streamed when the engine can stream the statement.
-
-    chdb streams queries that produce rows (SELECT, SHOW, DESCRIBE, ...); other
-    statements it runs only whole, which is what the engine then refuses or
-    answers (an INSERT under ``readonly`` is refused with its READONLY error).
-    """
-    try:
-        stream = conn.send_query(sql, fmt, params=query_params)
-    except Exception as exc:
-        if "Streaming query is not supported" not in str(exc):
-            raise
-        whole = _Whole(conn.query(sql, fmt, params=query_params))
-        return whole, whole
-    return stream, stream.fetch()
-
-
-def _content_type(fmt: str) -> str:
-    return _CONTENT_TYPES.get(fmt.lower(), "application/octet-stream")
-
-
-def _chunks(first: Any, stream: Any) -> Iterator[bytes]:
-    chunk = first
-    while chunk is not None:
-        data = chunk.bytes()
-        if not data:
-            return
-        yield data
-        chunk = stream.fetch()

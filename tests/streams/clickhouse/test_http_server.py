@@ -259,3 +259,27 @@ def test_non_loopback_listen_needs_a_password() -> None:
         ClickHouseConfig(http_listen="8123")
     assert ClickHouseConfig(http_listen="0.0.0.0:8123", http_password="x").http_listen
     assert ClickHouseConfig(http_listen="[::1]:0").http_listen == "[::1]:0"
+
+
+def test_rows_in_the_body_are_refused_unless_writes_are_allowed(chdb_dir: Path, db) -> None:
+    rows = "7\tTromsø\t1.5\t1700000300\n8\tBodø\t3\t1700000360\n"
+    insert = "INSERT INTO calls (id, city, minutes, at) FORMAT TabSeparated"
+    srv = _server(chdb_dir)
+    srv.start()
+    try:
+        status, headers, body = curl("--data-binary", rows, _url(srv, db, query=insert))
+    finally:
+        srv.stop()
+    assert (status, headers["x-clickhouse-exception-code"]) == (500, "164"), body
+    assert db.query("SELECT count() FROM calls").scalar() == 3
+    srv = _server(chdb_dir, http_readonly=False)
+    srv.start()
+    try:
+        status, headers, body = curl("--data-binary", rows, _url(srv, db, query=insert))
+    finally:
+        srv.stop()
+    assert status == 200, body
+    assert json.loads(headers["x-clickhouse-summary"])["written_rows"] == "2"
+    assert db.query(
+        "SELECT groupArray(city) FROM (SELECT city FROM calls WHERE id > 5 ORDER BY id)"
+    ).scalar() == ["Tromsø", "Bodø"]
