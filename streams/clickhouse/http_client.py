@@ -28,6 +28,7 @@ import http.client
 import json
 import os
 import re
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,6 +50,8 @@ from streams.clickhouse.http_server import ENDPOINT_FILE
 from streams.config import ClickHouseConfig
 
 _CODE_RE = re.compile(r"Code:\s*(\d+)")
+#: How long a reader gives a process that holds the engine to write its endpoint.
+_STARTING_S = 2.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,16 +87,31 @@ def _alive(pid: int) -> bool:
 
 
 def holder_pid(engine_dir: Path | str) -> int | None:
-    """The pid the engine wrote in its ``status`` file, if that process still runs."""
+    """The pid of another process that holds the engine directory now, else None.
+
+    The engine keeps an exclusive ``flock`` on its ``status`` file while it
+    runs and writes its pid there; probing the lock tells a live holder from
+    a file left behind, without opening the engine (whose refusal would be
+    printed on stderr by the engine itself).
+    """
+    import fcntl
+
+    path = Path(engine_dir) / "status"
     try:
-        text = (Path(engine_dir) / "status").read_text()
+        fd = os.open(path, os.O_RDONLY)
     except OSError:
         return None
-    m = re.search(r"PID:\s*(\d+)", text)
-    if m is None:
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            m = re.search(rb"PID:\s*(\d+)", os.pread(fd, 4096, 0))
+            pid = int(m.group(1)) if m else -1
+            return None if pid == os.getpid() else pid
+        fcntl.flock(fd, fcntl.LOCK_UN)
         return None
-    pid = int(m.group(1))
-    return pid if pid != os.getpid() and _alive(pid) else None
+    finally:
+        os.close(fd)
 
 
 def open_clickhouse(config: ClickHouseConfig, data_dir: Path | str) -> ClickHouse:
@@ -109,29 +127,27 @@ def open_clickhouse(config: ClickHouseConfig, data_dir: Path | str) -> ClickHous
     if config.url:
         return connect(config, data_dir)
     engine_dir = Path(data_dir) / "clickhouse"
-    for _attempt in range(2):
-        endpoint = read_endpoint(engine_dir)
-        if endpoint is not None:
-            return HTTPClickHouse(
-                endpoint.url,
-                endpoint.database or config.database,
-                user=config.http_user,
-                password=config.http_password.get_secret_value(),
-                timeout_s=config.timeout_s,
-            )
-        try:
+    endpoint = read_endpoint(engine_dir)
+    if endpoint is None:
+        pid = holder_pid(engine_dir)
+        if pid is None:
             return connect(config, data_dir)
-        except ConfigError as exc:
-            pid = holder_pid(engine_dir)
-            if pid is None:
-                raise
-            last = exc
-            # The owner may have been starting: its endpoint file comes right after.
-    raise ConfigError(
-        f"the data directory {engine_dir} is used by process {pid}, which does not serve "
-        "SQL over HTTP: start it with VOIPFLOW_CLICKHOUSE_HTTP_LISTEN=127.0.0.1:8123 "
-        "(any free port: 127.0.0.1:0) to query while it runs, or stop it"
-    ) from last
+        # The owner may be starting: its endpoint file comes right after the engine.
+        time.sleep(_STARTING_S)
+        endpoint = read_endpoint(engine_dir)
+        if endpoint is None:
+            raise ConfigError(
+                f"the data directory {engine_dir} is used by process {pid}, which does not "
+                "serve SQL over HTTP: start it with VOIPFLOW_CLICKHOUSE_HTTP_LISTEN="
+                "127.0.0.1:8123 (any free port: 127.0.0.1:0) to query while it runs, or stop it"
+            )
+    return HTTPClickHouse(
+        endpoint.url,
+        endpoint.database or config.database,
+        user=config.http_user,
+        password=config.http_password.get_secret_value(),
+        timeout_s=config.timeout_s,
+    )
 
 
 class HTTPClickHouse:
