@@ -244,12 +244,19 @@ def _positive_below(value: str, limit: float) -> bool:
 class _Handler(BaseHTTPRequestHandler):
     owner: ClickHouseHTTPServer
     protocol_version = "HTTP/1.1"
+    #: Seconds a connection may sit idle (between or inside requests) before it is closed.
+    timeout = 30
 
     def version_string(self) -> str:
         return "voipflow"
 
     def log_message(self, format: str, *args: Any) -> None:
         log.debug("clickhouse http: " + format, *args)
+
+    def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
+        # Without the query string: it may hold the password (``password=``).
+        path = urlsplit(self.path).path
+        log.debug("clickhouse http: %s %s %s", self.command, path, code)
 
     # -- routing ------------------------------------------------------------------
 
@@ -329,6 +336,7 @@ class _Handler(BaseHTTPRequestHandler):
             )
             return
         query_id = params.get("query_id") or str(uuid.uuid4())
+        user = ""
         try:
             user, password = self._credentials(params)
             self.owner.check_user(user, password)
@@ -352,6 +360,12 @@ class _Handler(BaseHTTPRequestHandler):
             settings, query_params = self._settings(params)
         except QueryRefused as exc:
             QUERIES.labels("refused").inc()
+            if exc.code == 516:
+                # Who and from where, never what password was tried.
+                log.warning(
+                    "ClickHouse HTTP authentication failed",
+                    extra={"user": user, "client": self.client_address[0]},
+                )
             self._error(exc, query_id=query_id)
             return
         if data is not None:

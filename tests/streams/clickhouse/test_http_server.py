@@ -123,12 +123,15 @@ def test_settings_and_query_parameters_from_the_url(server, db) -> None:
     assert body.startswith("Code: 115. DB::Exception: ") and "no_such" in body
 
 
-def test_the_three_ways_to_authenticate(server, db) -> None:
+def test_the_three_ways_to_authenticate(server, db, caplog) -> None:
+    caplog.set_level("DEBUG")
     url = _url(server, db, query="SELECT 7")
     assert curl(url)[::2] == (200, "7\n")
     headers = ["-H", f"X-ClickHouse-User: {USER}", "-H", f"X-ClickHouse-Key: {PASSWORD}"]
     assert curl(*headers, url, auth=False)[::2] == (200, "7\n")
     assert curl(url + f"&user={USER}&password=s3cret%20pass", auth=False)[::2] == (200, "7\n")
+    assert "clickhouse http: POST /" in caplog.text or "clickhouse http: GET /" in caplog.text
+    assert "s3cret" not in caplog.text
 
 
 @pytest.mark.parametrize(
@@ -141,12 +144,15 @@ def test_the_three_ways_to_authenticate(server, db) -> None:
     ],
     ids=["basic", "headers", "other-user", "none"],
 )
-def test_wrong_credentials_are_refused_like_clickhouse(server, db, how) -> None:
+def test_wrong_credentials_are_refused_like_clickhouse(server, db, how, caplog) -> None:
+    caplog.set_level("DEBUG")
     status, headers, body = curl(*how, _url(server, db, query="SELECT 1"), auth=False)
     assert status == 403
     assert headers["x-clickhouse-exception-code"] == "516"
     assert body.startswith("Code: 516. DB::Exception: ") and "(AUTHENTICATION_FAILED)" in body
     assert PASSWORD not in body
+    assert "authentication failed" in caplog.text
+    assert "wrong" not in caplog.text and PASSWORD not in caplog.text
 
 
 @pytest.mark.parametrize(
