@@ -125,8 +125,9 @@ def timed(fn: Callable[[], Any], repeat: int) -> list[float]:
 
 def insert_rate(
     ch: EmbeddedClickHouse, rows: int, load: Callable[[], Any] | None, clients: int
-) -> float:
-    """Rows/s of the sink's insert path while ``clients`` threads run ``load`` in a loop."""
+) -> tuple[float, int]:
+    """(rows/s of the sink's insert path, queries answered) while ``clients`` threads run
+    ``load`` in a loop."""
     messages = [flow_batch(1000, base=k * 1000) for k in range(10)]
     stop = threading.Event()
     answered = [0]
@@ -149,9 +150,7 @@ def insert_rate(
     stop.set()
     for t in threads:
         t.join(120)
-    if threads:
-        print(f"      ({answered[0]} panel queries answered meanwhile)")
-    return done / elapsed
+    return done / elapsed, answered[0]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -225,17 +224,17 @@ def main(argv: list[str] | None = None) -> int:
                     local.c = clients.pop()
                 local.c.query(heaviest)
 
-            alone = insert_rate(ch, args.insert_rows, None, 0)
-            print(f"  no queries                         {alone:12,.0f} rows/s")
-            loaded = insert_rate(ch, args.insert_rows, over_http, args.clients)
+            alone, _ = insert_rate(ch, args.insert_rows, None, 0)
+            print(f"  no queries                            {alone:10,.0f} rows/s")
+            loaded, n = insert_rate(ch, args.insert_rows, over_http, args.clients)
             print(
                 f"  {args.clients} HTTP clients on the heaviest panel {loaded:10,.0f} rows/s "
-                f"({loaded / alone:.0%})"
+                f"({loaded / alone:.0%}; {n} queries answered meanwhile)"
             )
-            shared = insert_rate(ch, args.insert_rows, lambda: ch.query(heaviest), args.clients)
+            shared, n = insert_rate(ch, args.insert_rows, lambda: ch.query(heaviest), args.clients)
             print(
-                f"  same load on the sink's connection   {shared:10,.0f} rows/s "
-                f"({shared / alone:.0%})"
+                f"  same load on the sink's connection    {shared:10,.0f} rows/s "
+                f"({shared / alone:.0%}; {n} queries answered meanwhile)"
             )
         finally:
             server.stop()
