@@ -141,13 +141,19 @@ def open_clickhouse(config: ClickHouseConfig, data_dir: Path | str) -> ClickHous
                 "serve SQL over HTTP: start it with VOIPFLOW_CLICKHOUSE_HTTP_LISTEN="
                 "127.0.0.1:8123 (any free port: 127.0.0.1:0) to query while it runs, or stop it"
             )
-    return HTTPClickHouse(
-        endpoint.url,
-        endpoint.database or config.database,
-        user=config.http_user,
-        password=config.http_password.get_secret_value(),
-        timeout_s=config.timeout_s,
-    )
+    try:
+        return HTTPClickHouse(
+            endpoint.url,
+            endpoint.database or config.database,
+            user=config.http_user,
+            password=config.http_password.get_secret_value(),
+            timeout_s=config.timeout_s,
+        )
+    except ConnectionLost:
+        # A file left by a killed process whose pid now belongs to another one.
+        if holder_pid(engine_dir) is not None:
+            raise
+        return connect(config, data_dir)
 
 
 class HTTPClickHouse:
