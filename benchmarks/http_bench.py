@@ -14,7 +14,9 @@
    ``flows_voip``): rows/s alone, with ``--clients`` HTTP clients running the
    heaviest panel in a loop, and with the same load sent through the sink's
    own backend connection (what the endpoint avoids: that connection
-   serialises its calls).
+   serialises its calls). The HTTP load runs once as sent and once with
+   ``max_threads=1`` (a URL setting any client can send), which leaves
+   cores to the sink.
 
     python -m benchmarks.http_bench [--cities 8] [--flows 2000000] [--repeat 7] [--clients 2]
 """
@@ -216,13 +218,12 @@ def main(argv: list[str] | None = None) -> int:
             print(
                 f"sink insert path into flows_voip, {args.insert_rows:,} rows, 10,000 per insert:"
             )
-            clients = [HTTPClickHouse(server.url, "bench") for _ in range(args.clients)]
             local = threading.local()
 
-            def over_http() -> None:
+            def over_http(settings: dict[str, Any] | None = None) -> None:
                 if not hasattr(local, "c"):
-                    local.c = clients.pop()
-                local.c.query(heaviest)
+                    local.c = HTTPClickHouse(server.url, "bench")
+                local.c.query(heaviest, settings)
 
             alone, _ = insert_rate(ch, args.insert_rows, None, 0)
             print(f"  no queries                            {alone:10,.0f} rows/s")
@@ -230,6 +231,13 @@ def main(argv: list[str] | None = None) -> int:
             print(
                 f"  {args.clients} HTTP clients on the heaviest panel {loaded:10,.0f} rows/s "
                 f"({loaded / alone:.0%}; {n} queries answered meanwhile)"
+            )
+            one, n = insert_rate(
+                ch, args.insert_rows, lambda: over_http({"max_threads": 1}), args.clients
+            )
+            print(
+                f"  the same with max_threads=1           {one:10,.0f} rows/s "
+                f"({one / alone:.0%}; {n} queries answered meanwhile)"
             )
             shared, n = insert_rate(ch, args.insert_rows, lambda: ch.query(heaviest), args.clients)
             print(
