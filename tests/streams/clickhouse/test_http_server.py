@@ -240,7 +240,7 @@ def test_a_full_queue_is_refused_and_a_long_query_times_out(chdb_dir: Path, db) 
 def test_a_running_query_does_not_hold_the_backends_inserts(server, db) -> None:
     """The sink inserts through its own connection while a served query runs."""
     slow = _url(
-        server, db, max_block_size="1", query="SELECT sum(sleepEachRow(0.5)) FROM numbers(6)"
+        server, db, max_block_size="1", query="SELECT sum(sleepEachRow(0.5)) FROM numbers(10)"
     )
     answer: list[Any] = []
     t = threading.Thread(target=lambda: answer.append(curl(slow)))
