@@ -182,7 +182,11 @@ class HTTPClickHouse:
         token = base64.b64encode(f"{user}:{password}".encode()).decode()
         self._auth = f"Basic {token}"
         self._conn: http.client.HTTPConnection | None = None
-        self._version = parse_version(self._post("SELECT version()").decode().strip())
+        try:
+            self._version = parse_version(self._post("SELECT version()").decode().strip())
+        except BaseException:
+            self._drop()
+            raise
 
     # -- plumbing -----------------------------------------------------------------
 
