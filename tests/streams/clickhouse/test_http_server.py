@@ -289,3 +289,21 @@ def test_rows_in_the_body_are_refused_unless_writes_are_allowed(chdb_dir: Path, 
     assert db.query(
         "SELECT groupArray(city) FROM (SELECT city FROM calls WHERE id > 5 ORDER BY id)"
     ).scalar() == ["Tromsø", "Bodø"]
+
+
+def test_a_busy_port_fails_at_start_naming_the_setting(chdb_dir: Path) -> None:
+    import socket
+
+    from streams.clickhouse.http_server import HTTPServerError
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        cfg = ClickHouseConfig(http_listen=f"127.0.0.1:{port}")
+        srv = ClickHouseHTTPServer(cfg, chdb_dir)
+        with pytest.raises(
+            HTTPServerError, match=r"VOIPFLOW_CLICKHOUSE_HTTP_LISTEN=.*cannot listen"
+        ):
+            srv.start()
+    assert not (chdb_dir / ENDPOINT_FILE).exists()
