@@ -63,7 +63,7 @@ def test_answers_as_chdb_does(server: ClickHouseHTTPServer, chdb: EmbeddedClickH
 
 
 def test_nobody_listening_is_a_lost_connection(chdb_dir: Path) -> None:
-    from tests.fixtures.clickhouse_server import free_port
+    from voipflow.netutil import free_port
 
     with pytest.raises(ConnectionLost):
         HTTPClickHouse(f"http://127.0.0.1:{free_port()}/", "voipflow")
