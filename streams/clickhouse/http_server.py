@@ -189,8 +189,15 @@ class ClickHouseHTTPServer:
             "database": self.config.database,
         }
         tmp = self.endpoint_file.with_suffix(".tmp")
-        tmp.write_text(json.dumps(doc) + "\n")
-        tmp.replace(self.endpoint_file)  # readers never see half a file
+        try:
+            tmp.write_text(json.dumps(doc) + "\n")
+            tmp.replace(self.endpoint_file)  # readers never see half a file
+        except OSError as exc:
+            # Served all the same; only voipflow's own readers will not find it.
+            log.warning(
+                "ClickHouse HTTP endpoint file not written",
+                extra={"path": str(self.endpoint_file), "error": str(exc)},
+            )
 
     # -- one query ----------------------------------------------------------------
 
@@ -213,6 +220,8 @@ class ClickHouseHTTPServer:
         conn = state.connect(str(self.path))
         try:
             for name, value in settings.items():
+                if name == "readonly" and self.config.http_readonly:
+                    continue  # ours, set below; a client's value could only refuse it
                 conn.query(f"SET {name} = {quote_literal(value)}", "TabSeparated")
             limit = self.config.http_query_timeout_s
             asked = settings.get("max_execution_time")

@@ -176,14 +176,22 @@ def test_writes_are_refused_by_the_engine(server, db, sql) -> None:
     assert db.query(f"EXISTS TABLE {db.database}.calls").scalar() == 1
 
 
-def test_writes_through_a_url_setting_are_refused_too(server, db) -> None:
+@pytest.mark.parametrize("readonly", ["0", "2"])
+def test_writes_through_a_url_setting_are_refused_too(server, db, readonly) -> None:
     status, headers, _ = curl(
         "--data-binary",
         "INSERT INTO calls VALUES (5, 'x', 1, now())",
-        _url(server, db, readonly="0"),
+        _url(server, db, readonly=readonly),
     )
     assert (status, headers["x-clickhouse-exception-code"]) == (500, "164")
     assert db.query("SELECT count() FROM calls").scalar() == 3
+    # readonly = 2 would let file() read this machine's files; the client's value is not used.
+    status, headers, body = curl(
+        "--data-binary",
+        "SELECT * FROM file('/etc/hostname', 'LineAsString')",
+        _url(server, db, readonly=readonly),
+    )
+    assert (status, headers["x-clickhouse-exception-code"]) == (500, "164"), body
 
 
 @pytest.mark.parametrize(
