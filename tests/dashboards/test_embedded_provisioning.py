@@ -29,18 +29,19 @@ def test_same_data_source_over_http() -> None:
     server, embedded = _source(SERVER), _source(EMBEDDED)
     assert (embedded["uid"], embedded["type"]) == (server["uid"], server["type"])
     assert embedded["jsonData"]["protocol"] == "http"
-    assert embedded["jsonData"]["defaultDatabase"] == "voipflow"
     assert set(embedded["secureJsonData"]) == {"password"}
 
 
 def test_every_variable_is_documented() -> None:
     text = (EMBEDDED / "datasources" / "clickhouse.yaml").read_text()
     used = set(re.findall(r"\$\{([A-Z_]+)\}", text))
+    # The server variant's names (plus the port), none that voipflow would read.
     assert used == {
-        "VOIPFLOW_HOST",
-        "VOIPFLOW_HTTP_PORT",
-        "VOIPFLOW_HTTP_USER",
-        "VOIPFLOW_HTTP_PASSWORD",
+        "CLICKHOUSE_HOST",
+        "CLICKHOUSE_HTTP_PORT",
+        "CLICKHOUSE_USER",
+        "CLICKHOUSE_PASSWORD",
+        "CLICKHOUSE_DB",
     }
     doc = (ROOT / "docs" / "dashboards.md").read_text()
     assert all(v in doc for v in used)
