@@ -34,12 +34,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from streams.clickhouse.embedded import EmbeddedClickHouse
-from streams.clickhouse.http_client import HTTPClickHouse
-from streams.clickhouse.http_server import ClickHouseHTTPServer
-from streams.clickhouse.migrations import Migrator, RenderOptions
-from streams.config import ClickHouseConfig
-from streams.sink_tables import combine, parse_voip_flows
+from storage.clickhouse.embedded import EmbeddedClickHouse
+from storage.clickhouse.http_client import HTTPClickHouse
+from storage.clickhouse.http_server import ClickHouseHTTPServer
+from storage.clickhouse.migrations import Migrator, RenderOptions
+from storage.config import ClickHouseConfig
+from storage.sink.tables import combine, parse_voip_flows
 from voipflow.evaluation.sinkdata import flow_batch
 
 # The Grafana stand-in of the tests expands the panels' macros as Grafana would.

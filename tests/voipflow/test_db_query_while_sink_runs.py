@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.streams.sinkdata import flow_batch, produce, wait_until
+from tests.storage.sinkdata import flow_batch, produce, wait_until
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 

@@ -15,9 +15,9 @@ from pathlib import Path
 
 from dashboards import CityTableError
 from dashboards.cities import city_columns, read_cities
-from streams.clickhouse import ClickHouse, ClickHouseError, connect
-from streams.clickhouse.http_client import open_clickhouse, read_endpoint
-from streams.clickhouse.migrations import Migrator, RenderOptions
+from storage.clickhouse import ClickHouse, ClickHouseError, connect
+from storage.clickhouse.http_client import open_clickhouse, read_endpoint
+from storage.clickhouse.migrations import Migrator, RenderOptions
 from voipflow.demo.errors import DemoSettingError
 from voipflow.settings import Settings
 

@@ -17,11 +17,12 @@ from typing import Any
 
 import pytest
 
-from streams.clickhouse.http_server import ClickHouseHTTPServer
-from streams.clickhouse.migrations import Migrator, RenderOptions
-from streams.config import ClickHouseConfig, KafkaConfig, SinkConfig
-from streams.sink import Sink
-from tests.streams.sinkdata import committed, flow_batch, produce, wait_until
+from schemas.topics import KafkaConfig
+from storage.clickhouse.http_server import ClickHouseHTTPServer
+from storage.clickhouse.migrations import Migrator, RenderOptions
+from storage.config import ClickHouseConfig, SinkConfig
+from storage.sink import Sink
+from tests.storage.sinkdata import committed, flow_batch, produce, wait_until
 
 clickhouse_connect = pytest.importorskip("clickhouse_connect")
 

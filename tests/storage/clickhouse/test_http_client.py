@@ -12,11 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from streams.clickhouse import AccessError, ConnectionLost, QueryError, SchemaError
-from streams.clickhouse.embedded import EmbeddedClickHouse
-from streams.clickhouse.http_client import HTTPClickHouse, holder_pid, read_endpoint
-from streams.clickhouse.http_server import ENDPOINT_FILE, ClickHouseHTTPServer
-from streams.config import ClickHouseConfig
+from storage.clickhouse import AccessError, ConnectionLost, QueryError, SchemaError
+from storage.clickhouse.embedded import EmbeddedClickHouse
+from storage.clickhouse.http_client import HTTPClickHouse, holder_pid, read_endpoint
+from storage.clickhouse.http_server import ENDPOINT_FILE, ClickHouseHTTPServer
+from storage.config import ClickHouseConfig
 
 
 @pytest.fixture()

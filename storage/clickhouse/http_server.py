@@ -51,9 +51,9 @@ from urllib.parse import parse_qsl, urlsplit
 
 from prometheus_client import Counter, Histogram
 
-from streams.clickhouse.base import quote_ident, quote_literal
-from streams.clickhouse.errors import code_of
-from streams.clickhouse.http_protocol import (
+from storage.clickhouse.base import quote_ident, quote_literal
+from storage.clickhouse.errors import code_of
+from storage.clickhouse.http_protocol import (
     Admission,
     QueryRefused,
     chunks,
@@ -63,7 +63,7 @@ from streams.clickhouse.http_protocol import (
     http_status,
     start_query,
 )
-from streams.config import ClickHouseConfig, split_host_port
+from storage.config import ClickHouseConfig, split_host_port
 
 log = logging.getLogger(__name__)
 

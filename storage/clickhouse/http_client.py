@@ -2,11 +2,11 @@
 
 chdb lets one process at a time open a data directory. The process that owns
 it (the sink) may serve ClickHouse's HTTP interface
-(:mod:`streams.clickhouse.http_server`) and then writes its address to
+(:mod:`storage.clickhouse.http_server`) and then writes its address to
 ``<data_dir>/clickhouse/http.json`` with its pid. :func:`open_clickhouse` is
 what readers (``voipflow db query``, reports, the demo) call:
 
-* ``VOIPFLOW_CLICKHOUSE_URL`` set: the server, as :func:`streams.clickhouse.connect`;
+* ``VOIPFLOW_CLICKHOUSE_URL`` set: the server, as :func:`storage.clickhouse.connect`;
 * a live process serves the directory: :class:`HTTPClickHouse` to its endpoint;
 * nobody holds it: chdb in this process.
 
@@ -14,7 +14,7 @@ When a process holds the directory without serving it, the error names that
 process and the setting that makes it serve (``VOIPFLOW_CLICKHOUSE_HTTP_LISTEN``)
 instead of chdb's "Cannot lock file".
 
-:class:`HTTPClickHouse` implements the :class:`~streams.clickhouse.base.ClickHouse`
+:class:`HTTPClickHouse` implements the :class:`~storage.clickhouse.base.ClickHouse`
 interface over HTTP: results come as Arrow streams, exactly as the embedded
 backend reads them, so callers get the same Python values either way. The
 endpoint is read-only for other processes: ``insert`` is refused with a
@@ -37,7 +37,7 @@ from urllib.parse import urlencode, urlsplit
 
 import pyarrow as pa
 
-from streams.clickhouse.base import (
+from storage.clickhouse.base import (
     ClickHouse,
     Columns,
     QueryResult,
@@ -45,9 +45,9 @@ from streams.clickhouse.base import (
     parse_version,
     quote_ident,
 )
-from streams.clickhouse.errors import AccessError, ConfigError, ConnectionLost, classify
-from streams.clickhouse.http_server import ENDPOINT_FILE
-from streams.config import ClickHouseConfig
+from storage.clickhouse.errors import AccessError, ConfigError, ConnectionLost, classify
+from storage.clickhouse.http_server import ENDPOINT_FILE
+from storage.config import ClickHouseConfig
 
 _CODE_RE = re.compile(r"Code:\s*(\d+)")
 #: How long a reader gives a process that holds the engine to write its endpoint.
@@ -119,10 +119,10 @@ def open_clickhouse(config: ClickHouseConfig, data_dir: Path | str) -> ClickHous
 
     The server of ``config.url``; else the HTTP endpoint of the live process
     that owns ``<data_dir>/clickhouse``; else chdb in this process. Raises
-    :class:`~streams.clickhouse.errors.ConfigError` naming the fix when another
+    :class:`~storage.clickhouse.errors.ConfigError` naming the fix when another
     process holds the directory without serving it.
     """
-    from streams.clickhouse import connect
+    from storage.clickhouse import connect
 
     if config.url:
         return connect(config, data_dir)
@@ -157,7 +157,7 @@ def open_clickhouse(config: ClickHouseConfig, data_dir: Path | str) -> ClickHous
 
 
 class HTTPClickHouse:
-    """The :class:`~streams.clickhouse.base.ClickHouse` interface over ClickHouse's HTTP."""
+    """The :class:`~storage.clickhouse.base.ClickHouse` interface over ClickHouse's HTTP."""
 
     kind = "http"
 
