@@ -14,12 +14,38 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-from prometheus_client import Gauge
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from storage.clickhouse.errors import code_of
 
-RUNNING = Gauge("voipflow_clickhouse_http_running", "Queries running now")
-WAITING = Gauge("voipflow_clickhouse_http_waiting", "Queries waiting for a slot")
+
+class HTTPMetrics:
+    """The HTTP interface's metrics, registered in ``registry`` (a fresh one by default).
+
+    As the sink's: the command passes the registry its endpoint serves, tests
+    their own, so several servers in one process never clash.
+    """
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry if registry is not None else CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.queries = Counter(
+            "voipflow_clickhouse_http_queries",
+            "Queries served over HTTP, by outcome",
+            ["outcome"],
+            registry=r,
+        )
+        self.running = Gauge("voipflow_clickhouse_http_running", "Queries running now", registry=r)
+        self.waiting = Gauge(
+            "voipflow_clickhouse_http_waiting", "Queries waiting for a slot", registry=r
+        )
+        self.seconds = Histogram(
+            "voipflow_clickhouse_http_query_seconds",
+            "Time from admission to the last byte sent",
+            buckets=(0.005, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+            registry=r,
+        )
+
 
 # ClickHouse error codes -> HTTP status, as a ClickHouse server answers them
 # (codes not listed: 500). One addition: 202, too many queries, is 503 so that
@@ -78,7 +104,10 @@ def exception_text(code: int, message: str) -> str:
 class Admission:
     """At most ``slots`` queries run; ``queue`` more wait up to ``timeout_s`` each."""
 
-    def __init__(self, slots: int, queue: int, timeout_s: float) -> None:
+    def __init__(
+        self, slots: int, queue: int, timeout_s: float, metrics: HTTPMetrics | None = None
+    ) -> None:
+        self.metrics = metrics if metrics is not None else HTTPMetrics()
         self.slots = slots
         self.queue = queue
         self.timeout_s = timeout_s
@@ -90,7 +119,7 @@ class Admission:
         with self._cond:
             if self.running < self.slots and self.waiting == 0:
                 self.running += 1
-                RUNNING.set(self.running)
+                self.metrics.running.set(self.running)
                 return
             if self.waiting >= self.queue:
                 raise QueryRefused(
@@ -102,7 +131,7 @@ class Admission:
                     "(TOO_MANY_SIMULTANEOUS_QUERIES)",
                 )
             self.waiting += 1
-            WAITING.set(self.waiting)
+            self.metrics.waiting.set(self.waiting)
             deadline = time.monotonic() + self.timeout_s
             try:
                 while self.running >= self.slots:
@@ -116,15 +145,15 @@ class Admission:
                         )
                     self._cond.wait(left)
                 self.running += 1
-                RUNNING.set(self.running)
+                self.metrics.running.set(self.running)
             finally:
                 self.waiting -= 1
-                WAITING.set(self.waiting)
+                self.metrics.waiting.set(self.waiting)
 
     def release(self) -> None:
         with self._cond:
             self.running -= 1
-            RUNNING.set(self.running)
+            self.metrics.running.set(self.running)
             self._cond.notify()
 
 

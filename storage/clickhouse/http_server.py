@@ -49,12 +49,13 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
-from prometheus_client import Counter, Histogram
+from prometheus_client import CollectorRegistry
 
 from storage.clickhouse.base import quote_ident, quote_literal
 from storage.clickhouse.errors import code_of
 from storage.clickhouse.http_protocol import (
     Admission,
+    HTTPMetrics,
     QueryRefused,
     chunks,
     content_type,
@@ -70,14 +71,6 @@ log = logging.getLogger(__name__)
 #: The file, in the engine's directory, that tells other processes where to send SQL.
 ENDPOINT_FILE = "http.json"
 
-QUERIES = Counter(
-    "voipflow_clickhouse_http_queries", "Queries served over HTTP, by outcome", ["outcome"]
-)
-DURATION = Histogram(
-    "voipflow_clickhouse_http_query_seconds",
-    "Time from admission to the last byte sent",
-    buckets=(0.005, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
-)
 
 # HTTP parameters that are part of the protocol, not settings.
 _PROTOCOL_PARAMS = frozenset(
@@ -115,13 +108,16 @@ class ClickHouseHTTPServer:
 
     name = "clickhouse-http"
 
-    def __init__(self, config: ClickHouseConfig, path: Path | str) -> None:
+    def __init__(
+        self, config: ClickHouseConfig, path: Path | str, registry: CollectorRegistry | None = None
+    ) -> None:
         self.config = config
         self.path = Path(path)
         self.url = ""
         self.endpoint_file = self.path / ENDPOINT_FILE
+        self.metrics = HTTPMetrics(registry)
         self.admission = Admission(
-            config.http_max_queries, config.http_queue, config.http_queue_timeout_s
+            config.http_max_queries, config.http_queue, config.http_queue_timeout_s, self.metrics
         )
         self._httpd: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
@@ -368,7 +364,7 @@ class _Handler(BaseHTTPRequestHandler):
                 )
             settings, query_params = self._settings(params)
         except QueryRefused as exc:
-            QUERIES.labels("refused").inc()
+            self.owner.metrics.queries.labels("refused").inc()
             if exc.code == 516:
                 # Who and from where, never what password was tried.
                 log.warning(
@@ -428,7 +424,7 @@ class _Handler(BaseHTTPRequestHandler):
         try:
             owner.admission.acquire()
         except QueryRefused as exc:
-            QUERIES.labels("busy").inc()
+            self.owner.metrics.queries.labels("busy").inc()
             log.warning("ClickHouse HTTP query refused: %s", exc, extra={"query_id": query_id})
             self._error(exc, query_id=query_id)
             return
@@ -441,7 +437,7 @@ class _Handler(BaseHTTPRequestHandler):
                 stream, first = start_query(conn, sql, fmt, query_params)
             except Exception as exc:
                 err = engine_error(exc)
-                QUERIES.labels("error").inc()
+                self.owner.metrics.queries.labels("error").inc()
                 self._error(err, query_id=query_id, fmt=shown_format)
                 return
             self.send_response(200)
@@ -456,26 +452,26 @@ class _Handler(BaseHTTPRequestHandler):
                 for chunk in chunks(first, stream):
                     self._write_chunk(chunk)
             except (BrokenPipeError, ConnectionResetError):
-                QUERIES.labels("client_gone").inc()
+                self.owner.metrics.queries.labels("client_gone").inc()
                 self.close_connection = True
                 return
             except Exception as exc:
                 # Too late for a status: like ClickHouse, the error ends the body.
                 err = engine_error(exc)
-                QUERIES.labels("error").inc()
+                self.owner.metrics.queries.labels("error").inc()
                 self._write_chunk(("\n" + exception_text(err.code, str(err)) + "\n").encode())
                 self.wfile.write(b"0\r\n\r\n")
                 self.close_connection = True
                 return
             self.wfile.write(b"0\r\n\r\n")
-            QUERIES.labels("ok").inc()
+            self.owner.metrics.queries.labels("ok").inc()
         finally:
             if stream is not None:
                 stream.close()
             if conn is not None:
                 conn.close()
             owner.admission.release()
-            DURATION.observe(time.monotonic() - t0)
+            self.owner.metrics.seconds.observe(time.monotonic() - t0)
 
     def _insert(
         self, sql: str, data: bytes, params: dict[str, str], settings: dict[str, str], query_id: str
@@ -487,7 +483,7 @@ class _Handler(BaseHTTPRequestHandler):
         try:
             owner.admission.acquire()
         except QueryRefused as exc:
-            QUERIES.labels("busy").inc()
+            self.owner.metrics.queries.labels("busy").inc()
             self._error(exc, query_id=query_id)
             return
         t0 = time.monotonic()
@@ -502,15 +498,15 @@ class _Handler(BaseHTTPRequestHandler):
                 ins.cancel()
                 raise
         except Exception as exc:
-            QUERIES.labels("error").inc()
+            self.owner.metrics.queries.labels("error").inc()
             self._error(engine_error(exc), query_id=query_id)
             return
         finally:
             if conn is not None:
                 conn.close()
             owner.admission.release()
-            DURATION.observe(time.monotonic() - t0)
-        QUERIES.labels("ok").inc()
+            self.owner.metrics.seconds.observe(time.monotonic() - t0)
+        self.owner.metrics.queries.labels("ok").inc()
         summary = {"written_rows": str(getattr(written, "rows_written", 0))}
         self.send_response(200)
         self.send_header("X-ClickHouse-Query-Id", query_id)

@@ -12,6 +12,8 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+from prometheus_client import CollectorRegistry
+
 from storage.clickhouse.http_server import ClickHouseHTTPServer, HTTPServerError
 from storage.config import ClickHouseConfig
 
@@ -20,8 +22,11 @@ __all__ = ["ClickHouseHTTPServer", "HTTPServerError", "sql_endpoint"]
 log = logging.getLogger(__name__)
 
 
-def sql_endpoint(config: ClickHouseConfig, data_dir: Path | str) -> list[ClickHouseHTTPServer]:
-    """The components to start after the one that opens chdb (zero or one)."""
+def sql_endpoint(
+    config: ClickHouseConfig, data_dir: Path | str, registry: CollectorRegistry | None = None
+) -> list[ClickHouseHTTPServer]:
+    """The components to start after the one that opens chdb (zero or one); their
+    metrics go to ``registry``."""
     if not config.http_listen:
         return []
     if config.url:
@@ -30,4 +35,4 @@ def sql_endpoint(config: ClickHouseConfig, data_dir: Path | str) -> list[ClickHo
             "ClickHouse server, which serves its own HTTP interface"
         )
         return []
-    return [ClickHouseHTTPServer(config, Path(data_dir) / "clickhouse")]
+    return [ClickHouseHTTPServer(config, Path(data_dir) / "clickhouse", registry)]

@@ -81,7 +81,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     from storage.clickhouse.serve import HTTPServerError, sql_endpoint
 
     try:
-        with running([sink, *sql_endpoint(settings.clickhouse, settings.data_dir)]):
+        with running([sink, *sql_endpoint(settings.clickhouse, settings.data_dir, REGISTRY)]):
             wait_for_signal(sink.done)
     except (SinkStopped, ClickHouseError) as exc:
         print(f"voipflow sink: stopped: {exc}", file=sys.stderr)

@@ -174,6 +174,10 @@ def test_writes_are_refused_by_the_engine(server, db, sql) -> None:
     assert body.startswith("Code: 164. DB::Exception: ") and "(READONLY)" in body
     assert db.query("SELECT count() FROM calls").scalar() == 3
     assert db.query(f"EXISTS TABLE {db.database}.calls").scalar() == 1
+    counted = server.metrics.registry.get_sample_value(
+        "voipflow_clickhouse_http_queries_total", {"outcome": "error"}
+    )
+    assert counted == 1
 
 
 @pytest.mark.parametrize("readonly", ["0", "2"])
@@ -238,6 +242,11 @@ def test_a_full_queue_is_refused_and_a_long_query_times_out(chdb_dir: Path, db) 
         srv.stop()
     assert (status, headers["x-clickhouse-exception-code"]) == (503, "202")
     assert body.startswith("Code: 202. DB::Exception: Too many simultaneous queries")
+    samples = {"outcome": "busy"}, {"outcome": "error"}
+    assert [
+        srv.metrics.registry.get_sample_value("voipflow_clickhouse_http_queries_total", s)
+        for s in samples
+    ] == [1, 1]
     assert "VOIPFLOW_CLICKHOUSE_HTTP_QUEUE" in body
     # The slow query ran into max_execution_time.
     got_status, got_headers, got_body = first[0]
