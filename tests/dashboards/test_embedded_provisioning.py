@@ -13,7 +13,9 @@ from pathlib import Path
 
 import yaml
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.fixtures.paths import REPO
+
+ROOT = REPO
 SERVER = ROOT / "dashboards" / "provisioning"
 EMBEDDED = ROOT / "dashboards" / "provisioning-embedded"
 

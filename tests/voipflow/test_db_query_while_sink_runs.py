@@ -20,11 +20,10 @@ from pathlib import Path
 
 import pytest
 
+from tests.fixtures.paths import REPO
 from tests.storage.sinkdata import flow_batch, produce, wait_until
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
-
-REPO = Path(__file__).resolve().parents[2]
 
 
 def _env(data_dir: Path, **extra: str) -> dict[str, str]:
