@@ -34,6 +34,7 @@ from pydantic_settings import (
 )
 
 from collectors.config import CollectorConfig
+from enforcement.points.config import EnforceConfig
 from streams.config import ClickHouseConfig, KafkaConfig, SinkConfig, WorkerConfig
 
 ENV_PREFIX = "VOIPFLOW_"
@@ -81,6 +82,7 @@ class Settings(BaseSettings):
     collector: CollectorConfig = CollectorConfig()
     worker: WorkerConfig = WorkerConfig()
     sink: SinkConfig = SinkConfig()
+    enforce: EnforceConfig = EnforceConfig()
 
     @classmethod
     def settings_customise_sources(

@@ -1,0 +1,1 @@
+"""Enforcement: operator policy becomes rules on Kafka, and enforcement points apply them."""
