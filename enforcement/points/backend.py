@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 from enforcement.points.desired import Rule
 
@@ -34,6 +34,8 @@ class Installed:
     packets: int | None = None
     bytes: int | None = None
     elements: int = 0
+    #: What the backend needs to take the rule out again (its own record).
+    parts: Any = None
 
 
 @dataclass(slots=True)
