@@ -1,0 +1,200 @@
+"""Enforcement point throughput: nftables elements per second, FlowSpec rules per second.
+
+nftables, in a throwaway network namespace (``vfe-bench-<pid>``):
+
+- batched: what the enforcement point does, ``--rules`` rules of
+  ``--elements / --rules`` prefixes each installed by :class:`NftBackend` in
+  one ``nft -f -`` transaction, timed from the call to nft's exit;
+- per element: one ``nft add element`` process per prefix, ``--single``
+  elements, the way a naive consumer would do it.
+
+FlowSpec: a GoBGP speaker (the point's backend) peered on loopback with a
+second gobgpd as the router; ``--flowspec-rules`` rules of one prefix each
+(two routes: destination and source) announced, timed until the router's RIB
+holds every route.
+
+    python -m benchmarks.enforce_bench [--elements 50000] [--rules 100] [--single 100]
+                                       [--flowspec-rules 200]
+
+Wall-clock figures depend on the machine's load; the CPU seconds nft itself
+used are printed beside them. Needs root (network namespaces), nft and gobgpd.
+Prints figures; asserts nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from enforcement.points.backend import Batch
+from enforcement.points.config import EnforceConfig
+from enforcement.points.desired import normalise
+from enforcement.points.nftables import NftBackend
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from tests.enforcement.points.rulesdata import make_rule
+
+
+def _prefixes(n: int, start: int = 0) -> list[str]:
+    """``n`` distinct, non-adjacent /32s in 100.64.0.0/10 (adjacent ones would collapse)."""
+    base = int(ipaddress.IPv4Address("100.64.0.0"))
+    return [str(ipaddress.IPv4Address(base + 2 * (start + i))) + "/32" for i in range(n)]
+
+
+def bench_nft_batched(ns: str, elements: int, rules: int) -> dict[str, float]:
+    backend = NftBackend(EnforceConfig(nft_netns=ns))
+    backend.start()
+    now = int(time.time() * 1000)
+    per = elements // rules
+    batch = Batch(base=True)
+    for i in range(rules):
+        doc = make_rule(f"bench-{i}", target={"prefixes": _prefixes(per, i * per)})
+        batch.add.append(normalise(doc))
+    script = backend.script(batch, now)
+    cpu0 = _child_cpu()
+    started = time.perf_counter()
+    backend.apply(batch, now)
+    took = time.perf_counter() - started
+    cpu = _child_cpu() - cpu0
+    read_started = time.perf_counter()
+    backend.installed({r.handle: r for r in batch.add}, now)
+    read = time.perf_counter() - read_started
+    return {
+        "elements": per * rules,
+        "rules": rules,
+        "seconds": took,
+        "elements_per_s": per * rules / took,
+        "elements_per_cpu_s": per * rules / cpu,
+        "script_kb": len(script) / 1024,
+        "read_back_s": read,
+    }
+
+
+def _child_cpu() -> float:
+    """CPU seconds (user + system) of the finished child processes (nft, ip)."""
+    ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return ru.ru_utime + ru.ru_stime
+
+
+def bench_nft_single(ns: str, count: int) -> dict[str, float]:
+    subprocess.run(
+        ["ip", "netns", "exec", ns, "nft", "-f", "-"],
+        input="add table inet single\n"
+        "add set inet single s { type ipv4_addr; flags interval, timeout; }\n",
+        text=True,
+        check=True,
+    )
+    cpu0 = _child_cpu()
+    started = time.perf_counter()
+    for p in _prefixes(count):
+        subprocess.run(
+            ["ip", "netns", "exec", ns, "nft", "add", "element", "inet", "single", "s",
+             f"{{ {p} timeout 3600s }}"],
+            check=True,
+        )  # fmt: skip
+    took = time.perf_counter() - started
+    cpu = _child_cpu() - cpu0
+    return {
+        "elements": count,
+        "seconds": took,
+        "elements_per_s": count / took,
+        "elements_per_cpu_s": count / cpu,
+    }
+
+
+def bench_flowspec(rules: int) -> dict[str, Any]:
+    from enforcement.points.flowspec import FlowSpecBackend
+    from tests.enforcement.points.test_flowspec import Router
+
+    tmp = Path(tempfile.mkdtemp(prefix="vfe-bench-"))
+    router = Router(tmp)
+    backend = FlowSpecBackend(
+        EnforceConfig(backend="flowspec", bgp_peer=f"127.0.0.1:{router.bgp_port}")
+    )
+    try:
+        backend.start()
+        now = int(time.time() * 1000)
+        # Wait for the session with one warm-up rule.
+        warm = normalise(make_rule("warm", target={"prefixes": ["192.0.2.0/24"]}))
+        backend.installed({warm.handle: warm}, now)
+        backend.apply(Batch(add=[warm]), now)
+        deadline = time.monotonic() + 60
+        while len(router.routes()) < 2:
+            if time.monotonic() > deadline:
+                raise RuntimeError("BGP session did not come up")
+            time.sleep(0.2)
+        batch = Batch()
+        for i, p in enumerate(_prefixes(rules, 1000)):
+            batch.add.append(normalise(make_rule(f"fs-{i}", target={"prefixes": [p]})))
+        desired = {r.handle: r for r in [warm, *batch.add]}
+        backend.installed(desired, now)
+        started = time.perf_counter()
+        backend.apply(batch, now)
+        announced = time.perf_counter() - started
+        want = 2 + 2 * rules
+        while len(router.routes()) < want:
+            if time.perf_counter() - started > 300:
+                raise RuntimeError("the router did not receive every route")
+            time.sleep(0.05)
+        took = time.perf_counter() - started
+        return {
+            "rules": rules,
+            "routes": 2 * rules,
+            "announce_s": announced,
+            "at_router_s": took,
+            "rules_per_s": rules / took,
+            "routes_per_s": 2 * rules / took,
+        }
+    finally:
+        backend.stop()
+        router.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--elements", type=int, default=50_000)
+    parser.add_argument("--rules", type=int, default=100)
+    parser.add_argument("--single", type=int, default=100)
+    parser.add_argument("--flowspec-rules", type=int, default=200)
+    args = parser.parse_args(argv)
+    if os.geteuid() != 0:
+        print("enforce_bench: needs root for network namespaces", file=sys.stderr)
+        return 2
+    ns = f"vfe-bench-{os.getpid()}"
+    subprocess.run(["ip", "netns", "add", ns], check=True)
+    try:
+        b = bench_nft_batched(ns, args.elements, args.rules)
+        print(
+            f"nftables batched: {b['elements']:,} elements in {b['rules']} rules, one "
+            f"transaction ({b['script_kb']:.0f} KiB script): {b['seconds']:.2f} s = "
+            f"{b['elements_per_s']:,.0f} elements/s ({b['elements_per_cpu_s']:,.0f} per CPU "
+            f"second of nft); read back with nft -j in {b['read_back_s']:.2f} s"
+        )
+        s = bench_nft_single(ns, args.single)
+        print(
+            f"nftables per element: {s['elements']} nft processes: {s['seconds']:.2f} s = "
+            f"{s['elements_per_s']:,.0f} elements/s ({s['elements_per_cpu_s']:,.0f} per CPU "
+            f"second) (batched is {b['elements_per_s'] / s['elements_per_s']:,.0f}x faster)"
+        )
+    finally:
+        subprocess.run(["ip", "netns", "del", ns], check=False)
+    if args.flowspec_rules:
+        f = bench_flowspec(args.flowspec_rules)
+        print(
+            f"flowspec: {f['rules']} rules ({f['routes']} routes) announced by gobgp in "
+            f"{f['announce_s']:.2f} s, all in the router's RIB after {f['at_router_s']:.2f} s "
+            f"= {f['rules_per_s']:,.0f} rules/s ({f['routes_per_s']:,.0f} routes/s)"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
