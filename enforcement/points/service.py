@@ -144,10 +144,15 @@ class EnforcementPoint:
         end = consumer.end_offsets(tps)
         started = time.monotonic()
         count = 0
+        # Refusals are reported once the topic is read: only those still the
+        # latest message of their key (a later valid version or tombstone
+        # makes an old refusal history, not news).
+        refused: dict[str, dict[str, Any]] = {}
         while not self._stop.is_set():
             if all(consumer.position(tp) >= end[tp] for tp in tps):
                 break
-            count += self._take(consumer.poll(timeout_ms=500))
+            count += self._take(consumer.poll(timeout_ms=500), refused)
+        self._send(list(refused.values()))
         log.info(
             "rules rebuilt from the topic",
             extra={
@@ -203,7 +208,9 @@ class EnforcementPoint:
             return 0
         return None if nxt is None else nxt - now
 
-    def _take(self, records: dict[Any, list[Any]]) -> int:
+    def _take(
+        self, records: dict[Any, list[Any]], deferred: dict[str, dict[str, Any]] | None = None
+    ) -> int:
         count = 0
         out = []
         for batch in records.values():
@@ -211,6 +218,8 @@ class EnforcementPoint:
                 count += 1
                 self.metrics.messages.labels("tombstone" if rec.value is None else "rule").inc()
                 change = self.desired.apply(rec.key, rec.value)
+                if deferred is not None and not change.stale:
+                    deferred.pop(change.rule_id, None)
                 if change.refused is not None:
                     r = change.refused
                     self.metrics.refused.labels(r.reason).inc()
@@ -225,7 +234,11 @@ class EnforcementPoint:
                             "offset": rec.offset,
                         },
                     )
-                    out.append(self.reconciler.feedback.refused(r, now_ms()))
+                    msg = self.reconciler.feedback.refused(r, now_ms())
+                    if deferred is not None:
+                        deferred[r.rule_id] = msg
+                    else:
+                        out.append(msg)
         self._send(out)
         return count
 

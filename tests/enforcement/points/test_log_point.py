@@ -157,13 +157,19 @@ def test_a_new_point_rebuilds_exactly_the_rules_in_force(harness: Harness) -> No
         topic.publish(make_rule("r-old", created_ms=now - 10_000, expires_ms=now - 5_000))
         raw = make_rule("r-4")
         topic.raw(b"r-4", encode_rule(raw))
+        topic.raw(b"r-5", b"{junk")  # refused, then superseded: history, not news
+        topic.publish(make_rule("r-5", target={"prefixes": ["192.0.2.0/24"]}))
+        topic.raw(b"r-6", b"{junk")  # refused and still the latest: reported
         harness.point()
         fb.status("r-4", "applied")
+        fb.status("r-6", "failed")
+        assert not [m for m in fb.seen if m["rule_id"] == "r-5" and m["status"] == "failed"]
         installs = [line for line in harness.lines() if line["action"] == "install"]
         assert sorted((i["rule_id"], i["version"]) for i in installs) == [
             ("r-1", 1),
             ("r-2", 2),
             ("r-4", 1),
+            ("r-5", 1),
         ]
         assert all(line["action"] == "install" for line in harness.lines())
     finally:
