@@ -8,11 +8,7 @@ on loopback) and installs its rules in the router namespace through
 from __future__ import annotations
 
 import json
-import os
 import re
-import signal
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,7 +17,8 @@ from typing import Any
 import pytest
 
 from enforcement.points.desired import handle_of
-from tests.enforcement.points.netns import REPO, Lab, Media, require_netns
+from tests.enforcement.points.netns import Lab, Media, require_netns
+from tests.enforcement.points.pointproc import PointProcess
 from tests.enforcement.points.rulesdata import FeedbackReader, RulesTopic, make_rule
 
 pytestmark = [pytest.mark.slow, pytest.mark.kafka]
@@ -35,59 +32,6 @@ def lab() -> Iterator[Lab]:
         yield lab
     finally:
         lab.close()
-
-
-class PointProcess:
-    def __init__(self, lab: Lab, bootstrap: str, rules: str, feedback: str, tmp: Path) -> None:
-        self.env = {k: v for k, v in os.environ.items() if not k.startswith("VOIPFLOW_")}
-        self.env.update(
-            {
-                "VOIPFLOW_KAFKA_BOOTSTRAP": bootstrap,
-                "VOIPFLOW_KAFKA_RULES_TOPIC": rules,
-                "VOIPFLOW_KAFKA_FEEDBACK_TOPIC": feedback,
-                "VOIPFLOW_KAFKA_PARTITIONS": "1",
-                "VOIPFLOW_ENFORCE_NFT_NETNS": lab.router,
-                "VOIPFLOW_ENFORCE_RECONCILE_S": "1",
-                "VOIPFLOW_ENFORCE_HITS_S": "1",
-                "VOIPFLOW_ENFORCE_NEVER_BLOCK": "192.0.2.0/24",
-                "VOIPFLOW_METRICS_LISTEN": "",
-                "VOIPFLOW_DATA_DIR": str(tmp / "var"),
-                "VOIPFLOW_LOG_FORMAT": "json",
-            }
-        )
-        self.tmp = tmp
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.runs = 0
-
-    def start(self) -> None:
-        self.runs += 1
-        log = open(self.tmp / f"enforce-{self.runs}.log", "wb")  # noqa: SIM115
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "voipflow", "enforce", "--backend", "nftables",
-             "--point-id", "nft-test"],
-            cwd=REPO,
-            env=self.env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )  # fmt: skip
-        log.close()
-
-    def kill9(self) -> None:
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(timeout=10)
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-
-    def alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
 
 
 def installed(lab: Lab) -> dict[str, Any]:
@@ -113,7 +57,15 @@ def test_rules_apply_survive_sigkill_and_restart_without_loss_doubles_or_stale(
     feedback = kafka_topic_factory(prefix="feedback")
     topic = RulesTopic(kafka_bootstrap, rules)
     fb = FeedbackReader(kafka_bootstrap, feedback)
-    point = PointProcess(lab, kafka_bootstrap, rules, feedback, tmp_path)
+    point = PointProcess(
+        "nftables",
+        kafka_bootstrap,
+        rules,
+        feedback,
+        tmp_path,
+        VOIPFLOW_ENFORCE_NFT_NETNS=lab.router,
+        VOIPFLOW_ENFORCE_NEVER_BLOCK="192.0.2.0/24",
+    )
     media = Media(lab, tmp_path)
     try:
         assert media.flowing()
