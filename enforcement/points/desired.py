@@ -123,8 +123,17 @@ def normalise(obj: dict[str, Any], never_block: Iterable[Network] = ()) -> Rule:
                 "matches_everything",
                 "the target has no prefixes, no ports and protocol any: it would match all traffic",
             )
+        guards = list(never_block)
+        if not nets and guards:
+            # No prefixes means any address, never-block ones included; FlowSpec
+            # cannot say "except", so every backend refuses it alike.
+            raise RefusedRule(
+                "never_block",
+                f"the target has no prefixes, so it covers never-block prefix {guards[0]} of "
+                "this enforcement point (VOIPFLOW_ENFORCE_NEVER_BLOCK)",
+            )
         for net in nets:
-            for guard in never_block:
+            for guard in guards:
                 if net.version == guard.version and net.overlaps(guard):
                     raise RefusedRule(
                         "never_block",

@@ -114,3 +114,11 @@ def test_expired_rules_are_not_in_force() -> None:
     assert list(store.in_force(4999)) == ["r-test-1"]
     assert store.in_force(5000) == {}
     assert store.next_expiry_ms(0) == 5000
+
+
+def test_a_block_without_prefixes_is_refused_when_never_block_is_set() -> None:
+    ports_only = make_rule(target={"prefixes": [], "ports": [{"from": 3478, "to": 3478}]})
+    assert _put(DesiredRules(), ports_only).refused is None
+    store = DesiredRules(never_block=[ipaddress.ip_network("192.0.2.0/24")])
+    change = _put(store, ports_only)
+    assert change.refused is not None and change.refused.reason == "never_block"
