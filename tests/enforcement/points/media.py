@@ -1,7 +1,7 @@
 """A tiny RTP-like UDP stream for the namespace tests: ``send`` and ``receive``.
 
-``send HOST PORT PPS`` sends 172-byte datagrams (a G.711 packet with its RTP
-header) at PPS per second until killed. ``receive PORT FILE`` counts the
+``send HOST PORT PPS`` (IPv4 or IPv6 HOST) sends 172-byte datagrams (a G.711 packet with its RTP
+header) at PPS per second until killed. ``receive PORT FILE [BIND]`` counts the
 datagrams it gets and rewrites FILE with the count every 50 ms.
 """
 
@@ -15,7 +15,8 @@ import time
 
 
 def send(host: str, port: int, pps: int) -> None:
-    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_DGRAM)
     payload = b"\x80" + bytes(171)
     gap = 1.0 / pps
     nxt = time.monotonic()
@@ -26,9 +27,9 @@ def send(host: str, port: int, pps: int) -> None:
         time.sleep(max(0.0, nxt - time.monotonic()))
 
 
-def receive(port: int, path: str) -> None:
-    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    sock.bind(("0.0.0.0", port))
+def receive(port: int, path: str, bind: str = "0.0.0.0") -> None:
+    sock = socket.socket(socket.AF_INET6 if ":" in bind else socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind((bind, port))
     sock.settimeout(0.05)
     count = 0
     last = 0.0
@@ -51,4 +52,4 @@ if __name__ == "__main__":
     if sys.argv[1] == "send":
         send(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]))
     else:
-        receive(int(sys.argv[2]), sys.argv[3])
+        receive(int(sys.argv[2]), sys.argv[3], *sys.argv[4:5])

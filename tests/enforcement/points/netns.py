@@ -23,6 +23,8 @@ REPO = Path(__file__).resolve().parents[3]
 
 SUB_ADDR = "10.77.1.2"
 PROV_ADDR = "198.51.100.10"
+SUB_ADDR6 = "fd77:1::2"
+PROV_ADDR6 = "2001:db8:100::10"
 
 
 def _ip(*args: str) -> None:
@@ -60,12 +62,19 @@ class Lab:
         ):
             _ip("-n", ns, "addr", "add", addr, "dev", dev)
             _ip("-n", ns, "link", "set", dev, "up")
+        for ns, dev, addr in (
+            (self.router, "rs", "fd77:1::1/64"),
+            (self.router, "rp", "2001:db8:100::1/64"),
+            (self.sub, "s0", f"{SUB_ADDR6}/64"),
+            (self.prov, "p0", f"{PROV_ADDR6}/64"),
+        ):
+            _ip("-n", ns, "-6", "addr", "add", addr, "dev", dev, "nodad")
         _ip("-n", self.sub, "route", "add", "default", "via", "10.77.1.1")
         _ip("-n", self.prov, "route", "add", "default", "via", "198.51.100.1")
-        subprocess.run(
-            ["ip", "netns", "exec", self.router, "sysctl", "-qw", "net.ipv4.ip_forward=1"],
-            check=True,
-        )
+        _ip("-n", self.sub, "-6", "route", "add", "default", "via", "fd77:1::1")
+        _ip("-n", self.prov, "-6", "route", "add", "default", "via", "2001:db8:100::1")
+        for knob in ("net.ipv4.ip_forward=1", "net.ipv6.conf.all.forwarding=1"):
+            subprocess.run(["ip", "netns", "exec", self.router, "sysctl", "-qw", knob], check=True)
         return self
 
     def spawn(self, ns: str, *args: str) -> subprocess.Popen[bytes]:
@@ -101,15 +110,18 @@ class Lab:
 class Media:
     """A UDP media stream provider -> subscriber; the receiver's count is read from a file."""
 
-    def __init__(self, lab: Lab, tmp: Path, port: int = 40000, pps: int = 200) -> None:
+    def __init__(
+        self, lab: Lab, tmp: Path, port: int = 40000, pps: int = 200, v6: bool = False
+    ) -> None:
         self.file = tmp / f"received-{port}"
         self.receiver = lab.spawn(
-            lab.sub, "-m", "tests.enforcement.points.media", "receive", str(port), str(self.file)
-        )
+            lab.sub, "-m", "tests.enforcement.points.media", "receive", str(port), str(self.file),
+            "::" if v6 else "0.0.0.0",
+        )  # fmt: skip
         time.sleep(0.3)
         self.sender = lab.spawn(
-            lab.prov, "-m", "tests.enforcement.points.media", "send", SUB_ADDR, str(port),
-            str(pps),
+            lab.prov, "-m", "tests.enforcement.points.media", "send",
+            SUB_ADDR6 if v6 else SUB_ADDR, str(port), str(pps),
         )  # fmt: skip
 
     def received(self) -> int:

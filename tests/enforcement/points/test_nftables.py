@@ -101,6 +101,19 @@ def test_shadow_mode_counts_and_drops_nothing(lab: Lab, tmp_path: Path) -> None:
     assert hits[0]["mode"] == "shadow" and hits[0]["hit_packets"] > 50
 
 
+def test_ipv6_block_stops_ipv6_media_only(lab: Lab, tmp_path: Path) -> None:
+    media6 = Media(lab, tmp_path, port=40006, v6=True)
+    media4 = Media(lab, tmp_path, port=40004)
+    assert media6.flowing(), "IPv6 media does not flow through the router before any rule"
+    point = Point(lab)
+    point.put(make_rule("r-v6", target={"prefixes": ["2001:db8:100::/48"]}))
+    assert _statuses(point.reconcile()) == [("r-v6", "applied")]
+    time.sleep(0.3)
+    assert not media6.flowing() and media4.flowing()
+    hits = [m for m in point.reconcile(hits=True) if m["status"] == "hits"]
+    assert hits[0]["hit_packets"] > 50
+
+
 def test_throttle_limits_the_rate(lab: Lab, tmp_path: Path) -> None:
     media = Media(lab, tmp_path, pps=200)
     time.sleep(0.5)
