@@ -238,3 +238,33 @@ def test_routes_of_others_are_left_alone_and_drift_is_repaired(
     assert "drift repaired" in out[0]["detail"]
     wait_until(lambda: len(router.routes()) == 3)
     assert "[destination: 10.9.9.0/24]" in router.routes()
+
+
+def test_a_running_gobgpd_is_driven_through_its_api(router: Router, tmp_path: Path) -> None:
+    from enforcement.points.flowspec import _speaker_config
+
+    api = _free_port()
+    conf = tmp_path / "speaker.toml"
+    conf.write_text(_speaker_config(64512, "192.0.2.9", "127.0.0.1", router.bgp_port, 64512))
+    with open(tmp_path / "speaker.log", "wb") as log:
+        speaker = subprocess.Popen(
+            ["gobgpd", "-f", str(conf), "--api-hosts", f"127.0.0.1:{api}", "--pprof-disable"],
+            stdout=log, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+    try:
+        backend = FlowSpecBackend(
+            EnforceConfig(backend="flowspec", bgp_api=f"127.0.0.1:{api}", bgp_peer="")
+        )
+        backend.start()
+        store = DesiredRules()
+        rec = Reconciler(backend, store, Feedback("t", "flowspec"), EnforceMetrics())
+        rule = make_rule("r-ext", target={"prefixes": ["198.51.100.0/24"]})
+        store.apply(b"r-ext", encode_rule(rule))
+        assert [m["status"] for m in rec.reconcile()] == ["applied"]
+        wait_until(lambda: len(router.routes()) == 2)
+        backend.stop()  # not ours to stop: the speaker and its routes stay
+        time.sleep(0.5)
+        assert speaker.poll() is None and len(router.routes()) == 2
+    finally:
+        speaker.terminate()
+        speaker.wait(timeout=10)
