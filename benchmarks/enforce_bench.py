@@ -14,7 +14,7 @@ second gobgpd as the router; ``--flowspec-rules`` rules of one prefix each
 holds every route.
 
     python -m benchmarks.enforce_bench [--elements 50000] [--rules 100] [--single 100]
-                                       [--flowspec-rules 200]
+                                       [--repeat 3] [--flowspec-rules 200]
 
 Wall-clock figures depend on the machine's load; the CPU seconds nft itself
 used are printed beside them. Needs root (network namespaces), nft and gobgpd.
@@ -27,6 +27,7 @@ import argparse
 import ipaddress
 import os
 import resource
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -163,6 +164,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--elements", type=int, default=50_000)
     parser.add_argument("--rules", type=int, default=100)
     parser.add_argument("--single", type=int, default=100)
+    parser.add_argument("--repeat", type=int, default=3, help="runs of the batched case")
     parser.add_argument("--flowspec-rules", type=int, default=200)
     args = parser.parse_args(argv)
     if os.geteuid() != 0:
@@ -171,12 +173,14 @@ def main(argv: list[str] | None = None) -> int:
     ns = f"vfe-bench-{os.getpid()}"
     subprocess.run(["ip", "netns", "add", ns], check=True)
     try:
-        b = bench_nft_batched(ns, args.elements, args.rules)
+        runs = [bench_nft_batched(ns, args.elements, args.rules) for _ in range(args.repeat)]
+        b = {k: statistics.median(r[k] for r in runs) for k in runs[0]}
         print(
             f"nftables batched: {b['elements']:,} elements in {b['rules']} rules, one "
             f"transaction ({b['script_kb']:.0f} KiB script): {b['seconds']:.2f} s = "
             f"{b['elements_per_s']:,.0f} elements/s ({b['elements_per_cpu_s']:,.0f} per CPU "
-            f"second of nft); read back with nft -j in {b['read_back_s']:.2f} s"
+            f"second of nft); read back with nft -j in {b['read_back_s']:.2f} s "
+            f"(medians of {args.repeat} runs)"
         )
         s = bench_nft_single(ns, args.single)
         print(

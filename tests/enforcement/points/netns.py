@@ -123,12 +123,22 @@ class Media:
             lab.prov, "-m", "tests.enforcement.points.media", "send",
             SUB_ADDR6 if v6 else SUB_ADDR, str(port), str(pps),
         )  # fmt: skip
+        assert self.started(), f"no media reached the subscriber on port {port}"
 
     def received(self) -> int:
         try:
             return int(self.file.read_text() or 0)
         except (OSError, ValueError):
             return 0
+
+    def started(self, timeout_s: float = 15.0) -> bool:
+        """True once the first packets arrived (processes start slowly on a busy machine)."""
+        deadline = time.monotonic() + timeout_s
+        while self.received() == 0:
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.1)
+        return True
 
     def flowing(self, window_s: float = 1.0) -> bool:
         """True when packets arrived during the next ``window_s``."""

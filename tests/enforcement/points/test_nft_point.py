@@ -68,7 +68,7 @@ def test_rules_apply_survive_sigkill_and_restart_without_loss_doubles_or_stale(
     )
     media = Media(lab, tmp_path)
     try:
-        assert media.flowing()
+        assert media.started()
         point.start()
         block = make_rule("r-block")
         topic.publish(block)

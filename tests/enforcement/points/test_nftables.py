@@ -71,7 +71,7 @@ def _statuses(out: list[dict[str, Any]]) -> list[tuple[str, str]]:
 
 def test_block_stops_media_counts_hits_and_lifts_at_expiry(lab: Lab, tmp_path: Path) -> None:
     media = Media(lab, tmp_path)
-    assert media.flowing(), "media does not flow through the router before any rule"
+    assert media.started(), "media does not flow through the router before any rule"
     point = Point(lab)
     now = int(time.time() * 1000)
     point.put(make_rule("r-block", created_ms=now, expires_ms=now + 5000))
@@ -104,7 +104,7 @@ def test_shadow_mode_counts_and_drops_nothing(lab: Lab, tmp_path: Path) -> None:
 def test_ipv6_block_stops_ipv6_media_only(lab: Lab, tmp_path: Path) -> None:
     media6 = Media(lab, tmp_path, port=40006, v6=True)
     media4 = Media(lab, tmp_path, port=40004)
-    assert media6.flowing(), "IPv6 media does not flow through the router before any rule"
+    assert media6.started(), "IPv6 media does not flow through the router before any rule"
     point = Point(lab)
     point.put(make_rule("r-v6", target={"prefixes": ["2001:db8:100::/48"]}))
     assert _statuses(point.reconcile()) == [("r-v6", "applied")]
