@@ -267,6 +267,17 @@ class EnforcementPoint:
                 value=encode_feedback(msg),
             )
             self.metrics.feedback.labels(msg["status"]).inc()
+            if msg["status"] != "hits":
+                log.info(
+                    "rule %s",
+                    msg["status"],
+                    extra={
+                        "rule_id": msg["rule_id"],
+                        "version": msg["rule_version"],
+                        "mode": msg["mode"],
+                        "detail": msg.get("detail") or msg.get("error", ""),
+                    },
+                )
         try:
             producer.flush(timeout=10)
         except kafka_errors.KafkaError as exc:
