@@ -91,8 +91,7 @@ class Reconciler:
         state = self.backend.installed(in_force, at)
         out: list[dict[str, Any]] = []
         batch, why = self._plan(in_force, state, at)
-        if batch:
-            out += self._apply(batch, why, state, at)
+        out += self._apply(batch, why, state, at)
         if hits:
             out += self._hits(state, at)
         self.metrics.installed.set(len(self.applied))
@@ -110,7 +109,7 @@ class Reconciler:
         for handle, rule in in_force.items():
             inst = state.rules.get(handle)
             if self.failed.get(rule.rule_id) == rule.digest and inst is None:
-                why[handle] = "retry"
+                why[handle] = "installed after an earlier failure"
                 batch.add.append(rule)
                 continue
             if inst is None:

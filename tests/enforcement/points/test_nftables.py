@@ -203,3 +203,21 @@ def test_a_restarted_point_keeps_what_is_right_and_removes_what_is_stale(lab: La
     assert details["r-gone"] == "withdrawn"
     table = new.table()
     assert "203.0.113.0/24" not in table and "192.0.2.0/25" in table
+
+
+def test_a_restart_with_nothing_to_change_confirms_every_rule(lab: Lab) -> None:
+    rules = [make_rule("r-1"), make_rule("r-2", target={"prefixes": ["203.0.113.0/24"]})]
+    old = Point(lab)
+    for rule in rules:
+        old.put(rule)
+    old.reconcile()
+    before = old.table()
+    new = Point(lab)
+    for rule in rules:
+        new.put(rule)
+    out = new.reconcile()
+    assert [(m["rule_id"], m["status"], m["detail"]) for m in sorted(out, key=str)] == [
+        ("r-1", "applied", "found installed at start, unchanged"),
+        ("r-2", "applied", "found installed at start, unchanged"),
+    ]
+    assert new.table() == before
