@@ -152,6 +152,8 @@ class EnforcementPoint:
             if all(consumer.position(tp) >= end[tp] for tp in tps):
                 break
             count += self._take(consumer.poll(timeout_ms=500), refused)
+        if self._stop.is_set():
+            return  # a partial set must never reach the backend: it would remove rules
         self._send(list(refused.values()))
         log.info(
             "rules rebuilt from the topic",
