@@ -105,10 +105,9 @@ def router(tmp_path: Path) -> Iterator[Router]:
 
 
 class Speaker:
-    def __init__(self, router: Router) -> None:
-        cfg = EnforceConfig(
-            backend="flowspec", point_id="t", bgp_peer=f"127.0.0.1:{router.bgp_port}"
-        )
+    def __init__(self, router: Router | int, peer_host: str = "127.0.0.1") -> None:
+        port = router if isinstance(router, int) else router.bgp_port
+        cfg = EnforceConfig(backend="flowspec", point_id="t", bgp_peer=f"{peer_host}:{port}")
         self.backend = FlowSpecBackend(cfg)
         self.backend.start()
         self.store = DesiredRules()
