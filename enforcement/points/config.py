@@ -79,8 +79,9 @@ class EnforceConfig(BaseModel):
     #: flowspec: ``host:port`` of a running gobgpd's gRPC API; empty: the point
     #: starts its own gobgpd with the peer below.
     bgp_api: str = ""
-    #: flowspec: the gobgpd and gobgp programs.
+    #: flowspec: the gobgpd program (the BGP speaker the point starts).
     bgp_gobgpd: str = "gobgpd"
+    #: flowspec: the gobgp program (the speaker's command line client).
     bgp_gobgp: str = "gobgp"
     #: flowspec: this speaker's AS number and router id.
     bgp_local_as: int = Field(64512, ge=1, le=4294967295)
