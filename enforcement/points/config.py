@@ -83,8 +83,10 @@ class EnforceConfig(BaseModel):
     bgp_gobgpd: str = "gobgpd"
     #: flowspec: the gobgp program (the speaker's command line client).
     bgp_gobgp: str = "gobgp"
-    #: flowspec: this speaker's AS number and router id.
+    #: flowspec: this speaker's AS number (also the first part of the large
+    #: communities that tag its routes).
     bgp_local_as: int = Field(64512, ge=1, le=4294967295)
+    #: flowspec: this speaker's BGP router id (an IPv4 address).
     bgp_router_id: str = "192.0.2.1"
     #: flowspec: the router that receives the announcements, ``address`` or
     #: ``address:port`` (port 179 by default).
