@@ -64,6 +64,10 @@ class EnforceConfig(BaseModel):
     #: (infrastructure, emergency services, the operator's own networks);
     #: comma-separated CIDRs. Rules that touch them are refused.
     never_block: str = ""
+    #: Most rules this point holds at once (0: no limit). New rules past it
+    #: are refused and reported, so a runaway publisher cannot fill a router's
+    #: filter memory; routers hold a few thousand FlowSpec routes.
+    max_rules: int = Field(10000, ge=0)
     #: nftables: the table (family ``inet``) voipflow owns; nothing else in it survives.
     nft_table: str = "voipflow"
     #: nftables: the hook the table filters at (``forward`` on a router).

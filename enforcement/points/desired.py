@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -171,6 +172,8 @@ class DesiredRules:
     """Latest valid version per key of ``rules.v1``; see the module docstring."""
 
     never_block: list[Network] = field(default_factory=list)
+    #: Most rules in force at once (0: no limit); new rules past it are refused.
+    max_rules: int = 0
     rules: dict[str, Rule] = field(default_factory=dict)
     #: Highest version seen per key (valid or refused), so older ones are ignored.
     versions: dict[str, int] = field(default_factory=dict)
@@ -204,7 +207,16 @@ class DesiredRules:
             return Change(rule_id, stale=True)
         self.versions[rule_id] = obj["version"]
         try:
-            self.rules[rule_id] = normalise(obj, self.never_block)
+            rule = normalise(obj, self.never_block)
+            if self.max_rules and rule_id not in self.rules:
+                held = len(self.in_force(int(time.time() * 1000)))
+                if held >= self.max_rules:
+                    raise RefusedRule(
+                        "max_rules",
+                        f"this enforcement point already holds {held} rules, its maximum "
+                        "(VOIPFLOW_ENFORCE_MAX_RULES)",
+                    )
+            self.rules[rule_id] = rule
         except RefusedRule as exc:
             self.rules.pop(rule_id, None)
             return Change(

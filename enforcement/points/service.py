@@ -58,7 +58,9 @@ class EnforcementPoint:
         self.metrics = metrics or EnforceMetrics()
         self.rebuild_timeout_s = rebuild_timeout_s
         self.point = config.point_name()
-        self.desired = DesiredRules(never_block=parse_prefixes(config.never_block))
+        self.desired = DesiredRules(
+            never_block=parse_prefixes(config.never_block), max_rules=config.max_rules
+        )
         self.reconciler = Reconciler(
             backend, self.desired, Feedback(self.point, backend.name), self.metrics
         )

@@ -122,3 +122,14 @@ def test_a_block_without_prefixes_is_refused_when_never_block_is_set() -> None:
     store = DesiredRules(never_block=[ipaddress.ip_network("192.0.2.0/24")])
     change = _put(store, ports_only)
     assert change.refused is not None and change.refused.reason == "never_block"
+
+
+def test_rules_past_the_maximum_are_refused_but_existing_ones_change() -> None:
+    store = DesiredRules(max_rules=2)
+    _put(store, make_rule("r-1"))
+    _put(store, make_rule("r-2"))
+    change = _put(store, make_rule("r-3"))
+    assert change.refused is not None and change.refused.reason == "max_rules"
+    assert _put(store, make_rule("r-2", version=2, mode="shadow")).refused is None
+    store.apply(b"r-1", None)
+    assert _put(store, make_rule("r-3", version=2)).refused is None
