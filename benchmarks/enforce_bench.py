@@ -8,13 +8,17 @@ nftables, in a throwaway network namespace (``vfe-bench-<pid>``):
 - per element: one ``nft add element`` process per prefix, ``--single``
   elements, the way a naive consumer would do it.
 
+Delay: a whole nftables point (Kafka in and out, a local broker from the
+project's jars) gets ``--latency`` rules one at a time; p50/p99 from publishing
+a rule to reading its ``applied`` feedback.
+
 FlowSpec: a GoBGP speaker (the point's backend) peered on loopback with a
 second gobgpd as the router; ``--flowspec-rules`` rules of one prefix each
 (two routes: destination and source) announced, timed until the router's RIB
 holds every route.
 
     python -m benchmarks.enforce_bench [--elements 50000] [--rules 100] [--single 100]
-                                       [--repeat 3] [--flowspec-rules 200]
+                                       [--repeat 3] [--latency 100] [--flowspec-rules 200]
 
 Wall-clock figures depend on the machine's load; the CPU seconds nft itself
 used are printed beside them. Needs root (network namespaces), nft and gobgpd.
@@ -161,12 +165,90 @@ def bench_flowspec(rules: int) -> dict[str, Any]:
         router.close()
 
 
+def bench_latency(ns: str, count: int) -> dict[str, float]:
+    """Publish-to-applied delay of one nftables point: ``count`` rules, one at a time.
+
+    A local Kafka broker (from the project's jars) carries rules.v1 and
+    rules-feedback.v1; the point runs in this process, its nft in ``ns``. The
+    delay is from handing the rule to the producer to reading its ``applied``
+    feedback, so it includes both Kafka hops.
+    """
+    from kafka import KafkaConsumer, KafkaProducer
+
+    from enforcement.points.service import EnforcementPoint
+    from schemas.rules import decode_feedback, encode_rule
+    from voipflow.broker import LocalBroker, LocalBrokerConfig, fetch_jars
+    from voipflow.topics import ensure_topics
+
+    tmp = Path(tempfile.mkdtemp(prefix="vfe-bench-kafka-"))
+    broker = LocalBroker(
+        LocalBrokerConfig(
+            jar_dir=fetch_jars(), state_dir=tmp, port=0, controller_port=0, heap_mb=512
+        )
+    )
+    broker.start()
+    point = None
+    try:
+        boot = broker.bootstrap
+        ensure_topics(
+            boot, {"rules.v1": 1, "rules-feedback.v1": 1}, 1,
+            {"rules.v1": {"cleanup.policy": "compact"}},
+        )  # fmt: skip
+        cfg = EnforceConfig(point_id="bench", nft_netns=ns, reconcile_s=60, hits_s=600)
+        point = EnforcementPoint(
+            cfg,
+            NftBackend(cfg),
+            bootstrap=boot,
+            rules_topic="rules.v1",
+            feedback_topic="rules-feedback.v1",
+        )
+        point.start()
+        point.ready.wait(60)
+        producer = KafkaProducer(bootstrap_servers=boot, acks="all", linger_ms=0)
+        consumer = KafkaConsumer(
+            "rules-feedback.v1", bootstrap_servers=boot, auto_offset_reset="latest"
+        )
+        consumer.poll(timeout_ms=1000)  # join: only feedback from now on
+        delays = []
+        for i, p in enumerate(_prefixes(count, 5000)):
+            rule = make_rule(f"lat-{i}", target={"prefixes": [p]})
+            sent = time.perf_counter()
+            producer.send("rules.v1", key=rule["rule_id"].encode(), value=encode_rule(rule))
+            producer.flush()
+            done = False
+            while not done:
+                for batch in consumer.poll(timeout_ms=100).values():
+                    for rec in batch:
+                        msg = decode_feedback(rec.value)
+                        if msg["rule_id"] == rule["rule_id"] and msg["status"] == "applied":
+                            done = True
+                if time.perf_counter() - sent > 30:
+                    raise RuntimeError(f"rule {rule['rule_id']} not applied within 30 s")
+            delays.append(time.perf_counter() - sent)
+        producer.close()
+        consumer.close()
+        delays.sort()
+        return {
+            "rules": count,
+            "p50_ms": 1000 * delays[len(delays) // 2],
+            "p99_ms": 1000 * delays[min(len(delays) - 1, int(len(delays) * 0.99))],
+            "max_ms": 1000 * delays[-1],
+        }
+    finally:
+        if point is not None:
+            point.stop()
+        broker.stop()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--elements", type=int, default=50_000)
     parser.add_argument("--rules", type=int, default=100)
     parser.add_argument("--single", type=int, default=100)
     parser.add_argument("--repeat", type=int, default=3, help="runs of the batched case")
+    parser.add_argument(
+        "--latency", type=int, default=100, help="rules for the publish-to-applied delay (0: skip)"
+    )
     parser.add_argument("--flowspec-rules", type=int, default=200)
     args = parser.parse_args(argv)
     if os.geteuid() != 0:
@@ -190,6 +272,13 @@ def main(argv: list[str] | None = None) -> int:
             f"{s['elements_per_s']:,.0f} elements/s ({s['elements_per_cpu_s']:,.0f} per CPU "
             f"second) (batched is {b['elements_per_s'] / s['elements_per_s']:,.0f}x faster)"
         )
+        if args.latency:
+            lat = bench_latency(ns, args.latency)
+            print(
+                f"nftables point, rule published -> applied feedback read (Kafka both ways): "
+                f"p50 {lat['p50_ms']:.0f} ms, p99 {lat['p99_ms']:.0f} ms, max "
+                f"{lat['max_ms']:.0f} ms over {lat['rules']} rules"
+            )
     finally:
         subprocess.run(["ip", "netns", "del", ns], check=False)
     if args.flowspec_rules:
