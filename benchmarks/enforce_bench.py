@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import ipaddress
+import json
 import os
 import resource
 import statistics
@@ -43,9 +44,64 @@ from enforcement.points.backend import Batch
 from enforcement.points.config import EnforceConfig
 from enforcement.points.desired import normalise
 from enforcement.points.nftables import NftBackend
+from voipflow.netutil import free_port
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from tests.enforcement.points.rulesdata import make_rule
+
+def make_rule(rule_id: str, prefixes: list[str]) -> dict[str, Any]:
+    """A rules.v1 block of UDP to or from ``prefixes`` for an hour."""
+    now = int(time.time() * 1000)
+    return {
+        "schema": "rules.v1",
+        "rule_id": rule_id,
+        "version": 1,
+        "policy": "bench",
+        "mode": "enforce",
+        "action": "block",
+        "match": {"apps": ["bench"], "cities": ["bench"]},
+        "target": {"kind": "provider_ranges", "prefixes": prefixes, "protocol": "udp", "ports": []},
+        "created_ms": now,
+        "expires_ms": now + 3_600_000,
+        "evidence": {"condition": "benchmark", "windows": []},
+        "reason": "benchmark",
+        "produced_ms": now,
+    }
+
+
+class Router:
+    """A second gobgpd that accepts the speaker and keeps its FlowSpec routes."""
+
+    def __init__(self, tmp: Path) -> None:
+        self.bgp_port, self.api_port = free_port(), free_port()
+        families = "".join(
+            f"  [[neighbors.afi-safis]]\n    [neighbors.afi-safis.config]\n"
+            f'      afi-safi-name = "{f}"\n'
+            for f in ("ipv4-flowspec", "ipv6-flowspec")
+        )
+        conf = tmp / "router.toml"
+        conf.write_text(
+            '[global.config]\n  as = 64512\n  router-id = "192.0.2.254"\n'
+            f'  port = {self.bgp_port}\n  local-address-list = ["127.0.0.1"]\n'
+            '[[neighbors]]\n  [neighbors.config]\n    neighbor-address = "127.0.0.1"\n'
+            "    peer-as = 64512\n  [neighbors.transport.config]\n    passive-mode = true\n"
+            + families
+        )
+        self.proc = subprocess.Popen(
+            ["gobgpd", "-f", str(conf), "--api-hosts", f"127.0.0.1:{self.api_port}",
+             "--pprof-disable", "-l", "warn"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+
+    def count(self) -> int:
+        """FlowSpec routes in the router's IPv4 RIB."""
+        res = subprocess.run(
+            ["gobgp", "-p", str(self.api_port), "-j", "global", "rib", "-a", "ipv4-flowspec"],
+            capture_output=True, text=True, check=False,
+        )  # fmt: skip
+        return len(json.loads(res.stdout or "{}")) if res.returncode == 0 else 0
+
+    def close(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(timeout=10)
 
 
 def _prefixes(n: int, start: int = 0) -> list[str]:
@@ -61,7 +117,7 @@ def bench_nft_batched(ns: str, elements: int, rules: int) -> dict[str, float]:
     per = elements // rules
     batch = Batch(base=True)
     for i in range(rules):
-        doc = make_rule(f"bench-{i}", target={"prefixes": _prefixes(per, i * per)})
+        doc = make_rule(f"bench-{i}", _prefixes(per, i * per))
         batch.add.append(normalise(doc))
     script = backend.script(batch, now)
     cpu0 = _child_cpu()
@@ -119,7 +175,6 @@ def bench_nft_single(ns: str, count: int) -> dict[str, float]:
 
 def bench_flowspec(rules: int) -> dict[str, Any]:
     from enforcement.points.flowspec import FlowSpecBackend
-    from tests.enforcement.points.test_flowspec import Router
 
     tmp = Path(tempfile.mkdtemp(prefix="vfe-bench-"))
     router = Router(tmp)
@@ -130,24 +185,24 @@ def bench_flowspec(rules: int) -> dict[str, Any]:
         backend.start()
         now = int(time.time() * 1000)
         # Wait for the session with one warm-up rule.
-        warm = normalise(make_rule("warm", target={"prefixes": ["192.0.2.0/24"]}))
+        warm = normalise(make_rule("warm", ["192.0.2.0/24"]))
         backend.installed({warm.handle: warm}, now)
         backend.apply(Batch(add=[warm]), now)
         deadline = time.monotonic() + 60
-        while len(router.routes()) < 2:
+        while router.count() < 2:
             if time.monotonic() > deadline:
                 raise RuntimeError("BGP session did not come up")
             time.sleep(0.2)
         batch = Batch()
         for i, p in enumerate(_prefixes(rules, 1000)):
-            batch.add.append(normalise(make_rule(f"fs-{i}", target={"prefixes": [p]})))
+            batch.add.append(normalise(make_rule(f"fs-{i}", [p])))
         desired = {r.handle: r for r in [warm, *batch.add]}
         backend.installed(desired, now)
         started = time.perf_counter()
         backend.apply(batch, now)
         announced = time.perf_counter() - started
         want = 2 + 2 * rules
-        while len(router.routes()) < want:
+        while router.count() < want:
             if time.perf_counter() - started > 300:
                 raise RuntimeError("the router did not receive every route")
             time.sleep(0.05)
@@ -211,7 +266,7 @@ def bench_latency(ns: str, count: int) -> dict[str, float]:
         consumer.poll(timeout_ms=1000)  # join: only feedback from now on
         delays = []
         for i, p in enumerate(_prefixes(count, 5000)):
-            rule = make_rule(f"lat-{i}", target={"prefixes": [p]})
+            rule = make_rule(f"lat-{i}", [p])
             sent = time.perf_counter()
             producer.send("rules.v1", key=rule["rule_id"].encode(), value=encode_rule(rule))
             producer.flush()

@@ -30,7 +30,6 @@ import json
 import logging
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import time
@@ -179,12 +178,6 @@ def _communities(rule: Rule, asn: int) -> str:
     )
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _die_with_parent() -> None:  # pragma: no cover - runs in the child
     """Linux: the speaker gets SIGTERM when the point dies, even by SIGKILL."""
     libc = ctypes.CDLL(None, use_errno=True)
@@ -197,9 +190,11 @@ class FlowSpecBackend:
     def __init__(self, config: EnforceConfig) -> None:
         self.config = config
         self.asn = config.bgp_local_as
-        self._api: tuple[str, int] | None = (
-            host_port(config.bgp_api, 50051) if config.bgp_api else None
-        )
+        #: gobgp's ``--target``: the configured API, or our speaker's socket.
+        self._target = ""
+        if config.bgp_api:
+            host, port = host_port(config.bgp_api, 50051)
+            self._target = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
         self._speaker: subprocess.Popen[bytes] | None = None
         self._dir: Path | None = None
         #: route key -> handle of the rule that owns it, from the last read.
@@ -213,7 +208,7 @@ class FlowSpecBackend:
                 f"{self.config.bgp_gobgp} not found: install gobgpd or set "
                 "VOIPFLOW_ENFORCE_BGP_GOBGP"
             )
-        if self._api is None:
+        if not self._target:
             self._start_speaker()
         self._wait_api()
 
@@ -236,7 +231,8 @@ class FlowSpecBackend:
                 self.asn, self.config.bgp_router_id, peer, port, self.config.bgp_peer_as
             )
         )
-        self._api = ("127.0.0.1", _free_port())
+        # The API on a unix socket in our own folder: no port to pick or to collide on.
+        self._target = f"unix://{self._dir / 'api.sock'}"
         log_file = open(self._dir / "gobgpd.log", "wb")  # noqa: SIM115
         self._speaker = subprocess.Popen(
             [
@@ -244,7 +240,7 @@ class FlowSpecBackend:
                 "-f",
                 str(conf),
                 "--api-hosts",
-                f"127.0.0.1:{self._api[1]}",
+                self._target,
                 "--pprof-disable",
                 "-l",
                 "warn",
@@ -256,7 +252,7 @@ class FlowSpecBackend:
         log_file.close()
         log.info(
             "gobgpd started",
-            extra={"peer": f"{peer}:{port}", "api": self._api[1], "pid": self._speaker.pid},
+            extra={"peer": f"{peer}:{port}", "api": self._target, "pid": self._speaker.pid},
         )
 
     def _wait_api(self, timeout_s: float = 15.0) -> None:
@@ -269,7 +265,7 @@ class FlowSpecBackend:
                 raise BackendUnavailable(f"gobgpd exited at start: {self._speaker_log()}")
             if time.monotonic() > deadline:
                 raise BackendUnavailable(
-                    f"no gobgpd API at {self._api_text()} within {timeout_s:.0f} s: "
+                    f"no gobgpd API at {self._target} within {timeout_s:.0f} s: "
                     f"{res.stderr.strip()[:300]} (VOIPFLOW_ENFORCE_BGP_API)"
                 )
             time.sleep(0.2)
@@ -291,17 +287,13 @@ class FlowSpecBackend:
                 self._speaker.kill()
                 self._speaker.wait()
         self._speaker = None
-        if self._dir is not None:
+        if self._dir is not None and not self.config.bgp_api:
+            self._target = ""
             shutil.rmtree(self._dir, ignore_errors=True)
             self._dir = None
 
-    def _api_text(self) -> str:
-        assert self._api is not None
-        return f"{self._api[0]}:{self._api[1]}"
-
     def _gobgp(self, args: list[str], *, check: bool = True) -> subprocess.CompletedProcess[str]:
-        assert self._api is not None
-        cmd = [self.config.bgp_gobgp, "-u", self._api[0], "-p", str(self._api[1]), *args]
+        cmd = [self.config.bgp_gobgp, "--target", self._target, *args]
         try:
             res = subprocess.run(cmd, capture_output=True, text=True, timeout=30, check=False)
         except subprocess.TimeoutExpired as exc:

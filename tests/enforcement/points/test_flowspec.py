@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import socket
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -24,21 +23,16 @@ from enforcement.points.metrics import EnforceMetrics
 from enforcement.points.reconcile import Feedback, Reconciler
 from schemas.rules import encode_rule
 from tests.enforcement.points.rulesdata import make_rule
+from voipflow.netutil import free_port
 
 pytestmark = pytest.mark.slow
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class Router:
     """A gobgpd that accepts our speaker and keeps what it announces."""
 
     def __init__(self, tmp: Path) -> None:
-        self.bgp_port, self.api_port = _free_port(), _free_port()
+        self.bgp_port, self.api_port = free_port(), free_port()
         conf = tmp / "router.toml"
         families = "".join(
             f"  [[neighbors.afi-safis]]\n    [neighbors.afi-safis.config]\n"
@@ -217,7 +211,7 @@ def test_withdrawal_expiry_and_restart(router: Router, speaker: Speaker) -> None
 def test_routes_of_others_are_left_alone_and_drift_is_repaired(
     router: Router, speaker: Speaker
 ) -> None:
-    api = ["gobgp", "-p", str(speaker.backend._api[1])]  # type: ignore[index]
+    api = ["gobgp", "--target", speaker.backend._target]
     subprocess.run(
         [*api, "global", "rib", "-a", "ipv4-flowspec", "add", "match", "destination",
          "10.9.9.0/24", "then", "discard"],
@@ -242,7 +236,7 @@ def test_routes_of_others_are_left_alone_and_drift_is_repaired(
 def test_a_running_gobgpd_is_driven_through_its_api(router: Router, tmp_path: Path) -> None:
     from enforcement.points.flowspec import _speaker_config
 
-    api = _free_port()
+    api = free_port()
     conf = tmp_path / "speaker.toml"
     conf.write_text(_speaker_config(64512, "192.0.2.9", "127.0.0.1", router.bgp_port, 64512))
     with open(tmp_path / "speaker.log", "wb") as log:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import re
 import shutil
-import socket
 import struct
 import subprocess
 import time
@@ -22,6 +21,7 @@ import pytest
 
 from tests.enforcement.points.rulesdata import make_rule
 from tests.enforcement.points.test_flowspec import Speaker, wait_until
+from voipflow.netutil import free_port
 
 pytestmark = pytest.mark.slow
 
@@ -30,9 +30,7 @@ BIRD_ADDR = "127.0.0.2"
 
 class Bird:
     def __init__(self, tmp: Path) -> None:
-        with socket.socket() as s:
-            s.bind((BIRD_ADDR, 0))
-            self.bgp_port = int(s.getsockname()[1])
+        self.bgp_port = free_port(host=BIRD_ADDR)
         self.sock = tmp / "bird.ctl"
         conf = tmp / "bird.conf"
         conf.write_text(
