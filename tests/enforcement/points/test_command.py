@@ -3,31 +3,25 @@
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 
 import pytest
 
-from tests.enforcement.points.netns import REPO
+from voipflow.cli import main
 
 
-def _run(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("VOIPFLOW_")}
-    return subprocess.run(
-        [sys.executable, "-m", "voipflow", *args],
-        cwd=REPO,
-        env={**clean, **env},
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+@pytest.fixture(autouse=True)
+def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    for var in list(os.environ):
+        if var.startswith("VOIPFLOW_"):
+            monkeypatch.delenv(var)
 
 
-def test_help_names_the_backends() -> None:
-    res = _run("enforce", "--help")
-    assert res.returncode == 0
-    assert "nftables" in res.stdout and "flowspec" in res.stdout
+def test_help_names_the_backends(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(["enforce", "--help"])
+    assert exc.value.code == 0
+    out = capsys.readouterr().out
+    assert "nftables" in out and "flowspec" in out
 
 
 @pytest.mark.parametrize(
@@ -37,9 +31,12 @@ def test_help_names_the_backends() -> None:
         ("VOIPFLOW_ENFORCE_NFT_TABLE", "bad name"),
         ("VOIPFLOW_ENFORCE_BGP_PEER", "router.example:179"),
         ("VOIPFLOW_ENFORCE_BACKEND", "iptables"),
+        ("VOIPFLOW_ENFORCE_MAX_RULES", "-1"),
     ],
 )
-def test_bad_settings_fail_at_start_naming_the_variable(var: str, value: str) -> None:
-    res = _run("enforce", **{var: value})
-    assert res.returncode == 2
-    assert var in res.stderr, res.stderr
+def test_bad_settings_fail_at_start_naming_the_variable(
+    var: str, value: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv(var, value)
+    assert main(["enforce"]) == 2
+    assert var in capsys.readouterr().err

@@ -19,7 +19,7 @@ def v4_prefix(draw: st.DrawFn) -> ipaddress.IPv4Network:
     return ipaddress.IPv4Network((addr >> (32 - length) << (32 - length), length))
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=200, deadline=None)
 @given(
     never=st.lists(v4_prefix(), min_size=1, max_size=4),
     target=st.lists(v4_prefix(), min_size=1, max_size=6),
