@@ -173,9 +173,8 @@ def _tags(attrs: Iterable[Mapping[str, Any]], asn: int) -> tuple[str, int, str] 
 
 def _communities(rule: Rule, asn: int) -> str:
     h = rule.handle[1:]
-    return (
-        f"{asn}:{int(h[:7], 16)}:{int(h[7:], 16)},{asn}:{rule.version}:{int(rule.digest[:8], 16)}"
-    )
+    ident = f"{asn}:{int(h[:7], 16)}:{int(h[7:], 16)}"
+    return f"{ident},{asn}:{rule.version & 0xFFFFFFFF}:{int(rule.digest[:8], 16)}"
 
 
 def _die_with_parent() -> None:  # pragma: no cover - runs in the child
