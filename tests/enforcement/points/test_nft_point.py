@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import re
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ from enforcement.points.desired import handle_of
 from tests.enforcement.points.netns import Lab, Media, require_netns
 from tests.enforcement.points.pointproc import PointProcess
 from tests.enforcement.points.rulesdata import FeedbackReader, RulesTopic, make_rule
+from voipflow.endpoints import endpoint_url
 
 pytestmark = [pytest.mark.slow, pytest.mark.kafka]
 
@@ -65,6 +67,7 @@ def test_rules_apply_survive_sigkill_and_restart_without_loss_doubles_or_stale(
         tmp_path,
         VOIPFLOW_ENFORCE_NFT_NETNS=lab.router,
         VOIPFLOW_ENFORCE_NEVER_BLOCK="192.0.2.0/24",
+        VOIPFLOW_METRICS_LISTEN="127.0.0.1:0",
     )
     media = Media(lab, tmp_path)
     try:
@@ -85,6 +88,11 @@ def test_rules_apply_survive_sigkill_and_restart_without_loss_doubles_or_stale(
         topic.publish(make_rule("r-guard", target={"prefixes": ["192.0.2.0/25"]}))
         fb.status("r-5", "applied")
         assert "never-block" in fb.status("r-guard", "failed")["error"]
+        assert point.proc is not None
+        url = endpoint_url(tmp_path / "var", "enforce", point.proc.pid)
+        assert url is not None, "the point wrote no metrics endpoint file"
+        metrics = urllib.request.urlopen(url, timeout=10).read().decode()
+        assert 'voipflow_enforce_rules_refused_total{reason="never_block"} 1.0' in metrics
         topic.withdraw("r-3")
         fb.status("r-3", "removed")
         assert point.alive()
