@@ -49,6 +49,8 @@ log = logging.getLogger(__name__)
 _PROTO = {"udp": 17, "tcp": 6}
 _EQ, _GT, _LT, _AND = 0x01, 0x02, 0x04, 0x40
 _OPS = {_EQ: "==", _GT | _EQ: ">=", _LT | _EQ: "<=", _GT: ">", _LT: "<", _LT | _GT: "!="}
+#: gobgp's session state for an established BGP session (its API enum).
+SESSION_ESTABLISHED = 6
 #: Concurrent gobgp processes per batch (each is one gRPC call).
 WORKERS = 8
 
@@ -196,6 +198,8 @@ class FlowSpecBackend:
             self._target = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
         self._speaker: subprocess.Popen[bytes] | None = None
         self._dir: Path | None = None
+        #: peer address -> session established, as last logged.
+        self._sessions: dict[str, bool] = {}
         #: route key -> handle of the rule that owns it, from the last read.
         self._owner: dict[tuple[str, tuple[Any, ...]], str] = {}
 
@@ -332,7 +336,29 @@ class FlowSpecBackend:
                     }
         return out
 
+    def _check_sessions(self) -> None:
+        """Log when a BGP session goes down or comes up: routes only reach a live peer."""
+        res = self._gobgp(["-j", "neighbor"], check=False)
+        try:
+            peers = json.loads(res.stdout or "[]") if res.returncode == 0 else []
+        except ValueError:
+            peers = []
+        for peer in peers:
+            state = peer.get("state", {})
+            addr = state.get("neighbor_address", "?")
+            up = state.get("session_state") == SESSION_ESTABLISHED
+            if self._sessions.get(addr) != up:
+                self._sessions[addr] = up
+                if up:
+                    log.info("BGP session established", extra={"peer": addr})
+                else:
+                    log.warning(
+                        "BGP session not established: announced rules do not reach this peer",
+                        extra={"peer": addr, "state": state.get("session_state")},
+                    )
+
     def installed(self, desired: Mapping[str, Rule], now_ms: int) -> State:
+        self._check_sessions()
         rib = self.read()
         # Who owns each route: the strongest action, then the smallest handle.
         owner: dict[tuple[str, tuple[Any, ...]], tuple[tuple[int, int], str]] = {}

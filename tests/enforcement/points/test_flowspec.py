@@ -7,6 +7,7 @@ which is what a real router would install as filters.
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 import subprocess
 import time
@@ -124,8 +125,9 @@ def speaker(router: Router) -> Iterator[Speaker]:
 
 
 def test_block_throttle_and_shadow_arrive_with_match_and_action(
-    router: Router, speaker: Speaker
+    router: Router, speaker: Speaker, caplog: pytest.LogCaptureFixture
 ) -> None:
+    caplog.set_level(logging.INFO, logger="enforcement.points.flowspec")
     speaker.put(
         make_rule(
             "r-block",
@@ -159,6 +161,7 @@ def test_block_throttle_and_shadow_arrive_with_match_and_action(
     wait_until(lambda: len(router.routes("ipv6")) == 2)
     assert set(router.routes("ipv6").values()) == {"discard"}
     assert speaker.rec.reconcile() == []  # what is announced is what is in force
+    assert "BGP session established" in caplog.messages
 
 
 def test_withdrawal_expiry_and_restart(router: Router, speaker: Speaker) -> None:
