@@ -18,8 +18,9 @@ from pathlib import Path
 
 import pytest
 
+from tests.fixtures.paths import REPO
+
 _COUNTER = itertools.count()
-REPO = Path(__file__).resolve().parents[3]
 
 SUB_ADDR = "10.77.1.2"
 PROV_ADDR = "198.51.100.10"

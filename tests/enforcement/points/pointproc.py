@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.enforcement.points.netns import REPO
+from tests.fixtures.paths import REPO
 
 
 class PointProcess:
