@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Mapping
 from typing import Any
 
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
@@ -49,6 +50,7 @@ class EnforcementPoint:
         feedback_topic: str,
         metrics: EnforceMetrics | None = None,
         rebuild_timeout_s: float = 60.0,
+        client_options: Mapping[str, Any] | None = None,
     ) -> None:
         self.config = config
         self.backend = backend
@@ -57,6 +59,8 @@ class EnforcementPoint:
         self.feedback_topic = feedback_topic
         self.metrics = metrics or EnforceMetrics()
         self.rebuild_timeout_s = rebuild_timeout_s
+        #: TLS/SASL keyword arguments of the Kafka clients (``kafka_client_options``).
+        self.client_options = dict(client_options or {})
         self.point = config.point_name()
         self.desired = DesiredRules(
             never_block=parse_prefixes(config.never_block), max_rules=config.max_rules
@@ -84,6 +88,7 @@ class EnforcementPoint:
                 client_id=f"voipflow-enforce-{self.point}",
                 acks="all",
                 linger_ms=20,
+                **self.client_options,
             )
             self._consumer = KafkaConsumer(
                 bootstrap_servers=self.bootstrap,
@@ -92,6 +97,7 @@ class EnforcementPoint:
                 enable_auto_commit=False,
                 auto_offset_reset="earliest",
                 max_poll_records=5000,
+                **self.client_options,
             )
         except kafka_errors.KafkaError as exc:
             self.backend.stop()

@@ -61,6 +61,7 @@ def _bootstrap(settings: Settings) -> str:
 def run(args: argparse.Namespace, settings: Settings) -> int:
     from enforcement.points.metrics import EnforceMetrics
     from enforcement.points.service import EnforcementPoint
+    from schemas.topics import kafka_client_options
     from voipflow.endpoints import serve_metrics
 
     updates = {}
@@ -71,7 +72,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     config = EnforceConfig.model_validate({**settings.enforce.model_dump(), **updates})
     bootstrap = _bootstrap(settings)
     try:
-        wait_for_broker(bootstrap, timeout_s=30.0)
+        wait_for_broker(bootstrap, timeout_s=30.0, security=settings.kafka)
         # rules.v1 is compacted: the latest version per rule is all a new point needs.
         ensure_topics(
             bootstrap,
@@ -81,6 +82,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
             },
             settings.kafka.replication_factor,
             {settings.kafka.rules_topic: {"cleanup.policy": "compact"}},
+            security=settings.kafka,
         )
     except KafkaAdminError as exc:
         print(f"voipflow enforce: {exc}", file=sys.stderr)
@@ -93,6 +95,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         rules_topic=settings.kafka.rules_topic,
         feedback_topic=settings.kafka.feedback_topic,
         metrics=metrics,
+        client_options=kafka_client_options(settings.kafka),
     )
     endpoint = serve_metrics(settings, "enforce", metrics.registry)
     log.info(
