@@ -87,6 +87,24 @@ BENCHMARKS = (
         ),
     ),
     Benchmark(
+        "enforce_bench",
+        "nftables elements/s batched vs per element, FlowSpec rules/s (root: netns)",
+        (
+            "--elements",
+            "5000",
+            "--rules",
+            "10",
+            "--single",
+            "50",
+            "--repeat",
+            "1",
+            "--latency",
+            "0",
+            "--flowspec-rules",
+            "20",
+        ),
+    ),
+    Benchmark(
         "collector_bench",
         "collector against GoFlow2 and nfcapd on one packet stream (Kafka in the full form)",
         (

@@ -1,4 +1,5 @@
-"""Enforcement: operator policy becomes rules on Kafka, and a ledger follows each rule.
+"""Enforcement: operator policy becomes rules on Kafka, enforcement points apply
+them, and a ledger follows each rule.
 
 The pure parts (no I/O) are :mod:`enforcement.policy` (the YAML policy model),
 :mod:`enforcement.targets` (what a rule matches on the wire),
@@ -8,5 +9,8 @@ The pure parts (no I/O) are :mod:`enforcement.policy` (the YAML policy model),
 them are thin loops: :mod:`enforcement.evaluator_process` and
 :mod:`enforcement.ledger_process`.
 
-Errors are in :mod:`enforcement.errors`.
+The enforcement points (nftables, BGP FlowSpec, log) that consume rules.v1
+and answer on rules-feedback.v1 are :mod:`enforcement.points`.
+
+Errors are in :mod:`enforcement.errors` (points: :mod:`enforcement.points.errors`).
 """

@@ -22,6 +22,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "collect": ("voipflow.commands.collect", "receive NetFlow/IPFIX and publish flow batches"),
     "worker": ("voipflow.commands.worker", "run the Faust worker: enrich, classify, aggregate"),
     "sink": ("voipflow.commands.sink", "insert pipeline topics into ClickHouse"),
+    "enforce": ("voipflow.commands.enforce", "apply rules.v1 with nftables, BGP FlowSpec or a log"),
     "simulate": ("voipflow.commands.simulate", "send realistic NetFlow/IPFIX for a set of cities"),
     "decode": ("voipflow.commands.decode", "decode NetFlow/IPFIX export packets in a pcap"),
     "eval": ("voipflow.commands.eval", "measure classification against labelled captures"),
