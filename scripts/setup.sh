@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.."
 # openjdk + maven: the local Kafka broker is assembled from Maven Central jars.
 # sip-tester (sipp) + iproute2: real SIP calls for the classifier's held-out captures.
 APT_PACKAGES=(softflowd nfdump tshark pmacct clickhouse-server libndpi-bin tcpreplay
-  openjdk-17-jre-headless maven sip-tester iproute2)
+  openjdk-17-jre-headless maven sip-tester iproute2 chromium)
 
 say() { printf '\033[1msetup:\033[0m %s\n' "$*"; }
 
