@@ -108,7 +108,8 @@ def city_map(rows: Sequence[Row], *, height: int = 400, labels: int = 12) -> str
                 f'<line x1="{x:.1f}" x2="{x:.1f}" y1="0" y2="{height}" class="grat"/>'
                 f'<text x="{x + 3:.1f}" y="{height - 4}" class="ax">{lon}°</text>'
             )
-    r_max = 26.0
+    # Fewer, larger circles for a handful of cities; smaller ones when hundreds share the map.
+    r_max = min(26.0, max(8.0, 160 / math.sqrt(len(pts))))
     ordered = sorted(pts, key=lambda r: -(r["voip_minutes"] or 0.0))
     for r in ordered:  # largest first, so small circles stay on top and clickable
         x, y = xy(r["lat"], r["lon"])
@@ -182,6 +183,9 @@ def stacked_time(
     order = [a for a in dict.fromkeys(_group_name(a, colours) for a in colours) if a in per]
     order += [a for a in per if a not in order]
     buckets = list(range(t0 // interval_s * interval_s, t1 + 1, interval_s))
+    if len(buckets) > 2 and buckets[0] < t0 and not any(buckets[0] in per[a] for a in order):
+        buckets = buckets[1:]  # a bucket cut by the range start, and empty: rollup rows count
+        # only when their period starts inside the range
     totals = [sum(per[a].get(b, 0.0) for a in order) for b in buckets]
     ticks = nice_ticks(max(totals, default=0.0))
     leg_h = legend_height(order, W - 60)
@@ -269,6 +273,8 @@ def top_cities(rows: Sequence[Row], *, bar_h: int = 20) -> str:
             )
         if change is None or not math.isfinite(change):
             word, cls = "new", "flat"
+        elif change >= 9.995:
+            word, cls = f"▲ ×{change + 1:,.0f}", "up"
         else:
             word = ("▲ " if change > 0 else "▼ " if change < 0 else "") + pct(abs(change))
             cls = "up" if change > 0 else "down" if change < 0 else "flat"

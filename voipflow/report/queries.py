@@ -127,6 +127,8 @@ class ReportData:
     results: dict[str, QueryResult] = field(default_factory=dict)
     sql: dict[str, str] = field(default_factory=dict)
     interval_s: dict[str, int] = field(default_factory=dict)
+    #: Seconds each figure's query took.
+    seconds: dict[str, float] = field(default_factory=dict)
     query_s: float = 0.0
 
     def rows(self, key: str) -> list[dict[str, Any]]:
@@ -151,6 +153,7 @@ def fetch(
         panel = panel_of(key, boards)
         req = selection.request(panel)
         sql = expand(figure_sql(key, boards), req, _OPTIONS)
+        t = time.perf_counter()
         try:
             data.results[key] = ch.query(sql)
         except ClickHouseError as exc:
@@ -159,6 +162,7 @@ def fetch(
                 f"figure {key!r} (panel {fig.panel!r} of {fig.dashboard}) failed: {exc}; "
                 "run `voipflow db migrate` if tables are missing"
             ) from exc
+        data.seconds[key] = time.perf_counter() - t
         data.sql[key] = sql
         data.interval_s[key] = req.interval_ms // 1000
     data.query_s = time.perf_counter() - start

@@ -212,6 +212,8 @@ def _change(c: Any) -> str:
     if c is None or (isinstance(c, float) and not math.isfinite(c)):
         return '<span class="flat">new</span>'
     cls = "up" if c > 0 else "down" if c < 0 else "flat"
+    if c >= 9.995:
+        return f'<span class="up">×{c + 1:,.0f}</span>'
     sign = "+" if c > 0 else "−" if c < 0 else ""
     return f'<span class="{cls}">{sign}{pct(abs(c))}</span>'
 
