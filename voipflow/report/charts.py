@@ -146,7 +146,7 @@ def city_map(rows: Sequence[Row], *, height: int = 400, labels: int = 12) -> str
         )
         cy += 2 * rad + 6
     cy += 14
-    out.append(f'<text x="{lx}" y="{cy:.1f}" class="lgt">VoIP share of traffic</text>')
+    out.append(f'<text x="{lx}" y="{cy:.1f}" class="lgt">VoIP share</text>')
     cy += 8
     for i in range(20):
         out.append(
@@ -191,17 +191,22 @@ def stacked_time(
     leg_h = legend_height(order, W - 60)
     left, right, top, bottom = 52, 12, 10, 24 + leg_h + 8
     pw, ph = W - left - right, height - top - bottom
+    # Few buckets (days of a week) read better as bars than as a polyline.
+    bars = len(buckets) <= 40
+    x_end = buckets[-1] + (interval_s if bars else 0)
 
     def x_of(t: float) -> float:
-        return left + (t - buckets[0]) / max(buckets[-1] - buckets[0], 1) * pw
+        return left + (t - buckets[0]) / max(x_end - buckets[0], 1) * pw
 
     def y_of(v: float) -> float:
         return top + ph - v / ticks[-1] * ph
 
     out = [svg_open(W, height, label, "stack")]
     out.append(y_axis(ticks, left, W - right, y_of))
-    for t, lab in time_ticks(buckets[0], buckets[-1]):
-        x = x_of(t)
+    for t, lab in time_ticks(buckets[0], x_end):
+        x = x_of(t + (interval_s / 2 if bars and interval_s >= 86400 else 0))
+        if x > W - right + 1:
+            continue
         out.append(
             f'<line x1="{x:.1f}" x2="{x:.1f}" y1="{top + ph}" y2="{top + ph + 4}" class="tick"/>'
             f'<text x="{x:.1f}" y="{top + ph + 16}" class="ax" text-anchor="middle">'
@@ -211,18 +216,28 @@ def stacked_time(
     for app in order:
         vals = [per[app].get(b, 0.0) for b in buckets]
         upper = [b + v for b, v in zip(base, vals, strict=True)]
-        pts = [f"{x_of(t):.1f},{y_of(u):.1f}" for t, u in zip(buckets, upper, strict=True)]
-        pts += [
-            f"{x_of(t):.1f},{y_of(b):.1f}"
-            for t, b in zip(reversed(buckets), reversed(base), strict=True)
-        ]
         colour = colours.get(app, OTHER)
         total = sum(vals)
-        out.append(
-            f'<polygon class="area" points="{" ".join(pts)}" fill={attr(colour)} '
-            f"data-app={attr(app)} data-total={attr(repr(total))}>"
-            f"<title>{text(app)}: {num(total)} in the range</title></polygon>"
+        head = (
+            f"fill={attr(colour)} data-app={attr(app)} data-total={attr(repr(total))}>"
+            f"<title>{text(app)}: {num(total)} in the range</title>"
         )
+        if bars:
+            bw = pw * interval_s / max(x_end - buckets[0], 1)
+            rects = "".join(
+                f'<rect x="{x_of(t) + bw * 0.12:.1f}" y="{y_of(u):.1f}" width="{bw * 0.76:.1f}" '
+                f'height="{y_of(b) - y_of(u):.1f}"/>'
+                for t, u, b in zip(buckets, upper, base, strict=True)
+                if u > b
+            )
+            out.append(f'<g class="area" {head}{rects}</g>')
+        else:
+            pts = [f"{x_of(t):.1f},{y_of(u):.1f}" for t, u in zip(buckets, upper, strict=True)]
+            pts += [
+                f"{x_of(t):.1f},{y_of(b):.1f}"
+                for t, b in zip(reversed(buckets), reversed(base), strict=True)
+            ]
+            out.append(f'<polygon class="area" points="{" ".join(pts)}" {head}</polygon>')
         base = upper
     out.append(f'<line x1="{left}" x2="{W - right}" y1="{top + ph}" y2="{top + ph}" class="axis"/>')
     out.append(

@@ -121,7 +121,7 @@ def _usage_sections(d: ReportData) -> list[str]:
 
     if has_usage:
         t_body = (
-            "<h3>Call minutes per bucket</h3>"
+            f"<h3>Call minutes per {_per(d.interval_s['minutes_by_app'])}</h3>"
             + charts.stacked_time(
                 d.rows("minutes_by_app"),
                 "voip_minutes",
@@ -131,8 +131,9 @@ def _usage_sections(d: ReportData) -> list[str]:
                 colours=colours,
                 label="Call minutes over time per app",
             )
-            + "<h3>Distinct subscribers per bucket "
-            "(stacked: a subscriber on two apps counts twice)</h3>"
+            + f"<h3>Distinct subscribers per {_per(d.interval_s['subscribers_by_app'])} "
+            "(stacked: a subscriber of two apps counts twice; a day cut by the range's start "
+            "is left out, its end is so far)</h3>"
             + charts.stacked_time(
                 d.rows("subscribers_by_app"),
                 "subscribers",
@@ -145,12 +146,11 @@ def _usage_sections(d: ReportData) -> list[str]:
         )
     else:
         t_body = _empty(none)
-    iv = d.interval_s.get("minutes_by_app", 0)
     out.append(
         _section(
             "trends",
             "When: apps over time",
-            f"Buckets of {_span(iv)}; the smaller apps share the grey band.",
+            "Seven apps with the most call minutes in colour, the others in the grey band.",
             t_body,
             figures=["minutes_by_app", "subscribers_by_app"],
         )
@@ -200,12 +200,13 @@ def _usage_sections(d: ReportData) -> list[str]:
     return out
 
 
-def _span(s: int) -> str:
-    if s and s % 86400 == 0:
-        return f"{s // 86400} day" + ("s" if s > 86400 else "")
-    if s and s % 3600 == 0:
-        return f"{s // 3600} hour" + ("s" if s > 3600 else "")
-    return f"{max(s, 1) // 60} minutes"
+def _per(s: int) -> str:
+    """A bucket width after "per": day, hour, 6 hours, 5 minutes."""
+    for unit, name in ((86400, "day"), (3600, "hour"), (60, "minute")):
+        if s and s % unit == 0:
+            n = s // unit
+            return name if n == 1 else f"{n} {name}s"
+    return f"{s} seconds"
 
 
 def _change(c: Any) -> str:
