@@ -86,7 +86,14 @@ def city_map(rows: Sequence[Row], *, height: int = 400, labels: int = 12) -> str
 
     top = max((r["voip_minutes"] or 0.0) for r in pts) or 1.0
     shares = [r["voip_share"] or 0.0 for r in pts]
-    share_max = max(max(shares), 1e-9)
+    # The ramp spans the shares drawn, so cities that differ a little still look different;
+    # the legend names both ends.
+    share_lo, share_hi = min(shares), max(shares)
+    share_span = share_hi - share_lo
+
+    def tone(share: float) -> str:
+        return viridis((share - share_lo) / share_span if share_span > 1e-9 else 0.5)
+
     out = [svg_open(W, height, "Map of cities: call minutes and VoIP share", "map")]
     out.append(f'<rect x="0" y="0" width="{W - legend_w}" height="{height}" class="sea"/>')
     step = next(s for s in (1, 2, 5, 10, 20, 30) if max(span_x / k, span_y) / s <= 8)
@@ -122,7 +129,7 @@ def city_map(rows: Sequence[Row], *, height: int = 400, labels: int = 12) -> str
         )
         out.append(
             f'<circle class="city" cx="{x:.1f}" cy="{y:.1f}" r="{rad:.1f}" '
-            f"fill={attr(viridis(share / share_max))} data-city={attr(r['city'])} "
+            f"fill={attr(tone(share))} data-city={attr(r['city'])} "
             f"data-minutes={attr(repr(float(m)))} data-share={attr(repr(float(share)))} "
             f"data-subscribers={attr(r['subscribers'])}><title>{text(tip)}</title></circle>"
         )
@@ -154,9 +161,9 @@ def city_map(rows: Sequence[Row], *, height: int = 400, labels: int = 12) -> str
             f"fill={attr(viridis(i / 19))}/>"
         )
     out.append(
-        f'<text x="{lx}" y="{cy + 24:.1f}" class="ax">0 %</text>'
+        f'<text x="{lx}" y="{cy + 24:.1f}" class="ax">{pct(share_lo)}</text>'
         f'<text x="{lx + 100}" y="{cy + 24:.1f}" class="ax" text-anchor="end">'
-        f"{pct(share_max, 0)}</text>"
+        f"{pct(share_hi)}</text>"
     )
     out.append("</svg>")
     return "".join(out)

@@ -112,8 +112,9 @@ def _usage_sections(d: ReportData) -> list[str]:
         _section(
             "map",
             "Where: VoIP by city",
-            "Circle area: call minutes in the range. Colour: VoIP share of the city's traffic "
-            "(darker is less). Cities without coordinates are in the tables only.",
+            "Circle area: call minutes in the range. Colour: VoIP share of the city's traffic, "
+            "from the lowest (dark) to the highest (yellow) drawn. Cities without coordinates "
+            "are in the tables only.",
             body,
             figures=["map"],
         )
