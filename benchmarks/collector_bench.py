@@ -70,7 +70,7 @@ from typing import Any
 
 import numpy as np
 
-from collectors.encoder import make_encoder
+from collectors.codec.encoder import make_encoder
 from schemas.flowbatch import ipv4_to_addr16
 
 REPO = Path(__file__).resolve().parents[1]

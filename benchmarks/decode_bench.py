@@ -18,8 +18,8 @@ import time
 
 import numpy as np
 
-from collectors.decoder import Decoder
-from collectors.templates import TemplateCache
+from collectors.codec.decoder import Decoder
+from collectors.codec.templates import TemplateCache
 from schemas.flowbatch import text_to_addr16
 
 EXPORTER = text_to_addr16("192.0.2.1")

@@ -1,11 +1,13 @@
 """NetFlow v5/v9 and IPFIX collectors: receive, decode, batch, publish.
 
-Layers, each with one small interface (see the README's architecture part):
-receive (UDP sockets only, ``receiver``, ``admission``) -> decode (bytes to
-columns, pure, ``decoder``) -> batch (columns to flow batches,
-``batching``, ``schemas.flowbatch``) -> publish (``outputs``, ``publisher``:
-Kafka). ``service.Collector`` runs them in one process; ``docs/collector.md``
-is the operator's view.
+Two layers. The codec, :mod:`collectors.codec`, is pure (bytes to columns
+and back: ``codec.decoder``, ``codec.encoder`` and what they build on) and
+never imports the runtime. The runtime, the modules here, owns sockets,
+clock, Kafka and metrics: receive (UDP sockets only, ``receiver``,
+``admission``) -> decode (``codec.decoder``) -> batch (columns to flow
+batches, ``batching``, ``schemas.flowbatch``) -> publish (``outputs``,
+``publisher``: Kafka). ``service.Collector`` runs them in one process;
+``docs/collector.md`` is the operator's view.
 
 Errors raised at the boundaries (bad input is counted, never raised)::
 
@@ -14,5 +16,5 @@ Errors raised at the boundaries (bad input is counted, never raised)::
     PublisherError                 no Kafka broker answers at start
     TemplateCacheError (OSError)   a template cache file is unreadable
     DecodeError (ValueError)       bad export data, caught and counted inside
-                                   the decoder (tree in ``collectors.errors``)
+                                   the decoder (tree in ``collectors.codec.errors``)
 """

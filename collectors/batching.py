@@ -11,55 +11,15 @@ Python runs per record.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 
+from collectors.codec.assemble import concat
 from schemas import flowbatch
 from schemas.flowbatch import FlowBatch
-
-
-def concat(batches: Sequence[FlowBatch]) -> FlowBatch:
-    """One batch with the rows of all ``batches`` in order.
-
-    An extra column missing from some batches is filled with nulls there; if
-    batches disagree on an extra column's type, the column is cast to the
-    first batch's type, or left out where that fails (extras are optional by
-    contract).
-    """
-    batches = [b for b in batches if b.num_rows]
-    if not batches:
-        return flowbatch.make_batch({})
-    if len(batches) == 1:
-        return batches[0]
-    cols: dict[str, Any] = {}
-    for name in flowbatch.FLOW_COLUMNS:
-        parts = [b.columns[name] for b in batches]
-        if isinstance(parts[0], pa.Array):
-            cols[name] = pa.concat_arrays(
-                [p if isinstance(p, pa.Array) else pa.array(p) for p in parts]
-            )
-        else:
-            cols[name] = np.concatenate(parts)
-    n = sum(b.num_rows for b in batches)
-    extras: dict[str, pa.Array] = {}
-    names = dict.fromkeys(k for b in batches for k in b.extras)
-    for name in names:
-        typ = next(b.extras[name].type for b in batches if name in b.extras)
-        pieces = []
-        try:
-            for b in batches:
-                arr = b.extras.get(name)
-                if arr is None:
-                    pieces.append(pa.nulls(b.num_rows, typ))
-                else:
-                    pieces.append(arr if arr.type == typ else arr.cast(typ))
-            extras[name] = pa.concat_arrays(pieces)
-        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-            continue
-    return FlowBatch(cols, n, extras)
 
 
 def exporter_ranges(batch: FlowBatch) -> tuple[FlowBatch, list[tuple[bytes, int, int]]]:

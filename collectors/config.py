@@ -7,8 +7,8 @@ from typing import Literal
 
 from pydantic import BaseModel, Field, field_validator
 
-from collectors.decoder import DecoderConfig
-from collectors.templates import TemplateCache
+from collectors.codec.decoder import DecoderConfig
+from collectors.codec.templates import TemplateCache
 
 
 def _host_port(value: str) -> str:

@@ -26,13 +26,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from collectors.decoder import ExporterStats
+from collectors.codec.call import DomainKey, ExporterStats
 from collectors.metrics import CollectorMetrics
 from schemas.flowbatch import addr_to_text
 
 HEALTH_SCHEMA = "exporter-health.v1"
-
-DomainKey = tuple[bytes, int]
 
 
 @dataclass(slots=True)

@@ -37,10 +37,12 @@ from pathlib import Path
 import numpy as np
 
 from collectors.admission import Admission
-from collectors.batching import Accumulator, MessageEncoder, concat, exporter_ranges
-from collectors.bulk import Frame
+from collectors.batching import Accumulator, MessageEncoder, exporter_ranges
+from collectors.codec.assemble import concat
+from collectors.codec.decoder import Decoder
+from collectors.codec.frame import Frame
+from collectors.codec.templates import TemplateCacheError
 from collectors.config import CollectorConfig, split_listen, split_networks
-from collectors.decoder import Decoder
 from collectors.health import ExporterTracker
 from collectors.metrics import CollectorMetrics
 from collectors.outputs import Output
@@ -52,7 +54,6 @@ from collectors.receiver import (
     open_sockets,
     read_kernel_drops,
 )
-from collectors.templates import TemplateCacheError
 from schemas.flowbatch import make_batch, text_to_addr16
 
 log = logging.getLogger(__name__)

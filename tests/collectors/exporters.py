@@ -1,28 +1,19 @@
-"""Real exporters and reference decoders for the collector tests.
+"""Real exporters for the collector tests.
 
 softflowd and pmacctd (nfprobe plugin) read a capture and export NetFlow/IPFIX
-to a UDP socket of the test, which keeps the raw datagrams; nfcapd receives
-the same datagrams replayed over loopback and nfdump decodes them; tshark
-decodes a pcap of them. Every process runs in a temp dir on free ports and is
-stopped here.
+to a UDP socket of the test, which keeps the raw datagrams. Every process
+runs in a temp dir on free ports and is stopped here. The reference decoders
+the datagrams are compared with (nfdump, tshark) are in
+:mod:`tests.collectors.reference_decoders`.
 """
 
 from __future__ import annotations
 
-import json
-import os
 import shutil
-import signal
 import socket
 import subprocess
 import time
 from pathlib import Path
-
-from collectors.pcapfile import write_pcap
-from schemas.flowbatch import text_to_addr16
-from tests.collectors.reference_decoders import free_udp_port
-
-LOOPBACK16 = text_to_addr16("127.0.0.1")
 
 
 def have(*tools: str) -> bool:
@@ -127,84 +118,3 @@ def pmacct_export(pcap: Path, version: int, tmp: Path) -> list[bytes]:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-
-
-def nfdump_decode(datagrams: list[bytes], tmp: Path, sampling: int | None = None) -> list[dict]:
-    """Replay datagrams into nfcapd over loopback; nfdump's records as JSON objects."""
-    outdir = tmp / f"nfcapd-{time.monotonic_ns()}"
-    outdir.mkdir()
-    port = free_udp_port()
-    cmd = ["nfcapd", "-b", "127.0.0.1", "-p", str(port), "-w", str(outdir), "-t", "3600"]
-    if sampling:
-        cmd += ["-s", str(sampling)]
-    log = (outdir / "nfcapd.log").open("wb")
-    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
-    try:
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline and not _udp_bound(port):
-            time.sleep(0.05)
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as tx:
-            for i, d in enumerate(datagrams):
-                tx.sendto(d, ("127.0.0.1", port))
-                if i % 16 == 15:
-                    time.sleep(0.002)  # keep within nfcapd's socket buffer
-        time.sleep(0.5)
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(timeout=30)
-        log.close()
-    files = sorted(outdir.glob("nfcapd.2*"))
-    assert files, f"nfcapd wrote no file: {(outdir / 'nfcapd.log').read_text()!r}"
-    recs: list[dict] = []
-    for f in files:
-        out = subprocess.run(["nfdump", "-r", str(f), "-o", "json", "-q"], capture_output=True,
-                             text=True, check=True, env={**os.environ, "TZ": "UTC"})  # fmt: skip
-        text = out.stdout.strip()
-        if text:
-            recs.extend(json.loads(text if text.startswith("[") else f"[{text}]"))
-    return recs
-
-
-def _udp_bound(port: int) -> bool:
-    hexport = f"{port:04X}"
-    for table in ("/proc/net/udp", "/proc/net/udp6"):
-        try:
-            with open(table) as fh:
-                if any(line.split()[1].endswith(":" + hexport) for line in list(fh)[1:]):
-                    return True
-        except OSError:
-            continue
-    return False
-
-
-def to_pcap(datagrams: list[bytes], path: Path, port: int = 2055) -> Path:
-    path.write_bytes(
-        write_pcap(
-            (1_000 * i, LOOPBACK16, 40000, LOOPBACK16, port, d) for i, d in enumerate(datagrams)
-        )
-    )
-    return path
-
-
-def tshark_fields(pcap: Path, fields: list[str], port: int = 2055) -> list[list[str]]:
-    """One row per exported flow record: values of ``fields`` (cflow.*)."""
-    cmd = ["tshark", "-r", str(pcap), "-d", f"udp.port=={port},cflow", "-T", "json"]
-    out = subprocess.run(cmd, capture_output=True, text=True, check=True, timeout=120)
-    rows: list[list[str]] = []
-    for pkt in json.loads(out.stdout):
-        layer = pkt["_source"]["layers"].get("cflow", {})
-        _flows(layer, fields, rows)
-    return rows
-
-
-def _flows(node: object, fields: list[str], rows: list[list[str]]) -> None:
-    """Walk tshark's JSON tree; a dict holding the first field is one record."""
-    if isinstance(node, dict):
-        if fields[0] in node:
-            rows.append([str(node.get(f, "")) for f in fields])
-            return
-        for v in node.values():
-            _flows(v, fields, rows)
-    elif isinstance(node, list):
-        for v in node:
-            _flows(v, fields, rows)

@@ -17,7 +17,8 @@ import tempfile
 from pathlib import Path
 
 from tests.collectors import exporters as ex
-from tests.collectors.test_differential import nfdump_rows
+from tests.collectors import reference_decoders as rd
+from tests.collectors.compare import nfdump_rows
 
 DATA = Path(__file__).parent / "data"
 CORPUS = Path(os.environ.get("CORPUS_DIR", "../shared/corpus/ndpi")) / "pcap"
@@ -43,10 +44,10 @@ def main() -> None:
                 dgs = ex.softflowd_export(pcap, version, Path(tmp), *extra)
             else:
                 dgs = ex.pmacct_export(pcap, int(version), Path(tmp))
-            ex.to_pcap(dgs, DATA / f"{name}.pcap")
+            rd.to_pcap(dgs, DATA / f"{name}.pcap")
             ordered = not name.startswith("softflowd-ipfix")
             wrap = name.startswith("softflowd-v9")
-            rows = nfdump_rows(ex.nfdump_decode(dgs, Path(tmp)), ordered, wrap, True)
+            rows = nfdump_rows(rd.nfdump_decode(dgs, Path(tmp)), ordered, wrap, True)
             doc = {
                 "capture": capture,
                 "exporter": f"{tool} version {version} {' '.join(extra)}".strip(),

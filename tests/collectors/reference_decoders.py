@@ -1,6 +1,7 @@
 """Independent NetFlow/IPFIX decoders for differential tests: tshark and nfdump.
 
-Both are driven as the operators run them and their output is brought to one
+The one place the tests drive them. Both are driven as the operators run them
+and, for the encoder and end-to-end tests, their output is brought to one
 shape, a list of flow dicts with the keys of :data:`FLOW_KEYS` (addresses as
 text, times as UTC ms), so a test can compare them with what was encoded or
 with what the project's collector decodes.
@@ -12,11 +13,17 @@ with what the project's collector decodes.
   reads the records back with ``nfdump -o raw``, the one nfdump output with
   millisecond start and end times in version 1.7.1 (its ``%ter`` format
   drops a digit).
+* :func:`nfdump_decode` replays datagrams into a short-lived nfcapd and
+  returns nfdump's JSON records, and :func:`tshark_fields` picks ``cflow``
+  fields of every record out of tshark's JSON (:func:`to_pcap` writes the
+  datagrams as a capture for it): the decoder's differential tests
+  (``test_differential``) compare with these, as the fixtures were made.
 """
 
 from __future__ import annotations
 
 import ipaddress
+import json
 import os
 import re
 import shutil
@@ -29,6 +36,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
 from typing import Any
+
+from collectors.pcapfile import write_pcap
+from schemas.flowbatch import text_to_addr16
+
+#: 127.0.0.1 as the 16 bytes of an exporter address
+LOOPBACK16 = text_to_addr16("127.0.0.1")
 
 FLOW_KEYS = (
     "src_addr",
@@ -205,6 +218,39 @@ def tshark_flows(pcap: Path, port: int) -> tuple[list[dict[str, Any]], list[dict
     return flows, headers
 
 
+def to_pcap(datagrams: list[bytes], path: Path, port: int = 2055) -> Path:
+    path.write_bytes(
+        write_pcap(
+            (1_000 * i, LOOPBACK16, 40000, LOOPBACK16, port, d) for i, d in enumerate(datagrams)
+        )
+    )
+    return path
+
+
+def tshark_fields(pcap: Path, fields: list[str], port: int = 2055) -> list[list[str]]:
+    """One row per exported flow record: values of ``fields`` (cflow.*)."""
+    cmd = ["tshark", "-r", str(pcap), "-d", f"udp.port=={port},cflow", "-T", "json"]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True, timeout=120)
+    rows: list[list[str]] = []
+    for pkt in json.loads(out.stdout):
+        layer = pkt["_source"]["layers"].get("cflow", {})
+        _flows(layer, fields, rows)
+    return rows
+
+
+def _flows(node: object, fields: list[str], rows: list[list[str]]) -> None:
+    """Walk tshark's JSON tree; a dict holding the first field is one record."""
+    if isinstance(node, dict):
+        if fields[0] in node:
+            rows.append([str(node.get(f, "")) for f in fields])
+            return
+        for v in node.values():
+            _flows(v, fields, rows)
+    elif isinstance(node, list):
+        for v in node:
+            _flows(v, fields, rows)
+
+
 # -- nfdump -----------------------------------------------------------------
 
 _RAW_KEYS = {
@@ -346,6 +392,54 @@ class Nfcapd:
         tb: TracebackType | None,
     ) -> None:
         self.stop()
+
+
+def nfdump_decode(datagrams: list[bytes], tmp: Path, sampling: int | None = None) -> list[dict]:
+    """Replay datagrams into nfcapd over loopback; nfdump's records as JSON objects."""
+    outdir = tmp / f"nfcapd-{time.monotonic_ns()}"
+    outdir.mkdir()
+    port = free_udp_port()
+    cmd = ["nfcapd", "-b", "127.0.0.1", "-p", str(port), "-w", str(outdir), "-t", "3600"]
+    if sampling:
+        cmd += ["-s", str(sampling)]
+    log = (outdir / "nfcapd.log").open("wb")
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and not _udp_bound(port):
+            time.sleep(0.05)
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as tx:
+            for i, d in enumerate(datagrams):
+                tx.sendto(d, ("127.0.0.1", port))
+                if i % 16 == 15:
+                    time.sleep(0.002)  # keep within nfcapd's socket buffer
+        time.sleep(0.5)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=30)
+        log.close()
+    files = sorted(outdir.glob("nfcapd.2*"))
+    assert files, f"nfcapd wrote no file: {(outdir / 'nfcapd.log').read_text()!r}"
+    recs: list[dict] = []
+    for f in files:
+        out = subprocess.run(["nfdump", "-r", str(f), "-o", "json", "-q"], capture_output=True,
+                             text=True, check=True, env={**os.environ, "TZ": "UTC"})  # fmt: skip
+        text = out.stdout.strip()
+        if text:
+            recs.extend(json.loads(text if text.startswith("[") else f"[{text}]"))
+    return recs
+
+
+def _udp_bound(port: int) -> bool:
+    hexport = f"{port:04X}"
+    for table in ("/proc/net/udp", "/proc/net/udp6"):
+        try:
+            with open(table) as fh:
+                if any(line.split()[1].endswith(":" + hexport) for line in list(fh)[1:]):
+                    return True
+        except OSError:
+            continue
+    return False
 
 
 def send_paced(

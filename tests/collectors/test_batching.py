@@ -8,9 +8,9 @@ import pyarrow as pa
 from collectors.batching import (
     Accumulator,
     MessageEncoder,
-    concat,
     exporter_ranges,
 )
+from collectors.codec.assemble import concat
 from schemas import flowbatch as fb
 
 

@@ -2,7 +2,7 @@
 
 ``DecoderConfig(bulk_min_datagrams=0)`` decodes every datagram on its own
 (the reference); ``bulk_min_datagrams=1`` sends every call through the bulk
-path (``collectors.bulk``). Both must return the same batch (same rows in
+path (``collectors.codec.bulk``). Both must return the same batch (same rows in
 the same order), the same statistics and errors, and leave the same state
 (templates, held data, sequence trackers) for the next call. The streams mix
 what makes the bulk path fall back or cut its runs: templates and options
@@ -22,33 +22,16 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from collectors.decoder import Datagram, Decoder, DecoderConfig, DecodeResult
-from collectors.encoder import make_encoder
+from collectors.codec.decoder import Datagram, Decoder, DecoderConfig, DecodeResult
+from collectors.codec.encoder import make_encoder
+from collectors.codec.templates import TemplateCache
 from collectors.pcapfile import iter_udp
-from collectors.templates import TemplateCache
 from schemas.flowbatch import text_to_addr16
-from tests.collectors.test_encoder import BOOT, T0, random_flows
+from tests.collectors.compare import assert_same
+from tests.collectors.flows import BOOT, T0, random_flows
 
 DATA = Path(__file__).parent / "data"
 EXPORTERS = [text_to_addr16(a) for a in ("192.0.2.1", "192.0.2.2", "2001:db8::7")]
-
-
-def assert_same(a: DecodeResult, b: DecodeResult) -> None:
-    """Two decode results are equal: rows in order, extras, statistics, errors."""
-    assert a.batch.num_rows == b.batch.num_rows
-    for name, col in a.batch.columns.items():
-        other = b.batch.columns[name]
-        if isinstance(col, np.ndarray):
-            assert np.array_equal(col, other), name
-        else:
-            assert col.equals(other), name
-    assert a.batch.extras.keys() == b.batch.extras.keys()
-    for name, arr in a.batch.extras.items():
-        assert arr.equals(b.batch.extras[name]), name
-    assert a.stats == b.stats
-    assert sorted((e, x.reason, str(x)) for e, x in a.errors) == sorted(
-        (e, x.reason, str(x)) for e, x in b.errors
-    )
 
 
 def _state(dec: Decoder) -> tuple[Any, ...]:

@@ -383,7 +383,7 @@ def _flows(n: int) -> dict[str, np.ndarray]:
 
 
 def test_templates_persist_across_a_restart(tmp_path: Path) -> None:
-    from collectors.encoder import make_encoder
+    from collectors.codec.encoder import make_encoder
 
     enc = make_encoder(
         10, observation_domain_id=7, template_refresh_packets=10**6, template_refresh_ms=10**9
@@ -436,7 +436,7 @@ def test_compression_layer_arrow_refuses_a_codec_arrow_lacks(
 def test_ipv4_and_ipv6_listen_addresses_on_one_port(tmp_path: Path) -> None:
     import socket as socketlib
 
-    from collectors.encoder import make_encoder
+    from collectors.codec.encoder import make_encoder
 
     probe = socketlib.socket(socketlib.AF_INET6, socketlib.SOCK_DGRAM)
     try:

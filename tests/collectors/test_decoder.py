@@ -13,11 +13,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from collectors.decoder import Decoder, DecoderConfig
+from collectors.codec.decoder import Decoder, DecoderConfig
+from collectors.codec.templates import TemplateCache
 from collectors.pcapfile import iter_udp
-from collectors.templates import TemplateCache
 from schemas.flowbatch import text_to_addr16
-from tests.collectors.test_differential import our_rows
+from tests.collectors.compare import our_rows
 
 DATA = Path(__file__).parent / "data"
 FIXTURES = sorted(p.stem for p in DATA.glob("*.pcap"))

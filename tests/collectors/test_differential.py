@@ -2,7 +2,7 @@
 
 Captures from the labelled corpus are exported by softflowd (v5, v9, IPFIX,
 IPFIX biflows, sampled) and pmacctd's nfprobe plugin (v9, IPFIX); the same
-datagrams go to nfcapd over loopback and to :class:`collectors.decoder.Decoder`.
+datagrams go to nfcapd over loopback and to :class:`collectors.codec.decoder.Decoder`.
 Every record must match: 5-tuple, packets, bytes, first and last time (ms),
 TCP flags and sampling.
 
@@ -33,13 +33,14 @@ import datetime as dt
 from collections import Counter
 from pathlib import Path
 
-import numpy as np
 import pytest
 
-from collectors.decoder import Decoder, DecodeResult
-from collectors.templates import TemplateCache
-from schemas.flowbatch import FlowBatch, addr_to_text
+from collectors.codec.decoder import Decoder, DecodeResult
+from collectors.codec.templates import TemplateCache
+from schemas.flowbatch import addr_to_text
 from tests.collectors import exporters as ex
+from tests.collectors import reference_decoders as rd
+from tests.collectors.compare import nfdump_rows, our_rows
 
 pytestmark = [
     pytest.mark.slow,
@@ -83,8 +84,6 @@ EXPORTS = {
     "pmacct-ipfix": ("pmacct", "10", ()),
 }
 
-_FLAGS = "CEUAPRSF"
-
 
 def export(kind: str, pcap: Path, tmp: Path) -> list[bytes]:
     tool, version, extra = EXPORTS[kind]
@@ -95,64 +94,7 @@ def export(kind: str, pcap: Path, tmp: Path) -> list[bytes]:
 
 def decode(datagrams: list[bytes]) -> DecodeResult:
     now = int(dt.datetime.now(dt.UTC).timestamp() * 1000)
-    return Decoder(TemplateCache()).decode([(d, ex.LOOPBACK16, now) for d in datagrams])
-
-
-def _ms(text: str) -> int:
-    t = dt.datetime.fromisoformat(text).replace(tzinfo=dt.UTC)
-    return round(t.timestamp() * 1000)
-
-
-def _flags(text: str) -> int:
-    return sum(1 << (7 - i) for i, c in enumerate(text[-8:]) if c != ".")
-
-
-def nfdump_rows(
-    recs: list[dict], ordered_times: bool, wrap: bool, icmp_ports: bool = True
-) -> Counter[tuple]:
-    rows: Counter[tuple] = Counter()
-    for r in recs:
-        if r.get("type") != "FLOW":
-            continue
-        src = r.get("src4_addr") or r.get("src6_addr")
-        dst = r.get("dst4_addr") or r.get("dst6_addr")
-        first, last = _ms(r["first"]), _ms(r["last"])
-        if not ordered_times:
-            first, last = min(first, last), max(first, last)
-        if wrap:
-            first, last = first % 2**32, last % 2**32
-        if "icmp_type" in r:
-            sport, dport = 0, r["icmp_type"] * 256 + r["icmp_code"]
-            if not icmp_ports:
-                dport = -1
-        else:
-            sport, dport = r["src_port"], r["dst_port"]
-        rows[(src, dst, sport, dport, r["proto"], r["in_packets"], r["in_bytes"],
-              r.get("out_packets", 0), r.get("out_bytes", 0), first, last,
-              _flags(r.get("tcp_flags", "........")))] += 1  # fmt: skip
-    return rows
-
-
-def our_rows(
-    b: FlowBatch, scale: bool, ordered_times: bool, wrap: bool, icmp_ports: bool = True
-) -> Counter[tuple]:
-    rows: Counter[tuple] = Counter()
-    c = b.columns
-    mult = c["sampling_rate"].astype(np.uint64) if scale else np.ones(len(b), np.uint64)
-    for i in range(len(b)):
-        first, last = int(c["flow_start_ms"][i]), int(c["flow_end_ms"][i])
-        if not ordered_times:
-            first, last = min(first, last), max(first, last)
-        if wrap:
-            first, last = first % 2**32, last % 2**32
-        proto = int(c["protocol"][i])
-        dport = int(c["dst_port"][i]) if icmp_ports or proto not in (1, 58) else -1
-        rows[(addr_to_text(c["src_addr"][i]), addr_to_text(c["dst_addr"][i]),
-              int(c["src_port"][i]), dport, proto,
-              int(c["packets"][i] * mult[i]), int(c["bytes"][i] * mult[i]),
-              int(c["reverse_packets"][i]), int(c["reverse_bytes"][i]), first, last,
-              int(c["tcp_flags"][i]))] += 1  # fmt: skip
-    return rows
+    return Decoder(TemplateCache()).decode([(d, rd.LOOPBACK16, now) for d in datagrams])
 
 
 #: Captures with IPv6 flows only: NetFlow v5 cannot carry them, so softflowd -v 5
@@ -189,7 +131,7 @@ def test_matches_nfdump(capture: str, kind: str, corpus_dir: Path, tmp_path: Pat
     # nfdump's v9 decoder drops ICMP type/code sent in the destination port
     # (pmacct) or in icmpTypeCodeIPv6 (softflowd); tshark shows them. Not compared.
     icmp = "v9" not in kind
-    theirs = nfdump_rows(ex.nfdump_decode(datagrams, tmp_path), ordered, wrap, icmp)
+    theirs = nfdump_rows(rd.nfdump_decode(datagrams, tmp_path), ordered, wrap, icmp)
     ours = our_rows(batch, scale=False, ordered_times=ordered, wrap=wrap, icmp_ports=icmp)
     if "biflow" in kind:
         # nfdump puts the reverse direction's TCP flags in its one flags field.
@@ -220,7 +162,7 @@ def test_tshark_agrees(corpus_dir: Path, tmp_path: Path) -> None:
     fields = ["cflow.octets", "cflow.srcaddr", "cflow.dstaddr", "cflow.srcport",
               "cflow.dstport", "cflow.packets", "cflow.tcpflags", "cflow.timedelta",
               "cflow.srcaddrv6", "cflow.dstaddrv6", "cflow.protocol"]  # fmt: skip
-    rows = ex.tshark_fields(ex.to_pcap(datagrams, tmp_path / "export.pcap"), fields)
+    rows = rd.tshark_fields(rd.to_pcap(datagrams, tmp_path / "export.pcap"), fields)
     assert len(rows) == len(batch) > 0
     theirs = Counter(
         (r[1] or r[8], r[2] or r[9], _int(r[3]), _int(r[4]) if r[10] not in ("1", "58") else -1,

@@ -15,14 +15,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from collectors.encoder import make_encoder
+from collectors.codec.encoder import make_encoder
 from schemas.flowbatch import text_to_addr16
-from tests.collectors.test_encoder import BOOT, T0, random_flows
+from tests.collectors.flows import BOOT, T0, random_flows
 
 decoder = pytest.importorskip(
-    "collectors.decoder", reason="the collector's decoder is not on this branch yet"
+    "collectors.codec.decoder", reason="the collector's decoder is not on this branch yet"
 )
-templates = pytest.importorskip("collectors.templates")
+templates = pytest.importorskip("collectors.codec.templates")
 
 KEYS = (
     "src_addr",

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from collectors.bulk import Frame
+from collectors.codec.frame import Frame
 from collectors.receiver import (
     MAX_DATAGRAM,
     ReceiverError,

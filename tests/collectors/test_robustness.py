@@ -18,11 +18,11 @@ from pathlib import Path
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from collectors.decoder import REASONS, Decoder, DecoderConfig
+from collectors.codec.decoder import REASONS, Decoder, DecoderConfig
+from collectors.codec.templates import TemplateCache
 from collectors.pcapfile import iter_udp
-from collectors.templates import TemplateCache
 from schemas.flowbatch import FLOW_COLUMNS, text_to_addr16
-from tests.collectors.test_bulk import assert_same
+from tests.collectors.compare import assert_same
 
 DATA = Path(__file__).parent / "data"
 EXP = text_to_addr16("198.51.100.1")

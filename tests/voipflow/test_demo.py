@@ -45,6 +45,7 @@ classifier's, and the tolerances say how much of that is allowed and why:
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import signal
@@ -333,7 +334,9 @@ def test_a_running_local_broker_is_used_and_left_running(kafka_broker: Any, tmp_
 
     from streams.config import KafkaConfig
     from voipflow.broker import BrokerState, running_state
-    from voipflow.demo import DemoKafka
+    from voipflow.demo import Printer
+    from voipflow.demo.pipeline import DemoKafka
+    from voipflow.settings import Settings
 
     state_dir = tmp_path / "var" / "kafka"
     state_dir.mkdir(parents=True)
@@ -346,12 +349,12 @@ def test_a_running_local_broker_is_used_and_left_running(kafka_broker: Any, tmp_
         started_at=0.0,
     )
     (state_dir / "broker.json").write_text(json.dumps(asdict(state)))
-    said: list[str] = []
-    kafka = DemoKafka(KafkaConfig(), tmp_path / "var", said.append)
+    said = io.StringIO()
+    kafka = DemoKafka(Settings(kafka=KafkaConfig()), tmp_path / "var", Printer(said))
     kafka.start()
     assert kafka.bootstrap == kafka_broker.bootstrap
     assert "voipflow kafka start" in kafka.origin
     kafka.stop()
     assert running_state(state_dir) is not None  # still running, still recorded
     assert not (tmp_path / "var" / "demo" / "kafka").exists()
-    assert said == []  # nothing was fetched or started
+    assert said.getvalue() == ""  # nothing was fetched or started

@@ -16,10 +16,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from collectors.decoder import Decoder
+from collectors.codec.decoder import Decoder
+from collectors.codec.templates import TemplateCache
 from collectors.outputs import records_as_dicts
 from collectors.pcapfile import CaptureError, iter_udp
-from collectors.templates import TemplateCache
 from schemas.flowbatch import addr_to_text
 from voipflow.settings import Settings
 

@@ -1,6 +1,8 @@
 """``voipflow demo``: run the whole pipeline locally on simulated traffic.
 
-See :mod:`voipflow.demo` for what it starts and in which order. Exit status:
+The argparse layer: flags to :class:`voipflow.demo.DemoOptions`, errors to
+one line and an exit status; :func:`voipflow.demo.run_demo` does the rest
+(see :mod:`voipflow.demo` for what it starts and in which order). Exit status:
 0 the table was printed and every simulated city with VoIP is in it; 1 the
 pipeline failed or did not drain in time (the message says which part and
 where its log is); 2 a bad setting or flag (one line naming it); 130
@@ -14,6 +16,7 @@ import logging
 import sys
 from pathlib import Path
 
+from voipflow.children import ChildError
 from voipflow.settings import Settings
 
 EPILOG = """\
@@ -102,8 +105,10 @@ def _check(args: argparse.Namespace) -> str | None:
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
-    from voipflow.children import ChildError
-    from voipflow.demo import Demo, DemoError, DemoOptions, DemoSettingError
+    # Imported here, not at the top: `voipflow` imports every command module
+    # to build its parser, and the demo package brings in Faust, kafka-python
+    # and the ClickHouse layer, which every other command would then pay for.
+    from voipflow.demo import DemoError, DemoOptions, DemoSettingError, Printer, run_demo
 
     problem = _check(args)
     if problem:
@@ -123,9 +128,8 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         # The progress lines are the demo's output; its libraries' INFO lines
         # (topics created, broker ready...) would only repeat them.
         logging.getLogger().setLevel(logging.WARNING)
-    demo = Demo(settings, options, sys.stdout)
     try:
-        return demo.run()
+        return run_demo(settings, options, Printer(sys.stdout))
     except DemoSettingError as exc:
         print(f"voipflow demo: bad setting: {exc}", file=sys.stderr)
         return 2

@@ -4,7 +4,7 @@ Each capture goes through a real exporter and the project's own collector
 decoder, exactly as ``docs/evaluation.md`` asks::
 
     capture --softflowd -r (-v 9|10, -s N, -b)--> UDP on 127.0.0.1
-            --> collectors.decoder.Decoder --> FlowBatch
+            --> collectors.codec.decoder.Decoder --> FlowBatch
             --> streams.classify.Classifier --> join with labels.csv
 
 Scoring is :mod:`streams.evaluate`. Progress goes to stderr, the full report
@@ -27,8 +27,8 @@ from typing import Any
 
 import numpy as np
 
-from collectors.decoder import Decoder, DecoderConfig
-from collectors.templates import TemplateCache
+from collectors.codec.decoder import Decoder, DecoderConfig
+from collectors.codec.templates import TemplateCache
 from schemas.flowbatch import FlowBatch, text_to_addr16
 from streams import evaluate as ev
 from streams.classify import CLASSIFIER_VERSION, Classifier

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 from prometheus_client import Counter
 
-from collectors.encoder import ExportEncoder, make_encoder
+from collectors.codec.encoder import ExportEncoder, make_encoder
 from voipflow.simulate.addresses import SimulatorDataError
 from voipflow.simulate.pcapfile import PcapWriter
 

@@ -20,10 +20,14 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING, Any
+from pathlib import Path
+from typing import Any
 
-if TYPE_CHECKING:
-    from voipflow.demo import Demo, SimulatorThread
+from voipflow.demo.database import opened
+from voipflow.demo.options import DemoOptions
+from voipflow.demo.plan import DemoPlan
+from voipflow.demo.printer import Printer
+from voipflow.settings import Settings
 
 #: Per city: call minutes, distinct subscribers (merged uniq states), records,
 #: bytes (sampling corrected) and the app with the most VoIP bytes (not call
@@ -110,18 +114,15 @@ def truth_per_city(truth: dict[str, Any]) -> dict[str, dict[str, float]]:
     return out
 
 
-def query_usage(demo: Demo, start_s: int, end_s: int) -> tuple[list[CityRow], tuple[Any, ...]]:
+def query_usage(
+    settings: Settings, data_dir: Path, start_s: int, end_s: int
+) -> tuple[list[CityRow], tuple[Any, ...]]:
     """The per-city rows of this run's windows, and (windows, first, last)."""
-    from streams.clickhouse import connect
-
-    ch = connect(demo.settings.clickhouse, demo.data_dir)
-    try:
+    with opened(settings, data_dir) as ch:
         args = {"start": start_s, "end": end_s}
         usage = ch.query(USAGE_PER_CITY.format(**args)).dicts()
         shares = {r[0]: float(r[1]) for r in ch.query(VOIP_SHARE_PER_CITY.format(**args)).rows}
         windows = ch.query(WINDOWS.format(**args)).rows[0]
-    finally:
-        ch.close()
     rows = [
         CityRow(
             city=str(r["city"]),
@@ -191,14 +192,23 @@ def _mib(n: int | None) -> str:
     return f"{n / 2**20:,.0f} MiB" if n else "?"
 
 
-def report(demo: Demo, sim: SimulatorThread, figures: dict[str, Any]) -> bool:
-    """Print the table and the comparison; False if the run produced no usable result."""
-    say, out = demo.say, demo.out
-    truth = json.loads(demo.truth_path.read_text(encoding="utf-8"))
-    w = demo.opts.window_s
+def report(
+    settings: Settings,
+    options: DemoOptions,
+    plan: DemoPlan,
+    printer: Printer,
+    figures: dict[str, Any],
+) -> bool:
+    """Print the table and the comparison; False if the run produced no usable result.
+
+    Call it after the sink has stopped: it opens ClickHouse in this process.
+    """
+    say, line = printer.say, printer.line
+    truth = json.loads(plan.truth_path.read_text(encoding="utf-8"))
+    w = options.window_s
     start_s = int(truth["start_ms"]) // 1000 // w * w
     end_s = int(truth["end_ms"]) // 1000 + w
-    rows, (n_windows, first, last) = query_usage(demo, start_s, end_s)
+    rows, (n_windows, first, last) = query_usage(settings, plan.data_dir, start_s, end_s)
     sent = truth_per_city(truth)
     for r in rows:
         t = sent.get(r.city)
@@ -208,45 +218,39 @@ def report(demo: Demo, sim: SimulatorThread, figures: dict[str, Any]) -> bool:
             r.sent_share = t["bytes"] / t["all_bytes"] if t["all_bytes"] else 0.0
     voip_cities = sorted(c for c, t in sent.items() if t["flows"])
     missing = sorted(set(voip_cities) - {r.city for r in rows})
-    print("", file=out)
+    line()
     if not rows:
-        say("no VoIP usage reached ClickHouse: see the logs in " + str(demo.log_dir))
+        say("no VoIP usage reached ClickHouse: see the logs in " + str(plan.log_dir))
     else:
-        print(
+        line(
             f"VoIP usage per city (ClickHouse voip_usage_1m: {n_windows} windows of {w} s, "
-            f"{_hms(first)}-{_hms(last + w)} UTC)",
-            file=out,
+            f"{_hms(first)}-{_hms(last + w)} UTC)"
         )
-        print(render(rows), file=out)
+        line(render(rows))
     tot = {k: sum(float(t[k]) for t in sent.values()) for k in ("flows", "bytes", "minutes")}
     all_bytes = sum(float(t["all_bytes"]) for t in sent.values())
     got_bytes = sum(r.voip_bytes for r in rows)
     ratios = [r.voip_bytes / r.sent_bytes for r in rows if r.sent_bytes]
     spread = f"{100 * min(ratios):.1f}-{100 * max(ratios):.1f} %" if ratios else "-"
     got_flows = sum(r.voip_flows for r in rows)
-    print(
+    line(
         f"vs what the simulator sent as VoIP: flows {_pct(got_flows, tot['flows'])}, "
         f"bytes {_pct(got_bytes, tot['bytes'])} (per city {spread}), "
         f"call minutes {_pct(sum(r.call_minutes for r in rows), tot['minutes'])}; "
         f"cities {len(rows)} of {len(voip_cities)}"
-        + (f" (missing: {', '.join(missing)})" if missing else ""),
-        file=out,
+        + (f" (missing: {', '.join(missing)})" if missing else "")
     )
     k = figures.get("counts", {})
     rss = figures.get("peak_rss", {})
-    print(
+    line(
         f"pipeline: {k.get('sent', 0):,} flows sent, {k.get('decoded', 0):,} decoded, "
         f"{k.get('published', 0):,} published, {k.get('voip_classified', 0):,} classified VoIP, "
         f"{k.get('late_records', 0):,} late; ClickHouse rows: {k.get('rows_flows', 0):,} VoIP "
         f"flows, {k.get('rows_usage', 0):,} usage; VoIP share of bytes "
-        f"{_pct(got_bytes, all_bytes)} measured vs {_pct(tot['bytes'], all_bytes)} sent",
-        file=out,
+        f"{_pct(got_bytes, all_bytes)} measured vs {_pct(tot['bytes'], all_bytes)} sent"
     )
-    print(
-        "peak RSS: " + ", ".join(f"{name} {_mib(v)}" for name, v in rss.items()),
-        file=out,
-    )
-    if demo.opts.json_out is not None:
+    line("peak RSS: " + ", ".join(f"{name} {_mib(v)}" for name, v in rss.items()))
+    if options.json_out is not None:
         doc = {
             "window_s": w,
             "windows": n_windows,
@@ -262,5 +266,5 @@ def report(demo: Demo, sim: SimulatorThread, figures: dict[str, Any]) -> bool:
             "missing_cities": missing,
             "figures": figures,
         }
-        demo.opts.json_out.write_text(json.dumps(doc, indent=1, default=str) + "\n")
+        options.json_out.write_text(json.dumps(doc, indent=1, default=str) + "\n")
     return bool(rows) and not missing

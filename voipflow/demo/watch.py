@@ -23,28 +23,29 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
+
+from streams.app import partials_topic_name
 from voipflow.children import ChildProcess, tail
-
-if TYPE_CHECKING:
-    from voipflow.demo import Demo, SimulatorThread
+from voipflow.demo.options import DemoOptions
+from voipflow.demo.plan import DemoPlan
+from voipflow.demo.printer import Printer
+from voipflow.demo.simulator import SimulatorThread
+from voipflow.settings import Settings
 
 
 class KafkaProbe:
     """End offsets of topics and committed offsets of groups, for lag."""
 
     def __init__(self, bootstrap: str) -> None:
-        from kafka import KafkaAdminClient, KafkaConsumer
-
         self.admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="voipflow-demo")
         self.consumer = KafkaConsumer(
             bootstrap_servers=bootstrap, client_id="voipflow-demo", enable_auto_commit=False
         )
 
     def ends(self, topics: list[str]) -> dict[Any, int]:
-        from kafka import TopicPartition
-
         tps = [
             TopicPartition(t, p)
             for t in topics
@@ -72,20 +73,30 @@ def _n(metrics: dict[str, float], key: str) -> int:
     return int(metrics.get(key, 0.0))
 
 
-class Pipeline:
+class PipelineWatch:
     """Follows the children and the simulator; :meth:`follow` returns True if all drained."""
 
     def __init__(
-        self, demo: Demo, bootstrap: str, children: list[ChildProcess], sim: SimulatorThread
+        self,
+        settings: Settings,
+        options: DemoOptions,
+        plan: DemoPlan,
+        printer: Printer,
+        bootstrap: str,
+        children: list[ChildProcess],
+        sim: SimulatorThread,
     ) -> None:
-        self.demo = demo
+        self.settings = settings
+        self.options = options
+        self.plan = plan
+        self.printer = printer
         self.bootstrap = bootstrap
         self.collector, self.worker, self.sink = children
         self.children = children
         self.sim = sim
         self.figures: dict[str, Any] = {}
         self._next_line = 0.0
-        self._every = demo.opts.progress_s
+        self._every = options.progress_s
         self._last: dict[str, dict[str, float]] = {}
 
     # -- figures -----------------------------------------------------------------
@@ -100,7 +111,7 @@ class Pipeline:
         c = self._last.get("collect", {})
         w = self._last.get("worker", {})
         s = self._last.get("sink", {})
-        flows_table = self.demo.settings.sink.flows_table
+        flows_table = self.settings.sink.flows_table
         return {
             "sent": self.sim.records,
             "decoded": _n(c, "voipflow_collector_records_total"),
@@ -124,7 +135,7 @@ class Pipeline:
         self._next_line = now + self._every
         self._scrape()
         k = self.counts()
-        self.demo.say(
+        self.printer.say(
             f"sent {k['sent']:,} flows | published {k['published']:,} | "
             f"VoIP classified {k['voip_classified']:,} | "
             f"usage rows {k['usage_published']:,} ({k['open_windows']} windows open) | "
@@ -147,13 +158,13 @@ class Pipeline:
 
     def follow(self) -> bool:
         started = time.monotonic()
-        self._next_line = started + self.demo.opts.progress_s
+        self._next_line = started + self.options.progress_s
         while self.sim.running:
             self._tick(0.5)
         if self.sim.error is not None:
             raise self.sim.error
         self.figures["simulate_s"] = time.monotonic() - started
-        self.demo.say(
+        self.printer.say(
             f"simulator done: {self.sim.records:,} flows in {self.figures['simulate_s']:.0f} s; "
             "waiting for the pipeline to drain"
         )
@@ -175,7 +186,7 @@ class Pipeline:
         deadline = time.monotonic() + timeout_s
         while not done():
             if time.monotonic() > deadline:
-                self.demo.say(
+                self.printer.say(
                     f"gave up waiting after {timeout_s:.0f} s: {what}; "
                     f"the end of {child.log_file}:\n{tail(child.log_file, 20)}"
                 )
@@ -184,10 +195,8 @@ class Pipeline:
         return True
 
     def _drain(self, probe: KafkaProbe) -> bool:
-        s = self.demo.settings
+        s = self.settings
         k = s.kafka
-        from streams.app import partials_topic_name
-
         previous: list[tuple[int, int, int]] = []
 
         def collector_flushed() -> bool:
@@ -222,7 +231,7 @@ class Pipeline:
             sink_lags.append(lag)
             return lag == 0 and len(sink_lags) >= 2 and sink_lags[-2] == 0
 
-        window = self.demo.opts.window_s + self.demo.lateness_s + self.demo.idle_close_s
+        window = self.options.window_s + self.plan.lateness_s + self.plan.idle_close_s
         steps: list[tuple[str, Callable[[], bool], float, ChildProcess]] = [
             ("the collector to publish what it decoded", collector_flushed, 30.0, self.collector),
             ("the worker to consume the flows topic", worker_caught_up, 120.0, self.worker),

@@ -8,9 +8,8 @@ datagram of a decode call with one numpy gather and, once the decoder has
 found the template of a group of plain datagrams, gathers all their records
 into one structured array with another.
 
-The trick used twice: a read-only array over the call's bytes whose items
-start at *every* byte offset (stride 1), so fancy indexing it with the
-datagrams' (or records') start offsets copies exactly those items out.
+Both gathers index the call's bytes at every byte offset
+(:func:`collectors.codec.frame.every_offset`).
 
 Layouts read (RFC 7011 3.1 and 3.3.2; RFC 3954 5.1 and 5.2)::
 
@@ -25,26 +24,46 @@ flowset id >= 256 whose length is the rest of the datagram. Everything else
 packet at a time by the decoder as before, so errors keep their reasons.
 The vectorised helpers raise nothing for bad input (lengths are checked
 before use); :func:`decode_bulk` is called by
-:meth:`collectors.decoder.Decoder.decode`, which catches and counts.
+:meth:`collectors.codec.decoder.Decoder.decode_frame`, which catches and counts.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Protocol
 
 import numpy as np
 
-from collectors.plan import RecordPlan, plan_for
-from collectors.sequence import MOD, SeqOutcome, SequenceLog
+from collectors.codec.call import DecodeCall, DecoderConfig
+from collectors.codec.frame import HEAD, Frame, every_offset
+from collectors.codec.plan import RecordPlan, plan_for
+from collectors.codec.sequence import (
+    MOD,
+    MODES,
+    SeqOutcome,
+    SequenceLog,
+    SequenceTracker,
+    mode_step,
+)
+from collectors.codec.templates import DomainKey, Template, TemplateCache
 
-if TYPE_CHECKING:
-    from collectors.decoder import Decoder, DomainKey, _Call
-    from collectors.templates import Template
 
-#: Bytes read from the start of every datagram (v9 header + set header).
-HEAD = 24
+class DecoderLike(Protocol):
+    """What the bulk path uses of :class:`collectors.codec.decoder.Decoder`
+    (which calls :func:`decode_bulk`; a protocol, so this module need not
+    import the decoder back)."""
+
+    templates: TemplateCache
+    config: DecoderConfig
+
+    def decode_one(
+        self, call: DecodeCall, mv: memoryview, exporter: bytes, received_ms: int
+    ) -> None: ...
+
+    def tracker(self, key: DomainKey) -> SequenceTracker: ...
+
+
 #: IPFIX header (16) and v9 header (20), each followed by a 4-byte set header.
 IPFIX_DATA = 20
 V9_DATA = 24
@@ -66,55 +85,6 @@ _V9 = np.dtype(
         "itemsize": HEAD,
     }
 )
-
-
-def every_offset(buf: Any, dtype: np.dtype) -> np.ndarray:
-    """A read-only view of ``buf`` with one ``dtype`` item starting at each byte."""
-    count = max(len(buf) - dtype.itemsize + 1, 0)
-    return np.ndarray(shape=(count,), dtype=dtype, buffer=buf, strides=(1,))
-
-
-@dataclass(slots=True)
-class Frame:
-    """The datagrams of one decode call, back to back in one buffer."""
-
-    #: the datagrams, with at least :data:`HEAD` bytes after the start of
-    #: each (so every header read is in bounds); bytes or a receive buffer
-    buf: bytes | bytearray
-    offsets: np.ndarray  # int64: where each datagram starts in ``buf``
-    lengths: np.ndarray  # int64: its length
-
-    @classmethod
-    def join(cls, payloads: Sequence[Any]) -> Frame:
-        n = len(payloads)
-        lengths = np.fromiter(map(len, payloads), dtype=np.int64, count=n)
-        offsets = np.zeros(n, dtype=np.int64)
-        if n > 1:
-            np.cumsum(lengths[:-1], out=offsets[1:])
-        buf = b"".join([*payloads, bytes(HEAD)])
-        return cls(buf, offsets, lengths)
-
-    @classmethod
-    def received(cls, buf: bytearray, sizes: Sequence[int]) -> Frame:
-        """Datagrams read back to back into ``buf`` (:func:`collectors.receiver.drain_into`)."""
-        lengths = np.array(sizes, dtype=np.int64)
-        offsets = np.zeros(len(lengths), dtype=np.int64)
-        if len(lengths) > 1:
-            np.cumsum(lengths[:-1], out=offsets[1:])
-        if len(lengths) and int(offsets[-1]) + HEAD > len(buf):
-            raise ValueError("receive buffer without room for a header after the last datagram")
-        return cls(buf, offsets, lengths)
-
-    def __len__(self) -> int:
-        return len(self.offsets)
-
-    def select(self, keep: np.ndarray) -> Frame:
-        """The same buffer, only the datagrams where ``keep``."""
-        return Frame(self.buf, self.offsets[keep], self.lengths[keep])
-
-    def view(self, i: int) -> memoryview:
-        start = int(self.offsets[i])
-        return memoryview(self.buf)[start : start + int(self.lengths[i])]
 
 
 @dataclass(slots=True)
@@ -169,32 +139,12 @@ def read_heads(frame: Frame) -> Heads:
     )
 
 
-def gather_records(
-    frame: Frame, starts: np.ndarray, counts: np.ndarray, dtype: np.dtype
-) -> np.ndarray:
-    """``counts[i]`` records of ``dtype`` from ``starts[i]`` on, for every i, as one array."""
-    total = int(counts.sum())
-    size = dtype.itemsize
-    first = np.zeros(len(counts), dtype=np.int64)
-    if len(counts) > 1:
-        np.cumsum(counts[:-1], out=first[1:])
-    # record k of datagram i starts at starts[i] + (k - first[i]) * size
-    at = np.repeat(starts - first * size, counts) + np.arange(total, dtype=np.int64) * size
-    return every_offset(frame.buf, raw_dtype(dtype))[at].view(dtype)
-
-
-def raw_dtype(dtype: np.dtype) -> np.dtype:
-    """Plain bytes of ``dtype``'s size: numpy copies those ten times faster than
-    items with fields when gathering (one memcpy per item instead of one per field)."""
-    return np.dtype((np.void, dtype.itemsize))
-
-
 # -- the bulk path of Decoder.decode ---------------------------------------------
 
 
 def decode_bulk(
-    dec: Decoder,
-    call: _Call,
+    dec: DecoderLike,
+    call: DecodeCall,
     frame: Frame,
     exporter_of: Sequence[bytes],
     received: np.ndarray,
@@ -270,7 +220,7 @@ def decode_bulk(
 
 
 def _add_bound(
-    call: _Call,
+    call: DecodeCall,
     frame: Frame,
     heads: Heads,
     received: np.ndarray,
@@ -314,11 +264,11 @@ def _add_bound(
             st.netflow_version = int(heads.version[i])
 
 
-def _sequences(dec: Decoder, call: _Call, dom: np.ndarray, keys: list[DomainKey]) -> None:
+def _sequences(dec: DecoderLike, call: DecodeCall, dom: np.ndarray, keys: list[DomainKey]) -> None:
     """Sequence numbers of every exporter and domain, in arrival order.
 
     Every packet is checked against the one before it (the tracker's last
-    for the first) under each way of counting (:data:`collectors.sequence.MODES`)
+    for the first) under each way of counting (:data:`collectors.codec.sequence.MODES`)
     with numpy, for all exporters and domains at once; one whose packets all
     follow on under a way its tracker still allows is settled in O(1), the
     others packet by packet (:meth:`SequenceTracker.observe_many`).
@@ -329,14 +279,14 @@ def _sequences(dec: Decoder, call: _Call, dom: np.ndarray, keys: list[DomainKey]
     if not len(seen):
         return
     if len(keys) == 1:
-        _settle(call, keys[0], log.replay(dec._tracker(keys[0]), seen))
+        _settle(call, keys[0], log.replay(dec.tracker(keys[0]), seen))
         return
     at = seen[np.argsort(dom[seen], kind="stable")]
     d = dom[at]
     starts = np.flatnonzero(np.diff(d, prepend=-1))
     ends = np.append(starts[1:], len(d))
     present = d[starts].tolist()
-    trackers = [dec._tracker(keys[k]) for k in present]
+    trackers = [dec.tracker(keys[k]) for k in present]
     prev_seq = np.array([t.prev_seq if t.prev_seq is not None else 0 for t in trackers], np.int64)
     has_prev = np.array([t.prev_seq is not None for t in trackers], dtype=bool)
     prev_u = np.array([t.prev_units[0] for t in trackers], dtype=np.int64)
@@ -348,10 +298,11 @@ def _sequences(dec: Decoder, call: _Call, dom: np.ndarray, keys: list[DomainKey]
     p_seq[starts], p_u[starts], p_f[starts] = prev_seq, prev_u, prev_f
     free = np.zeros(len(at), dtype=bool)
     free[starts] = ~has_prev  # a tracker's first packet is taken as it is
-    steps = {(False, False): p_u, (True, True): flows, (True, False): units, (False, True): p_f}
     breaks = {
-        m: np.logical_or.reduceat(((p_seq + step) % MOD != seq) & ~free, starts)
-        for m, step in steps.items()
+        m: np.logical_or.reduceat(
+            ((p_seq + mode_step(m, p_u, p_f, units, flows)) % MOD != seq) & ~free, starts
+        )
+        for m in MODES
     }
     resync = np.logical_or.reduceat(log.resync[at], starts)
     last_boot = np.maximum.reduceat(np.where(log.has_boot[at], np.arange(len(at)), -1), starts)
@@ -369,7 +320,7 @@ def _sequences(dec: Decoder, call: _Call, dom: np.ndarray, keys: list[DomainKey]
         _settle(call, key, log.replay(tracker, at[int(starts[g]) : int(ends[g])]))
 
 
-def _settle(call: _Call, key: DomainKey, out: SeqOutcome) -> None:
+def _settle(call: DecodeCall, key: DomainKey, out: SeqOutcome) -> None:
     if out.lost or out.late or out.reordered or out.restarts:
         st = call.stats_for(*key)
         st.sequence_lost += out.lost
@@ -382,8 +333,8 @@ Runs = dict[int, tuple[RecordPlan, list[np.ndarray]]]
 
 
 def _domain(
-    dec: Decoder,
-    call: _Call,
+    dec: DecoderLike,
+    call: DecodeCall,
     datagrams: _Datagrams,
     frame: Frame,
     heads: Heads,
@@ -431,7 +382,7 @@ def _domain(
             _one(dec, call, datagrams, frame, others[k])
 
 
-def _plan(dec: Decoder, tmpl: Template | None) -> RecordPlan | None:
+def _plan(dec: DecoderLike, tmpl: Template | None) -> RecordPlan | None:
     """The plan plain packets of ``tmpl`` are gathered with, or None when they
     are decoded one by one (unknown template: held; options: per record)."""
     if tmpl is None or tmpl.is_options:
@@ -441,8 +392,8 @@ def _plan(dec: Decoder, tmpl: Template | None) -> RecordPlan | None:
 
 
 def _add_run(
-    dec: Decoder,
-    call: _Call,
+    dec: DecoderLike,
+    call: DecodeCall,
     datagrams: _Datagrams,
     frame: Frame,
     tmpl: Template | None,
@@ -462,7 +413,7 @@ def _add_run(
 
 
 def _one_by_one(
-    dec: Decoder, call: _Call, datagrams: _Datagrams, frame: Frame, run: np.ndarray
+    dec: DecoderLike, call: DecodeCall, datagrams: _Datagrams, frame: Frame, run: np.ndarray
 ) -> None:
     for i in run.tolist():
         _one(dec, call, datagrams, frame, i)
@@ -476,7 +427,7 @@ class _Datagrams:
         self.received = received
 
 
-def _one(dec: Decoder, call: _Call, datagrams: _Datagrams, frame: Frame, i: int) -> None:
+def _one(dec: DecoderLike, call: DecodeCall, datagrams: _Datagrams, frame: Frame, i: int) -> None:
     call.batch.index = i
     call.frame_at = int(frame.offsets[i])
-    dec._one(call, frame.view(i), datagrams.exporters[i], int(datagrams.received[i]))
+    dec.decode_one(call, frame.view(i), datagrams.exporters[i], int(datagrams.received[i]))

@@ -7,8 +7,8 @@ API
 ---
 ::
 
-    from collectors.decoder import Decoder, DecoderConfig, DecodeResult
-    from collectors.templates import TemplateCache
+    from collectors.codec.decoder import Decoder, DecoderConfig, DecodeResult
+    from collectors.codec.templates import TemplateCache
 
     cache = TemplateCache(expiry_s=1800)          # one per process
     cache.load(path)                              # optional, on start
@@ -22,13 +22,13 @@ API
     res.errors       # [(exporter16, DecodeError), ...] first few, for logs
     res = dec.decode_frame(frame, [exporter16, ...], received_ms_array)
                      # the same for datagrams already in one buffer
-                     # (collectors.bulk.Frame), as the collector receives them
+                     # (collectors.codec.Frame), as the collector receives them
     cache.save(path)                              # on stop
 
 * Calls of at least ``bulk_min_datagrams`` datagrams take the bulk path:
   *plain* packets (one data set of a known fixed-length template, as busy
   exporters send most of the time) are decoded in whole groups with numpy,
-  headers and sequence numbers included (:mod:`collectors.bulk`); the rest
+  headers and sequence numbers included (:mod:`collectors.codec.bulk`); the rest
   one by one. The result is the same as decoding every packet on its own
   (``tests/collectors/test_bulk.py``), but for which held data sets are
   evicted first when the held bounds overflow within one call. Template
@@ -55,7 +55,7 @@ API
   sequence number is taken as is, without counting loss.
 
 Errors (raised by the lower layers, caught and counted here; see
-:mod:`collectors.errors`)::
+:mod:`collectors.codec.errors`)::
 
     DecodeError (ValueError)     .reason
      +-- TruncatedError          "truncated"
@@ -71,14 +71,15 @@ Errors (raised by the lower layers, caught and counted here; see
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from collectors import bulk, packets
-from collectors.assemble import CallBatch, Chunk
-from collectors.errors import (
+from collectors.codec import bulk, packets
+from collectors.codec.assemble import CallBatch, Chunk
+from collectors.codec.call import DecodeCall, DecoderConfig, DomainKey, ExporterStats
+from collectors.codec.errors import (
     REASONS,
     BadLengthError,
     BadRecordError,
@@ -90,9 +91,10 @@ from collectors.errors import (
     TooManyFieldsError,
     TruncatedError,
 )
-from collectors.plan import plan_for
-from collectors.sequence import SequenceLog, SequenceTracker
-from collectors.templates import DomainOptions, Template, TemplateCache, TemplateKey
+from collectors.codec.frame import Frame
+from collectors.codec.plan import plan_for
+from collectors.codec.sequence import SequenceTracker
+from collectors.codec.templates import DomainOptions, Template, TemplateCache, TemplateKey
 from schemas.flowbatch import FlowBatch
 
 __all__ = [
@@ -103,11 +105,14 @@ __all__ = [
     "BadTemplateError",
     "BadVersionError",
     "Datagram",
+    "DecodeCall",
     "DecodeError",
     "DecodeResult",
     "Decoder",
     "DecoderConfig",
+    "DomainKey",
     "ExporterStats",
+    "Frame",
     "TemplateLoopError",
     "TooManyFieldsError",
     "TruncatedError",
@@ -117,83 +122,10 @@ __all__ = [
 Datagram = tuple[bytes | bytearray | memoryview, bytes, int]
 
 
-@dataclass(frozen=True, slots=True)
-class DecoderConfig:
-    """Bounds and overrides of one decoder (built from ``CollectorConfig``)."""
-
-    #: Data sets held while their template is unknown, at most this many ...
-    held_max_sets: int = 4096
-    #: ... and this many bytes (oldest evicted first, counted).
-    held_max_bytes: int = 16 * 1024 * 1024
-    #: Held data older than this (by receive time) is evicted.
-    held_max_age_ms: int = 120_000
-    #: A template with more fields is refused (``too_many_fields``).
-    max_fields: int = 512
-    #: exporter address (16 bytes) -> 1-in-N sampling rate that overrides
-    #: whatever the exporter announces.
-    sampling_override: Mapping[bytes, int] = field(default_factory=dict)
-    #: Keep information elements the IE table does not know as extra
-    #: ``ie_<pen>_<id>`` binary columns.
-    keep_unknown_ies: bool = True
-    #: A sequence number behind the expected one by at most this many
-    #: (records for v5/IPFIX, packets for v9) is a late packet; further
-    #: behind, or further ahead than ``restart_gap``, is an exporter restart.
-    reorder_window: int = 100_000
-    restart_gap: int = 1 << 24
-    #: At most this many errors are returned per call in ``DecodeResult.errors``.
-    max_errors_kept: int = 32
-    #: Calls with at least this many datagrams take the bulk path (plain
-    #: packets decoded in whole groups, ``collectors.bulk``); 0 never does.
-    #: The result is the same either way.
-    bulk_min_datagrams: int = 8
-
-
-@dataclass(slots=True)
-class ExporterStats:
-    """Per (exporter, observation domain) figures of one ``decode`` call.
-
-    Counters are deltas for the call; fields marked gauge are the state after it.
-    """
-
-    exporter: bytes
-    observation_domain_id: int
-    netflow_version: int = 0  # gauge: 5, 9 or 10 (0 when no header could be read)
-    packets: int = 0
-    records: int = 0  # flow records decoded (options records not included)
-    bytes: int = 0  # UDP payload bytes
-    option_records: int = 0
-    errors: dict[str, int] = field(default_factory=dict)  # reason -> count
-    sequence_lost: int = 0
-    sequence_late: int = 0  # records (v9: packets) that came after a later packet
-    sequence_reordered: int = 0  # late or duplicated packets
-    restarts: int = 0
-    templates_added: int = 0
-    templates_withdrawn: int = 0
-    templates_expired: int = 0
-    templates: int = 0  # gauge: templates known for this exporter and domain
-    held_sets: int = 0  # gauge: data sets waiting for their template
-    held_bytes: int = 0  # gauge
-    held_released: int = 0  # records decoded from held sets in this call
-    held_evicted: int = 0  # held sets dropped (bounds or age)
-    sampling_rate: int = 1  # gauge: rate of the last record decoded (or announced)
-
-    @property
-    def decode_errors(self) -> int:
-        return sum(self.errors.values())
-
-    @property
-    def records_held(self) -> int:
-        """Held *sets* (the record count of a set is unknown without its template)."""
-        return self.held_sets
-
-    def count_error(self, reason: str, n: int = 1) -> None:
-        self.errors[reason] = self.errors.get(reason, 0) + n
-
-
 @dataclass(slots=True)
 class DecodeResult:
     batch: FlowBatch
-    stats: dict[tuple[bytes, int], ExporterStats]
+    stats: dict[DomainKey, ExporterStats]
     errors: list[tuple[bytes, DecodeError]] = field(default_factory=list)
 
 
@@ -209,8 +141,6 @@ class _Held:
     data: bytes
     chunk: Chunk
 
-
-DomainKey = tuple[bytes, int]
 
 #: Distinct template set bodies whose parse is kept (all are forgotten at once
 #: when full: a bound against exporters that never repeat themselves).
@@ -241,25 +171,25 @@ class Decoder:
         n = len(datagrams)
         if self.config.bulk_min_datagrams and n >= self.config.bulk_min_datagrams:
             return self.decode_frame(
-                bulk.Frame.join([d[0] for d in datagrams]),
+                Frame.join([d[0] for d in datagrams]),
                 [d[1] for d in datagrams],
                 np.fromiter((d[2] for d in datagrams), dtype=np.int64, count=n),
             )
-        call = _Call(CallBatch(), {}, [], self.config.max_errors_kept)
+        call = DecodeCall(CallBatch(), {}, [], self.config.max_errors_kept)
         for i, (data, exporter, received_ms) in enumerate(datagrams):
             call.batch.index = i
-            self._one(call, memoryview(data), exporter, received_ms)
+            self.decode_one(call, memoryview(data), exporter, received_ms)
         return self._finish(call, max((d[2] for d in datagrams), default=0))
 
     def decode_frame(
-        self, frame: bulk.Frame, exporters: Sequence[bytes], received_ms: np.ndarray
+        self, frame: Frame, exporters: Sequence[bytes], received_ms: np.ndarray
     ) -> DecodeResult:
         """:meth:`decode` of datagrams already in one buffer (as the collector
         receives them: :func:`collectors.receiver.drain_into`), with each
         one's exporter address and receive time. Nothing in the result refers
         to ``frame.buf``: the caller may reuse it once this returns.
         """
-        call = _Call(CallBatch(), {}, [], self.config.max_errors_kept)
+        call = DecodeCall(CallBatch(), {}, [], self.config.max_errors_kept)
         n = len(frame)
         if self.config.bulk_min_datagrams and n >= self.config.bulk_min_datagrams:
             try:
@@ -269,10 +199,10 @@ class Decoder:
         else:
             for i in range(n):
                 call.batch.index = i
-                self._one(call, frame.view(i), exporters[i], int(received_ms[i]))
+                self.decode_one(call, frame.view(i), exporters[i], int(received_ms[i]))
         return self._finish(call, int(received_ms.max()) if n else 0)
 
-    def _finish(self, call: _Call, now: int) -> DecodeResult:
+    def _finish(self, call: DecodeCall, now: int) -> DecodeResult:
         if now:
             self._expire(call, now)
         try:
@@ -302,7 +232,11 @@ class Decoder:
 
     # -- packets ---------------------------------------------------------------
 
-    def _one(self, call: _Call, mv: memoryview, exporter: bytes, received_ms: int) -> None:
+    def decode_one(
+        self, call: DecodeCall, mv: memoryview, exporter: bytes, received_ms: int
+    ) -> None:
+        """One datagram, packet by packet, into ``call``; bad input is counted
+        there, never raised. The bulk path hands over what it cannot group."""
         try:
             self._datagram(call, mv, exporter, received_ms)
         except DecodeError as exc:
@@ -310,7 +244,9 @@ class Decoder:
         except Exception as exc:  # a bug must not stop the collector
             call.error(exporter, call.current_domain, InternalDecodeError(repr(exc)))
 
-    def _datagram(self, call: _Call, mv: memoryview, exporter: bytes, received_ms: int) -> None:
+    def _datagram(
+        self, call: DecodeCall, mv: memoryview, exporter: bytes, received_ms: int
+    ) -> None:
         call.current_domain = packets.header_domain(mv)
         msg = packets.parse_message(mv)
         call.current_domain = msg.domain
@@ -357,7 +293,8 @@ class Decoder:
         t = self.templates.get((st.exporter, st.observation_domain_id, set_id, version))
         return t is not None and t.is_options
 
-    def _tracker(self, key: DomainKey) -> SequenceTracker:
+    def tracker(self, key: DomainKey) -> SequenceTracker:
+        """The sequence tracker of an exporter and domain (made on first use)."""
         tracker = self._seq.get(key)
         if tracker is None:
             tracker = self._seq[key] = SequenceTracker(
@@ -367,14 +304,14 @@ class Decoder:
 
     def _sequence(
         self,
-        call: _Call,
+        call: DecodeCall,
         st: ExporterStats,
         msg: packets.Message,
         units: int,
         held: bool,
         flows: int = -1,
     ) -> None:
-        tracker = self._tracker((st.exporter, msg.domain))
+        tracker = self.tracker((st.exporter, msg.domain))
         boot = msg.export_ms - msg.uptime_ms if msg.uptime_ms >= 0 else None
         if call.seqlog is not None:  # observed later, in order with the bulk packets
             call.seqlog.add(call.batch.index, msg.sequence, units, units if flows < 0 else flows,
@@ -390,7 +327,7 @@ class Decoder:
 
     def _template_set(
         self,
-        call: _Call,
+        call: DecodeCall,
         st: ExporterStats,
         mv: memoryview,
         start: int,
@@ -445,7 +382,7 @@ class Decoder:
 
     def _data_set(
         self,
-        call: _Call,
+        call: DecodeCall,
         st: ExporterStats,
         mv: memoryview,
         set_id: int,
@@ -468,7 +405,7 @@ class Decoder:
 
     def _records(
         self,
-        call: _Call,
+        call: DecodeCall,
         st: ExporterStats,
         tmpl: Template,
         mv: memoryview,
@@ -518,7 +455,7 @@ class Decoder:
                 else:
                     opts.sampling_rate = rate
             if app is not None and name is not None:
-                from collectors.plan import app_id_value
+                from collectors.codec.plan import app_id_value
 
                 opts.app_names[app_id_value(app)] = name.rstrip(b"\0").decode("utf-8", "replace")
             if init is not None:
@@ -534,7 +471,7 @@ class Decoder:
 
     # -- held data -----------------------------------------------------------------
 
-    def _hold(self, call: _Call, key: TemplateKey, data: bytes, chunk: Chunk) -> None:
+    def _hold(self, call: DecodeCall, key: TemplateKey, data: bytes, chunk: Chunk) -> None:
         cfg = self.config
         dkey = (key[0], key[1])
         if cfg.held_max_sets <= 0 or len(data) > cfg.held_max_bytes:
@@ -566,12 +503,12 @@ class Decoder:
         self._held_bytes -= len(h.data)
         return h
 
-    def _evict_oldest(self, call: _Call) -> None:
+    def _evict_oldest(self, call: DecodeCall) -> None:
         hid = next(iter(self._held))
         h = self._drop_held(hid)
         call.stats_for(h.key[0], h.key[1]).held_evicted += 1
 
-    def _release(self, call: _Call, key: TemplateKey, tmpl: Template) -> None:
+    def _release(self, call: DecodeCall, key: TemplateKey, tmpl: Template) -> None:
         st = call.stats_for(key[0], key[1])
         for hid in list(self._held_by_key.get(key, ())):
             h = self._drop_held(hid)
@@ -587,7 +524,7 @@ class Decoder:
             if not tmpl.is_options:
                 st.held_released += n
 
-    def _expire(self, call: _Call, now: int) -> None:
+    def _expire(self, call: DecodeCall, now: int) -> None:
         for key in self.templates.expire(now):
             call.stats_for(key[0], key[1]).templates_expired += 1
         limit = now - self.config.held_max_age_ms
@@ -596,34 +533,6 @@ class Decoder:
             if h.chunk.received_ms >= limit:
                 break
             self._evict_oldest(call)
-
-
-@dataclass(slots=True)
-class _Call:
-    batch: CallBatch
-    stats: dict[DomainKey, ExporterStats]
-    errors: list[tuple[bytes, DecodeError]]
-    max_errors: int
-    current_domain: int = 0
-    #: bulk decoding: sequence numbers are logged and observed at the end
-    seqlog: SequenceLog | None = None
-    #: bulk decoding: (exporter, domain) -> position of its last parsed datagram
-    version_at: dict[DomainKey, int] = field(default_factory=dict)
-    #: bulk decoding: where the datagram decoded one by one starts in the
-    #: call's frame (-1: not in a frame)
-    frame_at: int = -1
-
-    def stats_for(self, exporter: bytes, domain: int) -> ExporterStats:
-        key = (exporter, domain)
-        st = self.stats.get(key)
-        if st is None:
-            st = self.stats[key] = ExporterStats(exporter, domain)
-        return st
-
-    def error(self, exporter: bytes, domain: int, exc: DecodeError) -> None:
-        self.stats_for(exporter, domain).count_error(exc.reason)
-        if len(self.errors) < self.max_errors:
-            self.errors.append((exporter, exc))
 
 
 def _first_int(rec: dict[tuple[int, int], bytes], keys: tuple[tuple[int, int], ...]) -> int | None:

@@ -1,9 +1,9 @@
 """Export packet framing: headers, set walking and (options) template records.
 
 Per-packet and per-set work only (``struct.unpack_from``); records are left
-to :mod:`collectors.plan`. Every loop is bounded by the bytes it walks, and
+to :mod:`collectors.codec.plan`. Every loop is bounded by the bytes it walks, and
 every length is checked against them before use, so malformed input raises a
-:class:`~collectors.errors.DecodeError` instead of reading past the packet or
+:class:`~collectors.codec.errors.DecodeError` instead of reading past the packet or
 looping.
 
 Layouts: NetFlow v5 (Cisco), NetFlow v9 (RFC 3954 5-6), IPFIX (RFC 7011 3).
@@ -14,8 +14,8 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass, field
 
-from collectors import ies
-from collectors.errors import (
+from collectors.codec import ies
+from collectors.codec.errors import (
     BadLengthError,
     BadSetError,
     BadTemplateError,
@@ -25,7 +25,7 @@ from collectors.errors import (
     TooManyFieldsError,
     TruncatedError,
 )
-from collectors.templates import VARLEN, Template, TemplateField
+from collectors.codec.templates import VARLEN, Template, TemplateField
 
 V5_HEADER = struct.Struct(">HHIIIIBBH")  # 24 bytes
 V5_RECORD_LENGTH = 48

@@ -23,6 +23,7 @@ exporter does not show phantom loss. With nothing to go by it uses the RFC's.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -32,6 +33,20 @@ MOD = 1 << 32
 BOOT_TOLERANCE_MS = 5000
 #: (counts the current message, counts flow records only); RFC reading first.
 MODES: tuple[tuple[bool, bool], ...] = ((False, False), (True, True), (True, False), (False, True))
+
+
+def mode_step(
+    mode: tuple[bool, bool], prev_units: Any, prev_flows: Any, units: Any, flows: Any
+) -> Any:
+    """How far the sequence number moves from one packet to the next under
+    ``mode``: the records of the previous packet or of this one, all of them
+    or flow records only. Ints or numpy arrays alike (the tracker checks one
+    packet, :meth:`SequenceTracker.observe_many` and the bulk decoder whole
+    runs)."""
+    including, flows_only = mode
+    if including:
+        return flows if flows_only else units
+    return prev_flows if flows_only else prev_units
 
 
 @dataclass(slots=True)
@@ -58,8 +73,7 @@ class SequenceTracker:
 
     def _expected(self, mode: tuple[bool, bool], units: tuple[int, int]) -> int:
         assert self.prev_seq is not None
-        including, flows_only = mode
-        n = (units if including else self.prev_units)[1 if flows_only else 0]
+        n = mode_step(mode, self.prev_units[0], self.prev_units[1], units[0], units[1])
         return (self.prev_seq + n) % MOD
 
     def observe(
@@ -132,16 +146,14 @@ class SequenceTracker:
             prev_f = np.empty_like(prev_seq)
             prev_f[0] = self.prev_units[1]
             prev_f[1:] = f[:-1]
-            step = {
-                (False, False): prev_u,
-                (True, True): f,
-                (True, False): u,
-                (False, True): prev_f,
-            }
             # If one of the modes still possible explains every packet, each
             # packet narrows the modes to those explaining it (never to none),
             # so the result is the modes that explain all of them.
-            agree = [m for m in self.modes if np.array_equal((prev_seq + step[m]) % MOD, s)]
+            agree = [
+                m
+                for m in self.modes
+                if np.array_equal((prev_seq + mode_step(m, prev_u, prev_f, u, f)) % MOD, s)
+            ]
             if agree:
                 self.modes = agree
                 self.prev_seq = int(s[-1])

@@ -1,6 +1,6 @@
 """Template cache: the decoder's memory of (options) templates and options data.
 
-The cache is an object the :class:`collectors.decoder.Decoder` is given, so the
+The cache is an object the :class:`collectors.codec.decoder.Decoder` is given, so the
 process decides its life: one per receiving process, saved on stop and loaded
 on start (:meth:`TemplateCache.save` / :meth:`TemplateCache.load`) so data
 that arrives right after a restart decodes without waiting for the exporter
@@ -70,7 +70,7 @@ class Template:
     scope_count: int = 0
     version: int = 10
     received_ms: int = 0
-    plan: Any = None  # collectors.plan.RecordPlan, built on first use
+    plan: Any = None  # collectors.codec.plan.RecordPlan, built on first use
 
     @property
     def is_options(self) -> bool:

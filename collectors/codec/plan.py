@@ -24,9 +24,9 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from collectors import ies
-from collectors.errors import BadRecordError, BadTemplateError
-from collectors.templates import VARLEN, Template
+from collectors.codec import ies
+from collectors.codec.errors import BadRecordError, BadTemplateError
+from collectors.codec.templates import VARLEN, Template
 from schemas.flowbatch import FLOW_COLUMNS, ipv4_to_addr16
 
 NTP_UNIX_OFFSET_S = 2208988800

@@ -14,7 +14,7 @@ per exporter and domain.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,13 +22,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from collectors.batching import concat
-from collectors.bulk import Frame, gather_records, raw_dtype
-from collectors.plan import RecordMeta, RecordPlan
-from collectors.templates import DomainOptions
+from collectors.codec.frame import Frame, gather_records, raw_dtype
+from collectors.codec.plan import RecordMeta, RecordPlan
+from collectors.codec.templates import DomainKey, DomainOptions
+from schemas import flowbatch
 from schemas.flowbatch import FLOW_COLUMNS, FlowBatch, make_batch
-
-DomainKey = tuple[bytes, int]
 
 
 @dataclass(slots=True)
@@ -57,7 +55,7 @@ class Group:
     var: list[dict[int, list[bytes]]] = field(default_factory=list)
     #: chunks added one at a time: rows of the chunk columns
     rows: list[tuple[int, int, int, int, int, int, int]] = field(default_factory=list)
-    #: fixed-length records still in the call's frame (:class:`collectors.bulk.Frame`),
+    #: fixed-length records still in the call's frame (:class:`collectors.codec.frame.Frame`),
     #: gathered at build: rows (index, start in the frame, then the chunk
     #: columns but the first two) added one at a time, or as arrays in bulk
     frame_rows: list[tuple[int, ...]] = field(default_factory=list)
@@ -419,3 +417,44 @@ def _app_names(
                 idx.append(0)
         names[rows] = np.asarray(idx, dtype=np.int64)[inv.reshape(-1)]
     return pc.take(pa.array(dictionary, type=pa.string()), pa.array(names))
+
+
+def concat(batches: Sequence[FlowBatch]) -> FlowBatch:
+    """One batch with the rows of all ``batches`` in order.
+
+    An extra column missing from some batches is filled with nulls there; if
+    batches disagree on an extra column's type, the column is cast to the
+    first batch's type, or left out where that fails (extras are optional by
+    contract).
+    """
+    batches = [b for b in batches if b.num_rows]
+    if not batches:
+        return flowbatch.make_batch({})
+    if len(batches) == 1:
+        return batches[0]
+    cols: dict[str, Any] = {}
+    for name in flowbatch.FLOW_COLUMNS:
+        parts = [b.columns[name] for b in batches]
+        if isinstance(parts[0], pa.Array):
+            cols[name] = pa.concat_arrays(
+                [p if isinstance(p, pa.Array) else pa.array(p) for p in parts]
+            )
+        else:
+            cols[name] = np.concatenate(parts)
+    n = sum(b.num_rows for b in batches)
+    extras: dict[str, pa.Array] = {}
+    names = dict.fromkeys(k for b in batches for k in b.extras)
+    for name in names:
+        typ = next(b.extras[name].type for b in batches if name in b.extras)
+        pieces = []
+        try:
+            for b in batches:
+                arr = b.extras.get(name)
+                if arr is None:
+                    pieces.append(pa.nulls(b.num_rows, typ))
+                else:
+                    pieces.append(arr if arr.type == typ else arr.cast(typ))
+            extras[name] = pa.concat_arrays(pieces)
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            continue
+    return FlowBatch(cols, n, extras)
