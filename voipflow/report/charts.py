@@ -560,6 +560,7 @@ def rules_timeline(
             )
         out.append(f'<g class="rule" data-rule={attr(rid)} data-hits={attr(repr(total))}></g>')
         shown = ""
+        marks: list[tuple[bool, str]] = []
         # Oldest first; a kind repeated (hit reports come as "applied" feedback)
         # is drawn once, where it started, so the marks show the changes.
         for ev in sorted(events, key=lambda e: epoch(e["ts"])):
@@ -571,11 +572,14 @@ def rules_timeline(
             shown = kind
             x = x_of(epoch(ev["ts"]))
             colour = EVENT_COLOURS.get(kind, MUTED)
-            out.append(
+            mark = (
                 f'<path class="event" d="M{x:.1f},{y + 2} l4,5 l-4,5 l-4,-5 z" fill="{colour}" '
                 f"data-rule={attr(rid)} data-kind={attr(kind)}><title>{text(rid)}: {text(kind)} "
                 f"at {datetime.fromtimestamp(epoch(ev['ts']), UTC):%d %b %H:%M} UTC</title></path>"
             )
+            marks.append((kind == "failed", mark))
+        # Failures on top: a week squeezes events of one hour onto one spot.
+        out.extend(m for _, m in sorted(marks, key=lambda m: m[0]))
     y_ax = 8 + len(rule_ids) * lane_h
     for t, lab in time_ticks(t0, t1, 6):
         out.append(
