@@ -5,6 +5,8 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import pytest
+
 from tests.dashboards.panels import migrated_database
 from tests.report import dom
 from tests.report.rows import insert_all
@@ -62,3 +64,22 @@ def test_cities_without_coordinates_are_explained(chdb_dir: Path) -> None:
         html = render(fetch(ch, SEL), source="test")
     assert "voipflow dashboards cities --file" in _empty_states(html)["map"]
     assert "map" not in {e.section for e in dom.parse(html) if e.tag == "svg"}
+
+
+def test_city_and_app_filters_narrow_every_usage_figure(chdb_dir: Path) -> None:
+    sel = Selection(SEL.from_s, SEL.to_s, ("Berlin", "L'Aquila"), ("sip", "zoom"))
+    with migrated_database(chdb_dir) as ch:
+        windows = insert_all(ch, NOW, rules=False)
+        data = fetch(ch, sel)
+        html = render(data, source="test")
+    assert {r["city"] for r in data.rows("map")} == {"Berlin", "L'Aquila"}
+    assert {r["city"] for r in data.rows("top_cities")} == {"Berlin", "L'Aquila"}
+    assert {r["app"] for r in data.rows("app_share")} == {"sip", "zoom"}
+    assert {r["app"] for r in data.rows("minutes_by_app")} == {"sip", "zoom"}
+    want = sum(
+        w.call_seconds
+        for w in windows
+        if w.city in sel.cities and w.app in sel.apps and sel.from_s <= w.ws // 3600 * 3600
+    )
+    assert data.value("minutes") == pytest.approx(want / 60, rel=1e-9)
+    assert "cities: Berlin, L'Aquila; apps: sip, zoom" in html
