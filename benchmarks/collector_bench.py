@@ -72,6 +72,7 @@ import numpy as np
 
 from collectors.codec.encoder import make_encoder
 from schemas.flowbatch import ipv4_to_addr16
+from voipflow.netutil import free_port
 
 REPO = Path(__file__).resolve().parents[1]
 GOFLOW2 = REPO / ".cache" / "go" / "bin" / "goflow2"
@@ -196,12 +197,6 @@ def peak_rss_mb(pid: int) -> float:
     return 0.0
 
 
-def free_port(kind: int = socket.SOCK_DGRAM) -> int:
-    with socket.socket(socket.AF_INET, kind) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def wait_idle(pid: int, quiet_s: float = 1.0, timeout_s: float = 120.0) -> float:
     """Wait until the process used (almost) no CPU for ``quiet_s``; return its CPU seconds."""
     deadline = time.monotonic() + timeout_s
@@ -273,7 +268,7 @@ def _metric_sum(text: str, name: str) -> float:
 
 class VoipflowReceiver(Receiver):
     def start(self) -> None:
-        self.mport = free_port(socket.SOCK_STREAM)
+        self.mport = free_port("tcp")
         env = {k: v for k, v in os.environ.items() if not k.startswith("VOIPFLOW_")}
         env.update(
             VOIPFLOW_COLLECTOR_LISTEN=f"127.0.0.1:{self.port}",
@@ -339,7 +334,7 @@ class GoFlow2Receiver(Receiver):
     """
 
     def start(self) -> None:
-        self.mport = free_port(socket.SOCK_STREAM)
+        self.mport = free_port("tcp")
         fmt = self.extra.get("format", "bin")
         cmd = [str(GOFLOW2), "-listen", f"netflow://127.0.0.1:{self.port}", "-format", fmt]
         cmd += ["-addr", f"127.0.0.1:{self.mport}", "-loglevel", "warn"]
@@ -457,7 +452,7 @@ def run_one(
     kind, _, variant = name.partition("@")
     settings = {**(settings or {}), **dict(kv.split("=", 1) for kv in variant.split(",") if kv)}
     work = Path(tempfile.mkdtemp(prefix=f"bench-{kind}-"))
-    port = free_port()
+    port = free_port("udp")
     factory: dict[str, Callable[[], Receiver]] = {
         "voipflow-kafka": lambda: VoipflowReceiver(
             receiver,

@@ -33,10 +33,8 @@ from streams.clickhouse.migrations import Migrator, RenderOptions
 from streams.clickhouse.native import NativeClickHouse
 from streams.config import ClickHouseConfig
 from streams.sink_tables import combine, parse_voip_flows, with_offsets
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from tests.fixtures.clickhouse_server import ClickHouseServer, server_binary
-from tests.streams.sinkdata import flow_batch
+from voipflow.evaluation.chserver import ClickHouseServer, server_binary
+from voipflow.evaluation.sinkdata import flow_batch
 
 MESSAGE_ROWS = 1000
 

@@ -1,11 +1,20 @@
-"""UDP datagrams from pcap and pcapng captures, and a small pcap writer.
+"""The project's one pcap module: UDP datagrams and conversations from captures, and writers.
 
-Pure parsing over bytes (the caller reads the file): classic pcap (both byte
-orders, micro- and nanosecond), pcapng (section, interface, enhanced and
-simple packet blocks; per-interface link type and time resolution). Link
-types: Ethernet (with 802.1Q/802.1ad tags), Linux cooked v1 and v2, raw IP,
-BSD loopback. IPv4 fragments of a datagram are reassembled (bounded);
-IPv6 with extension headers before UDP is followed.
+Reading is pure parsing over bytes (the caller reads the file): classic pcap
+(both byte orders, micro- and nanosecond), pcapng (section, interface,
+enhanced and simple packet blocks; per-interface link type and time
+resolution). Link types: Ethernet (with 802.1Q/802.1ad tags), Linux cooked v1
+and v2, raw IP, BSD loopback. IPv4 fragments of a datagram are reassembled
+(bounded); IPv6 with extension headers before UDP is followed.
+:func:`read_flows` counts a capture's conversations (what a flow exporter
+should report).
+
+Writing, for the tools and tests that make captures: :func:`write_pcap`
+(raw-IP link, UDP datagrams given as bytes, no checksums) and
+:class:`PcapWriter` / :func:`write_packets` (Ethernet frames of IPv4/IPv6
+UDP or TCP :class:`Packet` objects with correct IPv4, UDP and TCP checksums, so
+softflowd, tshark, nfdump and ndpiReader read them as a real capture;
+``voipflow simulate --pcap`` and the held-out captures use these).
 
 Errors::
 
@@ -14,9 +23,13 @@ Errors::
 
 from __future__ import annotations
 
+import ipaddress
 import struct
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import BinaryIO
 
 _V4_MAPPED = b"\0" * 10 + b"\xff\xff"
 
@@ -226,7 +239,47 @@ def _reassemble(parts: dict[int, bytes], total: int | None) -> bytes | None:
     return bytes(out) if len(out) == total else None
 
 
-# -- writer (test fixtures, tools) ---------------------------------------------
+FlowKey = tuple[int, str, int, str, int]
+
+
+def read_flows(data: bytes) -> dict[FlowKey, tuple[list[int], list[int]]]:
+    """Conversations of a capture: key ``(proto, src, sport, dst, dport)`` as first
+    seen -> ([packets, IP bytes] forward, [packets, IP bytes] reverse).
+
+    Ports are 0 for protocols other than TCP and UDP; fragments count as the
+    packets they are.
+    """
+    flows: dict[FlowKey, tuple[list[int], list[int]]] = {}
+    for linktype, _, frame_ in iter_frames(data):
+        ip = _ip_from_link(linktype, frame_)
+        if not ip:
+            continue
+        if ip[0] >> 4 == 4 and len(ip) >= 20:
+            ihl = (ip[0] & 0x0F) * 4
+            proto, length = ip[9], struct.unpack_from(">H", ip, 2)[0]
+            src, dst = str(ipaddress.IPv4Address(ip[12:16])), str(ipaddress.IPv4Address(ip[16:20]))
+            l4 = ip[ihl:]
+        elif ip[0] >> 4 == 6 and len(ip) >= 40:
+            proto, length = ip[6], 40 + struct.unpack_from(">H", ip, 4)[0]
+            src, dst = str(ipaddress.IPv6Address(ip[8:24])), str(ipaddress.IPv6Address(ip[24:40]))
+            l4 = ip[40:]
+        else:
+            continue
+        sp = dp = 0
+        if proto in (6, 17) and len(l4) >= 4:
+            sp, dp = struct.unpack_from(">HH", l4, 0)
+        fwd_key = (proto, src, sp, dst, dp)
+        rev_key = (proto, dst, dp, src, sp)
+        if rev_key in flows and fwd_key not in flows:
+            counts = flows[rev_key][1]
+        else:
+            counts = flows.setdefault(fwd_key, ([0, 0], [0, 0]))[0]
+        counts[0] += 1
+        counts[1] += length
+    return flows
+
+
+# -- writers (tools, test fixtures, held-out captures) --------------------------
 
 
 def write_pcap(
@@ -249,3 +302,132 @@ def write_pcap(
         out += struct.pack("<IIII", ts // 1000, ts % 1000 * 1000, len(frame), len(frame))
         out += frame
     return bytes(out)
+
+
+TCP_FIN, TCP_SYN, TCP_RST, TCP_PSH, TCP_ACK = 0x01, 0x02, 0x04, 0x08, 0x10
+
+_MAC_A = bytes.fromhex("020000000001")
+_MAC_B = bytes.fromhex("020000000002")
+
+
+@dataclass(slots=True)
+class Packet:
+    """One frame to write: time in seconds and the IP packet's parts."""
+
+    ts: float
+    src: str
+    sport: int
+    dst: str
+    dport: int
+    proto: int  # 6 or 17
+    payload: bytes
+    tcp_flags: int = TCP_ACK | TCP_PSH
+    seq: int = 0
+    ack: int = 0
+    tos: int = 0  # IPv4 type of service / IPv6 traffic class (DSCP << 2 | ECN)
+
+    @property
+    def ip_len(self) -> int:
+        """Length of the IP packet (what flow exporters count as bytes)."""
+        v6 = ":" in self.src
+        l4 = 8 if self.proto == 17 else 20
+        return (40 if v6 else 20) + l4 + len(self.payload)
+
+
+def _checksum(data: bytes) -> int:
+    if len(data) % 2:
+        data += b"\0"
+    total = sum(struct.unpack(f"!{len(data) // 2}H", data))
+    while total >> 16:
+        total = (total & 0xFFFF) + (total >> 16)
+    return ~total & 0xFFFF
+
+
+def _l4(p: Packet, pseudo: bytes) -> bytes:
+    if p.proto == 17:
+        length = 8 + len(p.payload)
+        head = struct.pack("!HHHH", p.sport, p.dport, length, 0)
+        csum = _checksum(pseudo + head + p.payload) or 0xFFFF
+        return struct.pack("!HHHH", p.sport, p.dport, length, csum) + p.payload
+    head = struct.pack(
+        "!HHIIBBHHH", p.sport, p.dport, p.seq, p.ack, 5 << 4, p.tcp_flags, 65535, 0, 0
+    )
+    csum = _checksum(pseudo + head + p.payload)
+    return head[:16] + struct.pack("!H", csum) + head[18:] + p.payload
+
+
+def frame(p: Packet, ip_id: int = 0) -> bytes:
+    """Ethernet frame of one packet (IPv4 with don't-fragment set)."""
+    src = ipaddress.ip_address(p.src)
+    dst = ipaddress.ip_address(p.dst)
+    l4_len = (8 if p.proto == 17 else 20) + len(p.payload)
+    if src.version == 4:
+        pseudo = src.packed + dst.packed + struct.pack("!BBH", 0, p.proto, l4_len)
+        l4 = _l4(p, pseudo)
+        head = struct.pack(
+            "!BBHHHBBH", 0x45, p.tos, 20 + len(l4), ip_id & 0xFFFF, 0x4000, 64, p.proto, 0
+        )
+        head += src.packed + dst.packed
+        head = head[:10] + struct.pack("!H", _checksum(head)) + head[12:]
+        ethertype = 0x0800
+    else:
+        pseudo = src.packed + dst.packed + struct.pack("!IxxxB", l4_len, p.proto)
+        l4 = _l4(p, pseudo)
+        first = 6 << 28 | p.tos << 20
+        head = struct.pack("!IHBB", first, len(l4), p.proto, 64) + src.packed + dst.packed
+        ethertype = 0x86DD
+    return _MAC_B + _MAC_A + struct.pack("!H", ethertype) + head + l4
+
+
+class PcapWriter:
+    """Appends Ethernet frames to a new classic pcap file (microseconds, link type 1)."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self._fh: BinaryIO = self.path.open("wb")
+        self._fh.write(struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, LINKTYPE_ETHERNET))
+        self._ip_id = 0
+        self.packets = 0
+
+    def write(self, ts_ms: int, src: tuple[str, int], dst: tuple[str, int], payload: bytes) -> None:
+        """One UDP datagram from ``src`` (address, port) to ``dst`` at ``ts_ms``."""
+        secs, ms = divmod(ts_ms, 1000)
+        p = Packet(secs, src[0], src[1], dst[0], dst[1], 17, payload)
+        self._append(secs, ms * 1000, p)
+
+    def write_packet(self, p: Packet) -> None:
+        """One packet at its own time (``p.ts`` in seconds)."""
+        sec = int(p.ts)
+        usec = round((p.ts - sec) * 1e6)
+        if usec >= 1_000_000:
+            sec, usec = sec + 1, usec - 1_000_000
+        self._append(sec, usec, p)
+
+    def _append(self, sec: int, usec: int, p: Packet) -> None:
+        self._ip_id = (self._ip_id + 1) & 0xFFFF
+        data = frame(p, self._ip_id)
+        self._fh.write(struct.pack("<IIII", sec, usec, len(data), len(data)))
+        self._fh.write(data)
+        self.packets += 1
+
+    def close(self) -> None:
+        self._fh.close()
+
+    def __enter__(self) -> PcapWriter:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+def write_packets(path: Path, packets: Iterable[Packet]) -> int:
+    """Write packets (sorted by time here) to a classic pcap file; returns the count."""
+    with PcapWriter(path) as w:
+        for p in sorted(packets, key=lambda p: p.ts):
+            w.write_packet(p)
+        return w.packets

@@ -113,7 +113,7 @@ a few-packet exchange. All counts are multiplied by the sampling rate first;
 a rate and a duration need two exported packets (one interval): a
 one-packet record has neither, whatever its first and last times say.
 
-Known blind spots (measured by the held-out captures, ``benchmarks/heldout``):
+Known blind spots (measured by the held-out captures, ``voipflow/evaluation/heldout``):
 peer-to-peer media whose STUN or signalling is not in view (R8 only); SIP on
 non-standard ports; STUN used by consoles and games (R2/R5 call it VoIP);
 calls inside VPN tunnels; a host that does SIP makes its other RTP-shaped

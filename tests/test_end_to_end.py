@@ -60,6 +60,7 @@ from kafka import KafkaConsumer, TopicPartition
 from schemas import flowbatch as fb
 from tests.collectors.collect_proc import CollectProcess
 from tests.collectors.reference_decoders import Nfcapd, norm_addr
+from voipflow.logs import tail
 from voipflow.topics import ensure_topics
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
@@ -263,10 +264,6 @@ def nfdump_summary(nfcapd: Nfcapd) -> tuple[int, int, int]:
         if value.strip().isdigit():
             stats[key.strip()] = int(value.strip())
     return stats["Flows"], stats["Packets"], stats["Bytes"]
-
-
-def tail(path: Path, n: int = 3000) -> str:
-    return path.read_text(errors="replace")[-n:] if path.exists() else ""
 
 
 # -- the test ---------------------------------------------------------------------

@@ -42,6 +42,8 @@ from pathlib import Path
 from pydantic import BaseModel, Field
 
 from streams.config import KafkaConfig
+from voipflow.logs import tail
+from voipflow.netutil import free_port
 
 log = logging.getLogger(__name__)
 
@@ -337,13 +339,6 @@ def _terminate(pid: int, timeout_s: float, gone: Callable[[], bool]) -> None:
         time.sleep(0.1)
 
 
-def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port that was free a moment ago (the kernel picks it)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
-
-
 def _port_free(host: str, port: int) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -360,14 +355,6 @@ def _port_answers(host: str, port: int) -> bool:
             return True
     except OSError:
         return False
-
-
-def _tail(path: Path, lines: int = 25) -> str:
-    try:
-        text = path.read_text(errors="replace")
-    except OSError:
-        return "(no log)"
-    return "\n".join(text.splitlines()[-lines:]) or "(log is empty)"
 
 
 def cluster_id() -> str:
@@ -493,11 +480,11 @@ class LocalBroker:
     def _pick_ports(self) -> None:
         host = self.config.host
         if self.port == 0:
-            self.port = free_port(host)
+            self.port = free_port("tcp", host)
         if self.controller_port == 0:
-            self.controller_port = free_port(host)
+            self.controller_port = free_port("tcp", host)
             while self.controller_port == self.port:
-                self.controller_port = free_port(host)
+                self.controller_port = free_port("tcp", host)
         for what, port in (("--port", self.port), ("--controller-port", self.controller_port)):
             if not _port_free(host, port):
                 raise BrokerStartError(
@@ -583,7 +570,7 @@ class LocalBroker:
             if rc is not None:
                 raise BrokerStartError(
                     f"Kafka exited with status {rc} while starting; {self.log_file} ends with:\n"
-                    + _tail(self.log_file)
+                    + tail(self.log_file, 25)
                 )
             seen_port = seen_port or _port_answers(self.config.host, self.port)
             if seen_port and self._log_says_ready():
@@ -591,7 +578,7 @@ class LocalBroker:
             if now - started > budget:
                 raise BrokerStartError(
                     f"Kafka was not ready on {self.bootstrap} within {budget:.0f} s; "
-                    f"{self.log_file} ends with:\n" + _tail(self.log_file)
+                    f"{self.log_file} ends with:\n" + tail(self.log_file, 25)
                 )
             if now >= next_note:
                 say(f"waiting for the broker on {self.bootstrap} ({now - started:.0f} s)")

@@ -37,6 +37,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from voipflow.endpoints import endpoint_url
+from voipflow.logs import tail
 
 log = logging.getLogger(__name__)
 
@@ -62,19 +63,6 @@ def _die_with_parent() -> None:  # pragma: no cover - runs in the child between 
         libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
     except (OSError, AttributeError):
         pass
-
-
-def tail(path: Path, lines: int = 30) -> str:
-    """The last ``lines`` lines of a text file (what is there)."""
-    try:
-        with open(path, "rb") as fh:
-            fh.seek(0, os.SEEK_END)
-            size = fh.tell()
-            fh.seek(max(0, size - 64 * 1024))
-            text = fh.read().decode("utf-8", "replace")
-    except OSError:
-        return "(no log)"
-    return "\n".join(text.splitlines()[-lines:]) or "(the log is empty)"
 
 
 def scrape(url: str, timeout_s: float = 2.0) -> dict[str, float]:

@@ -4,14 +4,19 @@ Every process calls :func:`setup_logging` once. Library code (collectors,
 streams) only uses ``logging.getLogger(__name__)`` and passes structured
 fields with ``extra={...}``; the rate limit and the format are decided here,
 so a flood of bad packets never floods the log.
+
+:func:`tail` is the one way to quote the end of a log file in an error
+(children, the local broker, tests).
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 _STANDARD_ATTRS = set(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime"}
@@ -94,3 +99,16 @@ def setup_logging(level: str = "INFO", fmt: str = "text", rate_per_s: float = 5.
     # Client libraries are chatty at INFO; their warnings still show.
     for noisy in ("kafka", "aiokafka", "faust", "mode", "chdb", "clickhouse_driver"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLevelName(level)))
+
+
+def tail(path: Path, lines: int = 30) -> str:
+    """The last ``lines`` lines of a text file (from its last 64 KiB), or why there are none."""
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(0, os.SEEK_END)
+            size = fh.tell()
+            fh.seek(max(0, size - 64 * 1024))
+            text = fh.read().decode("utf-8", "replace")
+    except OSError:
+        return "(no log)"
+    return "\n".join(text.splitlines()[-lines:]) or "(the log is empty)"

@@ -23,15 +23,9 @@ from types import TracebackType
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.collectors.reference_decoders import free_udp_port
+from voipflow.netutil import free_port
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-def free_tcp_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class CollectProcess:
@@ -48,8 +42,8 @@ class CollectProcess:
     ) -> None:
         self.data_dir = data_dir
         self.output = output
-        self.port = port or free_udp_port()
-        self.metrics_port = free_tcp_port()
+        self.port = port or free_port("udp")
+        self.metrics_port = free_port()
         self.env = {k: v for k, v in os.environ.items() if not k.startswith("VOIPFLOW_")}
         self.env.update(
             VOIPFLOW_COLLECTOR_LISTEN=f"127.0.0.1:{self.port}",

@@ -39,6 +39,7 @@ from typing import Any
 
 from collectors.pcapfile import write_pcap
 from schemas.flowbatch import text_to_addr16
+from voipflow.netutil import free_port
 
 #: 127.0.0.1 as the 16 bytes of an exporter address
 LOOPBACK16 = text_to_addr16("127.0.0.1")
@@ -60,12 +61,6 @@ FLOW_KEYS = (
     "flow_start_ms",
     "flow_end_ms",
 )
-
-
-def free_udp_port(host: str = "127.0.0.1") -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
 
 
 def udp_rx_queue(port: int) -> int:
@@ -316,7 +311,7 @@ class Nfcapd:
         self.workdir = workdir
         self.flowdir = workdir / "flows"
         self.flowdir.mkdir(parents=True, exist_ok=True)
-        self.port = free_udp_port()
+        self.port = free_port("udp")
         self.log = workdir / "nfcapd.log"
         self._proc: subprocess.Popen[bytes] | None = None
 
@@ -398,7 +393,7 @@ def nfdump_decode(datagrams: list[bytes], tmp: Path, sampling: int | None = None
     """Replay datagrams into nfcapd over loopback; nfdump's records as JSON objects."""
     outdir = tmp / f"nfcapd-{time.monotonic_ns()}"
     outdir.mkdir()
-    port = free_udp_port()
+    port = free_port("udp")
     cmd = ["nfcapd", "-b", "127.0.0.1", "-p", str(port), "-w", str(outdir), "-t", "3600"]
     if sampling:
         cmd += ["-s", str(sampling)]

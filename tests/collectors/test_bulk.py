@@ -110,6 +110,7 @@ def test_plain_stream_goes_through_the_bulk_path() -> None:
     held_first=st.integers(0, 5),
     edits=st.lists(st.tuples(st.sampled_from("dsxl"), st.integers(0, 10_000)), max_size=12),
 )
+@pytest.mark.slow
 def test_mixed_streams_decode_the_same(
     seed: int,
     sampling: int,

@@ -209,6 +209,7 @@ def test_jsonl_output_writes_every_record_nfdump_sees(corpus_dir: Path, tmp_path
     assert got == _nfdump_tuples(reference)
 
 
+@pytest.mark.slow
 def test_jsonl_to_stdout(corpus_dir: Path, tmp_path: Path) -> None:
     datagrams = _exports(corpus_dir, 9)[0]
     with CollectProcess(tmp_path / "collect", output="jsonl:-") as collect:
@@ -220,6 +221,7 @@ def test_jsonl_to_stdout(corpus_dir: Path, tmp_path: Path) -> None:
     assert all(json.loads(line)["exporter_addr"] == "127.0.0.5" for line in lines)
 
 
+@pytest.mark.slow
 def test_allowlist_and_rate_limit_refuse_and_count(corpus_dir: Path, tmp_path: Path) -> None:
     datagrams = _exports(corpus_dir, 10)[0] * 2
     env = {
@@ -246,6 +248,7 @@ def test_allowlist_and_rate_limit_refuse_and_count(corpus_dir: Path, tmp_path: P
         assert collect.metric(refused, exporter="127.0.0.11", reason="not_allowed") == 0
 
 
+@pytest.mark.slow
 def test_kernel_drops_are_counted_in_metrics(corpus_dir: Path, tmp_path: Path) -> None:
     datagrams = _exports(corpus_dir, 10)[0]
     env = {"VOIPFLOW_COLLECTOR_RCVBUF_BYTES": "65536", "VOIPFLOW_COLLECTOR_HEALTH_INTERVAL_S": "1"}
@@ -270,6 +273,7 @@ def test_kernel_drops_are_counted_in_metrics(corpus_dir: Path, tmp_path: Path) -
     assert sum(map(int, reported)) == drops
 
 
+@pytest.mark.slow
 def test_bad_settings_fail_at_start_with_one_line(tmp_path: Path) -> None:
     import socket as socketlib
 
@@ -344,6 +348,7 @@ def test_broker_restart_mid_stream_loses_no_record(
     assert len(rows) == total
 
 
+@pytest.mark.slow
 def test_two_workers_share_the_port_and_one_metrics_endpoint(
     corpus_dir: Path, tmp_path: Path
 ) -> None:
@@ -382,6 +387,7 @@ def _flows(n: int) -> dict[str, np.ndarray]:
     }
 
 
+@pytest.mark.slow
 def test_templates_persist_across_a_restart(tmp_path: Path) -> None:
     from collectors.codec.encoder import make_encoder
 
@@ -433,6 +439,7 @@ def test_compression_layer_arrow_refuses_a_codec_arrow_lacks(
         compression_codecs(load_settings())
 
 
+@pytest.mark.slow
 def test_ipv4_and_ipv6_listen_addresses_on_one_port(tmp_path: Path) -> None:
     import socket as socketlib
 

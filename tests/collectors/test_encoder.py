@@ -21,16 +21,16 @@ from collectors.codec.encoder import (
     NetFlowV9Encoder,
     make_encoder,
 )
+from collectors.pcapfile import PcapWriter
 from schemas.flowbatch import addr_to_text, make_batch
 from tests.collectors.flows import BOOT, T0, random_flows
 from tests.collectors.reference_decoders import (
     FLOW_KEYS,
     Nfcapd,
-    free_udp_port,
     send_paced,
     tshark_flows,
 )
-from voipflow.simulate.pcapfile import PcapWriter
+from voipflow.netutil import free_port
 
 EXPORTER = "127.0.0.5"
 
@@ -95,6 +95,7 @@ ENCODERS = {
 
 @pytest.mark.parametrize("name", ["v5", "v9", "ipfix"])
 @pytest.mark.parametrize("sampling", [1, 64])
+@pytest.mark.slow
 def test_tshark_decodes_exactly_the_encoded_records(
     tmp_path: Path, name: str, sampling: int
 ) -> None:
@@ -104,7 +105,7 @@ def test_tshark_decodes_exactly_the_encoded_records(
     enc = ENCODERS[name](sampling)
     datagrams = encode_in_exports(enc, cols)
     assert max(len(d) for d in datagrams) <= 1500 - 28
-    port = free_udp_port()
+    port = free_port("udp")
     flows, headers = tshark_flows(write_pcap(tmp_path / "x.pcap", datagrams, port), port)
 
     assert len(headers) == len(datagrams)
@@ -122,7 +123,7 @@ def test_v5_header_counts_records_and_announces_sampling(tmp_path: Path) -> None
     cols = random_flows(95, seed=5, v5=True)
     enc = NetFlowV5Encoder(engine_type=3, engine_id=9, sampling_rate=100, boot_time_ms=BOOT)
     datagrams = enc.encode(cols, T0 + 200_000) + enc.encode(cols, T0 + 201_000)
-    port = free_udp_port()
+    port = free_port("udp")
     _, headers = tshark_flows(write_pcap(tmp_path / "x.pcap", datagrams, port), port)
     counts = [int(h["cflow.count"]) for h in headers]
     assert counts == [30, 30, 30, 5] * 2
@@ -137,7 +138,7 @@ def test_v9_sequence_counts_packets_and_templates_are_refreshed(tmp_path: Path) 
     enc = NetFlowV9Encoder(source_id=5, boot_time_ms=BOOT, template_refresh_packets=10)
     datagrams = enc.encode(cols, T0 + 200_000)
     datagrams += enc.encode(random_flows(10, seed=1), T0 + 200_000 + 30_000)
-    port = free_udp_port()
+    port = free_port("udp")
     _, headers = tshark_flows(write_pcap(tmp_path / "x.pcap", datagrams, port), port)
     assert [_seq(h) for h in headers] == list(range(len(datagrams)))
     with_templates = [i for i, h in enumerate(headers) if h["cflow.template_id"]]
@@ -151,7 +152,7 @@ def test_ipfix_sequence_and_sampling_options(tmp_path: Path, mode: str) -> None:
     cols = random_flows(700, seed=11, v6_share=0.2)
     enc = IPFIXEncoder(observation_domain_id=9, sampling_rate=10, ipfix_sampling=mode)  # type: ignore[arg-type]
     datagrams = enc.encode(cols, T0 + 200_000)
-    port = free_udp_port()
+    port = free_port("udp")
     _, headers = tshark_flows(write_pcap(tmp_path / "x.pcap", datagrams, port), port)
     first = headers[0]
     if mode == "psamp":
@@ -182,6 +183,7 @@ def test_datagrams_respect_the_mtu_and_fill_it(version: int, mtu: int) -> None:
 
 
 @pytest.mark.parametrize("name", ["v5", "v9", "ipfix"])
+@pytest.mark.slow
 def test_nfdump_decodes_exactly_the_encoded_records(tmp_path: Path, name: str) -> None:
     v5 = name == "v5"
     cols = random_flows(2000, seed=21, v5=v5, v6_share=0 if v5 else 0.3)
@@ -210,7 +212,7 @@ def test_nfdump_scales_v5_header_sampling(tmp_path: Path) -> None:
 def test_default_boot_time_gives_exact_times(tmp_path: Path, version: int) -> None:
     cols = random_flows(200, seed=4, v5=True)
     enc = make_encoder(version)  # no boot time: 30 days of uptime at the first export
-    port = free_udp_port()
+    port = free_port("udp")
     datagrams = encode_in_exports(enc, cols, chunk=50)
     flows, _ = tshark_flows(write_pcap(tmp_path / "x.pcap", datagrams, port), port)
     assert _only_flow_keys(flows) == expected_records(cols)

@@ -15,6 +15,7 @@ import struct
 from dataclasses import replace
 from pathlib import Path
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -49,12 +50,14 @@ real_packet = st.sampled_from(REAL)
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(real_packet, st.integers(0, 2000))
+@pytest.mark.slow
 def test_truncated(pkt: bytes, cut: int) -> None:
     run([pkt, pkt[: cut % (len(pkt) + 1)]])
 
 
 @settings(max_examples=400, deadline=None)
 @given(real_packet, st.lists(st.tuples(st.integers(0, 1 << 16), st.integers(0, 255)), max_size=8))
+@pytest.mark.slow
 def test_mutated_bytes(pkt: bytes, flips: list[tuple[int, int]]) -> None:
     b = bytearray(pkt)
     for pos, val in flips:
@@ -64,6 +67,7 @@ def test_mutated_bytes(pkt: bytes, flips: list[tuple[int, int]]) -> None:
 
 @settings(max_examples=300, deadline=None)
 @given(real_packet, st.integers(0, 60), st.integers(0, 0xFFFF))
+@pytest.mark.slow
 def test_wrong_length_fields(pkt: bytes, at: int, value: int) -> None:
     b = bytearray(pkt)
     pos = (at * 2) % max(len(b) - 1, 1)
@@ -73,6 +77,7 @@ def test_wrong_length_fields(pkt: bytes, at: int, value: int) -> None:
 
 @settings(max_examples=200, deadline=None)
 @given(st.lists(real_packet, min_size=1, max_size=6))
+@pytest.mark.slow
 def test_spliced_and_reversed(pkts: list[bytes]) -> None:
     cut = [p[: len(p) // 2] + q[len(q) // 2 :] for p, q in itertools.pairwise(pkts)]
     run(pkts[::-1] + cut)
@@ -80,6 +85,7 @@ def test_spliced_and_reversed(pkts: list[bytes]) -> None:
 
 @settings(max_examples=300, deadline=None)
 @given(st.binary(max_size=3000))
+@pytest.mark.slow
 def test_random_bytes(data: bytes) -> None:
     run([data, b"\x00\x0a" + data, b"\x00\x09" + data, b"\x00\x05" + data])
 

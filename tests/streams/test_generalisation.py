@@ -1,6 +1,6 @@
 """The classifier on captures it was not written against, labelled by construction.
 
-``benchmarks.heldout`` builds real SIP calls (sipp in network namespaces,
+``voipflow.evaluation.heldout`` builds real SIP calls (sipp in network namespaces,
 captured by dumpcap) and synthetic captures of other apps' calls and of the
 traffic that mimics calls (games, tunnels, QUIC video, DNS/NTP, IoT, non-call
 traffic to VoIP providers). They go through the exact evaluation path,
@@ -26,9 +26,9 @@ from typing import Any
 
 import pytest
 
-from benchmarks.heldout import REPORT_SEED, build
-from benchmarks.heldout.pcapfile import Packet, read_pcap_flows, write_pcap
+from collectors.pcapfile import Packet, read_flows, write_packets
 from streams import evaluate as ev
+from voipflow.evaluation.heldout import REPORT_SEED, build
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -73,8 +73,8 @@ def test_synthetic_pcaps_read_back_as_written(tmp_path: Path) -> None:
         Packet(2.0, "100.64.0.1", 40001, "192.0.2.1", 5061, 6, b"", 0x02),
     ]
     path = tmp_path / "t.pcap"
-    assert write_pcap(path, pkts) == 4
-    flows = read_pcap_flows(path)
+    assert write_packets(path, pkts) == 4
+    flows = read_flows(path.read_bytes())
     assert flows[(17, "100.64.0.1", 40000, "192.0.2.1", 3478)] == ([1, 128], [1, 88])
     assert flows[(17, "2001:db8::1", 5000, "2001:db8::2", 6000)] == ([1, 220], [0, 0])
     assert flows[(6, "100.64.0.1", 40001, "192.0.2.1", 5061)] == ([1, 40], [0, 0])

@@ -42,6 +42,7 @@ def voipflow(*args: str, data_dir: Path | None = None) -> subprocess.CompletedPr
     )
 
 
+@pytest.mark.slow
 def test_build_check_and_out(tmp_path: Path) -> None:
     res = voipflow("dashboards", "build", "--check")
     assert res.returncode == 0, res.stderr
@@ -54,6 +55,7 @@ def test_build_check_and_out(tmp_path: Path) -> None:
     assert res.returncode == 1 and "rules.json" in res.stderr
 
 
+@pytest.mark.slow
 def test_cities_loads_one_row_per_city(tmp_path: Path) -> None:
     csv = tmp_path / "prefixes.csv"
     csv.write_text(

@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -24,6 +26,7 @@ def _voipflow(data_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+@pytest.mark.slow
 def test_migrate_status_query(tmp_path: Path) -> None:
     first = _voipflow(tmp_path, "db", "migrate")
     assert first.returncode == 0, first.stderr
@@ -65,7 +68,7 @@ def test_print_cluster_ddl_runs_nothing(tmp_path: Path) -> None:
 
 
 def test_unreachable_server_is_one_line(tmp_path: Path) -> None:
-    from tests.fixtures.clickhouse_server import free_port
+    from voipflow.netutil import free_port
 
     env_url = f"clickhouse://127.0.0.1:{free_port()}/default"
     env = {k: v for k, v in os.environ.items() if not k.startswith("VOIPFLOW_")}

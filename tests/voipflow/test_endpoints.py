@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -23,6 +22,7 @@ from pathlib import Path
 import pytest
 
 from voipflow.endpoints import endpoint_file, endpoint_url, parse_listen
+from voipflow.netutil import free_port
 from voipflow.settings import SettingsError
 
 REPO = Path(__file__).resolve().parents[2]
@@ -33,12 +33,6 @@ FAMILY = {
     "worker": "voipflow_worker_batches_total",
     "sink": "voipflow_sink_lag",
 }
-
-
-def _free_udp_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.mark.kafka
@@ -53,7 +47,7 @@ def test_port_0_gives_every_process_a_free_port_it_tells(
         VOIPFLOW_DATA_DIR=str(data_dir),
         VOIPFLOW_KAFKA_BOOTSTRAP=kafka_bootstrap,
         VOIPFLOW_METRICS_LISTEN="127.0.0.1:0",
-        VOIPFLOW_COLLECTOR_LISTEN=f"127.0.0.1:{_free_udp_port()}",
+        VOIPFLOW_COLLECTOR_LISTEN=f"127.0.0.1:{free_port('udp')}",
         VOIPFLOW_KAFKA_FLOWS_TOPIC=f"flows-{tag}",
         VOIPFLOW_KAFKA_VOIP_FLOWS_TOPIC=f"voip-flows-{tag}",
         VOIPFLOW_KAFKA_USAGE_TOPIC=f"usage-{tag}",

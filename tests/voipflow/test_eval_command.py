@@ -14,6 +14,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.mark.parametrize("flags", [["--version", "9"], ["--biflow"], ["--sampling", "10"]])
+@pytest.mark.slow
 def test_eval_prints_the_summary_last_and_writes_the_report(
     corpus_dir: Path, tmp_path: Path, flags: list[str]
 ) -> None:

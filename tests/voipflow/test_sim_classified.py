@@ -1,6 +1,6 @@
 """The simulator's traffic through the classifier: what ``voipflow demo`` compares, per app.
 
-``benchmarks.sim_classify`` steps the simulator's traffic model (five
+``voipflow.evaluation.simclassify`` steps the simulator's traffic model (five
 minutes of simulated time, 1000 records/s, the demo cities, the shipped
 provider ranges), groups the records per exporter into one-second batches as
 the collector publishes them and classifies them with one classifier, whose
@@ -29,7 +29,10 @@ from __future__ import annotations
 
 import pytest
 
-from benchmarks.sim_classify import SimScore, make_model, score_model
+from voipflow.evaluation.simclassify import SimScore, make_model, score_model
+
+# Each fixture steps the model through 300 simulated seconds (about 20 s here).
+pytestmark = pytest.mark.slow
 
 BACKGROUND = ("web", "video", "dns")
 CALL_APPS = ("whatsapp", "teams", "zoom", "meet", "telegram", "signal", "sip")

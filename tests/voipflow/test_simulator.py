@@ -22,8 +22,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from benchmarks.sim_classify import T0, make_model
 from tests.collectors.reference_decoders import FLOW_KEYS, Nfcapd, tshark_flows
+from voipflow.evaluation.simclassify import T0, make_model
 from voipflow.simulate import apps as A
 from voipflow.simulate.config import SimulatorConfig
 from voipflow.simulate.runner import DEFAULT_CITIES, REPO, Simulator
@@ -98,6 +98,7 @@ def sim_run(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFac
     )
 
 
+@pytest.mark.slow
 def test_tshark_and_nfdump_decode_the_same_records(sim_run: dict[str, Any]) -> None:
     truth = sim_run["truth"]
     assert truth["totals"]["flows"] > 8000
@@ -168,6 +169,7 @@ def run_model(model: TrafficModel, seconds: float, step_ms: int = 100) -> list[A
     return [model.tick(T0 + step_ms * (i + 1)) for i in range(int(seconds * 1000 / step_ms))]
 
 
+@pytest.mark.slow
 def test_call_media_have_voice_statistics() -> None:
     model = make_model(rate=4000, seed=3, active_timeout_s=30)
     ticks = run_model(model, 120)
@@ -259,6 +261,7 @@ def _sockets(model: TrafficModel, ticks: list[Any]) -> dict[str, Any]:
     return out
 
 
+@pytest.mark.slow
 def test_ice_apps_send_stun_from_the_media_socket() -> None:
     """ICE: the binding requests leave from the socket that then carries the
     media (a server-reflexive candidate is that socket's mapping), so every
@@ -351,6 +354,7 @@ def _cli(*args: str, **kw: Any) -> subprocess.CompletedProcess[str]:
     )
 
 
+@pytest.mark.slow
 def test_cli_runs_are_reproducible(tmp_path: Path) -> None:
     common = ["--no-send", "--unpaced", "--start-ms", str(T0), "--rate", "800", "--duration", "4"]
     for name in ("a", "b"):
@@ -369,6 +373,7 @@ def test_cli_runs_are_reproducible(tmp_path: Path) -> None:
     assert (tmp_path / "a.json").read_text() == (tmp_path / "b.json").read_text()
 
 
+@pytest.mark.slow
 def test_cli_stops_cleanly_on_ctrl_c(tmp_path: Path) -> None:
     truth = tmp_path / "t.json"
     with subprocess.Popen(

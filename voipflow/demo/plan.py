@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import socket
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +19,7 @@ from collectors.config import split_listen
 from collectors.receiver import ReceiverError, check_free
 from voipflow.demo.database import check_server
 from voipflow.demo.errors import DemoSettingError
+from voipflow.netutil import free_port
 from voipflow.settings import Settings
 
 REPO = Path(__file__).resolve().parents[2]
@@ -88,12 +88,6 @@ def demo_lock(demo_dir: Path) -> Iterator[None]:
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
-def _free_udp_port(host: str = "127.0.0.1") -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
-
-
 def collector_listen(settings: Settings) -> tuple[str, str]:
     """(listen setting, simulator target): the user's, or a free UDP port."""
     if "listen" in settings.collector.model_fields_set:
@@ -105,7 +99,7 @@ def collector_listen(settings: Settings) -> tuple[str, str]:
             host = "::1"
         target = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
         return listen, target
-    port = _free_udp_port()
+    port = free_port("udp")
     return f"127.0.0.1:{port}", f"127.0.0.1:{port}"
 
 

@@ -11,7 +11,7 @@ public peers, the city table), ``population`` (subscribers, exporters,
 peers), ``apps`` (what each VoIP app and the background traffic look like),
 ``legs`` (long flows exported in slices), ``traffic`` (the per-step model),
 ``truth`` (ground truth per city x app), ``exporters`` (encoders and sockets),
-``pcapfile`` (capture output), ``runner`` (one run, start/run/stop).
+``runner`` (one run, start/run/stop).
 
 Errors::
 

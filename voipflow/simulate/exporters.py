@@ -19,8 +19,8 @@ import numpy as np
 from prometheus_client import Counter
 
 from collectors.codec.encoder import ExportEncoder, make_encoder
+from collectors.pcapfile import PcapWriter
 from voipflow.simulate.addresses import SimulatorDataError
-from voipflow.simulate.pcapfile import PcapWriter
 
 DATAGRAMS = Counter(
     "voipflow_simulator_datagrams_total", "Export datagrams the simulator sent", ["exporter"]

@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from collectors.pcapfile import PcapWriter
 from voipflow.simulate.addresses import (
     default_provider_dirs,
     load_cities,
@@ -26,7 +27,6 @@ from voipflow.simulate.addresses import (
 )
 from voipflow.simulate.config import SimulatorConfig
 from voipflow.simulate.exporters import ExporterSet
-from voipflow.simulate.pcapfile import PcapWriter
 from voipflow.simulate.population import check_cities_fit
 from voipflow.simulate.traffic import TrafficModel
 

@@ -79,6 +79,7 @@ def test_chdb_errors_are_translated(chdb) -> None:
     assert syn.value.code == 62 and not syn.value.transient
 
 
+@pytest.mark.slow
 def test_chdb_data_survives_restart(tmp_path: Path) -> None:
     # chdb binds one directory per process: each "restart" is a new process.
     script = textwrap.dedent(
@@ -157,7 +158,7 @@ def test_server_columnar_insert_and_errors(clickhouse_server, server_database) -
 
 
 def test_server_down_is_transient(clickhouse_server) -> None:
-    from tests.fixtures.clickhouse_server import free_port
+    from voipflow.netutil import free_port
 
     ch = NativeClickHouse(f"clickhouse://127.0.0.1:{free_port()}/default", connect_timeout_s=1)
     with pytest.raises(ConnectionLost) as exc:

@@ -31,7 +31,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from benchmarks.heldout.pcapfile import read_pcap_flows
+from collectors.pcapfile import read_flows
 
 G711_PCAP = Path("/usr/share/sip-tester/g711a.pcap")
 WEB = "198.51.100.30"
@@ -251,7 +251,7 @@ def _labels(pcap: Path, calls: tuple[Call, ...], h: Hosts) -> list[tuple[str, ..
         known[(17, sub, c.uac_media, carrier, c.uas_media)] = (c.kind + ".rtp", "rtp")
     known[(17, h.sub, BACKGROUND_PORTS[0], h.web, BACKGROUND_PORTS[1])] = ("netns.background", "")
     rows: list[tuple[str, ...]] = []
-    for (proto, a, ap, b, bp), (fwd, rev) in read_pcap_flows(pcap).items():
+    for (proto, a, ap, b, bp), (fwd, rev) in read_flows(pcap.read_bytes()).items():
         kind, app = (
             known.get((proto, a, ap, b, bp))
             or known.get((proto, b, bp, a, ap))

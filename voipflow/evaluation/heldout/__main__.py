@@ -2,9 +2,9 @@
 
 Usage::
 
-    python -m benchmarks.heldout build DIR [--seed N] [--no-sipp]
-    python -m benchmarks.heldout eval DIR [--json-dir OUT]
-    python -m benchmarks.heldout ndpi DIR
+    python -m voipflow.evaluation.heldout build DIR [--seed N] [--no-sipp]
+    python -m voipflow.evaluation.heldout eval DIR [--json-dir OUT]
+    python -m voipflow.evaluation.heldout ndpi DIR
 
 ``eval`` runs ``voipflow eval`` (softflowd -> collector decoder -> classifier)
 over ``DIR/pcap`` with ``DIR/labels.csv`` four ways: NetFlow v9, IPFIX,
@@ -24,9 +24,9 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.heldout import REPORT_SEED, build
+from voipflow.evaluation.heldout import REPORT_SEED, build
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 CONFIGS: dict[str, list[str]] = {
     "v9": ["--version", "9"],
     "ipfix": ["--version", "10"],
@@ -60,13 +60,12 @@ def run_eval(folder: Path, json_dir: Path) -> dict[str, dict[str, object]]:
 
 
 def run_ndpi(folder: Path) -> dict[str, object]:
-    from benchmarks.heldout import ndpi
     from streams import evaluate as ev
-    from voipflow.commands.eval import _captures, run_one
+    from voipflow.evaluation.captures import find_captures, run_one
+    from voipflow.evaluation.heldout import ndpi
 
     labels = ev.load_labels(folder / "labels.csv")
-    args = argparse.Namespace(softflowd="softflowd", sampling=1, biflow=False)
-    report = run_one(args, _captures(folder / "pcap", None), labels, 9)
+    report = run_one(find_captures(folder / "pcap"), labels, 9)
     idx, voip, _ = report["_pooled"]
     flow_pred = np.zeros(len(labels), dtype=bool)
     m = idx >= 0
@@ -81,7 +80,7 @@ def run_ndpi(folder: Path) -> dict[str, object]:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(
-        prog="python -m benchmarks.heldout", description=__doc__.split("\n")[0]
+        prog="python -m voipflow.evaluation.heldout", description=__doc__.split("\n")[0]
     )
     sub = ap.add_subparsers(dest="cmd", required=True)
     b = sub.add_parser("build", help="write DIR/pcap/*.pcap and DIR/labels.csv")

@@ -1,6 +1,6 @@
 """The synthetic held-out captures: VoIP of several apps and the traffic that mimics it.
 
-Each function builds one capture (:class:`~benchmarks.heldout.traffic.Capture`)
+Each function builds one capture (:class:`~voipflow.evaluation.heldout.traffic.Capture`)
 from a seeded RNG; every conversation is labelled by construction. Port
 choices follow the apps' published documents (Microsoft 365 URLs and IP
 ranges: Teams media UDP 3478-3481, client ports 50000-50059; Zoom "Firewall
@@ -26,9 +26,9 @@ from collections.abc import Callable
 
 import numpy as np
 
-from benchmarks.heldout import payloads as pl
-from benchmarks.heldout import traffic as tr
-from benchmarks.heldout.traffic import Addresses, Capture
+from voipflow.evaluation.heldout import payloads as pl
+from voipflow.evaluation.heldout import traffic as tr
+from voipflow.evaluation.heldout.traffic import Addresses, Capture
 
 UDP, TCP = 17, 6
 

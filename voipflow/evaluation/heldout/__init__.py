@@ -6,15 +6,15 @@ and vendor documents, and the seed used for the reported figures is not the
 one looked at while developing). Two kinds:
 
 * real SIP calls with RTP media made by sipp in network namespaces and
-  captured by dumpcap (:mod:`benchmarks.heldout.sipcalls`);
-* synthetic captures written by :mod:`benchmarks.heldout.pcapfile` from
-  :mod:`benchmarks.heldout.scenarios`: calls of several apps, and the traffic
+  captured by dumpcap (:mod:`voipflow.evaluation.heldout.sipcalls`);
+* synthetic captures written by :mod:`collectors.pcapfile` from
+  :mod:`voipflow.evaluation.heldout.scenarios`: calls of several apps, and the traffic
   that looks like calls (games, tunnels, QUIC video, DNS/NTP, IoT, non-call
   traffic to VoIP providers).
 
 :func:`build` writes ``DIR/pcap/*.pcap`` and ``DIR/labels.csv`` (the corpus's
 columns plus ``app``), ready for ``voipflow eval --pcaps DIR/pcap --labels
-DIR/labels.csv``. ``python -m benchmarks.heldout --help`` builds, evaluates
+DIR/labels.csv``. ``python -m voipflow.evaluation.heldout --help`` builds, evaluates
 and compares with ndpiReader.
 """
 
@@ -24,10 +24,10 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.heldout.pcapfile import write_pcap
-from benchmarks.heldout.scenarios import SCENARIOS
-from benchmarks.heldout.traffic import LABEL_HEADER, Addresses, Capture
+from collectors.pcapfile import write_packets
 from streams.providers import load_providers
+from voipflow.evaluation.heldout.scenarios import SCENARIOS
+from voipflow.evaluation.heldout.traffic import LABEL_HEADER, Addresses, Capture
 
 #: The seed of the reported held-out figures (development used others).
 REPORT_SEED = 20250301
@@ -43,14 +43,14 @@ def build_synthetic(out: Path, seed: int = REPORT_SEED) -> list[str]:
         rng = np.random.default_rng([seed, i])
         cap = Capture(name, rng, T0 + 3600 * i)
         make(cap, Addresses(rng, providers))
-        write_pcap(out / "pcap" / name, cap.packets())
+        write_packets(out / "pcap" / name, cap.packets())
         rows += cap.label_rows()
     return rows
 
 
 def build_sipp(out: Path) -> list[str]:
     """Record the sipp calls into ``out/pcap/sipp_calls.pcap``; returns its label rows."""
-    from benchmarks.heldout import sipcalls
+    from voipflow.evaluation.heldout import sipcalls
 
     (out / "pcap").mkdir(parents=True, exist_ok=True)
     rows = sipcalls.record(out / "pcap" / "sipp_calls.pcap", out / "sipp")
