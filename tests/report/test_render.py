@@ -40,6 +40,7 @@ def test_an_empty_database_says_so_in_every_section(chdb_dir: Path) -> None:
     assert kpis["minutes"].startswith("0") and kpis["share"].startswith("–")
 
 
+@pytest.mark.slow
 def test_rules_section_only_when_rules_exist(chdb_dir: Path) -> None:
     with migrated_database(chdb_dir) as ch:
         insert_all(ch, NOW, rules=False)
@@ -57,6 +58,7 @@ def test_rules_section_only_when_rules_exist(chdb_dir: Path) -> None:
     assert "r-1" in section.text()
 
 
+@pytest.mark.slow
 def test_cities_without_coordinates_are_explained(chdb_dir: Path) -> None:
     with migrated_database(chdb_dir) as ch:
         insert_all(ch, NOW, rules=False)
@@ -66,6 +68,7 @@ def test_cities_without_coordinates_are_explained(chdb_dir: Path) -> None:
     assert "map" not in {e.section for e in dom.parse(html) if e.tag == "svg"}
 
 
+@pytest.mark.slow
 def test_city_and_app_filters_narrow_every_usage_figure(chdb_dir: Path) -> None:
     sel = Selection(SEL.from_s, SEL.to_s, ("Berlin", "L'Aquila"), ("sip", "zoom"))
     with migrated_database(chdb_dir) as ch:
