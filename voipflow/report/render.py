@@ -132,9 +132,7 @@ def _usage_sections(d: ReportData) -> list[str]:
                 colours=colours,
                 label="Call minutes over time per app",
             )
-            + f"<h3>Distinct subscribers per {_per(d.interval_s['subscribers_by_app'])} "
-            "(stacked: a subscriber of two apps counts twice; a day cut by the range's start "
-            "is left out, its end is so far)</h3>"
+            + f"<h3>Distinct subscribers per {_per(d.interval_s['subscribers_by_app'])}</h3>"
             + charts.stacked_time(
                 d.rows("subscribers_by_app"),
                 "subscribers",
@@ -144,6 +142,9 @@ def _usage_sections(d: ReportData) -> list[str]:
                 colours=colours,
                 label="Distinct subscribers over time per app",
             )
+            + '<p class="note">Stacked, so a subscriber of two apps counts twice. A bucket '
+            "cut by the range's start is left out (rollup rows count when they start inside "
+            "the range); the last one is so far.</p>"
         )
     else:
         t_body = _empty(none)
