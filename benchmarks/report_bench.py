@@ -26,9 +26,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from streams.clickhouse.embedded import EmbeddedClickHouse
-from streams.clickhouse.migrations import Migrator, RenderOptions
-from streams.config import ClickHouseConfig
+from storage.clickhouse.embedded import EmbeddedClickHouse
+from storage.clickhouse.migrations import Migrator, RenderOptions
+from storage.config import ClickHouseConfig
 from voipflow.report.make import selection_for
 from voipflow.report.queries import fetch
 from voipflow.report.render import render

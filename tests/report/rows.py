@@ -20,8 +20,8 @@ import pyarrow as pa
 
 from schemas import voipflows
 from schemas.flowbatch import ipv4_to_addr16
+from storage.sink.tables import combine, parse_usage, parse_voip_flows
 from streams.classify import Evidence
-from streams.sink_tables import combine, parse_usage, parse_voip_flows
 
 HOUR = 3600
 DAY = 86400

@@ -23,7 +23,7 @@ from typing import Any
 
 from dashboards import health, rules, usage
 from dashboards.rollups import Retention
-from streams.clickhouse import ClickHouse, ClickHouseError, QueryResult, connect
+from storage.clickhouse import ClickHouse, ClickHouseError, QueryResult, connect
 from voipflow.report import ReportQueryError
 from voipflow.report.grafana_sql import PanelRequest, expand, panel_interval_ms
 
