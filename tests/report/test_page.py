@@ -25,6 +25,7 @@ import pytest
 from dashboards.build import load
 from tests.dashboards.grafana_sim import Request, panel_interval_ms
 from tests.dashboards.panels import expand, migrated_database, selection
+from tests.fixtures.paths import REPO
 from tests.report import dom
 from tests.report.rows import APPS, CITY_INFO, EXPORTERS, GAP_EXPORTER, insert_all
 from voipflow.report import chromium
@@ -37,8 +38,7 @@ pytestmark = [
     pytest.mark.skipif(shutil.which("chromium") is None, reason="Debian chromium not installed"),
 ]
 
-ROOT = Path(__file__).resolve().parents[2]
-ARTIFACTS = ROOT / "var" / "test-artifacts" / "report"
+ARTIFACTS = REPO / "var" / "test-artifacts" / "report"
 NOW = int(time.time()) // 60 * 60
 SEL = Selection(NOW - 7 * 86400, NOW)
 #: <svg> elements each section must hold when it has data.
