@@ -296,7 +296,8 @@ def test_pdf_is_a4(page: Path, tmp_path: Path) -> None:
     for w, h in boxes:
         assert abs(float(w) - 595.3) < 1.5 and abs(float(h) - 841.9) < 1.5, (w, h)
     assert len(boxes) >= 2  # the whole report does not fit one page
-    shutil.copy(pdf, ARTIFACTS / "report.pdf") if ARTIFACTS.exists() else None
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    shutil.copy(pdf, ARTIFACTS / "report.pdf")
 
 
 def test_console_errors_would_be_seen(tmp_path: Path) -> None:
