@@ -52,7 +52,7 @@ def install_agents(w: WorkerApp, config: WorkerConfig, pipeline: FlowPipeline) -
             m.batch_seconds.observe(time.process_time() - started)
             m.batches.labels(flows_name).inc()
             m.records.labels(flows_name).inc(out.records)
-            for city, data in out.voip_flows.items():
+            for city, data in out.voip_flows:
                 await w.voip_flows.send(key=city, value=data, headers={"schema": b"voip-flows.v1"})
             for city, data in out.partials.items():
                 await w.partials.send(key=city, value=data)
