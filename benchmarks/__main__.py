@@ -120,6 +120,11 @@ BENCHMARKS = (
             "voipflow-null,nfcapd",
         ),
     ),
+    Benchmark(
+        "report_bench",
+        "the HTML report of a week at 200 cities x 15 apps: query and render time",
+        ("--days", "1", "--cities", "20", "--flows", "20000", "--exporters", "3", "--repeat", "1"),
+    ),
 )
 
 

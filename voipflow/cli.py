@@ -33,6 +33,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "kafka": ("voipflow.commands.kafka", "run a local Kafka broker (start|stop|status)"),
     "db": ("voipflow.commands.db", "ClickHouse: migrate, status, query"),
     "dashboards": ("voipflow.commands.dashboards", "Grafana dashboards: build, cities, push"),
+    "report": ("voipflow.commands.report", "write an HTML (and PDF) report of VoIP usage"),
     "settings": ("voipflow.commands.settings", "show every setting, its variable and value"),
 }
 
