@@ -169,6 +169,12 @@ def ensure_topics(
             if missing:
                 _create(admin, missing, replication_factor, configs, timeout_s)
             counts = _partition_counts(admin, list(wanted))
+            unseen = [name for name in wanted if name not in counts]
+            if unseen:
+                # Created (by us or by another process a moment ago) but not yet
+                # in this broker's metadata cache: KRaft propagates it later.
+                admin.wait_for_topics(unseen, timeout_ms=int(timeout_s * 1000))
+                counts.update(_partition_counts(admin, unseen))
         except kafka_errors.KafkaError as exc:
             raise TopicError(
                 f"{setting}={bootstrap}: topic administration failed ({type(exc).__name__}: {exc})"
