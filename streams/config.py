@@ -17,6 +17,10 @@ class KafkaConfig(BaseModel):
     partitions: int = Field(4, ge=1)
     #: Replication factor of the topics voipflow creates (3 in production).
     replication_factor: int = Field(1, ge=1)
+    #: ``min.insync.replicas`` of the topics voipflow creates: with producers'
+    #: acks=all, a write is acknowledged once this many replicas have it (2 with
+    #: replication factor 3). 0 leaves the broker's default.
+    min_insync_replicas: int = Field(0, ge=0)
     #: Compression of produced messages.
     compression: Literal["none", "gzip", "lz4", "zstd"] = "lz4"
     #: Flow batches from the collectors (schemas/flowbatch.py).
@@ -33,6 +37,16 @@ class KafkaConfig(BaseModel):
     feedback_topic: str = "rules-feedback.v1"
     #: Per-exporter health reports from the collectors.
     health_topic: str = "exporter-health.v1"
+
+    @field_validator("min_insync_replicas")
+    @classmethod
+    def _check_min_isr(cls, v: int, info: ValidationInfo) -> int:
+        rf = info.data.get("replication_factor")
+        if rf is not None and v > rf:
+            raise ValueError(
+                f"must not exceed replication_factor ({rf}): no write could ever be acknowledged"
+            )
+        return v
 
     @field_validator("bootstrap")
     @classmethod
@@ -130,6 +144,9 @@ class WorkerConfig(BaseModel):
     voip_threshold: float = Field(0.5, gt=0, le=1)
     #: Publish classified VoIP flows to the voip-flows topic.
     publish_voip_flows: bool = True
+    #: Fault injection for tests: after its N-th flows batch, the worker commits
+    #: its acked offsets and SIGKILLs itself right then (0 = never).
+    fault_kill_after_batches: int = Field(0, ge=0)
 
     @field_validator("window_s")
     @classmethod

@@ -149,6 +149,7 @@ def ensure_topics(
     replication_factor: int = 1,
     configs: Mapping[str, Mapping[str, str]] | None = None,
     *,
+    min_insync_replicas: int = 0,
     timeout_s: float = 30.0,
     setting: str = BOOTSTRAP_SETTING,
 ) -> dict[str, int]:
@@ -158,10 +159,14 @@ def ensure_topics(
     creates one at the same moment). An existing topic with fewer partitions
     than wanted is logged as a warning, not changed, because adding partitions
     moves keys to other partitions. ``configs`` maps a topic name to its topic
-    configs (``cleanup.policy``, ``retention.ms`` ...), used when it is created.
+    configs (``cleanup.policy``, ``retention.ms`` ...), used when it is created;
+    ``min_insync_replicas`` (when not 0) is added to every created topic's configs.
     """
     configs = configs or {}
     wanted = dict(topics)
+    if min_insync_replicas:
+        isr = {"min.insync.replicas": str(min_insync_replicas)}
+        configs = {name: {**isr, **configs.get(name, {})} for name in wanted}
     with _admin(bootstrap, min(timeout_s, 10.0), setting) as admin:
         try:
             existing = set(admin.list_topics())

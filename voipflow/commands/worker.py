@@ -49,6 +49,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
                 partials_topic_name(worker): kafka.partitions,
             },
             kafka.replication_factor,
+            min_insync_replicas=kafka.min_insync_replicas,
         )
     except (BrokerError, KafkaAdminError) as exc:
         print(f"voipflow worker: {exc}", file=sys.stderr)

@@ -127,7 +127,10 @@ class PipelineTopics:
         k = self.settings.kafka
         try:
             self.partitions = ensure_topics(
-                self.kafka.bootstrap, self.names(), k.replication_factor
+                self.kafka.bootstrap,
+                self.names(),
+                k.replication_factor,
+                min_insync_replicas=k.min_insync_replicas,
             )
         except KafkaAdminError as exc:
             raise DemoSettingError(str(exc)) from exc
