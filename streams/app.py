@@ -44,6 +44,7 @@ import faust
 from mode.utils.objects import cached_property
 from mode.utils.queues import FlowControlEvent
 
+from streams.commits import use_delivered_buffer
 from streams.config import KafkaConfig, WorkerConfig
 
 
@@ -80,11 +81,18 @@ class KeepBuffersOnResume(FlowControlEvent):
 
 
 class WorkerFaustApp(faust.App):
-    """The worker's Faust app: :class:`KeepBuffersOnResume` as its flow control."""
+    """The worker's Faust app: :class:`KeepBuffersOnResume` as its flow control, a
+    producer buffer that commits wait for (:mod:`streams.commits`)."""
 
     @cached_property
     def flow_control(self) -> FlowControlEvent:
         return KeepBuffersOnResume(loop=self.loop)
+
+    def _new_producer(self) -> Any:
+        # Commits wait for every changelog record (see streams.commits).
+        producer = super()._new_producer()
+        use_delivered_buffer(producer)
+        return producer
 
 
 @dataclass(slots=True)
