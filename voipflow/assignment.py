@@ -125,8 +125,8 @@ class AssignmentWatch:
             self._backoff = self.grace_s
             self._last_partitions = partitions
         self._rejoin(now, partitions)
-        self._due = now + self._backoff
         self._backoff = min(self._backoff * 2, self.max_backoff_s)
+        self._due = now + self._backoff
         return True
 
     def _partitions(self) -> frozenset[tuple[str, int]]:
