@@ -16,14 +16,6 @@ from schemas.flowbatch import BatchError, BatchVersionError
 from streams.app import EXPORTER_KEY_PREFIX, WorkerApp
 from streams.commits import deliver, kill_after_commit
 from streams.config import WorkerConfig
-from streams.metrics import (
-    BAD_MESSAGES,
-    BATCH_SECONDS,
-    BATCHES,
-    OPEN_WINDOWS,
-    RECORDS,
-    REDELIVERED,
-)
 from streams.pipeline import CityStates, ExporterStates, FlowPipeline, PartialError
 
 log = logging.getLogger(__name__)
@@ -31,9 +23,10 @@ log = logging.getLogger(__name__)
 
 def install_agents(w: WorkerApp, config: WorkerConfig, pipeline: FlowPipeline) -> None:
     """Register the flow agent, the keyed (city and exporter) agent and the idle timer."""
-    states = CityStates(config)
-    exporter_states = ExporterStates(config)
-    open_windows: dict[str, int] = {}  # city -> windows not yet closed, for OPEN_WINDOWS
+    m = pipeline.metrics
+    states = CityStates(config, m)
+    exporter_states = ExporterStates(config, m)
+    open_windows: dict[str, int] = {}  # city -> windows not yet closed, for m.open_windows
     flows_name = w.flows.get_topic_name()
 
     batches_done = 0
@@ -50,7 +43,7 @@ def install_agents(w: WorkerApp, config: WorkerConfig, pipeline: FlowPipeline) -
                 out = pipeline.process(event.value, source, msg.offset)
             except BatchError as exc:
                 reason = "version" if isinstance(exc, BatchVersionError) else type(exc).__name__
-                BAD_MESSAGES.labels(flows_name, reason).inc()
+                m.bad_messages.labels(flows_name, reason).inc()
                 log.warning(
                     "bad flow batch skipped",
                     extra={
@@ -62,9 +55,9 @@ def install_agents(w: WorkerApp, config: WorkerConfig, pipeline: FlowPipeline) -
                 )
                 await stream.ack(event)
                 continue
-            BATCH_SECONDS.observe(time.process_time() - started)
-            BATCHES.labels(flows_name).inc()
-            RECORDS.labels(flows_name).inc(out.records)
+            m.batch_seconds.observe(time.process_time() - started)
+            m.batches.labels(flows_name).inc()
+            m.records.labels(flows_name).inc(out.records)
             pending = [
                 await w.voip_flows.send(key=city, value=data, headers={"schema": b"voip-flows.v1"})
                 for city, data in out.voip_flows.items()
@@ -92,7 +85,7 @@ def install_agents(w: WorkerApp, config: WorkerConfig, pipeline: FlowPipeline) -
             if isinstance(key, bytes):
                 key = key.decode("utf-8", "replace")
             if not key:
-                BAD_MESSAGES.labels(w.partials_topic, "no_key").inc()
+                m.bad_messages.labels(w.partials_topic, "no_key").inc()
                 await stream.ack(event)
                 continue
             exporter = key.startswith(EXPORTER_KEY_PREFIX)
@@ -103,12 +96,12 @@ def install_agents(w: WorkerApp, config: WorkerConfig, pipeline: FlowPipeline) -
                 state = json.loads(raw) if raw else None
                 state, closed, outcome = handler.handle(name, state, event.value)
             except (PartialError, ValueError) as exc:
-                BAD_MESSAGES.labels(w.partials_topic, "partial").inc()
+                m.bad_messages.labels(w.partials_topic, "partial").inc()
                 log.warning("bad partial skipped", extra={"key": name, "error": str(exc)})
                 await stream.ack(event)
                 continue
             if outcome == "duplicate":
-                REDELIVERED.labels(w.partials_topic).inc()
+                m.redelivered.labels(w.partials_topic).inc()
                 await stream.ack(event)
                 continue
             # Publish before the state that forgets the windows is written: a
@@ -128,7 +121,7 @@ def install_agents(w: WorkerApp, config: WorkerConfig, pipeline: FlowPipeline) -
             await stream.ack(event)
             if not exporter:
                 open_windows[key] = len(state.get("win", ()))
-                OPEN_WINDOWS.set(sum(open_windows.values()))
+                m.open_windows.set(sum(open_windows.values()))
 
     @w.app.timer(interval=config.close_interval_s)
     async def idle_keys() -> None:

@@ -44,8 +44,9 @@ import faust
 from mode.utils.objects import cached_property
 from mode.utils.queues import FlowControlEvent
 
+from schemas.topics import KafkaConfig
 from streams.commits import use_delivered_buffer
-from streams.config import KafkaConfig, WorkerConfig
+from streams.config import WorkerConfig
 
 
 class KeepBuffersOnResume(FlowControlEvent):

@@ -11,9 +11,10 @@ from pathlib import Path
 
 import pytest
 
+from schemas.topics import KafkaConfig
 from streams.app import build_app
 from streams.commits import DeliveredBuffer
-from streams.config import KafkaConfig, WorkerConfig
+from streams.config import WorkerConfig
 from voipflow.broker import LocalBroker
 from voipflow.topics import ensure_topics
 

@@ -10,10 +10,11 @@ import uuid
 
 import pytest
 
-from streams.clickhouse.migrations import Migrator, RenderOptions
-from streams.config import ClickHouseConfig, KafkaConfig, SinkConfig
-from streams.sink import Sink
-from tests.streams.sinkdata import flow_batch, wait_until
+from schemas.topics import KafkaConfig
+from storage.clickhouse.migrations import Migrator, RenderOptions
+from storage.config import ClickHouseConfig, SinkConfig
+from storage.sink import Sink
+from tests.storage.sinkdata import flow_batch, wait_until
 from voipflow.assignment import AssignmentWatch, no_auto_create
 from voipflow.topics import ensure_topics
 

@@ -21,7 +21,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
 from kafka.admin import ConfigResource, ConfigResourceType
 
-from streams.config import KafkaConfig
+from schemas.topics import KafkaConfig
 from tests.fixtures.kafka import TopicFactory
 from voipflow.broker import (
     BrokerNotRunning,

@@ -332,7 +332,7 @@ def test_a_running_local_broker_is_used_and_left_running(kafka_broker: Any, tmp_
     """
     from dataclasses import asdict
 
-    from streams.config import KafkaConfig
+    from schemas.topics import KafkaConfig
     from voipflow.broker import BrokerState, running_state
     from voipflow.demo import Printer
     from voipflow.demo.pipeline import DemoKafka
