@@ -76,7 +76,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=int,
         default=1,
         help="KRaft nodes (broker and controller each) on free ports; 3 makes a cluster "
-        "with replication factor 3 and min.insync.replicas=2 (default: 1)",
+        "with min.insync.replicas=2 (set VOIPFLOW_KAFKA_REPLICATION_FACTOR=3 and "
+        "VOIPFLOW_KAFKA_MIN_INSYNC_REPLICAS=2 for voipflow's topics) (default: 1)",
     )
     start.add_argument(
         "--timeout", type=float, default=90.0, help="seconds to wait for readiness (default: 90)"
