@@ -138,6 +138,10 @@ def build_app(
         broker_heartbeat_interval=1.0,
         broker_commit_every=1000,
         broker_commit_interval=1.0,
+        # Partitions that appear after the group formed (a topic created or
+        # grown meanwhile) are seen, and the group rebalanced by its leader,
+        # within 10 s rather than Kafka's default of 5 min.
+        consumer_metadata_max_age_ms=10_000,
         table_cleanup_interval=30.0,
         # Bytes everywhere: the contracts' own encoders run in the pipeline.
         key_serializer="raw",
