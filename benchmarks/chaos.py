@@ -78,6 +78,7 @@ class Lag:
     def __init__(self, bootstrap: str, group: str, topic: str) -> None:
         self.bootstrap, self.group, self.topic = bootstrap, group, topic
         self.samples: list[tuple[float, int]] = []
+        self.errors: list[str] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -89,26 +90,27 @@ class Lag:
         self._thread.join(timeout=30)
 
     def _run(self) -> None:
-        from kafka import KafkaAdminClient, KafkaConsumer
+        from kafka import KafkaConsumer, TopicPartition
         from kafka.errors import KafkaError
 
-        admin = KafkaAdminClient(bootstrap_servers=self.bootstrap, request_timeout_ms=5000)
-        ends = KafkaConsumer(bootstrap_servers=self.bootstrap)
+        # Never subscribes: it only reads the group's committed offsets.
+        reader = KafkaConsumer(
+            bootstrap_servers=self.bootstrap, group_id=self.group, enable_auto_commit=False
+        )
         try:
+            tps = [TopicPartition(self.topic, p) for p in reader.partitions_for_topic(self.topic)]
             while not self._stop.wait(0.5):
                 try:
-                    offsets = admin.list_group_offsets(self.group).get(self.group, {})
-                    tps = [tp for tp in offsets if tp.topic == self.topic]
-                    if not tps:
-                        continue
-                    end = ends.end_offsets(tps)
-                    lag = sum(max(0, end[tp] - offsets[tp].offset) for tp in tps)
+                    end = reader.end_offsets(tps)
+                    done = {tp: reader.committed(tp) for tp in tps}
+                    if all(v is None for v in done.values()):
+                        continue  # the worker has not committed yet
+                    lag = sum(max(0, end[tp] - (done[tp] or 0)) for tp in tps)
                     self.samples.append((time.monotonic(), lag))
-                except KafkaError:
-                    continue  # a broker is down: sample again
+                except (KafkaError, KeyError) as exc:  # a broker is down: sample again
+                    self.errors.append(f"{type(exc).__name__}: {exc}")
         finally:
-            admin.close()
-            ends.close()
+            reader.close(autocommit=False)
 
 
 def traffic_flows(bootstrap: str, topic: str, before_ms: int) -> tuple[int, int]:
@@ -259,6 +261,7 @@ def main(argv: list[str] | None = None) -> int:
         f"{counted} | lost {max(0, sent - counted)} | duplicated {max(0, counted - sent)} | "
         f"window copies {copies} | peak lag {peak} batches | recovery {rec}"
     )
+    print(f"lag: {len(lag.samples)} samples, {len(lag.errors)} failed ({lag.errors[-1:]})")
     print(f"logs: {tmp}")
     return 0
 
