@@ -42,6 +42,7 @@ from pathlib import Path
 from pydantic import BaseModel, Field
 
 from schemas.topics import KafkaConfig
+from voipflow.broker_security import BrokerSecurity, listener_properties, scram_format_args
 from voipflow.logs import tail
 from voipflow.netutil import free_port
 
@@ -249,6 +250,8 @@ class LocalBrokerConfig(BaseModel):
     internal_replication: int = Field(1, ge=1)
     #: Broker default ``min.insync.replicas`` (and of the internal topics).
     min_insync_replicas: int = Field(1, ge=1)
+    #: Listen with SASL_SSL (TLS, SCRAM and PLAIN users) instead of PLAINTEXT.
+    security: BrokerSecurity | None = None
 
 
 @dataclass(frozen=True)
@@ -526,13 +529,14 @@ class LocalBroker:
         cfg = self.config
         host = cfg.host
         data = self.state_dir / "data"
+        listener = "SASL_SSL" if cfg.security is not None else "PLAINTEXT"
         lines = {
             "process.roles": "broker,controller",
             "node.id": str(cfg.node_id),
             "controller.quorum.voters": cfg.voters
             or f"{cfg.node_id}@{host}:{self.controller_port}",
-            "listeners": f"PLAINTEXT://{host}:{self.port},CONTROLLER://{host}:{self.controller_port}",
-            "advertised.listeners": f"PLAINTEXT://{host}:{self.port}",
+            "listeners": f"{listener}://{host}:{self.port},CONTROLLER://{host}:{self.controller_port}",
+            "advertised.listeners": f"{listener}://{host}:{self.port}",
             "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
             "controller.listener.names": "CONTROLLER",
             "inter.broker.listener.name": "PLAINTEXT",
@@ -553,7 +557,10 @@ class LocalBroker:
             "auto.create.topics.enable": "true",
             "log.retention.hours": "24",
         }
+        if cfg.security is not None:
+            lines.update(listener_properties(cfg.security, host, self.port))
         props = self.state_dir / "server.properties"
+        props.touch(mode=0o600)  # a secure broker's file holds its users' passwords
         props.write_text(
             "# Written by voipflow for a local single-node broker.\n"
             + "".join(f"{k}={v}\n" for k, v in lines.items())
@@ -577,6 +584,8 @@ class LocalBroker:
         # argparse would take for an option.
         cmd += ["format", f"--cluster-id={self._cluster_id()}", "-c", str(props)]
         cmd += ["--ignore-formatted"]
+        if self.config.security is not None:
+            cmd += scram_format_args(self.config.security)
         try:
             res = subprocess.run(
                 cmd,

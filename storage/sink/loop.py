@@ -39,7 +39,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from schemas.topics import KafkaConfig
+from schemas.topics import KafkaConfig, kafka_client_options
 from storage.clickhouse import ClickHouse, ClickHouseError, PermanentError, connect
 from storage.config import ClickHouseConfig, SinkConfig
 from storage.sink.errors import SinkStopped
@@ -172,7 +172,9 @@ class Sink:
         if self.config.dead_letter_topic:
             from kafka import KafkaProducer
 
-            self._producer = KafkaProducer(bootstrap_servers=self.bootstrap, acks="all")
+            self._producer = KafkaProducer(
+                bootstrap_servers=self.bootstrap, acks="all", **kafka_client_options(self.kafka)
+            )
         self._thread = threading.Thread(target=self._run_guarded, name="sink", daemon=True)
         self._thread.start()
 
@@ -229,6 +231,7 @@ class Sink:
             # A sink started before the worker must not create the topics
             # itself, with the broker's default of one partition.
             allow_auto_create_topics=False,
+            **kafka_client_options(self.kafka),
         )
         no_auto_create(consumer)
         listener = Listener()

@@ -11,7 +11,6 @@ from __future__ import annotations
 import ipaddress
 import time
 from collections import defaultdict
-from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -20,9 +19,10 @@ import pytest
 from schemas.flowbatch import addr_to_text, ipv4_to_addr16
 from storage.clickhouse.migrations import MIGRATIONS_DIR, Migrator, RenderOptions
 from storage.config import ClickHouseConfig
+from tests.fixtures.paths import REPO
 
 QUERIES = MIGRATIONS_DIR / "queries"
-DOC = Path(__file__).resolve().parents[2] / "docs" / "sql.md"
+DOC = REPO / "docs" / "sql.md"
 CITIES = ("Oslo", "Bergen", "Tromsø")
 APPS = ("teams", "whatsapp", "sip")
 HOURS_AGO = (1, 3, 10, 20, 30, 40, 60, 200)

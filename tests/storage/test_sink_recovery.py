@@ -25,11 +25,11 @@ from schemas.topics import KafkaConfig
 from storage.clickhouse.native import NativeClickHouse
 from storage.config import ClickHouseConfig, SinkConfig
 from storage.sink import Sink
+from tests.fixtures.paths import REPO
 from tests.storage.sinkdata import committed, flow_batch, produce, wait_until
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 
-REPO = Path(__file__).resolve().parents[2]
 OUTAGE_S = float(os.environ.get("CLICKHOUSE_OUTAGE_S", "60"))
 
 SIMPLE_TABLE = """

@@ -7,7 +7,6 @@ import copy
 import itertools
 import json
 from collections import defaultdict
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -38,9 +37,9 @@ from streams.traffic import (
     new_traffic_state,
     split_window_key,
 )
+from tests.fixtures.paths import REPO
 from tests.streams.test_aggregate import rows_of
 
-REPO = Path(__file__).resolve().parents[2]
 CFG = WorkerConfig(
     prefix_table=REPO / "data" / "cities" / "demo-cities.csv",
     home_networks="10.0.0.0/8,2001:db8::/32",

@@ -58,9 +58,9 @@ from typing import Any
 
 import pytest
 
-pytestmark = [pytest.mark.kafka, pytest.mark.slow]
+from tests.fixtures.paths import REPO
 
-REPO = Path(__file__).resolve().parents[2]
+pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 
 
 def base_env(data_dir: Path) -> dict[str, str]:

@@ -39,7 +39,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     kafka, worker = settings.kafka, settings.worker
     try:
         bootstrap = resolve_bootstrap(kafka, settings.data_dir)
-        wait_for_broker(bootstrap, timeout_s=30.0)
+        wait_for_broker(bootstrap, timeout_s=30.0, security=kafka)
         ensure_topics(
             bootstrap,
             {
@@ -51,6 +51,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
             },
             kafka.replication_factor,
             min_insync_replicas=kafka.min_insync_replicas,
+            security=kafka,
         )
     except (BrokerError, KafkaAdminError) as exc:
         print(f"voipflow worker: {exc}", file=sys.stderr)

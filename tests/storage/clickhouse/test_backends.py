@@ -22,8 +22,7 @@ from storage.clickhouse import (
 )
 from storage.clickhouse.native import NativeClickHouse
 from storage.config import ClickHouseConfig
-
-REPO = Path(__file__).resolve().parents[3]
+from tests.fixtures.paths import REPO
 
 
 def _flows(n: int) -> dict[str, object]:
