@@ -42,7 +42,7 @@ def _produce(bootstrap: str, topic: str, first: int, n: int) -> None:
     from kafka import KafkaProducer
 
     producer = KafkaProducer(
-        bootstrap_servers=bootstrap, acks="all", retries=20, request_timeout_ms=30_000
+        bootstrap_servers=bootstrap, acks="all", retries=20, request_timeout_ms=60_000
     )
     try:
         futures = [
@@ -50,7 +50,7 @@ def _produce(bootstrap: str, topic: str, first: int, n: int) -> None:
             for i in range(first, first + n)
         ]
         for f in futures:
-            f.get(timeout=60)  # acknowledged by at least min.insync.replicas
+            f.get(timeout=180)  # acknowledged by at least min.insync.replicas
     finally:
         producer.close(timeout=10)
 
@@ -66,7 +66,7 @@ def _read_all(bootstrap: str, topic: str, expect: int) -> list[int]:
         consumer_timeout_ms=5_000,
     )
     got: list[int] = []
-    deadline = time.monotonic() + 90
+    deadline = time.monotonic() + 240
     try:
         while len(got) < expect and time.monotonic() < deadline:
             for m in consumer:
@@ -110,7 +110,7 @@ def test_three_nodes_survive_one_broker_killed_and_restarted(tmp_path: Path) -> 
 
         cluster.restart(1)
         _produce(bootstrap, topic, 600, 300)
-        deadline = time.monotonic() + 120
+        deadline = time.monotonic() + 300
         while _isr(bootstrap, topic) != [3] * PARTITIONS:
             assert time.monotonic() < deadline, f"ISR never back to 3: {_isr(bootstrap, topic)}"
             time.sleep(1)
