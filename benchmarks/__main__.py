@@ -65,6 +65,12 @@ BENCHMARKS = (
         ("--rows", "20000", "--repeat", "1", "--sizes", "1000,10000"),
     ),
     Benchmark(
+        "http_bench",
+        "heaviest panel through the embedded engine's HTTP interface vs in-process; "
+        "sink inserts under query load",
+        ("--flows", "100000", "--repeat", "2", "--insert-rows", "20000"),
+    ),
+    Benchmark(
         "collector_bench",
         "collector against GoFlow2 and nfcapd on one packet stream (Kafka in the full form)",
         (

@@ -78,12 +78,16 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     from voipflow.endpoints import serve_metrics
 
     endpoint = serve_metrics(settings, "sink")
+    from storage.clickhouse.serve import HTTPServerError, sql_endpoint
+
     try:
-        with running([sink]):
+        with running([sink, *sql_endpoint(settings.clickhouse, settings.data_dir, REGISTRY)]):
             wait_for_signal(sink.done)
     except (SinkStopped, ClickHouseError) as exc:
         print(f"voipflow sink: stopped: {exc}", file=sys.stderr)
         return 1
+    except HTTPServerError as exc:
+        raise SettingsError(str(exc)) from exc
     finally:
         if endpoint is not None:
             endpoint.close()

@@ -157,6 +157,8 @@ def child_env(plan: DemoPlan, options: DemoOptions, bootstrap: str, listen: str)
             "VOIPFLOW_WORKER_HOME_NETWORKS": plan.home_networks,
         }
     )
+    if plan.sql_listen:
+        env["VOIPFLOW_CLICKHOUSE_HTTP_LISTEN"] = plan.sql_listen
     return env
 
 

@@ -23,7 +23,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from voipflow.demo.database import opened
+from voipflow.demo.database import opened_for_reading
 from voipflow.demo.options import DemoOptions
 from voipflow.demo.plan import DemoPlan
 from voipflow.demo.printer import Printer
@@ -118,7 +118,7 @@ def query_usage(
     settings: Settings, data_dir: Path, start_s: int, end_s: int
 ) -> tuple[list[CityRow], tuple[Any, ...]]:
     """The per-city rows of this run's windows, and (windows, first, last)."""
-    with opened(settings, data_dir) as ch:
+    with opened_for_reading(settings, data_dir) as ch:
         args = {"start": start_s, "end": end_s}
         usage = ch.query(USAGE_PER_CITY.format(**args)).dicts()
         shares = {r[0]: float(r[1]) for r in ch.query(VOIP_SHARE_PER_CITY.format(**args)).rows}
