@@ -71,6 +71,22 @@ BENCHMARKS = (
         ("--flows", "100000", "--repeat", "2", "--insert-rows", "20000"),
     ),
     Benchmark(
+        "e2e_bench",
+        "the whole pipeline on this box: highest sustained flows/s, delays to ClickHouse",
+        (
+            "--rates",
+            "5000,20000",
+            "--step-s",
+            "8",
+            "--window-s",
+            "5",
+            "--lateness-s",
+            "3",
+            "--grace-s",
+            "3",
+        ),
+    ),
+    Benchmark(
         "collector_bench",
         "collector against GoFlow2 and nfcapd on one packet stream (Kafka in the full form)",
         (
@@ -81,7 +97,7 @@ BENCHMARKS = (
             "--rounds",
             "1",
             "--streams",
-            "ipfix4",
+            "ipfix4,ipfix4-small",
             "--receivers",
             "voipflow-null,nfcapd",
         ),

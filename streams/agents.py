@@ -60,7 +60,7 @@ def install_agents(w: WorkerApp, config: WorkerConfig, pipeline: FlowPipeline) -
             m.records.labels(flows_name).inc(out.records)
             pending = [
                 await w.voip_flows.send(key=city, value=data, headers={"schema": b"voip-flows.v1"})
-                for city, data in out.voip_flows.items()
+                for city, data in out.voip_flows
             ]
             pending += [
                 await w.partials.send(key=city, value=data) for city, data in out.partials.items()
