@@ -17,6 +17,11 @@ from schemas.kafka_security import KafkaSecurity, kafka_client_options
 
 __all__ = ["KafkaConfig", "KafkaSecurity", "kafka_client_options"]
 
+#: Topic configs of rules.v1 (and of the evaluator's and ledger's state
+#: topics): compacted, so a consumer reading from the start gets the latest
+#: message per key, and a tombstone removes the key.
+COMPACTED_TOPIC = {"cleanup.policy": "compact", "min.compaction.lag.ms": "0"}
+
 
 class KafkaConfig(KafkaSecurity):
     """``[kafka]``: brokers and topics, and (inherited) the TLS and SASL of every client.
@@ -50,6 +55,8 @@ class KafkaConfig(KafkaSecurity):
     rules_topic: str = "rules.v1"
     #: Enforcement points' feedback on rules.
     feedback_topic: str = "rules-feedback.v1"
+    #: The rule ledger's state changes (schemas/json/rule-events.v1.json).
+    rule_events_topic: str = "rule-events.v1"
     #: Per-exporter health reports from the collectors (schemas/json/exporter-health.v1.json).
     health_topic: str = "exporter-health.v1"
 

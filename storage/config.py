@@ -122,7 +122,8 @@ class SinkConfig(BaseModel):
     #: Kafka consumer group of the sinks.
     group_id: str = Field("voipflow-sink", min_length=1)
     #: Topics the sink consumes, comma separated, among the voip-flows, usage,
-    #: traffic and exporter-health topics of ``[kafka]``; empty: all four.
+    #: traffic, exporter-health, rules and rule-events topics of ``[kafka]``;
+    #: empty: all six.
     topics: str = ""
     #: Table the voip-flows topic fills (a plain name, in the configured database).
     flows_table: str = Field("flows_voip", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")

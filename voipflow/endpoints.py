@@ -28,7 +28,7 @@ from voipflow.settings import Settings, SettingsError
 log = logging.getLogger(__name__)
 
 #: Port offset of each process from the configured port (unless that is 0).
-OFFSETS = {"collect": 0, "worker": 1, "sink": 2}
+OFFSETS = {"collect": 0, "worker": 1, "sink": 2, "evaluator": 3, "ledger": 4}
 #: Folder of the data directory that holds the endpoint files.
 ENDPOINTS_DIR = "metrics"
 

@@ -35,6 +35,7 @@ from pydantic_settings import (
 )
 
 from collectors.config import CollectorConfig
+from enforcement.config import EvaluatorConfig, GuardrailConfig, LedgerConfig
 from schemas.topics import KafkaConfig
 from storage.config import ClickHouseConfig, SinkConfig
 from streams.config import WorkerConfig
@@ -84,6 +85,9 @@ class Settings(BaseSettings):
     collector: CollectorConfig = CollectorConfig()
     worker: WorkerConfig = WorkerConfig()
     sink: SinkConfig = SinkConfig()
+    guardrails: GuardrailConfig = GuardrailConfig()
+    evaluator: EvaluatorConfig = EvaluatorConfig()
+    ledger: LedgerConfig = LedgerConfig()
 
     @classmethod
     def settings_customise_sources(

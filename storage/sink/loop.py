@@ -116,6 +116,8 @@ class Sink:
                 kafka.health_topic,
                 traffic_topic=kafka.traffic_topic,
                 flows_table=config.flows_table,
+                rules_topic=kafka.rules_topic,
+                rule_events_topic=kafka.rule_events_topic,
             )
         )
         wanted = {t.strip() for t in config.topics.split(",") if t.strip()}
@@ -464,13 +466,14 @@ class Sink:
                 # The intent's messages are gone (retention): nothing to replay.
                 self._pinned.pop(tp)
             try:
-                if rec.value is None:
+                if rec.value is None and not spec.tombstones:
                     raise BadMessage("empty", "message without a value")
-                part = spec.parse(rec.value)
-                if self._tables[spec.table].with_offsets:
-                    part = with_offsets(part, rec.partition, rec.offset)
-                batch.parts.append(part)
-                batch.rows += part[1]
+                if rec.value is not None:
+                    part = spec.parse(rec.value)
+                    if self._tables[spec.table].with_offsets:
+                        part = with_offsets(part, rec.partition, rec.offset)
+                    batch.parts.append(part)
+                    batch.rows += part[1]
             except BadMessage as exc:
                 self._bad(rec, exc)
                 batch.bad.append((rec.offset, exc.reason))
