@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, ValidationInfo, field_validator
 
 from schemas.kafka_security import KafkaSecurity, kafka_client_options
 
@@ -37,6 +37,10 @@ class KafkaConfig(KafkaSecurity):
     partitions: int = Field(4, ge=1)
     #: Replication factor of the topics voipflow creates (3 in production).
     replication_factor: int = Field(1, ge=1)
+    #: ``min.insync.replicas`` of the topics voipflow creates: with producers'
+    #: acks=all, a write is acknowledged once this many replicas have it (2 with
+    #: replication factor 3). 0 leaves the broker's default.
+    min_insync_replicas: int = Field(0, ge=0)
     #: Compression of produced messages.
     compression: Literal["none", "gzip", "lz4", "zstd"] = "lz4"
     #: Flow batches from the collectors (schemas/flowbatch.py).
@@ -55,6 +59,16 @@ class KafkaConfig(KafkaSecurity):
     rule_events_topic: str = "rule-events.v1"
     #: Per-exporter health reports from the collectors (schemas/json/exporter-health.v1.json).
     health_topic: str = "exporter-health.v1"
+
+    @field_validator("min_insync_replicas")
+    @classmethod
+    def _check_min_isr(cls, v: int, info: ValidationInfo) -> int:
+        rf = info.data.get("replication_factor")
+        if rf is not None and v > rf:
+            raise ValueError(
+                f"must not exceed replication_factor ({rf}): no write could ever be acknowledged"
+            )
+        return v
 
     @field_validator("bootstrap")
     @classmethod
