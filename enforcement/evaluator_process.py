@@ -107,22 +107,24 @@ class EvaluatorProcess:
 
     # -- component -----------------------------------------------------------
 
-    def start(self) -> None:
-        k = self.setup.kafka
-        from voipflow.topics import ensure_topics
+    def topics(self) -> tuple[dict[str, int], dict[str, dict[str, str]]]:
+        """The topics this process needs (name -> partitions) and their configs.
 
-        ensure_topics(
-            self.bootstrap,
+        The command creates them before :meth:`start`, so this package needs
+        no admin client of its own.
+        """
+        k = self.setup.kafka
+        return (
             {
                 k.usage_topic: k.partitions,
                 k.rules_topic: k.partitions,
                 k.rule_events_topic: k.partitions,
                 self.cfg.state_topic: 1,
             },
-            k.replication_factor,
             {k.rules_topic: COMPACTED, self.cfg.state_topic: COMPACTED},
-            security=k,
         )
+
+    def start(self) -> None:
         self._producer = make_producer(self.bootstrap, "voipflow-evaluator", self._kafka)
         self._recover()
         self._thread = threading.Thread(target=self._guarded, name="evaluator", daemon=True)
@@ -332,16 +334,3 @@ class EvaluatorProcess:
                     k.rule_events_topic, key=event_key(ev["rule_id"]), value=encode_rule_event(ev)
                 )
         self._producer.flush()
-
-
-def run_evaluator(setup: EvaluatorSetup, bootstrap: str, data_dir: Path | None = None) -> int:
-    """Run until SIGINT/SIGTERM (or idle, when configured); the exit code."""
-    from voipflow.process import running, wait_for_signal
-
-    proc = EvaluatorProcess(setup, bootstrap)
-    with running([proc]):
-        wait_for_signal(proc.done)
-    if proc.failure is not None:
-        print(f"voipflow policy run: stopped: {proc.failure}", flush=True)
-        return 1
-    return 0

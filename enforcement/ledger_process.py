@@ -56,22 +56,24 @@ class LedgerProcess:
         self._producer: Any = None
         self._consumer: Any = None
 
-    def start(self) -> None:
-        from voipflow.topics import ensure_topics
+    def topics(self) -> tuple[dict[str, int], dict[str, dict[str, str]]]:
+        """The topics this process needs (name -> partitions) and their configs.
 
+        The command creates them before :meth:`start`, so this package needs
+        no admin client of its own.
+        """
         k = self.kafka
-        ensure_topics(
-            self.bootstrap,
+        return (
             {
                 k.rules_topic: k.partitions,
                 k.feedback_topic: k.partitions,
                 k.rule_events_topic: k.partitions,
                 self.cfg.state_topic: 1,
             },
-            k.replication_factor,
             {k.rules_topic: COMPACTED, self.cfg.state_topic: COMPACTED},
-            security=k,
         )
+
+    def start(self) -> None:
         state = read_table(self.bootstrap, self.cfg.state_topic, self._kafka)
         self.ledger.restore((k, json.loads(v)) for k, v in state.items() if v is not None)
         log.info("ledger state restored", extra={"rules": len(self.ledger.rules)})
@@ -205,16 +207,3 @@ class LedgerProcess:
                     extra={"rule_id": out.rule_id, "reason": out.reason},
                 )
         self._producer.flush()
-
-
-def run_ledger(config: LedgerConfig, kafka: KafkaConfig, bootstrap: str) -> int:
-    """Run until SIGINT/SIGTERM (or idle, when configured); the exit code."""
-    from voipflow.process import running, wait_for_signal
-
-    proc = LedgerProcess(config, kafka, bootstrap)
-    with running([proc]):
-        wait_for_signal(proc.done)
-    if proc.failure is not None:
-        print(f"voipflow ledger: stopped: {proc.failure}", flush=True)
-        return 1
-    return 0

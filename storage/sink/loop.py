@@ -42,6 +42,7 @@ from typing import Any
 from schemas.topics import KafkaConfig, kafka_client_options
 from storage.clickhouse import ClickHouse, ClickHouseError, PermanentError, connect
 from storage.config import ClickHouseConfig, SinkConfig
+from storage.sink.assignment import AssignmentWatch, no_auto_create
 from storage.sink.errors import SinkStopped
 from storage.sink.metrics import SinkMetrics
 from storage.sink.replay import (
@@ -54,7 +55,6 @@ from storage.sink.replay import (
 from storage.sink.stats import StatsWriter, stats_rows
 from storage.sink.tables import BadMessage, Part, TableSpec, combine, default_specs, with_offsets
 from storage.sink.targets import TableInfo, adapt, check_tables
-from voipflow.assignment import AssignmentWatch, no_auto_create
 
 log = logging.getLogger(__name__)
 

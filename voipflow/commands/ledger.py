@@ -21,8 +21,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
-    from enforcement.ledger_process import run_ledger
-    from voipflow.commands._enforcement import bootstrap
+    from enforcement.ledger_process import LedgerProcess
+    from voipflow.commands._enforcement import bootstrap, run_until_stopped
     from voipflow.endpoints import serve_metrics
     from voipflow.topics import KafkaAdminError, wait_for_broker
 
@@ -34,7 +34,8 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         return 2
     endpoint = serve_metrics(settings, "ledger")
     try:
-        return run_ledger(settings.ledger, settings.kafka, servers)
+        proc = LedgerProcess(settings.ledger, settings.kafka, servers)
+        return run_until_stopped(proc, settings, servers, "ledger")
     finally:
         if endpoint is not None:
             endpoint.close()

@@ -73,8 +73,8 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         raise SettingsError(
             "VOIPFLOW_EVALUATOR_POLICIES is empty: set it to a policy file or folder"
         )
-    from enforcement.evaluator_process import EvaluatorSetup, run_evaluator
-    from voipflow.commands._enforcement import bootstrap
+    from enforcement.evaluator_process import EvaluatorProcess, EvaluatorSetup
+    from voipflow.commands._enforcement import bootstrap, run_until_stopped
     from voipflow.endpoints import serve_metrics
     from voipflow.topics import KafkaAdminError, wait_for_broker
 
@@ -93,7 +93,8 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     )
     endpoint = serve_metrics(settings, "evaluator")
     try:
-        return run_evaluator(setup, servers)
+        proc = EvaluatorProcess(setup, servers)
+        return run_until_stopped(proc, settings, servers, "policy run")
     except EnforcementError as exc:
         print(f"voipflow policy run: {exc}", file=sys.stderr)
         return 2
