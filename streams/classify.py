@@ -363,6 +363,29 @@ _IS_APP_PORT = np.isin(np.arange(P_SERVICE + 1), (P_ZOOM, P_TEAMS, P_VIBER, P_VO
 UDP_PORTS = _port_table(tcp=False)
 TCP_PORTS = _port_table(tcp=True)
 NO_PORTS = np.zeros(65536, dtype=np.uint8)
+#: Port categories that are one app's own knowledge (its vendor's documents),
+#: switched off with that app; STUN/TURN's registered ports (RFC 8489) and the
+#: service ports are nobody's own.
+_PORT_OWNER = {
+    P_SIP: "sip",
+    P_H323: "h323",
+    P_SCCP: "sccp",
+    P_MGCP: "mgcp",
+    P_IAX: "iax",
+    P_GSTUN: "meet",
+    P_ZOOM: "zoom",
+    P_TEAMS: "teams",
+    P_VIBER: "viber",
+    P_VOICECHAT: "other_voip",
+}
+
+
+def _without_ports(table: np.ndarray, without: frozenset[str]) -> np.ndarray:
+    """``table`` with the port categories of the apps in ``without`` cleared."""
+    off = [c for c, a in _PORT_OWNER.items() if a in without]
+    if not off:
+        return table
+    return np.where(np.isin(table, off), np.uint8(P_NONE), table).astype(np.uint8)
 
 
 @dataclass(slots=True)
@@ -387,9 +410,18 @@ class Classifier:
     """VoIP classifier over flow batches; provider ranges are given at construction."""
 
     def __init__(
-        self, providers: ProviderRanges, threshold: float = 0.5, ice_memory: bool = True
+        self,
+        providers: ProviderRanges,
+        threshold: float = 0.5,
+        ice_memory: bool = True,
+        without: frozenset[str] = frozenset(),
     ) -> None:
+        """``without`` names apps whose specific knowledge is switched off (their
+        provider ranges, documented ports and exporter ids): what the generic
+        evidence finds of an app the classifier knows nothing of
+        (``voipflow eval --leave-one-app-out``)."""
         self.providers = providers
+        self.without = frozenset(without)
         self.ice_memory = ice_memory
         # One memory per exporter: a flows.v1 batch comes from one exporter and
         # one exporter's batches are processed in order on one partition, so
@@ -411,9 +443,16 @@ class Classifier:
             [p.voip and not p.media_only for p in providers.providers] + [False]
         )
         self._provider_media = np.array([p.voip for p in providers.providers] + [False])
+        known = np.array([p.app not in self.without for p in providers.providers] + [True])
+        self._provider_voip &= known
+        self._provider_media &= known
         self._ndpi = np.zeros(65536, dtype=np.uint8)
         for pid, app in NDPI_VOIP_IDS.items():
-            self._ndpi[pid] = self._code[app]
+            if app not in self.without:
+                self._ndpi[pid] = self._code[app]
+        self._name_apps = tuple((w, a) for w, a in NAME_APPS if a not in self.without)
+        self._udp_ports = _without_ports(UDP_PORTS, self.without)
+        self._tcp_ports = _without_ports(TCP_PORTS, self.without)
         self._port_code = np.array(
             [self._code.get(_PORT_APPS.get(c, ""), 0) for c in range(P_SERVICE + 1)],
             dtype=np.uint8,
@@ -436,7 +475,7 @@ class Classifier:
                 is_call |= np.asarray(
                     pc.match_substring(lower, word).to_numpy(zero_copy_only=False), bool
                 )
-            for word, name in NAME_APPS:
+            for word, name in self._name_apps:
                 hit = np.asarray(
                     pc.match_substring(lower, word).to_numpy(zero_copy_only=False), bool
                 )
@@ -454,8 +493,8 @@ class Classifier:
         sp = batch["src_port"].astype(np.int64)
         dp = batch["dst_port"].astype(np.int64)
         both_ports = np.stack([sp, dp], 1)
-        ports = np.where(udp[:, None], UDP_PORTS[both_ports], 0)
-        ports = np.where(tcp[:, None], TCP_PORTS[both_ports], ports)
+        ports = np.where(udp[:, None], self._udp_ports[both_ports], 0)
+        ports = np.where(tcp[:, None], self._tcp_ports[both_ports], ports)
         # Between two ports of 1024 and up, the side with the more specific
         # category decides (signalling over STUN over app ports; a VoIP port
         # over a service port). A system port (< 1024, IANA assigns them to
