@@ -103,6 +103,20 @@ R8 (0.45) Media statistics alone: voice-like UDP both ways is a call or a
           game, a sensor stream, a tunnel carrying small packets; with no
           protocol evidence it stays below the threshold.
 R9 (0.97 / cap 0.2)  The exporter's own DPI verdict, either way.
+R10 (0.75) Session context (:mod:`streams.session`): media-shaped UDP (R8's
+          statistics, both directions) between unlisted hosts, one of which
+          is in a calling app's session (it sent call media to the app's
+          ranges or ran STUN within a TURN allocation's lifetime), is that
+          app's call: RFC 8445 puts media on peers and relays only the
+          signalling knew.
+R11 (0.7) Short media or STUN-sized flows on a socket that carries a call's
+          media in the same batch (consent checks, RFC 7675; media cut by
+          the exporter's timeouts).
+R12 (0.45) Voice RTP by shape on even ports (RFC 3550 s. 11, RFC 3551
+          s. 4.2 packetisation rates) without signalling in view: recorded
+          as evidence, below the threshold (games tick at the same rates with
+          packets of the same sizes; as a verdict it took two corpus flows
+          and breaks the rule that statistics alone are not a call).
 
 Thresholds (module constants): voice 50-300 bytes mean IP packet (G.729 20 ms
 over IPv4 is 60 bytes, G.711 30 ms over IPv6 300); video up to 1300 (RTP
@@ -143,8 +157,9 @@ from streams.flowpairs import (
     shifted_conversation,
 )
 from streams.providers import ProviderRanges
+from streams.session import HostSessions, call_sockets, rtp_voice_shaped, stun_shaped
 
-CLASSIFIER_VERSION = "rules-4"
+CLASSIFIER_VERSION = "rules-5"
 
 # Flow statistics of voice and video media (see "Thresholds" in the docstring).
 #: Mean IP packet size of voice: G.729 20 ms over IPv4 (60 B) .. G.711 30 ms over IPv6 (300 B).
@@ -191,6 +206,10 @@ class Evidence(IntFlag):
     SIGNALLING_PEER = 1 << 17
     DSCP_VOICE = 1 << 18
     SIGNALLING_HOST = 1 << 19
+    HOST_SESSION = 1 << 20
+    STUN_SHAPE = 1 << 21
+    CALL_SOCKET = 1 << 22
+    RTP_SHAPE = 1 << 23
 
 
 #: App names the classifier can give; index = app code. Provider files may add more.
@@ -667,8 +686,47 @@ class Classifier:
         # evidence; other traffic is not marked so).
         rule(dscp_voice & candidate & voice, 0.8, generic_media)
         rule(media & ephemeral, 0.45, generic_media)
+        # (R10-R12) Generic evidence (streams/session.py): session context per
+        # subscriber host, ICE checks by shape, RTP by shape.
+        listed = prov < len(self.providers.providers)
+        stun_shape = stun_shaped(udp & ~any_service, pkts * rate, p_pk * rate, mean)
+        setbit(stun_shape, Evidence.STUN_SHAPE)
+        stun_side = _IS_STUN[ports]
+        # A session opens with call evidence, not with any UDP to the app's
+        # networks: push keep-alives and chat reach the same ranges all day.
+        opener = (provider & media) | (provider_media & call_media)
+        opener |= stun & udp & ~any_service
+        # Call signalling opens none: R7b gives a signalling host's media a
+        # stricter shape (RTP's even ports), since households share a host.
+        client = np.where(
+            opener & (provider | provider_media),
+            np.where(prov_d >= 0, hashes.src_addr, hashes.dst_addr),
+            np.where(stun_side[:, 1], hashes.src_addr, hashes.dst_addr),
+        )
+        opener_app = np.where(provider | provider_media, prov_app, port_app)
+        opener_app = np.where(opener_app > 0, opener_app, self._code["other_voip"])
+        session_query = udp & ~any_service & ~listed & candidate & bidir
+        in_session = self._sessions(hashes, batch, opener, client, opener_app, session_query)
+        setbit(in_session > 0, Evidence.HOST_SESSION)
+        session_app = np.maximum(in_session, 1).astype(np.uint8) - np.uint8(1)
+        rule((in_session > 0) & candidate & bidir, 0.75, session_app)
+        rtp_shape = rtp_voice_shaped(candidate & voice, pps, long_, bidir)
+        rtp_shape &= ((sp & 1) == 0) & ((dp & 1) == 0)
+        setbit(rtp_shape, Evidence.RTP_SHAPE)
+        rule(rtp_shape, 0.45, generic_media)  # alone not a call: games tick at these rates
         # (R8) The exporter's own DPI verdict trumps heuristics either way.
         rule(exp_app > 0, 0.97, exp_app)
+        # (R11) Short media and checks on a socket that carries a call's media.
+        carrier = udp & (conf >= self.threshold) & (voice | video) & ~signalling
+        # A ``voip: media`` range's flows count only where they look like a
+        # call themselves, on a call's socket or not.
+        media_only_peer = provider_media & ~provider
+        short = udp & ~any_service & ~carrier & ~media_only_peer & (voice | video | stun_shape)
+        on_socket, socket_app = call_sockets(
+            hashes.src_ep, hashes.dst_ep, hashes.src_addr, hashes.dst_addr, carrier, app, short
+        )
+        setbit(on_socket, Evidence.CALL_SOCKET)
+        rule(on_socket, 0.7, socket_app)
         conf[exp_other] = np.minimum(conf[exp_other], np.float32(0.2))
 
         is_voip = conf >= self.threshold
@@ -782,6 +840,29 @@ class Classifier:
             out[sel] = (found[: len(sel)] > 0) | (found[len(sel) :] > 0)
         return out
 
+    def _sessions(
+        self,
+        hashes: FlowHashes,
+        batch: FlowBatch,
+        opener: np.ndarray,
+        client: np.ndarray,
+        opener_app: np.ndarray,
+        query: np.ndarray,
+    ) -> np.ndarray:
+        """Per ``query`` record: app code + 1 of the session one of its hosts is in."""
+        sessions = self._context(batch).sessions
+        out = np.zeros(len(batch), dtype=np.int16)
+        if not opener.any() and not len(sessions):
+            return out
+        if opener.any():
+            sessions.open(
+                client[opener], opener_app[opener], batch["flow_end_ms"][opener].astype(np.uint64)
+            )
+        sel = np.flatnonzero(query)
+        if len(sel):
+            out[sel] = sessions.lookup(hashes.src_addr[sel], hashes.dst_addr[sel])
+        return out
+
     def _context(self, batch: FlowBatch) -> _Context:
         if not self.ice_memory or not len(batch):
             return _Context()
@@ -809,6 +890,7 @@ class _Context:
     hosts: IceMemory = field(  # hosts that did call signalling (with anyone)
         default_factory=lambda: IceMemory(max_age_ms=PEER_MEMORY_MS)
     )
+    sessions: HostSessions = field(default_factory=HostSessions)  # hosts in an app's session
 
 
 def _rtp_rtcp_pairs(
