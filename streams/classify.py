@@ -694,16 +694,19 @@ class Classifier:
         stun_side = _IS_STUN[ports]
         # A session opens with call evidence, not with any UDP to the app's
         # networks: push keep-alives and chat reach the same ranges all day.
-        opener = (provider & media) | (provider_media & call_media)
+        # Ranges filed ``voip: media`` count for the flow that looks like a
+        # call and for nothing else: they open no session and lend no socket.
+        media_only_peer = provider_media & ~provider
+        opener = provider & media
         opener |= stun & udp & ~any_service
         # Call signalling opens none: R7b gives a signalling host's media a
         # stricter shape (RTP's even ports), since households share a host.
         client = np.where(
-            opener & (provider | provider_media),
+            opener & provider,
             np.where(prov_d >= 0, hashes.src_addr, hashes.dst_addr),
             np.where(stun_side[:, 1], hashes.src_addr, hashes.dst_addr),
         )
-        opener_app = np.where(provider | provider_media, prov_app, port_app)
+        opener_app = np.where(provider, prov_app, port_app)
         opener_app = np.where(opener_app > 0, opener_app, self._code["other_voip"])
         session_query = udp & ~any_service & ~listed & candidate & bidir
         in_session = self._sessions(hashes, batch, opener, client, opener_app, session_query)
@@ -718,9 +721,7 @@ class Classifier:
         rule(exp_app > 0, 0.97, exp_app)
         # (R11) Short media and checks on a socket that carries a call's media.
         carrier = udp & (conf >= self.threshold) & (voice | video) & ~signalling
-        # A ``voip: media`` range's flows count only where they look like a
-        # call themselves, on a call's socket or not.
-        media_only_peer = provider_media & ~provider
+        carrier &= ~media_only_peer
         short = udp & ~any_service & ~carrier & ~media_only_peer & (voice | video | stun_shape)
         on_socket, socket_app = call_sockets(
             hashes.src_ep, hashes.dst_ep, hashes.src_addr, hashes.dst_addr, carrier, app, short
