@@ -27,12 +27,12 @@ from pathlib import Path
 
 import numpy as np
 
-from streams.clickhouse import ClickHouse
-from streams.clickhouse.embedded import EmbeddedClickHouse
-from streams.clickhouse.migrations import Migrator, RenderOptions
-from streams.clickhouse.native import NativeClickHouse
-from streams.config import ClickHouseConfig
-from streams.sink_tables import combine, parse_voip_flows, with_offsets
+from storage.clickhouse import ClickHouse
+from storage.clickhouse.embedded import EmbeddedClickHouse
+from storage.clickhouse.migrations import Migrator, RenderOptions
+from storage.clickhouse.native import NativeClickHouse
+from storage.config import ClickHouseConfig
+from storage.sink.tables import combine, parse_voip_flows, with_offsets
 from voipflow.evaluation.chserver import ClickHouseServer, server_binary
 from voipflow.evaluation.sinkdata import flow_batch
 

@@ -3,12 +3,9 @@
 The decoder returns per-call statistics per (exporter, domain). They are
 summed here in plain objects (a few integer additions per exporter per
 decode call), pushed to Prometheus once per second and reported to Kafka
-every ``health_interval_s`` as one JSON object per exporter and domain::
-
-    {"schema": "exporter-health.v1", "ts_ms", "collector" (host:pid),
-     "exporter", "observation_domain_id", "netflow_version", "packets",
-     "records", "bytes", "decode_errors", "templates", "records_held",
-     "sequence_lost", "exporter_restarts", "sampling_rate", "kernel_drops"}
+every ``health_interval_s`` as one JSON object per exporter and domain, whose
+fields the contract ``schemas/json/exporter-health.v1.json`` lists
+(:mod:`schemas.health`).
 
 Counters are deltas since the previous report of this process; ``templates``,
 ``records_held`` and ``sampling_rate`` are current values. ``kernel_drops``
@@ -29,8 +26,9 @@ from typing import Any
 from collectors.codec.call import DomainKey, ExporterStats
 from collectors.metrics import CollectorMetrics
 from schemas.flowbatch import addr_to_text
+from schemas.health import SCHEMA_NAME
 
-HEALTH_SCHEMA = "exporter-health.v1"
+HEALTH_SCHEMA = SCHEMA_NAME
 
 
 @dataclass(slots=True)

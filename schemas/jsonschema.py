@@ -11,6 +11,7 @@ classes, so callers see that module's exception tree.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -54,8 +55,8 @@ def check(value: Any, schema: dict[str, Any], where: str, error: type[ValueError
             raise error(f"{where}: {value} < minimum {schema['minimum']}")
         if "maximum" in schema and value > schema["maximum"]:
             raise error(f"{where}: {value} > maximum {schema['maximum']}")
-        if isinstance(value, float) and value != value:
-            raise error(f"{where}: NaN is not a number here")
+        if isinstance(value, float) and not math.isfinite(value):
+            raise error(f"{where}: {value} is not a JSON number")
     if isinstance(value, str) and len(value) < schema.get("minLength", 0):
         raise error(f"{where}: shorter than {schema['minLength']} characters")
     if isinstance(value, dict):

@@ -1,5 +1,7 @@
-"""The Faust stream-processing application and the ClickHouse sinks.
+"""The Faust stream-processing application (the worker).
 
-Agents are thin loops; enrichment, classification and aggregation are pure
-functions over flow batches in plain modules, tested without Kafka.
+Agents are thin loops; enrichment, classification (port tables in
+:mod:`streams.ports`) and aggregation are pure functions over flow batches in
+plain modules, tested without Kafka. The sink that stores the worker's output
+in ClickHouse is :mod:`storage.sink`; ``streams`` never imports ``storage``.
 """

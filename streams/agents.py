@@ -15,14 +15,6 @@ from typing import Any
 from schemas.flowbatch import BatchError, BatchVersionError
 from streams.app import EXPORTER_KEY_PREFIX, WorkerApp
 from streams.config import WorkerConfig
-from streams.metrics import (
-    BAD_MESSAGES,
-    BATCH_SECONDS,
-    BATCHES,
-    OPEN_WINDOWS,
-    RECORDS,
-    REDELIVERED,
-)
 from streams.pipeline import CityStates, ExporterStates, FlowPipeline, PartialError
 
 log = logging.getLogger(__name__)
@@ -30,9 +22,10 @@ log = logging.getLogger(__name__)
 
 def install_agents(w: WorkerApp, config: WorkerConfig, pipeline: FlowPipeline) -> None:
     """Register the flow agent, the keyed (city and exporter) agent and the idle timer."""
-    states = CityStates(config)
-    exporter_states = ExporterStates(config)
-    open_windows: dict[str, int] = {}  # city -> windows not yet closed, for OPEN_WINDOWS
+    m = pipeline.metrics
+    states = CityStates(config, m)
+    exporter_states = ExporterStates(config, m)
+    open_windows: dict[str, int] = {}  # city -> windows not yet closed, for m.open_windows
     flows_name = w.flows.get_topic_name()
 
     @w.app.agent(w.flows, name="flows")
@@ -45,7 +38,7 @@ def install_agents(w: WorkerApp, config: WorkerConfig, pipeline: FlowPipeline) -
                 out = pipeline.process(event.value, source, msg.offset)
             except BatchError as exc:
                 reason = "version" if isinstance(exc, BatchVersionError) else type(exc).__name__
-                BAD_MESSAGES.labels(flows_name, reason).inc()
+                m.bad_messages.labels(flows_name, reason).inc()
                 log.warning(
                     "bad flow batch skipped",
                     extra={
@@ -56,9 +49,9 @@ def install_agents(w: WorkerApp, config: WorkerConfig, pipeline: FlowPipeline) -
                     },
                 )
                 continue
-            BATCH_SECONDS.observe(time.process_time() - started)
-            BATCHES.labels(flows_name).inc()
-            RECORDS.labels(flows_name).inc(out.records)
+            m.batch_seconds.observe(time.process_time() - started)
+            m.batches.labels(flows_name).inc()
+            m.records.labels(flows_name).inc(out.records)
             for city, data in out.voip_flows.items():
                 await w.voip_flows.send(key=city, value=data, headers={"schema": b"voip-flows.v1"})
             for city, data in out.partials.items():
@@ -74,7 +67,7 @@ def install_agents(w: WorkerApp, config: WorkerConfig, pipeline: FlowPipeline) -
             if isinstance(key, bytes):
                 key = key.decode("utf-8", "replace")
             if not key:
-                BAD_MESSAGES.labels(w.partials_topic, "no_key").inc()
+                m.bad_messages.labels(w.partials_topic, "no_key").inc()
                 continue
             exporter = key.startswith(EXPORTER_KEY_PREFIX)
             name = key[len(EXPORTER_KEY_PREFIX) :] if exporter else key
@@ -84,11 +77,11 @@ def install_agents(w: WorkerApp, config: WorkerConfig, pipeline: FlowPipeline) -
                 state = json.loads(raw) if raw else None
                 state, closed, outcome = handler.handle(name, state, event.value)
             except (PartialError, ValueError) as exc:
-                BAD_MESSAGES.labels(w.partials_topic, "partial").inc()
+                m.bad_messages.labels(w.partials_topic, "partial").inc()
                 log.warning("bad partial skipped", extra={"key": name, "error": str(exc)})
                 continue
             if outcome == "duplicate":
-                REDELIVERED.labels(w.partials_topic).inc()
+                m.redelivered.labels(w.partials_topic).inc()
                 continue
             # Publish before the state that forgets the windows is written: a
             # crash in between publishes them again (same values), never not.
@@ -107,7 +100,7 @@ def install_agents(w: WorkerApp, config: WorkerConfig, pipeline: FlowPipeline) -
             w.city_state[key] = json.dumps(state, separators=(",", ":")).encode()
             if not exporter:
                 open_windows[key] = len(state.get("win", ()))
-                OPEN_WINDOWS.set(sum(open_windows.values()))
+                m.open_windows.set(sum(open_windows.values()))
 
     @w.app.timer(interval=config.close_interval_s)
     async def idle_keys() -> None:

@@ -44,7 +44,8 @@ import faust
 from mode.utils.objects import cached_property
 from mode.utils.queues import FlowControlEvent
 
-from streams.config import KafkaConfig, WorkerConfig
+from schemas.topics import KafkaConfig
+from streams.config import WorkerConfig
 
 
 class KeepBuffersOnResume(FlowControlEvent):

@@ -1,7 +1,7 @@
 """VoIP classification of flow records: evidence combined into app, confidence, verdict.
 
 Everything is computed over whole batches with numpy: port categories come
-from 65536-entry lookup tables indexed by the port columns, provider ranges
+from 65536-entry lookup tables (:mod:`streams.ports`) indexed by the port columns, provider ranges
 from one :class:`~streams.prefixes.PrefixTable` look-up per address column,
 direction pairing, RTP/RTCP pairing and socket/host memories from 64-bit
 hashes (:mod:`streams.flowpairs`), media statistics from the counter columns.
@@ -156,6 +156,21 @@ from streams.flowpairs import (
     pair_directions,
     shifted_conversation,
 )
+from streams.ports import (
+    IS_APP_PORT,
+    IS_SIGNALLING,
+    IS_STUN,
+    P_NONE,
+    P_SERVICE,
+    P_SIP,
+    P_TEAMS,
+    P_VIBER,
+    PORT_APPS,
+    PORT_RANK,
+    TCP_PORTS,
+    UDP_PORTS,
+    without_ports,
+)
 from streams.providers import ProviderRanges
 from streams.session import HostSessions, call_sockets, rtp_voice_shaped, stun_shaped
 
@@ -280,132 +295,6 @@ NAME_APPS: tuple[tuple[str, str], ...] = (
 # Names that describe the call part of an app (a name "whatsapp" alone is chat).
 CALL_WORDS = ("call", "voip", "voice", "audio", "video", "media", "rtp", "sip", "h323", "h.323")
 
-# Port categories (values of the lookup tables).
-P_NONE, P_SIP, P_H323, P_SCCP, P_MGCP, P_IAX, P_STUN, P_GSTUN = 0, 1, 2, 3, 4, 5, 6, 7
-P_ZOOM, P_TEAMS, P_VIBER, P_VOICECHAT, P_SERVICE = 8, 9, 10, 11, 12
-_PORT_APPS = {
-    P_SIP: "sip",
-    P_H323: "h323",
-    P_SCCP: "sccp",
-    P_MGCP: "mgcp",
-    P_IAX: "iax",
-    P_STUN: "other_voip",
-    P_GSTUN: "other_voip",  # Google's public STUN serves many WebRTC apps
-    P_ZOOM: "zoom",
-    P_TEAMS: "teams",
-    P_VIBER: "viber",
-    P_VOICECHAT: "other_voip",
-}
-# Well-known non-VoIP services (IANA registrations, or the protocol's own
-# documented default where IANA has none). A flow on one of these ports is
-# that service, whatever its packet statistics.
-_UDP_SERVICE = [
-    53, 853,            # DNS, DNS over QUIC (RFC 9250)
-    67, 68, 69,         # DHCP, TFTP
-    123,                # NTP: 48-byte packets at a steady rate
-    137, 138,           # NetBIOS
-    161, 162,           # SNMP
-    389,                # CLDAP
-    443,                # QUIC (HTTP/3): video streams of media-like sizes
-    500, 4500, 1701,    # IKE, IPsec NAT-T, L2TP
-    514,                # syslog
-    520,                # RIP
-    623,                # IPMI/RMCP
-    1194, 51820,        # OpenVPN, WireGuard default ports
-    1812, 1813,         # RADIUS
-    1900, 3702, 5353, 5355,  # SSDP, WS-Discovery, mDNS, LLMNR
-    2049,               # NFS
-    4712, 4713,         # IEEE C37.118 synchrophasor streams (the standard's defaults):
-                        # small periodic datagrams at 30-60/s, much like voice
-    5683,               # CoAP (RFC 7252)
-    11211,              # memcached
-    17500,              # Dropbox LAN sync (IANA db-lsp)
-    27015,              # Valve Source game servers (Valve's documented default)
-]  # fmt: skip
-_TCP_SERVICE = [
-    20, 21, 22, 23, 25, 53, 80, 110, 143, 443, 445, 465, 587, 853, 993, 995,  # IANA
-    1433, 3306, 5432, 6379, 9092,  # databases and brokers
-    3389,                          # RDP
-    5222, 5223, 5228,              # XMPP / push channels (chat, not calls)
-    8080, 8443,                    # HTTP alternates
-]  # fmt: skip
-
-
-def _port_table(tcp: bool) -> np.ndarray:
-    t = np.zeros(65536, dtype=np.uint8)
-    for p in _TCP_SERVICE if tcp else _UDP_SERVICE:
-        t[p] = P_SERVICE
-    if not tcp:
-        t[6881:6890] = P_SERVICE  # BitTorrent DHT/uTP (BEP 5 default ports)
-    t[5060:5062] = P_SIP  # RFC 3261 s. 19.1.2 (5061: SIP over TLS)
-    t[3478:3482] = P_STUN  # RFC 8489 (3478); Microsoft 365: Teams media 3478-3481
-    if tcp:
-        t[1719] = t[1720] = P_H323  # IANA registers both for TCP and UDP
-        t[2000] = P_SCCP  # Cisco Skinny (IANA cisco-sccp)
-        t[5349] = P_STUN  # TURN over TLS (RFC 8656)
-        t[4244] = t[5242] = t[5243] = P_VIBER  # Viber's published port list
-        t[64738] = P_VOICECHAT  # Mumble's default server port
-    else:
-        t[1719] = P_H323
-        t[2427] = t[2727] = P_MGCP  # RFC 3435: gateway, call agent
-        t[4569] = P_IAX  # RFC 5456
-        t[19302:19310] = P_GSTUN  # Google Meet network guide
-        t[8801:8811] = P_ZOOM  # Zoom firewall rules: client media
-        t[50000:50060] = P_TEAMS  # Microsoft 365: Teams client source ports
-        # Viber's list (UDP 5243, 9785) and nDPI's default Viber ports (7985, 7987)
-        t[5243] = t[7985] = t[7987] = t[9785] = P_VIBER
-        t[9987] = t[64738] = P_VOICECHAT  # TeamSpeak 3, Mumble default ports
-    return t
-
-
-#: Precedence of port categories when the two sides disagree.
-_PORT_RANK = np.zeros(P_SERVICE + 1, dtype=np.int8)
-for _rank, _cats in enumerate(
-    [
-        (P_SERVICE,),
-        (P_TEAMS,),
-        (P_VIBER, P_VOICECHAT),
-        (P_ZOOM,),
-        (P_GSTUN,),
-        (P_STUN,),
-        (P_SIP, P_H323, P_SCCP, P_MGCP, P_IAX),
-    ],
-    start=1,
-):
-    _PORT_RANK[list(_cats)] = _rank
-
-#: Port category -> kind, as lookup tables (cheaper than ``np.isin`` per batch).
-_IS_SIGNALLING = np.isin(np.arange(P_SERVICE + 1), (P_SIP, P_H323, P_SCCP, P_MGCP, P_IAX))
-_IS_STUN = np.isin(np.arange(P_SERVICE + 1), (P_STUN, P_GSTUN))
-_IS_APP_PORT = np.isin(np.arange(P_SERVICE + 1), (P_ZOOM, P_TEAMS, P_VIBER, P_VOICECHAT))
-
-UDP_PORTS = _port_table(tcp=False)
-TCP_PORTS = _port_table(tcp=True)
-NO_PORTS = np.zeros(65536, dtype=np.uint8)
-#: Port categories that are one app's own knowledge (its vendor's documents),
-#: switched off with that app; STUN/TURN's registered ports (RFC 8489) and the
-#: service ports are nobody's own.
-_PORT_OWNER = {
-    P_SIP: "sip",
-    P_H323: "h323",
-    P_SCCP: "sccp",
-    P_MGCP: "mgcp",
-    P_IAX: "iax",
-    P_GSTUN: "meet",
-    P_ZOOM: "zoom",
-    P_TEAMS: "teams",
-    P_VIBER: "viber",
-    P_VOICECHAT: "other_voip",
-}
-
-
-def _without_ports(table: np.ndarray, without: frozenset[str]) -> np.ndarray:
-    """``table`` with the port categories of the apps in ``without`` cleared."""
-    off = [c for c, a in _PORT_OWNER.items() if a in without]
-    if not off:
-        return table
-    return np.where(np.isin(table, off), np.uint8(P_NONE), table).astype(np.uint8)
-
 
 @dataclass(slots=True)
 class Classification:
@@ -470,10 +359,10 @@ class Classifier:
             if app not in self.without:
                 self._ndpi[pid] = self._code[app]
         self._name_apps = tuple((w, a) for w, a in NAME_APPS if a not in self.without)
-        self._udp_ports = _without_ports(UDP_PORTS, self.without)
-        self._tcp_ports = _without_ports(TCP_PORTS, self.without)
+        self._udp_ports = without_ports(UDP_PORTS, self.without)
+        self._tcp_ports = without_ports(TCP_PORTS, self.without)
         self._port_code = np.array(
-            [self._code.get(_PORT_APPS.get(c, ""), 0) for c in range(P_SERVICE + 1)],
+            [self._code.get(PORT_APPS.get(c, ""), 0) for c in range(P_SERVICE + 1)],
             dtype=np.uint8,
         )
 
@@ -521,7 +410,7 @@ class Classifier:
         # server: the other port is a client's random pick and says nothing
         # (client port 5060 towards 443 is not SIP, 3478 towards 53 is DNS).
         src_cat, dst_cat = ports[:, 0], ports[:, 1]
-        rank = _PORT_RANK[ports]
+        rank = PORT_RANK[ports]
         pcat = np.where(rank[:, 1] > rank[:, 0], dst_cat, src_cat)
         src_system = sp < 1024
         dst_system = dp < 1024
@@ -588,9 +477,9 @@ class Classifier:
         setbit(exp_app > 0, Evidence.EXPORTER_APP)
         setbit(exp_other, Evidence.EXPORTER_NOT_VOIP)
         setbit(provider_media, Evidence.PROVIDER)
-        sig = _IS_SIGNALLING[pcat]
-        stun = _IS_STUN[pcat]
-        appport = _IS_APP_PORT[pcat]
+        sig = IS_SIGNALLING[pcat]
+        stun = IS_STUN[pcat]
+        appport = IS_APP_PORT[pcat]
         setbit(sig, Evidence.SIGNALLING_PORT)
         setbit(stun, Evidence.STUN_PORT)
         setbit(appport, Evidence.APP_PORT)
@@ -691,7 +580,7 @@ class Classifier:
         listed = prov < len(self.providers.providers)
         stun_shape = stun_shaped(udp & ~any_service, pkts * rate, p_pk * rate, mean)
         setbit(stun_shape, Evidence.STUN_SHAPE)
-        stun_side = _IS_STUN[ports]
+        stun_side = IS_STUN[ports]
         # A session opens with call evidence, not with any UDP to the app's
         # networks: push keep-alives and chat reach the same ranges all day.
         # Ranges filed ``voip: media`` count for the flow that looks like a
@@ -756,7 +645,7 @@ class Classifier:
         """
         n = len(batch)
         src_h, dst_h = hashes.src_ep, hashes.dst_ep
-        stun_cat = _IS_STUN[ports]
+        stun_cat = IS_STUN[ports]
         anchor = udp & stun & (stun_cat[:, 0] != stun_cat[:, 1]) & ~any_service
         # The client socket is the side that is not on the STUN port.
         client = np.where(stun_cat[:, 1], src_h, dst_h)

@@ -1,93 +1,15 @@
-"""Configuration of the worker (Faust app), the sinks, Kafka and ClickHouse."""
+"""Configuration of the worker (Faust app).
+
+Kafka's settings are in :mod:`schemas.topics` (the worker, the collectors' wiring
+and the sink share them); ClickHouse's and the sink's in :mod:`storage.config`.
+"""
 
 from __future__ import annotations
 
 import ipaddress
 from pathlib import Path
-from typing import Literal
 
-from pydantic import BaseModel, Field, ValidationInfo, field_validator
-
-
-class KafkaConfig(BaseModel):
-    #: Bootstrap servers, comma separated. Empty: use the local broker that
-    #: ``voipflow kafka start`` runs (its address is in the data directory).
-    bootstrap: str = ""
-    #: Partitions of the topics voipflow creates.
-    partitions: int = Field(4, ge=1)
-    #: Replication factor of the topics voipflow creates (3 in production).
-    replication_factor: int = Field(1, ge=1)
-    #: Compression of produced messages.
-    compression: Literal["none", "gzip", "lz4", "zstd"] = "lz4"
-    #: Flow batches from the collectors (schemas/flowbatch.py).
-    flows_topic: str = "flows.v1"
-    #: Classified VoIP flows from the workers (schemas/voipflows.py).
-    voip_flows_topic: str = "voip-flows.v1"
-    #: Closed usage windows per city and app (schemas/json/voip-usage.v1.json).
-    usage_topic: str = "voip-usage.v1"
-    #: Closed traffic windows per exporter, all flows (schemas/json/traffic.v1.json).
-    traffic_topic: str = "traffic.v1"
-    #: Rules for enforcement points.
-    rules_topic: str = "rules.v1"
-    #: Enforcement points' feedback on rules.
-    feedback_topic: str = "rules-feedback.v1"
-    #: Per-exporter health reports from the collectors.
-    health_topic: str = "exporter-health.v1"
-
-    @field_validator("bootstrap")
-    @classmethod
-    def _check_bootstrap(cls, v: str) -> str:
-        for server in filter(None, (s.strip() for s in v.split(","))):
-            host, sep, port = server.rpartition(":")
-            if not sep or not host or not port.isdigit():
-                raise ValueError(f"expected host:port[,host:port...], got {server!r}")
-        return v
-
-
-class ClickHouseConfig(BaseModel):
-    #: ``clickhouse://user:password@host:9000/database`` for a server through
-    #: the native protocol; empty for the embedded engine (chdb) in
-    #: ``<data_dir>/clickhouse``.
-    url: str = ""
-    #: Database used by the embedded engine (a server's comes from ``url``).
-    database: str = Field("voipflow", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
-    #: Seconds to wait for a server connection before counting it as down.
-    connect_timeout_s: float = Field(5.0, gt=0)
-    #: Seconds a statement may wait for the server's answer.
-    timeout_s: float = Field(60.0, gt=0)
-    #: Cluster name for ``voipflow db migrate``: when set, DDL is rendered
-    #: ``ON CLUSTER`` with Replicated*MergeTree tables (``<name>_local``) behind
-    #: Distributed tables of the plain names. Empty: one server or chdb.
-    cluster: str = Field("", pattern=r"^([A-Za-z_][A-Za-z0-9_-]*)?$")
-    #: Days ``flows_voip`` keeps VoIP flow records (0 = forever).
-    flows_ttl_days: int = Field(90, ge=0)
-    #: Days ``voip_usage_1m`` keeps per-minute usage (0 = forever).
-    usage_1m_ttl_days: int = Field(35, ge=0)
-    #: Days ``voip_usage_1h`` keeps hourly usage (0 = forever).
-    usage_1h_ttl_days: int = Field(400, ge=0)
-    #: Days ``voip_usage_1d`` keeps daily usage (0 = forever).
-    usage_1d_ttl_days: int = Field(0, ge=0)
-    #: Days ``exporter_traffic_1m`` keeps per-minute traffic per exporter (0 = forever).
-    traffic_1m_ttl_days: int = Field(90, ge=0)
-    #: Days ``exporter_traffic_1h`` keeps hourly traffic per exporter (0 = forever).
-    traffic_1h_ttl_days: int = Field(400, ge=0)
-    #: Days ``exporter_traffic_1d`` keeps daily traffic per exporter (0 = forever).
-    traffic_1d_ttl_days: int = Field(0, ge=0)
-    #: Days ``exporter_health`` and ``pipeline_stats`` keep reports (0 = forever).
-    health_ttl_days: int = Field(30, ge=0)
-    #: Days ``rule_events`` keeps rule state changes (0 = forever).
-    rule_events_ttl_days: int = Field(400, ge=0)
-    #: Inserts per table whose deduplication tokens are remembered
-    #: (``non_replicated_deduplication_window``/``replicated_deduplication_window``);
-    #: a replayed batch older than this many inserts would be inserted again.
-    dedup_window: int = Field(1000, ge=1)
-
-    @field_validator("url")
-    @classmethod
-    def _check_url(cls, v: str) -> str:
-        if v and not v.startswith(("clickhouse://", "clickhouses://")):
-            raise ValueError("must start with clickhouse:// or clickhouses://")
-        return v
+from pydantic import BaseModel, Field, field_validator
 
 
 class WorkerConfig(BaseModel):
@@ -163,48 +85,3 @@ class WorkerConfig(BaseModel):
     @property
     def home_prefixes(self) -> list[str]:
         return [s.strip() for s in self.home_networks.split(",") if s.strip()]
-
-
-class SinkConfig(BaseModel):
-    #: Rows per ClickHouse insert at most ...
-    batch_rows: int = Field(50000, ge=1)
-    #: ... and at least one insert this often when rows are waiting. Batches
-    #: are per topic partition, so a table receives up to one insert per
-    #: partition per this delay.
-    batch_delay_s: float = Field(1.0, gt=0)
-    #: Kafka consumer group of the sinks.
-    group_id: str = Field("voipflow-sink", min_length=1)
-    #: Topics the sink consumes, comma separated, among the voip-flows, usage,
-    #: traffic and exporter-health topics of ``[kafka]``; empty: all four.
-    topics: str = ""
-    #: Table the voip-flows topic fills (a plain name, in the configured database).
-    flows_table: str = Field("flows_voip", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
-    #: First wait before retrying an insert that failed for a transient reason ...
-    retry_initial_s: float = Field(0.5, gt=0)
-    #: ... doubling up to this wait between retries (retries never give up).
-    retry_max_s: float = Field(30.0, gt=0)
-    #: Topic that receives messages the sink cannot insert (raw value, with
-    #: headers naming the reason and origin); empty: bad messages are only
-    #: counted and logged.
-    dead_letter_topic: str = ""
-    #: Seconds between rows of the sink's own counters (rows inserted, bad
-    #: messages, retries, lag) in ``pipeline_stats``; 0 = never.
-    stats_interval_s: float = Field(60.0, ge=0)
-    #: Seconds without heartbeats after which the group gives a dead sink's
-    #: partitions to another member (the broker allows 6 to 300 by default).
-    session_timeout_s: float = Field(10.0, ge=1)
-    #: Stop once the group gave this sink its partitions, everything they held
-    #: when it started is committed, and nothing arrived for this many seconds
-    #: after that (0 = run until stopped): for backfills and tests.
-    exit_when_idle_s: float = Field(0.0, ge=0)
-    #: Fault injection for tests: SIGKILL the sink process right after its
-    #: N-th successful insert, before the offsets are committed (0 = never).
-    fault_kill_after_inserts: int = Field(0, ge=0)
-
-    @field_validator("retry_max_s")
-    @classmethod
-    def _check_retry(cls, v: float, info: ValidationInfo) -> float:
-        initial = info.data.get("retry_initial_s")
-        if initial is not None and v < initial:
-            raise ValueError("must be at least retry_initial_s")
-        return v

@@ -45,6 +45,7 @@ import numpy as np
 
 from schemas.flowbatch import FlowBatch, addr_to_text
 from streams.config import WorkerConfig
+from streams.metrics import WorkerMetrics
 from streams.prefixes import PrefixError, PrefixTable
 
 log = logging.getLogger(__name__)
@@ -205,9 +206,15 @@ class Reloading(Generic[T]):
     """A value loaded from a file, reloaded when the file's mtime changes."""
 
     def __init__(
-        self, name: str, path: Path, loader: Callable[[Path], T], check_every_s: float
+        self,
+        name: str,
+        path: Path,
+        loader: Callable[[Path], T],
+        check_every_s: float,
+        metrics: WorkerMetrics | None = None,
     ) -> None:
         self.name = name
+        self.metrics = metrics if metrics is not None else WorkerMetrics()
         self.path = path
         self._loader = loader
         self._every = check_every_s
@@ -224,12 +231,10 @@ class Reloading(Generic[T]):
 
     def check(self) -> bool:
         """Reload now if the file changed; True when a new version was loaded."""
-        from streams.metrics import TABLE_RELOADS
-
         try:
             mtime = os.stat(self.path).st_mtime_ns
         except OSError as exc:
-            TABLE_RELOADS.labels(self.name, "error").inc()
+            self.metrics.table_reloads.labels(self.name, "error").inc()
             log.warning(
                 "table %s unreadable, keeping the loaded one",
                 self.name,
@@ -241,7 +246,7 @@ class Reloading(Generic[T]):
         try:
             value = self._loader(self.path)
         except EnrichError as exc:
-            TABLE_RELOADS.labels(self.name, "error").inc()
+            self.metrics.table_reloads.labels(self.name, "error").inc()
             log.warning(
                 "table %s failed to reload, keeping the loaded one",
                 self.name,
@@ -254,7 +259,7 @@ class Reloading(Generic[T]):
         close = getattr(old, "close", None)
         if callable(close):
             close()
-        TABLE_RELOADS.labels(self.name, "ok").inc()
+        self.metrics.table_reloads.labels(self.name, "ok").inc()
         log.info("table %s reloaded", self.name, extra={"path": str(self.path)})
         return True
 
@@ -289,8 +294,14 @@ def orient(batch: FlowBatch, home: PrefixTable) -> tuple[np.ndarray, np.ndarray]
 class Enricher:
     """Subscriber side and city for flow batches; tables reload without restart."""
 
-    def __init__(self, config: WorkerConfig, registry: CityRegistry | None = None) -> None:
+    def __init__(
+        self,
+        config: WorkerConfig,
+        registry: CityRegistry | None = None,
+        metrics: WorkerMetrics | None = None,
+    ) -> None:
         self.config = config
+        self.metrics = metrics if metrics is not None else WorkerMetrics()
         self.registry = registry or CityRegistry()
         self.home = PrefixTable.build((p, 1) for p in config.home_prefixes)
         self.unknown_city = self.registry.add(City(UNKNOWN_CITY))
@@ -308,6 +319,7 @@ class Enricher:
                     cfg.prefix_table,
                     lambda p: load_city_csv(p, self.registry),
                     cfg.table_reload_s,
+                    self.metrics,
                 )
             if cfg.mmdb_path is not None:
                 self._mmdb = Reloading(
@@ -315,6 +327,7 @@ class Enricher:
                     cfg.mmdb_path,
                     lambda p: MmdbCities(p, self.registry),
                     cfg.table_reload_s,
+                    self.metrics,
                 )
             if cfg.exporter_city_table is not None:
                 self._exporter = Reloading(
@@ -322,6 +335,7 @@ class Enricher:
                     cfg.exporter_city_table,
                     lambda p: load_city_csv(p, self.registry, "exporter"),
                     cfg.table_reload_s,
+                    self.metrics,
                 )
         except TableError as exc:
             raise TableError(f"VOIPFLOW_WORKER_*: {exc}") from exc
@@ -382,13 +396,11 @@ class Enricher:
             peer_asn=peer_asn,
         )
 
-    @staticmethod
-    def _count(home: np.ndarray, unlocated: np.ndarray, source: np.ndarray) -> None:
-        from streams.metrics import CITY_SOURCE, UNHOMED, UNLOCATED
-
-        UNHOMED.inc(int(len(home) - np.count_nonzero(home)))
-        UNLOCATED.inc(int(np.count_nonzero(unlocated)))
+    def _count(self, home: np.ndarray, unlocated: np.ndarray, source: np.ndarray) -> None:
+        m = self.metrics
+        m.unhomed.inc(int(len(home) - np.count_nonzero(home)))
+        m.unlocated.inc(int(np.count_nonzero(unlocated)))
         counts = np.bincount(source, minlength=4)
         for code, name in SOURCE_NAMES.items():
             if counts[code]:
-                CITY_SOURCE.labels(name).inc(int(counts[code]))
+                m.city_source.labels(name).inc(int(counts[code]))

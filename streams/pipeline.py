@@ -32,13 +32,7 @@ from streams.aggregate import apply_partial, batch_partials, close_windows, new_
 from streams.classify import Classification, Classifier
 from streams.config import WorkerConfig
 from streams.enrich import Enricher, Enrichment
-from streams.metrics import (
-    LATE_RECORDS,
-    LATE_TRAFFIC_RECORDS,
-    TRAFFIC_WINDOWS_PUBLISHED,
-    VOIP_RECORDS,
-    WINDOWS_PUBLISHED,
-)
+from streams.metrics import WorkerMetrics
 from streams.providers import load_providers
 from streams.traffic import apply_traffic, batch_traffic, close_traffic, new_traffic_state
 
@@ -103,9 +97,11 @@ def voip_flow_batch(
 class FlowPipeline:
     """Enrich, classify and pre-aggregate flow batches (one instance per worker)."""
 
-    def __init__(self, config: WorkerConfig) -> None:
+    def __init__(self, config: WorkerConfig, metrics: WorkerMetrics | None = None) -> None:
         self.config = config
-        self.enricher = Enricher(config)
+        #: Counters of this worker (a fresh registry unless one is given).
+        self.metrics = metrics if metrics is not None else WorkerMetrics()
+        self.enricher = Enricher(config, metrics=self.metrics)
         self.classifier: Classifier | None = None
 
     def start(self) -> None:
@@ -138,7 +134,7 @@ class FlowPipeline:
         if out.voip_records:
             names = result.app_names()[result.is_voip]
             for app, count in zip(*np.unique(names, return_counts=True), strict=True):
-                VOIP_RECORDS.labels(str(app)).inc(int(count))
+                self.metrics.voip_records.labels(str(app)).inc(int(count))
         if self.config.publish_voip_flows and voip.any():
             rows = np.flatnonzero(voip)
             order = rows[np.argsort(enr.city_id[rows], kind="stable")]
@@ -160,8 +156,9 @@ class _WindowStates:
     closed and returned as encoded messages with their Kafka keys.
     """
 
-    def __init__(self, config: WorkerConfig) -> None:
+    def __init__(self, config: WorkerConfig, metrics: WorkerMetrics | None = None) -> None:
         self.config = config
+        self.metrics = metrics if metrics is not None else WorkerMetrics()
 
     def _new(self) -> dict[str, Any]:
         raise NotImplementedError
@@ -213,7 +210,7 @@ class CityStates(_WindowStates):
     def _apply(self, state: dict[str, Any], msg: dict[str, Any]) -> str:
         late_before = int(state["late"])
         outcome = apply_partial(state, msg)
-        LATE_RECORDS.inc(int(state["late"]) - late_before)
+        self.metrics.late_records.inc(int(state["late"]) - late_before)
         return outcome
 
     def _close(
@@ -224,7 +221,7 @@ class CityStates(_WindowStates):
             state, key, cfg.window_s, cfg.lateness_s, watermark_ms=watermark, produced_ms=now_ms
         )
         out = [(usage_key(key, m["app"], m["window_start_ms"]), encode_usage(m)) for m in closed]
-        WINDOWS_PUBLISHED.inc(len(out))
+        self.metrics.windows_published.inc(len(out))
         return out
 
 
@@ -237,7 +234,7 @@ class ExporterStates(_WindowStates):
     def _apply(self, state: dict[str, Any], msg: dict[str, Any]) -> str:
         late_before = int(state["late"])
         outcome = apply_traffic(state, msg)
-        LATE_TRAFFIC_RECORDS.inc(int(state["late"]) - late_before)
+        self.metrics.late_traffic_records.inc(int(state["late"]) - late_before)
         return outcome
 
     def _close(
@@ -248,5 +245,5 @@ class ExporterStates(_WindowStates):
             state, key, cfg.window_s, cfg.lateness_s, watermark_ms=watermark, produced_ms=now_ms
         )
         out = [(traffic_key(key, m["window_start_ms"]), encode_traffic(m)) for m in closed]
-        TRAFFIC_WINDOWS_PUBLISHED.inc(len(out))
+        self.metrics.traffic_windows_published.inc(len(out))
         return out

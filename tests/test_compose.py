@@ -13,16 +13,15 @@ import importlib.util
 import os
 import re
 import shlex
-from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
+from tests.fixtures.paths import REPO
 from voipflow.cli import COMMANDS, build_parser
 from voipflow.settings import SettingsError, load_settings, setting_names
 
-REPO = Path(__file__).resolve().parents[1]
 COMPOSE = REPO / "docker-compose.yml"
 DOCKERFILE = REPO / "Dockerfile"
 #: Values for the variables docker-compose.yml requires from the operator.

@@ -60,12 +60,12 @@ from kafka import KafkaConsumer, TopicPartition
 from schemas import flowbatch as fb
 from tests.collectors.collect_proc import CollectProcess
 from tests.collectors.reference_decoders import Nfcapd, norm_addr
+from tests.fixtures.paths import REPO
 from voipflow.logs import tail
 from voipflow.topics import ensure_topics
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 
-REPO = Path(__file__).resolve().parents[1]
 
 #: Varied on purpose: VoIP media and signalling (Teams, WhatsApp, Signal via
 #: STUN/TURN, RTP, H.323, IAX, Zoom, Skype, Meet), web, QUIC and DNS, one

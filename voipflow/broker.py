@@ -41,7 +41,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, Field
 
-from streams.config import KafkaConfig
+from schemas.topics import KafkaConfig
 from voipflow.logs import tail
 from voipflow.netutil import free_port
 

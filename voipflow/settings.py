@@ -8,9 +8,10 @@ the few top-level ones), and the same key in an optional TOML config file
 defaults.
 
 Components never see this module's ``Settings``: each package defines the
-config model of its own components (``collectors.config``, ``streams.config``)
-and this module only assembles them, so ``collectors`` and ``streams`` do not
-depend on the command line package.
+config model of its own components (``collectors.config``, ``streams.config``,
+``storage.config``, ``schemas.topics``) and this module only assembles them, so
+``collectors``, ``streams`` and ``storage`` do not depend on the command line
+package.
 
 Errors::
 
@@ -34,7 +35,9 @@ from pydantic_settings import (
 )
 
 from collectors.config import CollectorConfig
-from streams.config import ClickHouseConfig, KafkaConfig, SinkConfig, WorkerConfig
+from schemas.topics import KafkaConfig
+from storage.config import ClickHouseConfig, SinkConfig
+from streams.config import WorkerConfig
 
 ENV_PREFIX = "VOIPFLOW_"
 CONFIG_ENV = "VOIPFLOW_CONFIG"

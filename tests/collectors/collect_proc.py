@@ -23,9 +23,8 @@ from types import TracebackType
 
 from prometheus_client.parser import text_string_to_metric_families
 
+from tests.fixtures.paths import REPO
 from voipflow.netutil import free_port
-
-REPO = Path(__file__).resolve().parents[2]
 
 
 class CollectProcess:

@@ -15,10 +15,10 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from streams.clickhouse.base import QueryResult
-from streams.clickhouse.embedded import EmbeddedClickHouse
-from streams.clickhouse.migrations import Migrator, RenderOptions
-from streams.config import ClickHouseConfig
+from storage.clickhouse.base import QueryResult
+from storage.clickhouse.embedded import EmbeddedClickHouse
+from storage.clickhouse.migrations import Migrator, RenderOptions
+from storage.config import ClickHouseConfig
 from tests.dashboards.grafana_sim import Request, Variable, interpolate, leftover
 
 

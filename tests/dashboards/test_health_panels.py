@@ -26,7 +26,7 @@ import pyarrow as pa
 import pytest
 
 from dashboards import health
-from streams.sink_tables import combine, parse_health
+from storage.sink.tables import combine, parse_health
 from tests.dashboards.grafana_sim import Request, panel_interval_ms
 from tests.dashboards.panels import (
     epoch,

@@ -30,8 +30,8 @@ from dashboards.grafana import (
     row,
     stat,
 )
+from tests.fixtures.paths import REPO
 
-ROOT = Path(__file__).resolve().parents[2]
 DASHBOARDS_JSON = load()
 #: Macros the ClickHouse data source expands (frontend and backend).
 PLUGIN_MACROS = {
@@ -73,10 +73,10 @@ def test_check_notices_an_edited_file(tmp_path: Path) -> None:
     with pytest.raises(StaleDashboards, match=r"rules\.json"):
         check(tmp_path)
     cmd = [sys.executable, "dashboards/build.py", "--check", "--out", str(tmp_path)]
-    res = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    res = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=120)
     assert res.returncode == 1 and "rules.json" in res.stderr
     res = subprocess.run(
-        [*cmd[:2], "--out", str(tmp_path)], cwd=ROOT, capture_output=True, text=True, timeout=120
+        [*cmd[:2], "--out", str(tmp_path)], cwd=REPO, capture_output=True, text=True, timeout=120
     )
     assert res.returncode == 0, res.stderr
     assert stale(tmp_path) == []
@@ -142,14 +142,14 @@ def test_uids_titles_unique() -> None:
 
 
 def test_provisioning_loads_these_files_with_this_data_source() -> None:
-    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    compose = yaml.safe_load((REPO / "docker-compose.yml").read_text())
     mounts = compose["services"]["grafana"]["volumes"]
     provider = yaml.safe_load(
-        (ROOT / "dashboards/provisioning/dashboards/voipflow.yaml").read_text()
+        (REPO / "dashboards/provisioning/dashboards/voipflow.yaml").read_text()
     )["providers"][0]
     assert f"./dashboards:{provider['options']['path']}:ro" in mounts
     datasource = yaml.safe_load(
-        (ROOT / "dashboards/provisioning/datasources/clickhouse.yaml").read_text()
+        (REPO / "dashboards/provisioning/datasources/clickhouse.yaml").read_text()
     )["datasources"][0]
     assert datasource["type"] == DATASOURCE_TYPE
     assert datasource["uid"] == DEFAULT_DATASOURCE_UID

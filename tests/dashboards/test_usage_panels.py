@@ -31,7 +31,7 @@ from dashboards import usage
 from dashboards.cities import city_columns, read_cities
 from schemas import voipflows
 from schemas.flowbatch import ipv4_to_addr16
-from streams.sink_tables import combine, parse_usage, parse_voip_flows
+from storage.sink.tables import combine, parse_usage, parse_voip_flows
 from tests.dashboards.grafana_sim import Request, panel_interval_ms
 from tests.dashboards.panels import (
     epoch,

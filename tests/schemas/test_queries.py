@@ -11,18 +11,18 @@ from __future__ import annotations
 import ipaddress
 import time
 from collections import defaultdict
-from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pytest
 
 from schemas.flowbatch import addr_to_text, ipv4_to_addr16
-from streams.clickhouse.migrations import MIGRATIONS_DIR, Migrator, RenderOptions
-from streams.config import ClickHouseConfig
+from storage.clickhouse.migrations import MIGRATIONS_DIR, Migrator, RenderOptions
+from storage.config import ClickHouseConfig
+from tests.fixtures.paths import REPO
 
 QUERIES = MIGRATIONS_DIR / "queries"
-DOC = Path(__file__).resolve().parents[2] / "docs" / "sql.md"
+DOC = REPO / "docs" / "sql.md"
 CITIES = ("Oslo", "Bergen", "Tromsø")
 APPS = ("teams", "whatsapp", "sip")
 HOURS_AGO = (1, 3, 10, 20, 30, 40, 60, 200)
@@ -138,8 +138,8 @@ def test_hourly_trend(db, usage) -> None:
 
 
 def test_new_subscribers_per_app(db) -> None:
-    from streams.sink_tables import parse_voip_flows
-    from tests.streams.sinkdata import flow_batch
+    from storage.sink.tables import parse_voip_flows
+    from tests.storage.sinkdata import flow_batch
 
     now_ms = int(time.time() * 1000)
     rng = np.random.default_rng(3)
@@ -214,8 +214,8 @@ def test_rule_hits(db) -> None:
 
 
 def test_exporter_health(db) -> None:
-    from streams.sink_tables import combine, parse_health
-    from tests.streams.sinkdata import health_message
+    from storage.sink.tables import combine, parse_health
+    from tests.storage.sinkdata import health_message
 
     now_ms = int(time.time() * 1000)
     reports = [
@@ -238,8 +238,8 @@ def test_exporter_health(db) -> None:
 
 
 def test_exporter_coverage(db) -> None:
-    from streams.sink_tables import combine, parse_traffic
-    from tests.streams.sinkdata import traffic_message
+    from storage.sink.tables import combine, parse_traffic
+    from tests.storage.sinkdata import traffic_message
 
     minute = (int(time.time()) // 60 - 10) * 60_000
     windows = [
@@ -310,8 +310,8 @@ def test_exporter_coverage(db) -> None:
 
 
 def test_exporter_daily_traffic(db) -> None:
-    from streams.sink_tables import combine, parse_traffic
-    from tests.streams.sinkdata import traffic_message
+    from storage.sink.tables import combine, parse_traffic
+    from tests.storage.sinkdata import traffic_message
 
     today = int(time.time()) // 86400 * 86400
     windows = [

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-from pathlib import Path
 
 import numpy as np
 from hypothesis import given, settings
@@ -24,8 +23,8 @@ from streams.classify import Classification, Classifier
 from streams.config import WorkerConfig
 from streams.enrich import Enricher
 from streams.providers import load_providers
+from tests.fixtures.paths import REPO
 
-REPO = Path(__file__).resolve().parents[2]
 CFG = WorkerConfig(
     prefix_table=REPO / "data" / "cities" / "demo-cities.csv",
     home_networks="10.0.0.0/8,2001:db8::/32",

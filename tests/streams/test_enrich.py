@@ -11,8 +11,8 @@ import pytest
 from schemas import flowbatch as fb
 from streams.config import WorkerConfig
 from streams.enrich import SOURCE_EXPORTER, SOURCE_MMDB, SOURCE_PREFIX, Enricher, TableError
+from tests.fixtures.paths import REPO
 
-REPO = Path(__file__).resolve().parents[2]
 DEMO = REPO / "data" / "cities" / "demo-cities.csv"
 HOME = "10.0.0.0/8,2001:db8::/32"
 

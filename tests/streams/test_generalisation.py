@@ -28,9 +28,8 @@ import pytest
 
 from collectors.pcapfile import Packet, read_flows, write_packets
 from streams import evaluate as ev
+from tests.fixtures.paths import REPO
 from voipflow.evaluation.heldout import REPORT_SEED, build
-
-REPO = Path(__file__).resolve().parents[2]
 
 #: Label kinds the classifier may call VoIP although they are not (blind spots):
 #: a console's STUN and the game on its socket; a game on even ports from a

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -15,8 +14,8 @@ from schemas.usage import decode_usage
 from streams.aggregate import new_state
 from streams.config import WorkerConfig
 from streams.pipeline import CityStates, FlowPipeline, PartialError
+from tests.fixtures.paths import REPO
 
-REPO = Path(__file__).resolve().parents[2]
 CFG = WorkerConfig(
     prefix_table=REPO / "data" / "cities" / "demo-cities.csv",
     home_networks="10.0.0.0/8,2001:db8::/32",

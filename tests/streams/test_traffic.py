@@ -7,7 +7,6 @@ import copy
 import itertools
 import json
 from collections import defaultdict
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -25,12 +24,12 @@ from schemas.traffic import (
     traffic_key,
     validate_traffic,
 )
+from storage.sink.tables import BadMessage, parse_traffic
 from streams.classify import Classification, Classifier
 from streams.config import WorkerConfig
 from streams.enrich import SOURCE_NONE, Enricher
 from streams.pipeline import ExporterStates, FlowPipeline, PartialError
 from streams.providers import load_providers
-from streams.sink_tables import BadMessage, parse_traffic
 from streams.traffic import (
     apply_traffic,
     batch_traffic,
@@ -38,9 +37,9 @@ from streams.traffic import (
     new_traffic_state,
     split_window_key,
 )
+from tests.fixtures.paths import REPO
 from tests.streams.test_aggregate import rows_of
 
-REPO = Path(__file__).resolve().parents[2]
 CFG = WorkerConfig(
     prefix_table=REPO / "data" / "cities" / "demo-cities.csv",
     home_networks="10.0.0.0/8,2001:db8::/32",
@@ -319,6 +318,8 @@ def test_invalid_traffic_messages_are_refused(change: dict[str, Any], error: typ
         (json.dumps(_message(exporter="nonsense")).encode(), "bad_value"),
         (json.dumps(_message(flows=None)).encode(), "missing_field"),
         (json.dumps(_message(flows=-5)).encode(), "bad_value"),
+        (json.dumps(_message(bytes=2**64)).encode(), "bad_value"),
+        (json.dumps(_message(extra=1)).encode(), "bad_value"),
     ],
 )
 def test_sink_refuses_bad_traffic_messages(value: bytes, reason: str) -> None:

@@ -28,11 +28,11 @@ from schemas import flowbatch as fb
 from streams.aggregate import apply_partial, close_windows, new_state
 from streams.config import WorkerConfig
 from streams.pipeline import FlowPipeline
+from tests.fixtures.paths import REPO
 from voipflow.topics import ensure_topics
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 
-REPO = Path(__file__).resolve().parents[2]
 TABLE = REPO / "data" / "cities" / "demo-cities.csv"
 HOME = "10.0.0.0/8,2001:db8::/32"
 WINDOW_S = 5

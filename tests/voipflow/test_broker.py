@@ -21,8 +21,9 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
 from kafka.admin import ConfigResource, ConfigResourceType
 
-from streams.config import KafkaConfig
+from schemas.topics import KafkaConfig
 from tests.fixtures.kafka import TopicFactory
+from tests.fixtures.paths import REPO
 from voipflow.broker import (
     BrokerNotRunning,
     BrokerStartError,
@@ -36,7 +37,6 @@ from voipflow.broker import (
 )
 from voipflow.topics import BrokerUnreachable, TopicError, ensure_topics, wait_for_broker
 
-REPO = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.kafka
 
 

@@ -23,9 +23,8 @@ from typing import Any
 import pytest
 
 from dashboards.build import DASHBOARD_DIR, DASHBOARDS, render
+from tests.fixtures.paths import REPO
 from voipflow.commands.dashboards import push
-
-ROOT = Path(__file__).resolve().parents[2]
 
 
 def voipflow(*args: str, data_dir: Path | None = None) -> subprocess.CompletedProcess[str]:
@@ -34,7 +33,7 @@ def voipflow(*args: str, data_dir: Path | None = None) -> subprocess.CompletedPr
         env["VOIPFLOW_DATA_DIR"] = str(data_dir)
     return subprocess.run(
         [sys.executable, "-m", "voipflow", *args],
-        cwd=ROOT,
+        cwd=REPO,
         env=env,
         capture_output=True,
         text=True,
@@ -215,7 +214,7 @@ def test_push_to_nothing_fails_with_one_line(grafana: Any) -> None:
 def test_the_shipped_demo_prefix_table_gives_every_city_once() -> None:
     from dashboards.cities import read_cities
 
-    path = ROOT / "data" / "cities" / "demo-cities.csv"
+    path = REPO / "data" / "cities" / "demo-cities.csv"
     lines = path.read_text().splitlines()[1:]
     cities = read_cities(path)
     assert [c.city for c in cities] == sorted({line.split(",")[1] for line in lines})

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
+from tests.fixtures.paths import REPO
 
 
 def _voipflow(data_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:

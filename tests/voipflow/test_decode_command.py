@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[2]
+from tests.fixtures.paths import REPO
+
 DATA = REPO / "tests" / "collectors" / "data"
 
 

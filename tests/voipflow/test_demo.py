@@ -58,9 +58,9 @@ from typing import Any
 
 import pytest
 
-pytestmark = [pytest.mark.kafka, pytest.mark.slow]
+from tests.fixtures.paths import REPO
 
-REPO = Path(__file__).resolve().parents[2]
+pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 
 
 def base_env(data_dir: Path) -> dict[str, str]:
@@ -332,7 +332,7 @@ def test_a_running_local_broker_is_used_and_left_running(kafka_broker: Any, tmp_
     """
     from dataclasses import asdict
 
-    from streams.config import KafkaConfig
+    from schemas.topics import KafkaConfig
     from voipflow.broker import BrokerState, running_state
     from voipflow.demo import Printer
     from voipflow.demo.pipeline import DemoKafka

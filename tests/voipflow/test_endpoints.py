@@ -21,11 +21,10 @@ from pathlib import Path
 
 import pytest
 
+from tests.fixtures.paths import REPO
 from voipflow.endpoints import endpoint_file, endpoint_url, parse_listen
 from voipflow.netutil import free_port
 from voipflow.settings import SettingsError
-
-REPO = Path(__file__).resolve().parents[2]
 
 #: A metric family each process registers at start.
 FAMILY = {

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
+from tests.fixtures.paths import REPO
 
 
 @pytest.mark.parametrize("flags", [["--version", "9"], ["--biflow"], ["--sampling", "10"]])

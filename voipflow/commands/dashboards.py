@@ -123,7 +123,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
 
 def _cities(path: Path, settings: Settings) -> int:
     from dashboards.cities import city_columns, read_cities
-    from streams.clickhouse import ClickHouseError, SchemaError, connect
+    from storage.clickhouse import ClickHouseError, SchemaError, connect
 
     try:
         cities = read_cities(path)

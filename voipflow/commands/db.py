@@ -13,8 +13,8 @@ import json
 import sys
 from typing import Any
 
-from streams.clickhouse import ClickHouseError, PermanentError, connect
-from streams.clickhouse.migrations import Migrator, RenderOptions, load_migrations, render
+from storage.clickhouse import ClickHouseError, PermanentError, connect
+from storage.clickhouse.migrations import Migrator, RenderOptions, load_migrations, render
 from voipflow.settings import Settings
 
 

@@ -12,8 +12,8 @@ import argparse
 import logging
 import sys
 
-from streams.clickhouse import ClickHouseError
-from streams.sink import Sink, SinkStopped
+from storage.clickhouse import ClickHouseError
+from storage.sink import Sink, SinkMetrics, SinkStopped
 from voipflow.process import running, wait_for_signal
 from voipflow.settings import Settings, SettingsError
 from voipflow.topics import KafkaAdminError, wait_for_broker
@@ -50,8 +50,8 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         print(f"voipflow sink: {exc}", file=sys.stderr)
         return 2
     if args.migrate:
-        from streams.clickhouse import connect
-        from streams.clickhouse.migrations import Migrator, RenderOptions
+        from storage.clickhouse import connect
+        from storage.clickhouse.migrations import Migrator, RenderOptions
 
         ch = connect(settings.clickhouse, settings.data_dir)
         try:
@@ -61,6 +61,8 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
             return 1
         finally:
             ch.close()
+    from prometheus_client import REGISTRY
+
     try:
         sink = Sink(
             settings.sink,
@@ -68,6 +70,8 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
             settings.clickhouse,
             settings.data_dir,
             bootstrap=bootstrap,
+            # The registry the endpoint serves, beside the process metrics.
+            metrics=SinkMetrics(REGISTRY),
         )
     except ValueError as exc:
         raise SettingsError(f"VOIPFLOW_SINK_TOPICS: {exc}") from exc

@@ -32,6 +32,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     from streams.agents import install_agents
     from streams.app import build_app, partials_topic_name
     from streams.enrich import EnrichError
+    from streams.metrics import WorkerMetrics
     from streams.pipeline import FlowPipeline
     from streams.providers import ProviderError
 
@@ -53,10 +54,13 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     except (BrokerError, KafkaAdminError) as exc:
         print(f"voipflow worker: {exc}", file=sys.stderr)
         return 2
+    from prometheus_client import REGISTRY
+
     from voipflow.endpoints import serve_metrics
 
     serve_metrics(settings, "worker")  # stops with the process
-    pipeline = FlowPipeline(worker)
+    # The registry the endpoint serves, beside the process metrics.
+    pipeline = FlowPipeline(worker, WorkerMetrics(REGISTRY))
     try:
         pipeline.start()
     except (EnrichError, ProviderError) as exc:

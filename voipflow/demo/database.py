@@ -15,8 +15,8 @@ from pathlib import Path
 
 from dashboards import CityTableError
 from dashboards.cities import city_columns, read_cities
-from streams.clickhouse import ClickHouse, ClickHouseError, connect
-from streams.clickhouse.migrations import Migrator, RenderOptions
+from storage.clickhouse import ClickHouse, ClickHouseError, connect
+from storage.clickhouse.migrations import Migrator, RenderOptions
 from voipflow.demo.errors import DemoSettingError
 from voipflow.settings import Settings
 

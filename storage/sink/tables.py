@@ -2,8 +2,9 @@
 
 One :class:`TableSpec` per topic: ``parse`` turns one message value into a
 *part* (columns of that message's rows) or raises :class:`BadMessage` with a
-short reason; ``combine`` concatenates the parts of a batch into the columns
-of one insert. Pure functions, no I/O: the sink (``streams/sink.py``) does the
+short reason (JSON topics are validated by their contract's codec in
+:mod:`schemas`); ``combine`` concatenates the parts of a batch into the columns
+of one insert. Pure functions, no I/O: the sink (:mod:`storage.sink.loop`) does the
 Kafka and ClickHouse work around them.
 
 Errors::
@@ -16,7 +17,6 @@ Errors::
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -24,9 +24,9 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from schemas import voipflows
+from schemas import health, traffic, usage, voipflows
 from schemas.flowbatch import BatchFormatError, BatchSchemaError, BatchVersionError, text_to_addr16
-from schemas.traffic import COUNTERS
+from schemas.jsonschema import load_schema
 
 #: A message's rows as columns (numpy or Arrow arrays), plus its row count.
 Part = tuple[dict[str, Any], int]
@@ -124,45 +124,81 @@ def parse_voip_flows(value: bytes) -> Part:
 
 
 # -- JSON topics -----------------------------------------------------------
+#
+# Each JSON topic is validated by its contract's codec (schemas/usage.py,
+# schemas/traffic.py, schemas/health.py: the JSON Schemas in schemas/json);
+# what the schema cannot say (an address that parses, a value that fits the
+# column's type) is checked here.
 
 
-def _load_json(value: bytes, schema: str) -> dict[str, Any]:
+@dataclass(frozen=True, slots=True)
+class _Contract:
+    name: str
+    decode: Callable[[bytes], dict[str, Any]]
+    error: type[ValueError]
+    format_error: type[ValueError]
+    version_error: type[ValueError]
+
+
+_USAGE = _Contract(
+    usage.SCHEMA_NAME,
+    usage.decode_usage,
+    usage.UsageError,
+    usage.UsageFormatError,
+    usage.UsageVersionError,
+)
+_TRAFFIC = _Contract(
+    traffic.SCHEMA_NAME,
+    traffic.decode_traffic,
+    traffic.TrafficError,
+    traffic.TrafficFormatError,
+    traffic.TrafficVersionError,
+)
+_HEALTH = _Contract(
+    health.SCHEMA_NAME,
+    health.decode_health,
+    health.HealthError,
+    health.HealthFormatError,
+    health.HealthVersionError,
+)
+
+
+def _decoded(value: bytes, contract: _Contract) -> dict[str, Any]:
+    """The message, validated by its contract's codec, or BadMessage with a reason."""
     try:
-        obj = json.loads(value)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        return contract.decode(value)
+    except contract.format_error as exc:
         raise BadMessage("bad_json", str(exc)) from exc
-    if not isinstance(obj, dict):
-        raise BadMessage("bad_json", f"expected an object, got {type(obj).__name__}")
-    if obj.get("schema") != schema:
-        raise BadMessage("wrong_schema", f"schema is {obj.get('schema')!r}, expected {schema!r}")
-    return obj
+    except contract.version_error as exc:
+        raise BadMessage("wrong_schema", str(exc)) from exc
+    except contract.error as exc:
+        obj = json.loads(value)  # parsed above, so it parses
+        required = load_schema(contract.name).get("required", ())
+        missing = [name for name in required if name not in obj]
+        if missing:
+            raise BadMessage("missing_field", ", ".join(missing)) from exc
+        raise BadMessage("bad_value", str(exc)) from exc
 
 
-def _int(obj: dict[str, Any], key: str, lo: int = 0, hi: int = 2**64 - 1) -> int:
-    if key not in obj:
-        raise BadMessage("missing_field", key)
+def _uint(obj: dict[str, Any], key: str, dtype: str, lo: int = 0) -> np.ndarray:
+    """A validated integer field as a one-row column of ``dtype``, refused if it does not fit."""
     v = obj[key]
-    if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
+    if not lo <= v <= np.iinfo(dtype).max:
         raise BadMessage("bad_value", f"{key}={v!r}")
-    return v
+    return np.array([v], dtype=dtype)
 
 
-def _float(obj: dict[str, Any], key: str) -> float:
-    if key not in obj:
-        raise BadMessage("missing_field", key)
-    v = obj[key]
-    if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v):
-        raise BadMessage("bad_value", f"{key}={v!r}")
-    return float(v)
+def _seconds(obj: dict[str, Any], key: str) -> np.ndarray:
+    """A validated ms timestamp field as a one-row ``datetime64[s]`` column."""
+    _uint(obj, key, "u8")
+    return np.array([obj[key] // 1000], dtype="datetime64[s]")
 
 
-def _str(obj: dict[str, Any], key: str) -> str:
-    if key not in obj:
-        raise BadMessage("missing_field", key)
-    v = obj[key]
-    if not isinstance(v, str):
-        raise BadMessage("bad_value", f"{key}={v!r}")
-    return v
+def _addr16(obj: dict[str, Any], key: str) -> np.ndarray:
+    try:
+        return np.array([text_to_addr16(obj[key])], dtype="S16")
+    except ValueError as exc:
+        raise BadMessage("bad_value", f"{key}={obj[key]!r}") from exc
 
 
 USAGE_COLUMNS = (
@@ -185,86 +221,53 @@ USAGE_COLUMNS = (
 
 def parse_usage(value: bytes) -> Part:
     """A voip-usage.v1 window -> one voip_usage_in row."""
-    obj = _load_json(value, "voip-usage.v1")
-    hashes = obj.get("subscriber_hashes")
-    if not isinstance(hashes, list):
-        raise BadMessage("missing_field" if hashes is None else "bad_value", "subscriber_hashes")
-    try:
-        hash_arr = np.array(hashes, dtype=np.uint64)
-    except (TypeError, ValueError, OverflowError) as exc:
-        raise BadMessage("bad_value", f"subscriber_hashes: {exc}") from exc
-    if hash_arr.ndim != 1:
-        raise BadMessage("bad_value", "subscriber_hashes is not a flat list")
-    window_start_ms = _int(obj, "window_start_ms")
+    obj = _decoded(value, _USAGE)
+    hash_arr = np.array(obj["subscriber_hashes"], dtype=np.uint64)
     cols: dict[str, Any] = {
-        "window_start": np.array([window_start_ms // 1000], dtype="datetime64[s]"),
-        "window_s": np.array([_int(obj, "window_s", 1, 2**32 - 1)], dtype=np.uint32),
-        "city": pa.array([_str(obj, "city")], pa.string()),
-        "region": pa.array([_str(obj, "region")], pa.string()),
-        "country": pa.array([_str(obj, "country")], pa.string()),
-        "app": pa.array([_str(obj, "app")], pa.string()),
-        "flows": np.array([_int(obj, "flows")], dtype=np.uint64),
-        "packets": np.array([_int(obj, "packets")], dtype=np.uint64),
-        "bytes": np.array([_int(obj, "bytes")], dtype=np.uint64),
-        "subscribers": np.array([_int(obj, "subscribers")], dtype=np.uint64),
+        "window_start": _seconds(obj, "window_start_ms"),
+        "window_s": _uint(obj, "window_s", "u4", 1),
+        "city": pa.array([obj["city"]], pa.string()),
+        "region": pa.array([obj["region"]], pa.string()),
+        "country": pa.array([obj["country"]], pa.string()),
+        "app": pa.array([obj["app"]], pa.string()),
+        "flows": _uint(obj, "flows", "u8"),
+        "packets": _uint(obj, "packets", "u8"),
+        "bytes": _uint(obj, "bytes", "u8"),
+        "subscribers": _uint(obj, "subscribers", "u8"),
         "subscriber_hashes": pa.array([hash_arr], pa.list_(pa.uint64())),
-        "call_seconds": np.array([_float(obj, "call_seconds")], dtype=np.float64),
-        "voip_share": np.array([_float(obj, "voip_share")], dtype=np.float64),
-        "produced": np.array([_int(obj, "produced_ms")], dtype=np.uint64).view(_MS),
+        "call_seconds": np.array([obj["call_seconds"]], dtype=np.float64),
+        "voip_share": np.array([obj["voip_share"]], dtype=np.float64),
+        "produced": _uint(obj, "produced_ms", "u8").view(_MS),
     }
     return cols, 1
 
 
-HEALTH_COLUMNS = (
-    "ts",
-    "collector",
-    "exporter",
-    "observation_domain_id",
-    "netflow_version",
-    "packets",
-    "records",
-    "bytes",
-    "decode_errors",
-    "templates",
-    "records_held",
-    "sequence_lost",
-    "exporter_restarts",
-    "sampling_rate",
-    "kernel_drops",
+#: The report's fields as ``exporter_health`` columns (``ts_ms`` -> ``ts``),
+#: in the contract's order: the JSON Schema is the one list of them.
+HEALTH_COLUMNS = tuple(
+    "ts" if name == "ts_ms" else name for name in health.health_fields() if name != "schema"
 )
 
-_HEALTH_INTS: dict[str, tuple[str, int]] = {
-    "observation_domain_id": ("u4", 2**32 - 1),
-    "netflow_version": ("u1", 255),
-    "packets": ("u8", 2**64 - 1),
-    "records": ("u8", 2**64 - 1),
-    "bytes": ("u8", 2**64 - 1),
-    "decode_errors": ("u8", 2**64 - 1),
-    "templates": ("u4", 2**32 - 1),
-    "records_held": ("u8", 2**64 - 1),
-    "sequence_lost": ("u8", 2**64 - 1),
-    "exporter_restarts": ("u4", 2**32 - 1),
-    "sampling_rate": ("u4", 2**32 - 1),
-    "kernel_drops": ("u8", 2**64 - 1),
+#: Column types of the integer fields of a report (the schema bounds them).
+_HEALTH_INTS: dict[str, str] = {
+    "observation_domain_id": "u4",
+    "netflow_version": "u1",
+    "templates": "u4",
+    "exporter_restarts": "u4",
+    "sampling_rate": "u4",
 }
 
 
 def parse_health(value: bytes) -> Part:
     """An exporter-health.v1 report -> one exporter_health row."""
-    obj = _load_json(value, "exporter-health.v1")
-    try:
-        exporter = text_to_addr16(_str(obj, "exporter"))
-    except ValueError as exc:
-        if isinstance(exc, BadMessage):
-            raise
-        raise BadMessage("bad_value", f"exporter={obj.get('exporter')!r}") from exc
+    obj = _decoded(value, _HEALTH)
     cols: dict[str, Any] = {
-        "ts": np.array([_int(obj, "ts_ms")], dtype=np.uint64).view(_MS),
-        "collector": pa.array([_str(obj, "collector")], pa.string()),
-        "exporter": np.array([exporter], dtype="S16"),
+        "ts": _uint(obj, "ts_ms", "u8").view(_MS),
+        "collector": pa.array([obj["collector"]], pa.string()),
+        "exporter": _addr16(obj, "exporter"),
     }
-    for key, (dt, hi) in _HEALTH_INTS.items():
-        cols[key] = np.array([_int(obj, key, 0, hi)], dtype=dt)
+    for key in HEALTH_COLUMNS[3:]:
+        cols[key] = _uint(obj, key, _HEALTH_INTS.get(key, "u8"))
     return cols, 1
 
 
@@ -273,31 +276,23 @@ TRAFFIC_COLUMNS = (
     "window_s",
     "exporter",
     "observation_domain_id",
-    *COUNTERS,
+    *traffic.COUNTERS,
     "produced",
 )
 
 
 def parse_traffic(value: bytes) -> Part:
     """A traffic.v1 window -> one exporter_traffic_1m row."""
-    obj = _load_json(value, "traffic.v1")
-    try:
-        exporter = text_to_addr16(_str(obj, "exporter"))
-    except ValueError as exc:
-        if isinstance(exc, BadMessage):
-            raise
-        raise BadMessage("bad_value", f"exporter={obj.get('exporter')!r}") from exc
+    obj = _decoded(value, _TRAFFIC)
     cols: dict[str, Any] = {
-        "window_start": np.array([_int(obj, "window_start_ms") // 1000], dtype="datetime64[s]"),
-        "window_s": np.array([_int(obj, "window_s", 1, 2**32 - 1)], dtype=np.uint32),
-        "exporter": np.array([exporter], dtype="S16"),
-        "observation_domain_id": np.array(
-            [_int(obj, "observation_domain_id", 0, 2**32 - 1)], dtype=np.uint32
-        ),
+        "window_start": _seconds(obj, "window_start_ms"),
+        "window_s": _uint(obj, "window_s", "u4", 1),
+        "exporter": _addr16(obj, "exporter"),
+        "observation_domain_id": _uint(obj, "observation_domain_id", "u4"),
     }
-    for key in COUNTERS:
-        cols[key] = np.array([_int(obj, key)], dtype=np.uint64)
-    cols["produced"] = np.array([_int(obj, "produced_ms")], dtype=np.uint64).view(_MS)
+    for key in traffic.COUNTERS:
+        cols[key] = _uint(obj, key, "u8")
+    cols["produced"] = _uint(obj, "produced_ms", "u8").view(_MS)
     return cols, 1
 
 

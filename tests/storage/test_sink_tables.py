@@ -9,7 +9,8 @@ import pytest
 
 from schemas import voipflows
 from schemas.flowbatch import text_to_addr16
-from streams.sink_tables import (
+from storage.sink.tables import (
+    HEALTH_COLUMNS,
     BadMessage,
     combine,
     parse_health,
@@ -17,7 +18,7 @@ from streams.sink_tables import (
     parse_voip_flows,
     with_offsets,
 )
-from tests.streams.sinkdata import random_voip_batch as sample
+from tests.storage.sinkdata import random_voip_batch as sample
 
 
 def usage(**over: object) -> bytes:
@@ -102,6 +103,43 @@ def test_bad_usage_messages(value: bytes, reason: str) -> None:
     with pytest.raises(BadMessage) as exc:
         parse_usage(value)
     assert exc.value.reason == reason
+
+
+def test_health_row_has_the_contracts_fields_as_columns() -> None:
+    cols, n = parse_health(health(kernel_drops=2**64 - 1, netflow_version=255))
+    assert n == 1
+    assert list(cols) == list(HEALTH_COLUMNS)
+    assert cols["ts"][0] == np.datetime64(1_700_000_000_000, "ms")
+    assert cols["kernel_drops"][0] == 2**64 - 1
+    assert (cols["netflow_version"].dtype, cols["templates"].dtype) == (np.uint8, np.uint32)
+
+
+@pytest.mark.parametrize(
+    ("value", "reason"),
+    [
+        (b"\xff\xfe", "bad_json"),
+        (health(schema="exporter-health.v2"), "wrong_schema"),
+        (json.dumps({"schema": "exporter-health.v1", "ts_ms": 1}).encode(), "missing_field"),
+        (health(netflow_version=256), "bad_value"),
+        (health(records=-1), "bad_value"),
+        (health(records=1.5), "bad_value"),
+        (health(unknown=1), "bad_value"),
+        (health(exporter="not-an-address"), "bad_value"),
+    ],
+)
+def test_bad_health_messages(value: bytes, reason: str) -> None:
+    with pytest.raises(BadMessage) as exc:
+        parse_health(value)
+    assert exc.value.reason == reason
+
+
+def test_usage_refuses_what_its_columns_cannot_hold() -> None:
+    with pytest.raises(BadMessage) as exc:
+        parse_usage(usage(window_s=2**32))
+    assert exc.value.reason == "bad_value"
+    with pytest.raises(BadMessage) as exc:
+        parse_usage(usage(call_seconds=float("inf")))
+    assert exc.value.reason == "bad_value"
 
 
 def test_bad_health_and_flow_messages() -> None:

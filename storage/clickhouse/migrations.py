@@ -31,9 +31,9 @@ from pathlib import Path
 from typing import Any
 
 import schemas
-from streams.clickhouse.base import ClickHouse, quote_ident, quote_literal
-from streams.clickhouse.errors import ClickHouseError, QueryError
-from streams.config import ClickHouseConfig
+from storage.clickhouse.base import ClickHouse, quote_ident, quote_literal
+from storage.clickhouse.errors import ClickHouseError, QueryError
+from storage.config import ClickHouseConfig
 
 log = logging.getLogger(__name__)
 

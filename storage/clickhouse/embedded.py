@@ -5,7 +5,7 @@ Inserts go through chdb's streaming insert as one Arrow IPC stream per call
 serialised once by Arrow and parsed by the engine's Arrow reader, with no
 per-row Python work. A process hosts one chdb engine bound to one data
 directory; opening a second directory while the first is open is refused by
-chdb and reported here as :class:`~streams.clickhouse.errors.ConfigError`.
+chdb and reported here as :class:`~storage.clickhouse.errors.ConfigError`.
 Only one process may use a data directory at a time.
 """
 
@@ -19,7 +19,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from streams.clickhouse.base import (
+from storage.clickhouse.base import (
     Columns,
     QueryResult,
     dedup_supported,
@@ -28,7 +28,7 @@ from streams.clickhouse.base import (
     settings_clause,
     to_record_batch,
 )
-from streams.clickhouse.errors import ClickHouseError, ConfigError, classify, code_of
+from storage.clickhouse.errors import ClickHouseError, ConfigError, classify, code_of
 
 log = logging.getLogger(__name__)
 

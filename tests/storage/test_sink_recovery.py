@@ -21,14 +21,15 @@ from pathlib import Path
 
 import pytest
 
-from streams.clickhouse.native import NativeClickHouse
-from streams.config import ClickHouseConfig, KafkaConfig, SinkConfig
-from streams.sink import Sink
-from tests.streams.sinkdata import committed, flow_batch, produce, wait_until
+from schemas.topics import KafkaConfig
+from storage.clickhouse.native import NativeClickHouse
+from storage.config import ClickHouseConfig, SinkConfig
+from storage.sink import Sink
+from tests.fixtures.paths import REPO
+from tests.storage.sinkdata import committed, flow_batch, produce, wait_until
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 
-REPO = Path(__file__).resolve().parents[2]
 OUTAGE_S = float(os.environ.get("CLICKHOUSE_OUTAGE_S", "60"))
 
 SIMPLE_TABLE = """
@@ -256,7 +257,7 @@ def test_server_schema_mismatch_stops(
 def test_server_without_offset_columns_is_refused(
     kafka_bootstrap, kafka_topic_factory, clickhouse_server, server_database
 ) -> None:
-    from streams.sink import SinkStopped
+    from storage.sink import SinkStopped
 
     ch = NativeClickHouse(clickhouse_server.url_for(server_database))
     ch.execute(

@@ -1,14 +1,14 @@
 """ClickHouse for voipflow: one small interface, two backends, migrations.
 
-* :class:`~streams.clickhouse.embedded.EmbeddedClickHouse` — chdb, the engine
+* :class:`~storage.clickhouse.embedded.EmbeddedClickHouse` — chdb, the engine
   in-process with its data in ``<data_dir>/clickhouse`` (the default);
-* :class:`~streams.clickhouse.native.NativeClickHouse` — a server through
+* :class:`~storage.clickhouse.native.NativeClickHouse` — a server through
   clickhouse-driver's native protocol when ``VOIPFLOW_CLICKHOUSE_URL`` is set.
 
-Both implement :class:`~streams.clickhouse.base.ClickHouse`: ``execute``,
+Both implement :class:`~storage.clickhouse.base.ClickHouse`: ``execute``,
 ``query``, ``insert`` (whole columns, optional deduplication token),
 ``ensure_database`` and ``close``. Foreign errors are translated at the
-boundary into one tree (see :mod:`streams.clickhouse.errors`)::
+boundary into one tree (see :mod:`storage.clickhouse.errors`)::
 
     ClickHouseError
      +-- TransientError        retry later, with backoff
@@ -25,8 +25,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from streams.clickhouse.base import ClickHouse, Columns, QueryResult
-from streams.clickhouse.errors import (
+from storage.clickhouse.base import ClickHouse, Columns, QueryResult
+from storage.clickhouse.errors import (
     AccessError,
     ClickHouseError,
     ConfigError,
@@ -37,7 +37,7 @@ from streams.clickhouse.errors import (
     ServerBusy,
     TransientError,
 )
-from streams.config import ClickHouseConfig
+from storage.config import ClickHouseConfig
 
 __all__ = [
     "AccessError",
@@ -59,13 +59,13 @@ __all__ = [
 def connect(config: ClickHouseConfig, data_dir: Path | str) -> ClickHouse:
     """The backend ``config`` asks for: a server if ``url`` is set, else chdb."""
     if config.url:
-        from streams.clickhouse.native import NativeClickHouse
+        from storage.clickhouse.native import NativeClickHouse
 
         return NativeClickHouse(
             config.url,
             connect_timeout_s=config.connect_timeout_s,
             timeout_s=config.timeout_s,
         )
-    from streams.clickhouse.embedded import EmbeddedClickHouse
+    from storage.clickhouse.embedded import EmbeddedClickHouse
 
     return EmbeddedClickHouse(Path(data_dir) / "clickhouse", config.database)

@@ -7,12 +7,12 @@ import time
 from collections import defaultdict
 
 import pytest
-from prometheus_client import REGISTRY
 
-from streams.clickhouse.migrations import Migrator, RenderOptions
-from streams.config import ClickHouseConfig, KafkaConfig, SinkConfig
-from streams.sink import Sink
-from tests.streams.sinkdata import (
+from schemas.topics import KafkaConfig
+from storage.clickhouse.migrations import Migrator, RenderOptions
+from storage.config import ClickHouseConfig, SinkConfig
+from storage.sink import Sink
+from tests.storage.sinkdata import (
     APPS,
     CITIES,
     committed,
@@ -211,7 +211,7 @@ def test_schema_mismatch_stops_with_one_clear_message(
 def test_missing_table_refused_at_start(
     kafka_bootstrap, kafka_topic_factory, chdb, tmp_path
 ) -> None:
-    from streams.sink import SinkStopped
+    from storage.sink import SinkStopped
 
     kafka = _topics(kafka_topic_factory, partitions=1)
     sink = _sink(kafka_bootstrap, kafka, chdb, tmp_path, topics=kafka.health_topic)
@@ -229,7 +229,7 @@ def _leave_intent(kafka_bootstrap, kafka: KafkaConfig, chdb) -> str:
     from kafka import KafkaConsumer
     from kafka.structs import OffsetAndMetadata, TopicPartition
 
-    from streams.sink_tables import combine, parse_voip_flows
+    from storage.sink.tables import combine, parse_voip_flows
 
     Migrator(chdb, RenderOptions.from_config(ClickHouseConfig(), chdb.database)).migrate()
     produce(
@@ -440,9 +440,9 @@ def test_a_partition_the_client_stopped_fetching_is_fetched_again(
     """
     from kafka.structs import TopicPartition
 
-    import streams.sink
+    import storage.sink.loop
 
-    monkeypatch.setattr(streams.sink, "PROGRESS_CHECK_S", 1.0)
+    monkeypatch.setattr(storage.sink.loop, "PROGRESS_CHECK_S", 1.0)
     Migrator(chdb, RenderOptions.from_config(ClickHouseConfig(), chdb.database)).migrate()
     kafka = _topics(kafka_topic_factory, partitions=1)
     sink = _sink(kafka_bootstrap, kafka, chdb, tmp_path, topics=kafka.voip_flows_topic)
@@ -450,7 +450,7 @@ def test_a_partition_the_client_stopped_fetching_is_fetched_again(
 
     def restarts() -> float:
         return (
-            REGISTRY.get_sample_value(
+            sink.metrics.registry.get_sample_value(
                 "voipflow_sink_fetch_restarts_total", {"topic": kafka.voip_flows_topic}
             )
             or 0.0

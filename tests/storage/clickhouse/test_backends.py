@@ -12,7 +12,7 @@ import pyarrow as pa
 import pytest
 
 from schemas.flowbatch import text_to_addr16
-from streams.clickhouse import (
+from storage.clickhouse import (
     ConfigError,
     ConnectionLost,
     QueryError,
@@ -20,10 +20,9 @@ from streams.clickhouse import (
     TransientError,
     connect,
 )
-from streams.clickhouse.native import NativeClickHouse
-from streams.config import ClickHouseConfig
-
-REPO = Path(__file__).resolve().parents[3]
+from storage.clickhouse.native import NativeClickHouse
+from storage.config import ClickHouseConfig
+from tests.fixtures.paths import REPO
 
 
 def _flows(n: int) -> dict[str, object]:
@@ -85,8 +84,8 @@ def test_chdb_data_survives_restart(tmp_path: Path) -> None:
     script = textwrap.dedent(
         """
         import sys, numpy as np
-        from streams.clickhouse import connect
-        from streams.config import ClickHouseConfig
+        from storage.clickhouse import connect
+        from storage.config import ClickHouseConfig
         ch = connect(ClickHouseConfig(database="keep"), sys.argv[1])
         ch.ensure_database()
         if sys.argv[2] == "write":

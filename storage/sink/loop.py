@@ -2,44 +2,14 @@
 
 One kafka-python consumer (group ``voipflow-sink``) reads voip-flows.v1,
 voip-usage.v1, traffic.v1 and exporter-health.v1. Messages are parsed into columns
-(:mod:`streams.sink_tables`) and gathered per topic partition until a batch
+(:mod:`storage.sink.tables`) and gathered per topic partition until a batch
 holds ``batch_rows`` rows or its oldest message waited ``batch_delay_s``; the
 batch then goes to ClickHouse in one columnar insert and only after that
 insert succeeded are its offsets committed.
 
-Exactly once, on both backends
-------------------------------
-A batch covers one partition's contiguous offset range ``[first, last]``; its
-deduplication token is ``<table>/<topic>/<partition>/<first>-<last>``.
-
-1. Before inserting, the sink commits the partition's current offset
-   (``first``, unchanged) with the metadata ``{"pending": [first, last]}``: an
-   *intent* kept by Kafka with the group's offsets.
-2. It inserts with the token.
-3. It commits ``last + 1`` with empty metadata.
-
-A sink that dies between 2 and 3 leaves the intent behind. Whoever owns the
-partition next reads it (``committed(tp, metadata=True)``) and rebuilds
-exactly that batch, same messages, same rows, same token, before anything
-else. ClickHouse >= 22.2 and chdb then drop the replayed block
-(``insert_deduplication_token`` with ``non_replicated_deduplication_window``
-or the replicated window, carried into materialized views by
-``deduplicate_blocks_in_dependent_materialized_views``).
-
-Servers without tokens (ClickHouse < 22.2, such as Debian's 18.16) cannot
-drop a replayed block, so there the table must carry ``kafka_partition`` and
-``kafka_offset`` columns, filled by the sink. Whenever the outcome of an
-insert is unknown (first batch of a partition after an assignment, a replayed
-intent, a retry after an error) the sink first asks which offsets of the
-range the table already holds and leaves those messages out. The sink refuses
-to start on such a server if a table lacks those columns.
-
-Usage and traffic windows are re-published with the same values after a
-worker crash, at new offsets: the sink keeps the first copy per
-(window_start, city, app) of usage and (window_start, exporter,
-observation_domain_id) of traffic by dropping rows whose key
-``voip_usage_1m`` / ``exporter_traffic_1m`` already holds (and repeats within
-a batch), so the hourly and daily rollups never see a window twice.
+Exactly once (intents, tokens, replays cut at the same offsets, first copies
+of re-published windows) is :mod:`storage.sink.replay`; the ``pipeline_stats``
+rows are :mod:`storage.sink.stats`; the metrics :mod:`storage.sink.metrics`.
 
 Failures
 --------
@@ -52,15 +22,11 @@ the same batch and resumes: Kafka holds the backlog. A permanent error stops
 the sink with one message naming the table and the cause; the batch stays
 uncommitted.
 
-Errors::
-
-    SinkError
-     +-- SinkStopped     a permanent ClickHouse error stopped the sink
+Errors: :mod:`storage.sink.errors`.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import random
@@ -73,57 +39,30 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import pyarrow as pa
-from prometheus_client import Counter, Gauge, Histogram
-
-from streams.clickhouse import ClickHouse, ClickHouseError, PermanentError, SchemaError, connect
-from streams.clickhouse.base import quote_literal
-from streams.config import ClickHouseConfig, KafkaConfig, SinkConfig
-from streams.sink_tables import BadMessage, Part, TableSpec, combine, default_specs, with_offsets
+from schemas.topics import KafkaConfig
+from storage.clickhouse import ClickHouse, ClickHouseError, PermanentError, connect
+from storage.config import ClickHouseConfig, SinkConfig
+from storage.sink.errors import SinkStopped
+from storage.sink.metrics import SinkMetrics
+from storage.sink.replay import (
+    batch_token,
+    drop_present,
+    first_copies,
+    intent_metadata,
+    pending_last,
+)
+from storage.sink.stats import StatsWriter, stats_rows
+from storage.sink.tables import BadMessage, Part, TableSpec, combine, default_specs, with_offsets
+from storage.sink.targets import TableInfo, adapt, check_tables
 
 log = logging.getLogger(__name__)
 
-ROWS = Counter("voipflow_sink_rows_inserted", "Rows inserted into ClickHouse", ["table"])
-INSERTS = Counter("voipflow_sink_inserts", "Inserts into ClickHouse", ["table"])
-INSERT_SECONDS = Histogram(
-    "voipflow_sink_insert_seconds",
-    "Duration of one ClickHouse insert",
-    ["table"],
-    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
-)
-ERRORS = Counter("voipflow_sink_errors", "ClickHouse errors by kind", ["table", "kind"])
-BAD = Counter("voipflow_sink_bad_messages", "Messages skipped as bad", ["topic", "reason"])
-SKIPPED = Counter(
-    "voipflow_sink_rows_skipped",
-    "Rows left out because ClickHouse already holds them (replays, re-published windows)",
-    ["table", "why"],
-)
-LAG = Gauge("voipflow_sink_lag", "Messages not yet committed", ["topic", "partition"])
-STALLS = Counter(
-    "voipflow_sink_fetch_restarts",
-    "Partitions with messages that made no progress and were fetched again",
-    ["topic"],
-)
-PAUSED = Gauge("voipflow_sink_paused", "1 while consumption is paused for a retry")
-
-OFFSET_COLUMNS = ("kafka_partition", "kafka_offset")
 #: Upper bound of one blocking Kafka call (offset commit, committed offsets).
 KAFKA_CALL_MS = 30_000
 #: Seconds between checks that partitions with messages are being fetched.
 PROGRESS_CHECK_S = 10.0
 #: How long a sink waits for partitions before it says so (and again after as long).
 UNASSIGNED_WARNING_S = 30.0
-STATS_TABLE = "pipeline_stats"
-STATS_COLUMNS = ("ts", "component", "instance", "metric", "labels", "value")
-
-
-class SinkError(Exception):
-    """Base class of sink errors."""
-
-
-class SinkStopped(SinkError):
-    """A permanent error stopped the sink; ``str()`` says which table and why."""
 
 
 @dataclass(slots=True)
@@ -135,12 +74,6 @@ class _Batch:
     last: int = -1
     since: float = 0.0
     bad: list[tuple[int, str]] = field(default_factory=list)
-
-
-@dataclass(slots=True)
-class _TableInfo:
-    types: dict[str, str]
-    with_offsets: bool
 
 
 class _Abandon(Exception):
@@ -162,8 +95,11 @@ class Sink:
         bootstrap: str | None = None,
         ch: ClickHouse | None = None,
         specs: Sequence[TableSpec] | None = None,
+        metrics: SinkMetrics | None = None,
     ) -> None:
         self.config = config
+        #: The sink's Prometheus metrics (a fresh registry unless one is given).
+        self.metrics = metrics if metrics is not None else SinkMetrics()
         self.kafka = kafka
         self.clickhouse_config = clickhouse
         self.data_dir = Path(data_dir)
@@ -190,7 +126,7 @@ class Sink:
         self._own_ch = ch is None
         self._consumer: Any = None
         self._producer: Any = None
-        self._tables: dict[str, _TableInfo] = {}
+        self._tables: dict[str, TableInfo] = {}
         self._batches: dict[Any, _Batch] = {}
         self._pinned: dict[Any, int] = {}  # tp -> last offset of an intent to replay
         self._fresh: set[Any] = set()  # assigned, committed metadata not read yet
@@ -214,8 +150,7 @@ class Sink:
         #: Transient ClickHouse errors met (each one paused and retried).
         self.transient_errors = 0
         self.instance = f"{socket.gethostname()}:{os.getpid()}"
-        self._stats_enabled = False
-        self._stats_due = 0.0
+        self._stats: StatsWriter | None = None
         #: Positions seen by the last progress check (see _check_progress).
         self._positions: dict[Any, int | None] = {}
         self._progress_due = 0.0
@@ -295,45 +230,9 @@ class Sink:
 
     def _check_tables(self) -> None:
         assert self._ch is not None
-        for spec in self.specs.values():
-            res = self._ch.query(
-                "SELECT name, type FROM system.columns "
-                f"WHERE database = currentDatabase() AND table = {quote_literal(spec.table)}"
-            )
-            types = {str(n): str(t) for n, t in res.rows}
-            where = f"{self._ch.database}.{spec.table}"
-            if not types:
-                raise SinkStopped(
-                    f"table {where} does not exist (topic {spec.topic}): run `voipflow db migrate`"
-                )
-            offsets = all(c in types for c in OFFSET_COLUMNS)
-            if not self._ch.supports_dedup_token and not offsets:
-                version = ".".join(map(str, self._ch.version))
-                raise SinkStopped(
-                    f"ClickHouse {version} has no insert_deduplication_token: table {where} "
-                    f"needs columns kafka_partition UInt32 and kafka_offset UInt64 so replayed "
-                    f"batches are not inserted twice"
-                )
-            common = [c for c in spec.columns if c in types]
-            if not common:
-                raise SinkStopped(
-                    f"table {where} has none of the columns of topic {spec.topic}: "
-                    f"expected some of {', '.join(spec.columns)}"
-                )
-            missing = [c for c in spec.columns if c not in types]
-            if missing:
-                log.info(
-                    "table lacks some columns; they are not stored",
-                    extra={"table": where, "columns": ",".join(missing)},
-                )
-            self._tables[spec.table] = _TableInfo(types, offsets)
-        if self.config.stats_interval_s:
-            res = self._ch.query(
-                "SELECT name FROM system.columns "
-                f"WHERE database = currentDatabase() AND table = {quote_literal(STATS_TABLE)}"
-            )
-            self._stats_enabled = set(STATS_COLUMNS) <= {str(r[0]) for r in res.rows}
-            self._stats_due = time.monotonic() + self.config.stats_interval_s
+        self._tables = check_tables(self._ch, self.specs.values())
+        self._stats = StatsWriter(self._ch, self.instance, self.config.stats_interval_s)
+        self._stats.check_table()
 
     # -- main loop ----------------------------------------------------------------
 
@@ -376,8 +275,12 @@ class Sink:
                     "(the group has not formed, or it has more sinks than partitions)",
                     extra={"group": self.config.group_id, "topics": ",".join(sorted(self.specs))},
                 )
-            if self._stats_enabled and time.monotonic() >= self._stats_due:
-                self._write_stats()
+            if self._stats is not None and self._stats.due():
+                self._stats.write(
+                    stats_rows(
+                        self.rows_inserted, self.bad_messages, self.transient_errors, self._lags()
+                    )
+                )
             if not self.config.exit_when_idle_s:
                 continue
             # Idle time counts from when the sink caught up, not from its
@@ -470,7 +373,7 @@ class Sink:
             self._positions[tp] = position
             if tp not in seen or seen[tp] != position or (position or 0) >= end:
                 continue
-            STALLS.labels(tp.topic).inc()
+            self.metrics.stalls.labels(tp.topic).inc()
             log.warning(
                 "partition has messages but its position did not move; fetching it again",
                 extra={
@@ -511,16 +414,17 @@ class Sink:
         if committed is None:
             return
         self._committed[tp] = committed.offset
-        try:
-            meta = json.loads(committed.metadata) if committed.metadata else {}
-            first, last = meta["pending"]
-        except (ValueError, KeyError, TypeError):
-            return
-        if first == committed.offset and last >= first:
-            self._pinned[tp] = int(last)
+        last = pending_last(committed.offset, committed.metadata)
+        if last is not None:
+            self._pinned[tp] = last
             log.info(
                 "replaying a batch that may have been inserted already",
-                extra={"topic": tp.topic, "partition": tp.partition, "first": first, "last": last},
+                extra={
+                    "topic": tp.topic,
+                    "partition": tp.partition,
+                    "first": committed.offset,
+                    "last": last,
+                },
             )
 
     def _add(self, records: list[Any]) -> None:
@@ -566,7 +470,7 @@ class Sink:
     def _bad(self, rec: Any, exc: BadMessage) -> None:
         key = (rec.topic, exc.reason)
         self.bad_messages[key] = self.bad_messages.get(key, 0) + 1
-        BAD.labels(rec.topic, exc.reason).inc()
+        self.metrics.bad.labels(rec.topic, exc.reason).inc()
         log.warning(
             "bad message skipped",
             extra={
@@ -612,9 +516,9 @@ class Sink:
         try:
             if batch.rows:
                 if not replay:
-                    intent = json.dumps({"pending": [batch.first, batch.last]})
+                    intent = intent_metadata(batch.first, batch.last)
                     self._commit(tp, OffsetAndMetadata(batch.first, intent, -1))
-                token = f"{spec.table}/{tp.topic}/{tp.partition}/{batch.first}-{batch.last}"
+                token = batch_token(spec.table, tp.topic, tp.partition, batch.first, batch.last)
                 self._insert(tp, batch, token, uncertain=replay or tp in self._uncertain)
                 self._uncertain.discard(tp)
                 self._inserts += 1
@@ -661,23 +565,32 @@ class Sink:
         while True:
             try:
                 cols, n = combine(batch.parts)
-                cols = self._adapt(cols, info)
+                cols = adapt(cols, info)
                 if uncertain and info.with_offsets and not self._ch.supports_dedup_token:
-                    cols, n = self._drop_present(spec.table, tp.partition, batch, cols, n)
+                    cols, n = drop_present(
+                        self._ch,
+                        self.metrics,
+                        spec.table,
+                        tp.partition,
+                        batch.first,
+                        batch.last,
+                        cols,
+                        n,
+                    )
                 if spec.first_copy_key and n:
-                    cols, n = self._first_copies(spec, cols, n)
+                    cols, n = first_copies(self._ch, self.metrics, spec, cols, n)
                 if n:
                     t0 = time.perf_counter()
                     self._ch.insert(spec.table, cols, dedup_token=token)
-                    INSERT_SECONDS.labels(spec.table).observe(time.perf_counter() - t0)
-                    INSERTS.labels(spec.table).inc()
-                    ROWS.labels(spec.table).inc(n)
+                    self.metrics.insert_seconds.labels(spec.table).observe(time.perf_counter() - t0)
+                    self.metrics.inserts.labels(spec.table).inc()
+                    self.metrics.rows.labels(spec.table).inc(n)
                     if spec.table not in self.rows_inserted:
                         log.info("first rows inserted", extra={"table": spec.table, "rows": n})
                     self.rows_inserted[spec.table] = self.rows_inserted.get(spec.table, 0) + n
                 return
             except PermanentError as exc:
-                ERRORS.labels(spec.table, "permanent").inc()
+                self.metrics.errors.labels(spec.table, "permanent").inc()
                 raise SinkStopped(
                     f"cannot insert into {self._ch.database}.{spec.table} "
                     f"({type(exc).__name__}, code {exc.code}): {exc}; "
@@ -685,7 +598,7 @@ class Sink:
                     "are not committed and will be retried after the fix"
                 ) from exc
             except ClickHouseError as exc:
-                ERRORS.labels(spec.table, "transient").inc()
+                self.metrics.errors.labels(spec.table, "transient").inc()
                 self.transient_errors += 1
                 uncertain = True
                 log.warning(
@@ -697,7 +610,7 @@ class Sink:
 
     def _wait_paused(self, delay: float, tp: Any) -> None:
         """Pause every partition and keep the group alive for ``delay`` seconds."""
-        PAUSED.set(1)
+        self.metrics.paused.set(1)
         deadline = time.monotonic() + delay * random.uniform(0.8, 1.2)
         while True:
             if self._stop.is_set():
@@ -718,165 +631,27 @@ class Sink:
         paused = self._consumer.paused()
         if paused:
             self._consumer.resume(*paused)
-            PAUSED.set(0)
+            self.metrics.paused.set(0)
             log.info("ClickHouse insert succeeded again; consumption resumed")
 
-    # -- column work ----------------------------------------------------------------
-
-    @staticmethod
-    def _adapt(cols: dict[str, Any], info: _TableInfo) -> dict[str, Any]:
-        """Keep the table's columns and fit time resolution to its types."""
-        out: dict[str, Any] = {}
-        for name, col in cols.items():
-            t = info.types.get(name)
-            if t is None:
-                continue
-            if (
-                isinstance(col, np.ndarray)
-                and col.dtype.kind == "M"
-                and (t == "DateTime" or t.startswith("DateTime("))
-            ):
-                col = col.astype("datetime64[s]")
-            out[name] = col
-        return out
-
-    def _drop_present(
-        self, table: str, partition: int, batch: _Batch, cols: dict[str, Any], n: int
-    ) -> tuple[dict[str, Any], int]:
-        assert self._ch is not None
-        res = self._ch.query(
-            f"SELECT DISTINCT kafka_offset FROM {table} WHERE kafka_partition = {partition} "
-            f"AND kafka_offset >= {batch.first} AND kafka_offset <= {batch.last}"
-        )
-        present = np.array([int(r[0]) for r in res.rows], dtype=np.uint64)
-        if not len(present):
-            return cols, n
-        keep = ~np.isin(cols["kafka_offset"], present)
-        kept = int(keep.sum())
-        SKIPPED.labels(table, "replayed").inc(n - kept)
-        log.info(
-            "replayed rows already in ClickHouse left out",
-            extra={"table": table, "partition": partition, "rows": n - kept},
-        )
-        return _mask(cols, keep), kept
-
-    def _first_copies(
-        self, spec: TableSpec, cols: dict[str, Any], n: int
-    ) -> tuple[dict[str, Any], int]:
-        assert self._ch is not None and spec.first_copy_key and spec.first_copy_table
-        w_name, *names = spec.first_copy_key
-        windows = np.asarray(cols[w_name]).astype("datetime64[s]").astype(np.int64)
-        # 16-byte addresses are compared as hex: the table's IPv6 text form
-        # would differ from Python's for IPv4-mapped addresses.
-        exprs, values = [], []
-        for name in names:
-            col = cols[name]
-            if isinstance(col, np.ndarray) and col.dtype == np.dtype("S16"):
-                raw = np.ascontiguousarray(col).view(np.uint8).reshape(-1, 16)
-                exprs.append(f"hex({name})")
-                values.append([bytes(r).hex().upper() for r in raw])
-            else:
-                exprs.append(name)
-                values.append(_as_list(col))
-        keys = list(zip(windows.tolist(), *values, strict=True))
-        firsts = sorted({k[1] for k in keys})
-        res = self._ch.query(
-            f"SELECT DISTINCT toUnixTimestamp({w_name}), {', '.join(exprs)} "
-            f"FROM {spec.first_copy_table} "
-            f"WHERE {w_name} >= toDateTime({int(windows.min())}) "
-            f"AND {w_name} <= toDateTime({int(windows.max())}) "
-            f"AND {exprs[0]} IN ({', '.join(_literal(v) for v in firsts)})"
-        )
-        seen = {tuple(r) for r in res.rows}
-        keep = np.ones(n, dtype=bool)
-        for i, key in enumerate(keys):
-            if key in seen:
-                keep[i] = False
-            else:
-                seen.add(key)
-        kept = int(keep.sum())
-        if kept < n:
-            SKIPPED.labels(spec.table, "repeated_window").inc(n - kept)
-        return (_mask(cols, keep), kept) if kept < n else (cols, n)
-
-    def _stats_rows(self) -> list[tuple[str, dict[str, Any], float]]:
-        rows: list[tuple[str, dict[str, Any], float]] = [
-            ("rows_inserted", {"table": t}, float(n)) for t, n in self.rows_inserted.items()
-        ]
-        rows += [
-            ("bad_messages", {"topic": topic, "reason": reason}, float(n))
-            for (topic, reason), n in self.bad_messages.items()
-        ]
-        rows.append(("transient_errors", {}, float(self.transient_errors)))
+    def _lags(self) -> dict[tuple[str, int], int]:
+        """Messages not yet committed per assigned partition whose end is known."""
+        lags: dict[tuple[str, int], int] = {}
         for tp in self._consumer.assignment():
             high = self._consumer.highwater(tp)
             if high is not None:
-                lag = max(0, high - self._committed.get(tp, 0))
-                rows.append(("lag", {"topic": tp.topic, "partition": tp.partition}, float(lag)))
-        return rows
-
-    def _write_stats(self) -> None:
-        """Counters since start, one row each, into ``pipeline_stats`` (best effort)."""
-        assert self._ch is not None
-        self._stats_due = time.monotonic() + self.config.stats_interval_s
-        rows = self._stats_rows()
-        n = len(rows)
-        now = np.datetime64(int(time.time()), "s")
-        try:
-            self._ch.insert(
-                STATS_TABLE,
-                {
-                    "ts": np.full(n, now, dtype="datetime64[s]"),
-                    "component": pa.array(["sink"] * n),
-                    "instance": pa.array([self.instance] * n),
-                    "metric": pa.array([r[0] for r in rows]),
-                    "labels": pa.array([json.dumps(r[1], sort_keys=True) for r in rows]),
-                    "value": np.array([r[2] for r in rows], dtype=np.float64),
-                },
-            )
-        except PermanentError as exc:
-            self._stats_enabled = False
-            log.warning("pipeline stats disabled", extra={"error": str(exc)[:200]})
-        except ClickHouseError as exc:
-            log.warning("pipeline stats not written", extra={"error": str(exc)[:200]})
+                lags[(tp.topic, tp.partition)] = max(0, high - self._committed.get(tp, 0))
+        return lags
 
     def _update_lag(self) -> None:
         if self._consumer is None:
             return
-        for tp in self._consumer.assignment():
-            high = self._consumer.highwater(tp)
-            if high is not None:
-                LAG.labels(tp.topic, str(tp.partition)).set(
-                    max(0, high - self._committed.get(tp, 0))
-                )
+        for (topic, partition), lag in self._lags().items():
+            self.metrics.lag.labels(topic, str(partition)).set(lag)
 
 
 def _tp_list(partitions: Any) -> str:
     return ",".join(sorted(f"{tp.topic}/{tp.partition}" for tp in partitions)) or "none"
 
 
-def _literal(value: Any) -> str:
-    if isinstance(value, int) and not isinstance(value, bool):
-        return str(value)
-    return quote_literal(str(value))
-
-
-def _as_list(col: Any) -> list[Any]:
-    if isinstance(col, pa.Array | pa.ChunkedArray):
-        return list(col.to_pylist())
-    return list(np.asarray(col).tolist())
-
-
-def _mask(cols: dict[str, Any], keep: np.ndarray) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for name, col in cols.items():
-        if isinstance(col, np.ndarray):
-            out[name] = col[keep]
-        elif isinstance(col, pa.Array | pa.ChunkedArray):
-            out[name] = col.filter(pa.array(keep))
-        else:
-            out[name] = [v for v, k in zip(col, keep, strict=True) if k]
-    return out
-
-
-__all__ = ["SchemaError", "Sink", "SinkError", "SinkStopped"]
+__all__ = ["Sink"]

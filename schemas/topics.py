@@ -1,0 +1,49 @@
+"""The Kafka topics the contracts travel on, and the broker that carries them.
+
+One settings model (``[kafka]``, ``VOIPFLOW_KAFKA_*``) shared by the
+collectors' wiring, the worker (:mod:`streams`) and the sink
+(:mod:`storage`): the topic names are part of the contracts listed in the
+README, so they live beside the schemas rather than in one of the
+applications that use them.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, Field, field_validator
+
+
+class KafkaConfig(BaseModel):
+    #: Bootstrap servers, comma separated. Empty: use the local broker that
+    #: ``voipflow kafka start`` runs (its address is in the data directory).
+    bootstrap: str = ""
+    #: Partitions of the topics voipflow creates.
+    partitions: int = Field(4, ge=1)
+    #: Replication factor of the topics voipflow creates (3 in production).
+    replication_factor: int = Field(1, ge=1)
+    #: Compression of produced messages.
+    compression: Literal["none", "gzip", "lz4", "zstd"] = "lz4"
+    #: Flow batches from the collectors (schemas/flowbatch.py).
+    flows_topic: str = "flows.v1"
+    #: Classified VoIP flows from the workers (schemas/voipflows.py).
+    voip_flows_topic: str = "voip-flows.v1"
+    #: Closed usage windows per city and app (schemas/json/voip-usage.v1.json).
+    usage_topic: str = "voip-usage.v1"
+    #: Closed traffic windows per exporter, all flows (schemas/json/traffic.v1.json).
+    traffic_topic: str = "traffic.v1"
+    #: Rules for enforcement points.
+    rules_topic: str = "rules.v1"
+    #: Enforcement points' feedback on rules.
+    feedback_topic: str = "rules-feedback.v1"
+    #: Per-exporter health reports from the collectors (schemas/json/exporter-health.v1.json).
+    health_topic: str = "exporter-health.v1"
+
+    @field_validator("bootstrap")
+    @classmethod
+    def _check_bootstrap(cls, v: str) -> str:
+        for server in filter(None, (s.strip() for s in v.split(","))):
+            host, sep, port = server.rpartition(":")
+            if not sep or not host or not port.isdigit():
+                raise ValueError(f"expected host:port[,host:port...], got {server!r}")
+        return v
