@@ -109,8 +109,8 @@ R10 (0.75) Session context (:mod:`streams.session`): media-shaped UDP (R8's
           ranges or ran STUN within a TURN allocation's lifetime), is that
           app's call: RFC 8445 puts media on peers and relays only the
           signalling knew.
-R11 (0.7) Short media or STUN-sized flows on a socket that carries a call's
-          media in the same batch (consent checks, RFC 7675; media cut by
+R11 (0.7) Short (not LONG) media or STUN-shaped flows on a socket that carries
+          a call's media in the same batch (consent checks, RFC 7675; media cut by
           the exporter's timeouts).
 R12 (0.45) Voice RTP by shape on even ports (RFC 3550 s. 11, RFC 3551
           s. 4.2 packetisation rates) without signalling in view: recorded
@@ -172,7 +172,13 @@ from streams.ports import (
     without_ports,
 )
 from streams.providers import ProviderRanges
-from streams.session import HostSessions, call_sockets, rtp_voice_shaped, stun_shaped
+from streams.session import (
+    STUN_WIRE_BYTES,
+    HostSessions,
+    call_sockets,
+    rtp_voice_shaped,
+    stun_shaped,
+)
 
 CLASSIFIER_VERSION = "rules-5"
 
@@ -576,47 +582,75 @@ class Classifier:
         rule(dscp_voice & candidate & voice, 0.8, generic_media)
         rule(media & ephemeral, 0.45, generic_media)
         # (R10-R12) Generic evidence (streams/session.py): session context per
-        # subscriber host, ICE checks by shape, RTP by shape.
-        listed = prov < len(self.providers.providers)
-        stun_shape = stun_shaped(udp & ~any_service, pkts * rate, p_pk * rate, mean)
-        setbit(stun_shape, Evidence.STUN_SHAPE)
-        stun_side = IS_STUN[ports]
+        # subscriber host, ICE checks by shape, RTP by shape. Worked on the
+        # rows that can qualify (index arrays), not on whole-batch masks.
+
+        def rule_at(rows: np.ndarray, c: float, app_codes: np.ndarray | int) -> None:
+            """``rule`` over the rows of an index array (codes per row or one)."""
+            keep = conf[rows] < c
+            better = rows[keep]
+            conf[better] = np.float32(c)
+            codes = np.asarray(app_codes, dtype=np.uint8)
+            app[better] = codes if codes.ndim == 0 else codes[keep]
+
+        sizes = udp & (mean >= STUN_WIRE_BYTES[0]) & (mean <= STUN_WIRE_BYTES[1]) & ~any_service
+        small = np.flatnonzero(sizes)
+        stun_rows = small[stun_shaped(pkts[small] * rate[small], p_pk[small] * rate[small])]
+        ev[stun_rows] |= np.uint32(Evidence.STUN_SHAPE)
         # A session opens with call evidence, not with any UDP to the app's
         # networks: push keep-alives and chat reach the same ranges all day.
         # Ranges filed ``voip: media`` count for the flow that looks like a
         # call and for nothing else: they open no session and lend no socket.
-        media_only_peer = provider_media & ~provider
-        opener = provider & media
-        opener |= stun & udp & ~any_service
         # Call signalling opens none: R7b gives a signalling host's media a
         # stricter shape (RTP's even ports), since households share a host.
+        opener = np.flatnonzero((provider & media) | (stun & udp & ~any_service))
+        o_prov = provider[opener]
         client = np.where(
-            opener & provider,
-            np.where(prov_d >= 0, hashes.src_addr, hashes.dst_addr),
-            np.where(stun_side[:, 1], hashes.src_addr, hashes.dst_addr),
+            o_prov,
+            np.where(prov_d[opener] >= 0, hashes.src_addr[opener], hashes.dst_addr[opener]),
+            np.where(IS_STUN[ports[opener, 1]], hashes.src_addr[opener], hashes.dst_addr[opener]),
         )
-        opener_app = np.where(provider, prov_app, port_app)
-        opener_app = np.where(opener_app > 0, opener_app, self._code["other_voip"])
-        session_query = udp & ~any_service & ~listed & candidate & bidir
-        in_session = self._sessions(hashes, batch, opener, client, opener_app, session_query)
-        setbit(in_session > 0, Evidence.HOST_SESSION)
-        session_app = np.maximum(in_session, 1).astype(np.uint8) - np.uint8(1)
-        rule((in_session > 0) & candidate & bidir, 0.75, session_app)
-        rtp_shape = rtp_voice_shaped(candidate & voice, pps, long_, bidir)
-        rtp_shape &= ((sp & 1) == 0) & ((dp & 1) == 0)
-        setbit(rtp_shape, Evidence.RTP_SHAPE)
-        rule(rtp_shape, 0.45, generic_media)  # alone not a call: games tick at these rates
+        o_app = np.where(o_prov, prov_app[opener], port_app[opener])
+        o_app = np.where(o_app > 0, o_app, np.uint8(self._code["other_voip"])).astype(np.uint8)
+        media_rows = np.flatnonzero(candidate & bidir)
+        query = media_rows[(prov[media_rows] >= len(self.providers.providers))]
+        query = query[~any_service[query]]
+        found = self._sessions(hashes, batch, opener, client, o_app, query)
+        in_session = query[found > 0]
+        ev[in_session] |= np.uint32(Evidence.HOST_SESSION)
+        rule_at(in_session, 0.75, (found[found > 0] - 1).astype(np.uint8))
+        voice_rows = media_rows[voice[media_rows]]
+        rtp_rows = voice_rows[
+            rtp_voice_shaped(pps[voice_rows]) & (((sp[voice_rows] | dp[voice_rows]) & 1) == 0)
+        ]
+        ev[rtp_rows] |= np.uint32(Evidence.RTP_SHAPE)
+        rule_at(rtp_rows, 0.45, generic_media)  # alone not a call: games tick at these rates
         # (R8) The exporter's own DPI verdict trumps heuristics either way.
         rule(exp_app > 0, 0.97, exp_app)
         # (R11) Short media and checks on a socket that carries a call's media.
-        carrier = udp & (conf >= self.threshold) & (voice | video) & ~signalling
-        carrier &= ~media_only_peer
-        short = udp & ~any_service & ~carrier & ~media_only_peer & (voice | video | stun_shape)
-        on_socket, socket_app = call_sockets(
-            hashes.src_ep, hashes.dst_ep, hashes.src_addr, hashes.dst_addr, carrier, app, short
-        )
-        setbit(on_socket, Evidence.CALL_SOCKET)
-        rule(on_socket, 0.7, socket_app)
+        media_only_peer = provider_media & ~provider
+        carrier = np.flatnonzero(conf >= self.threshold)
+        carrier = carrier[
+            udp[carrier]
+            & (voice[carrier] | video[carrier])
+            & ~signalling[carrier]
+            & ~media_only_peer[carrier]
+        ]
+        if len(carrier):
+            # short: a lasting flow carries its own evidence (or is no call)
+            short = np.flatnonzero(
+                udp & ~long_ & (voice | video | sizes) & ~any_service & ~media_only_peer
+            )
+            short = short[conf[short] < self.threshold]
+            if len(stun_rows) < len(small):  # STUN-sized but not STUN-shaped: not short media
+                shaped = np.zeros(n, dtype=bool)
+                shaped[stun_rows] = True
+                short = short[voice[short] | video[short] | shaped[short]]
+            hit, hit_app = call_sockets(
+                hashes.src_ep, hashes.dst_ep, hashes.src_addr, hashes.dst_addr, carrier, app, short
+            )
+            ev[hit] |= np.uint32(Evidence.CALL_SOCKET)
+            rule_at(hit, 0.7, hit_app)
         conf[exp_other] = np.minimum(conf[exp_other], np.float32(0.2))
 
         is_voip = conf >= self.threshold
@@ -739,19 +773,16 @@ class Classifier:
         opener_app: np.ndarray,
         query: np.ndarray,
     ) -> np.ndarray:
-        """Per ``query`` record: app code + 1 of the session one of its hosts is in."""
+        """Per ``query`` row: app code + 1 of the session one of its hosts is in
+        (``opener`` rows open sessions of ``opener_app`` for ``client`` hosts)."""
         sessions = self._context(batch).sessions
-        out = np.zeros(len(batch), dtype=np.int16)
-        if not opener.any() and not len(sessions):
-            return out
-        if opener.any():
-            sessions.open(
-                client[opener], opener_app[opener], batch["flow_end_ms"][opener].astype(np.uint64)
-            )
-        sel = np.flatnonzero(query)
-        if len(sel):
-            out[sel] = sessions.lookup(hashes.src_addr[sel], hashes.dst_addr[sel])
-        return out
+        if not len(opener) and not len(sessions):
+            return np.zeros(len(query), dtype=np.int16)
+        if len(opener):
+            sessions.open(client, opener_app, batch["flow_end_ms"][opener].astype(np.uint64))
+        if not len(query):
+            return np.zeros(0, dtype=np.int16)
+        return sessions.lookup(hashes.src_addr[query], hashes.dst_addr[query])
 
     def _context(self, batch: FlowBatch) -> _Context:
         if not self.ice_memory or not len(batch):

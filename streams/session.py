@@ -65,26 +65,21 @@ SESSION_MAX_AGE_MS = 600_000
 SESSION_MAX_HOSTS = 1 << 20
 
 
-def stun_shaped(
-    udp: np.ndarray,
-    pkts: np.ndarray,
-    rev_pkts: np.ndarray,
-    mean: np.ndarray,
-) -> np.ndarray:
-    """UDP records (with their reverse counts) shaped like a STUN/ICE check exchange."""
-    lo, hi = STUN_WIRE_BYTES
+def stun_shaped(pkts: np.ndarray, rev_pkts: np.ndarray) -> np.ndarray:
+    """Of UDP records of STUN's wire size (``STUN_WIRE_BYTES``, the caller's
+    filter), those whose counts look like a check exchange: both directions,
+    few packets, requests and responses paired."""
     both = (pkts > 0) & (rev_pkts > 0)
     few = (pkts + rev_pkts) <= STUN_MAX_PACKETS
     paired = np.maximum(pkts, rev_pkts) <= STUN_PAIR_RATIO * np.minimum(pkts, rev_pkts)
-    out: np.ndarray = udp & both & few & paired & (mean >= lo) & (mean <= hi)
+    out: np.ndarray = both & few & paired
     return out
 
 
-def rtp_voice_shaped(
-    voice: np.ndarray, pps: np.ndarray, long_: np.ndarray, bidir: np.ndarray
-) -> np.ndarray:
-    """Voice-sized, lasting, both directions, at a packetisation interval's rate."""
-    out: np.ndarray = voice & long_ & bidir & (pps >= RTP_VOICE_PPS[0]) & (pps <= RTP_VOICE_PPS[1])
+def rtp_voice_shaped(pps: np.ndarray) -> np.ndarray:
+    """Of voice-sized, lasting, two-way media (the caller's filter), those at a
+    packetisation interval's rate."""
+    out: np.ndarray = (pps >= RTP_VOICE_PPS[0]) & (pps <= RTP_VOICE_PPS[1])
     return out
 
 
@@ -125,34 +120,33 @@ def call_sockets(
     app: np.ndarray,
     query: np.ndarray,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """``query`` records sharing an endpoint with a ``carrier`` record, and its app.
+    """Rows of ``query`` (an index array) sharing an endpoint with a row of
+    ``carrier``, and that carrier's app.
 
     The shared endpoint must face another host than in the carrier: ICE checks
     and media of one socket go to the call's other candidates (RFC 8445 s.
     6.1.2), while a second socket between the same two hosts is another
     candidate pair, i.e. another session, unless it has its own evidence.
     """
-    n = len(src_ep)
-    hit = np.zeros(n, dtype=bool)
-    hit_app = np.zeros(n, dtype=np.uint8)
-    rows = np.flatnonzero(carrier)
-    sel = np.flatnonzero(query & ~carrier)
-    if not len(rows) or not len(sel):
-        return hit, hit_app
-    eps = np.concatenate([src_ep[rows], dst_ep[rows]])
-    eps_app = np.concatenate([app[rows], app[rows]])
+    if not len(carrier) or not len(query):
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.uint8)
+    eps = np.concatenate([src_ep[carrier], dst_ep[carrier]])
+    eps_app = np.concatenate([app[carrier], app[carrier]])
     # (endpoint, the host it faced) of the carriers
-    faced = np.sort(_pair(eps, np.concatenate([dst_addr[rows], src_addr[rows]])))
+    faced = np.sort(_pair(eps, np.concatenate([dst_addr[carrier], src_addr[carrier]])))
     order = np.argsort(eps, kind="stable")
     eps, eps_app = eps[order], eps_app[order]
-    q_src, q_dst = src_ep[sel], dst_ep[sel]
-    by_src = in_sorted(q_src, eps) & ~in_sorted(_pair(q_src, dst_addr[sel]), faced)
-    by_dst = in_sorted(q_dst, eps) & ~in_sorted(_pair(q_dst, src_addr[sel]), faced)
+    q_src, q_dst = src_ep[query], dst_ep[query]
+    by_src = in_sorted(q_src, eps)
+    by_dst = in_sorted(q_dst, eps)
+    # the (endpoint, faced host) test only for the few that share an endpoint
+    s = np.flatnonzero(by_src)
+    by_src[s] = ~in_sorted(_pair(q_src[s], dst_addr[query[s]]), faced)
+    d = np.flatnonzero(by_dst)
+    by_dst[d] = ~in_sorted(_pair(q_dst[d], src_addr[query[d]]), faced)
     found = by_src | by_dst
     key = np.where(by_src, q_src, q_dst)[found]
-    hit[sel[found]] = True
-    hit_app[sel[found]] = eps_app[np.searchsorted(eps, key)]
-    return hit, hit_app
+    return query[found], eps_app[np.searchsorted(eps, key)]
 
 
 def _pair(endpoint: np.ndarray, addr: np.ndarray) -> np.ndarray:
