@@ -503,11 +503,21 @@ class Classifier:
         conf = np.zeros(n, dtype=np.float32)
         app = np.zeros(n, dtype=np.uint8)
 
+        def rule_at(rows: np.ndarray, c: float, app_codes: np.ndarray | int) -> None:
+            """``rule`` over the rows of an index array (codes per row or one)."""
+            keep = conf[rows] < c
+            better = rows[keep]
+            conf[better] = np.float32(c)
+            codes = np.asarray(app_codes, dtype=np.uint8)
+            app[better] = codes if codes.ndim == 0 else codes[keep]
+
         def rule(mask: np.ndarray, c: float, app_codes: np.ndarray | int) -> None:
-            """Raise confidence to ``c`` where ``mask``; the app of the strongest rule wins."""
-            better = mask & (conf < c)
-            np.copyto(conf, np.float32(c), where=better)
-            np.copyto(app, np.asarray(app_codes, dtype=np.uint8), where=better)
+            """Raise confidence to ``c`` where ``mask``; the app of the strongest rule wins.
+
+            Most masks are sparse: the work is on the rows they select."""
+            rows = np.flatnonzero(mask)
+            codes = np.asarray(app_codes, dtype=np.uint8)
+            rule_at(rows, c, codes if codes.ndim == 0 else codes[rows])
 
         port_app = self._port_code[np.minimum(pcat, P_SERVICE)]
         stun_app = np.where(provider, prov_app, port_app)
@@ -584,14 +594,6 @@ class Classifier:
         # (R10-R12) Generic evidence (streams/session.py): session context per
         # subscriber host, ICE checks by shape, RTP by shape. Worked on the
         # rows that can qualify (index arrays), not on whole-batch masks.
-
-        def rule_at(rows: np.ndarray, c: float, app_codes: np.ndarray | int) -> None:
-            """``rule`` over the rows of an index array (codes per row or one)."""
-            keep = conf[rows] < c
-            better = rows[keep]
-            conf[better] = np.float32(c)
-            codes = np.asarray(app_codes, dtype=np.uint8)
-            app[better] = codes if codes.ndim == 0 else codes[keep]
 
         sizes = udp & (mean >= STUN_WIRE_BYTES[0]) & (mean <= STUN_WIRE_BYTES[1]) & ~any_service
         small = np.flatnonzero(sizes)
