@@ -67,6 +67,9 @@ class PublisherConfig:
     #: How long creating the producer waits for a broker to answer.
     connect_timeout_ms: int = 10000
     client_id: str = "voipflow-collector"
+    #: TLS and SASL keyword arguments of kafka-python
+    #: (``schemas.kafka_security.kafka_client_options``); empty: PLAINTEXT.
+    client_options: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(slots=True)
@@ -188,6 +191,7 @@ class Publisher:
                 retry_backoff_ms=cfg.retry_backoff_ms,
                 reconnect_backoff_max_ms=cfg.retry_backoff_max_ms,
                 bootstrap_timeout_ms=cfg.connect_timeout_ms,
+                **cfg.client_options,
             )
         except kafka_errors.KafkaError as exc:
             raise PublisherError(

@@ -11,10 +11,20 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import Field, field_validator
+
+from schemas.kafka_security import KafkaSecurity, kafka_client_options
+
+__all__ = ["KafkaConfig", "KafkaSecurity", "kafka_client_options"]
 
 
-class KafkaConfig(BaseModel):
+class KafkaConfig(KafkaSecurity):
+    """``[kafka]``: brokers and topics, and (inherited) the TLS and SASL of every client.
+
+    Every Kafka client passes ``**kafka_client_options(kafka_config)`` (see
+    :mod:`schemas.kafka_security`) so it connects as configured.
+    """
+
     #: Bootstrap servers, comma separated. Empty: use the local broker that
     #: ``voipflow kafka start`` runs (its address is in the data directory).
     bootstrap: str = ""

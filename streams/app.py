@@ -44,7 +44,7 @@ import faust
 from mode.utils.objects import cached_property
 from mode.utils.queues import FlowControlEvent
 
-from schemas.topics import KafkaConfig
+from schemas.topics import KafkaConfig, kafka_client_options
 from streams.config import WorkerConfig
 
 
@@ -134,6 +134,8 @@ def build_app(
         # Bytes everywhere: the contracts' own encoders run in the pipeline.
         key_serializer="raw",
         value_serializer="raw",
+        # TLS and SASL of [kafka]: Faust's broker_credentials for aiokafka.
+        **kafka_client_options(kafka, "faust"),
     )
     partials_name = partials_topic_name(worker)
     flows = app.topic(

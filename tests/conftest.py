@@ -22,6 +22,7 @@ pytest_plugins = sorted(
 #: never starts one.
 _SERVICE_MARKS = {
     "kafka_broker": ("kafka", "slow"),
+    "secure_kafka": ("kafka", "slow"),
     "clickhouse_server": ("slow",),
 }
 

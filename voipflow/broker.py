@@ -42,6 +42,7 @@ from pathlib import Path
 from pydantic import BaseModel, Field
 
 from schemas.topics import KafkaConfig
+from voipflow.broker_security import BrokerSecurity, listener_properties, scram_format_args
 from voipflow.logs import tail
 from voipflow.netutil import free_port
 
@@ -238,6 +239,8 @@ class LocalBrokerConfig(BaseModel):
     ready_timeout_s: float = Field(90.0, gt=0)
     stop_timeout_s: float = Field(30.0, gt=0)
     java: str = "java"
+    #: Listen with SASL_SSL (TLS, SCRAM and PLAIN users) instead of PLAINTEXT.
+    security: BrokerSecurity | None = None
 
 
 @dataclass(frozen=True)
@@ -495,12 +498,13 @@ class LocalBroker:
         cfg = self.config
         host = cfg.host
         data = self.state_dir / "data"
+        listener = "SASL_SSL" if cfg.security is not None else "PLAINTEXT"
         lines = {
             "process.roles": "broker,controller",
             "node.id": "1",
             "controller.quorum.voters": f"1@{host}:{self.controller_port}",
-            "listeners": f"PLAINTEXT://{host}:{self.port},CONTROLLER://{host}:{self.controller_port}",
-            "advertised.listeners": f"PLAINTEXT://{host}:{self.port}",
+            "listeners": f"{listener}://{host}:{self.port},CONTROLLER://{host}:{self.controller_port}",
+            "advertised.listeners": f"{listener}://{host}:{self.port}",
             "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
             "controller.listener.names": "CONTROLLER",
             "inter.broker.listener.name": "PLAINTEXT",
@@ -519,7 +523,10 @@ class LocalBroker:
             "auto.create.topics.enable": "true",
             "log.retention.hours": "24",
         }
+        if cfg.security is not None:
+            lines.update(listener_properties(cfg.security, host, self.port))
         props = self.state_dir / "server.properties"
+        props.touch(mode=0o600)  # a secure broker's file holds its users' passwords
         props.write_text(
             "# Written by voipflow for a local single-node broker.\n"
             + "".join(f"{k}={v}\n" for k, v in lines.items())
@@ -543,6 +550,8 @@ class LocalBroker:
         # argparse would take for an option.
         cmd += ["format", f"--cluster-id={self._cluster_id()}", "-c", str(props)]
         cmd += ["--ignore-formatted"]
+        if self.config.security is not None:
+            cmd += scram_format_args(self.config.security)
         try:
             res = subprocess.run(
                 cmd,

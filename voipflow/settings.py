@@ -138,7 +138,11 @@ def load_settings(config_file: str | Path | None = None, **overrides: Any) -> Se
     except ValidationError as exc:
         err = exc.errors()[0]
         name = _env_name(err["loc"])
-        value = err.get("input")
-        raise SettingsError(f"{name}={value!r}: {err['msg']}") from exc
+        msg = str(err["msg"])
+        if msg.removeprefix("Value error, ").startswith(ENV_PREFIX):
+            # The message names its settings itself; no input (it may be a secret).
+            raise SettingsError(msg.removeprefix("Value error, ")) from None
+        value = "'***'" if "PASSWORD" in name else repr(err.get("input"))
+        raise SettingsError(f"{name}={value}: {msg}") from exc
     except ValueError as exc:  # malformed TOML or JSON-in-env
         raise SettingsError(f"settings could not be read: {exc}") from exc

@@ -3,11 +3,15 @@
 Both functions use kafka-python's admin client and translate its errors at
 this boundary, so callers handle only the tree below. Every message is one
 line that names the setting to fix (``VOIPFLOW_KAFKA_BOOTSTRAP`` by default).
+Given the ``[kafka]`` settings (``security=``), they connect with its TLS and
+SASL options, and a broker that refuses the credentials or a certificate that
+does not verify fails at start naming the TLS or SASL setting to fix.
 
 Errors::
 
     KafkaAdminError          anything that went wrong talking to Kafka here
     +-- BrokerUnreachable    no broker answered at the bootstrap address in time
+    |   +-- AuthenticationFailed  TLS or SASL refused (certificate, user, password)
     +-- TopicError           the broker refused to create a topic (bad
                              replication factor, bad config, policy ...)
 """
@@ -24,6 +28,9 @@ from typing import Any
 from kafka import KafkaAdminClient
 from kafka import errors as kafka_errors
 
+from schemas.kafka_security import KafkaSecurity, kafka_client_options
+from voipflow.kafka_auth import diagnose
+
 log = logging.getLogger(__name__)
 
 BOOTSTRAP_SETTING = "VOIPFLOW_KAFKA_BOOTSTRAP"
@@ -35,6 +42,10 @@ class KafkaAdminError(Exception):
 
 class BrokerUnreachable(KafkaAdminError):
     """No Kafka broker answered at the configured bootstrap address."""
+
+
+class AuthenticationFailed(BrokerUnreachable):
+    """A broker answered but TLS or SASL failed: a certificate, the user or the password."""
 
 
 class TopicError(KafkaAdminError):
@@ -65,37 +76,68 @@ def _probe(bootstrap: str, timeout_s: float) -> str | None:
     return "; ".join(reasons) or "no servers given"
 
 
+class _Keep(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if len(self.messages) < 50:
+            self.messages.append(record.getMessage())
+
+
 @contextlib.contextmanager
-def _quiet_client_logs() -> Iterator[None]:
-    """Silence kafka-python while it bootstraps.
+def _quiet_client_logs() -> Iterator[list[str]]:
+    """Silence kafka-python while it bootstraps, keeping what it said went wrong.
 
     It logs every failed connection attempt at ERROR; our caller turns the
-    failure into one line naming the setting, so those lines are only noise.
+    failure into one line naming the setting (the kept lines say which: a
+    refused password, a certificate that does not verify), so those lines are
+    only noise.
     """
     logger = logging.getLogger("kafka")
-    old = logger.level
-    logger.setLevel(logging.CRITICAL)
+    old_level, old_propagate = logger.level, logger.propagate
+    keep = _Keep()
+    logger.setLevel(logging.WARNING)
+    logger.propagate = False
+    logger.addHandler(keep)
     try:
-        yield
+        yield keep.messages
     finally:
-        logger.setLevel(old)
+        logger.removeHandler(keep)
+        logger.setLevel(old_level)
+        logger.propagate = old_propagate
+
+
+_S = "VOIPFLOW_KAFKA_"
 
 
 @contextlib.contextmanager
-def _admin(bootstrap: str, timeout_s: float, setting: str) -> Iterator[KafkaAdminClient]:
+def _admin(
+    bootstrap: str, timeout_s: float, setting: str, security: KafkaSecurity | None = None
+) -> Iterator[KafkaAdminClient]:
     if not _servers(bootstrap):
         raise BrokerUnreachable(f"{setting} is empty: set it to host:port of a Kafka broker")
     timeout_ms = max(1000, int(timeout_s * 1000))
+    options = kafka_client_options(security) if security is not None else {}
     try:
-        with _quiet_client_logs():
+        with _quiet_client_logs() as said:
             client = KafkaAdminClient(
                 bootstrap_servers=bootstrap,
                 client_id="voipflow-admin",
                 bootstrap_timeout_ms=timeout_ms,
                 request_timeout_ms=max(timeout_ms, 5000),
+                **options,
             )
     except kafka_errors.KafkaError as exc:
-        reason = _probe(bootstrap, 1.0) or "a server accepts TCP but does not answer as Kafka"
+        reason = _probe(bootstrap, 1.0)
+        refused = diagnose(said, bootstrap, security) if reason is None else None
+        if refused is not None:
+            raise AuthenticationFailed(refused) from None
+        reason = reason or (
+            "a server accepts TCP but does not answer as Kafka; "
+            f"check {_S}SECURITY_PROTOCOL against the broker's listener"
+        )
         raise BrokerUnreachable(
             f"{setting}={bootstrap}: no Kafka broker answered within {timeout_s:.0f} s ({reason})"
         ) from exc
@@ -106,7 +148,11 @@ def _admin(bootstrap: str, timeout_s: float, setting: str) -> Iterator[KafkaAdmi
 
 
 def wait_for_broker(
-    bootstrap: str, timeout_s: float = 10.0, *, setting: str = BOOTSTRAP_SETTING
+    bootstrap: str,
+    timeout_s: float = 10.0,
+    *,
+    setting: str = BOOTSTRAP_SETTING,
+    security: KafkaSecurity | None = None,
 ) -> None:
     """Return once a broker at ``bootstrap`` answers; else raise :class:`BrokerUnreachable`.
 
@@ -125,7 +171,7 @@ def wait_for_broker(
             )
         time.sleep(0.2)
     remaining = max(1.0, deadline - time.monotonic())
-    with _admin(bootstrap, remaining, setting) as admin:
+    with _admin(bootstrap, remaining, setting, security) as admin:
         try:
             admin.describe_cluster()
         except kafka_errors.KafkaError as exc:
@@ -151,6 +197,7 @@ def ensure_topics(
     *,
     timeout_s: float = 30.0,
     setting: str = BOOTSTRAP_SETTING,
+    security: KafkaSecurity | None = None,
 ) -> dict[str, int]:
     """Create the missing ones of ``topics`` (name -> partitions); return partitions per topic.
 
@@ -162,7 +209,7 @@ def ensure_topics(
     """
     configs = configs or {}
     wanted = dict(topics)
-    with _admin(bootstrap, min(timeout_s, 10.0), setting) as admin:
+    with _admin(bootstrap, min(timeout_s, 10.0), setting, security) as admin:
         try:
             existing = set(admin.list_topics())
             missing = {name: n for name, n in wanted.items() if name not in existing}

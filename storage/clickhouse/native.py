@@ -84,7 +84,9 @@ class NativeClickHouse:
             raise ConfigError(f"bad ClickHouse URL: {exc}") from exc
         if not host:
             raise ConfigError("bad ClickHouse URL: no host")
-        self.url_safe = url.split("@")[-1]
+        # host:port/database only: the credentials and the query string (a TLS
+        # key password, keypass=) stay out of logs and messages.
+        self.url_safe = url.split("@")[-1].split("?")[0]
         self.database: str = kwargs.get("database") or "default"
         kwargs["database"] = self.database
         kwargs.setdefault("connect_timeout", connect_timeout_s)

@@ -39,7 +39,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from schemas.topics import KafkaConfig
+from schemas.topics import KafkaConfig, kafka_client_options
 from storage.clickhouse import ClickHouse, ClickHouseError, PermanentError, connect
 from storage.config import ClickHouseConfig, SinkConfig
 from storage.sink.errors import SinkStopped
@@ -170,7 +170,9 @@ class Sink:
         if self.config.dead_letter_topic:
             from kafka import KafkaProducer
 
-            self._producer = KafkaProducer(bootstrap_servers=self.bootstrap, acks="all")
+            self._producer = KafkaProducer(
+                bootstrap_servers=self.bootstrap, acks="all", **kafka_client_options(self.kafka)
+            )
         self._thread = threading.Thread(target=self._run_guarded, name="sink", daemon=True)
         self._thread.start()
 
@@ -224,6 +226,7 @@ class Sink:
             max_partition_fetch_bytes=8 * 1024 * 1024,
             session_timeout_ms=int(self.config.session_timeout_s * 1000),
             heartbeat_interval_ms=max(500, int(self.config.session_timeout_s * 1000 / 4)),
+            **kafka_client_options(self.kafka),
         )
         consumer.subscribe(sorted(self.specs), listener=Listener())
         return consumer

@@ -100,11 +100,12 @@ def _prepare_kafka(settings: Settings) -> str:
     k = settings.kafka
     try:
         bootstrap = resolve_bootstrap(k, settings.data_dir)
-        wait_for_broker(bootstrap, timeout_s=15.0)
+        wait_for_broker(bootstrap, timeout_s=15.0, security=k)
         ensure_topics(
             bootstrap,
             {k.flows_topic: k.partitions, k.health_topic: k.partitions},
             k.replication_factor,
+            security=k,
         )
     except (BrokerError, KafkaAdminError) as exc:
         raise SettingsError(str(exc)) from exc
@@ -139,6 +140,7 @@ def _build_collector(
     from collectors.outputs import JsonlOutput, KafkaOutput, NullOutput, Output
     from collectors.publisher import Publisher, PublisherConfig
     from collectors.service import Collector
+    from schemas.kafka_security import kafka_client_options
 
     cfg = settings.collector
     kafka_codec, arrow_codec = compression_codecs(settings)
@@ -164,6 +166,7 @@ def _build_collector(
                 retry_backoff_ms=cfg.retry_backoff_ms,
                 retry_backoff_max_ms=cfg.retry_backoff_max_ms,
                 client_id=f"voipflow-collector-{worker}",
+                client_options=kafka_client_options(settings.kafka),
             ),
             on_latency=latency,
         )

@@ -170,7 +170,7 @@ def _status(args: argparse.Namespace, settings: Settings, state_dir: Path) -> in
     try:
         bootstrap = resolve_bootstrap(settings.kafka, settings.data_dir)
         out["bootstrap"] = bootstrap
-        wait_for_broker(bootstrap, args.timeout)
+        wait_for_broker(bootstrap, args.timeout, security=settings.kafka)
         out["reachable"] = True
     except (BrokerError, KafkaAdminError) as exc:
         out["error"] = str(exc)

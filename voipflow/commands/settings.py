@@ -65,6 +65,16 @@ def reference_rows() -> list[tuple[str, str, str]]:
     return rows
 
 
+_URL_PASSWORD = re.compile(r"(://[^:/@]*:)[^@]*@")
+
+
+def _masked(value: object) -> object:
+    """A URL's password (``scheme://user:password@host``) as ``***``; secrets mask themselves."""
+    if isinstance(value, str):
+        return _URL_PASSWORD.sub(r"\1***@", value)
+    return value
+
+
 def _show(value: object) -> str:
     if isinstance(value, list | dict):
         return json.dumps(value)
@@ -96,7 +106,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     for name, value in settings:
         if isinstance(value, BaseModel):
             for sub, subval in value:
-                rows.append((f"{ENV_PREFIX}{name.upper()}_{sub.upper()}", subval))
+                rows.append((f"{ENV_PREFIX}{name.upper()}_{sub.upper()}", _masked(subval)))
         else:
             rows.append((f"{ENV_PREFIX}{name.upper()}", value))
     if args.json:

@@ -39,7 +39,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     kafka, worker = settings.kafka, settings.worker
     try:
         bootstrap = resolve_bootstrap(kafka, settings.data_dir)
-        wait_for_broker(bootstrap, timeout_s=30.0)
+        wait_for_broker(bootstrap, timeout_s=30.0, security=kafka)
         ensure_topics(
             bootstrap,
             {
@@ -50,6 +50,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
                 partials_topic_name(worker): kafka.partitions,
             },
             kafka.replication_factor,
+            security=kafka,
         )
     except (BrokerError, KafkaAdminError) as exc:
         print(f"voipflow worker: {exc}", file=sys.stderr)

@@ -54,18 +54,18 @@ class DemoKafka:
         say = self.printer.say
         try:
             if self.kafka.bootstrap.strip():
-                wait_for_broker(self.kafka.bootstrap, CONNECT_TIMEOUT_S)
+                wait_for_broker(self.kafka.bootstrap, CONNECT_TIMEOUT_S, security=self.kafka)
                 self.bootstrap, self.origin = self.kafka.bootstrap, "VOIPFLOW_KAFKA_BOOTSTRAP"
                 return
             user = running_state(self.data_dir / "kafka")
             if user is not None:
-                wait_for_broker(user.bootstrap, 30.0)
+                wait_for_broker(user.bootstrap, 30.0, security=self.kafka)
                 self.bootstrap = user.bootstrap
                 self.origin = f"the local broker of `voipflow kafka start` (pid {user.pid})"
                 return
             orphan = running_state(self.state_dir)
             if orphan is not None:  # an earlier demo was killed before it could stop it
-                wait_for_broker(orphan.bootstrap, 30.0)
+                wait_for_broker(orphan.bootstrap, 30.0, security=self.kafka)
                 self.bootstrap, self._adopted = orphan.bootstrap, True
                 self.origin = f"the demo's broker left running earlier (pid {orphan.pid})"
                 return
@@ -127,7 +127,7 @@ class PipelineTopics:
         k = self.settings.kafka
         try:
             self.partitions = ensure_topics(
-                self.kafka.bootstrap, self.names(), k.replication_factor
+                self.kafka.bootstrap, self.names(), k.replication_factor, security=k
             )
         except KafkaAdminError as exc:
             raise DemoSettingError(str(exc)) from exc

@@ -27,6 +27,7 @@ from typing import Any
 
 from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
 
+from schemas.kafka_security import KafkaSecurity, kafka_client_options
 from streams.app import partials_topic_name
 from voipflow.children import ChildProcess, tail
 from voipflow.demo.options import DemoOptions
@@ -39,10 +40,16 @@ from voipflow.settings import Settings
 class KafkaProbe:
     """End offsets of topics and committed offsets of groups, for lag."""
 
-    def __init__(self, bootstrap: str) -> None:
-        self.admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="voipflow-demo")
+    def __init__(self, bootstrap: str, security: KafkaSecurity | None = None) -> None:
+        options = kafka_client_options(security) if security is not None else {}
+        self.admin = KafkaAdminClient(
+            bootstrap_servers=bootstrap, client_id="voipflow-demo", **options
+        )
         self.consumer = KafkaConsumer(
-            bootstrap_servers=bootstrap, client_id="voipflow-demo", enable_auto_commit=False
+            bootstrap_servers=bootstrap,
+            client_id="voipflow-demo",
+            enable_auto_commit=False,
+            **options,
         )
 
     def ends(self, topics: list[str]) -> dict[Any, int]:
@@ -169,7 +176,7 @@ class PipelineWatch:
             "waiting for the pipeline to drain"
         )
         drained_at = time.monotonic()
-        probe = KafkaProbe(self.bootstrap)
+        probe = KafkaProbe(self.bootstrap, self.settings.kafka)
         try:
             ok = self._drain(probe)
         finally:
