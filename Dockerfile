@@ -20,7 +20,8 @@ WORKDIR /var/lib/voipflow
 ENV VOIPFLOW_DATA_DIR=/var/lib/voipflow \
     VOIPFLOW_LOG_FORMAT=json
 
-# NetFlow v5/v9 and IPFIX in; Prometheus /metrics of collector, worker, sink out.
-EXPOSE 2055/udp 4739/udp 9464 9465 9466
+# NetFlow v5/v9 and IPFIX in; Prometheus /metrics of collector, worker, sink,
+# policy evaluator, ledger and enforcement point out.
+EXPOSE 2055/udp 4739/udp 9464 9465 9466 9467 9468 9469
 ENTRYPOINT ["voipflow"]
 CMD ["--help"]

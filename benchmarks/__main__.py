@@ -65,6 +65,46 @@ BENCHMARKS = (
         ("--rows", "20000", "--repeat", "1", "--sizes", "1000,10000"),
     ),
     Benchmark(
+        "http_bench",
+        "heaviest panel through the embedded engine's HTTP interface vs in-process; "
+        "sink inserts under query load",
+        ("--flows", "100000", "--repeat", "2", "--insert-rows", "20000"),
+    ),
+    Benchmark(
+        "e2e_bench",
+        "the whole pipeline on this box: highest sustained flows/s, delays to ClickHouse",
+        (
+            "--rates",
+            "5000,20000",
+            "--step-s",
+            "8",
+            "--window-s",
+            "5",
+            "--lateness-s",
+            "3",
+            "--grace-s",
+            "3",
+        ),
+    ),
+    Benchmark(
+        "enforce_bench",
+        "nftables elements/s batched vs per element, FlowSpec rules/s (root: netns)",
+        (
+            "--elements",
+            "5000",
+            "--rules",
+            "10",
+            "--single",
+            "50",
+            "--repeat",
+            "1",
+            "--latency",
+            "0",
+            "--flowspec-rules",
+            "20",
+        ),
+    ),
+    Benchmark(
         "collector_bench",
         "collector against GoFlow2 and nfcapd on one packet stream (Kafka in the full form)",
         (
@@ -75,10 +115,15 @@ BENCHMARKS = (
             "--rounds",
             "1",
             "--streams",
-            "ipfix4",
+            "ipfix4,ipfix4-small",
             "--receivers",
             "voipflow-null,nfcapd",
         ),
+    ),
+    Benchmark(
+        "report_bench",
+        "the HTML report of a week at 200 cities x 15 apps: query and render time",
+        ("--days", "1", "--cities", "20", "--flows", "20000", "--exporters", "3", "--repeat", "1"),
     ),
 )
 

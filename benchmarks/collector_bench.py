@@ -14,9 +14,16 @@ benchmark measures:
   the same before the first datagram; start-up is not counted);
 * peak RSS (``VmHWM``).
 
-It prints the medians per stream and receiver, records per CPU-second and
-the ratio to GoFlow2 doing the same job in the same run (``voipflow-kafka``
-against ``goflow2-kafka``, the others against ``goflow2`` writing to a file)::
+Streams of two shapes: one big data set per datagram (``ipfix4``, ``ipfix6``,
+``v9``), and the small-set shape (``ipfix4-small``, ``v9-small``) softflowd
+sends: 7 data sets of 2 records per datagram, templates refreshed in front
+of them every 16 datagrams. There the cost per datagram and per set, not per
+record, is what counts.
+
+It prints the medians per stream and receiver, records per CPU-second, CPU
+microseconds per datagram, the ratio to nfcapd and the ratio to GoFlow2
+doing the same job in the same run (``voipflow-kafka`` against
+``goflow2-kafka``, the others against ``goflow2`` writing to a file)::
 
     python -m benchmarks.collector_bench [--records 1000000] [--rate 200000]
         [--rounds 3] [--streams ipfix4,ipfix6,v9] [--receivers ...]
@@ -77,7 +84,11 @@ from voipflow.netutil import free_port
 REPO = Path(__file__).resolve().parents[1]
 GOFLOW2 = REPO / ".cache" / "go" / "bin" / "goflow2"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
-STREAMS = ("ipfix4", "ipfix6", "v9")
+STREAMS = ("ipfix4", "ipfix6", "v9", "ipfix4-small", "v9-small")
+#: The small-set shape (``*-small``): as softflowd and other host exporters
+#: send, several small data sets per datagram, templates in front of the data
+#: sets every :data:`SMALL_REFRESH` datagrams.
+SMALL_SETS, SMALL_RECORDS, SMALL_REFRESH = 7, 2, 16
 RECEIVERS = ("voipflow-kafka", "voipflow-null", "goflow2-kafka", "goflow2", "nfcapd")
 
 
@@ -131,20 +142,30 @@ def exporter_address(i: int) -> str:
 
 
 def make_stream(kind: str, n: int, exporters: int = 1) -> Stream:
-    """Export datagrams carrying ``n`` records: ipfix4, ipfix6 or v9 (IPv4).
+    """Export datagrams carrying ``n`` records: ipfix4, ipfix6 or v9 (IPv4),
+    one big data set per datagram; ipfix4-small or v9-small, the small-set
+    shape (:data:`SMALL_SETS` sets of :data:`SMALL_RECORDS` records each).
 
     With several exporters the records are split between them; each has its
     own export process (templates, sequence numbers) and its datagrams are
     interleaved with the others', as a collector sees a network's routers.
     """
-    version = 9 if kind == "v9" else 10
-    cols = flow_columns(n, 6 if kind == "ipfix6" else 4)
+    base, _, shape = kind.partition("-")
+    version = 9 if base == "v9" else 10
+    cols = flow_columns(n, 6 if base == "ipfix6" else 4)
     now = int(time.time() * 1000)
     per: list[list[bytes]] = []
     for i in range(exporters):
-        enc = make_encoder(version, observation_domain_id=1)
         part = {k: v[i::exporters] for k, v in cols.items()}
-        per.append(enc.encode(part, now) if len(part["packets"]) else [])
+        if not len(part["packets"]):
+            per.append([])
+        elif shape == "small":
+            enc: Any = make_encoder(
+                version, observation_domain_id=1, template_refresh_packets=SMALL_REFRESH
+            )
+            per.append(enc.encode_small_sets(part, now, SMALL_RECORDS, SMALL_SETS))
+        else:
+            per.append(make_encoder(version, observation_domain_id=1).encode(part, now))
     datagrams: list[bytes] = []
     sources: list[int] = []
     for k in range(max(len(d) for d in per)):
@@ -428,10 +449,16 @@ class Result:
     cpu_s: float
     rss_mb: float
     send_s: float
+    datagrams: int = 0
 
     @property
     def per_cpu_s(self) -> float:
         return self.records / self.cpu_s if self.cpu_s > 0 else float("nan")
+
+    @property
+    def us_per_datagram(self) -> float:
+        """CPU microseconds per datagram sent (the cost per datagram)."""
+        return 1e6 * self.cpu_s / self.datagrams if self.datagrams else float("nan")
 
 
 def run_one(
@@ -494,7 +521,7 @@ def run_one(
         rx.stop()
     records = rx.records()
     shutil.rmtree(work, ignore_errors=True)
-    return Result(stream, receiver, n, records, cpu1 - cpu0, rss, send_s)
+    return Result(stream, receiver, n, records, cpu1 - cpu0, rss, send_s, len(packets.datagrams))
 
 
 def _start_broker(workdir: Path) -> Any:
@@ -550,8 +577,9 @@ def table(results: list[Result]) -> str:
     for r in results:
         groups.setdefault((r.stream, r.receiver), []).append(r)
     lines = [
-        f"{'stream':<8} {'receiver':<20} {'runs':>4} {'sent':>9} {'records':>9} {'loss':>8} "
-        f"{'CPU s':>7} {'rec/CPU-s':>11} {'vs GoFlow2':>10} {'RSS MB':>7}"
+        f"{'stream':<12} {'receiver':<20} {'runs':>4} {'sent':>9} {'records':>9} {'loss':>8} "
+        f"{'CPU s':>7} {'rec/CPU-s':>11} {'us/dgram':>8} {'vs GoFlow2':>10} {'vs nfcapd':>9} "
+        f"{'RSS MB':>7}"
     ]
     # Each receiver is compared with GoFlow2 doing the same job: publishing to
     # Kafka for voipflow-kafka, writing protobuf to a file for the rest.
@@ -567,12 +595,14 @@ def table(results: list[Result]) -> str:
     for (stream, receiver), rs in groups.items():
         med = meds[stream, receiver]
         ratio = med / peer(stream, receiver)
+        vs_nfcapd = med / meds.get((stream, "nfcapd"), float("nan"))
         lines.append(
-            f"{stream:<8} {receiver:<20} {len(rs):>4} {rs[0].sent:>9} "
+            f"{stream:<12} {receiver:<20} {len(rs):>4} {rs[0].sent:>9} "
             f"{int(statistics.median(r.records for r in rs)):>9} "
             f"{int(statistics.median(r.sent - r.records for r in rs)):>8} "
-            f"{statistics.median(r.cpu_s for r in rs):>7.2f} {med:>11,.0f} {ratio:>10.2f} "
-            f"{statistics.median(r.rss_mb for r in rs):>7.0f}"
+            f"{statistics.median(r.cpu_s for r in rs):>7.2f} {med:>11,.0f} "
+            f"{statistics.median(r.us_per_datagram for r in rs):>8.1f} {ratio:>10.2f} "
+            f"{vs_nfcapd:>9.2f} {statistics.median(r.rss_mb for r in rs):>7.0f}"
         )
     return "\n".join(lines)
 
@@ -659,6 +689,7 @@ def main(argv: list[str] | None = None) -> int:
                     print(
                         f"  round {rnd + 1} {receiver:<20} records={r.records} "
                         f"cpu={r.cpu_s:.2f}s rec/cpu-s={r.per_cpu_s:,.0f} "
+                        f"us/dgram={r.us_per_datagram:.1f} "
                         f"rss={r.rss_mb:.0f}MB send={r.send_s:.1f}s",
                         flush=True,
                     )

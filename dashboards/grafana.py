@@ -242,11 +242,15 @@ def geomap(
     description: str,
     size_field: str,
     text_field: str,
+    color_field: str | None = None,
     unit: str | None = None,
     w: int = 12,
     h: int = 14,
 ) -> Panel:
-    """Markers at ``lat``/``lon`` columns, sized and coloured by ``size_field``."""
+    """Markers at ``lat``/``lon`` columns, sized by ``size_field``, coloured by ``color_field``.
+
+    The colour follows the size unless another field is named.
+    """
     layer = {
         "type": "markers",
         "name": "Cities",
@@ -256,7 +260,7 @@ def geomap(
             "showLegend": True,
             "style": {
                 "size": {"field": size_field, "fixed": 5, "min": 4, "max": 30},
-                "color": {"field": size_field, "fixed": "dark-green"},
+                "color": {"field": color_field or size_field, "fixed": "dark-green"},
                 "opacity": 0.6,
                 "symbol": {"mode": "fixed", "fixed": "img/icons/marker/circle.svg"},
                 "text": {"mode": "field", "field": text_field, "fixed": ""},

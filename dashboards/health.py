@@ -15,6 +15,10 @@ export packets (RFC 3954), NetFlow v5 and IPFIX number flow records (RFC
 and interval (the kernel cannot tell the exporter of a dropped datagram):
 it is taken once per collector and report, never summed over exporters.
 
+Coverage reads ``exporter_traffic_1m`` (traffic.v1 windows of reception
+time): which flows of each exporter were placed in a city, and which parts
+of the range its windows cover.
+
 Besides the sink's lag, the delay of each usage window from its end to its
 insert is shown, split at the worker's ``produced`` time.
 """
@@ -43,6 +47,7 @@ EXPECTED = "if(netflow_version = 9, packets, records)"
 
 _WHERE = f"$__timeFilter_ms(ts) AND {EXPORTER_FILTER}"
 _RANGE_S = "dateDiff('second', $__fromTime, $__toTime)"
+_TRAFFIC_WHERE = f"$__timeFilter(window_start) AND {EXPORTER_FILTER}"
 
 
 def _per_exporter_rate(title: str, column: str, description: str, unit: str) -> dict[str, Any]:
@@ -235,6 +240,50 @@ def build() -> dict[str, Any]:
             "(receive buffer full: add collector processes or buffer).",
             unit="pps",
             interval="10s",
+        ),
+        row("Coverage"),
+        table(
+            "Exporter coverage",
+            f"""
+            SELECT {EXPORTER} AS exporter_ip, sum(flows) AS flow_records,
+                   sum(placed_flows) AS placed, sum(unlocated_flows) AS unlocated,
+                   sum(unhomed_flows) AS unhomed,
+                   sum(placed_flows) / greatest(sum(flows), 1) AS placed_share,
+                   least(1, sum(window_s) / (uniqExact(observation_domain_id) * {_RANGE_S}))
+                       AS time_covered,
+                   max(window_start) AS last_window
+            FROM exporter_traffic_1m
+            WHERE {_TRAFFIC_WHERE}
+            GROUP BY exporter_ip
+            ORDER BY flow_records DESC, exporter_ip
+            """,
+            description="Per exporter over the range (traffic.v1 windows): flow records "
+            "placed in a city, at home but in no city (extend the prefix table), or with "
+            "no side at home (extend VOIPFLOW_WORKER_HOME_NETWORKS), and the share of the "
+            "range its windows cover (below 1: gaps).",
+            h=9,
+            overrides=[
+                override("placed_share", unit="percentunit", decimals=1),
+                override("time_covered", unit="percentunit", decimals=1),
+            ],
+        ),
+        timeseries(
+            "Exporter coverage by exporter",
+            f"""
+            SELECT $__timeInterval(window_start) AS time, {EXPORTER} AS exporter_ip,
+                   least(1, sum(window_s) / (uniqExact(observation_domain_id) * $__interval_s))
+                       AS covered
+            FROM exporter_traffic_1m
+            WHERE {_TRAFFIC_WHERE}
+            GROUP BY time, exporter_ip
+            ORDER BY time, exporter_ip
+            """,
+            description="Share of each bucket the exporter's traffic windows cover; a "
+            "missing point is a gap (the exporter, its collector or the workers were away).",
+            unit="percentunit",
+            interval="1m",
+            max_data_points=200,
+            w=24,
         ),
         row("Pipeline"),
         timeseries(

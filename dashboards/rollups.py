@@ -49,13 +49,24 @@ class Retention:
     usage_1h_days: int = 400
 
 
-def _fresh(days: int) -> str:
+def _fresh(days: int, shift_days: int = 0) -> str:
     if days <= 0:
         return "1"
-    return f"$__fromTime >= now() - INTERVAL {days} DAY"
+    return f"{_from(shift_days)} >= now() - INTERVAL {days} DAY"
 
 
-def _branch(table: str, cond: str, filters: str) -> str:
+def _from(shift_days: int) -> str:
+    return f"$__fromTime - INTERVAL {shift_days} DAY" if shift_days else "$__fromTime"
+
+
+def _time_filter(shift_days: int) -> str:
+    """``$__timeFilter(t)``, or the same range ``shift_days`` earlier."""
+    if not shift_days:
+        return "$__timeFilter(t)"
+    return f"t >= {_from(shift_days)} AND t <= $__toTime - INTERVAL {shift_days} DAY"
+
+
+def _branch(table: str, cond: str, filters: str, shift_days: int = 0) -> str:
     # voip_usage_1m rows are one window of window_s seconds (60 by default).
     if table == "voip_usage_1m":
         t, g, minutes = "window_start", "window_s", "window_s / 60"
@@ -70,24 +81,30 @@ def _branch(table: str, cond: str, filters: str) -> str:
         f"toFloat64(call_seconds) AS call_seconds, toFloat64({minutes}) AS minutes, "
         "subscribers_state\n"
         f"  FROM {table}\n"
-        f"  WHERE ({cond}) AND $__timeFilter(t) AND {filters}"
+        f"  WHERE ({cond}) AND {_time_filter(shift_days)} AND {filters}"
     )
 
 
-def usage_rows(by: str, retention: Retention, filters: str | None = None) -> str:
-    """The ``UNION ALL`` subquery over the usage tables, choosing ``by`` range or interval."""
+def usage_rows(
+    by: str, retention: Retention, filters: str | None = None, shift_days: int = 0
+) -> str:
+    """The ``UNION ALL`` subquery over the usage tables, choosing ``by`` range or interval.
+
+    ``shift_days`` reads the same range that many days earlier (week over
+    week: 7), choosing the table as the range itself would.
+    """
     filters = filters or f"{CITY_FILTER} AND {APP_FILTER}"
     if by == "range":
-        fine = f"{_RANGE_S} <= {RANGE_1M_MAX_S} AND {_fresh(retention.usage_1m_days)}"
-        hourly = f"{_RANGE_S} <= {RANGE_1H_MAX_S} AND {_fresh(retention.usage_1h_days)}"
+        fine = f"{_RANGE_S} <= {RANGE_1M_MAX_S} AND {_fresh(retention.usage_1m_days, shift_days)}"
+        hourly = f"{_RANGE_S} <= {RANGE_1H_MAX_S} AND {_fresh(retention.usage_1h_days, shift_days)}"
     elif by == "interval":
         fine = f"$__interval_s < 3600 AND {_fresh(retention.usage_1m_days)}"
         hourly = f"$__interval_s < 86400 AND {_fresh(retention.usage_1h_days)}"
     else:
         raise ValueError(f"by must be 'range' or 'interval', not {by!r}")
     branches = [
-        _branch("voip_usage_1m", fine, filters),
-        _branch("voip_usage_1h", f"NOT ({fine}) AND {hourly}", filters),
-        _branch("voip_usage_1d", f"NOT ({fine}) AND NOT ({hourly})", filters),
+        _branch("voip_usage_1m", fine, filters, shift_days),
+        _branch("voip_usage_1h", f"NOT ({fine}) AND {hourly}", filters, shift_days),
+        _branch("voip_usage_1d", f"NOT ({fine}) AND NOT ({hourly})", filters, shift_days),
     ]
     return "(\n  " + "\n  UNION ALL\n  ".join(branches) + "\n)"

@@ -32,6 +32,7 @@ from dashboards.grafana import (
     timeseries,
 )
 from dashboards.rollups import APP_FILTER, CITY_FILTER, Retention, usage_rows
+from streams.classify import Evidence
 
 UID = "voipflow-usage"
 
@@ -39,6 +40,20 @@ _CITY_COORDS = """
     SELECT city, argMax(lat, updated) AS lat, argMax(lon, updated) AS lon
     FROM cities GROUP BY city
 """
+
+
+#: An evidence bit (a power of two) as the name operators read.
+EVIDENCE_NAME = (
+    "transform(bit, ["
+    + ", ".join(str(int(e)) for e in Evidence)
+    + "], ["
+    + ", ".join("'" + str(e.name).lower().replace("_", " ") + "'" for e in Evidence)
+    + "], 'other')"
+)
+
+
+def _classified_filter() -> str:
+    return f"$__timeFilter_ms(time_received) AND {CITY_FILTER} AND {APP_FILTER}"
 
 
 def _flows_filter() -> str:
@@ -49,6 +64,7 @@ def build(retention: Retention | None = None) -> dict[str, Any]:
     r = retention or Retention()
     by_range = usage_rows("range", r)
     by_interval = usage_rows("interval", r)
+    week_before = usage_rows("range", r, shift_days=7)
     share_per_minute = f"""
         SELECT window_start, city, sum(bytes) AS voip_bytes,
                sum(bytes) / sum(voip_share) AS city_bytes
@@ -105,7 +121,8 @@ def build(retention: Retention | None = None) -> dict[str, Any]:
             "VoIP minutes by city",
             f"""
             SELECT u.city AS city, c.lat AS lat, c.lon AS lon,
-                   u.voip_minutes AS voip_minutes, u.subscribers AS subscribers
+                   u.voip_minutes AS voip_minutes, u.subscribers AS subscribers,
+                   s.voip_share AS voip_share
             FROM (
                 SELECT city, sum(call_seconds) / 60 AS voip_minutes,
                        uniqMerge(subscribers_state) AS subscribers
@@ -113,12 +130,19 @@ def build(retention: Retention | None = None) -> dict[str, Any]:
                 GROUP BY city
             ) AS u
             INNER JOIN ({_CITY_COORDS}) AS c ON c.city = u.city
-            ORDER BY voip_minutes DESC
+            LEFT JOIN (
+                SELECT city, sum(voip_bytes) / sum(city_bytes) AS voip_share
+                FROM ({share_per_minute})
+                GROUP BY city
+            ) AS s ON s.city = u.city
+            ORDER BY voip_minutes DESC, city
             """,
-            description="Marker size and colour: VoIP minutes. Coordinates come from the "
+            description="Marker size: VoIP minutes; colour: VoIP share of the city's traffic "
+            "(per-minute rows; 0 where none are kept). Coordinates come from the "
             "cities table (`voipflow dashboards cities --file PREFIXES.csv`); a city "
             "missing there is listed in the table but not drawn.",
             size_field="voip_minutes",
+            color_field="voip_share",
             text_field="city",
             unit="m",
         ),
@@ -146,6 +170,36 @@ def build(retention: Retention | None = None) -> dict[str, Any]:
             overrides=[
                 override("voip_minutes", unit="m", decimals=0),
                 override("voip_bytes", unit="decbytes"),
+            ],
+        ),
+        table(
+            "Top cities, week over week",
+            f"""
+            SELECT cur.city AS city, cur.voip_minutes AS voip_minutes,
+                   prev.voip_minutes AS voip_minutes_week_before,
+                   if(prev.voip_minutes > 0, cur.voip_minutes / prev.voip_minutes - 1, NULL)
+                       AS change
+            FROM (
+                SELECT city, sum(call_seconds) / 60 AS voip_minutes
+                FROM {by_range}
+                GROUP BY city
+            ) AS cur
+            LEFT JOIN (
+                SELECT city, sum(call_seconds) / 60 AS voip_minutes
+                FROM {week_before}
+                GROUP BY city
+            ) AS prev ON prev.city = cur.city
+            ORDER BY voip_minutes DESC, city
+            LIMIT 15
+            """,
+            description="The 15 cities with the most call minutes, against the same range "
+            "one week earlier (change empty where the week before had none).",
+            w=12,
+            h=14,
+            overrides=[
+                override("voip_minutes", unit="m", decimals=0),
+                override("voip_minutes_week_before", unit="m", decimals=0),
+                override("change", unit="percentunit", decimals=1),
             ],
         ),
         barchart(
@@ -265,6 +319,44 @@ def build(retention: Retention | None = None) -> dict[str, Any]:
             unit="percentunit",
             interval="1m",
             max_data_points=200,
+        ),
+        row("Classifier"),
+        barchart(
+            "Classifier confidence",
+            f"""
+            SELECT toString(bucket / 10) AS confidence_from,
+                   countIf(is_voip = 1) AS voip_flows, countIf(is_voip = 0) AS other_flows
+            FROM (
+                SELECT least(toUInt8(floor(confidence * 10)), 9) AS bucket, is_voip
+                FROM flows_voip
+                WHERE {_classified_filter()}
+            )
+            GROUP BY bucket
+            ORDER BY bucket
+            """,
+            description="Flow records by the classifier's confidence (tenths: 0.9 is 0.9 "
+            "to 1.0), VoIP verdicts and records below the threshold apart. Most VoIP at "
+            "0.9 and up means the figures rest on strong evidence.",
+            x_field="confidence_from",
+            horizontal=False,
+            stacking="normal",
+        ),
+        barchart(
+            "Evidence mix",
+            f"""
+            SELECT {EVIDENCE_NAME} AS evidence_kind, count() AS voip_flows,
+                   count() / (SELECT count() FROM flows_voip WHERE {_flows_filter()}) AS share
+            FROM flows_voip
+            ARRAY JOIN bitmaskToArray(evidence) AS bit
+            WHERE {_flows_filter()}
+            GROUP BY evidence_kind
+            ORDER BY voip_flows DESC, evidence_kind
+            """,
+            description="Share of VoIP flow records that carry each kind of evidence "
+            "(bits of the evidence column, see streams/classify.py; a record carries "
+            "several).",
+            x_field="evidence_kind",
+            unit="percentunit",
         ),
     ]
     variables = [

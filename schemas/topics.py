@@ -11,11 +11,16 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, ValidationInfo, field_validator
 
 from schemas.kafka_security import KafkaSecurity, kafka_client_options
 
 __all__ = ["KafkaConfig", "KafkaSecurity", "kafka_client_options"]
+
+#: Topic configs of rules.v1 (and of the evaluator's and ledger's state
+#: topics): compacted, so a consumer reading from the start gets the latest
+#: message per key, and a tombstone removes the key.
+COMPACTED_TOPIC = {"cleanup.policy": "compact", "min.compaction.lag.ms": "0"}
 
 
 class KafkaConfig(KafkaSecurity):
@@ -32,6 +37,10 @@ class KafkaConfig(KafkaSecurity):
     partitions: int = Field(4, ge=1)
     #: Replication factor of the topics voipflow creates (3 in production).
     replication_factor: int = Field(1, ge=1)
+    #: ``min.insync.replicas`` of the topics voipflow creates: with producers'
+    #: acks=all, a write is acknowledged once this many replicas have it (2 with
+    #: replication factor 3). 0 leaves the broker's default.
+    min_insync_replicas: int = Field(0, ge=0)
     #: Compression of produced messages.
     compression: Literal["none", "gzip", "lz4", "zstd"] = "lz4"
     #: Flow batches from the collectors (schemas/flowbatch.py).
@@ -46,8 +55,20 @@ class KafkaConfig(KafkaSecurity):
     rules_topic: str = "rules.v1"
     #: Enforcement points' feedback on rules.
     feedback_topic: str = "rules-feedback.v1"
+    #: The rule ledger's state changes (schemas/json/rule-events.v1.json).
+    rule_events_topic: str = "rule-events.v1"
     #: Per-exporter health reports from the collectors (schemas/json/exporter-health.v1.json).
     health_topic: str = "exporter-health.v1"
+
+    @field_validator("min_insync_replicas")
+    @classmethod
+    def _check_min_isr(cls, v: int, info: ValidationInfo) -> int:
+        rf = info.data.get("replication_factor")
+        if rf is not None and v > rf:
+            raise ValueError(
+                f"must not exceed replication_factor ({rf}): no write could ever be acknowledged"
+            )
+        return v
 
     @field_validator("bootstrap")
     @classmethod

@@ -8,8 +8,10 @@ cd "$(dirname "$0")/.."
 
 # openjdk + maven: the local Kafka broker is assembled from Maven Central jars.
 # sip-tester (sipp) + iproute2: real SIP calls for the classifier's held-out captures.
+# nftables, gobgpd, bird2: the enforcement points' dataplanes and a BGP peer for their tests.
+# chromium: the report's PDF, and its tests open the page headless.
 APT_PACKAGES=(softflowd nfdump tshark pmacct clickhouse-server libndpi-bin tcpreplay
-  openjdk-17-jre-headless maven sip-tester iproute2)
+  openjdk-17-jre-headless maven sip-tester iproute2 nftables gobgpd bird2 chromium)
 
 say() { printf '\033[1msetup:\033[0m %s\n' "$*"; }
 

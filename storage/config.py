@@ -2,7 +2,27 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, Field, ValidationInfo, field_validator
+import ipaddress
+
+from pydantic import BaseModel, Field, SecretStr, ValidationInfo, field_validator
+
+
+def split_host_port(listen: str) -> tuple[str, int]:
+    """``(host, port)`` of ``host:port`` or ``[v6]:port``; ValueError when malformed."""
+    host, sep, port = listen.strip().rpartition(":")
+    if not sep or not port.isdigit() or int(port) > 65535:
+        raise ValueError(f"expected host:port, got {listen!r}")
+    return host.strip("[]") or "127.0.0.1", int(port)
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` (an address or ``localhost``) is reachable from this machine only."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 class ClickHouseConfig(BaseModel):
@@ -42,6 +62,47 @@ class ClickHouseConfig(BaseModel):
     #: (``non_replicated_deduplication_window``/``replicated_deduplication_window``);
     #: a replayed batch older than this many inserts would be inserted again.
     dedup_window: int = Field(1000, ge=1)
+    #: ``host:port`` where the process that owns the embedded engine (the sink)
+    #: serves ClickHouse's HTTP interface, so that SQL clients, Grafana and
+    #: ``voipflow db query`` can read while it runs; port 0 picks a free port
+    #: (written to ``<data_dir>/clickhouse/http.json``). Empty: not served.
+    http_listen: str = ""
+    #: The one user the HTTP interface accepts (basic auth, or the
+    #: X-ClickHouse-User/X-ClickHouse-Key headers).
+    http_user: str = Field("default", min_length=1)
+    #: That user's password; required when ``http_listen`` is not a loopback address.
+    http_password: SecretStr = Field(SecretStr(""), validate_default=True)
+    #: Served queries run with ClickHouse's ``readonly = 1``: no writes, no DDL,
+    #: no table functions reading files or URLs. The process's own inserts are
+    #: not affected.
+    http_readonly: bool = True
+    #: Queries that run at the same time; the others wait in the queue ...
+    http_max_queries: int = Field(2, ge=1)
+    #: ... of at most this many (a query beyond it is refused at once with
+    #: ClickHouse's error 202) ...
+    http_queue: int = Field(16, ge=0)
+    #: ... for at most this many seconds.
+    http_queue_timeout_s: float = Field(10.0, gt=0)
+    #: ``max_execution_time`` of served queries, seconds.
+    http_query_timeout_s: float = Field(60.0, gt=0)
+
+    @field_validator("http_listen")
+    @classmethod
+    def _check_http_listen(cls, v: str) -> str:
+        if v.strip():
+            split_host_port(v)
+        return v.strip()
+
+    @field_validator("http_password")
+    @classmethod
+    def _check_http_password(cls, v: SecretStr, info: ValidationInfo) -> SecretStr:
+        listen = info.data.get("http_listen") or ""
+        if listen and not v.get_secret_value() and not is_loopback(split_host_port(listen)[0]):
+            raise ValueError(
+                f"empty while VOIPFLOW_CLICKHOUSE_HTTP_LISTEN={listen} accepts connections "
+                "from other machines; set a password (or listen on 127.0.0.1)"
+            )
+        return v
 
     @field_validator("url")
     @classmethod
@@ -61,7 +122,8 @@ class SinkConfig(BaseModel):
     #: Kafka consumer group of the sinks.
     group_id: str = Field("voipflow-sink", min_length=1)
     #: Topics the sink consumes, comma separated, among the voip-flows, usage,
-    #: traffic and exporter-health topics of ``[kafka]``; empty: all four.
+    #: traffic, exporter-health, rules and rule-events topics of ``[kafka]``;
+    #: empty: all six.
     topics: str = ""
     #: Table the voip-flows topic fills (a plain name, in the configured database).
     flows_table: str = Field("flows_voip", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")

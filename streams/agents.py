@@ -14,6 +14,7 @@ from typing import Any
 
 from schemas.flowbatch import BatchError, BatchVersionError
 from streams.app import EXPORTER_KEY_PREFIX, WorkerApp
+from streams.commits import deliver, kill_after_commit
 from streams.config import WorkerConfig
 from streams.pipeline import CityStates, ExporterStates, FlowPipeline, PartialError
 
@@ -28,9 +29,13 @@ def install_agents(w: WorkerApp, config: WorkerConfig, pipeline: FlowPipeline) -
     open_windows: dict[str, int] = {}  # city -> windows not yet closed, for m.open_windows
     flows_name = w.flows.get_topic_name()
 
+    batches_done = 0
+
     @w.app.agent(w.flows, name="flows")
     async def flow_agent(stream: Any) -> None:
-        async for event in stream.events():
+        nonlocal batches_done
+        # Acked by hand once its outputs are delivered (see streams.commits).
+        async for event in stream.noack().events():
             msg = event.message
             source = f"{msg.topic}:{msg.partition}"
             started = time.process_time()
@@ -48,26 +53,40 @@ def install_agents(w: WorkerApp, config: WorkerConfig, pipeline: FlowPipeline) -
                         "error": str(exc),
                     },
                 )
+                await stream.ack(event)
                 continue
             m.batch_seconds.observe(time.process_time() - started)
             m.batches.labels(flows_name).inc()
             m.records.labels(flows_name).inc(out.records)
-            for city, data in out.voip_flows.items():
+            pending = [
                 await w.voip_flows.send(key=city, value=data, headers={"schema": b"voip-flows.v1"})
-            for city, data in out.partials.items():
-                await w.partials.send(key=city, value=data)
-            for exporter, data in out.traffic.items():
+                for city, data in out.voip_flows
+            ]
+            pending += [
+                await w.partials.send(key=city, value=data) for city, data in out.partials.items()
+            ]
+            pending += [
                 await w.partials.send(key=EXPORTER_KEY_PREFIX + exporter, value=data)
+                for exporter, data in out.traffic.items()
+            ]
+            await deliver(pending)
+            await stream.ack(event)
+            batches_done += 1
+            if batches_done == config.fault_kill_after_batches:
+                await kill_after_commit(w.app, batches_done)
 
     @w.app.agent(w.partials, name="cities")
     async def keyed_agent(stream: Any) -> None:
         # One agent, one table: cities and (prefixed) exporters share them.
-        async for event in stream.events():
+        # Acked by hand after the table write; the commit waits for the
+        # changelog record (streams.commits.DeliveredBuffer).
+        async for event in stream.noack().events():
             key = event.key
             if isinstance(key, bytes):
                 key = key.decode("utf-8", "replace")
             if not key:
                 m.bad_messages.labels(w.partials_topic, "no_key").inc()
+                await stream.ack(event)
                 continue
             exporter = key.startswith(EXPORTER_KEY_PREFIX)
             name = key[len(EXPORTER_KEY_PREFIX) :] if exporter else key
@@ -79,9 +98,11 @@ def install_agents(w: WorkerApp, config: WorkerConfig, pipeline: FlowPipeline) -
             except (PartialError, ValueError) as exc:
                 m.bad_messages.labels(w.partials_topic, "partial").inc()
                 log.warning("bad partial skipped", extra={"key": name, "error": str(exc)})
+                await stream.ack(event)
                 continue
             if outcome == "duplicate":
                 m.redelivered.labels(w.partials_topic).inc()
+                await stream.ack(event)
                 continue
             # Publish before the state that forgets the windows is written: a
             # crash in between publishes them again (same values), never not.
@@ -95,9 +116,9 @@ def install_agents(w: WorkerApp, config: WorkerConfig, pipeline: FlowPipeline) -
                 await out_topic.send(key=out_key, value=data, headers={"schema": schema})
                 for out_key, data in closed
             ]
-            for delivery in sent:
-                await delivery
+            await deliver(sent)
             w.city_state[key] = json.dumps(state, separators=(",", ":")).encode()
+            await stream.ack(event)
             if not exporter:
                 open_windows[key] = len(state.get("win", ()))
                 m.open_windows.set(sum(open_windows.values()))

@@ -45,6 +45,7 @@ from mode.utils.objects import cached_property
 from mode.utils.queues import FlowControlEvent
 
 from schemas.topics import KafkaConfig, kafka_client_options
+from streams.commits import use_delivered_buffer
 from streams.config import WorkerConfig
 
 
@@ -81,11 +82,18 @@ class KeepBuffersOnResume(FlowControlEvent):
 
 
 class WorkerFaustApp(faust.App):
-    """The worker's Faust app: :class:`KeepBuffersOnResume` as its flow control."""
+    """The worker's Faust app: :class:`KeepBuffersOnResume` as its flow control, a
+    producer buffer that commits wait for (:mod:`streams.commits`)."""
 
     @cached_property
     def flow_control(self) -> FlowControlEvent:
         return KeepBuffersOnResume(loop=self.loop)
+
+    def _new_producer(self) -> Any:
+        # Commits wait for every changelog record (see streams.commits).
+        producer = super()._new_producer()
+        use_delivered_buffer(producer)
+        return producer
 
 
 @dataclass(slots=True)
@@ -130,6 +138,10 @@ def build_app(
         broker_heartbeat_interval=1.0,
         broker_commit_every=1000,
         broker_commit_interval=1.0,
+        # Partitions that appear after the group formed (a topic created or
+        # grown meanwhile) are seen, and the group rebalanced by its leader,
+        # within 10 s rather than Kafka's default of 5 min.
+        consumer_metadata_max_age_ms=10_000,
         table_cleanup_interval=30.0,
         # Bytes everywhere: the contracts' own encoders run in the pipeline.
         key_serializer="raw",

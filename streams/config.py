@@ -52,6 +52,9 @@ class WorkerConfig(BaseModel):
     voip_threshold: float = Field(0.5, gt=0, le=1)
     #: Publish classified VoIP flows to the voip-flows topic.
     publish_voip_flows: bool = True
+    #: Fault injection for tests: after its N-th flows batch, the worker commits
+    #: its acked offsets and SIGKILLs itself right then (0 = never).
+    fault_kill_after_batches: int = Field(0, ge=0)
 
     @field_validator("window_s")
     @classmethod

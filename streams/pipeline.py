@@ -41,11 +41,20 @@ class PartialError(ValueError):
     """A message on the internal per-city topic that cannot be applied."""
 
 
+#: Rows of one voip-flows.v1 message at most. A row takes about 110 bytes
+#: before compression, so a message stays near 450 KB, well under the broker's
+#: default ``message.max.bytes`` (1 MB), however many of a collector batch's
+#: flows fall in one city.
+VOIP_FLOWS_MAX_ROWS = 4096
+
+
 @dataclass(slots=True)
 class BatchOutput:
     """What one flow batch makes the worker publish, keyed by city (traffic: by exporter)."""
 
-    voip_flows: dict[str, bytes] = field(default_factory=dict)
+    #: (city, message) pairs; a city with many VoIP flows in one batch gets
+    #: several messages of at most :data:`VOIP_FLOWS_MAX_ROWS` rows each.
+    voip_flows: list[tuple[str, bytes]] = field(default_factory=list)
     partials: dict[str, bytes] = field(default_factory=dict)
     traffic: dict[str, bytes] = field(default_factory=dict)
     records: int = 0
@@ -140,11 +149,12 @@ class FlowPipeline:
             order = rows[np.argsort(enr.city_id[rows], kind="stable")]
             ids = enr.city_id[order]
             cuts = np.flatnonzero(np.diff(ids)) + 1
-            for chunk in np.split(order, cuts):
-                geo = cities[int(enr.city_id[chunk[0]])]
-                out.voip_flows[geo[0]] = vf.encode(
-                    voip_flow_batch(batch, enr, result, chunk, geo, CLASSIFIER_VERSION)
-                )
+            for city_rows in np.split(order, cuts):
+                geo = cities[int(enr.city_id[city_rows[0]])]
+                for start in range(0, len(city_rows), VOIP_FLOWS_MAX_ROWS):
+                    chunk = city_rows[start : start + VOIP_FLOWS_MAX_ROWS]
+                    message = voip_flow_batch(batch, enr, result, chunk, geo, CLASSIFIER_VERSION)
+                    out.voip_flows.append((geo[0], vf.encode(message)))
         return out
 
 

@@ -103,8 +103,14 @@ def test_voipflow_services_are_configured_only_by_valid_settings(
         env = _env(svc)
         others = [v for v in env if not v.startswith("VOIPFLOW_")]
         assert not others, f"service {name} is configured outside VOIPFLOW_*: {others}"
+        # A path inside the container is checked where the service's volume
+        # mounts it from, so a setting that names a mounted file is read too.
+        mounts = [v.split(":")[:2] for v in svc.get("volumes", []) if v.startswith("./")]
         with monkeypatch.context() as m:
             for var, value in env.items():
+                for src, dst in mounts:
+                    if value == dst or value.startswith(dst + "/"):
+                        value = str(REPO / src) + value[len(dst) :]
                 m.setenv(var, value)
             try:
                 settings = load_settings()

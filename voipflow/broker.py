@@ -239,6 +239,17 @@ class LocalBrokerConfig(BaseModel):
     ready_timeout_s: float = Field(90.0, gt=0)
     stop_timeout_s: float = Field(30.0, gt=0)
     java: str = "java"
+    #: Cluster membership (see :mod:`voipflow.cluster`); the defaults make a
+    #: single node that is its own quorum.
+    node_id: int = Field(1, ge=1)
+    #: ``controller.quorum.voters``; empty means this node alone.
+    voters: str = ""
+    #: KRaft cluster id for empty storage; empty means a new random one.
+    cluster_id: str = ""
+    #: Replicas of Kafka's internal topics (offsets, transactions).
+    internal_replication: int = Field(1, ge=1)
+    #: Broker default ``min.insync.replicas`` (and of the internal topics).
+    min_insync_replicas: int = Field(1, ge=1)
     #: Listen with SASL_SSL (TLS, SCRAM and PLAIN users) instead of PLAINTEXT.
     security: BrokerSecurity | None = None
 
@@ -299,6 +310,11 @@ def resolve_bootstrap(kafka_config: KafkaConfig, data_dir: Path) -> str:
     if kafka_config.bootstrap.strip():
         return kafka_config.bootstrap
     state_dir = Path(data_dir) / "kafka"
+    from voipflow.cluster import read_cluster
+
+    cluster = read_cluster(state_dir)
+    if cluster is not None and cluster.alive():
+        return cluster.bootstrap
     state = running_state(state_dir)
     if state is None:
         raise BrokerNotRunning(
@@ -407,6 +423,7 @@ class LocalBroker:
         self.port = config.port
         self.controller_port = config.controller_port
         self._proc: subprocess.Popen[bytes] | None = None
+        self._started = time.monotonic()
         self._log_offset = 0
         self.ready_after_s: float | None = None
 
@@ -438,6 +455,19 @@ class LocalBroker:
                 f"(pid {running.pid}): `voipflow kafka stop` first"
             )
         self._pick_ports()
+        self.launch()
+        try:
+            self.wait_ready(say)
+        except BaseException:
+            self.stop()
+            raise
+
+    def launch(self) -> None:
+        """Format storage if needed and start the JVM; do not wait (a cluster starts
+        every node before any of them can be ready)."""
+        cfg = self.config
+        java = shutil.which(cfg.java) or cfg.java
+        self.state_dir.mkdir(parents=True, exist_ok=True)
         props = self._write_config()
         classpath = f"{cfg.jar_dir}/*"
         log4j = f"-Dlog4j2.configurationFile={self.state_dir / 'log4j2.properties'}"
@@ -457,7 +487,7 @@ class LocalBroker:
             "kafka.Kafka",
             str(props),
         ]
-        started = time.monotonic()
+        self._started = time.monotonic()
         self._log_offset = self.log_file.stat().st_size if self.log_file.exists() else 0
         with open(self.log_file, "ab") as out:
             self._proc = subprocess.Popen(
@@ -469,11 +499,12 @@ class LocalBroker:
                 start_new_session=True,
             )
         self._write_state(started_at=time.time())
-        try:
-            self._wait_ready(started, say)
-        except BaseException:
-            self.stop()
-            raise
+
+    def wait_ready(self, progress: Callable[[str], None] | None = None) -> None:
+        """Return once the launched node answers and says it started."""
+        say = progress or (lambda _msg: None)
+        started = self._started
+        self._wait_ready(started, say)
         self.ready_after_s = time.monotonic() - started
         log.info(
             "kafka broker ready",
@@ -501,8 +532,9 @@ class LocalBroker:
         listener = "SASL_SSL" if cfg.security is not None else "PLAINTEXT"
         lines = {
             "process.roles": "broker,controller",
-            "node.id": "1",
-            "controller.quorum.voters": f"1@{host}:{self.controller_port}",
+            "node.id": str(cfg.node_id),
+            "controller.quorum.voters": cfg.voters
+            or f"{cfg.node_id}@{host}:{self.controller_port}",
             "listeners": f"{listener}://{host}:{self.port},CONTROLLER://{host}:{self.controller_port}",
             "advertised.listeners": f"{listener}://{host}:{self.port}",
             "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
@@ -510,15 +542,17 @@ class LocalBroker:
             "inter.broker.listener.name": "PLAINTEXT",
             "log.dirs": str(data),
             "num.partitions": "1",
-            # One node: every internal topic has one replica; one partition for
-            # offsets and transactions makes the first group join fast on 2 cores.
-            "offsets.topic.replication.factor": "1",
+            # Internal topics have as many replicas as the cluster has nodes (one
+            # by default); one partition for offsets and transactions makes the
+            # first group join fast on 2 cores.
+            "offsets.topic.replication.factor": str(cfg.internal_replication),
             "offsets.topic.num.partitions": "1",
-            "transaction.state.log.replication.factor": "1",
-            "transaction.state.log.min.isr": "1",
+            "transaction.state.log.replication.factor": str(cfg.internal_replication),
+            "transaction.state.log.min.isr": str(cfg.min_insync_replicas),
             "transaction.state.log.num.partitions": "1",
-            "share.coordinator.state.topic.replication.factor": "1",
-            "share.coordinator.state.topic.min.isr": "1",
+            "share.coordinator.state.topic.replication.factor": str(cfg.internal_replication),
+            "share.coordinator.state.topic.min.isr": str(cfg.min_insync_replicas),
+            "min.insync.replicas": str(cfg.min_insync_replicas),
             "group.initial.rebalance.delay.ms": "0",
             "auto.create.topics.enable": "true",
             "log.retention.hours": "24",
@@ -542,7 +576,7 @@ class LocalBroker:
                 key, _, value = line.partition("=")
                 if key.strip() == "cluster.id" and value.strip():
                     return value.strip()
-        return cluster_id()
+        return self.config.cluster_id or cluster_id()
 
     def _format(self, java: str, classpath: str, log4j: str, props: Path) -> None:
         cmd = [java, "-Xmx256m", log4j, "-cp", classpath, "kafka.tools.StorageTool"]

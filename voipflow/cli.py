@@ -22,13 +22,18 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "collect": ("voipflow.commands.collect", "receive NetFlow/IPFIX and publish flow batches"),
     "worker": ("voipflow.commands.worker", "run the Faust worker: enrich, classify, aggregate"),
     "sink": ("voipflow.commands.sink", "insert pipeline topics into ClickHouse"),
+    "enforce": ("voipflow.commands.enforce", "apply rules.v1 with nftables, BGP FlowSpec or a log"),
     "simulate": ("voipflow.commands.simulate", "send realistic NetFlow/IPFIX for a set of cities"),
     "decode": ("voipflow.commands.decode", "decode NetFlow/IPFIX export packets in a pcap"),
     "eval": ("voipflow.commands.eval", "measure classification against labelled captures"),
+    "policy": ("voipflow.commands.policy", "operator policies: check files, run the evaluator"),
+    "rules": ("voipflow.commands.rules", "rules: list, show one, simulate a policy on history"),
+    "ledger": ("voipflow.commands.ledger", "run the rule ledger: rules and feedback -> events"),
     "providers": ("voipflow.commands.providers", "list or refresh the VoIP provider ranges"),
     "kafka": ("voipflow.commands.kafka", "run a local Kafka broker (start|stop|status)"),
     "db": ("voipflow.commands.db", "ClickHouse: migrate, status, query"),
     "dashboards": ("voipflow.commands.dashboards", "Grafana dashboards: build, cities, push"),
+    "report": ("voipflow.commands.report", "write an HTML (and PDF) report of VoIP usage"),
     "settings": ("voipflow.commands.settings", "show every setting, its variable and value"),
 }
 

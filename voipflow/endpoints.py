@@ -2,12 +2,13 @@
 
 ``VOIPFLOW_METRICS_LISTEN`` is one ``host:port`` for the processes of a host:
 the collector serves on ``port``, the worker on ``port + 1``, the sink on
-``port + 2``. Port 0 means "any free port" for every process (no offset is
-added to 0). Whatever port a process bound, it logs it and writes
-``<data_dir>/metrics/<component>-<pid>.json`` (``{"component", "pid",
-"url"}``), removed when the process exits; files left by processes that died
-are removed by the next process that writes one. A supervisor that started a
-process (the demo) reads its endpoint with :func:`endpoint_url`.
+``port + 2``, an enforcement point on ``port + 4``. Port 0 means "any free
+port" for every process (no offset is added to 0). Whatever port a process
+bound, it logs it and writes ``<data_dir>/metrics/<component>-<pid>.json``
+(``{"component", "pid", "url"}``), removed when the process exits; files
+left by processes that died are removed by the next process that writes
+one. A supervisor that started a process (the demo) reads its endpoint with
+:func:`endpoint_url`.
 
 Errors: a malformed address or one that cannot be bound raises
 :class:`voipflow.settings.SettingsError` naming ``VOIPFLOW_METRICS_LISTEN``.
@@ -28,7 +29,7 @@ from voipflow.settings import Settings, SettingsError
 log = logging.getLogger(__name__)
 
 #: Port offset of each process from the configured port (unless that is 0).
-OFFSETS = {"collect": 0, "worker": 1, "sink": 2}
+OFFSETS = {"collect": 0, "worker": 1, "sink": 2, "evaluator": 3, "ledger": 4, "enforce": 5}
 #: Folder of the data directory that holds the endpoint files.
 ENDPOINTS_DIR = "metrics"
 

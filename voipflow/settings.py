@@ -35,6 +35,8 @@ from pydantic_settings import (
 )
 
 from collectors.config import CollectorConfig
+from enforcement.config import EvaluatorConfig, GuardrailConfig, LedgerConfig
+from enforcement.points.config import EnforceConfig
 from schemas.topics import KafkaConfig
 from storage.config import ClickHouseConfig, SinkConfig
 from streams.config import WorkerConfig
@@ -59,7 +61,8 @@ class LogConfig(BaseModel):
 
 class MetricsConfig(BaseModel):
     #: ``host:port`` of the Prometheus /metrics endpoint; empty disables it.
-    #: Each process adds its own offset (collector +0, worker +1, sink +2).
+    #: Each process adds its own offset (collector +0, worker +1, sink +2,
+    #: policy evaluator +3, ledger +4, enforcement point +5).
     #: Port 0: every process picks a free port, logs it and writes its URL to
     #: ``<data_dir>/metrics/<command>-<pid>.json``.
     listen: str = "127.0.0.1:9464"
@@ -84,6 +87,10 @@ class Settings(BaseSettings):
     collector: CollectorConfig = CollectorConfig()
     worker: WorkerConfig = WorkerConfig()
     sink: SinkConfig = SinkConfig()
+    guardrails: GuardrailConfig = GuardrailConfig()
+    evaluator: EvaluatorConfig = EvaluatorConfig()
+    ledger: LedgerConfig = LedgerConfig()
+    enforce: EnforceConfig = EnforceConfig()
 
     @classmethod
     def settings_customise_sources(

@@ -195,6 +195,7 @@ def ensure_topics(
     replication_factor: int = 1,
     configs: Mapping[str, Mapping[str, str]] | None = None,
     *,
+    min_insync_replicas: int = 0,
     timeout_s: float = 30.0,
     setting: str = BOOTSTRAP_SETTING,
     security: KafkaSecurity | None = None,
@@ -205,10 +206,14 @@ def ensure_topics(
     creates one at the same moment). An existing topic with fewer partitions
     than wanted is logged as a warning, not changed, because adding partitions
     moves keys to other partitions. ``configs`` maps a topic name to its topic
-    configs (``cleanup.policy``, ``retention.ms`` ...), used when it is created.
+    configs (``cleanup.policy``, ``retention.ms`` ...), used when it is created;
+    ``min_insync_replicas`` (when not 0) is added to every created topic's configs.
     """
     configs = configs or {}
     wanted = dict(topics)
+    if min_insync_replicas:
+        isr = {"min.insync.replicas": str(min_insync_replicas)}
+        configs = {name: {**isr, **configs.get(name, {})} for name in wanted}
     with _admin(bootstrap, min(timeout_s, 10.0), setting, security) as admin:
         try:
             existing = set(admin.list_topics())
@@ -216,6 +221,12 @@ def ensure_topics(
             if missing:
                 _create(admin, missing, replication_factor, configs, timeout_s)
             counts = _partition_counts(admin, list(wanted))
+            unseen = [name for name in wanted if name not in counts]
+            if unseen:
+                # Created (by us or by another process a moment ago) but not yet
+                # in this broker's metadata cache: KRaft propagates it later.
+                admin.wait_for_topics(unseen, timeout_ms=int(timeout_s * 1000))
+                counts.update(_partition_counts(admin, unseen))
         except kafka_errors.KafkaError as exc:
             raise TopicError(
                 f"{setting}={bootstrap}: topic administration failed ({type(exc).__name__}: {exc})"

@@ -17,11 +17,16 @@ Layouts read (RFC 7011 3.1 and 3.3.2; RFC 3954 5.1 and 5.2)::
     v9     version count sysUptime unixSecs sequence sourceId | flowsetId length | records
     v5     ... engine type, engine id at byte 20, 21 (only the domain is read here)
 
-Plain means: IPFIX with the header's length equal to the datagram's and a set
-id >= 256 whose length is the rest of the message; NetFlow v9 with a
-flowset id >= 256 whose length is the rest of the datagram. Everything else
-(template or options sets, several sets, padding, truncation) is decoded one
-packet at a time by the decoder as before, so errors keep their reasons.
+Plain means: IPFIX with the header's length equal to the datagram's, NetFlow
+v9 with any count, and after the header only data sets of one set id >= 256
+that exactly fill the rest of the datagram. One big set (routers, nprobe) or
+several small ones (softflowd, host exporters: 7 sets of 2 records) are the
+same to the bulk path: the sets of every datagram are walked with numpy, one
+step per set *position* over all datagrams at once (:func:`read_heads`), and
+every set is gathered as a chunk of its datagram. Everything else (template
+or options sets, sets of several templates, stray bytes, truncation) is
+decoded one packet at a time by the decoder as before, so errors keep their
+reasons.
 The vectorised helpers raise nothing for bad input (lengths are checked
 before use); :func:`decode_bulk` is called by
 :meth:`collectors.codec.decoder.Decoder.decode_frame`, which catches and counts.
@@ -69,6 +74,10 @@ IPFIX_DATA = 20
 V9_DATA = 24
 
 _HEAD = np.dtype((np.void, HEAD))
+_SET = np.dtype(">u4")  # set id << 16 | set length
+#: Set positions walked per datagram; a datagram with more sets (at most
+#: 1,500 / 4 in theory, never in practice) is decoded one by one.
+MAX_SETS = 64
 _IPFIX = np.dtype(
     {
         "names": ["version", "length", "secs", "seq", "domain", "set_id", "set_len"],
@@ -98,8 +107,10 @@ class Heads:
     seq: np.ndarray  # int64
     export_ms: np.ndarray  # int64
     uptime_ms: np.ndarray  # int64: v9 sysUptime, -1 for IPFIX
-    data_start: np.ndarray  # int64: offset in the frame of the first record
-    data_len: np.ndarray  # int64: bytes of records (and padding) in the data set
+    first_set: np.ndarray  # int64: its first row in the set table (meaningful where plain)
+    nsets: np.ndarray  # int64: its data sets (where plain)
+    set_start: np.ndarray  # int64 per set: offset in the frame of the set's first record
+    set_len: np.ndarray  # int64 per set: bytes of records (and padding) in the set
 
 
 def read_heads(frame: Frame) -> Heads:
@@ -117,26 +128,84 @@ def read_heads(frame: Frame) -> Heads:
     domain = np.where(is10, ipfix["domain"], np.where(is9, v9["domain"], 0)).astype(np.int64)
     # v5: engine type and id are bytes 20 and 21, where v9 has its flowset id.
     domain = np.where(is5, v9["set_id"].astype(np.int64), domain)
-    plain10 = (
-        is10
-        & (size >= IPFIX_DATA)
-        & (ipfix["length"] == size)
-        & (set_id >= 256)
-        & (set_len == size - 16)
+    candidate = (is10 & (size >= IPFIX_DATA) & (ipfix["length"] == size)) | (
+        is9 & (size >= V9_DATA)
     )
-    plain9 = is9 & (size >= V9_DATA) & (set_id >= 256) & (set_len == size - 20)
+    candidate &= (set_id >= 256) & (set_len >= 4)
+    plain, first_set, nsets, set_start, set_len = _walk_sets(
+        frame, np.where(is10, 16, 20) + frame.offsets, set_id, candidate
+    )
     secs = np.where(is10, ipfix["secs"], v9["secs"]).astype(np.int64)
     return Heads(
         version=version,
         domain=domain,
-        plain=plain10 | plain9,
+        plain=plain,
         set_id=set_id,
         seq=np.where(is10, ipfix["seq"], v9["seq"]).astype(np.int64),
         export_ms=secs * 1000,
         uptime_ms=np.where(is10, -1, v9["uptime"].astype(np.int64)),
-        data_start=frame.offsets + np.where(is10, IPFIX_DATA, V9_DATA),
-        data_len=set_len - 4,
+        first_set=first_set,
+        nsets=nsets,
+        set_start=set_start,
+        set_len=set_len,
     )
+
+
+def _walk_sets(
+    frame: Frame, cur: np.ndarray, set_id: np.ndarray, candidate: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The data sets of every candidate datagram, one numpy step per set
+    position (not per datagram or set): plain where they are all data sets
+    of the first one's id filling the datagram exactly.
+
+    Returns plain, first_set, nsets (per datagram) and set_start, set_len
+    (per set, the sets of one datagram together and in order). Reads only
+    4 bytes at positions at least 4 before the datagram's end.
+    """
+    n = len(frame)
+    end = frame.offsets + frame.lengths
+    sets = every_offset(frame.buf, _SET)
+    cur = cur.astype(np.int64, copy=True)
+    rows_d: list[np.ndarray] = []
+    rows_h: list[np.ndarray] = []
+    rows_at: list[np.ndarray] = []
+    active = np.flatnonzero(candidate)
+    # The walk only steps (a set shorter than its header counts as 4 bytes,
+    # so it ends); whether the sets are right is checked once, after it.
+    for _ in range(MAX_SETS):
+        if not len(active):
+            break
+        at = cur[active]
+        hdr = sets[at].astype(np.int64)
+        rows_d.append(active)
+        rows_h.append(hdr)
+        rows_at.append(at)
+        at = at + np.maximum(hdr & 0xFFFF, 4)
+        cur[active] = at
+        active = active[end[active] - at >= 4]
+    if not rows_d:
+        empty = np.zeros(0, dtype=np.int64)
+        return (
+            np.zeros(n, dtype=bool),
+            np.zeros(n, dtype=np.int64),
+            np.zeros(n, np.int64),
+            empty,
+            empty,
+        )
+    d = np.concatenate(rows_d)
+    hdr = np.concatenate(rows_h)
+    at = np.concatenate(rows_at)
+    slen = hdr & 0xFFFF
+    bad = (slen < 4) | (at + slen > end[d]) | ((hdr >> 16) != set_id[d])
+    # plain: every set good and the last one ends where the datagram does
+    plain = candidate & (cur == end)
+    plain[d[bad]] = False
+    order = np.argsort(d, kind="stable")  # each datagram's sets together, in order
+    nsets = np.bincount(d, minlength=n).astype(np.int64)
+    first_set = np.zeros(n, dtype=np.int64)
+    if n > 1:
+        np.cumsum(nsets[:-1], out=first_set[1:])
+    return plain, first_set, nsets, (at + 4)[order], (slen - 4)[order]
 
 
 # -- the bulk path of Decoder.decode ---------------------------------------------
@@ -233,11 +302,25 @@ def _add_bound(
     log = call.seqlog
     assert log is not None
     for plan, at in bound:
-        counts = heads.data_len[at] // plan.fixed_length
+        # every set of these datagrams is a chunk of its datagram
+        ns = heads.nsets[at]
+        if bool((ns == 1).all()):
+            rows, index = heads.first_set[at], at
+        else:
+            total = int(ns.sum())
+            rows = np.repeat(heads.first_set[at] - np.cumsum(ns) + ns, ns)
+            rows += np.arange(total, dtype=np.int64)
+            index = np.repeat(at, ns)
+        set_counts = heads.set_len[rows] // plan.fixed_length
         call.batch.add_frame_bulk(
-            plan, at, heads.data_start[at], counts, batch_dom[dom[at]],
-            received[at], heads.export_ms[at], heads.uptime_ms[at],
+            plan, index, heads.set_start[rows], set_counts, batch_dom[dom[index]],
+            received[index], heads.export_ms[index], heads.uptime_ms[index],
         )  # fmt: skip
+        if index is at:
+            counts = set_counts
+        else:
+            counts = np.bincount(np.repeat(np.arange(len(at)), ns), weights=set_counts)
+            counts = counts.astype(np.int64)
         v9 = heads.uptime_ms[at] >= 0
         log.seq[at] = heads.seq[at]
         log.units[at] = log.flows[at] = np.where(v9, 1, counts)

@@ -480,6 +480,40 @@ class _TemplateEncoder:
         self._fill_times(rec, names[-2:], c)
         return rec
 
+    def encode_small_sets(
+        self,
+        records: FlowBatch | Columns,
+        export_time_ms: int,
+        records_per_set: int = 2,
+        sets_per_datagram: int = 7,
+    ) -> list[bytes]:
+        """Like :meth:`encode`, but each datagram carries several small data
+        sets (``sets_per_datagram`` of ``records_per_set`` records), as
+        softflowd and other host exporters send them; templates go in front
+        of the data sets of a datagram when due."""
+        if records_per_set < 1 or sets_per_datagram < 1:
+            raise EncodeError("records per set and sets per datagram must be >= 1")
+        self._start(export_time_ms)
+        r = _normalise(records)
+        out: list[bytes] = []
+        for ipv, mask in ((4, r.is_v4), (6, ~r.is_v4)):
+            if not mask.any():
+                continue
+            t = self.templates[ipv]
+            rec = self._pack(r, mask, t)
+            per = records_per_set * sets_per_datagram
+            for lo in range(0, len(rec), per):
+                with_templates = self._templates_due(export_time_ms)
+                sets = [self._take_templates(export_time_ms)] if with_templates else []
+                part = rec[lo : lo + per]
+                for k in range(0, len(part), records_per_set):
+                    body = part[k : k + records_per_set].tobytes()
+                    pad = self._data_padding(len(body))
+                    sets.append(struct.pack(">HH", t.template_id, 4 + len(body) + pad))
+                    sets.append(body + b"\0" * pad)
+                out.append(self._finish(b"".join(sets), len(part), with_templates, export_time_ms))
+        return out
+
     def _datagrams(self, rec: np.ndarray, t: DataTemplate, t_ms: int) -> list[bytes]:
         out = []
         size = t.dtype.itemsize

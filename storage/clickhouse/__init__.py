@@ -53,6 +53,7 @@ __all__ = [
     "ServerBusy",
     "TransientError",
     "connect",
+    "open_clickhouse",
 ]
 
 
@@ -69,3 +70,12 @@ def connect(config: ClickHouseConfig, data_dir: Path | str) -> ClickHouse:
     from storage.clickhouse.embedded import EmbeddedClickHouse
 
     return EmbeddedClickHouse(Path(data_dir) / "clickhouse", config.database)
+
+
+def open_clickhouse(config: ClickHouseConfig, data_dir: Path | str) -> ClickHouse:
+    """For readers: like :func:`connect`, but through the SQL endpoint of a running
+    voipflow process that owns the embedded engine, if one does (see
+    :mod:`storage.clickhouse.http_client`)."""
+    from storage.clickhouse.http_client import open_clickhouse as open_for_reading
+
+    return open_for_reading(config, data_dir)

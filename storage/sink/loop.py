@@ -54,6 +54,7 @@ from storage.sink.replay import (
 from storage.sink.stats import StatsWriter, stats_rows
 from storage.sink.tables import BadMessage, Part, TableSpec, combine, default_specs, with_offsets
 from storage.sink.targets import TableInfo, adapt, check_tables
+from voipflow.assignment import AssignmentWatch, no_auto_create
 
 log = logging.getLogger(__name__)
 
@@ -115,6 +116,8 @@ class Sink:
                 kafka.health_topic,
                 traffic_topic=kafka.traffic_topic,
                 flows_table=config.flows_table,
+                rules_topic=kafka.rules_topic,
+                rule_events_topic=kafka.rule_events_topic,
             )
         )
         wanted = {t.strip() for t in config.topics.split(",") if t.strip()}
@@ -125,6 +128,7 @@ class Sink:
         self._ch = ch
         self._own_ch = ch is None
         self._consumer: Any = None
+        self._watch: AssignmentWatch | None = None
         self._producer: Any = None
         self._tables: dict[str, TableInfo] = {}
         self._batches: dict[Any, _Batch] = {}
@@ -226,9 +230,15 @@ class Sink:
             max_partition_fetch_bytes=8 * 1024 * 1024,
             session_timeout_ms=int(self.config.session_timeout_s * 1000),
             heartbeat_interval_ms=max(500, int(self.config.session_timeout_s * 1000 / 4)),
+            # A sink started before the worker must not create the topics
+            # itself, with the broker's default of one partition.
+            allow_auto_create_topics=False,
             **kafka_client_options(self.kafka),
         )
-        consumer.subscribe(sorted(self.specs), listener=Listener())
+        no_auto_create(consumer)
+        listener = Listener()
+        consumer.subscribe(sorted(self.specs), listener=listener)
+        self._watch = AssignmentWatch(consumer, self.specs, listener, component="sink")
         return consumer
 
     def _check_tables(self) -> None:
@@ -263,6 +273,8 @@ class Sink:
             else:
                 polled = self._consumer.poll(timeout_ms=200)
                 records = [r for batch in polled.values() for r in batch]
+                if self._watch is not None:
+                    self._watch.check()
             for tp in list(self._fresh):  # newly assigned: an intent to replay?
                 self._read_intent(tp)
             if records:
@@ -454,13 +466,14 @@ class Sink:
                 # The intent's messages are gone (retention): nothing to replay.
                 self._pinned.pop(tp)
             try:
-                if rec.value is None:
+                if rec.value is None and not spec.tombstones:
                     raise BadMessage("empty", "message without a value")
-                part = spec.parse(rec.value)
-                if self._tables[spec.table].with_offsets:
-                    part = with_offsets(part, rec.partition, rec.offset)
-                batch.parts.append(part)
-                batch.rows += part[1]
+                if rec.value is not None:
+                    part = spec.parse(rec.value)
+                    if self._tables[spec.table].with_offsets:
+                        part = with_offsets(part, rec.partition, rec.offset)
+                    batch.parts.append(part)
+                    batch.rows += part[1]
             except BadMessage as exc:
                 self._bad(rec, exc)
                 batch.bad.append((rec.offset, exc.reason))

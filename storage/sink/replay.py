@@ -134,7 +134,7 @@ def first_copies(
         f"SELECT DISTINCT toUnixTimestamp({w_name}), {', '.join(exprs)} "
         f"FROM {spec.first_copy_table} "
         f"WHERE {w_name} >= toDateTime({int(windows.min())}) "
-        f"AND {w_name} <= toDateTime({int(windows.max())}) "
+        f"AND {w_name} < toDateTime({int(windows.max()) + 1}) "  # DateTime64: ms of the last s
         f"AND {exprs[0]} IN ({', '.join(_literal(v) for v in firsts)})"
     )
     seen = {tuple(r) for r in res.rows}

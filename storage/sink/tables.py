@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from schemas import health, traffic, usage, voipflows
+from schemas import health, rule_events, rules, traffic, usage, voipflows
 from schemas.flowbatch import BatchFormatError, BatchSchemaError, BatchVersionError, text_to_addr16
 from schemas.jsonschema import load_schema
 
@@ -54,6 +54,9 @@ class TableSpec:
     first_copy_key: tuple[str, ...] | None = None
     #: Table that holds the rows already kept, for ``first_copy_key``.
     first_copy_table: str | None = None
+    #: A message without a value is a tombstone (a withdrawn rule on a
+    #: compacted topic): nothing to insert, and not a bad message.
+    tombstones: bool = False
 
 
 def combine(parts: Sequence[Part]) -> tuple[dict[str, Any], int]:
@@ -153,6 +156,20 @@ _TRAFFIC = _Contract(
     traffic.TrafficError,
     traffic.TrafficFormatError,
     traffic.TrafficVersionError,
+)
+_RULES = _Contract(
+    rules.RULES_SCHEMA,
+    rules.decode_rule,
+    rules.RuleError,
+    rules.RuleFormatError,
+    rules.RuleVersionError,
+)
+_RULE_EVENTS = _Contract(
+    rule_events.SCHEMA_NAME,
+    rule_events.decode_rule_event,
+    rule_events.RuleEventError,
+    rule_events.RuleEventFormatError,
+    rule_events.RuleEventVersionError,
 )
 _HEALTH = _Contract(
     health.SCHEMA_NAME,
@@ -296,6 +313,69 @@ def parse_traffic(value: bytes) -> Part:
     return cols, 1
 
 
+RULE_COLUMNS = (
+    "rule_id", "version", "created", "action", "city", "app", "match", "rate_limit_kbps",
+    "expires", "reason", "author", "body", "policy", "mode", "target_kind",
+)  # fmt: skip
+
+
+def _one(values: Sequence[str]) -> str:
+    """The one city (app) of a rule's scope; empty when it has several or none (all)."""
+    return str(values[0]) if len(values) == 1 else ""
+
+
+def _text(value: str) -> pa.Array:
+    return pa.array([value], pa.string())
+
+
+_ZERO_U4 = np.zeros(1, dtype=np.uint32)
+
+
+def parse_rule(value: bytes) -> Part:
+    """A rules.v1 message -> one ``rules`` row (a version of the rule)."""
+    obj = _decoded(value, _RULES)
+    match = obj["match"]
+    cols: dict[str, Any] = {
+        "rule_id": _text(obj["rule_id"]),
+        "version": _uint(obj, "version", "u4", 1),
+        "created": _uint(obj, "created_ms", "u8").view(_MS),
+        "action": _text(obj["action"]),
+        "city": _text(_one(match.get("cities", []))),
+        "app": _text(_one(match.get("apps", []))),
+        "match": _text(json.dumps(match, separators=(",", ":"), ensure_ascii=False)),
+        "rate_limit_kbps": _uint(obj, "rate_kbps", "u4") if "rate_kbps" in obj else _ZERO_U4,
+        "expires": _uint(obj, "expires_ms", "u8").view(_MS),
+        "reason": _text(obj["reason"]),
+        "author": _text(f"policy:{obj['policy']}"),
+        "body": _text(json.dumps(obj, separators=(",", ":"), ensure_ascii=False)),
+        "policy": _text(obj["policy"]),
+        "mode": _text(obj["mode"]),
+        "target_kind": _text(obj["target"]["kind"]),
+    }
+    return cols, 1
+
+
+RULE_EVENT_COLUMNS = (
+    "ts", "rule_id", "rule_version", "event", "state", "action", "feedback",
+    "enforcement_point", "hits", "hit_packets", "hit_bytes", "detail", "event_id", "policy",
+    "mode", "city", "app",
+)  # fmt: skip
+
+
+def parse_rule_event(value: bytes) -> Part:
+    """A rule-events.v1 message -> one ``rule_events`` row."""
+    obj = _decoded(value, _RULE_EVENTS)
+    cols: dict[str, Any] = {"ts": _uint(obj, "ts_ms", "u8").view(_MS)}
+    for name in RULE_EVENT_COLUMNS[1:]:
+        if name == "rule_version":
+            cols[name] = _uint(obj, name, "u4")
+        elif name in ("hits", "hit_packets", "hit_bytes"):
+            cols[name] = _uint(obj, name, "u8")
+        else:
+            cols[name] = _text(obj[name])
+    return cols, 1
+
+
 def default_specs(
     voip_flows_topic: str = "voip-flows.v1",
     usage_topic: str = "voip-usage.v1",
@@ -303,6 +383,8 @@ def default_specs(
     *,
     traffic_topic: str = "traffic.v1",
     flows_table: str = "flows_voip",
+    rules_topic: str = "rules.v1",
+    rule_events_topic: str = "rule-events.v1",
 ) -> list[TableSpec]:
     """The sink's topics and the tables they fill."""
     return [
@@ -323,5 +405,17 @@ def default_specs(
             TRAFFIC_COLUMNS,
             first_copy_key=("window_start", "exporter", "observation_domain_id"),
             first_copy_table="exporter_traffic_1m",
+        ),
+        # every version of a rule; ReplacingMergeTree(version) keeps one copy
+        TableSpec(rules_topic, "rules", parse_rule, RULE_COLUMNS, tombstones=True),
+        # an event published twice (a producer retry, the evaluator repairing
+        # after a crash) carries the same event id: one row
+        TableSpec(
+            rule_events_topic,
+            "rule_events",
+            parse_rule_event,
+            RULE_EVENT_COLUMNS,
+            first_copy_key=("ts", "event_id"),
+            first_copy_table="rule_events",
         ),
     ]

@@ -73,7 +73,14 @@ def test_fixtures(name: str, size: int) -> None:
 
 
 def _stream(
-    version: int, n: int, seed: int, sampling: int, refresh: int, domain: int, base: int = 256
+    version: int,
+    n: int,
+    seed: int,
+    sampling: int,
+    refresh: int,
+    domain: int,
+    base: int = 256,
+    small: bool = False,
 ) -> list[bytes]:
     enc = make_encoder(
         version,
@@ -86,8 +93,52 @@ def _stream(
     cols = random_flows(n, seed, v6_share=0.5)
     out: list[bytes] = []
     for r, lo in enumerate(range(0, n, 300)):
-        out += enc.encode({k: v[lo : lo + 300] for k, v in cols.items()}, T0 + 1000 * r)
+        part = {k: v[lo : lo + 300] for k, v in cols.items()}
+        if small:  # softflowd's shape: several small data sets per datagram
+            out += enc.encode_small_sets(part, T0 + 1000 * r, 1 + r % 3, 7)  # type: ignore[attr-defined]
+        else:
+            out += enc.encode(part, T0 + 1000 * r)
     return out
+
+
+class CountingDecoder(Decoder):
+    """A decoder that counts the datagrams it decodes one by one."""
+
+    one_by_one = 0
+
+    def decode_one(self, *args: Any) -> None:
+        self.one_by_one += 1
+        super().decode_one(*args)
+
+
+@pytest.mark.parametrize("version", [9, 10])
+def test_small_sets_go_through_the_bulk_path(version: int) -> None:
+    """Several small data sets per datagram (softflowd): decoded in bulk the
+    same way as one by one; only the datagrams carrying templates are not."""
+    payloads = _stream(version, 2000, 3, 1, 16, 1, small=True)
+    dgs = [(d, EXPORTERS[0], T0) for d in payloads]
+    res = both_ways(split(dgs, 256))
+    assert sum(r.batch.num_rows for r in res) == 2000
+    dec = CountingDecoder(TemplateCache(), DecoderConfig(bulk_min_datagrams=1))
+    for call in split(dgs, 256):
+        dec.decode(call)
+    first_set = [struct.unpack_from(">H", d, 16 if version == 10 else 20)[0] for d in payloads]
+    with_templates = sum(1 for s in first_set if s < 256)
+    assert 0 < with_templates < len(payloads) // 10
+    assert dec.one_by_one == with_templates
+
+
+def test_odd_multi_set_datagrams_are_decoded_one_by_one_the_same() -> None:
+    """Data sets of two templates in one datagram, stray bytes after the
+    last set, a set running past the end, an empty set: not plain, so
+    decoded one by one with their errors, and the rest in bulk the same."""
+    tmpl = _set(2, struct.pack(">HHHH", 300, 1, 8, 4) + struct.pack(">HHHH", 301, 1, 12, 4))
+    a, b = _set(300, b"\x0a\0\0\x01" * 2), _set(301, b"\x0a\0\0\x02")
+    bodies = [tmpl, a + a + a, a + b, a + a + b"\0\0", a + a[:6] + b"\0\0\0\0", a + _set(300, b"")]
+    bodies += [b + b, a]
+    dgs = [(_ipfix(body, 0), EXPORTERS[0], T0 + i) for i, body in enumerate(bodies)]
+    res = both_ways([dgs])[0]
+    assert res.batch.num_rows > 0 and res.errors
 
 
 def test_plain_stream_goes_through_the_bulk_path() -> None:
@@ -108,6 +159,7 @@ def test_plain_stream_goes_through_the_bulk_path() -> None:
     mix_v9=st.booleans(),
     reused_id=st.booleans(),
     held_first=st.integers(0, 5),
+    small=st.booleans(),
     edits=st.lists(st.tuples(st.sampled_from("dsxl"), st.integers(0, 10_000)), max_size=12),
 )
 @pytest.mark.slow
@@ -119,6 +171,7 @@ def test_mixed_streams_decode_the_same(
     mix_v9: bool,
     reused_id: bool,
     held_first: int,
+    small: bool,
     edits: list[tuple[str, int]],
 ) -> None:
     rng = np.random.default_rng(seed)
@@ -126,7 +179,9 @@ def test_mixed_streams_decode_the_same(
     for k, exporter in enumerate(EXPORTERS):
         for domain in (1, 2):
             version = 9 if mix_v9 and domain == 2 else 10
-            dgs = _stream(version, 400, seed + k * 7 + domain, sampling, refresh, domain)
+            dgs = _stream(
+                version, 400, seed + k * 7 + domain, sampling, refresh, domain, small=small
+            )
             streams.append([(d, exporter) for d in dgs])
     if reused_id:
         # The same exporter and domain announces template 257 with the IPv6

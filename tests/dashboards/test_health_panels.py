@@ -144,6 +144,38 @@ def _make_stats() -> list[tuple[int, str, str, str, float]]:
 STATS = _make_stats()
 
 
+@dataclass(frozen=True)
+class Traffic:
+    """One traffic.v1 window of an exporter and observation domain."""
+
+    ws: int
+    exporter: str
+    domain: int
+    flows: int
+    placed: int
+    unlocated: int
+    unhomed: int
+
+
+def _make_traffic() -> list[Traffic]:
+    rng = random.Random(6)
+    out = []
+    for exps in EXPORTERS.values():
+        for exporter, domain, _ in exps:
+            for m in range(60):
+                if exporter == "2001:db8::9" and 20 <= m < 35:  # a gap of 15 minutes
+                    continue
+                placed, unloc, unhomed = rng.randrange(900), rng.randrange(90), rng.randrange(50)
+                out.append(
+                    Traffic(T0 + 60 * m, exporter, domain, placed + unloc + unhomed, placed,
+                            unloc, unhomed)
+                )  # fmt: skip
+    return out
+
+
+TRAFFIC = _make_traffic()
+
+
 @pytest.fixture(scope="module")
 def ch(chdb_dir: Path) -> Iterator[Any]:
     with migrated_database(chdb_dir) as ch:
@@ -169,6 +201,16 @@ def ch(chdb_dir: Path) -> Iterator[Any]:
                 "city": pa.array(["Berlin"] * n),
                 "is_voip": np.ones(n, dtype=np.uint8),
             },
+        )
+        values = ", ".join(
+            f"(toDateTime({t.ws}), 60, toIPv6('{t.exporter}'), {t.domain}, {t.flows}, "
+            f"{t.placed}, {t.unlocated}, {t.unhomed}, now64(3))"
+            for t in TRAFFIC
+        )
+        ch.execute(
+            "INSERT INTO exporter_traffic_1m (window_start, window_s, exporter, "
+            "observation_domain_id, flows, placed_flows, unlocated_flows, unhomed_flows, "
+            f"produced) VALUES {values}"
         )
         ch.insert(
             "pipeline_stats",
@@ -417,6 +459,50 @@ def check_sink_lag(res: Any, sc: Scenario, p: dict[str, Any]) -> None:
     _assert_series(res, want)
 
 
+def _traffic(sc: Scenario) -> list[Traffic]:
+    return [
+        t
+        for t in TRAFFIC
+        if sc.from_s <= t.ws <= sc.to_s and (sc.exporters is None or t.exporter in sc.exporters)
+    ]
+
+
+def check_coverage(res: Any, sc: Scenario, p: dict[str, Any]) -> None:
+    per: dict[str, list[Traffic]] = defaultdict(list)
+    for t in _traffic(sc):
+        per[t.exporter].append(t)
+    got = {r["exporter_ip"]: r for r in res.dicts()}
+    assert set(got) == set(per)
+    for e, ts in per.items():
+        g = got[e]
+        flows = sum(t.flows for t in ts)
+        assert g["flow_records"] == flows
+        assert (g["placed"], g["unlocated"], g["unhomed"]) == (
+            sum(t.placed for t in ts),
+            sum(t.unlocated for t in ts),
+            sum(t.unhomed for t in ts),
+        )
+        assert g["placed_share"] == pytest.approx(sum(t.placed for t in ts) / flows)
+        domains = len({t.domain for t in ts})
+        covered = min(1.0, 60 * len(ts) / (domains * (sc.to_s - sc.from_s)))
+        assert g["time_covered"] == pytest.approx(covered)
+        assert epoch(g["last_window"]) == max(t.ws for t in ts)
+    assert [r["flow_records"] for r in res.dicts()] == sorted(
+        (r["flow_records"] for r in res.dicts()), reverse=True
+    )
+    if "2001:db8::9" in per:  # the exporter with a gap covers less of the range
+        assert got["2001:db8::9"]["time_covered"] < got["192.0.2.2"]["time_covered"]
+
+
+def check_coverage_by_exporter(res: Any, sc: Scenario, p: dict[str, Any]) -> None:
+    groups = _buckets(sc, p, _traffic(sc), lambda t: (t.ws, t.exporter))
+    iv = _interval(sc, p)
+    want = {
+        k: min(1.0, 60 * len(ts) / (len({t.domain for t in ts}) * iv)) for k, ts in groups.items()
+    }
+    _assert_series(res, want)
+
+
 CHECKS: dict[str, Callable[[Any, Scenario, dict[str, Any]], None]] = {
     "Exporters reporting": check_exporters,
     "Export packets/s": check_packets,
@@ -433,6 +519,8 @@ CHECKS: dict[str, Callable[[Any, Scenario, dict[str, Any]], None]] = {
     "Sampling rate by exporter": _gauge("sampling_rate"),
     "Records held for templates": _gauge("records_held"),
     "Kernel drops by collector": check_kernel_by_collector,
+    "Exporter coverage": check_coverage,
+    "Exporter coverage by exporter": check_coverage_by_exporter,
     "Usage window delay": check_window_delay,
     "VoIP flows stored/s": check_flows_stored,
     "Sink lag by topic": check_sink_lag,

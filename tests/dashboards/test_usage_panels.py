@@ -148,6 +148,16 @@ def _make_flows() -> list[Flow]:
 FLOWS = _make_flows()
 
 
+def _confidence(f: Flow) -> float:
+    """0.05, 0.15, ... 0.95 from the flow's time: every confidence tenth gets flows."""
+    return (f.t_ms % 10) / 10 + 0.05
+
+
+def _evidence(f: Flow) -> int:
+    """UDP on every flow and one other bit, from the flow's time."""
+    return (1 << 6) | (1 << (f.t_ms // 10 % 20))
+
+
 def _usage_message(w: Win, rng: random.Random) -> bytes:
     region, country, _, _ = CITY_INFO[w.city]
     return json.dumps(
@@ -191,7 +201,8 @@ def _flow_batch(flows: list[Flow]) -> bytes:
         country=pa.array([CITY_INFO[f.city][1] for f in flows]),
         app=pa.array([f.app for f in flows]),
         is_voip=np.array([f.is_voip for f in flows], dtype=np.uint8),
-        confidence=np.full(n, 0.9, dtype=np.float32),
+        confidence=np.array([_confidence(f) for f in flows], dtype=np.float32),
+        evidence=np.array([_evidence(f) for f in flows], dtype=np.uint32),
         classifier_version=pa.array(["test"] * n),
     )
     return voipflows.encode(voipflows.make_voip_batch(cols))
@@ -306,6 +317,8 @@ SCENARIOS = [
     Scenario("3d-hourly", T0 - 3 * DAY + 1800, T0 + 2 * 3600 + 600),
     Scenario("1y-daily", NOW - 365 * DAY, NOW),
     Scenario("old-hour", T_OLD + 15 * 60, T_OLD + 100 * 60, ("Paris",)),
+    # A week and two hours: the old block's second hour now, both its hours a week before.
+    Scenario("week-after-old", T_OLD + 3600, T_OLD + 7 * DAY + 7200),
 ]
 
 
@@ -414,20 +427,77 @@ def check_active_cities(res: Any, sc: Scenario, p: dict[str, Any]) -> None:
 
 def check_map(res: Any, sc: Scenario, p: dict[str, Any]) -> None:
     by_city = _group(_range_rows(sc), lambda r: r.city)
+    shares: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+    for _, city, voip, total in _shares(sc):
+        shares[city][0] += voip
+        shares[city][1] += total
     want = sorted(
         (
             (c, CITY_INFO[c][2], CITY_INFO[c][3], _minutes(rs), _subs(rs))
             for c, rs in by_city.items()
             if CITY_INFO[c][2] is not None
         ),
-        key=lambda x: -x[3],
+        key=lambda x: (-x[3], x[0]),
     )
-    assert res.columns == ["city", "lat", "lon", "voip_minutes", "subscribers"]
+    assert res.columns == ["city", "lat", "lon", "voip_minutes", "subscribers", "voip_share"]
     assert [r[0] for r in res.rows] == [w[0] for w in want]
     for got, exp in zip(res.rows, want, strict=True):
         assert got[1:3] == exp[1:3]
         assert got[3] == pytest.approx(exp[3], rel=1e-9)
         assert got[4] == exp[4]
+        # Per-minute rows only: a city without them in the range gets 0.
+        voip, total = shares.get(got[0], (0, 0))
+        assert got[5] == pytest.approx(voip / total if total else 0.0, rel=1e-5)
+
+
+def check_week_over_week(res: Any, sc: Scenario, p: dict[str, Any]) -> None:
+    week = 7 * DAY
+    cur = _group(_range_rows(sc), lambda r: r.city)
+    before = Scenario(sc.name, sc.from_s - week, sc.to_s - week, sc.cities, sc.apps)
+    # The week before is read from the table the range itself would pick, from its own start.
+    prev = _group(_rows(before, _by_range(before.from_s, before.to_s)), lambda r: r.city)
+    want = sorted(((c, _minutes(rs)) for c, rs in cur.items()), key=lambda x: (-x[1], x[0]))[:15]
+    assert res.columns == ["city", "voip_minutes", "voip_minutes_week_before", "change"]
+    assert [r[0] for r in res.rows] == [w[0] for w in want]
+    for (city, minutes, week_before, change), (_, m) in zip(res.rows, want, strict=True):
+        assert minutes == pytest.approx(m, rel=1e-9)
+        pm = _minutes(prev.get(city, []))
+        assert week_before == pytest.approx(pm, rel=1e-9)
+        if pm > 0:
+            assert change == pytest.approx(m / pm - 1, rel=1e-9)
+        else:
+            assert change is None
+
+
+def _classified(sc: Scenario) -> list[Flow]:
+    f_ms, t_ms = sc.from_s * 1000 + 250, sc.to_s * 1000 + 750
+    return [x for x in FLOWS if f_ms <= x.t_ms <= t_ms and sc.keep(x.city, x.app)]
+
+
+def check_confidence(res: Any, sc: Scenario, p: dict[str, Any]) -> None:
+    acc: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+    for f in _classified(sc):
+        bucket = min(int(_confidence(f) * 10), 9)
+        acc[str(bucket / 10) if bucket else "0"][0 if f.is_voip else 1] += 1
+    assert res.columns == ["confidence_from", "voip_flows", "other_flows"]
+    assert {r[0]: [r[1], r[2]] for r in res.rows} == dict(acc)
+
+
+def check_evidence(res: Any, sc: Scenario, p: dict[str, Any]) -> None:
+    from dashboards.usage import Evidence
+
+    flows = _flows(sc)
+    counts: dict[str, int] = defaultdict(int)
+    for f in flows:
+        for e in Evidence:
+            if _evidence(f) & int(e):
+                counts[str(e.name).lower().replace("_", " ")] += 1
+    assert res.columns == ["evidence_kind", "voip_flows", "share"]
+    assert {r[0]: r[1] for r in res.rows} == dict(counts)
+    for _, n, share in res.rows:
+        assert share == pytest.approx(n / len(flows))
+    if flows:
+        assert res.rows[0][0] == "udp" and res.rows[0][2] == pytest.approx(1.0)
 
 
 def check_city_table(res: Any, sc: Scenario, p: dict[str, Any]) -> None:
@@ -528,6 +598,7 @@ CHECKS: dict[str, Callable[[Any, Scenario, dict[str, Any]], None]] = {
     "Active cities": check_active_cities,
     "VoIP minutes by city": check_map,
     "Cities": check_city_table,
+    "Top cities, week over week": check_week_over_week,
     "VoIP minutes per city": check_minutes_per_city,
     "Calls per city": check_calls_per_city,
     "App share per city": check_app_share,
@@ -535,6 +606,8 @@ CHECKS: dict[str, Callable[[Any, Scenario, dict[str, Any]], None]] = {
     "VoIP bandwidth by app": check_bandwidth_by_app,
     "Distinct subscribers by app": check_subscribers_by_app,
     "VoIP share of traffic by city": check_share_by_city,
+    "Classifier confidence": check_confidence,
+    "Evidence mix": check_evidence,
 }
 
 

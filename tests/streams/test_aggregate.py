@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -18,6 +19,7 @@ from streams.aggregate import (
     media_call_seconds,
     new_state,
     subscriber_hash,
+    unique_pairs,
 )
 from streams.classify import Classification, Classifier
 from streams.config import WorkerConfig
@@ -259,3 +261,16 @@ def test_call_seconds_count_media_by_its_statistics_on_any_port() -> None:
         if app != ALL
     )
     assert call_s == 155.0
+
+
+@pytest.mark.parametrize("n", [0, 1, 7, 5000])
+def test_unique_pairs_matches_numpy_unique_of_rows(n: int) -> None:
+    """The fast distinct pairs are exactly numpy's distinct rows (few groups,
+    many repeated subscriber hashes, hashes above 2**63)."""
+    rng = np.random.default_rng(n)
+    a = rng.integers(0, 9, n).astype(np.uint64)
+    b = rng.integers(0, 40, n).astype(np.uint64) * np.uint64(2**58)
+    want = np.unique(np.stack([a, b]).T, axis=0)
+    got = unique_pairs(a, b)
+    assert got.dtype == want.dtype and got.shape == want.shape
+    assert (got == want).all()

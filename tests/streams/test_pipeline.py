@@ -13,7 +13,7 @@ from schemas import voipflows as vf
 from schemas.usage import decode_usage
 from streams.aggregate import new_state
 from streams.config import WorkerConfig
-from streams.pipeline import CityStates, FlowPipeline, PartialError
+from streams.pipeline import VOIP_FLOWS_MAX_ROWS, CityStates, FlowPipeline, PartialError
 from tests.fixtures.paths import REPO
 
 CFG = WorkerConfig(
@@ -54,8 +54,8 @@ def test_one_batch_gives_voip_flows_and_partials_per_city() -> None:
     pipe.start()
     out = pipe.process(message(), "flows.v1:0", 12)
     assert out.records == 5 and out.voip_records == 3
-    assert set(out.voip_flows) == {"Berlin"}
-    vb = vf.decode(out.voip_flows["Berlin"])
+    assert [city for city, _ in out.voip_flows] == ["Berlin"]
+    vb = vf.decode(out.voip_flows[0][1])
     assert len(vb) == 3
     assert vb["app"].to_pylist() == ["whatsapp"] * 3
     assert vb["city"].to_pylist() == ["Berlin"] * 3
@@ -66,6 +66,18 @@ def test_one_batch_gives_voip_flows_and_partials_per_city() -> None:
     assert (part["src"], part["off"]) == ("flows.v1:0", 12)
     wa = part["win"][str(T0)]["whatsapp"]
     assert wa[:3] == [3, 300, 30000]  # sampling corrected
+
+
+def test_a_city_with_more_voip_flows_than_a_message_holds_gets_several() -> None:
+    pipe = FlowPipeline(CFG)
+    pipe.start()
+    n_voip = 2 * VOIP_FLOWS_MAX_ROWS + 7
+    out = pipe.process(message(n_voip), "flows.v1:0", 1)
+    assert [city for city, _ in out.voip_flows] == ["Berlin"] * 3
+    sizes = [len(vf.decode(data)) for _, data in out.voip_flows]
+    assert sizes == [VOIP_FLOWS_MAX_ROWS, VOIP_FLOWS_MAX_ROWS, 7]
+    ports = np.concatenate([vf.decode(data)["subscriber_port"] for _, data in out.voip_flows])
+    assert sorted(ports.tolist()) == [40000 + i for i in range(n_voip)]
 
 
 @pytest.mark.parametrize(

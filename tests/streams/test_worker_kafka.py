@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 import pytest
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
+from kafka.errors import KafkaError
 
 from schemas import flowbatch as fb
 from streams.aggregate import apply_partial, close_windows, new_state
@@ -143,6 +144,10 @@ def committed_all(bootstrap: str, group: str, topic: str, producer_ends: dict[in
     admin = KafkaAdminClient(bootstrap_servers=bootstrap)
     try:
         offsets = admin.list_group_offsets(group).get(group, {})
+    except KafkaError as exc:
+        if not exc.retriable:  # e.g. the coordinator is still loading: ask again
+            raise
+        return False
     finally:
         admin.close()
     return all(
@@ -178,7 +183,10 @@ def run_workers(
     expected: dict[str, tuple[str, int, int]],
     workers: int,
     kill: bool,
+    fault_batches: int = 0,
 ) -> tuple[dict[str, tuple[str, int, int]], dict[str, tuple[int, int]]]:
+    """Run ``workers`` workers over ``data``; ``kill`` SIGKILLs the first mid-stream,
+    ``fault_batches`` makes it kill itself right after a commit (then it is restarted)."""
     tag = uuid.uuid4().hex[:8]
     topics = {n: f"{n}-{tag}" for n in ("flows", "voip-flows", "usage", "traffic")}
     env = {k: v for k, v in os.environ.items() if not k.startswith("VOIPFLOW_")}
@@ -202,7 +210,22 @@ def run_workers(
         }
     )
     ensure_topics(bootstrap, {topics[n]: 4 for n in ("flows", "usage", "voip-flows", "traffic")})
-    procs = [start_worker(env, tmp_path / f"worker-{tag}-{i}.log") for i in range(workers)]
+    first = dict(env)
+    if fault_batches:
+        first["VOIPFLOW_WORKER_FAULT_KILL_AFTER_BATCHES"] = str(fault_batches)
+    procs = [
+        start_worker(first if i == 0 else env, tmp_path / f"worker-{tag}-{i}.log")
+        for i in range(workers)
+    ]
+    restarted = False
+
+    def restart_killed() -> None:
+        nonlocal restarted
+        if fault_batches and not restarted and procs[0].poll() is not None:
+            assert procs[0].returncode == -signal.SIGKILL, procs[0].returncode
+            restarted = True
+            procs.append(start_worker(env, tmp_path / f"worker-{tag}-restarted.log"))
+
     producer = KafkaProducer(bootstrap_servers=bootstrap, linger_ms=5)
     ends: dict[int, int] = {}
     try:
@@ -217,10 +240,12 @@ def run_workers(
                 time.sleep(8)  # let the first worker take part and apply batches
                 procs[0].send_signal(signal.SIGKILL)
                 procs[0].wait()
+            restart_killed()
             time.sleep(0.05)
         deadline = time.monotonic() + 240
         group = env["VOIPFLOW_WORKER_APP_ID"]
         while not committed_all(bootstrap, group, topics["flows"], ends):
+            restart_killed()
             assert time.monotonic() < deadline, "the workers did not consume every batch"
             assert any(p.poll() is None for p in procs), "every worker died"
             time.sleep(1)
@@ -231,6 +256,7 @@ def run_workers(
                 value=make_batch(10_000 + i, exporter, 400, FLUSH_MS),
             ).get(timeout=30)
         producer.flush()
+        assert restarted or not fault_batches, "the fault was never injected"
         # Wait until every data window has been published at least once (a
         # window lost for good ends in the deadline), then give copies that are
         # still in flight a moment.
@@ -288,3 +314,15 @@ def test_two_workers_one_killed_mid_stream_give_the_same_totals(
     got, traffic = run_workers(kafka_bootstrap, tmp_path, data, expected, workers=2, kill=True)
     assert got == expected  # window by window, first copy: none lost, none changed
     assert traffic == expected_traffic(data)  # per exporter, first copy per window
+
+
+def test_worker_killed_right_after_a_commit_loses_and_changes_nothing(
+    kafka_bootstrap: str, tmp_path: Path, data: list[tuple[str, bytes]], expected: dict
+) -> None:
+    """SIGKILL at the moment an offset commit returns (fault injection), then a restart:
+    every window and exporter total as without the fault (first copy per key)."""
+    got, traffic = run_workers(
+        kafka_bootstrap, tmp_path, data, expected, workers=1, kill=False, fault_batches=12
+    )
+    assert got == expected
+    assert traffic == expected_traffic(data)

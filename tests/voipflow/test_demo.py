@@ -180,6 +180,11 @@ def check_run(
     (records,) = db_query(env, "SELECT count() AS n FROM flows_voip")
     assert int(usage["n"]) == int(records["n"]) == flows == counts["rows_flows"]
 
+    # The HTML report of the run, written beside the table, has every city on its map.
+    page = data_dir.resolve() / "demo" / "report.html"
+    assert f"HTML report of this run: {page}" in res.stdout
+    assert all(f'data-city="{c}"' in page.read_text() for c in sent)
+
     # Progress: a line every few seconds, not a flood.
     progress = [line for line in res.stdout.splitlines() if "| published" in line]
     assert 3 <= len(progress) <= 30

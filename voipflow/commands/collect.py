@@ -105,6 +105,7 @@ def _prepare_kafka(settings: Settings) -> str:
             bootstrap,
             {k.flows_topic: k.partitions, k.health_topic: k.partitions},
             k.replication_factor,
+            min_insync_replicas=k.min_insync_replicas,
             security=k,
         )
     except (BrokerError, KafkaAdminError) as exc:

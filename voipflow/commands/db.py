@@ -3,7 +3,10 @@
 ``db migrate [--cluster NAME] [--print]`` applies pending migrations (or, with
 ``--print``, only prints the rendered DDL: useful to review ON CLUSTER DDL
 before running it on a cluster); ``db status`` lists migrations and their
-state; ``db query SQL`` runs one statement and prints the rows.
+state; ``db query SQL`` runs one statement and prints the rows. ``query`` and
+``status`` read through the SQL endpoint of a running voipflow process that
+owns the embedded engine (the sink with ``VOIPFLOW_CLICKHOUSE_HTTP_LISTEN``),
+so they work while the pipeline runs.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import sys
 from typing import Any
 
 from storage.clickhouse import ClickHouseError, PermanentError, connect
+from storage.clickhouse.http_client import open_clickhouse
 from storage.clickhouse.migrations import Migrator, RenderOptions, load_migrations, render
 from voipflow.settings import Settings
 
@@ -77,7 +81,11 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
                 print(stmt + ";\n")
         return 0
     try:
-        ch = connect(config, settings.data_dir)
+        if args.db_command == "migrate":
+            ch = connect(config, settings.data_dir)
+        else:
+            # Reads go through the HTTP endpoint of a process that owns chdb, if one does.
+            ch = open_clickhouse(config, settings.data_dir)
     except ClickHouseError as exc:
         print(f"voipflow db: {exc}", file=sys.stderr)
         return 2

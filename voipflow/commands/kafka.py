@@ -3,7 +3,8 @@
 ``fetch`` assembles the broker's jars from Maven Central into ``.cache/kafka``
 (once; reused). ``start`` runs one KRaft node on 127.0.0.1 with its state in
 ``<data_dir>/kafka`` and returns when it is ready, leaving it running
-(``--foreground`` keeps it attached until Ctrl-C). Other voipflow commands find
+(``--foreground`` keeps it attached until Ctrl-C); ``--nodes 3`` runs a
+three-node cluster instead (:mod:`voipflow.cluster`). Other voipflow commands find
 it there when ``VOIPFLOW_KAFKA_BOOTSTRAP`` is empty. ``status`` tells whether
 the Kafka that voipflow would use answers; ``stop`` stops the local broker.
 """
@@ -23,11 +24,13 @@ from voipflow.broker import (
     BrokerError,
     LocalBroker,
     LocalBrokerConfig,
+    _is_broker_process,
     fetch_jars,
     resolve_bootstrap,
     running_state,
     stop_recorded,
 )
+from voipflow.cluster import LocalCluster, read_cluster, stop_cluster
 from voipflow.process import wait_for_signal
 from voipflow.settings import Settings
 from voipflow.topics import KafkaAdminError, wait_for_broker
@@ -63,7 +66,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="KRaft controller port; 0 picks a free one (default: 9093)",
     )
     start.add_argument(
-        "--heap-mb", type=int, default=768, help="maximum JVM heap (default: %(default)s)"
+        "--heap-mb",
+        type=int,
+        default=None,
+        help="maximum JVM heap per node (default: 768, 384 per node of a cluster)",
+    )
+    start.add_argument(
+        "--nodes",
+        type=int,
+        default=1,
+        help="KRaft nodes (broker and controller each) on free ports; 3 makes a cluster "
+        "with min.insync.replicas=2 (set VOIPFLOW_KAFKA_REPLICATION_FACTOR=3 and "
+        "VOIPFLOW_KAFKA_MIN_INSYNC_REPLICAS=2 for voipflow's topics) (default: 1)",
     )
     start.add_argument(
         "--timeout", type=float, default=90.0, help="seconds to wait for readiness (default: 90)"
@@ -98,6 +112,10 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         if args.action == "start":
             return _start(args, state_dir)
         if args.action == "stop":
+            cluster = stop_cluster(state_dir, args.timeout)
+            if cluster is not None:
+                print(f"stopped the local cluster at {cluster.bootstrap}")
+                return 0
             state = stop_recorded(state_dir, args.timeout)
             if state is None:
                 print(f"no local broker running in {state_dir}")
@@ -110,8 +128,45 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         return 1
 
 
+def _start_cluster(args: argparse.Namespace, state_dir: Path, libs: Path) -> int:
+    if args.foreground:
+        raise BrokerError("--foreground runs one node; start a cluster without it")
+    cluster = LocalCluster(
+        libs,
+        state_dir,
+        args.nodes,
+        host=args.host,
+        heap_mb=args.heap_mb or 384,
+        ready_timeout_s=max(args.timeout, 180.0),
+        version=args.kafka_version,
+    )
+    _progress(f"starting {args.nodes} Kafka {args.kafka_version} nodes (state in {state_dir})")
+    cluster.start(progress=_progress)
+    print(
+        f"Kafka {cluster.version} cluster of {args.nodes} nodes ready at {cluster.bootstrap} "
+        f"in {cluster.ready_after_s:.1f} s (min.insync.replicas={cluster.min_insync_replicas})",
+        flush=True,
+    )
+    print(
+        f"topics voipflow creates: set VOIPFLOW_KAFKA_REPLICATION_FACTOR={args.nodes} "
+        f"VOIPFLOW_KAFKA_MIN_INSYNC_REPLICAS={cluster.min_insync_replicas}"
+    )
+    print("stop it with: voipflow kafka stop")
+    return 0
+
+
 def _start(args: argparse.Namespace, state_dir: Path) -> int:
     libs = fetch_jars(args.cache_dir, args.kafka_version, progress=_progress)
+    if args.nodes < 1:
+        raise BrokerError("--nodes must be at least 1")
+    if args.nodes > 1:
+        return _start_cluster(args, state_dir, libs)
+    cluster = read_cluster(state_dir)
+    if cluster is not None and cluster.alive():
+        raise BrokerError(
+            f"a cluster already runs from {state_dir} at {cluster.bootstrap}: "
+            "`voipflow kafka stop` first"
+        )
     broker = LocalBroker(
         LocalBrokerConfig(
             jar_dir=libs,
@@ -119,7 +174,7 @@ def _start(args: argparse.Namespace, state_dir: Path) -> int:
             host=args.host,
             port=args.port,
             controller_port=args.controller_port,
-            heap_mb=args.heap_mb,
+            heap_mb=args.heap_mb or 768,
             ready_timeout_s=args.timeout,
         ),
         version=args.kafka_version,
@@ -159,6 +214,17 @@ def _start(args: argparse.Namespace, state_dir: Path) -> int:
 def _status(args: argparse.Namespace, settings: Settings, state_dir: Path) -> int:
     local = running_state(state_dir)
     out: dict[str, object] = {"local": None, "bootstrap": None, "reachable": False, "error": None}
+    cluster = read_cluster(state_dir)
+    if cluster is not None:
+        alive = {n.pid for n in cluster.alive()}
+        out["cluster"] = {
+            "bootstrap": cluster.bootstrap,
+            "version": cluster.version,
+            "nodes": [
+                {"node_id": n.node_id, "pid": n.pid, "bootstrap": n.bootstrap, "up": n.pid in alive}
+                for n in cluster.nodes
+            ],
+        }
     if local is not None:
         out["local"] = {
             "pid": local.pid,
@@ -177,7 +243,16 @@ def _status(args: argparse.Namespace, settings: Settings, state_dir: Path) -> in
     if args.json:
         print(json.dumps(out, indent=1))
     else:
-        if local is None:
+        if cluster is not None:
+            up = sum(1 for n in cluster.nodes if _is_broker_process(n.pid))
+            print(
+                f"local cluster: Kafka {cluster.version}, {up} of {len(cluster.nodes)} nodes up, "
+                f"bootstrap {cluster.bootstrap}"
+            )
+            for n in cluster.nodes:
+                state = "up" if _is_broker_process(n.pid) else "DOWN"
+                print(f"  node {n.node_id}: {n.bootstrap} pid {n.pid} {state}, log {n.log_file}")
+        elif local is None:
             print(f"local broker: not running (state in {state_dir})")
         else:
             print(

@@ -1,4 +1,4 @@
-"""``voipflow sink``: insert voip-flows, usage and exporter-health topics into ClickHouse.
+"""``voipflow sink``: insert the pipeline's and the rules' topics into ClickHouse.
 
 Runs until SIGINT/SIGTERM (or, with ``VOIPFLOW_SINK_EXIT_WHEN_IDLE_S``, until
 nothing arrived for that long). Exit status: 0 stopped, 1 stopped by a
@@ -75,15 +75,37 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         )
     except ValueError as exc:
         raise SettingsError(f"VOIPFLOW_SINK_TOPICS: {exc}") from exc
+    k = settings.kafka
+    if k.rules_topic in sink.specs:
+        # rules.v1 must be compacted: created here if the sink is the first to
+        # subscribe, before a broker's auto-creation makes it a plain topic
+        from schemas.topics import COMPACTED_TOPIC
+        from voipflow.topics import ensure_topics
+
+        try:
+            ensure_topics(
+                bootstrap,
+                {k.rules_topic: k.partitions},
+                k.replication_factor,
+                {k.rules_topic: COMPACTED_TOPIC},
+                security=k,
+            )
+        except KafkaAdminError as exc:
+            print(f"voipflow sink: {exc}", file=sys.stderr)
+            return 2
     from voipflow.endpoints import serve_metrics
 
     endpoint = serve_metrics(settings, "sink")
+    from storage.clickhouse.serve import HTTPServerError, sql_endpoint
+
     try:
-        with running([sink]):
+        with running([sink, *sql_endpoint(settings.clickhouse, settings.data_dir, REGISTRY)]):
             wait_for_signal(sink.done)
     except (SinkStopped, ClickHouseError) as exc:
         print(f"voipflow sink: stopped: {exc}", file=sys.stderr)
         return 1
+    except HTTPServerError as exc:
+        raise SettingsError(str(exc)) from exc
     finally:
         if endpoint is not None:
             endpoint.close()

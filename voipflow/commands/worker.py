@@ -50,6 +50,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
                 partials_topic_name(worker): kafka.partitions,
             },
             kafka.replication_factor,
+            min_insync_replicas=kafka.min_insync_replicas,
             security=kafka,
         )
     except (BrokerError, KafkaAdminError) as exc:

@@ -25,8 +25,10 @@ next to what the simulator sent (:mod:`voipflow.demo.report`).
 Settings the demo gives its children unless the user set them: the
 collector listens on a free UDP port of 127.0.0.1, metrics on free ports,
 the worker uses the shipped demo city table with its home networks,
-``--window-s`` as window, 20 s lateness and 2 s idle close. Everything else
-(topics, groups, ClickHouse) is the user's.
+``--window-s`` as window, 20 s lateness and 2 s idle close; on chdb the sink
+serves SQL on a free loopback port (``VOIPFLOW_CLICKHOUSE_HTTP_LISTEN``; the
+demo prints where), so ``voipflow db query`` works while the demo runs.
+Everything else (topics, groups, ClickHouse) is the user's.
 
 The parts, each given the settings, the options and the printer it needs
 (none imports this package, so there is no circle)::
@@ -54,11 +56,12 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from types import FrameType
 
 from voipflow.children import peak_rss_bytes
-from voipflow.demo.database import ClickHouseSchema
+from voipflow.demo.database import ClickHouseSchema, sql_endpoint_url
 from voipflow.demo.errors import DemoError, DemoSettingError
 from voipflow.demo.options import DemoOptions
 from voipflow.demo.pipeline import DemoKafka, PipelineTopics, child_env, child_processes
@@ -103,6 +106,20 @@ def _signals_stop(printer: Printer) -> Iterator[_Stopping]:
     finally:
         for s, h in old.items():
             signal.signal(s, h)
+
+
+def _say_sql_endpoint(plan: DemoPlan, say: Callable[[str], None], wait_s: float = 5.0) -> None:
+    """Tell the user where to send SQL while the demo runs, once the sink serves it."""
+    if not plan.sql_listen:
+        return
+    deadline = time.monotonic() + wait_s
+    while (url := sql_endpoint_url(plan.data_dir)) is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+    if url is not None:
+        say(
+            f'SQL while it runs: voipflow db query "SELECT ..." (VOIPFLOW_DATA_DIR='
+            f"{plan.data_dir}), or any ClickHouse HTTP client at {url}"
+        )
 
 
 def run_demo(settings: Settings, options: DemoOptions, printer: Printer) -> int:
@@ -150,6 +167,7 @@ def _run(
                 f"{options.rate:,.0f} flows/s for {options.duration_s:.0f} s "
                 f"to {target}"
             )
+            _say_sql_endpoint(plan, say)
             ok = watch.follow()
             stopping.closing = True
             say("stopping simulator, sink, worker, collector")

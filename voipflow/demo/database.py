@@ -16,6 +16,7 @@ from pathlib import Path
 from dashboards import CityTableError
 from dashboards.cities import city_columns, read_cities
 from storage.clickhouse import ClickHouse, ClickHouseError, connect
+from storage.clickhouse.http_client import open_clickhouse, read_endpoint
 from storage.clickhouse.migrations import Migrator, RenderOptions
 from voipflow.demo.errors import DemoSettingError
 from voipflow.settings import Settings
@@ -41,6 +42,22 @@ def opened(settings: Settings, data_dir: Path) -> Iterator[ClickHouse]:
         yield ch
     finally:
         ch.close()
+
+
+@contextlib.contextmanager
+def opened_for_reading(settings: Settings, data_dir: Path) -> Iterator[ClickHouse]:
+    """Like :func:`opened`, through the sink's SQL endpoint if a sink still holds chdb."""
+    ch = open_clickhouse(settings.clickhouse, data_dir)
+    try:
+        yield ch
+    finally:
+        ch.close()
+
+
+def sql_endpoint_url(data_dir: Path) -> str | None:
+    """Where the demo's sink serves SQL, once it does (None before, or when it does not)."""
+    endpoint = read_endpoint(Path(data_dir) / "clickhouse")
+    return endpoint.url if endpoint is not None else None
 
 
 def check_server(settings: Settings, data_dir: Path) -> None:

@@ -127,7 +127,11 @@ class PipelineTopics:
         k = self.settings.kafka
         try:
             self.partitions = ensure_topics(
-                self.kafka.bootstrap, self.names(), k.replication_factor, security=k
+                self.kafka.bootstrap,
+                self.names(),
+                k.replication_factor,
+                min_insync_replicas=k.min_insync_replicas,
+                security=k,
             )
         except KafkaAdminError as exc:
             raise DemoSettingError(str(exc)) from exc
@@ -153,6 +157,8 @@ def child_env(plan: DemoPlan, options: DemoOptions, bootstrap: str, listen: str)
             "VOIPFLOW_WORKER_HOME_NETWORKS": plan.home_networks,
         }
     )
+    if plan.sql_listen:
+        env["VOIPFLOW_CLICKHOUSE_HTTP_LISTEN"] = plan.sql_listen
     return env
 
 

@@ -42,6 +42,8 @@ class DemoPlan:
     home_networks: str
     lateness_s: int
     idle_close_s: float
+    #: Where the sink serves SQL while the demo runs ("": the user's setting, or off).
+    sql_listen: str = ""
 
     @classmethod
     def from_settings(cls, settings: Settings) -> DemoPlan:
@@ -54,6 +56,10 @@ class DemoPlan:
             home_networks=w.home_networks if "home_networks" in given else DEMO_HOME_NETWORKS,
             lateness_s=w.lateness_s if "lateness_s" in given else DEMO_LATENESS_S,
             idle_close_s=w.idle_close_s if "idle_close_s" in given else DEMO_IDLE_CLOSE_S,
+            # On a free loopback port, so SQL works during the demo (chdb has one owner).
+            sql_listen=""
+            if "http_listen" in settings.clickhouse.model_fields_set or settings.clickhouse.url
+            else "127.0.0.1:0",
         )
 
     @property

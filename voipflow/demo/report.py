@@ -23,10 +23,13 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from voipflow.demo.database import opened
+from voipflow.demo.database import opened_for_reading
 from voipflow.demo.options import DemoOptions
 from voipflow.demo.plan import DemoPlan
 from voipflow.demo.printer import Printer
+from voipflow.report import ReportError
+from voipflow.report.make import write_report
+from voipflow.report.queries import Selection
 from voipflow.settings import Settings
 
 #: Per city: call minutes, distinct subscribers (merged uniq states), records,
@@ -118,7 +121,7 @@ def query_usage(
     settings: Settings, data_dir: Path, start_s: int, end_s: int
 ) -> tuple[list[CityRow], tuple[Any, ...]]:
     """The per-city rows of this run's windows, and (windows, first, last)."""
-    with opened(settings, data_dir) as ch:
+    with opened_for_reading(settings, data_dir) as ch:
         args = {"start": start_s, "end": end_s}
         usage = ch.query(USAGE_PER_CITY.format(**args)).dicts()
         shares = {r[0]: float(r[1]) for r in ch.query(VOIP_SHARE_PER_CITY.format(**args)).rows}
@@ -184,6 +187,17 @@ def render(rows: list[CityRow]) -> str:
     return "\n".join(lines)
 
 
+def html_report(settings: Settings, plan: DemoPlan, start_s: int, end_s: int) -> str:
+    """``voipflow report`` over this run's windows, in the demo directory; its path."""
+    try:
+        with opened_for_reading(settings, plan.data_dir) as ch:
+            return str(
+                write_report(ch, Selection(start_s, end_s), plan.demo_dir / "report.html").path
+            )
+    except ReportError as exc:
+        return f"not written ({exc})"
+
+
 def _hms(ts: int) -> str:
     return time.strftime("%H:%M:%S", time.gmtime(int(ts)))
 
@@ -240,6 +254,8 @@ def report(
         f"cities {len(rows)} of {len(voip_cities)}"
         + (f" (missing: {', '.join(missing)})" if missing else "")
     )
+    if rows:
+        line(f"HTML report of this run: {html_report(settings, plan, start_s, end_s)}")
     k = figures.get("counts", {})
     rss = figures.get("peak_rss", {})
     line(

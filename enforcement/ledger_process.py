@@ -1,0 +1,220 @@
+"""The rule ledger process: rules.v1 and rules-feedback.v1 in, rule-events.v1 out.
+
+A thin loop around :class:`enforcement.ledger.Ledger` in its own consumer
+group (``VOIPFLOW_LEDGER_GROUP_ID``), with its state on a compacted topic
+(``VOIPFLOW_LEDGER_STATE_TOPIC``) written before the batch's events and
+before its offsets are committed, like the evaluator: a restarted ledger
+reads its state back, and reports read again are recognised and skipped.
+
+It republishes rules nobody acknowledged, tombstones expired rules (with
+header ``reason=expired``), and escalates failures: an error log line, the
+``voipflow_ledger_escalations_total`` metric and an ``escalated`` event.
+The sink writes rule-events.v1 to ``rule_events`` and rules.v1 to ``rules``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from typing import Any
+
+from enforcement import metrics
+from enforcement.config import LedgerConfig
+from enforcement.kafka_io import COMPACTED, make_producer, read_table
+from enforcement.ledger import Escalation, Ledger, LedgerOutput, Record, Republish, Tombstone
+from schemas.rule_events import encode_rule_event, event_key
+from schemas.rules import (
+    FeedbackError,
+    RuleError,
+    decode_feedback,
+    decode_rule,
+    encode_rule,
+    rule_key,
+)
+from schemas.topics import KafkaConfig, kafka_client_options
+
+log = logging.getLogger(__name__)
+
+
+class LedgerProcess:
+    """The loop; ``start()`` runs it in a thread, ``done`` is set when it ends."""
+
+    name = "ledger"
+
+    def __init__(self, config: LedgerConfig, kafka: KafkaConfig, bootstrap: str) -> None:
+        self.cfg = config
+        self.kafka = kafka
+        self._kafka = kafka
+        self.bootstrap = bootstrap
+        self.ledger = Ledger(int(config.feedback_timeout_s * 1000), config.max_republish)
+        self.done = threading.Event()
+        self.failure: BaseException | None = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._producer: Any = None
+        self._consumer: Any = None
+
+    def start(self) -> None:
+        from voipflow.topics import ensure_topics
+
+        k = self.kafka
+        ensure_topics(
+            self.bootstrap,
+            {
+                k.rules_topic: k.partitions,
+                k.feedback_topic: k.partitions,
+                k.rule_events_topic: k.partitions,
+                self.cfg.state_topic: 1,
+            },
+            k.replication_factor,
+            {k.rules_topic: COMPACTED, self.cfg.state_topic: COMPACTED},
+            security=k,
+        )
+        state = read_table(self.bootstrap, self.cfg.state_topic, self._kafka)
+        self.ledger.restore((k, json.loads(v)) for k, v in state.items() if v is not None)
+        log.info("ledger state restored", extra={"rules": len(self.ledger.rules)})
+        self._producer = make_producer(self.bootstrap, "voipflow-ledger", self._kafka)
+        self._thread = threading.Thread(target=self._guarded, name="ledger", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=60)
+        if self._consumer is not None:
+            self._consumer.close(autocommit=False)
+            self._consumer = None
+        if self._producer is not None:
+            self._producer.close(timeout=10)
+            self._producer = None
+
+    def _guarded(self) -> None:
+        try:
+            self._run()
+        except BaseException as exc:
+            self.failure = exc
+            log.exception("ledger stopped")
+        finally:
+            self.done.set()
+
+    def _run(self) -> None:
+        from kafka import KafkaConsumer
+
+        k = self.kafka
+        self._consumer = consumer = KafkaConsumer(
+            **kafka_client_options(self._kafka),
+            bootstrap_servers=self.bootstrap,
+            group_id=self.cfg.group_id,
+            client_id="voipflow-ledger",
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            max_poll_records=2000,
+        )
+        consumer.subscribe([k.rules_topic, k.feedback_topic])
+        last_tick = 0.0
+        last_input = time.monotonic()
+        while not self._stop.is_set():
+            polled = consumer.poll(timeout_ms=200)
+            now_ms = int(time.time() * 1000)
+            outputs: list[LedgerOutput] = []
+            got = False
+            for tp, records in polled.items():
+                for rec in records:
+                    got = True
+                    if tp.topic == k.rules_topic:
+                        outputs += self._rule(rec, now_ms)
+                    else:
+                        outputs += self._feedback(rec.value, now_ms)
+            if got or not consumer.assignment():
+                last_input = time.monotonic()
+            if time.monotonic() - last_tick >= self.cfg.tick_s:
+                last_tick = time.monotonic()
+                outputs += self.ledger.tick(now_ms)
+            self._persist(outputs)
+            if got:
+                consumer.commit()
+            idle = self.cfg.exit_when_idle_s
+            if idle and time.monotonic() - last_input >= idle:
+                log.info("nothing to follow for a while; stopping", extra={"idle_s": idle})
+                return
+
+    def _rule(self, rec: Any, now_ms: int) -> list[LedgerOutput]:
+        rid = rec.key.decode("utf-8", "replace") if rec.key is not None else ""
+        if rec.value is None:
+            headers = dict(rec.headers or [])
+            reason = (headers.get("reason") or b"withdrawn").decode("utf-8", "replace")
+            return self.ledger.on_tombstone(rid, reason, now_ms)
+        try:
+            rule = decode_rule(rec.value)
+        except RuleError as exc:
+            metrics.BAD_MESSAGES.labels("ledger", "rules", type(exc).__name__).inc()
+            log.warning("bad rule skipped: %s", exc)
+            return []
+        return self.ledger.on_rule(rule, now_ms)
+
+    def _feedback(self, value: bytes | None, now_ms: int) -> list[LedgerOutput]:
+        if value is None:
+            return []
+        try:
+            fb = decode_feedback(value)
+        except FeedbackError as exc:
+            metrics.BAD_MESSAGES.labels("ledger", "feedback", type(exc).__name__).inc()
+            log.warning("bad feedback skipped: %s", exc)
+            return []
+        return self.ledger.on_feedback(fb, now_ms)
+
+    def _persist(self, outputs: list[LedgerOutput]) -> None:
+        changes = self.ledger.changes()
+        if not changes and not outputs:
+            return
+        for key, value in changes.items():
+            data = None if value is None else json.dumps(value, separators=(",", ":")).encode()
+            self._producer.send(self.cfg.state_topic, key=key.encode(), value=data)
+        self._producer.flush()
+        k = self.kafka
+        for out in outputs:
+            if isinstance(out, Record):
+                ev = out.event
+                metrics.TRANSITIONS.labels(ev["state"]).inc()
+                self._producer.send(
+                    k.rule_events_topic, key=event_key(ev["rule_id"]), value=encode_rule_event(ev)
+                )
+            elif isinstance(out, Republish):
+                metrics.REPUBLISHED.inc()
+                rule = {**out.rule, "produced_ms": int(time.time() * 1000)}
+                self._producer.send(
+                    k.rules_topic, key=rule_key(rule["rule_id"]), value=encode_rule(rule)
+                )
+            elif isinstance(out, Tombstone):
+                metrics.RULES_WITHDRAWN.labels("ledger", "expired").inc()
+                self._producer.send(
+                    k.rules_topic,
+                    key=rule_key(out.rule_id),
+                    value=None,
+                    headers=[("reason", b"expired")],
+                )
+            elif isinstance(out, Escalation):
+                metrics.ESCALATIONS.labels(out.reason).inc()
+                log.error(
+                    "rule escalated: %s: %s: %s",
+                    out.rule_id,
+                    out.reason,
+                    out.detail,
+                    extra={"rule_id": out.rule_id, "reason": out.reason},
+                )
+        self._producer.flush()
+
+
+def run_ledger(config: LedgerConfig, kafka: KafkaConfig, bootstrap: str) -> int:
+    """Run until SIGINT/SIGTERM (or idle, when configured); the exit code."""
+    from voipflow.process import running, wait_for_signal
+
+    proc = LedgerProcess(config, kafka, bootstrap)
+    with running([proc]):
+        wait_for_signal(proc.done)
+    if proc.failure is not None:
+        print(f"voipflow ledger: stopped: {proc.failure}", flush=True)
+        return 1
+    return 0

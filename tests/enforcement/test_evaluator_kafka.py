@@ -1,0 +1,274 @@
+"""The evaluator process on the real broker: SIGKILLed mid-stream, it forgets nothing
+and publishes no rule twice.
+
+``voipflow policy run`` runs as a subprocess against the session's Kafka
+broker. Usage windows of five cities and two apps are produced in phases with
+restarts in between: a clean exit, a SIGKILL by fault injection right after
+the state of a batch was written and before its rules were published, and a
+SIGKILL from outside while windows arrive. The rules topic must then hold
+every rule the pure evaluator gives on the same windows in one uninterrupted
+run, each (rule id, version) exactly once.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from enforcement.evaluator import Publish
+from enforcement.kafka_io import COMPACTED, read_table
+from enforcement.policy import parse_policies
+from enforcement.targets import load_city_prefixes
+from schemas.rule_events import decode_rule_event
+from schemas.rules import decode_rule
+from schemas.usage import encode_usage, usage_key
+from tests.enforcement.helpers import evaluator
+from tests.fixtures.paths import REPO
+
+pytestmark = [pytest.mark.slow, pytest.mark.kafka]
+
+CITIES_CSV = REPO / "data" / "cities" / "demo-cities.csv"
+CITIES = ["Berlin", "Hamburg", "Munich", "Paris", "Vienna"]
+APPS = ["teams", "zoom"]
+MINUTES = 12
+POLICY = """\
+policies:
+  - name: hot-calls
+    match: {apps: [teams, zoom]}
+    condition: {metric: call_seconds, threshold: 100, for: 3}
+    action: block
+    target: subscriber_prefixes
+    ttl: 1d
+    mode: shadow
+  - name: many-subscribers
+    match: {apps: [zoom], cities: [Berlin, Hamburg]}
+    condition: {metric: subscribers, threshold: 5, for: 2}
+    action: alert
+    target: observed_peers
+    ttl: 1d
+"""
+
+
+def _hot(city: int, app: int, minute: int) -> bool:
+    """Which windows are hot: runs that straddle the phases, gaps, cold scopes."""
+    pattern = (city * 2 + app) % 5
+    if pattern == 0:
+        return True
+    if pattern == 1:
+        return minute in (3, 4, 5, 6)  # a run across the first restart
+    if pattern == 2:
+        return minute % 3 != 0  # runs of two: never fires
+    if pattern == 3:
+        return 6 <= minute <= 9  # a run across the later restarts
+    return False
+
+
+def _windows(t0: int) -> list[dict[str, Any]]:
+    out = []
+    for minute in range(MINUTES):
+        for ci, city in enumerate(CITIES):
+            for ai, app in enumerate(APPS):
+                hot = _hot(ci, ai, minute)
+                subs = 8 if (hot and minute >= 2) else 1
+                out.append(
+                    {
+                        "schema": "voip-usage.v1",
+                        "window_start_ms": t0 + minute * 60_000,
+                        "window_s": 60,
+                        "city": city,
+                        "region": city,
+                        "country": "DE",
+                        "app": app,
+                        "flows": 10,
+                        "packets": 100,
+                        "bytes": 10_000,
+                        "subscribers": subs,
+                        "subscriber_hashes": list(range(subs)),
+                        "call_seconds": 500.0 if hot else 20.0,
+                        "voip_share": 0.1,
+                        "produced_ms": t0,
+                    }
+                )
+    return out
+
+
+def _produce(bootstrap: str, topic: str, windows: list[dict[str, Any]]) -> None:
+    from kafka import KafkaProducer
+
+    producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all")
+    try:
+        for w in windows:
+            key = usage_key(w["city"], w["app"], w["window_start_ms"]).encode()
+            producer.send(topic, key=key, value=encode_usage(w))
+        producer.flush()
+    finally:
+        producer.close()
+
+
+def _read_all(bootstrap: str, topic: str) -> list[tuple[str, bytes | None]]:
+    """Every message of a topic, in offset order per partition (no compaction view)."""
+    from kafka import KafkaConsumer, TopicPartition
+
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None)
+    try:
+        tps = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic))]
+        consumer.assign(tps)
+        consumer.seek_to_beginning(*tps)
+        ends = consumer.end_offsets(tps)
+        out: list[tuple[str, bytes | None]] = []
+        deadline = time.monotonic() + 60
+        while any(consumer.position(tp) < ends[tp] for tp in tps):
+            assert time.monotonic() < deadline, f"could not read {topic} to its end"
+            for records in consumer.poll(timeout_ms=500).values():
+                out += [(r.key.decode(), r.value) for r in records]
+        return out
+    finally:
+        consumer.close()
+
+
+@pytest.fixture
+def setup(kafka_bootstrap: str, kafka_topic_factory: Any, tmp_path: Path) -> dict[str, Any]:
+    policies = tmp_path / "policies.yaml"
+    policies.write_text(POLICY)
+    topics = {
+        "usage": kafka_topic_factory(partitions=4, prefix="ev-usage"),
+        "rules": kafka_topic_factory(partitions=2, configs=COMPACTED, prefix="ev-rules"),
+        "events": kafka_topic_factory(partitions=2, prefix="ev-events"),
+        "state": kafka_topic_factory(partitions=1, configs=COMPACTED, prefix="ev-state"),
+    }
+    env = {k: v for k, v in os.environ.items() if not k.startswith("VOIPFLOW_")}
+    env.update(
+        VOIPFLOW_DATA_DIR=str(tmp_path / "var"),
+        VOIPFLOW_KAFKA_BOOTSTRAP=kafka_bootstrap,
+        VOIPFLOW_KAFKA_USAGE_TOPIC=topics["usage"],
+        VOIPFLOW_KAFKA_VOIP_FLOWS_TOPIC=kafka_topic_factory(prefix="ev-flows"),
+        VOIPFLOW_KAFKA_RULES_TOPIC=topics["rules"],
+        VOIPFLOW_KAFKA_RULE_EVENTS_TOPIC=topics["events"],
+        VOIPFLOW_EVALUATOR_STATE_TOPIC=topics["state"],
+        VOIPFLOW_EVALUATOR_GROUP_ID=f"ev-group-{topics['usage']}",
+        VOIPFLOW_EVALUATOR_POLICIES=str(policies),
+        VOIPFLOW_EVALUATOR_PREFIX_TABLE=str(CITIES_CSV),
+        VOIPFLOW_EVALUATOR_EXIT_WHEN_IDLE_S="8",
+        VOIPFLOW_METRICS_LISTEN="",
+    )
+    t0 = (int(time.time()) - 30 * 60) // 60 * 60_000
+    return {"env": env, "topics": topics, "bootstrap": kafka_bootstrap, "t0": t0}
+
+
+def _start(env: dict[str, str], **extra: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "voipflow", "policy", "run"],
+        cwd=REPO,
+        env={**env, **extra},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+def _finish(proc: subprocess.Popen[str], want: int) -> str:
+    out, _ = proc.communicate(timeout=240)
+    assert proc.returncode == want, out[-3000:]
+    return out
+
+
+def _reference(windows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """The rules the pure evaluator publishes on the same windows, without restarts."""
+    ev = evaluator(
+        list(parse_policies(POLICY).policies),
+        city_prefixes=load_city_prefixes(CITIES_CSV),
+    )
+    now = int(time.time() * 1000)
+    rules: dict[str, dict[str, Any]] = {}
+    for w in windows:
+        for out in ev.on_usage(w, now):
+            if isinstance(out, Publish):
+                rules[f"{out.rule['rule_id']}@{out.rule['version']}"] = out.rule
+    return rules
+
+
+def _check(s: dict[str, Any], windows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    messages = _read_all(s["bootstrap"], s["topics"]["rules"])
+    versions = [
+        f"{decode_rule(v)['rule_id']}@{decode_rule(v)['version']}" for _, v in messages if v
+    ]
+    assert len(versions) == len(set(versions)), "a rule version was published twice"
+    want = _reference(windows)
+    events = [decode_rule_event(v) for _, v in _read_all(s["bootstrap"], s["topics"]["events"])]
+    refused = [e["detail"] for e in events if e["event"] == "refused"]
+    names = {k: (r["match"]["cities"], r["match"]["apps"]) for k, r in want.items()}
+    missing = [names[k] for k in want if k not in versions]
+    extra = [k for k in versions if k not in want]
+    assert sorted(versions) == sorted(want), (missing, extra, refused)
+    # hot-calls fires for pattern 0, 1 and 3 scopes; many-subscribers for Berlin/Hamburg zoom
+    assert sum(v.startswith("hot-calls-") for v in versions) == 6
+    # the compacted view is the set in force: one latest version per rule
+    table = read_table(s["bootstrap"], s["topics"]["rules"])
+    in_force = {k: decode_rule(v) for k, v in table.items() if v is not None}
+    assert set(in_force) == {w.split("@")[0] for w in want}
+    for rule in in_force.values():
+        assert rule["evidence"]["windows"], "a rule carries the windows it fired on"
+    return events
+
+
+def test_restart_and_fault_kill_forget_nothing_and_publish_nothing_twice(
+    setup: dict[str, Any],
+) -> None:
+    s = setup
+    windows = _windows(s["t0"])
+    per_minute = len(CITIES) * len(APPS)
+    phase = [windows[: 5 * per_minute], windows[5 * per_minute : 8 * per_minute]]
+    rest = windows[8 * per_minute :]
+
+    _produce(s["bootstrap"], s["topics"]["usage"], phase[0])
+    _finish(_start(s["env"]), 0)  # clean exit when idle: offsets committed
+    _produce(s["bootstrap"], s["topics"]["usage"], phase[1])
+    out = _finish(_start(s["env"], VOIPFLOW_EVALUATOR_FAULT_KILL_AFTER_BATCHES="1"), -9)
+    assert "fault injection" in out
+    _produce(s["bootstrap"], s["topics"]["usage"], rest)
+    out = _finish(_start(s["env"]), 0)
+    assert "repaired" in out or "restored" in out
+    events = _check(s, windows)
+    proposed = [e for e in events if e["event"] == "proposed"]
+    assert {f"{e['rule_id']}@{e['rule_version']}" for e in proposed} == set(_reference(windows))
+
+
+def test_sigkill_mid_stream(setup: dict[str, Any]) -> None:
+    s = setup
+    windows = _windows(s["t0"])
+    per_minute = len(CITIES) * len(APPS)
+    proc = _start(s["env"])
+    try:
+        killed_at = None
+        for minute in range(MINUTES):
+            _produce(
+                s["bootstrap"],
+                s["topics"]["usage"],
+                windows[minute * per_minute : (minute + 1) * per_minute],
+            )
+            if minute == 5:
+                # wait for the first rules, then kill while windows still arrive
+                deadline = time.monotonic() + 120
+                while not any(v for _, v in _read_all(s["bootstrap"], s["topics"]["rules"])):
+                    assert time.monotonic() < deadline, "no rule published in 120 s"
+                    assert proc.poll() is None, proc.communicate()[0][-3000:]
+                    time.sleep(0.5)
+                proc.send_signal(signal.SIGKILL)
+                proc.communicate(timeout=30)
+                killed_at = minute
+                proc = _start(s["env"])
+            time.sleep(0.3)
+        assert killed_at is not None, "the evaluator published no rule before the kill"
+        _finish(proc, 0)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.communicate()
+    _check(s, windows)
