@@ -114,3 +114,28 @@ IS_APP_PORT = np.isin(np.arange(P_SERVICE + 1), (P_ZOOM, P_TEAMS, P_VIBER, P_VOI
 UDP_PORTS = port_table(tcp=False)
 TCP_PORTS = port_table(tcp=True)
 NO_PORTS = np.zeros(65536, dtype=np.uint8)
+
+#: Port categories that are one app's own knowledge (its vendor's documents),
+#: switched off with that app (``Classifier(without=...)``); STUN/TURN's
+#: registered ports (RFC 8489) and the service ports are nobody's own.
+PORT_OWNER = {
+    P_SIP: "sip",
+    P_H323: "h323",
+    P_SCCP: "sccp",
+    P_MGCP: "mgcp",
+    P_IAX: "iax",
+    P_GSTUN: "meet",
+    P_ZOOM: "zoom",
+    P_TEAMS: "teams",
+    P_VIBER: "viber",
+    P_VOICECHAT: "other_voip",
+}
+
+
+def without_ports(table: np.ndarray, without: frozenset[str]) -> np.ndarray:
+    """``table`` with the port categories of the apps in ``without`` cleared."""
+    off = [c for c, a in PORT_OWNER.items() if a in without]
+    if not off:
+        return table
+    out: np.ndarray = np.where(np.isin(table, off), np.uint8(P_NONE), table).astype(np.uint8)
+    return out

@@ -147,4 +147,7 @@ def test_heldout_sampled_1_in_10(heldout: Path, tmp_path: Path) -> None:
     assert seen["precision"] >= 0.90 and seen["f1"] >= 0.70, seen
     assert set(run["false_positive_kinds"]) <= KNOWN_FALSE_POSITIVES
     for app in ("teams", "whatsapp", "zoom", "discord"):
-        assert run["per_app"][app]["recall"] == 1.0, (app, run["per_app"][app])
+        # every flow of theirs that sampling left a record of (a few-packet
+        # ICE check often gets none)
+        a = run["per_app"][app]
+        assert a["detected"] == a["flows"] - a["unmatched"] > 0, (app, a)

@@ -57,3 +57,49 @@ def test_eval_prints_the_summary_last_and_writes_the_report(
     assert run["per_capture"]["dns-exf.pcap"]["fp_records"] == 0
     if flags == ["--biflow"]:
         assert run["run"]["biflow"] and run["run"]["version"] == 10
+
+
+@pytest.mark.slow
+def test_eval_leave_one_app_out_split_and_calibration(corpus_dir: Path, tmp_path: Path) -> None:
+    out = tmp_path / "report.json"
+    cache = tmp_path / "cache"
+    captures = ["zoom.pcap", "wa_voice.pcap", "dns-exf.pcap"]
+    only = [arg for c in captures for arg in ("--only", c)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "voipflow",
+        "eval",
+        "--pcaps",
+        str(corpus_dir / "pcap"),
+        "--labels",
+        str(corpus_dir / "labels.csv"),
+        "--json",
+        str(out),
+        "--leave-one-app-out",
+        "--split",
+        "half",
+        "--cache",
+        str(cache),
+        *only,
+    ]
+    first = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300, check=False)
+    assert first.returncode == 0, first.stderr[-2000:]
+    run = json.loads(out.read_text())["runs"][0]
+    loao = run["leave_one_app_out"]
+    # Zoom's media ports and ranges find its calls; with them off, fewer or none.
+    assert loao["zoom"]["found_all"] == run["per_app"]["zoom"]["detected"] > 0
+    assert loao["zoom"]["found_left_out"] <= loao["zoom"]["found_all"]
+    halves = run["split_half"]
+    assert set(halves) == {"tune", "report"}
+    assert sum(h["captures"] for h in halves.values()) == 3
+    assert (
+        run["calibration"]["records"]
+        == run["per_record"]["records"] - run["per_record"]["records_unmatched"]
+    )
+    assert "leave one app out" in first.stdout
+    # The second run reads the cached export and gives the same verdicts.
+    assert any(cache.rglob("zoom.pcap.dgrams"))
+    second = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300, check=False)
+    assert second.returncode == 0, second.stderr[-2000:]
+    assert second.stdout.strip().splitlines()[-1] == first.stdout.strip().splitlines()[-1]

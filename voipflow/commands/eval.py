@@ -15,12 +15,21 @@ import json
 import shutil
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from streams import evaluate as ev
-from streams.classify import CLASSIFIER_VERSION
-from voipflow.evaluation.captures import find_captures, run_one
+from streams.classify import CLASSIFIER_VERSION, Classifier
+from streams.providers import load_providers
+from voipflow.evaluation import generalise as gen
+from voipflow.evaluation.captures import (
+    classify_all,
+    export_all,
+    find_captures,
+    join_labels,
+    score_run,
+)
 from voipflow.settings import Settings
 
 
@@ -47,6 +56,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--softflowd", default="softflowd", help="softflowd binary (default: %(default)s)"
     )
+    parser.add_argument(
+        "--leave-one-app-out",
+        action="store_true",
+        help="for each app family, score its flows with its own ranges, ports and ids off",
+    )
+    parser.add_argument(
+        "--split",
+        choices=("half",),
+        help="half: report the tune half and the report half of the captures apart "
+        "(split by a hash of the capture's name)",
+    )
+    parser.add_argument(
+        "--cache",
+        type=Path,
+        help="keep softflowd's export datagrams here and reuse them on the next run",
+    )
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
@@ -66,17 +91,35 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         print(f"voipflow eval: no captures in {args.pcaps}", file=sys.stderr)
         return 2
     versions = args.version or ([10] if args.biflow else [9])
-    runs = [
-        run_one(
+    providers = load_providers()
+    runs = []
+    for v in versions:
+        exported = export_all(
             captures,
-            labels,
             v,
             softflowd=args.softflowd,
             sampling=args.sampling,
             biflow=args.biflow,
+            cache=args.cache,
         )
-        for v in versions
-    ]
+        names, label_idx = join_labels(exported, labels)
+        verdicts = classify_all(exported, Classifier(providers), names, label_idx)
+        runs.append(
+            score_run(exported, verdicts, labels, v, args.sampling, args.biflow, len(captures))
+        )
+        matched = label_idx >= 0
+        extra: dict[str, Any] = {
+            "calibration": gen.calibration(
+                verdicts.confidence[matched], labels.is_voip[label_idx[matched]]
+            )
+        }
+        if args.split == "half":
+            extra["split_half"] = gen.halves(verdicts, labels, [c.name for c in captures])
+        if args.leave_one_app_out:
+            extra["leave_one_app_out"] = gen.leave_one_app_out(
+                exported, verdicts, labels, providers
+            )
+        runs[-1].update(extra)
     pooled = [r.pop("_pooled") for r in runs]
     if len(runs) == 1:
         overall = {k: runs[0][k] for k in ("per_record", "per_flow", "per_flow_observed")}
@@ -114,8 +157,40 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
             )
         for app_name, a in r["per_app"].items():
             print(f"  {app_name:<11} {a['detected']:>3}/{a['flows']:<3} recall={a['recall']:.2f}")
+        print_generalisation(r)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(report, indent=2, default=str), encoding="utf-8")
     print(ev.summary_line(overall))
     return 0
+
+
+def print_generalisation(run: dict[str, Any]) -> None:
+    """The calibration, capture-split and leave-one-app-out tables of one run."""
+    cal = run["calibration"]
+    print(
+        f"  calibration (confidence bin: records, mean confidence, share VoIP), "
+        f"ECE={cal['ece']:.3f}"
+    )
+    for b in cal["bins"]:
+        print(f"    {b['bin']}: {b['records']:>6} {b['mean_confidence']:.2f} {b['share_voip']:.3f}")
+    if "split_half" in run:
+        print("  capture split (per record P/R/F1; per labelled flow P/R/F1):")
+        for title, h in run["split_half"].items():
+            pr, pf = h["per_record"], h["per_flow"]
+            print(
+                f"    {title:<6} {h['captures']:>3} captures {h['voip_flows']:>3}/"
+                f"{h['labelled_flows']:<5} VoIP flows: {pr['precision']:.3f} "
+                f"{pr['recall']:.3f} {pr['f1']:.3f}; {pf['precision']:.3f} "
+                f"{pf['recall']:.3f} {pf['f1']:.3f}"
+            )
+    if "leave_one_app_out" in run:
+        print(
+            "  leave one app out (family: flows, found with all knowledge, found with its "
+            "own off, recall; whole run P/F1 per labelled flow):"
+        )
+        for fam, x in run["leave_one_app_out"].items():
+            print(
+                f"    {fam:<9} {x['flows']:>3} {x['found_all']:>3} {x['found_left_out']:>3} "
+                f"{x['recall_left_out']:.2f}  P={x['precision_run']:.3f} F1={x['f1_run']:.3f}"
+            )

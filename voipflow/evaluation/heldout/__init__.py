@@ -26,7 +26,7 @@ import numpy as np
 
 from collectors.pcapfile import write_packets
 from streams.providers import load_providers
-from voipflow.evaluation.heldout.scenarios import SCENARIOS
+from voipflow.evaluation.heldout.scenarios import ADDED_SCENARIOS, SCENARIOS
 from voipflow.evaluation.heldout.traffic import LABEL_HEADER, Addresses, Capture
 
 #: The seed of the reported held-out figures (development used others).
@@ -39,7 +39,7 @@ def build_synthetic(out: Path, seed: int = REPORT_SEED) -> list[str]:
     (out / "pcap").mkdir(parents=True, exist_ok=True)
     providers = load_providers()
     rows: list[str] = []
-    for i, (name, make) in enumerate(sorted(SCENARIOS.items())):
+    for i, (name, make) in enumerate([*sorted(SCENARIOS.items()), *ADDED_SCENARIOS.items()]):
         rng = np.random.default_rng([seed, i])
         cap = Capture(name, rng, T0 + 3600 * i)
         make(cap, Addresses(rng, providers))
