@@ -36,9 +36,9 @@ from typing import Any
 
 import numpy as np
 
-from schemas import flowbatch as fb
 from voipflow.broker import fetch_jars
 from voipflow.cluster import LocalCluster
+from voipflow.schemas import flowbatch as fb
 from voipflow.topics import ensure_topics
 
 REPO = Path(__file__).resolve().parents[1]

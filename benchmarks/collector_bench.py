@@ -77,9 +77,9 @@ from typing import Any
 
 import numpy as np
 
-from collectors.codec.encoder import make_encoder
-from schemas.flowbatch import ipv4_to_addr16
+from voipflow.collectors.codec.encoder import make_encoder
 from voipflow.netutil import free_port
+from voipflow.schemas.flowbatch import ipv4_to_addr16
 
 REPO = Path(__file__).resolve().parents[1]
 GOFLOW2 = REPO / ".cache" / "go" / "bin" / "goflow2"

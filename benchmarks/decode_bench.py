@@ -18,9 +18,9 @@ import time
 
 import numpy as np
 
-from collectors.codec.decoder import Decoder
-from collectors.codec.templates import TemplateCache
-from schemas.flowbatch import text_to_addr16
+from voipflow.collectors.codec.decoder import Decoder
+from voipflow.collectors.codec.templates import TemplateCache
+from voipflow.schemas.flowbatch import text_to_addr16
 
 EXPORTER = text_to_addr16("192.0.2.1")
 

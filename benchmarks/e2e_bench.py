@@ -60,10 +60,8 @@ from typing import Any
 import numpy as np
 
 from benchmarks.collector_bench import Stream, cpu_seconds, flow_columns, peak_rss_mb, send
-from collectors.codec.encoder import make_encoder
-from schemas.flowbatch import ipv4_to_addr16
-from schemas.topics import kafka_client_options
 from voipflow.children import ChildError, ChildProcess
+from voipflow.collectors.codec.encoder import make_encoder
 from voipflow.demo.database import ClickHouseSchema, opened
 from voipflow.demo.options import DemoOptions
 from voipflow.demo.pipeline import DemoKafka, PipelineTopics, child_env, child_processes
@@ -71,6 +69,8 @@ from voipflow.demo.plan import DemoPlan, collector_listen
 from voipflow.demo.printer import Printer
 from voipflow.demo.watch import KafkaProbe
 from voipflow.process import running
+from voipflow.schemas.flowbatch import ipv4_to_addr16
+from voipflow.schemas.topics import kafka_client_options
 from voipflow.settings import Settings, load_settings
 
 SAMPLE_S = 0.2

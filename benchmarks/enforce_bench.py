@@ -40,10 +40,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from enforcement.points.backend import Batch
-from enforcement.points.config import EnforceConfig
-from enforcement.points.desired import normalise
-from enforcement.points.nftables import NftBackend
+from voipflow.enforcement.points.backend import Batch
+from voipflow.enforcement.points.config import EnforceConfig
+from voipflow.enforcement.points.desired import normalise
+from voipflow.enforcement.points.nftables import NftBackend
 from voipflow.netutil import free_port
 
 
@@ -174,7 +174,7 @@ def bench_nft_single(ns: str, count: int) -> dict[str, float]:
 
 
 def bench_flowspec(rules: int) -> dict[str, Any]:
-    from enforcement.points.flowspec import FlowSpecBackend
+    from voipflow.enforcement.points.flowspec import FlowSpecBackend
 
     tmp = Path(tempfile.mkdtemp(prefix="vfe-bench-"))
     router = Router(tmp)
@@ -230,9 +230,9 @@ def bench_latency(ns: str, count: int) -> dict[str, float]:
     """
     from kafka import KafkaConsumer, KafkaProducer
 
-    from enforcement.points.service import EnforcementPoint
-    from schemas.rules import decode_feedback, encode_rule
     from voipflow.broker import LocalBroker, LocalBrokerConfig, fetch_jars
+    from voipflow.enforcement.points.service import EnforcementPoint
+    from voipflow.schemas.rules import decode_feedback, encode_rule
     from voipflow.topics import ensure_topics
 
     tmp = Path(tempfile.mkdtemp(prefix="vfe-bench-kafka-"))

@@ -1,6 +1,6 @@
 """Policy evaluator throughput and the guardrails' split, pure path.
 
-1. Usage windows per CPU-second through :class:`enforcement.evaluator.Evaluator`
+1. Usage windows per CPU-second through :class:`voipflow.enforcement.evaluator.Evaluator`
    for P policies over C cities x A apps, a share of the windows hot (so
    rules fire and renew), timed with ``time.process_time``.
 2. The never-block split: time to cut K protected /32s out of a /8 target.
@@ -16,11 +16,11 @@ import statistics
 import time
 from typing import Any
 
-from enforcement.config import GuardrailConfig
-from enforcement.evaluator import Evaluator, Publish
-from enforcement.guardrails import Guardrails
-from enforcement.policy import parse_policies
-from enforcement.targets import PeerSet, TargetResolver
+from voipflow.enforcement.config import GuardrailConfig
+from voipflow.enforcement.evaluator import Evaluator, Publish
+from voipflow.enforcement.guardrails import Guardrails
+from voipflow.enforcement.policy import parse_policies
+from voipflow.enforcement.targets import PeerSet, TargetResolver
 
 APPS = ("teams", "zoom", "whatsapp", "sip")
 

@@ -26,8 +26,8 @@ import time
 import uuid
 from pathlib import Path
 
-from schemas.rules import decode_rule
-from schemas.usage import encode_usage, usage_key
+from voipflow.schemas.rules import decode_rule
+from voipflow.schemas.usage import encode_usage, usage_key
 
 REPO = Path(__file__).resolve().parents[1]
 TABLE = REPO / "data" / "cities" / "demo-cities.csv"

@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import shutil
 import statistics
-import sys
 import tempfile
 import threading
 import time
@@ -34,18 +33,15 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from storage.clickhouse.embedded import EmbeddedClickHouse
-from storage.clickhouse.http_client import HTTPClickHouse
-from storage.clickhouse.http_server import ClickHouseHTTPServer
-from storage.clickhouse.migrations import Migrator, RenderOptions
-from storage.config import ClickHouseConfig
-from storage.sink.tables import combine, parse_voip_flows
+from voipflow.dashboards import health, rules, usage
 from voipflow.evaluation.sinkdata import flow_batch
-
-# The Grafana stand-in of the tests expands the panels' macros as Grafana would.
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from dashboards import health, rules, usage
-from tests.dashboards.grafana_sim import Request, Variable, interpolate, panel_interval_ms
+from voipflow.report.grafana_sql import PanelRequest, expand, panel_interval_ms
+from voipflow.storage.clickhouse.embedded import EmbeddedClickHouse
+from voipflow.storage.clickhouse.http_client import HTTPClickHouse
+from voipflow.storage.clickhouse.http_server import ClickHouseHTTPServer
+from voipflow.storage.clickhouse.migrations import Migrator, RenderOptions
+from voipflow.storage.config import ClickHouseConfig
+from voipflow.storage.sink.tables import combine, parse_voip_flows
 
 DAY = 86400
 APPS = ("teams", "whatsapp", "sip")
@@ -105,14 +101,16 @@ def panel_requests(now: int, cities: int) -> list[tuple[str, str]]:
         for p in dash["panels"]:
             if p["type"] == "row":
                 continue
-            variables = {
-                "city": Variable("city", city_names),
-                "app": Variable("app", list(APPS)),
-                "exporter": Variable("exporter", ["192.0.2.1"]),
-            }
-            req = Request(f_ms, t_ms, panel_interval_ms(p, f_ms, t_ms), variables)
+            # Every variable on All, as a dashboard opens; the panel's macros
+            # expanded as the Grafana data source expands them (the report's code).
+            options = {"city": city_names, "app": list(APPS), "exporter": ["192.0.2.1"]}
+            points = p.get("maxDataPoints") or 1000
+            interval = panel_interval_ms(f_ms, t_ms, points, p.get("interval"))
+            req = PanelRequest(f_ms, t_ms, interval)
             for target in p["targets"]:
-                out.append((f"{dash['title']}/{p['title']}", interpolate(target["rawSql"], req)))
+                out.append(
+                    (f"{dash['title']}/{p['title']}", expand(target["rawSql"], req, options))
+                )
     return out
 
 

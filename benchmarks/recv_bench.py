@@ -21,7 +21,7 @@ import statistics
 import time
 from collections.abc import Callable
 
-from collectors.receiver import MAX_DATAGRAM, drain
+from voipflow.collectors.receiver import MAX_DATAGRAM, drain
 
 
 def _fill(rx: socket.socket, tx: socket.socket, count: int, payload: bytes) -> int:

@@ -26,12 +26,12 @@ import tempfile
 import time
 from pathlib import Path
 
-from storage.clickhouse.embedded import EmbeddedClickHouse
-from storage.clickhouse.migrations import Migrator, RenderOptions
-from storage.config import ClickHouseConfig
 from voipflow.report.make import selection_for
 from voipflow.report.queries import fetch
 from voipflow.report.render import render
+from voipflow.storage.clickhouse.embedded import EmbeddedClickHouse
+from voipflow.storage.clickhouse.migrations import Migrator, RenderOptions
+from voipflow.storage.config import ClickHouseConfig
 
 APPS = (
     "teams", "whatsapp", "sip", "zoom", "meet", "signal", "telegram", "facetime", "webex",

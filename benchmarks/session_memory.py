@@ -1,6 +1,6 @@
 """Memory and cost of the classifier's per-exporter session context at a million hosts.
 
-:class:`streams.session.HostSessions` keeps, per exporter, the subscriber
+:class:`voipflow.streams.session.HostSessions` keeps, per exporter, the subscriber
 hosts that are in a calling app's session (64-bit host hash, app code, last
 seen). This fills one with ``--hosts`` distinct hosts in batches of
 ``--batch`` (as a busy exporter's batches would open them) and prints its
@@ -19,8 +19,8 @@ import tracemalloc
 
 import numpy as np
 
-from streams.flowpairs import mix64
-from streams.session import HostSessions
+from voipflow.streams.flowpairs import mix64
+from voipflow.streams.session import HostSessions
 
 
 def main() -> None:

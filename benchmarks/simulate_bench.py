@@ -27,7 +27,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from collectors.codec.encoder import make_encoder  # noqa: E402
+from voipflow.collectors.codec.encoder import make_encoder  # noqa: E402
 from voipflow.simulate.addresses import (  # noqa: E402
     default_provider_dirs,
     load_cities,

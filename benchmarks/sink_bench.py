@@ -27,14 +27,14 @@ from pathlib import Path
 
 import numpy as np
 
-from storage.clickhouse import ClickHouse
-from storage.clickhouse.embedded import EmbeddedClickHouse
-from storage.clickhouse.migrations import Migrator, RenderOptions
-from storage.clickhouse.native import NativeClickHouse
-from storage.config import ClickHouseConfig
-from storage.sink.tables import combine, parse_voip_flows, with_offsets
 from voipflow.evaluation.chserver import ClickHouseServer, server_binary
 from voipflow.evaluation.sinkdata import flow_batch
+from voipflow.storage.clickhouse import ClickHouse
+from voipflow.storage.clickhouse.embedded import EmbeddedClickHouse
+from voipflow.storage.clickhouse.migrations import Migrator, RenderOptions
+from voipflow.storage.clickhouse.native import NativeClickHouse
+from voipflow.storage.config import ClickHouseConfig
+from voipflow.storage.sink.tables import combine, parse_voip_flows, with_offsets
 
 MESSAGE_ROWS = 1000
 

@@ -26,9 +26,9 @@ from pathlib import Path
 
 import numpy as np
 
-from schemas import flowbatch as fb
-from streams.config import WorkerConfig
-from streams.pipeline import FlowPipeline
+from voipflow.schemas import flowbatch as fb
+from voipflow.streams.config import WorkerConfig
+from voipflow.streams.pipeline import FlowPipeline
 
 REPO = Path(__file__).resolve().parents[1]
 TABLE = REPO / "data" / "cities" / "demo-cities.csv"
@@ -73,7 +73,7 @@ def make_messages(batches: int, flows: int, seed: int = 1) -> list[bytes]:
 
 def pure(messages: list[bytes], flows: int) -> dict[str, float]:
     """Flows per CPU-second of the whole per-batch step and of each stage."""
-    from streams.aggregate import batch_partials
+    from voipflow.streams.aggregate import batch_partials
 
     pipe = FlowPipeline(WorkerConfig(prefix_table=TABLE, home_networks=HOME))
     pipe.start()

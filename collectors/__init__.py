@@ -1,6 +1,6 @@
 """NetFlow v5/v9 and IPFIX collectors: receive, decode, batch, publish.
 
-Two layers. The codec, :mod:`collectors.codec`, is pure (bytes to columns
+Two layers. The codec, :mod:`voipflow.collectors.codec`, is pure (bytes to columns
 and back: ``codec.decoder``, ``codec.encoder`` and what they build on) and
 never imports the runtime. The runtime, the modules here, owns sockets,
 clock, Kafka and metrics: receive (UDP sockets only, ``receiver``,

@@ -17,9 +17,9 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from collectors.codec.assemble import concat
-from schemas import flowbatch
-from schemas.flowbatch import FlowBatch
+from voipflow.collectors.codec.assemble import concat
+from voipflow.schemas import flowbatch
+from voipflow.schemas.flowbatch import FlowBatch
 
 
 def exporter_ranges(batch: FlowBatch) -> tuple[FlowBatch, list[tuple[bytes, int, int]]]:

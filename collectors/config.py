@@ -7,8 +7,8 @@ from typing import Literal
 
 from pydantic import BaseModel, Field, field_validator
 
-from collectors.codec.decoder import DecoderConfig
-from collectors.codec.templates import TemplateCache
+from voipflow.collectors.codec.decoder import DecoderConfig
+from voipflow.collectors.codec.templates import TemplateCache
 
 
 def _host_port(value: str) -> str:

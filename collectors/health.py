@@ -5,7 +5,7 @@ summed here in plain objects (a few integer additions per exporter per
 decode call), pushed to Prometheus once per second and reported to Kafka
 every ``health_interval_s`` as one JSON object per exporter and domain, whose
 fields the contract ``schemas/json/exporter-health.v1.json`` lists
-(:mod:`schemas.health`).
+(:mod:`voipflow.schemas.health`).
 
 Counters are deltas since the previous report of this process; ``templates``,
 ``records_held`` and ``sampling_rate`` are current values. ``kernel_drops``
@@ -23,10 +23,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from collectors.codec.call import DomainKey, ExporterStats
-from collectors.metrics import CollectorMetrics
-from schemas.flowbatch import addr_to_text
-from schemas.health import SCHEMA_NAME
+from voipflow.collectors.codec.call import DomainKey, ExporterStats
+from voipflow.collectors.metrics import CollectorMetrics
+from voipflow.schemas.flowbatch import addr_to_text
+from voipflow.schemas.health import SCHEMA_NAME
 
 HEALTH_SCHEMA = SCHEMA_NAME
 

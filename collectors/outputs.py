@@ -25,10 +25,10 @@ from typing import IO, Any, Protocol
 import numpy as np
 import pyarrow as pa
 
-from collectors.batching import MessageEncoder, exporter_ranges
-from collectors.metrics import CollectorMetrics
-from collectors.publisher import Publisher
-from schemas.flowbatch import FLOW_COLUMNS, SCHEMA_NAME, FlowBatch, addr_to_text
+from voipflow.collectors.batching import MessageEncoder, exporter_ranges
+from voipflow.collectors.metrics import CollectorMetrics
+from voipflow.collectors.publisher import Publisher
+from voipflow.schemas.flowbatch import FLOW_COLUMNS, SCHEMA_NAME, FlowBatch, addr_to_text
 
 log = logging.getLogger(__name__)
 

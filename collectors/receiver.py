@@ -197,7 +197,7 @@ def drain_into(
 ) -> int:
     """Like :func:`drain`, but each datagram lands in ``view`` right after the
     one before (from ``pos`` on): the decoder takes them as one buffer
-    (:class:`collectors.codec.frame.Frame`) without a ``bytes`` object each or a
+    (:class:`voipflow.collectors.codec.frame.Frame`) without a ``bytes`` object each or a
     join. Stops when fewer than :data:`MAX_DATAGRAM` bytes are left, so no
     datagram is ever cut. Appends each size and sender address; returns
     the position after the last.

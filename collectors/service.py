@@ -36,17 +36,17 @@ from pathlib import Path
 
 import numpy as np
 
-from collectors.admission import Admission
-from collectors.batching import Accumulator, MessageEncoder, exporter_ranges
-from collectors.codec.assemble import concat
-from collectors.codec.decoder import Decoder
-from collectors.codec.frame import Frame
-from collectors.codec.templates import TemplateCacheError
-from collectors.config import CollectorConfig, split_listen, split_networks
-from collectors.health import ExporterTracker
-from collectors.metrics import CollectorMetrics
-from collectors.outputs import Output
-from collectors.receiver import (
+from voipflow.collectors.admission import Admission
+from voipflow.collectors.batching import Accumulator, MessageEncoder, exporter_ranges
+from voipflow.collectors.codec.assemble import concat
+from voipflow.collectors.codec.decoder import Decoder
+from voipflow.collectors.codec.frame import Frame
+from voipflow.collectors.codec.templates import TemplateCacheError
+from voipflow.collectors.config import CollectorConfig, split_listen, split_networks
+from voipflow.collectors.health import ExporterTracker
+from voipflow.collectors.metrics import CollectorMetrics
+from voipflow.collectors.outputs import Output
+from voipflow.collectors.receiver import (
     MAX_DATAGRAM,
     ListenSocket,
     ReceiverError,
@@ -54,7 +54,7 @@ from collectors.receiver import (
     open_sockets,
     read_kernel_drops,
 )
-from schemas.flowbatch import make_batch, text_to_addr16
+from voipflow.schemas.flowbatch import make_batch, text_to_addr16
 
 log = logging.getLogger(__name__)
 

@@ -1,10 +1,10 @@
 """Grafana dashboards for voipflow, generated from code.
 
-:mod:`dashboards.build` turns the definitions in :mod:`dashboards.usage`,
-:mod:`dashboards.rules` and :mod:`dashboards.health` (plain dicts, helpers in
-:mod:`dashboards.grafana`) into the committed ``dashboards/*.json`` files that
+:mod:`voipflow.dashboards.build` turns the definitions in :mod:`voipflow.dashboards.usage`,
+:mod:`voipflow.dashboards.rules` and :mod:`voipflow.dashboards.health` (plain dicts, helpers in
+:mod:`voipflow.dashboards.grafana`) into the committed ``dashboards/*.json`` files that
 Grafana's file provisioning loads (``provisioning/dashboards/voipflow.yaml``).
-:mod:`dashboards.cities` loads the city coordinates the map needs.
+:mod:`voipflow.dashboards.cities` loads the city coordinates the map needs.
 
 Errors::
 

@@ -19,8 +19,8 @@ from typing import Any
 if __package__ in (None, ""):  # run as `python dashboards/build.py`
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from dashboards import StaleDashboards, health, rules, usage
-from dashboards.rollups import Retention
+from voipflow.dashboards import StaleDashboards, health, rules, usage
+from voipflow.dashboards.rollups import Retention
 
 #: Where the JSON files live (mounted into Grafana by docker-compose.yml).
 DASHBOARD_DIR = Path(__file__).resolve().parent
@@ -58,7 +58,7 @@ def check(directory: Path = DASHBOARD_DIR, retention: Retention | None = None) -
     if names:
         raise StaleDashboards(
             f"out of date in {directory}: {', '.join(names)} "
-            "(run `python -m dashboards.build` and commit the result)"
+            "(run `python -m voipflow.dashboards.build` and commit the result)"
         )
 
 
@@ -79,7 +79,9 @@ def load(directory: Path = DASHBOARD_DIR) -> dict[str, dict[str, Any]]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m dashboards.build", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="python -m voipflow.dashboards.build", description=__doc__
+    )
     parser.add_argument("--check", action="store_true", help="only compare, exit 1 if stale")
     parser.add_argument("--out", type=Path, default=DASHBOARD_DIR, help="output directory")
     args = parser.parse_args(argv)

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dashboards import CityTableError
+from voipflow.dashboards import CityTableError
 
 REQUIRED = ("city", "region", "country", "lat", "lon")
 

@@ -7,7 +7,7 @@ the 24-column grid left to right, so panel definitions never carry
 coordinates. Every query goes to the ClickHouse data source chosen by the
 ``${datasource}`` variable (type ``grafana-clickhouse-datasource``).
 
-Nothing here talks to Grafana; :mod:`dashboards.build` writes the JSON files
+Nothing here talks to Grafana; :mod:`voipflow.dashboards.build` writes the JSON files
 that provisioning loads.
 """
 

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from dashboards.grafana import (
+from voipflow.dashboards.grafana import (
     dashboard,
     override,
     query_variable,

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from dashboards.grafana import (
+from voipflow.dashboards.grafana import (
     dashboard,
     override,
     piechart,
@@ -27,7 +27,7 @@ from dashboards.grafana import (
     table,
     timeseries,
 )
-from dashboards.rollups import APP_FILTER, CITY_FILTER
+from voipflow.dashboards.rollups import APP_FILTER, CITY_FILTER
 
 UID = "voipflow-rules"
 

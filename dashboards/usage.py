@@ -1,7 +1,7 @@
 """The "VoIP usage" dashboard: minutes, calls, subscribers and apps per city.
 
 Reads the usage rollups (table chosen per range or interval, see
-:mod:`dashboards.rollups`), ``flows_voip`` for calls, and ``cities`` for the
+:mod:`voipflow.dashboards.rollups`), ``flows_voip`` for calls, and ``cities`` for the
 map's coordinates. Definitions an operator sees in the panel descriptions:
 
 * VoIP minutes: estimated call time (``call_seconds`` / 60; paired media
@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from dashboards.grafana import (
+from voipflow.dashboards.grafana import (
     barchart,
     dashboard,
     geomap,
@@ -31,8 +31,8 @@ from dashboards.grafana import (
     table,
     timeseries,
 )
-from dashboards.rollups import APP_FILTER, CITY_FILTER, Retention, usage_rows
-from streams.classify import Evidence
+from voipflow.dashboards.rollups import APP_FILTER, CITY_FILTER, Retention, usage_rows
+from voipflow.streams.classify import Evidence
 
 UID = "voipflow-usage"
 

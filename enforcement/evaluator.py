@@ -22,7 +22,7 @@ evaluator crash): runs are computed from the set of holding windows, so
 order does not matter, and a window seen before changes nothing.
 
 Before a rule is published the guardrails check its target (never-block
-prefixes are cut out) and the caps (:mod:`enforcement.guardrails`). A
+prefixes are cut out) and the caps (:mod:`voipflow.enforcement.guardrails`). A
 refused rule becomes a ``refused`` event with the reason, once per run.
 
 The whole state (holding windows, rules, refusals, the rate window) is a
@@ -40,12 +40,12 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from enforcement.errors import TargetError
-from enforcement.events import make_event
-from enforcement.guardrails import Guardrails, Refusal
-from enforcement.policy import Policy
-from enforcement.targets import TargetResolver
-from schemas.rules import RULES_SCHEMA
+from voipflow.enforcement.errors import TargetError
+from voipflow.enforcement.events import make_event
+from voipflow.enforcement.guardrails import Guardrails, Refusal
+from voipflow.enforcement.policy import Policy
+from voipflow.enforcement.targets import TargetResolver
+from voipflow.schemas.rules import RULES_SCHEMA
 
 #: Holding windows kept per scope beyond the longest run a policy needs.
 HORIZON_WINDOWS = 60

@@ -1,6 +1,6 @@
 """The policy evaluator process: voip-usage.v1 in, rules.v1 and rule-events.v1 out.
 
-A thin loop around :class:`enforcement.evaluator.Evaluator`, in its own Kafka
+A thin loop around :class:`voipflow.enforcement.evaluator.Evaluator`, in its own Kafka
 consumer group (``VOIPFLOW_EVALUATOR_GROUP_ID``). Its state lives in a
 compacted topic (``VOIPFLOW_EVALUATOR_STATE_TOPIC``), so a restarted
 evaluator neither forgets the windows it was counting nor emits a rule twice.
@@ -36,20 +36,27 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from enforcement import metrics
-from enforcement.config import EvaluatorConfig, GuardrailConfig
-from enforcement.errors import EnforcementError, PolicyError
-from enforcement.evaluator import Evaluator, Event, Output, Publish, Withdraw, proposed_event
-from enforcement.guardrails import Guardrails
-from enforcement.kafka_io import COMPACTED, make_producer, read_table
-from enforcement.policy import load_policies, policy_files
-from enforcement.targets import PeerSet, TargetResolver, load_city_prefixes
-from schemas import voipflows
-from schemas.rule_events import encode_rule_event, event_key
-from schemas.rules import decode_rule, encode_rule, rule_key
-from schemas.topics import KafkaConfig, kafka_client_options
-from schemas.usage import UsageError, decode_usage
-from streams.providers import load_providers
+from voipflow.enforcement import metrics
+from voipflow.enforcement.config import EvaluatorConfig, GuardrailConfig
+from voipflow.enforcement.errors import EnforcementError, PolicyError
+from voipflow.enforcement.evaluator import (
+    Evaluator,
+    Event,
+    Output,
+    Publish,
+    Withdraw,
+    proposed_event,
+)
+from voipflow.enforcement.guardrails import Guardrails
+from voipflow.enforcement.kafka_io import COMPACTED, make_producer, read_table
+from voipflow.enforcement.policy import load_policies, policy_files
+from voipflow.enforcement.targets import PeerSet, TargetResolver, load_city_prefixes
+from voipflow.schemas import voipflows
+from voipflow.schemas.rule_events import encode_rule_event, event_key
+from voipflow.schemas.rules import decode_rule, encode_rule, rule_key
+from voipflow.schemas.topics import KafkaConfig, kafka_client_options
+from voipflow.schemas.usage import UsageError, decode_usage
+from voipflow.streams.providers import load_providers
 
 log = logging.getLogger(__name__)
 

@@ -13,7 +13,7 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from schemas.rule_events import SCHEMA_NAME
+from voipflow.schemas.rule_events import SCHEMA_NAME
 
 
 def _first(values: Any) -> str:

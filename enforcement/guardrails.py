@@ -28,8 +28,8 @@ from collections import deque
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
-from enforcement.config import GuardrailConfig
-from enforcement.policy import TRAFFIC_ACTIONS
+from voipflow.enforcement.config import GuardrailConfig
+from voipflow.enforcement.policy import TRAFFIC_ACTIONS
 
 Net = ipaddress.IPv4Network | ipaddress.IPv6Network
 

@@ -23,11 +23,11 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-from enforcement.config import GuardrailConfig
-from enforcement.evaluator import Evaluator, Event, Publish
-from enforcement.guardrails import Guardrails
-from enforcement.policy import Policy
-from enforcement.targets import TargetResolver
+from voipflow.enforcement.config import GuardrailConfig
+from voipflow.enforcement.evaluator import Evaluator, Event, Publish
+from voipflow.enforcement.guardrails import Guardrails
+from voipflow.enforcement.policy import Policy
+from voipflow.enforcement.targets import TargetResolver
 
 
 def _lit(value: str) -> str:

@@ -3,7 +3,7 @@
 * :func:`read_table` reads a compacted topic from its start to its current
   end and keeps the latest value per key (``None`` for a tombstone): how a
   restarted process gets back its state and the rules in force.
-Both connect with the ``[kafka]`` TLS/SASL settings (:mod:`schemas.kafka_security`).
+Both connect with the ``[kafka]`` TLS/SASL settings (:mod:`voipflow.schemas.kafka_security`).
 
 * :func:`make_producer` a producer that waits for all replicas
   (``acks=all``), so a flushed message survives a broker failover.
@@ -14,9 +14,9 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from enforcement.errors import EnforcementError
-from schemas.kafka_security import KafkaSecurity, kafka_client_options
-from schemas.topics import COMPACTED_TOPIC
+from voipflow.enforcement.errors import EnforcementError
+from voipflow.schemas.kafka_security import KafkaSecurity, kafka_client_options
+from voipflow.schemas.topics import COMPACTED_TOPIC
 
 #: Topic configs of the compacted topics (rules.v1 and the state topics).
 COMPACTED = COMPACTED_TOPIC

@@ -30,7 +30,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from enforcement.events import make_event
+from voipflow.enforcement.events import make_event
 
 #: States after which a rule is over.
 ENDED = ("expired", "withdrawn")

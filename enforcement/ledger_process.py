@@ -1,6 +1,6 @@
 """The rule ledger process: rules.v1 and rules-feedback.v1 in, rule-events.v1 out.
 
-A thin loop around :class:`enforcement.ledger.Ledger` in its own consumer
+A thin loop around :class:`voipflow.enforcement.ledger.Ledger` in its own consumer
 group (``VOIPFLOW_LEDGER_GROUP_ID``), with its state on a compacted topic
 (``VOIPFLOW_LEDGER_STATE_TOPIC``) written before the batch's events and
 before its offsets are committed, like the evaluator: a restarted ledger
@@ -20,12 +20,19 @@ import threading
 import time
 from typing import Any
 
-from enforcement import metrics
-from enforcement.config import LedgerConfig
-from enforcement.kafka_io import COMPACTED, make_producer, read_table
-from enforcement.ledger import Escalation, Ledger, LedgerOutput, Record, Republish, Tombstone
-from schemas.rule_events import encode_rule_event, event_key
-from schemas.rules import (
+from voipflow.enforcement import metrics
+from voipflow.enforcement.config import LedgerConfig
+from voipflow.enforcement.kafka_io import COMPACTED, make_producer, read_table
+from voipflow.enforcement.ledger import (
+    Escalation,
+    Ledger,
+    LedgerOutput,
+    Record,
+    Republish,
+    Tombstone,
+)
+from voipflow.schemas.rule_events import encode_rule_event, event_key
+from voipflow.schemas.rules import (
     FeedbackError,
     RuleError,
     decode_feedback,
@@ -33,7 +40,7 @@ from schemas.rules import (
     encode_rule,
     rule_key,
 )
-from schemas.topics import KafkaConfig, kafka_client_options
+from voipflow.schemas.topics import KafkaConfig, kafka_client_options
 
 log = logging.getLogger(__name__)
 

@@ -41,7 +41,7 @@ from pydantic import (
     model_validator,
 )
 
-from enforcement.errors import PolicyFileError
+from voipflow.enforcement.errors import PolicyFileError
 
 METRICS = ("call_seconds", "subscribers", "bytes", "flows", "voip_share")
 ACTIONS = ("monitor", "alert", "throttle", "block")

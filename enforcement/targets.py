@@ -4,7 +4,7 @@ The four kinds of target come from the data the classifier already uses, so a
 rule hits what the measurement counted:
 
 * ``provider_ranges``: the address ranges of the app's provider files
-  (``data/providers``, :mod:`streams.providers`), any protocol, any port;
+  (``data/providers``, :mod:`voipflow.streams.providers`), any protocol, any port;
 * ``observed_peers``: the peers seen in the city's VoIP flows of the app
   (voip-flows.v1), each kept for ``VOIPFLOW_EVALUATOR_PEER_TIMEOUT_S`` after it
   was last seen (:class:`PeerSet`), as /32 or /128 prefixes;
@@ -25,10 +25,10 @@ from pathlib import Path
 
 import numpy as np
 
-from enforcement.errors import PolicyFileError, TargetError
-from enforcement.policy import Policy, PolicyFile
-from streams import ports as port_tables
-from streams.providers import ProviderRanges
+from voipflow.enforcement.errors import PolicyFileError, TargetError
+from voipflow.enforcement.policy import Policy, PolicyFile
+from voipflow.streams import ports as port_tables
+from voipflow.streams.providers import ProviderRanges
 
 PortRange = tuple[int, int]
 

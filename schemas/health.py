@@ -2,7 +2,7 @@
 
 The contract is the JSON Schema ``schemas/json/exporter-health.v1.json``
 (the fields, their ranges and what they mean); this module validates against
-it (:mod:`schemas.jsonschema`), and serialises and parses messages. The
+it (:mod:`voipflow.schemas.jsonschema`), and serialises and parses messages. The
 collectors write these reports (``collectors/health.py``), the sink inserts
 them into ``exporter_health``.
 
@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from schemas.jsonschema import MessageCodec, load_schema
+from voipflow.schemas.jsonschema import MessageCodec, load_schema
 
 SCHEMA_NAME = "exporter-health.v1"
 

@@ -3,8 +3,8 @@
 ``type``, ``const``, ``enum``, ``required``, ``properties``, ``additionalProperties:
 false``, ``minimum``, ``maximum``, ``minLength`` and ``items`` — enough to
 keep the files in ``schemas/json`` the one source of truth for the JSON
-topics without another dependency. Each message module (:mod:`schemas.usage`,
-:mod:`schemas.traffic`) builds a :class:`MessageCodec` with its own error
+topics without another dependency. Each message module (:mod:`voipflow.schemas.usage`,
+:mod:`voipflow.schemas.traffic`) builds a :class:`MessageCodec` with its own error
 classes, so callers see that module's exception tree.
 """
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from schemas.jsonschema import MessageCodec, load_schema
+from voipflow.schemas.jsonschema import MessageCodec, load_schema
 
 SCHEMA_NAME = "rule-events.v1"
 

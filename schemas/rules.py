@@ -3,7 +3,7 @@
 The contracts are the JSON Schemas ``schemas/json/rules.v1.json`` and
 ``schemas/json/rules-feedback.v1.json``; teams that write enforcement points in
 other languages need only those two files. This module validates against them
-(:mod:`schemas.jsonschema`) and adds the checks a schema cannot express: the
+(:mod:`voipflow.schemas.jsonschema`) and adds the checks a schema cannot express: the
 prefixes are CIDR prefixes, port ranges are ordered, a throttle has a rate.
 
 Keys: a rule is keyed by its ``rule_id`` (:func:`rule_key`) on a compacted
@@ -25,7 +25,7 @@ from __future__ import annotations
 import ipaddress
 from typing import Any
 
-from schemas.jsonschema import MessageCodec, load_schema
+from voipflow.schemas.jsonschema import MessageCodec, load_schema
 
 RULES_SCHEMA = "rules.v1"
 FEEDBACK_SCHEMA = "rules-feedback.v1"

@@ -1,8 +1,8 @@
 """The Kafka topics the contracts travel on, and the broker that carries them.
 
 One settings model (``[kafka]``, ``VOIPFLOW_KAFKA_*``) shared by the
-collectors' wiring, the worker (:mod:`streams`) and the sink
-(:mod:`storage`): the topic names are part of the contracts listed in the
+collectors' wiring, the worker (:mod:`voipflow.streams`) and the sink
+(:mod:`voipflow.storage`): the topic names are part of the contracts listed in the
 README, so they live beside the schemas rather than in one of the
 applications that use them.
 """
@@ -13,7 +13,7 @@ from typing import Literal
 
 from pydantic import Field, ValidationInfo, field_validator
 
-from schemas.kafka_security import KafkaSecurity, kafka_client_options
+from voipflow.schemas.kafka_security import KafkaSecurity, kafka_client_options
 
 __all__ = ["KafkaConfig", "KafkaSecurity", "kafka_client_options"]
 
@@ -27,7 +27,7 @@ class KafkaConfig(KafkaSecurity):
     """``[kafka]``: brokers and topics, and (inherited) the TLS and SASL of every client.
 
     Every Kafka client passes ``**kafka_client_options(kafka_config)`` (see
-    :mod:`schemas.kafka_security`) so it connects as configured.
+    :mod:`voipflow.schemas.kafka_security`) so it connects as configured.
     """
 
     #: Bootstrap servers, comma separated. Empty: use the local broker that

@@ -3,7 +3,7 @@
 Coverage for operators: how much each exporter sent, how much of it the
 worker placed in a city, how much was VoIP. The contract is the JSON Schema
 ``schemas/json/traffic.v1.json``; this module validates against it
-(:mod:`schemas.jsonschema`), and serialises and parses messages.
+(:mod:`voipflow.schemas.jsonschema`), and serialises and parses messages.
 
 Key of a message: :func:`traffic_key` = ``"<exporter>|<window_start_ms>"``
 (an exporter's observation domains share the key, so they share a partition).
@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from schemas.jsonschema import MessageCodec
+from voipflow.schemas.jsonschema import MessageCodec
 
 SCHEMA_NAME = "traffic.v1"
 

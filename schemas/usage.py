@@ -1,7 +1,7 @@
 """The ``voip-usage.v1`` message: VoIP usage of one city x app x closed window.
 
 The contract is the JSON Schema ``schemas/json/voip-usage.v1.json``; this
-module validates against it (:mod:`schemas.jsonschema`), and serialises and
+module validates against it (:mod:`voipflow.schemas.jsonschema`), and serialises and
 parses messages.
 
 Key of a message: :func:`usage_key` = ``"<city>|<app>|<window_start_ms>"``.
@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from schemas.jsonschema import JSON_DIR, MessageCodec, load_schema
+from voipflow.schemas.jsonschema import JSON_DIR, MessageCodec, load_schema
 
 SCHEMA_NAME = "voip-usage.v1"
 SCHEMA_PATH = JSON_DIR / f"{SCHEMA_NAME}.json"

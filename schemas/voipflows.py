@@ -1,6 +1,6 @@
 """The ``voip-flows.v1`` batch: classified VoIP flows, one Kafka message per batch.
 
-Same framing as ``flows.v1`` (:mod:`schemas.flowbatch`): one Arrow IPC stream
+Same framing as ``flows.v1`` (:mod:`voipflow.schemas.flowbatch`): one Arrow IPC stream
 holding exactly one record batch, schema metadata
 ``voipflow.schema = "voip-flows.v1"``. The worker publishes only flows it
 classified as VoIP (``is_voip = 1``), already enriched with the subscriber's
@@ -19,7 +19,7 @@ Contract (version 1)
 * Counters are unscaled, as exported; multiply by ``sampling_rate`` for
   estimates.
 * ``evidence`` is a bitmask whose bits are documented in
-  :mod:`streams.classify` (``Evidence``); ``classifier_version`` names the
+  :mod:`voipflow.streams.classify` (``Evidence``); ``classifier_version`` names the
   rules that produced ``app``, ``is_voip``, ``confidence`` and ``evidence``.
 * The Kafka message key is the city (text), so one city's flows stay on one
   partition. Headers: ``schema=voip-flows.v1``.
@@ -41,7 +41,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from schemas.flowbatch import (
+from voipflow.schemas.flowbatch import (
     ARROW_TYPES,
     SCHEMA_METADATA_KEY,
     BatchError,

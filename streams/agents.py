@@ -1,4 +1,4 @@
-"""Thin Faust agents: move bytes between topics and call :mod:`streams.pipeline`.
+"""Thin Faust agents: move bytes between topics and call :mod:`voipflow.streams.pipeline`.
 
 Bad messages (another schema version, a truncated batch, a malformed partial)
 are counted by topic and reason, logged at a bounded rate and skipped; an
@@ -12,11 +12,11 @@ import logging
 import time
 from typing import Any
 
-from schemas.flowbatch import BatchError, BatchVersionError
-from streams.app import EXPORTER_KEY_PREFIX, WorkerApp
-from streams.commits import deliver, kill_after_commit
-from streams.config import WorkerConfig
-from streams.pipeline import CityStates, ExporterStates, FlowPipeline, PartialError
+from voipflow.schemas.flowbatch import BatchError, BatchVersionError
+from voipflow.streams.app import EXPORTER_KEY_PREFIX, WorkerApp
+from voipflow.streams.commits import deliver, kill_after_commit
+from voipflow.streams.config import WorkerConfig
+from voipflow.streams.pipeline import CityStates, ExporterStates, FlowPipeline, PartialError
 
 log = logging.getLogger(__name__)
 

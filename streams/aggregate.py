@@ -40,11 +40,11 @@ from typing import Any
 
 import numpy as np
 
-from schemas.flowbatch import FlowBatch, addr16_halves
-from schemas.usage import SCHEMA_NAME as USAGE_SCHEMA
-from streams.classify import Classification, Evidence
-from streams.enrich import Enrichment
-from streams.flowpairs import mix64
+from voipflow.schemas.flowbatch import FlowBatch, addr16_halves
+from voipflow.schemas.usage import SCHEMA_NAME as USAGE_SCHEMA
+from voipflow.streams.classify import Classification, Evidence
+from voipflow.streams.enrich import Enrichment
+from voipflow.streams.flowpairs import mix64
 
 #: Pseudo-app of the rows that sum every home record of a city (VoIP or not).
 ALL = "_all"

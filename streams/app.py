@@ -44,9 +44,9 @@ import faust
 from mode.utils.objects import cached_property
 from mode.utils.queues import FlowControlEvent
 
-from schemas.topics import KafkaConfig, kafka_client_options
-from streams.commits import use_delivered_buffer
-from streams.config import WorkerConfig
+from voipflow.schemas.topics import KafkaConfig, kafka_client_options
+from voipflow.streams.commits import use_delivered_buffer
+from voipflow.streams.config import WorkerConfig
 
 
 class KeepBuffersOnResume(FlowControlEvent):
@@ -83,7 +83,7 @@ class KeepBuffersOnResume(FlowControlEvent):
 
 class WorkerFaustApp(faust.App):
     """The worker's Faust app: :class:`KeepBuffersOnResume` as its flow control, a
-    producer buffer that commits wait for (:mod:`streams.commits`)."""
+    producer buffer that commits wait for (:mod:`voipflow.streams.commits`)."""
 
     @cached_property
     def flow_control(self) -> FlowControlEvent:
@@ -119,7 +119,10 @@ EXPORTER_KEY_PREFIX = "\x00"
 def build_app(
     kafka: KafkaConfig, worker: WorkerConfig, bootstrap: str, data_dir: Path
 ) -> WorkerApp:
-    """The Faust app with its topics and table (agents are added by :mod:`streams.agents`)."""
+    """The Faust app with its topics and table.
+
+    Agents are added by :mod:`voipflow.streams.agents`.
+    """
     datadir = data_dir / "faust" / worker.app_id
     datadir.parent.mkdir(parents=True, exist_ok=True)
     servers = ";".join(f"kafka://{s.strip()}" for s in bootstrap.split(",") if s.strip())

@@ -1,10 +1,11 @@
 """VoIP classification of flow records: evidence combined into app, confidence, verdict.
 
 Everything is computed over whole batches with numpy: port categories come
-from 65536-entry lookup tables (:mod:`streams.ports`) indexed by the port columns, provider ranges
+from 65536-entry lookup tables (:mod:`voipflow.streams.ports`) indexed by the
+port columns, provider ranges
 from one :class:`~streams.prefixes.PrefixTable` look-up per address column,
 direction pairing, RTP/RTCP pairing and socket/host memories from 64-bit
-hashes (:mod:`streams.flowpairs`), media statistics from the counter columns.
+hashes (:mod:`voipflow.streams.flowpairs`), media statistics from the counter columns.
 No Python work per record.
 
 Evidence bits (``evidence`` column of voip-flows.v1), :class:`Evidence`:
@@ -103,7 +104,7 @@ R8 (0.45) Media statistics alone: voice-like UDP both ways is a call or a
           game, a sensor stream, a tunnel carrying small packets; with no
           protocol evidence it stays below the threshold.
 R9 (0.97 / cap 0.2)  The exporter's own DPI verdict, either way.
-R10 (0.75) Session context (:mod:`streams.session`): media-shaped UDP (R8's
+R10 (0.75) Session context (:mod:`voipflow.streams.session`): media-shaped UDP (R8's
           statistics, both directions) between unlisted hosts, one of which
           is in a calling app's session (it sent call media to the app's
           ranges or ran STUN within a TURN allocation's lifetime), is that
@@ -147,8 +148,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from schemas.flowbatch import FlowBatch
-from streams.flowpairs import (
+from voipflow.schemas.flowbatch import FlowBatch
+from voipflow.streams.flowpairs import (
     FlowHashes,
     IceMemory,
     flow_hashes,
@@ -156,7 +157,7 @@ from streams.flowpairs import (
     pair_directions,
     shifted_conversation,
 )
-from streams.ports import (
+from voipflow.streams.ports import (
     IS_APP_PORT,
     IS_SIGNALLING,
     IS_STUN,
@@ -171,8 +172,8 @@ from streams.ports import (
     UDP_PORTS,
     without_ports,
 )
-from streams.providers import ProviderRanges
-from streams.session import (
+from voipflow.streams.providers import ProviderRanges
+from voipflow.streams.session import (
     STUN_WIRE_BYTES,
     HostSessions,
     call_sockets,

@@ -1,7 +1,7 @@
 """Configuration of the worker (Faust app).
 
-Kafka's settings are in :mod:`schemas.topics` (the worker, the collectors' wiring
-and the sink share them); ClickHouse's and the sink's in :mod:`storage.config`.
+Kafka's settings are in :mod:`voipflow.schemas.topics` (the worker, the collectors' wiring
+and the sink share them); ClickHouse's and the sink's in :mod:`voipflow.storage.config`.
 """
 
 from __future__ import annotations

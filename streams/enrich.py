@@ -43,10 +43,10 @@ from typing import Any, Generic, TypeVar
 
 import numpy as np
 
-from schemas.flowbatch import FlowBatch, addr_to_text
-from streams.config import WorkerConfig
-from streams.metrics import WorkerMetrics
-from streams.prefixes import PrefixError, PrefixTable
+from voipflow.schemas.flowbatch import FlowBatch, addr_to_text
+from voipflow.streams.config import WorkerConfig
+from voipflow.streams.metrics import WorkerMetrics
+from voipflow.streams.prefixes import PrefixError, PrefixTable
 
 log = logging.getLogger(__name__)
 

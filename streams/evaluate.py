@@ -43,7 +43,7 @@ from typing import Any
 
 import numpy as np
 
-from schemas.flowbatch import addr_to_text
+from voipflow.schemas.flowbatch import addr_to_text
 
 L4_NUMBERS = {
     "ICMP": 1, "IGMP": 2, "TCP": 6, "UDP": 17, "GRE": 47, "ESP": 50, "AH": 51,

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from schemas.flowbatch import FlowBatch, addr16_halves
+from voipflow.schemas.flowbatch import FlowBatch, addr16_halves
 
 __all__ = [
     "FlowHashes",

@@ -1,6 +1,6 @@
 """Prometheus metrics of the worker: everything that moves gets a counter.
 
-The same style as :class:`collectors.metrics.CollectorMetrics`: one
+The same style as :class:`voipflow.collectors.metrics.CollectorMetrics`: one
 :class:`WorkerMetrics` over a registry the caller gives, handed to the parts
 that count (:class:`~streams.pipeline.FlowPipeline` passes its own to the
 enricher, the window states and the agents). The worker command builds it

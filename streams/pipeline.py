@@ -7,10 +7,10 @@ internal per-city topic, and per exporter one partial of all its traffic for
 the internal per-exporter topic. :class:`CityStates` applies partials and
 ticks to the per-city state and yields closed windows as ``voip-usage.v1``
 messages; :class:`ExporterStates` does the same for ``traffic.v1``. No Kafka
-here: the Faust agents in :mod:`streams.agents` only move bytes.
+here: the Faust agents in :mod:`voipflow.streams.agents` only move bytes.
 
 Errors: a message that is not a valid batch raises
-:class:`schemas.flowbatch.BatchError` (the agent counts and skips it);
+:class:`voipflow.schemas.flowbatch.BatchError` (the agent counts and skips it);
 a partial or tick that cannot be applied raises :class:`PartialError`.
 """
 
@@ -24,17 +24,17 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from schemas import flowbatch as fb
-from schemas import voipflows as vf
-from schemas.traffic import encode_traffic, traffic_key
-from schemas.usage import encode_usage, usage_key
-from streams.aggregate import apply_partial, batch_partials, close_windows, new_state
-from streams.classify import Classification, Classifier
-from streams.config import WorkerConfig
-from streams.enrich import Enricher, Enrichment
-from streams.metrics import WorkerMetrics
-from streams.providers import load_providers
-from streams.traffic import apply_traffic, batch_traffic, close_traffic, new_traffic_state
+from voipflow.schemas import flowbatch as fb
+from voipflow.schemas import voipflows as vf
+from voipflow.schemas.traffic import encode_traffic, traffic_key
+from voipflow.schemas.usage import encode_usage, usage_key
+from voipflow.streams.aggregate import apply_partial, batch_partials, close_windows, new_state
+from voipflow.streams.classify import Classification, Classifier
+from voipflow.streams.config import WorkerConfig
+from voipflow.streams.enrich import Enricher, Enrichment
+from voipflow.streams.metrics import WorkerMetrics
+from voipflow.streams.providers import load_providers
+from voipflow.streams.traffic import apply_traffic, batch_traffic, close_traffic, new_traffic_state
 
 
 class PartialError(ValueError):
@@ -124,7 +124,7 @@ class FlowPipeline:
 
     def process(self, value: bytes, source: str, offset: int) -> BatchOutput:
         """One flows.v1 message; raises BatchError for a bad one."""
-        from streams.classify import CLASSIFIER_VERSION
+        from voipflow.streams.classify import CLASSIFIER_VERSION
 
         assert self.classifier is not None, "start() first"
         batch = fb.decode(value)

@@ -1,6 +1,6 @@
 """Port tables of the classifier: well-known ports -> categories, as lookup arrays.
 
-Pure data and tiny helpers, no flow logic: :mod:`streams.classify` indexes
+Pure data and tiny helpers, no flow logic: :mod:`voipflow.streams.classify` indexes
 ``UDP_PORTS`` / ``TCP_PORTS`` with a batch's port columns (one vectorised
 look-up per column) and combines the categories with the flows' statistics.
 Each entry cites where the port comes from (an RFC, IANA, the vendor's

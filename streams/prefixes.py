@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from schemas.flowbatch import addr16_halves
+from voipflow.schemas.flowbatch import addr16_halves
 
 IPV4_MAPPED = 0xFFFF << 32
 

@@ -29,7 +29,7 @@ import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from streams.prefixes import PrefixError, PrefixTable, parse_prefix_lines
+from voipflow.streams.prefixes import PrefixError, PrefixTable, parse_prefix_lines
 
 #: The ranges shipped with the project.
 DEFAULT_DIR = Path(__file__).resolve().parents[1] / "data" / "providers"

@@ -44,7 +44,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from streams.flowpairs import IceMemory, in_sorted, mix64
+from voipflow.streams.flowpairs import IceMemory, in_sorted, mix64
 
 #: Wire size of STUN binding messages: a bare 20-byte header over UDP/IPv4 is
 #: 48 bytes; a check with its attributes over IPv6 stays under 200.

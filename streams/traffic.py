@@ -2,11 +2,11 @@
 
 Operators need coverage that the per-city usage cannot give: how much each
 exporter sent, how much of it was placed in a city, how much was VoIP. The
-design is that of :mod:`streams.aggregate`:
+design is that of :mod:`voipflow.streams.aggregate`:
 
 1. :func:`batch_traffic` turns one enriched, classified flow batch into one
    *partial* per exporter: per (window, observation domain) the counters of
-   :data:`schemas.traffic.COUNTERS`. Vectorised: one sort over a combined
+   :data:`voipflow.schemas.traffic.COUNTERS`. Vectorised: one sort over a combined
    (exporter, domain, window) key and one ``numpy.add.reduceat`` over a
    ``uint64`` matrix of all counters (exact, unlike float ``bincount`` weights).
 2. :func:`apply_traffic` merges a partial into the exporter's state (a
@@ -16,7 +16,7 @@ design is that of :mod:`streams.aggregate`:
 
 Idempotence: a partial carries the source position (topic, partition, offset)
 of its flow batch; the state keeps the last offset applied per source
-partition and skips re-deliveries (:func:`streams.aggregate.claim_source`).
+partition and skips re-deliveries (:func:`voipflow.streams.aggregate.claim_source`).
 
 Windows are of *reception* time (``time_received_ms``, the collector's clock;
 ``flow_end_ms`` only where a producer left it 0), not of flow end time as the
@@ -35,12 +35,12 @@ from typing import Any
 
 import numpy as np
 
-from schemas.flowbatch import FlowBatch, addr_to_text
-from schemas.traffic import COUNTERS
-from schemas.traffic import SCHEMA_NAME as TRAFFIC_SCHEMA
-from streams.aggregate import claim_source, count_if_late, pop_due_windows
-from streams.classify import Classification
-from streams.enrich import SOURCE_NONE, Enrichment
+from voipflow.schemas.flowbatch import FlowBatch, addr_to_text
+from voipflow.schemas.traffic import COUNTERS
+from voipflow.schemas.traffic import SCHEMA_NAME as TRAFFIC_SCHEMA
+from voipflow.streams.aggregate import claim_source, count_if_late, pop_due_windows
+from voipflow.streams.classify import Classification
+from voipflow.streams.enrich import SOURCE_NONE, Enrichment
 
 STATE_VERSION = 1
 N_COUNTERS = len(COUNTERS)

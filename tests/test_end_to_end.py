@@ -57,11 +57,11 @@ from typing import Any
 import pytest
 from kafka import KafkaConsumer, TopicPartition
 
-from schemas import flowbatch as fb
 from tests.collectors.collect_proc import CollectProcess
 from tests.collectors.reference_decoders import Nfcapd, norm_addr
 from tests.fixtures.paths import REPO
 from voipflow.logs import tail
+from voipflow.schemas import flowbatch as fb
 from voipflow.topics import ensure_topics
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]

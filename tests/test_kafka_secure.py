@@ -34,13 +34,13 @@ import numpy as np
 import pytest
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
-from collectors.codec.encoder import make_encoder
-from schemas import flowbatch as fb
-from schemas.kafka_security import KafkaSecurity, kafka_client_options
 from tests.collectors.collect_proc import CollectProcess
 from tests.fixtures.kafka_secure import SecureKafka, make_tls_files
 from tests.fixtures.paths import REPO
+from voipflow.collectors.codec.encoder import make_encoder
 from voipflow.logs import tail
+from voipflow.schemas import flowbatch as fb
+from voipflow.schemas.kafka_security import KafkaSecurity, kafka_client_options
 from voipflow.topics import AuthenticationFailed, BrokerUnreachable, ensure_topics, wait_for_broker
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]

@@ -41,10 +41,10 @@ from pathlib import Path
 
 from pydantic import BaseModel, Field
 
-from schemas.topics import KafkaConfig
 from voipflow.broker_security import BrokerSecurity, listener_properties, scram_format_args
 from voipflow.logs import tail
 from voipflow.netutil import free_port
+from voipflow.schemas.topics import KafkaConfig
 
 log = logging.getLogger(__name__)
 

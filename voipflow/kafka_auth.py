@@ -15,7 +15,7 @@ from __future__ import annotations
 import socket
 import ssl
 
-from schemas.kafka_security import KafkaSecurity
+from voipflow.schemas.kafka_security import KafkaSecurity
 
 _S = "VOIPFLOW_KAFKA_"
 

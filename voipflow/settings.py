@@ -34,12 +34,12 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
-from collectors.config import CollectorConfig
-from enforcement.config import EvaluatorConfig, GuardrailConfig, LedgerConfig
-from enforcement.points.config import EnforceConfig
-from schemas.topics import KafkaConfig
-from storage.config import ClickHouseConfig, SinkConfig
-from streams.config import WorkerConfig
+from voipflow.collectors.config import CollectorConfig
+from voipflow.enforcement.config import EvaluatorConfig, GuardrailConfig, LedgerConfig
+from voipflow.enforcement.points.config import EnforceConfig
+from voipflow.schemas.topics import KafkaConfig
+from voipflow.storage.config import ClickHouseConfig, SinkConfig
+from voipflow.streams.config import WorkerConfig
 
 ENV_PREFIX = "VOIPFLOW_"
 CONFIG_ENV = "VOIPFLOW_CONFIG"

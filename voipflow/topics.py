@@ -28,8 +28,8 @@ from typing import Any
 from kafka import KafkaAdminClient
 from kafka import errors as kafka_errors
 
-from schemas.kafka_security import KafkaSecurity, kafka_client_options
 from voipflow.kafka_auth import diagnose
+from voipflow.schemas.kafka_security import KafkaSecurity, kafka_client_options
 
 log = logging.getLogger(__name__)
 

@@ -2,7 +2,7 @@
 
 Pure code, no sockets, no clock, no logging: bytes in, columns out
 (:mod:`~collectors.codec.decoder`), and columns in, bytes out
-(:mod:`~collectors.codec.encoder`). The runtime in :mod:`collectors` owns the
+(:mod:`~collectors.codec.encoder`). The runtime in :mod:`voipflow.collectors` owns the
 sockets, Kafka and metrics and calls this API. Modules, lowest first::
 
     errors     the DecodeError tree (one reason per class)

@@ -22,11 +22,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from collectors.codec.frame import Frame, gather_records, raw_dtype
-from collectors.codec.plan import RecordMeta, RecordPlan
-from collectors.codec.templates import DomainKey, DomainOptions
-from schemas import flowbatch
-from schemas.flowbatch import FLOW_COLUMNS, FlowBatch, make_batch
+from voipflow.collectors.codec.frame import Frame, gather_records, raw_dtype
+from voipflow.collectors.codec.plan import RecordMeta, RecordPlan
+from voipflow.collectors.codec.templates import DomainKey, DomainOptions
+from voipflow.schemas import flowbatch
+from voipflow.schemas.flowbatch import FLOW_COLUMNS, FlowBatch, make_batch
 
 
 @dataclass(slots=True)
@@ -55,7 +55,8 @@ class Group:
     var: list[dict[int, list[bytes]]] = field(default_factory=list)
     #: chunks added one at a time: rows of the chunk columns
     rows: list[tuple[int, int, int, int, int, int, int]] = field(default_factory=list)
-    #: fixed-length records still in the call's frame (:class:`collectors.codec.frame.Frame`),
+    #: fixed-length records still in the call's frame
+    #: (:class:`voipflow.collectors.codec.frame.Frame`),
     #: gathered at build: rows (index, start in the frame, then the chunk
     #: columns but the first two) added one at a time, or as arrays in bulk
     frame_rows: list[tuple[int, ...]] = field(default_factory=list)

@@ -9,7 +9,7 @@ found the template of a group of plain datagrams, gathers all their records
 into one structured array with another.
 
 Both gathers index the call's bytes at every byte offset
-(:func:`collectors.codec.frame.every_offset`).
+(:func:`voipflow.collectors.codec.frame.every_offset`).
 
 Layouts read (RFC 7011 3.1 and 3.3.2; RFC 3954 5.1 and 5.2)::
 
@@ -29,7 +29,7 @@ decoded one packet at a time by the decoder as before, so errors keep their
 reasons.
 The vectorised helpers raise nothing for bad input (lengths are checked
 before use); :func:`decode_bulk` is called by
-:meth:`collectors.codec.decoder.Decoder.decode_frame`, which catches and counts.
+:meth:`voipflow.collectors.codec.decoder.Decoder.decode_frame`, which catches and counts.
 """
 
 from __future__ import annotations
@@ -40,10 +40,10 @@ from typing import Protocol
 
 import numpy as np
 
-from collectors.codec.call import DecodeCall, DecoderConfig
-from collectors.codec.frame import HEAD, Frame, every_offset
-from collectors.codec.plan import RecordPlan, plan_for
-from collectors.codec.sequence import (
+from voipflow.collectors.codec.call import DecodeCall, DecoderConfig
+from voipflow.collectors.codec.frame import HEAD, Frame, every_offset
+from voipflow.collectors.codec.plan import RecordPlan, plan_for
+from voipflow.collectors.codec.sequence import (
     MOD,
     MODES,
     SeqOutcome,
@@ -51,11 +51,11 @@ from collectors.codec.sequence import (
     SequenceTracker,
     mode_step,
 )
-from collectors.codec.templates import DomainKey, Template, TemplateCache
+from voipflow.collectors.codec.templates import DomainKey, Template, TemplateCache
 
 
 class DecoderLike(Protocol):
-    """What the bulk path uses of :class:`collectors.codec.decoder.Decoder`
+    """What the bulk path uses of :class:`voipflow.collectors.codec.decoder.Decoder`
     (which calls :func:`decode_bulk`; a protocol, so this module need not
     import the decoder back)."""
 
@@ -351,7 +351,7 @@ def _sequences(dec: DecoderLike, call: DecodeCall, dom: np.ndarray, keys: list[D
     """Sequence numbers of every exporter and domain, in arrival order.
 
     Every packet is checked against the one before it (the tracker's last
-    for the first) under each way of counting (:data:`collectors.codec.sequence.MODES`)
+    for the first) under each way of counting (:data:`voipflow.collectors.codec.sequence.MODES`)
     with numpy, for all exporters and domains at once; one whose packets all
     follow on under a way its tracker still allows is settled in O(1), the
     others packet by packet (:meth:`SequenceTracker.observe_many`).

@@ -1,7 +1,7 @@
 """What one decode call takes and gathers: settings, per-exporter figures, call state.
 
-Shared by :mod:`collectors.codec.decoder` and its bulk path
-(:mod:`collectors.codec.bulk`), which both write into a :class:`DecodeCall`;
+Shared by :mod:`voipflow.collectors.codec.decoder` and its bulk path
+(:mod:`voipflow.collectors.codec.bulk`), which both write into a :class:`DecodeCall`;
 it lives apart from both so neither has to import the other for its types.
 """
 
@@ -10,10 +10,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from collectors.codec.assemble import CallBatch
-from collectors.codec.errors import DecodeError
-from collectors.codec.sequence import SequenceLog
-from collectors.codec.templates import DomainKey
+from voipflow.collectors.codec.assemble import CallBatch
+from voipflow.collectors.codec.errors import DecodeError
+from voipflow.collectors.codec.sequence import SequenceLog
+from voipflow.collectors.codec.templates import DomainKey
 
 __all__ = ["DecodeCall", "DecoderConfig", "DomainKey", "ExporterStats"]
 
@@ -96,7 +96,7 @@ class DecodeCall:
     """What one ``Decoder.decode`` call gathers: the batch being built, the
     figures per exporter and domain, the first errors (and, on the bulk path,
     the sequence log). Made per call; the decoder and its bulk path both
-    write into it (:meth:`collectors.codec.decoder.Decoder.decode_one`).
+    write into it (:meth:`voipflow.collectors.codec.decoder.Decoder.decode_one`).
     """
 
     batch: CallBatch

@@ -7,8 +7,8 @@ API
 ---
 ::
 
-    from collectors.codec.decoder import Decoder, DecoderConfig, DecodeResult
-    from collectors.codec.templates import TemplateCache
+    from voipflow.collectors.codec.decoder import Decoder, DecoderConfig, DecodeResult
+    from voipflow.collectors.codec.templates import TemplateCache
 
     cache = TemplateCache(expiry_s=1800)          # one per process
     cache.load(path)                              # optional, on start
@@ -28,7 +28,7 @@ API
 * Calls of at least ``bulk_min_datagrams`` datagrams take the bulk path:
   *plain* packets (one data set of a known fixed-length template, as busy
   exporters send most of the time) are decoded in whole groups with numpy,
-  headers and sequence numbers included (:mod:`collectors.codec.bulk`); the rest
+  headers and sequence numbers included (:mod:`voipflow.collectors.codec.bulk`); the rest
   one by one. The result is the same as decoding every packet on its own
   (``tests/collectors/test_bulk.py``), but for which held data sets are
   evicted first when the held bounds overflow within one call. Template
@@ -55,7 +55,7 @@ API
   sequence number is taken as is, without counting loss.
 
 Errors (raised by the lower layers, caught and counted here; see
-:mod:`collectors.codec.errors`)::
+:mod:`voipflow.collectors.codec.errors`)::
 
     DecodeError (ValueError)     .reason
      +-- TruncatedError          "truncated"
@@ -76,10 +76,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from collectors.codec import bulk, packets
-from collectors.codec.assemble import CallBatch, Chunk
-from collectors.codec.call import DecodeCall, DecoderConfig, DomainKey, ExporterStats
-from collectors.codec.errors import (
+from voipflow.collectors.codec import bulk, packets
+from voipflow.collectors.codec.assemble import CallBatch, Chunk
+from voipflow.collectors.codec.call import DecodeCall, DecoderConfig, DomainKey, ExporterStats
+from voipflow.collectors.codec.errors import (
     REASONS,
     BadLengthError,
     BadRecordError,
@@ -91,11 +91,11 @@ from collectors.codec.errors import (
     TooManyFieldsError,
     TruncatedError,
 )
-from collectors.codec.frame import Frame
-from collectors.codec.plan import plan_for
-from collectors.codec.sequence import SequenceTracker
-from collectors.codec.templates import DomainOptions, Template, TemplateCache, TemplateKey
-from schemas.flowbatch import FlowBatch
+from voipflow.collectors.codec.frame import Frame
+from voipflow.collectors.codec.plan import plan_for
+from voipflow.collectors.codec.sequence import SequenceTracker
+from voipflow.collectors.codec.templates import DomainOptions, Template, TemplateCache, TemplateKey
+from voipflow.schemas.flowbatch import FlowBatch
 
 __all__ = [
     "REASONS",
@@ -185,7 +185,7 @@ class Decoder:
         self, frame: Frame, exporters: Sequence[bytes], received_ms: np.ndarray
     ) -> DecodeResult:
         """:meth:`decode` of datagrams already in one buffer (as the collector
-        receives them: :func:`collectors.receiver.drain_into`), with each
+        receives them: :func:`voipflow.collectors.receiver.drain_into`), with each
         one's exporter address and receive time. Nothing in the result refers
         to ``frame.buf``: the caller may reuse it once this returns.
         """
@@ -455,7 +455,7 @@ class Decoder:
                 else:
                     opts.sampling_rate = rate
             if app is not None and name is not None:
-                from collectors.codec.plan import app_id_value
+                from voipflow.collectors.codec.plan import app_id_value
 
                 opts.app_names[app_id_value(app)] = name.rstrip(b"\0").decode("utf-8", "replace")
             if init is not None:

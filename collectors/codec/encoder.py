@@ -1,8 +1,8 @@
 """Vectorised NetFlow v5, NetFlow v9 and IPFIX export encoders (columns -> datagrams).
 
 The inverse of the decoders: flow records held as columns (a
-:class:`schemas.flowbatch.FlowBatch` or a mapping of numpy arrays named as in
-:data:`schemas.flowbatch.FLOW_COLUMNS`) become export datagrams, the way a
+:class:`voipflow.schemas.flowbatch.FlowBatch` or a mapping of numpy arrays named as in
+:data:`voipflow.schemas.flowbatch.FLOW_COLUMNS`) become export datagrams, the way a
 router or BNG would send them. The simulator (``voipflow simulate``) and the
 collector benchmarks use them to make realistic packet streams at high rates.
 
@@ -48,7 +48,7 @@ from typing import Any, Literal, Protocol
 
 import numpy as np
 
-from schemas.flowbatch import FlowBatch
+from voipflow.schemas.flowbatch import FlowBatch
 
 __all__ = [
     "IPFIX_TEMPLATE_V4",

@@ -1,12 +1,12 @@
 """The datagrams of one decode call in one buffer, and gathers out of it.
 
 The receiving runtime reads datagrams back to back into one buffer
-(:func:`collectors.receiver.drain_into`); the codec reads headers and
+(:func:`voipflow.collectors.receiver.drain_into`); the codec reads headers and
 records straight out of it. The trick used for both: a read-only array over
 the call's bytes whose items start at *every* byte offset (stride 1), so
 fancy indexing it with the datagrams' (or records') start offsets copies
-exactly those items out. Shared by :mod:`collectors.codec.bulk` (headers,
-grouping) and :mod:`collectors.codec.assemble` (records into columns); it
+exactly those items out. Shared by :mod:`voipflow.collectors.codec.bulk` (headers,
+grouping) and :mod:`voipflow.collectors.codec.assemble` (records into columns); it
 imports nothing of the codec, so neither has to import the other for it.
 """
 
@@ -50,7 +50,10 @@ class Frame:
 
     @classmethod
     def received(cls, buf: bytearray, sizes: Sequence[int]) -> Frame:
-        """Datagrams read back to back into ``buf`` (:func:`collectors.receiver.drain_into`)."""
+        """Datagrams read back to back into ``buf``.
+
+        See :func:`voipflow.collectors.receiver.drain_into`.
+        """
         lengths = np.array(sizes, dtype=np.int64)
         offsets = np.zeros(len(lengths), dtype=np.int64)
         if len(lengths) > 1:

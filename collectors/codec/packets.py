@@ -1,7 +1,7 @@
 """Export packet framing: headers, set walking and (options) template records.
 
 Per-packet and per-set work only (``struct.unpack_from``); records are left
-to :mod:`collectors.codec.plan`. Every loop is bounded by the bytes it walks, and
+to :mod:`voipflow.collectors.codec.plan`. Every loop is bounded by the bytes it walks, and
 every length is checked against them before use, so malformed input raises a
 :class:`~collectors.codec.errors.DecodeError` instead of reading past the packet or
 looping.
@@ -14,8 +14,8 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass, field
 
-from collectors.codec import ies
-from collectors.codec.errors import (
+from voipflow.collectors.codec import ies
+from voipflow.collectors.codec.errors import (
     BadLengthError,
     BadSetError,
     BadTemplateError,
@@ -25,7 +25,7 @@ from collectors.codec.errors import (
     TooManyFieldsError,
     TruncatedError,
 )
-from collectors.codec.templates import VARLEN, Template, TemplateField
+from voipflow.collectors.codec.templates import VARLEN, Template, TemplateField
 
 V5_HEADER = struct.Struct(">HHIIIIBBH")  # 24 bytes
 V5_RECORD_LENGTH = 48

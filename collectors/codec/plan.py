@@ -24,10 +24,10 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from collectors.codec import ies
-from collectors.codec.errors import BadRecordError, BadTemplateError
-from collectors.codec.templates import VARLEN, Template
-from schemas.flowbatch import FLOW_COLUMNS, ipv4_to_addr16
+from voipflow.collectors.codec import ies
+from voipflow.collectors.codec.errors import BadRecordError, BadTemplateError
+from voipflow.collectors.codec.templates import VARLEN, Template
+from voipflow.schemas.flowbatch import FLOW_COLUMNS, ipv4_to_addr16
 
 NTP_UNIX_OFFSET_S = 2208988800
 #: sysUptime-relative times up to this far after the header's uptime are jitter.

@@ -1,6 +1,6 @@
 """Template cache: the decoder's memory of (options) templates and options data.
 
-The cache is an object the :class:`collectors.codec.decoder.Decoder` is given, so the
+The cache is an object the :class:`voipflow.collectors.codec.decoder.Decoder` is given, so the
 process decides its life: one per receiving process, saved on stop and loaded
 on start (:meth:`TemplateCache.save` / :meth:`TemplateCache.load`) so data
 that arrives right after a restart decodes without waiting for the exporter

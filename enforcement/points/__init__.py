@@ -20,6 +20,11 @@ Errors::
 
 from __future__ import annotations
 
-from enforcement.points.errors import BackendError, BackendUnavailable, EnforceError, RefusedRule
+from voipflow.enforcement.points.errors import (
+    BackendError,
+    BackendUnavailable,
+    EnforceError,
+    RefusedRule,
+)
 
 __all__ = ["BackendError", "BackendUnavailable", "EnforceError", "RefusedRule"]

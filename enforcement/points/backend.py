@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from enforcement.points.desired import Rule
+from voipflow.enforcement.points.desired import Rule
 
 
 @dataclass(slots=True)

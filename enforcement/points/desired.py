@@ -3,7 +3,7 @@
 :class:`DesiredRules` is fed every message of the topic in order (key, value;
 a ``None`` value is a tombstone) and keeps, per key, the latest valid version.
 Checks happen here, before any backend sees a rule, so the same rule is
-refused the same way by every backend: the contract (:mod:`schemas.rules`),
+refused the same way by every backend: the contract (:mod:`voipflow.schemas.rules`),
 a key that is not the rule's id, a target that would match all traffic, and
 -- defence in depth behind the evaluator's guardrails -- a block or throttle
 whose prefixes overlap a never-block prefix of this point.
@@ -22,8 +22,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from enforcement.points.errors import RefusedRule
-from schemas.rules import RuleError, RuleFormatError, RuleVersionError, decode_rule
+from voipflow.enforcement.points.errors import RefusedRule
+from voipflow.schemas.rules import RuleError, RuleFormatError, RuleVersionError, decode_rule
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 

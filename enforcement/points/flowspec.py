@@ -39,10 +39,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from enforcement.points.backend import Batch, Installed, State
-from enforcement.points.config import EnforceConfig, host_port
-from enforcement.points.desired import Rule
-from enforcement.points.errors import BackendError, BackendUnavailable
+from voipflow.enforcement.points.backend import Batch, Installed, State
+from voipflow.enforcement.points.config import EnforceConfig, host_port
+from voipflow.enforcement.points.desired import Rule
+from voipflow.enforcement.points.errors import BackendError, BackendUnavailable
 
 log = logging.getLogger(__name__)
 

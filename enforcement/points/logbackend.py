@@ -23,8 +23,8 @@ import threading
 from collections.abc import Mapping
 from typing import Any, TextIO
 
-from enforcement.points.backend import Batch, Installed, State
-from enforcement.points.desired import Rule
+from voipflow.enforcement.points.backend import Batch, Installed, State
+from voipflow.enforcement.points.desired import Rule
 
 
 def verdict(rule: Rule) -> str:

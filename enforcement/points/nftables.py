@@ -18,11 +18,11 @@ import subprocess
 from collections.abc import Mapping
 from typing import Any
 
-from enforcement.points.backend import Batch, State
-from enforcement.points.config import EnforceConfig, parse_prefixes
-from enforcement.points.desired import Rule
-from enforcement.points.errors import BackendError, BackendUnavailable
-from enforcement.points.nftscript import (
+from voipflow.enforcement.points.backend import Batch, State
+from voipflow.enforcement.points.config import EnforceConfig, parse_prefixes
+from voipflow.enforcement.points.desired import Rule
+from voipflow.enforcement.points.errors import BackendError, BackendUnavailable
+from voipflow.enforcement.points.nftscript import (
     Parts,
     parse_state,
     render_add,

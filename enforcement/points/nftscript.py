@@ -37,8 +37,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from enforcement.points.backend import Installed, State
-from enforcement.points.desired import Network, Rule
+from voipflow.enforcement.points.backend import Installed, State
+from voipflow.enforcement.points.desired import Network, Rule
 
 _HANDLE = re.compile(r"^(r[0-9a-f]{15})(_4|_6|_p|_q|_a)?$")
 _COMMENT_SAFE = re.compile(r"[^A-Za-z0-9._:/@+-]")

@@ -24,10 +24,10 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from enforcement.points.backend import Backend, Batch, Installed, State
-from enforcement.points.desired import DesiredRules, Refusal, Rule
-from enforcement.points.errors import BackendError
-from enforcement.points.metrics import EnforceMetrics
+from voipflow.enforcement.points.backend import Backend, Batch, Installed, State
+from voipflow.enforcement.points.desired import DesiredRules, Refusal, Rule
+from voipflow.enforcement.points.errors import BackendError
+from voipflow.enforcement.points.metrics import EnforceMetrics
 
 log = logging.getLogger(__name__)
 

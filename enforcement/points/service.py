@@ -24,13 +24,13 @@ from typing import Any
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka import errors as kafka_errors
 
-from enforcement.points.backend import Backend
-from enforcement.points.config import EnforceConfig, parse_prefixes
-from enforcement.points.desired import DesiredRules
-from enforcement.points.errors import BackendError, EnforceError
-from enforcement.points.metrics import EnforceMetrics
-from enforcement.points.reconcile import Feedback, Reconciler, now_ms
-from schemas.rules import encode_feedback, feedback_key
+from voipflow.enforcement.points.backend import Backend
+from voipflow.enforcement.points.config import EnforceConfig, parse_prefixes
+from voipflow.enforcement.points.desired import DesiredRules
+from voipflow.enforcement.points.errors import BackendError, EnforceError
+from voipflow.enforcement.points.metrics import EnforceMetrics
+from voipflow.enforcement.points.reconcile import Feedback, Reconciler, now_ms
+from voipflow.schemas.rules import encode_feedback, feedback_key
 
 log = logging.getLogger(__name__)
 

@@ -8,7 +8,7 @@
 Both implement :class:`~storage.clickhouse.base.ClickHouse`: ``execute``,
 ``query``, ``insert`` (whole columns, optional deduplication token),
 ``ensure_database`` and ``close``. Foreign errors are translated at the
-boundary into one tree (see :mod:`storage.clickhouse.errors`)::
+boundary into one tree (see :mod:`voipflow.storage.clickhouse.errors`)::
 
     ClickHouseError
      +-- TransientError        retry later, with backoff
@@ -25,8 +25,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from storage.clickhouse.base import ClickHouse, Columns, QueryResult
-from storage.clickhouse.errors import (
+from voipflow.storage.clickhouse.base import ClickHouse, Columns, QueryResult
+from voipflow.storage.clickhouse.errors import (
     AccessError,
     ClickHouseError,
     ConfigError,
@@ -37,7 +37,7 @@ from storage.clickhouse.errors import (
     ServerBusy,
     TransientError,
 )
-from storage.config import ClickHouseConfig
+from voipflow.storage.config import ClickHouseConfig
 
 __all__ = [
     "AccessError",
@@ -60,14 +60,14 @@ __all__ = [
 def connect(config: ClickHouseConfig, data_dir: Path | str) -> ClickHouse:
     """The backend ``config`` asks for: a server if ``url`` is set, else chdb."""
     if config.url:
-        from storage.clickhouse.native import NativeClickHouse
+        from voipflow.storage.clickhouse.native import NativeClickHouse
 
         return NativeClickHouse(
             config.url,
             connect_timeout_s=config.connect_timeout_s,
             timeout_s=config.timeout_s,
         )
-    from storage.clickhouse.embedded import EmbeddedClickHouse
+    from voipflow.storage.clickhouse.embedded import EmbeddedClickHouse
 
     return EmbeddedClickHouse(Path(data_dir) / "clickhouse", config.database)
 
@@ -75,7 +75,7 @@ def connect(config: ClickHouseConfig, data_dir: Path | str) -> ClickHouse:
 def open_clickhouse(config: ClickHouseConfig, data_dir: Path | str) -> ClickHouse:
     """For readers: like :func:`connect`, but through the SQL endpoint of a running
     voipflow process that owns the embedded engine, if one does (see
-    :mod:`storage.clickhouse.http_client`)."""
-    from storage.clickhouse.http_client import open_clickhouse as open_for_reading
+    :mod:`voipflow.storage.clickhouse.http_client`)."""
+    from voipflow.storage.clickhouse.http_client import open_clickhouse as open_for_reading
 
     return open_for_reading(config, data_dir)

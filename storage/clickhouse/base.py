@@ -6,7 +6,7 @@ rows with column names (:meth:`ClickHouse.query`) and inserts whole columns
 batch, never rows. An insert may carry a deduplication token; backends that
 can deduplicate by token (ClickHouse >= 22.2, chdb) say so with
 ``supports_dedup_token`` and the sink relies on another guard where they
-cannot (see :mod:`storage.sink.replay`).
+cannot (see :mod:`voipflow.storage.sink.replay`).
 """
 
 from __future__ import annotations

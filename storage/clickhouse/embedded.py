@@ -19,7 +19,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from storage.clickhouse.base import (
+from voipflow.storage.clickhouse.base import (
     Columns,
     QueryResult,
     dedup_supported,
@@ -28,7 +28,7 @@ from storage.clickhouse.base import (
     settings_clause,
     to_record_batch,
 )
-from storage.clickhouse.errors import ClickHouseError, ConfigError, classify, code_of
+from voipflow.storage.clickhouse.errors import ClickHouseError, ConfigError, classify, code_of
 
 log = logging.getLogger(__name__)
 

@@ -2,11 +2,11 @@
 
 chdb lets one process at a time open a data directory. The process that owns
 it (the sink) may serve ClickHouse's HTTP interface
-(:mod:`storage.clickhouse.http_server`) and then writes its address to
+(:mod:`voipflow.storage.clickhouse.http_server`) and then writes its address to
 ``<data_dir>/clickhouse/http.json`` with its pid. :func:`open_clickhouse` is
 what readers (``voipflow db query``, reports, the demo) call:
 
-* ``VOIPFLOW_CLICKHOUSE_URL`` set: the server, as :func:`storage.clickhouse.connect`;
+* ``VOIPFLOW_CLICKHOUSE_URL`` set: the server, as :func:`voipflow.storage.clickhouse.connect`;
 * a live process serves the directory: :class:`HTTPClickHouse` to its endpoint;
 * nobody holds it: chdb in this process.
 
@@ -37,7 +37,7 @@ from urllib.parse import urlencode, urlsplit
 
 import pyarrow as pa
 
-from storage.clickhouse.base import (
+from voipflow.storage.clickhouse.base import (
     ClickHouse,
     Columns,
     QueryResult,
@@ -45,9 +45,9 @@ from storage.clickhouse.base import (
     parse_version,
     quote_ident,
 )
-from storage.clickhouse.errors import AccessError, ConfigError, ConnectionLost, classify
-from storage.clickhouse.http_server import ENDPOINT_FILE
-from storage.config import ClickHouseConfig
+from voipflow.storage.clickhouse.errors import AccessError, ConfigError, ConnectionLost, classify
+from voipflow.storage.clickhouse.http_server import ENDPOINT_FILE
+from voipflow.storage.config import ClickHouseConfig
 
 _CODE_RE = re.compile(r"Code:\s*(\d+)")
 #: How long a reader gives a process that holds the engine to write its endpoint.
@@ -122,7 +122,7 @@ def open_clickhouse(config: ClickHouseConfig, data_dir: Path | str) -> ClickHous
     :class:`~storage.clickhouse.errors.ConfigError` naming the fix when another
     process holds the directory without serving it.
     """
-    from storage.clickhouse import connect
+    from voipflow.storage.clickhouse import connect
 
     if config.url:
         return connect(config, data_dir)

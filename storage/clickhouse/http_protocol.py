@@ -3,7 +3,7 @@
 Errors go out as a ClickHouse server sends them: the HTTP status it gives the
 error code, an ``X-ClickHouse-Exception-Code`` header, and a body
 ``Code: N. DB::Exception: ... (NAME)``. :class:`Admission` is the one bounded
-queue of queries of :mod:`storage.clickhouse.http_server`; :func:`start_query`
+queue of queries of :mod:`voipflow.storage.clickhouse.http_server`; :func:`start_query`
 and :func:`chunks` stream an answer from the engine.
 """
 
@@ -16,7 +16,7 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from storage.clickhouse.errors import code_of
+from voipflow.storage.clickhouse.errors import code_of
 
 
 class HTTPMetrics:

@@ -51,9 +51,9 @@ from urllib.parse import parse_qsl, urlsplit
 
 from prometheus_client import CollectorRegistry
 
-from storage.clickhouse.base import quote_ident, quote_literal
-from storage.clickhouse.errors import code_of
-from storage.clickhouse.http_protocol import (
+from voipflow.storage.clickhouse.base import quote_ident, quote_literal
+from voipflow.storage.clickhouse.errors import code_of
+from voipflow.storage.clickhouse.http_protocol import (
     Admission,
     HTTPMetrics,
     QueryRefused,
@@ -64,7 +64,7 @@ from storage.clickhouse.http_protocol import (
     http_status,
     start_query,
 )
-from storage.config import ClickHouseConfig, split_host_port
+from voipflow.storage.config import ClickHouseConfig, split_host_port
 
 log = logging.getLogger(__name__)
 

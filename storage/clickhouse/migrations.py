@@ -30,10 +30,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import schemas
-from storage.clickhouse.base import ClickHouse, quote_ident, quote_literal
-from storage.clickhouse.errors import ClickHouseError, QueryError
-from storage.config import ClickHouseConfig
+from voipflow import schemas
+from voipflow.storage.clickhouse.base import ClickHouse, quote_ident, quote_literal
+from voipflow.storage.clickhouse.errors import ClickHouseError, QueryError
+from voipflow.storage.config import ClickHouseConfig
 
 log = logging.getLogger(__name__)
 

@@ -3,7 +3,7 @@
 Inserts are columnar (``columnar=True``) with the driver's numpy mode, so
 numeric columns go to the wire as whole arrays. The connection is opened
 lazily and reopened after a failure; every driver or socket error is
-translated into :mod:`storage.clickhouse.errors`.
+translated into :mod:`voipflow.storage.clickhouse.errors`.
 
 Servers older than 22.2 (Debian's 18.16 among them) know no
 ``insert_deduplication_token``: ``supports_dedup_token`` is then false and the
@@ -18,7 +18,7 @@ import socket
 from collections.abc import Mapping
 from typing import Any
 
-from storage.clickhouse.base import (
+from voipflow.storage.clickhouse.base import (
     Columns,
     QueryResult,
     dedup_supported,
@@ -27,7 +27,7 @@ from storage.clickhouse.base import (
     to_numpy_column,
     to_record_batch,
 )
-from storage.clickhouse.errors import (
+from voipflow.storage.clickhouse.errors import (
     ClickHouseError,
     ConfigError,
     ConnectionLost,

@@ -1,7 +1,7 @@
 """Which SQL endpoint, if any, a process that owns the embedded engine serves.
 
 One function for the processes that hold chdb for long (the sink): the
-HTTP interface of :mod:`storage.clickhouse.http_server` when
+HTTP interface of :mod:`voipflow.storage.clickhouse.http_server` when
 ``VOIPFLOW_CLICKHOUSE_HTTP_LISTEN`` is set and the engine is chdb; nothing
 when it is empty, or when ``VOIPFLOW_CLICKHOUSE_URL`` names a server (which
 serves its own HTTP interface).
@@ -14,8 +14,8 @@ from pathlib import Path
 
 from prometheus_client import CollectorRegistry
 
-from storage.clickhouse.http_server import ClickHouseHTTPServer, HTTPServerError
-from storage.config import ClickHouseConfig
+from voipflow.storage.clickhouse.http_server import ClickHouseHTTPServer, HTTPServerError
+from voipflow.storage.config import ClickHouseConfig
 
 __all__ = ["ClickHouseHTTPServer", "HTTPServerError", "sql_endpoint"]
 

@@ -5,7 +5,7 @@ Errors::
     SinkError
      +-- SinkStopped     a permanent ClickHouse error stopped the sink
 
-(:class:`storage.sink.tables.BadMessage` is not an error of the sink: a bad
+(:class:`voipflow.storage.sink.tables.BadMessage` is not an error of the sink: a bad
 message is counted and skipped, the sink keeps going.)
 """
 

@@ -2,14 +2,14 @@
 
 One kafka-python consumer (group ``voipflow-sink``) reads voip-flows.v1,
 voip-usage.v1, traffic.v1 and exporter-health.v1. Messages are parsed into columns
-(:mod:`storage.sink.tables`) and gathered per topic partition until a batch
+(:mod:`voipflow.storage.sink.tables`) and gathered per topic partition until a batch
 holds ``batch_rows`` rows or its oldest message waited ``batch_delay_s``; the
 batch then goes to ClickHouse in one columnar insert and only after that
 insert succeeded are its offsets committed.
 
 Exactly once (intents, tokens, replays cut at the same offsets, first copies
-of re-published windows) is :mod:`storage.sink.replay`; the ``pipeline_stats``
-rows are :mod:`storage.sink.stats`; the metrics :mod:`storage.sink.metrics`.
+of re-published windows) is :mod:`voipflow.storage.sink.replay`; the ``pipeline_stats``
+rows are :mod:`voipflow.storage.sink.stats`; the metrics :mod:`voipflow.storage.sink.metrics`.
 
 Failures
 --------
@@ -22,7 +22,7 @@ the same batch and resumes: Kafka holds the backlog. A permanent error stops
 the sink with one message naming the table and the cause; the batch stays
 uncommitted.
 
-Errors: :mod:`storage.sink.errors`.
+Errors: :mod:`voipflow.storage.sink.errors`.
 """
 
 from __future__ import annotations
@@ -39,22 +39,29 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from schemas.topics import KafkaConfig, kafka_client_options
-from storage.clickhouse import ClickHouse, ClickHouseError, PermanentError, connect
-from storage.config import ClickHouseConfig, SinkConfig
-from storage.sink.assignment import AssignmentWatch, no_auto_create
-from storage.sink.errors import SinkStopped
-from storage.sink.metrics import SinkMetrics
-from storage.sink.replay import (
+from voipflow.schemas.topics import KafkaConfig, kafka_client_options
+from voipflow.storage.clickhouse import ClickHouse, ClickHouseError, PermanentError, connect
+from voipflow.storage.config import ClickHouseConfig, SinkConfig
+from voipflow.storage.sink.assignment import AssignmentWatch, no_auto_create
+from voipflow.storage.sink.errors import SinkStopped
+from voipflow.storage.sink.metrics import SinkMetrics
+from voipflow.storage.sink.replay import (
     batch_token,
     drop_present,
     first_copies,
     intent_metadata,
     pending_last,
 )
-from storage.sink.stats import StatsWriter, stats_rows
-from storage.sink.tables import BadMessage, Part, TableSpec, combine, default_specs, with_offsets
-from storage.sink.targets import TableInfo, adapt, check_tables
+from voipflow.storage.sink.stats import StatsWriter, stats_rows
+from voipflow.storage.sink.tables import (
+    BadMessage,
+    Part,
+    TableSpec,
+    combine,
+    default_specs,
+    with_offsets,
+)
+from voipflow.storage.sink.targets import TableInfo, adapt, check_tables
 
 log = logging.getLogger(__name__)
 

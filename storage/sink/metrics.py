@@ -1,6 +1,6 @@
 """Prometheus metrics of the sink, registered in a registry the caller gives.
 
-The same style as :class:`collectors.metrics.CollectorMetrics`: the command
+The same style as :class:`voipflow.collectors.metrics.CollectorMetrics`: the command
 builds one :class:`SinkMetrics` over the registry it serves, tests build
 their own over a fresh registry, so several sinks in one process never clash
 and a test reads exactly its sink's figures. The names and labels are the

@@ -48,10 +48,10 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from storage.clickhouse import ClickHouse
-from storage.clickhouse.base import quote_literal
-from storage.sink.metrics import SinkMetrics
-from storage.sink.tables import TableSpec
+from voipflow.storage.clickhouse import ClickHouse
+from voipflow.storage.clickhouse.base import quote_literal
+from voipflow.storage.sink.metrics import SinkMetrics
+from voipflow.storage.sink.tables import TableSpec
 
 log = logging.getLogger(__name__)
 

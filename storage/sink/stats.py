@@ -19,8 +19,8 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from storage.clickhouse import ClickHouse, ClickHouseError, PermanentError
-from storage.clickhouse.base import quote_literal
+from voipflow.storage.clickhouse import ClickHouse, ClickHouseError, PermanentError
+from voipflow.storage.clickhouse.base import quote_literal
 
 log = logging.getLogger(__name__)
 

@@ -3,8 +3,8 @@
 One :class:`TableSpec` per topic: ``parse`` turns one message value into a
 *part* (columns of that message's rows) or raises :class:`BadMessage` with a
 short reason (JSON topics are validated by their contract's codec in
-:mod:`schemas`); ``combine`` concatenates the parts of a batch into the columns
-of one insert. Pure functions, no I/O: the sink (:mod:`storage.sink.loop`) does the
+:mod:`voipflow.schemas`); ``combine`` concatenates the parts of a batch into the columns
+of one insert. Pure functions, no I/O: the sink (:mod:`voipflow.storage.sink.loop`) does the
 Kafka and ClickHouse work around them.
 
 Errors::
@@ -24,9 +24,14 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from schemas import health, rule_events, rules, traffic, usage, voipflows
-from schemas.flowbatch import BatchFormatError, BatchSchemaError, BatchVersionError, text_to_addr16
-from schemas.jsonschema import load_schema
+from voipflow.schemas import health, rule_events, rules, traffic, usage, voipflows
+from voipflow.schemas.flowbatch import (
+    BatchFormatError,
+    BatchSchemaError,
+    BatchVersionError,
+    text_to_addr16,
+)
+from voipflow.schemas.jsonschema import load_schema
 
 #: A message's rows as columns (numpy or Arrow arrays), plus its row count.
 Part = tuple[dict[str, Any], int]

@@ -2,7 +2,7 @@
 
 At start every topic's table must exist and share columns with the topic;
 on a server without deduplication tokens it must also carry the offset
-columns (:data:`storage.sink.replay.OFFSET_COLUMNS`). A table may lack some
+columns (:data:`voipflow.storage.sink.replay.OFFSET_COLUMNS`). A table may lack some
 of a topic's columns (an older schema): those are left out, said once in the
 log. Each insert then keeps the table's columns and fits time resolution to
 its types (:func:`adapt`).
@@ -17,11 +17,11 @@ from typing import Any
 
 import numpy as np
 
-from storage.clickhouse import ClickHouse
-from storage.clickhouse.base import quote_literal
-from storage.sink.errors import SinkStopped
-from storage.sink.replay import OFFSET_COLUMNS
-from storage.sink.tables import TableSpec
+from voipflow.storage.clickhouse import ClickHouse
+from voipflow.storage.clickhouse.base import quote_literal
+from voipflow.storage.sink.errors import SinkStopped
+from voipflow.storage.sink.replay import OFFSET_COLUMNS
+from voipflow.storage.sink.tables import TableSpec
 
 log = logging.getLogger(__name__)
 

@@ -13,8 +13,8 @@ from collections import Counter
 
 import numpy as np
 
-from collectors.codec.decoder import DecodeResult
-from schemas.flowbatch import FlowBatch, addr_to_text
+from voipflow.collectors.codec.decoder import DecodeResult
+from voipflow.schemas.flowbatch import FlowBatch, addr_to_text
 
 _FLAGS = "CEUAPRSF"
 

@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from schemas.flowbatch import ipv4_to_addr16
+from voipflow.schemas.flowbatch import ipv4_to_addr16
 
 T0 = 1_700_000_000_000
 BOOT = T0 - 5 * 86_400_000  # five days of uptime

@@ -37,9 +37,9 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from collectors.pcapfile import write_pcap
-from schemas.flowbatch import text_to_addr16
+from voipflow.collectors.pcapfile import write_pcap
 from voipflow.netutil import free_port
+from voipflow.schemas.flowbatch import text_to_addr16
 
 #: 127.0.0.1 as the 16 bytes of an exporter address
 LOOPBACK16 = text_to_addr16("127.0.0.1")

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import ipaddress
 
-from collectors.admission import NOT_ALLOWED, RATE_LIMITED, Admission
-from collectors.config import split_networks
+from voipflow.collectors.admission import NOT_ALLOWED, RATE_LIMITED, Admission
+from voipflow.collectors.config import split_networks
 
 
 def test_open_admission_admits_everyone_and_counts_nothing() -> None:

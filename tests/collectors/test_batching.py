@@ -5,13 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 
-from collectors.batching import (
+from voipflow.collectors.batching import (
     Accumulator,
     MessageEncoder,
     exporter_ranges,
 )
-from collectors.codec.assemble import concat
-from schemas import flowbatch as fb
+from voipflow.collectors.codec.assemble import concat
+from voipflow.schemas import flowbatch as fb
 
 
 def _batch(exporters: list[str], start: int = 0, extra: bool = False) -> fb.FlowBatch:

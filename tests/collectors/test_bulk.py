@@ -22,13 +22,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from collectors.codec.decoder import Datagram, Decoder, DecoderConfig, DecodeResult
-from collectors.codec.encoder import make_encoder
-from collectors.codec.templates import TemplateCache
-from collectors.pcapfile import iter_udp
-from schemas.flowbatch import text_to_addr16
 from tests.collectors.compare import assert_same
 from tests.collectors.flows import BOOT, T0, random_flows
+from voipflow.collectors.codec.decoder import Datagram, Decoder, DecoderConfig, DecodeResult
+from voipflow.collectors.codec.encoder import make_encoder
+from voipflow.collectors.codec.templates import TemplateCache
+from voipflow.collectors.pcapfile import iter_udp
+from voipflow.schemas.flowbatch import text_to_addr16
 
 DATA = Path(__file__).parent / "data"
 EXPORTERS = [text_to_addr16(a) for a in ("192.0.2.1", "192.0.2.2", "2001:db8::7")]

@@ -21,11 +21,11 @@ from typing import Any
 import numpy as np
 import pytest
 
-from schemas import flowbatch as fb
 from tests.collectors.collect_proc import CollectProcess, softflowd_export
 from tests.collectors.consume import consume
 from tests.collectors.reference_decoders import Nfcapd, send_paced
 from voipflow.broker import LocalBroker
+from voipflow.schemas import flowbatch as fb
 
 CAPTURES = ("teams.pcap", "zoom.pcap", "whatsapp_login_call.pcap")
 SOURCES = ("127.0.0.11", "127.0.0.12", "127.0.0.13")
@@ -389,7 +389,7 @@ def _flows(n: int) -> dict[str, np.ndarray]:
 
 @pytest.mark.slow
 def test_templates_persist_across_a_restart(tmp_path: Path) -> None:
-    from collectors.codec.encoder import make_encoder
+    from voipflow.collectors.codec.encoder import make_encoder
 
     enc = make_encoder(
         10, observation_domain_id=7, template_refresh_packets=10**6, template_refresh_ms=10**9
@@ -443,7 +443,7 @@ def test_compression_layer_arrow_refuses_a_codec_arrow_lacks(
 def test_ipv4_and_ipv6_listen_addresses_on_one_port(tmp_path: Path) -> None:
     import socket as socketlib
 
-    from collectors.codec.encoder import make_encoder
+    from voipflow.collectors.codec.encoder import make_encoder
 
     probe = socketlib.socket(socketlib.AF_INET6, socketlib.SOCK_DGRAM)
     try:

@@ -13,11 +13,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from collectors.codec.decoder import Decoder, DecoderConfig
-from collectors.codec.templates import TemplateCache
-from collectors.pcapfile import iter_udp
-from schemas.flowbatch import text_to_addr16
 from tests.collectors.compare import our_rows
+from voipflow.collectors.codec.decoder import Decoder, DecoderConfig
+from voipflow.collectors.codec.templates import TemplateCache
+from voipflow.collectors.pcapfile import iter_udp
+from voipflow.schemas.flowbatch import text_to_addr16
 
 DATA = Path(__file__).parent / "data"
 FIXTURES = sorted(p.stem for p in DATA.glob("*.pcap"))

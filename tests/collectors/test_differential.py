@@ -2,7 +2,7 @@
 
 Captures from the labelled corpus are exported by softflowd (v5, v9, IPFIX,
 IPFIX biflows, sampled) and pmacctd's nfprobe plugin (v9, IPFIX); the same
-datagrams go to nfcapd over loopback and to :class:`collectors.codec.decoder.Decoder`.
+datagrams go to nfcapd over loopback and to :class:`voipflow.collectors.codec.decoder.Decoder`.
 Every record must match: 5-tuple, packets, bytes, first and last time (ms),
 TCP flags and sampling.
 
@@ -35,12 +35,12 @@ from pathlib import Path
 
 import pytest
 
-from collectors.codec.decoder import Decoder, DecodeResult
-from collectors.codec.templates import TemplateCache
-from schemas.flowbatch import addr_to_text
 from tests.collectors import exporters as ex
 from tests.collectors import reference_decoders as rd
 from tests.collectors.compare import nfdump_rows, our_rows
+from voipflow.collectors.codec.decoder import Decoder, DecodeResult
+from voipflow.collectors.codec.templates import TemplateCache
+from voipflow.schemas.flowbatch import addr_to_text
 
 pytestmark = [
     pytest.mark.slow,

@@ -14,15 +14,6 @@ from typing import Any
 import numpy as np
 import pytest
 
-from collectors.codec.encoder import (
-    EncodeError,
-    IPFIXEncoder,
-    NetFlowV5Encoder,
-    NetFlowV9Encoder,
-    make_encoder,
-)
-from collectors.pcapfile import PcapWriter
-from schemas.flowbatch import addr_to_text, make_batch
 from tests.collectors.flows import BOOT, T0, random_flows
 from tests.collectors.reference_decoders import (
     FLOW_KEYS,
@@ -30,7 +21,16 @@ from tests.collectors.reference_decoders import (
     send_paced,
     tshark_flows,
 )
+from voipflow.collectors.codec.encoder import (
+    EncodeError,
+    IPFIXEncoder,
+    NetFlowV5Encoder,
+    NetFlowV9Encoder,
+    make_encoder,
+)
+from voipflow.collectors.pcapfile import PcapWriter
 from voipflow.netutil import free_port
+from voipflow.schemas.flowbatch import addr_to_text, make_batch
 
 EXPORTER = "127.0.0.5"
 

@@ -15,14 +15,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from collectors.codec.encoder import make_encoder
-from schemas.flowbatch import text_to_addr16
 from tests.collectors.flows import BOOT, T0, random_flows
+from voipflow.collectors.codec.encoder import make_encoder
+from voipflow.schemas.flowbatch import text_to_addr16
 
 decoder = pytest.importorskip(
-    "collectors.codec.decoder", reason="the collector's decoder is not on this branch yet"
+    "voipflow.collectors.codec.decoder", reason="the collector's decoder is not on this branch yet"
 )
-templates = pytest.importorskip("collectors.codec.templates")
+templates = pytest.importorskip("voipflow.collectors.codec.templates")
 
 KEYS = (
     "src_addr",

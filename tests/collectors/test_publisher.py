@@ -7,9 +7,9 @@ from collections.abc import Callable
 
 import pytest
 
-from collectors.publisher import Publisher, PublisherConfig, PublisherError
 from tests.collectors.consume import consume
 from voipflow.broker import LocalBroker
+from voipflow.collectors.publisher import Publisher, PublisherConfig, PublisherError
 
 pytestmark = pytest.mark.kafka
 

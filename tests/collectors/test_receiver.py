@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from collectors.codec.frame import Frame
-from collectors.receiver import (
+from voipflow.collectors.codec.frame import Frame
+from voipflow.collectors.receiver import (
     MAX_DATAGRAM,
     ReceiverError,
     check_free,

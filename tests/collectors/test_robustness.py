@@ -19,11 +19,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from collectors.codec.decoder import REASONS, Decoder, DecoderConfig
-from collectors.codec.templates import TemplateCache
-from collectors.pcapfile import iter_udp
-from schemas.flowbatch import FLOW_COLUMNS, text_to_addr16
 from tests.collectors.compare import assert_same
+from voipflow.collectors.codec.decoder import REASONS, Decoder, DecoderConfig
+from voipflow.collectors.codec.templates import TemplateCache
+from voipflow.collectors.pcapfile import iter_udp
+from voipflow.schemas.flowbatch import FLOW_COLUMNS, text_to_addr16
 
 DATA = Path(__file__).parent / "data"
 EXP = text_to_addr16("198.51.100.1")

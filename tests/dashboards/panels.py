@@ -15,11 +15,11 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from storage.clickhouse.base import QueryResult
-from storage.clickhouse.embedded import EmbeddedClickHouse
-from storage.clickhouse.migrations import Migrator, RenderOptions
-from storage.config import ClickHouseConfig
 from tests.dashboards.grafana_sim import Request, Variable, interpolate, leftover
+from voipflow.storage.clickhouse.base import QueryResult
+from voipflow.storage.clickhouse.embedded import EmbeddedClickHouse
+from voipflow.storage.clickhouse.migrations import Migrator, RenderOptions
+from voipflow.storage.config import ClickHouseConfig
 
 
 @contextmanager

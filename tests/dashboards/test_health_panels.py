@@ -25,8 +25,6 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from dashboards import health
-from storage.sink.tables import combine, parse_health
 from tests.dashboards.grafana_sim import Request, panel_interval_ms
 from tests.dashboards.panels import (
     epoch,
@@ -36,6 +34,8 @@ from tests.dashboards.panels import (
     selection,
     variable_values,
 )
+from voipflow.dashboards import health
+from voipflow.storage.sink.tables import combine, parse_health
 
 NOW = int(time.time())
 T0 = NOW // 3600 * 3600 - 3 * 3600

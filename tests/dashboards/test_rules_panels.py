@@ -21,7 +21,6 @@ from typing import Any
 import numpy as np
 import pytest
 
-from dashboards import rules
 from tests.dashboards.grafana_sim import Request, panel_interval_ms
 from tests.dashboards.panels import (
     epoch,
@@ -31,6 +30,7 @@ from tests.dashboards.panels import (
     selection,
     variable_values,
 )
+from voipflow.dashboards import rules
 
 NOW = int(time.time())
 T0 = NOW // 3600 * 3600 - 5 * 3600

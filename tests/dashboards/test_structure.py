@@ -20,9 +20,10 @@ from typing import Any
 import pytest
 import yaml
 
-from dashboards import StaleDashboards
-from dashboards.build import DASHBOARD_DIR, DASHBOARDS, check, load, render, stale
-from dashboards.grafana import (
+from tests.fixtures.paths import REPO
+from voipflow.dashboards import StaleDashboards
+from voipflow.dashboards.build import DASHBOARD_DIR, DASHBOARDS, check, load, render, stale
+from voipflow.dashboards.grafana import (
     DATASOURCE_TYPE,
     DEFAULT_DATASOURCE_UID,
     GRID_COLUMNS,
@@ -30,7 +31,6 @@ from dashboards.grafana import (
     row,
     stat,
 )
-from tests.fixtures.paths import REPO
 
 DASHBOARDS_JSON = load()
 #: Macros the ClickHouse data source expands (frontend and backend).

@@ -27,11 +27,6 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from dashboards import usage
-from dashboards.cities import city_columns, read_cities
-from schemas import voipflows
-from schemas.flowbatch import ipv4_to_addr16
-from storage.sink.tables import combine, parse_usage, parse_voip_flows
 from tests.dashboards.grafana_sim import Request, panel_interval_ms
 from tests.dashboards.panels import (
     epoch,
@@ -41,6 +36,11 @@ from tests.dashboards.panels import (
     selection,
     variable_values,
 )
+from voipflow.dashboards import usage
+from voipflow.dashboards.cities import city_columns, read_cities
+from voipflow.schemas import voipflows
+from voipflow.schemas.flowbatch import ipv4_to_addr16
+from voipflow.storage.sink.tables import combine, parse_usage, parse_voip_flows
 
 NOW = int(time.time())
 DAY = 86400
@@ -484,7 +484,7 @@ def check_confidence(res: Any, sc: Scenario, p: dict[str, Any]) -> None:
 
 
 def check_evidence(res: Any, sc: Scenario, p: dict[str, Any]) -> None:
-    from dashboards.usage import Evidence
+    from voipflow.dashboards.usage import Evidence
 
     flows = _flows(sc)
     counts: dict[str, int] = defaultdict(int)

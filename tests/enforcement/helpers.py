@@ -5,13 +5,13 @@ from __future__ import annotations
 from functools import cache
 from typing import Any
 
-from enforcement.config import GuardrailConfig
-from enforcement.evaluator import Evaluator
-from enforcement.guardrails import Guardrails
-from enforcement.policy import Policy, parse_policies
-from enforcement.targets import PeerSet, TargetResolver
-from schemas.usage import validate_usage
-from streams.providers import ProviderRanges, load_providers
+from voipflow.enforcement.config import GuardrailConfig
+from voipflow.enforcement.evaluator import Evaluator
+from voipflow.enforcement.guardrails import Guardrails
+from voipflow.enforcement.policy import Policy, parse_policies
+from voipflow.enforcement.targets import PeerSet, TargetResolver
+from voipflow.schemas.usage import validate_usage
+from voipflow.streams.providers import ProviderRanges, load_providers
 
 T0 = 1_760_000_000_000 // 60_000 * 60_000  # a minute boundary, UTC ms
 CITY_PREFIXES = {
@@ -91,9 +91,9 @@ def providers() -> ProviderRanges:
 
 def insert_via_sink(ch: Any, rules: list[dict[str, Any]], events: list[dict[str, Any]]) -> None:
     """Write rules and events as the sink does: each message through its table mapping."""
-    from schemas.rule_events import encode_rule_event
-    from schemas.rules import encode_rule
-    from storage.sink.tables import combine, parse_rule, parse_rule_event
+    from voipflow.schemas.rule_events import encode_rule_event
+    from voipflow.schemas.rules import encode_rule
+    from voipflow.storage.sink.tables import combine, parse_rule, parse_rule_event
 
     if rules:
         cols, _ = combine([parse_rule(encode_rule(r)) for r in rules])

@@ -5,11 +5,11 @@ from __future__ import annotations
 import random
 from typing import Any
 
-from enforcement.config import GuardrailConfig
-from enforcement.evaluator import Evaluator, Event, Output, Publish, Withdraw, rule_id
-from schemas.rule_events import validate_rule_event
-from schemas.rules import validate_rule
 from tests.enforcement.helpers import T0, evaluator, policy, usage
+from voipflow.enforcement.config import GuardrailConfig
+from voipflow.enforcement.evaluator import Evaluator, Event, Output, Publish, Withdraw, rule_id
+from voipflow.schemas.rule_events import validate_rule_event
+from voipflow.schemas.rules import validate_rule
 
 NOW = T0  # wall clock of the tests: the rules are fresh
 

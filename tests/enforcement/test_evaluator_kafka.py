@@ -22,15 +22,15 @@ from typing import Any
 
 import pytest
 
-from enforcement.evaluator import Publish
-from enforcement.kafka_io import COMPACTED, read_table
-from enforcement.policy import parse_policies
-from enforcement.targets import load_city_prefixes
-from schemas.rule_events import decode_rule_event
-from schemas.rules import decode_rule
-from schemas.usage import encode_usage, usage_key
 from tests.enforcement.helpers import evaluator
 from tests.fixtures.paths import REPO
+from voipflow.enforcement.evaluator import Publish
+from voipflow.enforcement.kafka_io import COMPACTED, read_table
+from voipflow.enforcement.policy import parse_policies
+from voipflow.enforcement.targets import load_city_prefixes
+from voipflow.schemas.rule_events import decode_rule_event
+from voipflow.schemas.rules import decode_rule
+from voipflow.schemas.usage import encode_usage, usage_key
 
 pytestmark = [pytest.mark.slow, pytest.mark.kafka]
 

@@ -9,10 +9,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from enforcement.config import BUILTIN_NEVER_BLOCK, GuardrailConfig
-from enforcement.evaluator import Publish
-from enforcement.guardrails import Guardrails, covers_protected
 from tests.enforcement.helpers import evaluator, policy, usage
+from voipflow.enforcement.config import BUILTIN_NEVER_BLOCK, GuardrailConfig
+from voipflow.enforcement.evaluator import Publish
+from voipflow.enforcement.guardrails import Guardrails, covers_protected
 from voipflow.settings import SettingsError, load_settings
 
 

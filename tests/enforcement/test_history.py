@@ -17,14 +17,14 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from enforcement.config import GuardrailConfig
-from enforcement.evaluator import Event, Publish
-from enforcement.history import list_rules, show_rule, simulate
-from enforcement.ledger import Ledger, Record
-from enforcement.targets import PeerSet, TargetResolver
 from tests.dashboards.panels import migrated_database
 from tests.enforcement.helpers import evaluator, insert_via_sink, policy, providers
 from tests.enforcement.test_ledger import _fb
+from voipflow.enforcement.config import GuardrailConfig
+from voipflow.enforcement.evaluator import Event, Publish
+from voipflow.enforcement.history import list_rules, show_rule, simulate
+from voipflow.enforcement.ledger import Ledger, Record
+from voipflow.enforcement.targets import PeerSet, TargetResolver
 
 NOW_S = int(time.time()) // 60 * 60
 T = NOW_S - 120 * 60  # the first minute of the history, two hours ago

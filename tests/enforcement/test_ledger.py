@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from enforcement.evaluator import Publish
-from enforcement.ledger import Escalation, Ledger, LedgerOutput, Record, Tombstone
-from schemas.rule_events import validate_rule_event
-from schemas.rules import validate_feedback
 from tests.enforcement.helpers import T0, evaluator, policy, usage
+from voipflow.enforcement.evaluator import Publish
+from voipflow.enforcement.ledger import Escalation, Ledger, LedgerOutput, Record, Tombstone
+from voipflow.schemas.rule_events import validate_rule_event
+from voipflow.schemas.rules import validate_feedback
 
 
 def _rule(ttl: str = "10m") -> dict[str, Any]:

@@ -18,12 +18,12 @@ from typing import Any
 
 import pytest
 
-from enforcement.evaluator import Publish
-from enforcement.kafka_io import COMPACTED, read_table
-from schemas.rule_events import decode_rule_event
-from schemas.rules import encode_feedback, encode_rule, feedback_key, rule_key
 from tests.enforcement.helpers import evaluator, policy, usage
 from tests.enforcement.test_evaluator_kafka import REPO, _read_all
+from voipflow.enforcement.evaluator import Publish
+from voipflow.enforcement.kafka_io import COMPACTED, read_table
+from voipflow.schemas.rule_events import decode_rule_event
+from voipflow.schemas.rules import encode_feedback, encode_rule, feedback_key, rule_key
 
 pytestmark = [pytest.mark.slow, pytest.mark.kafka]
 

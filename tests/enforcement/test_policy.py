@@ -6,12 +6,17 @@ from pathlib import Path
 
 import pytest
 
-from enforcement.errors import PolicyFileError
-from enforcement.policy import load_policies, load_policy_file, parse_duration, parse_policies
-from enforcement.targets import load_city_prefixes, target_problems
-from streams.providers import load_providers
 from tests.fixtures.paths import REPO
 from voipflow.cli import main
+from voipflow.enforcement.errors import PolicyFileError
+from voipflow.enforcement.policy import (
+    load_policies,
+    load_policy_file,
+    parse_duration,
+    parse_policies,
+)
+from voipflow.enforcement.targets import load_city_prefixes, target_problems
+from voipflow.streams.providers import load_providers
 
 EXAMPLE = REPO / "examples" / "policies" / "p2p-voip.yaml"
 CITIES = REPO / "data" / "cities" / "demo-cities.csv"

@@ -17,13 +17,13 @@ from typing import Any
 
 import pytest
 
-from dashboards import rules as rules_dashboard
-from enforcement.evaluator import Event, Publish
-from enforcement.ledger import Ledger, Record
 from tests.dashboards.grafana_sim import Request, panel_interval_ms
 from tests.dashboards.panels import migrated_database, panels, run, selection
 from tests.enforcement.helpers import evaluator, insert_via_sink, policy
 from tests.enforcement.test_ledger import _fb
+from voipflow.dashboards import rules as rules_dashboard
+from voipflow.enforcement.evaluator import Event, Publish
+from voipflow.enforcement.ledger import Ledger, Record
 
 NOW_MS = int(time.time()) // 60 * 60_000
 T0 = NOW_MS - 3 * 3600_000

@@ -10,19 +10,19 @@ from typing import Any
 
 import pytest
 
-from enforcement.evaluator import Event, Publish
-from enforcement.history import list_rules, show_rule
-from enforcement.kafka_io import COMPACTED
-from enforcement.ledger import Ledger, Record
-from schemas.rule_events import encode_rule_event
-from schemas.rules import encode_rule
-from schemas.topics import KafkaConfig
-from storage.clickhouse.migrations import Migrator, RenderOptions
-from storage.config import ClickHouseConfig, SinkConfig
-from storage.sink import Sink
 from tests.enforcement.helpers import evaluator, policy, usage
 from tests.enforcement.test_ledger import _fb
 from tests.storage.sinkdata import committed, wait_until
+from voipflow.enforcement.evaluator import Event, Publish
+from voipflow.enforcement.history import list_rules, show_rule
+from voipflow.enforcement.kafka_io import COMPACTED
+from voipflow.enforcement.ledger import Ledger, Record
+from voipflow.schemas.rule_events import encode_rule_event
+from voipflow.schemas.rules import encode_rule
+from voipflow.schemas.topics import KafkaConfig
+from voipflow.storage.clickhouse.migrations import Migrator, RenderOptions
+from voipflow.storage.config import ClickHouseConfig, SinkConfig
+from voipflow.storage.sink import Sink
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 

@@ -9,15 +9,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from enforcement.config import EvaluatorConfig, GuardrailConfig
-from enforcement.errors import PolicyFileError
-from enforcement.evaluator import Withdraw
-from enforcement.evaluator_process import EvaluatorProcess, EvaluatorSetup
-from enforcement.targets import PeerSet, app_ports
-from schemas import voipflows
-from schemas.flowbatch import ipv4_to_addr16
-from schemas.topics import KafkaConfig
 from tests.enforcement.helpers import T0, usage
+from voipflow.enforcement.config import EvaluatorConfig, GuardrailConfig
+from voipflow.enforcement.errors import PolicyFileError
+from voipflow.enforcement.evaluator import Withdraw
+from voipflow.enforcement.evaluator_process import EvaluatorProcess, EvaluatorSetup
+from voipflow.enforcement.targets import PeerSet, app_ports
+from voipflow.schemas import voipflows
+from voipflow.schemas.flowbatch import ipv4_to_addr16
+from voipflow.schemas.topics import KafkaConfig
 
 POLICY = """\
 policies:

@@ -18,10 +18,10 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from schemas import voipflows
-from schemas.flowbatch import ipv4_to_addr16
-from storage.sink.tables import combine, parse_usage, parse_voip_flows
-from streams.classify import Evidence
+from voipflow.schemas import voipflows
+from voipflow.schemas.flowbatch import ipv4_to_addr16
+from voipflow.storage.sink.tables import combine, parse_usage, parse_voip_flows
+from voipflow.streams.classify import Evidence
 
 HOUR = 3600
 DAY = 86400

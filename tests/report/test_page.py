@@ -22,12 +22,12 @@ from typing import Any
 
 import pytest
 
-from dashboards.build import load
 from tests.dashboards.grafana_sim import Request, panel_interval_ms
 from tests.dashboards.panels import expand, migrated_database, selection
 from tests.fixtures.paths import REPO
 from tests.report import dom
 from tests.report.rows import APPS, CITY_INFO, EXPORTERS, GAP_EXPORTER, insert_all
+from voipflow.dashboards.build import load
 from voipflow.report import chromium
 from voipflow.report.queries import FIGURES, ReportData, Selection, fetch, panel_of
 from voipflow.report.render import render

@@ -6,9 +6,9 @@ import re
 
 import pytest
 
-from dashboards.build import DASHBOARD_DIR, load
-from dashboards.rollups import Retention
 from tests.dashboards.grafana_sim import Request, Variable, interpolate
+from voipflow.dashboards.build import DASHBOARD_DIR, load
+from voipflow.dashboards.rollups import Retention
 from voipflow.report.grafana_sql import PanelRequest, expand, panel_interval_ms
 from voipflow.report.make import parse_when, selection_for
 from voipflow.report.queries import FIGURES, Selection, _dashboards, figure_sql, panel_of

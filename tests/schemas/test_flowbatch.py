@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from schemas import flowbatch as fb
+from voipflow.schemas import flowbatch as fb
 
 
 def test_defaults_are_the_documented_ones() -> None:

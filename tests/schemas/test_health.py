@@ -8,10 +8,10 @@ from typing import Any
 
 import pytest
 
-from collectors.codec.call import ExporterStats
-from collectors.health import ExporterTracker
-from schemas.flowbatch import text_to_addr16
-from schemas.health import (
+from voipflow.collectors.codec.call import ExporterStats
+from voipflow.collectors.health import ExporterTracker
+from voipflow.schemas.flowbatch import text_to_addr16
+from voipflow.schemas.health import (
     HealthError,
     HealthFormatError,
     HealthVersionError,

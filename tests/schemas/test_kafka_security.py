@@ -17,10 +17,10 @@ from pathlib import Path
 import faust
 import pytest
 
-from schemas.kafka_security import KafkaSecurity, kafka_client_options
-from schemas.topics import KafkaConfig
 from tests.fixtures.kafka_secure import TlsFiles, make_tls_files
 from tests.fixtures.paths import REPO
+from voipflow.schemas.kafka_security import KafkaSecurity, kafka_client_options
+from voipflow.schemas.topics import KafkaConfig
 from voipflow.settings import SettingsError, load_settings
 
 PASSWORD = "s3cret-Pa55word-for-tests"

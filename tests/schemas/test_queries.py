@@ -16,10 +16,10 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from schemas.flowbatch import addr_to_text, ipv4_to_addr16
-from storage.clickhouse.migrations import MIGRATIONS_DIR, Migrator, RenderOptions
-from storage.config import ClickHouseConfig
 from tests.fixtures.paths import REPO
+from voipflow.schemas.flowbatch import addr_to_text, ipv4_to_addr16
+from voipflow.storage.clickhouse.migrations import MIGRATIONS_DIR, Migrator, RenderOptions
+from voipflow.storage.config import ClickHouseConfig
 
 QUERIES = MIGRATIONS_DIR / "queries"
 DOC = REPO / "docs" / "sql.md"
@@ -138,8 +138,8 @@ def test_hourly_trend(db, usage) -> None:
 
 
 def test_new_subscribers_per_app(db) -> None:
-    from storage.sink.tables import parse_voip_flows
     from tests.storage.sinkdata import flow_batch
+    from voipflow.storage.sink.tables import parse_voip_flows
 
     now_ms = int(time.time() * 1000)
     rng = np.random.default_rng(3)
@@ -214,8 +214,8 @@ def test_rule_hits(db) -> None:
 
 
 def test_exporter_health(db) -> None:
-    from storage.sink.tables import combine, parse_health
     from tests.storage.sinkdata import health_message
+    from voipflow.storage.sink.tables import combine, parse_health
 
     now_ms = int(time.time() * 1000)
     reports = [
@@ -238,8 +238,8 @@ def test_exporter_health(db) -> None:
 
 
 def test_exporter_coverage(db) -> None:
-    from storage.sink.tables import combine, parse_traffic
     from tests.storage.sinkdata import traffic_message
+    from voipflow.storage.sink.tables import combine, parse_traffic
 
     minute = (int(time.time()) // 60 - 10) * 60_000
     windows = [
@@ -310,8 +310,8 @@ def test_exporter_coverage(db) -> None:
 
 
 def test_exporter_daily_traffic(db) -> None:
-    from storage.sink.tables import combine, parse_traffic
     from tests.storage.sinkdata import traffic_message
+    from voipflow.storage.sink.tables import combine, parse_traffic
 
     today = int(time.time()) // 86400 * 86400
     windows = [

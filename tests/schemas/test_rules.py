@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from schemas.rules import (
+from voipflow.schemas.rules import (
     FeedbackVersionError,
     RuleError,
     RuleFormatError,

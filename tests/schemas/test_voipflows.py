@@ -10,9 +10,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from schemas import flowbatch as fb
-from schemas import usage
-from schemas import voipflows as vf
+from voipflow.schemas import flowbatch as fb
+from voipflow.schemas import usage
+from voipflow.schemas import voipflows as vf
 
 
 @settings(max_examples=30, deadline=None)

@@ -14,13 +14,12 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from schemas import voipflows
-from schemas.flowbatch import ipv4_to_addr16
-
 # The sink tests import these from here; they live in the package.
 from voipflow.evaluation.sinkdata import APPS as APPS
 from voipflow.evaluation.sinkdata import CITIES as CITIES
 from voipflow.evaluation.sinkdata import flow_batch as flow_batch
+from voipflow.schemas import voipflows
+from voipflow.schemas.flowbatch import ipv4_to_addr16
 
 
 def usage_message(

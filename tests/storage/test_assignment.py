@@ -10,12 +10,12 @@ import uuid
 
 import pytest
 
-from schemas.topics import KafkaConfig
-from storage.clickhouse.migrations import Migrator, RenderOptions
-from storage.config import ClickHouseConfig, SinkConfig
-from storage.sink import Sink
-from storage.sink.assignment import AssignmentWatch, no_auto_create
 from tests.storage.sinkdata import flow_batch, wait_until
+from voipflow.schemas.topics import KafkaConfig
+from voipflow.storage.clickhouse.migrations import Migrator, RenderOptions
+from voipflow.storage.config import ClickHouseConfig, SinkConfig
+from voipflow.storage.sink import Sink
+from voipflow.storage.sink.assignment import AssignmentWatch, no_auto_create
 from voipflow.topics import ensure_topics
 
 pytestmark = [pytest.mark.slow, pytest.mark.kafka]

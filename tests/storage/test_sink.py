@@ -8,10 +8,6 @@ from collections import defaultdict
 
 import pytest
 
-from schemas.topics import KafkaConfig
-from storage.clickhouse.migrations import Migrator, RenderOptions
-from storage.config import ClickHouseConfig, SinkConfig
-from storage.sink import Sink
 from tests.storage.sinkdata import (
     APPS,
     CITIES,
@@ -23,6 +19,10 @@ from tests.storage.sinkdata import (
     usage_message,
     wait_until,
 )
+from voipflow.schemas.topics import KafkaConfig
+from voipflow.storage.clickhouse.migrations import Migrator, RenderOptions
+from voipflow.storage.config import ClickHouseConfig, SinkConfig
+from voipflow.storage.sink import Sink
 
 pytestmark = pytest.mark.kafka
 
@@ -211,7 +211,7 @@ def test_schema_mismatch_stops_with_one_clear_message(
 def test_missing_table_refused_at_start(
     kafka_bootstrap, kafka_topic_factory, chdb, tmp_path
 ) -> None:
-    from storage.sink import SinkStopped
+    from voipflow.storage.sink import SinkStopped
 
     kafka = _topics(kafka_topic_factory, partitions=1)
     sink = _sink(kafka_bootstrap, kafka, chdb, tmp_path, topics=kafka.health_topic)
@@ -229,7 +229,7 @@ def _leave_intent(kafka_bootstrap, kafka: KafkaConfig, chdb) -> str:
     from kafka import KafkaConsumer
     from kafka.structs import OffsetAndMetadata, TopicPartition
 
-    from storage.sink.tables import combine, parse_voip_flows
+    from voipflow.storage.sink.tables import combine, parse_voip_flows
 
     Migrator(chdb, RenderOptions.from_config(ClickHouseConfig(), chdb.database)).migrate()
     produce(
@@ -440,9 +440,9 @@ def test_a_partition_the_client_stopped_fetching_is_fetched_again(
     """
     from kafka.structs import TopicPartition
 
-    import storage.sink.loop
+    from voipflow.storage.sink import loop
 
-    monkeypatch.setattr(storage.sink.loop, "PROGRESS_CHECK_S", 1.0)
+    monkeypatch.setattr(loop, "PROGRESS_CHECK_S", 1.0)
     Migrator(chdb, RenderOptions.from_config(ClickHouseConfig(), chdb.database)).migrate()
     kafka = _topics(kafka_topic_factory, partitions=1)
     sink = _sink(kafka_bootstrap, kafka, chdb, tmp_path, topics=kafka.voip_flows_topic)

@@ -21,12 +21,12 @@ from pathlib import Path
 
 import pytest
 
-from schemas.topics import KafkaConfig
-from storage.clickhouse.native import NativeClickHouse
-from storage.config import ClickHouseConfig, SinkConfig
-from storage.sink import Sink
 from tests.fixtures.paths import REPO
 from tests.storage.sinkdata import committed, flow_batch, produce, wait_until
+from voipflow.schemas.topics import KafkaConfig
+from voipflow.storage.clickhouse.native import NativeClickHouse
+from voipflow.storage.config import ClickHouseConfig, SinkConfig
+from voipflow.storage.sink import Sink
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 
@@ -257,7 +257,7 @@ def test_server_schema_mismatch_stops(
 def test_server_without_offset_columns_is_refused(
     kafka_bootstrap, kafka_topic_factory, clickhouse_server, server_database
 ) -> None:
-    from storage.sink import SinkStopped
+    from voipflow.storage.sink import SinkStopped
 
     ch = NativeClickHouse(clickhouse_server.url_for(server_database))
     ch.execute(

@@ -7,9 +7,10 @@ import json
 import numpy as np
 import pytest
 
-from schemas import voipflows
-from schemas.flowbatch import text_to_addr16
-from storage.sink.tables import (
+from tests.storage.sinkdata import random_voip_batch as sample
+from voipflow.schemas import voipflows
+from voipflow.schemas.flowbatch import text_to_addr16
+from voipflow.storage.sink.tables import (
     HEALTH_COLUMNS,
     BadMessage,
     combine,
@@ -18,7 +19,6 @@ from storage.sink.tables import (
     parse_voip_flows,
     with_offsets,
 )
-from tests.storage.sinkdata import random_voip_batch as sample
 
 
 def usage(**over: object) -> bytes:

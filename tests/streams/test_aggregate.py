@@ -9,9 +9,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from schemas import flowbatch as fb
-from schemas.usage import validate_usage
-from streams.aggregate import (
+from tests.fixtures.paths import REPO
+from voipflow.schemas import flowbatch as fb
+from voipflow.schemas.usage import validate_usage
+from voipflow.streams.aggregate import (
     ALL,
     apply_partial,
     batch_partials,
@@ -21,11 +22,10 @@ from streams.aggregate import (
     subscriber_hash,
     unique_pairs,
 )
-from streams.classify import Classification, Classifier
-from streams.config import WorkerConfig
-from streams.enrich import Enricher
-from streams.providers import load_providers
-from tests.fixtures.paths import REPO
+from voipflow.streams.classify import Classification, Classifier
+from voipflow.streams.config import WorkerConfig
+from voipflow.streams.enrich import Enricher
+from voipflow.streams.providers import load_providers
 
 CFG = WorkerConfig(
     prefix_table=REPO / "data" / "cities" / "demo-cities.csv",

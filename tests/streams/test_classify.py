@@ -9,10 +9,10 @@ import pyarrow as pa
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from schemas import flowbatch as fb
-from streams.classify import Classifier, Evidence
-from streams.flowpairs import IceMemory, pair_directions
-from streams.providers import load_providers
+from voipflow.schemas import flowbatch as fb
+from voipflow.streams.classify import Classifier, Evidence
+from voipflow.streams.flowpairs import IceMemory, pair_directions
+from voipflow.streams.providers import load_providers
 
 T0 = 1_700_000_000_000
 CLIENT = "192.168.1.10"
@@ -318,7 +318,7 @@ def test_flow_hashes_tell_ipv4_sockets_apart() -> None:
         {"src_addr": addrs, "dst_addr": addrs, "src_port": ports, "dst_port": ports,
          "protocol": np.full(n, 17, np.uint8)}
     )  # fmt: skip
-    from streams.flowpairs import flow_hashes
+    from voipflow.streams.flowpairs import flow_hashes
 
     h = flow_hashes(b)
     sockets = np.unique(v4.astype(np.uint64) << np.uint64(16) | ports.astype(np.uint64))

@@ -11,11 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from schemas.topics import KafkaConfig
-from streams.app import build_app
-from streams.commits import DeliveredBuffer
-from streams.config import WorkerConfig
 from voipflow.broker import LocalBroker
+from voipflow.schemas.topics import KafkaConfig
+from voipflow.streams.app import build_app
+from voipflow.streams.commits import DeliveredBuffer
+from voipflow.streams.config import WorkerConfig
 from voipflow.topics import ensure_topics
 
 pytestmark = [pytest.mark.slow, pytest.mark.kafka]

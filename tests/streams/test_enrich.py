@@ -8,10 +8,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from schemas import flowbatch as fb
-from streams.config import WorkerConfig
-from streams.enrich import SOURCE_EXPORTER, SOURCE_MMDB, SOURCE_PREFIX, Enricher, TableError
 from tests.fixtures.paths import REPO
+from voipflow.schemas import flowbatch as fb
+from voipflow.streams.config import WorkerConfig
+from voipflow.streams.enrich import (
+    SOURCE_EXPORTER,
+    SOURCE_MMDB,
+    SOURCE_PREFIX,
+    Enricher,
+    TableError,
+)
 
 DEMO = REPO / "data" / "cities" / "demo-cities.csv"
 HOME = "10.0.0.0/8,2001:db8::/32"

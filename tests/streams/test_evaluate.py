@@ -6,8 +6,8 @@ from pathlib import Path
 
 import numpy as np
 
-from schemas.flowbatch import text_to_addr16
-from streams import evaluate as ev
+from voipflow.schemas.flowbatch import text_to_addr16
+from voipflow.streams import evaluate as ev
 
 HEADER = (
     "pcap,l4,src_ip,src_port,dst_ip,dst_port,bidirectional,ndpi_proto,ndpi_app,ndpi_category,"

@@ -7,7 +7,7 @@ moved past the buffered messages, so their re-fetched copies are discarded
 and the agent never sees them (the cause of the intermittent loss in the
 worker kill test). This test replays that end of recovery on the real broker,
 in-process, against an agent that is behind the fetcher (a full buffer), and
-checks that :class:`streams.app.WorkerFaustApp` still hands every offset to
+checks that :class:`voipflow.streams.app.WorkerFaustApp` still hands every offset to
 the agent. Run with ``faust.App`` instead, the same test loses the buffered
 messages.
 """
@@ -24,8 +24,8 @@ import faust
 import pytest
 from kafka import KafkaProducer
 
-from streams.app import KeepBuffersOnResume, WorkerFaustApp
 from tests.fixtures.kafka import TopicFactory
+from voipflow.streams.app import KeepBuffersOnResume, WorkerFaustApp
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 

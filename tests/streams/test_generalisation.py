@@ -26,10 +26,10 @@ from typing import Any
 
 import pytest
 
-from collectors.pcapfile import Packet, read_flows, write_packets
-from streams import evaluate as ev
 from tests.fixtures.paths import REPO
+from voipflow.collectors.pcapfile import Packet, read_flows, write_packets
 from voipflow.evaluation.heldout import REPORT_SEED, build
+from voipflow.streams import evaluate as ev
 
 #: Label kinds the classifier may call VoIP although they are not (blind spots):
 #: a console's STUN and the game on its socket; a game on even ports from a

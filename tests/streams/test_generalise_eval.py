@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from streams import evaluate as ev
-from streams.classify import Classifier
-from streams.providers import load_providers
 from tests.streams.test_classify import CLIENT, batch, both, run, voice
 from voipflow.evaluation import generalise as gen
+from voipflow.streams import evaluate as ev
+from voipflow.streams.classify import Classifier
+from voipflow.streams.providers import load_providers
 
 
 def test_capture_half_is_a_stable_hash_of_the_name() -> None:

@@ -8,13 +8,13 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from schemas import flowbatch as fb
-from schemas import voipflows as vf
-from schemas.usage import decode_usage
-from streams.aggregate import new_state
-from streams.config import WorkerConfig
-from streams.pipeline import VOIP_FLOWS_MAX_ROWS, CityStates, FlowPipeline, PartialError
 from tests.fixtures.paths import REPO
+from voipflow.schemas import flowbatch as fb
+from voipflow.schemas import voipflows as vf
+from voipflow.schemas.usage import decode_usage
+from voipflow.streams.aggregate import new_state
+from voipflow.streams.config import WorkerConfig
+from voipflow.streams.pipeline import VOIP_FLOWS_MAX_ROWS, CityStates, FlowPipeline, PartialError
 
 CFG = WorkerConfig(
     prefix_table=REPO / "data" / "cities" / "demo-cities.csv",

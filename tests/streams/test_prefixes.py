@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from schemas.flowbatch import text_to_addr16
-from streams.prefixes import PrefixError, PrefixTable, parse_prefix_lines
+from voipflow.schemas.flowbatch import text_to_addr16
+from voipflow.streams.prefixes import PrefixError, PrefixTable, parse_prefix_lines
 
 # Prefixes drawn from a small space so that nesting and adjacency are common.
 v4_nets = st.builds(

@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from schemas.flowbatch import text_to_addr16
-from streams.providers import (
+from voipflow.schemas.flowbatch import text_to_addr16
+from voipflow.streams.providers import (
     ProviderFetchError,
     load_providers,
     read_provider,

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from streams.classify import Evidence
-from streams.session import HostSessions, call_sockets, stun_shaped
 from tests.streams.test_classify import CLIENT, T0, both, run, voice
+from voipflow.streams.classify import Evidence
+from voipflow.streams.session import HostSessions, call_sockets, stun_shaped
 
 META = "157.240.1.1"  # in Meta's published ranges (data/providers/meta.txt)
 PEER = "198.51.100.9"  # in no list

@@ -14,8 +14,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from schemas import flowbatch as fb
-from schemas.traffic import (
+from tests.fixtures.paths import REPO
+from tests.streams.test_aggregate import rows_of
+from voipflow.schemas import flowbatch as fb
+from voipflow.schemas.traffic import (
     COUNTERS,
     TrafficError,
     TrafficVersionError,
@@ -24,21 +26,19 @@ from schemas.traffic import (
     traffic_key,
     validate_traffic,
 )
-from storage.sink.tables import BadMessage, parse_traffic
-from streams.classify import Classification, Classifier
-from streams.config import WorkerConfig
-from streams.enrich import SOURCE_NONE, Enricher
-from streams.pipeline import ExporterStates, FlowPipeline, PartialError
-from streams.providers import load_providers
-from streams.traffic import (
+from voipflow.storage.sink.tables import BadMessage, parse_traffic
+from voipflow.streams.classify import Classification, Classifier
+from voipflow.streams.config import WorkerConfig
+from voipflow.streams.enrich import SOURCE_NONE, Enricher
+from voipflow.streams.pipeline import ExporterStates, FlowPipeline, PartialError
+from voipflow.streams.providers import load_providers
+from voipflow.streams.traffic import (
     apply_traffic,
     batch_traffic,
     close_traffic,
     new_traffic_state,
     split_window_key,
 )
-from tests.fixtures.paths import REPO
-from tests.streams.test_aggregate import rows_of
 
 CFG = WorkerConfig(
     prefix_table=REPO / "data" / "cities" / "demo-cities.csv",

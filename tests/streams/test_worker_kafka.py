@@ -25,11 +25,11 @@ import pytest
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.errors import KafkaError
 
-from schemas import flowbatch as fb
-from streams.aggregate import apply_partial, close_windows, new_state
-from streams.config import WorkerConfig
-from streams.pipeline import FlowPipeline
 from tests.fixtures.paths import REPO
+from voipflow.schemas import flowbatch as fb
+from voipflow.streams.aggregate import apply_partial, close_windows, new_state
+from voipflow.streams.config import WorkerConfig
+from voipflow.streams.pipeline import FlowPipeline
 from voipflow.topics import ensure_topics
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]

@@ -21,7 +21,6 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
 from kafka.admin import ConfigResource, ConfigResourceType
 
-from schemas.topics import KafkaConfig
 from tests.fixtures.kafka import TopicFactory
 from tests.fixtures.paths import REPO
 from voipflow.broker import (
@@ -35,6 +34,7 @@ from voipflow.broker import (
     resolve_bootstrap,
     running_state,
 )
+from voipflow.schemas.topics import KafkaConfig
 from voipflow.topics import BrokerUnreachable, TopicError, ensure_topics, wait_for_broker
 
 pytestmark = pytest.mark.kafka

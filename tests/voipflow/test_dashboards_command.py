@@ -22,9 +22,9 @@ from typing import Any
 
 import pytest
 
-from dashboards.build import DASHBOARD_DIR, DASHBOARDS, render
 from tests.fixtures.paths import REPO
 from voipflow.commands.dashboards import push
+from voipflow.dashboards.build import DASHBOARD_DIR, DASHBOARDS, render
 
 
 def voipflow(*args: str, data_dir: Path | None = None) -> subprocess.CompletedProcess[str]:
@@ -212,7 +212,7 @@ def test_push_to_nothing_fails_with_one_line(grafana: Any) -> None:
 
 
 def test_the_shipped_demo_prefix_table_gives_every_city_once() -> None:
-    from dashboards.cities import read_cities
+    from voipflow.dashboards.cities import read_cities
 
     path = REPO / "data" / "cities" / "demo-cities.csv"
     lines = path.read_text().splitlines()[1:]

@@ -337,10 +337,10 @@ def test_a_running_local_broker_is_used_and_left_running(kafka_broker: Any, tmp_
     """
     from dataclasses import asdict
 
-    from schemas.topics import KafkaConfig
     from voipflow.broker import BrokerState, running_state
     from voipflow.demo import Printer
     from voipflow.demo.pipeline import DemoKafka
+    from voipflow.schemas.topics import KafkaConfig
     from voipflow.settings import Settings
 
     state_dir = tmp_path / "var" / "kafka"

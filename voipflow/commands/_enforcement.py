@@ -24,7 +24,7 @@ def bootstrap(settings: Settings) -> str:
 
 
 class TopicsComponent(Protocol):
-    """A process of :mod:`enforcement` as the commands run it."""
+    """A process of :mod:`voipflow.enforcement` as the commands run it."""
 
     name: str
     done: threading.Event

@@ -12,7 +12,7 @@ Outputs (``--output``):
 Processes: with ``collector.workers`` = 1 everything runs in this process.
 With more, this process is a supervisor: it checks the settings, creates the
 topics, serves the Prometheus endpoint for all workers (prometheus_client's
-multiprocess mode, see :mod:`collectors.metrics`) and starts the workers,
+multiprocess mode, see :mod:`voipflow.collectors.metrics`) and starts the workers,
 each binding its own SO_REUSEPORT sockets. SIGTERM/SIGINT stop every worker
 gracefully (the batch in progress is published, Kafka is flushed, templates
 are saved); a worker that dies unexpectedly is started again.
@@ -81,8 +81,8 @@ def parse_output(text: str) -> OutputSpec:
 
 
 def _check_listen(settings: Settings) -> None:
-    from collectors.config import split_listen
-    from collectors.receiver import ReceiverError, check_free
+    from voipflow.collectors.config import split_listen
+    from voipflow.collectors.receiver import ReceiverError, check_free
 
     try:
         check_free(split_listen(settings.collector.listen))
@@ -138,10 +138,10 @@ def compression_codecs(settings: Settings) -> tuple[str, str | None]:
 def _build_collector(
     settings: Settings, spec: OutputSpec, bootstrap: str, worker: int, metrics: Any
 ) -> Any:
-    from collectors.outputs import JsonlOutput, KafkaOutput, NullOutput, Output
-    from collectors.publisher import Publisher, PublisherConfig
-    from collectors.service import Collector
-    from schemas.kafka_security import kafka_client_options
+    from voipflow.collectors.outputs import JsonlOutput, KafkaOutput, NullOutput, Output
+    from voipflow.collectors.publisher import Publisher, PublisherConfig
+    from voipflow.collectors.service import Collector
+    from voipflow.schemas.kafka_security import kafka_client_options
 
     cfg = settings.collector
     kafka_codec, arrow_codec = compression_codecs(settings)
@@ -196,8 +196,8 @@ def _run_collector(collector: Any, on_started: Callable[[], None] | None = None)
     ``on_started`` runs once the sockets are bound and the output is up (the
     metrics endpoint starts there, so it answering means "ready").
     """
-    from collectors.publisher import PublisherError
-    from collectors.service import CollectorStartError
+    from voipflow.collectors.publisher import PublisherError
+    from voipflow.collectors.service import CollectorStartError
 
     def on_signal(_signum: int, _frame: object) -> None:
         collector.request_stop()
@@ -242,7 +242,7 @@ def _worker_main(
     from voipflow.logs import setup_logging
 
     setup_logging(settings.log.level, settings.log.format, settings.log.rate_per_s)
-    from collectors.metrics import CollectorMetrics, use_multiprocess
+    from voipflow.collectors.metrics import CollectorMetrics, use_multiprocess
 
     use_multiprocess(metrics_dir)
     metrics = CollectorMetrics()
@@ -263,7 +263,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         log.warning("jsonl output runs one worker", extra={"workers_configured": workers})
         workers = 1
     if workers == 1:
-        from collectors.metrics import CollectorMetrics
+        from voipflow.collectors.metrics import CollectorMetrics
 
         metrics = CollectorMetrics()
         servers: list[Any] = []

@@ -20,9 +20,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from dashboards import CityTableError, DashboardError
-from dashboards.build import DASHBOARD_DIR, check, render, write
-from dashboards.rollups import Retention
+from voipflow.dashboards import CityTableError, DashboardError
+from voipflow.dashboards.build import DASHBOARD_DIR, check, render, write
+from voipflow.dashboards.rollups import Retention
 from voipflow.settings import Settings
 
 FOLDER_UID = "voipflow"
@@ -122,8 +122,8 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _cities(path: Path, settings: Settings) -> int:
-    from dashboards.cities import city_columns, read_cities
-    from storage.clickhouse import ClickHouseError, SchemaError, connect
+    from voipflow.dashboards.cities import city_columns, read_cities
+    from voipflow.storage.clickhouse import ClickHouseError, SchemaError, connect
 
     try:
         cities = read_cities(path)

@@ -16,10 +16,10 @@ import json
 import sys
 from typing import Any
 
-from storage.clickhouse import ClickHouseError, PermanentError, connect
-from storage.clickhouse.http_client import open_clickhouse
-from storage.clickhouse.migrations import Migrator, RenderOptions, load_migrations, render
 from voipflow.settings import Settings
+from voipflow.storage.clickhouse import ClickHouseError, PermanentError, connect
+from voipflow.storage.clickhouse.http_client import open_clickhouse
+from voipflow.storage.clickhouse.migrations import Migrator, RenderOptions, load_migrations, render
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -16,11 +16,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from collectors.codec.decoder import Decoder
-from collectors.codec.templates import TemplateCache
-from collectors.outputs import records_as_dicts
-from collectors.pcapfile import CaptureError, iter_udp
-from schemas.flowbatch import addr_to_text
+from voipflow.collectors.codec.decoder import Decoder
+from voipflow.collectors.codec.templates import TemplateCache
+from voipflow.collectors.outputs import records_as_dicts
+from voipflow.collectors.pcapfile import CaptureError, iter_udp
+from voipflow.schemas.flowbatch import addr_to_text
 from voipflow.settings import Settings
 
 #: Datagrams decoded per call (records of one template are decoded together).

@@ -11,9 +11,9 @@ import argparse
 import logging
 import sys
 
-from enforcement.points.backend import Backend
-from enforcement.points.config import EnforceConfig
-from enforcement.points.errors import BackendUnavailable, EnforceError
+from voipflow.enforcement.points.backend import Backend
+from voipflow.enforcement.points.config import EnforceConfig
+from voipflow.enforcement.points.errors import BackendUnavailable, EnforceError
 from voipflow.process import running, wait_for_signal
 from voipflow.settings import Settings, SettingsError
 from voipflow.topics import KafkaAdminError, ensure_topics, wait_for_broker
@@ -35,14 +35,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def build_backend(config: EnforceConfig) -> Backend:
     """The backend ``config.backend`` names, configured but not started."""
     if config.backend == "nftables":
-        from enforcement.points.nftables import NftBackend
+        from voipflow.enforcement.points.nftables import NftBackend
 
         return NftBackend(config)
     if config.backend == "flowspec":
-        from enforcement.points.flowspec import FlowSpecBackend
+        from voipflow.enforcement.points.flowspec import FlowSpecBackend
 
         return FlowSpecBackend(config)
-    from enforcement.points.logbackend import LogBackend
+    from voipflow.enforcement.points.logbackend import LogBackend
 
     return LogBackend(config.log_output)
 
@@ -59,10 +59,10 @@ def _bootstrap(settings: Settings) -> str:
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
-    from enforcement.points.metrics import EnforceMetrics
-    from enforcement.points.service import EnforcementPoint
-    from schemas.topics import kafka_client_options
     from voipflow.endpoints import serve_metrics
+    from voipflow.enforcement.points.metrics import EnforceMetrics
+    from voipflow.enforcement.points.service import EnforcementPoint
+    from voipflow.schemas.topics import kafka_client_options
 
     updates = {}
     if args.backend:

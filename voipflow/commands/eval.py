@@ -2,7 +2,7 @@
 
 Each capture goes through a real exporter and the project's own collector
 decoder, exactly as ``docs/evaluation.md`` asks (the pipeline is
-:mod:`voipflow.evaluation.captures`, scoring is :mod:`streams.evaluate`).
+:mod:`voipflow.evaluation.captures`, scoring is :mod:`voipflow.streams.evaluate`).
 Progress goes to stderr, the full report to ``--json``, and the last line on
 stdout is ``precision=P recall=R f1=F flows=N`` (per flow record, over all
 runs).
@@ -19,9 +19,6 @@ from typing import Any
 
 import numpy as np
 
-from streams import evaluate as ev
-from streams.classify import CLASSIFIER_VERSION, Classifier
-from streams.providers import load_providers
 from voipflow.evaluation import generalise as gen
 from voipflow.evaluation.captures import (
     classify_all,
@@ -31,6 +28,9 @@ from voipflow.evaluation.captures import (
     score_run,
 )
 from voipflow.settings import Settings
+from voipflow.streams import evaluate as ev
+from voipflow.streams.classify import CLASSIFIER_VERSION, Classifier
+from voipflow.streams.providers import load_providers
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -4,7 +4,7 @@ Consumes rules.v1 and rules-feedback.v1 in its consumer group
 (``VOIPFLOW_LEDGER_GROUP_ID``), publishes each state change on
 rule-events.v1, republishes rules no enforcement point acknowledged within
 ``VOIPFLOW_LEDGER_FEEDBACK_TIMEOUT_S``, tombstones expired rules and
-escalates failures (:mod:`enforcement.ledger_process`). Exit status: 0
+escalates failures (:mod:`voipflow.enforcement.ledger_process`). Exit status: 0
 stopped, 1 stopped by an error, 2 bad settings or no broker.
 """
 
@@ -21,9 +21,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
-    from enforcement.ledger_process import LedgerProcess
     from voipflow.commands._enforcement import bootstrap, run_until_stopped
     from voipflow.endpoints import serve_metrics
+    from voipflow.enforcement.ledger_process import LedgerProcess
     from voipflow.topics import KafkaAdminError, wait_for_broker
 
     servers = bootstrap(settings)

@@ -4,7 +4,7 @@
 targets against the provider ranges, the classifier's port tables and the
 prefix table; a bad file is refused with ``file:line: reason`` and exit code 1.
 ``run`` starts the policy evaluator: it consumes voip-usage.v1 in its consumer
-group and publishes rules on rules.v1 (:mod:`enforcement.evaluator_process`).
+group and publishes rules on rules.v1 (:mod:`voipflow.enforcement.evaluator_process`).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from enforcement.errors import EnforcementError, PolicyFileError
+from voipflow.enforcement.errors import EnforcementError, PolicyFileError
 from voipflow.settings import Settings, SettingsError
 
 
@@ -27,9 +27,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _check(files: list[Path], settings: Settings) -> int:
-    from enforcement.policy import load_policy_file, policy_files
-    from enforcement.targets import load_city_prefixes, target_problems
-    from streams.providers import ProviderError, load_providers
+    from voipflow.enforcement.policy import load_policy_file, policy_files
+    from voipflow.enforcement.targets import load_city_prefixes, target_problems
+    from voipflow.streams.providers import ProviderError, load_providers
 
     try:
         providers = load_providers(settings.worker.provider_dir)
@@ -73,9 +73,9 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         raise SettingsError(
             "VOIPFLOW_EVALUATOR_POLICIES is empty: set it to a policy file or folder"
         )
-    from enforcement.evaluator_process import EvaluatorProcess, EvaluatorSetup
     from voipflow.commands._enforcement import bootstrap, run_until_stopped
     from voipflow.endpoints import serve_metrics
+    from voipflow.enforcement.evaluator_process import EvaluatorProcess, EvaluatorSetup
     from voipflow.topics import KafkaAdminError, wait_for_broker
 
     servers = bootstrap(settings)

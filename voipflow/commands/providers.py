@@ -12,8 +12,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from streams.providers import DEFAULT_DIR, ProviderError, load_providers, refresh_provider
 from voipflow.settings import Settings
+from voipflow.streams.providers import DEFAULT_DIR, ProviderError, load_providers, refresh_provider
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

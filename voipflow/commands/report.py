@@ -14,7 +14,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from dashboards.rollups import Retention
+from voipflow.dashboards.rollups import Retention
 from voipflow.report import PdfError, ReportQueryError
 from voipflow.report.make import selection_for, write_report
 from voipflow.report.queries import ClickHouseError, connect

@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from enforcement.errors import EnforcementError
+from voipflow.enforcement.errors import EnforcementError
 from voipflow.settings import Settings
 
 
@@ -63,7 +63,7 @@ def _json(obj: Any) -> None:
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
-    from storage.clickhouse import ClickHouseError, connect
+    from voipflow.storage.clickhouse import ClickHouseError, connect
 
     try:
         ch = connect(settings.clickhouse, settings.data_dir)
@@ -87,7 +87,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _list(ch: Any, args: argparse.Namespace) -> int:
-    from enforcement.history import list_rules
+    from voipflow.enforcement.history import list_rules
 
     rows = list_rules(ch, all_rules=args.all, limit=args.limit)
     if args.format == "json":
@@ -101,7 +101,7 @@ def _list(ch: Any, args: argparse.Namespace) -> int:
 
 
 def _show(ch: Any, args: argparse.Namespace) -> int:
-    from enforcement.history import show_rule
+    from voipflow.enforcement.history import show_rule
 
     info = show_rule(ch, args.rule_id)
     if info is None:
@@ -149,10 +149,10 @@ def _show(ch: Any, args: argparse.Namespace) -> int:
 
 
 def _simulate(ch: Any, args: argparse.Namespace, settings: Settings) -> int:
-    from enforcement.history import simulate
-    from enforcement.policy import load_policies, parse_duration
-    from enforcement.targets import PeerSet, TargetResolver, load_city_prefixes
-    from streams.providers import load_providers
+    from voipflow.enforcement.history import simulate
+    from voipflow.enforcement.policy import load_policies, parse_duration
+    from voipflow.enforcement.targets import PeerSet, TargetResolver, load_city_prefixes
+    from voipflow.streams.providers import load_providers
 
     try:
         since_s = parse_duration(args.since)

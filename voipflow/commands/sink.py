@@ -12,10 +12,10 @@ import argparse
 import logging
 import sys
 
-from storage.clickhouse import ClickHouseError
-from storage.sink import Sink, SinkMetrics, SinkStopped
 from voipflow.process import running, wait_for_signal
 from voipflow.settings import Settings, SettingsError
+from voipflow.storage.clickhouse import ClickHouseError
+from voipflow.storage.sink import Sink, SinkMetrics, SinkStopped
 from voipflow.topics import KafkaAdminError, wait_for_broker
 
 log = logging.getLogger(__name__)
@@ -50,8 +50,8 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         print(f"voipflow sink: {exc}", file=sys.stderr)
         return 2
     if args.migrate:
-        from storage.clickhouse import connect
-        from storage.clickhouse.migrations import Migrator, RenderOptions
+        from voipflow.storage.clickhouse import connect
+        from voipflow.storage.clickhouse.migrations import Migrator, RenderOptions
 
         ch = connect(settings.clickhouse, settings.data_dir)
         try:
@@ -79,7 +79,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     if k.rules_topic in sink.specs:
         # rules.v1 must be compacted: created here if the sink is the first to
         # subscribe, before a broker's auto-creation makes it a plain topic
-        from schemas.topics import COMPACTED_TOPIC
+        from voipflow.schemas.topics import COMPACTED_TOPIC
         from voipflow.topics import ensure_topics
 
         try:
@@ -96,7 +96,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     from voipflow.endpoints import serve_metrics
 
     endpoint = serve_metrics(settings, "sink")
-    from storage.clickhouse.serve import HTTPServerError, sql_endpoint
+    from voipflow.storage.clickhouse.serve import HTTPServerError, sql_endpoint
 
     try:
         with running([sink, *sql_endpoint(settings.clickhouse, settings.data_dir, REGISTRY)]):

@@ -1,7 +1,7 @@
 """``voipflow worker``: the Faust worker that enriches, classifies and aggregates flows.
 
 Creates the topics it uses if missing, then runs the Faust app of
-:mod:`streams.app` with the agents of :mod:`streams.agents` until SIGINT or
+:mod:`voipflow.streams.app` with the agents of :mod:`voipflow.streams.agents` until SIGINT or
 SIGTERM. Start several (on one machine or many) with the same
 ``VOIPFLOW_WORKER_APP_ID``: they share the partitions as one consumer group,
 and each city is owned by exactly one of them.
@@ -29,12 +29,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace, settings: Settings) -> int:
     import faust
 
-    from streams.agents import install_agents
-    from streams.app import build_app, partials_topic_name
-    from streams.enrich import EnrichError
-    from streams.metrics import WorkerMetrics
-    from streams.pipeline import FlowPipeline
-    from streams.providers import ProviderError
+    from voipflow.streams.agents import install_agents
+    from voipflow.streams.app import build_app, partials_topic_name
+    from voipflow.streams.enrich import EnrichError
+    from voipflow.streams.metrics import WorkerMetrics
+    from voipflow.streams.pipeline import FlowPipeline
+    from voipflow.streams.providers import ProviderError
 
     kafka, worker = settings.kafka, settings.worker
     try:

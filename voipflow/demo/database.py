@@ -13,13 +13,13 @@ import re
 from collections.abc import Iterator
 from pathlib import Path
 
-from dashboards import CityTableError
-from dashboards.cities import city_columns, read_cities
-from storage.clickhouse import ClickHouse, ClickHouseError, connect
-from storage.clickhouse.http_client import open_clickhouse, read_endpoint
-from storage.clickhouse.migrations import Migrator, RenderOptions
+from voipflow.dashboards import CityTableError
+from voipflow.dashboards.cities import city_columns, read_cities
 from voipflow.demo.errors import DemoSettingError
 from voipflow.settings import Settings
+from voipflow.storage.clickhouse import ClickHouse, ClickHouseError, connect
+from voipflow.storage.clickhouse.http_client import open_clickhouse, read_endpoint
+from voipflow.storage.clickhouse.migrations import Migrator, RenderOptions
 
 
 def _mask(url: str) -> str:

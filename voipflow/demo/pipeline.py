@@ -12,7 +12,6 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from streams.app import partials_topic_name
 from voipflow.broker import (
     BrokerError,
     LocalBroker,
@@ -27,6 +26,7 @@ from voipflow.demo.options import DemoOptions
 from voipflow.demo.plan import DemoPlan
 from voipflow.demo.printer import Printer
 from voipflow.settings import Settings
+from voipflow.streams.app import partials_topic_name
 from voipflow.topics import KafkaAdminError, ensure_topics, wait_for_broker
 
 #: Seconds the demo gives a configured broker to answer.

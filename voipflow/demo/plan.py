@@ -15,8 +15,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from collectors.config import split_listen
-from collectors.receiver import ReceiverError, check_free
+from voipflow.collectors.config import split_listen
+from voipflow.collectors.receiver import ReceiverError, check_free
 from voipflow.demo.database import check_server
 from voipflow.demo.errors import DemoSettingError
 from voipflow.netutil import free_port

@@ -27,14 +27,14 @@ from typing import Any
 
 from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
 
-from schemas.kafka_security import KafkaSecurity, kafka_client_options
-from streams.app import partials_topic_name
 from voipflow.children import ChildProcess, tail
 from voipflow.demo.options import DemoOptions
 from voipflow.demo.plan import DemoPlan
 from voipflow.demo.printer import Printer
 from voipflow.demo.simulator import SimulatorThread
+from voipflow.schemas.kafka_security import KafkaSecurity, kafka_client_options
 from voipflow.settings import Settings
+from voipflow.streams.app import partials_topic_name
 
 
 class KafkaProbe:

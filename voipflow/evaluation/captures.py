@@ -7,7 +7,7 @@ What ``voipflow eval`` and the held-out evaluation share::
             --> streams.classify.Classifier --> join with labels.csv
 
 :func:`find_captures` lists a folder's captures, :func:`run_one` measures one
-export version over them (scoring is :mod:`streams.evaluate`). Progress goes
+export version over them (scoring is :mod:`voipflow.streams.evaluate`). Progress goes
 to stderr.
 """
 
@@ -25,12 +25,12 @@ from typing import Any
 
 import numpy as np
 
-from collectors.codec.decoder import Decoder, DecoderConfig
-from collectors.codec.templates import TemplateCache
-from schemas.flowbatch import FlowBatch, text_to_addr16
-from streams import evaluate as ev
-from streams.classify import Classifier
-from streams.providers import load_providers
+from voipflow.collectors.codec.decoder import Decoder, DecoderConfig
+from voipflow.collectors.codec.templates import TemplateCache
+from voipflow.schemas.flowbatch import FlowBatch, text_to_addr16
+from voipflow.streams import evaluate as ev
+from voipflow.streams.classify import Classifier
+from voipflow.streams.providers import load_providers
 
 CAPTURE_SUFFIXES = (".pcap", ".pcapng", ".cap")
 #: A cached export datagram: payload length and receive time (ms), then the payload.

@@ -28,10 +28,10 @@ from typing import Any
 
 import numpy as np
 
-from streams import evaluate as ev
-from streams.classify import Classifier
-from streams.providers import ProviderRanges
 from voipflow.evaluation.captures import Exported, Verdicts, classify_all
+from voipflow.streams import evaluate as ev
+from voipflow.streams.classify import Classifier
+from voipflow.streams.providers import ProviderRanges
 
 #: App families of the leave-one-app-out table: the evaluation's main apps,
 #: and ``other`` for every other app the classifier knows (H.323, Viber, ...).

@@ -30,14 +30,14 @@ from typing import Any
 
 import numpy as np
 
-from schemas.flowbatch import make_batch, text_to_addr16
-from streams.classify import Classifier
-from streams.providers import load_providers as load_ranges
+from voipflow.schemas.flowbatch import make_batch, text_to_addr16
 from voipflow.simulate.addresses import default_provider_dirs, load_cities, load_providers
 from voipflow.simulate.config import SimulatorConfig
 from voipflow.simulate.exporters import loopback_address
 from voipflow.simulate.runner import DEFAULT_CITIES, REPO
 from voipflow.simulate.traffic import TrafficModel
+from voipflow.streams.classify import Classifier
+from voipflow.streams.providers import load_providers as load_ranges
 
 #: Start of the simulated time (ms since the epoch) of :func:`make_model`.
 T0 = 1_700_000_000_000

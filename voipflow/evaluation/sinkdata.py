@@ -12,8 +12,8 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from schemas import voipflows
-from schemas.flowbatch import ipv4_to_addr16
+from voipflow.schemas import voipflows
+from voipflow.schemas.flowbatch import ipv4_to_addr16
 
 CITIES = ("Oslo", "Bergen", "Tromsø")
 APPS = ("teams", "whatsapp", "sip")

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from dashboards.rollups import Retention
+from voipflow.dashboards.rollups import Retention
 from voipflow.report.queries import ClickHouse, Selection, fetch
 from voipflow.report.render import render
 

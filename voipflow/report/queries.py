@@ -1,8 +1,8 @@
 """The report's figures: which Grafana panel each comes from, and running them.
 
 Each figure names a dashboard and a panel title; its SQL is that panel's
-``rawSql`` as the dashboard definitions build it (:mod:`dashboards.usage`,
-:mod:`dashboards.health`, :mod:`dashboards.rules`, with the same usage-table
+``rawSql`` as the dashboard definitions build it (:mod:`voipflow.dashboards.usage`,
+:mod:`voipflow.dashboards.health`, :mod:`voipflow.dashboards.rules`, with the same usage-table
 retention as ``voipflow dashboards build``), expanded for the report's range
 and selection by :mod:`voipflow.report.grafana_sql`. No SQL is written here,
 so a figure in the report is the panel's figure in Grafana; a test checks the
@@ -21,11 +21,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from dashboards import health, rules, usage
-from dashboards.rollups import Retention
-from storage.clickhouse import ClickHouse, ClickHouseError, QueryResult, connect
+from voipflow.dashboards import health, rules, usage
+from voipflow.dashboards.rollups import Retention
 from voipflow.report import ReportQueryError
 from voipflow.report.grafana_sql import PanelRequest, expand, panel_interval_ms
+from voipflow.storage.clickhouse import ClickHouse, ClickHouseError, QueryResult, connect
 
 __all__ = [
     "FIGURES",

@@ -2,7 +2,7 @@
 
 It plays the routers/BNGs of an operator: cities with subscriber prefixes,
 one or more exporters per city, VoIP calls and background traffic, exported
-as NetFlow v5/v9 or IPFIX over UDP with :mod:`collectors.codec.encoder`, and it
+as NetFlow v5/v9 or IPFIX over UDP with :mod:`voipflow.collectors.codec.encoder`, and it
 writes down what it sent (the ground truth). ``docs/simulator.md`` describes
 the model and the truth file.
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from schemas.flowbatch import ipv4_to_addr16, text_to_addr16
+from voipflow.schemas.flowbatch import ipv4_to_addr16, text_to_addr16
 
 log = logging.getLogger(__name__)
 

@@ -18,8 +18,8 @@ from typing import Any
 import numpy as np
 from prometheus_client import Counter
 
-from collectors.codec.encoder import ExportEncoder, make_encoder
-from collectors.pcapfile import PcapWriter
+from voipflow.collectors.codec.encoder import ExportEncoder, make_encoder
+from voipflow.collectors.pcapfile import PcapWriter
 from voipflow.simulate.addresses import SimulatorDataError
 
 DATAGRAMS = Counter(

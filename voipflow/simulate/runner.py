@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from collectors.pcapfile import PcapWriter
+from voipflow.collectors.pcapfile import PcapWriter
 from voipflow.simulate.addresses import (
     default_provider_dirs,
     load_cities,

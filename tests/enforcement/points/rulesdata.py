@@ -9,7 +9,7 @@ from typing import Any
 
 from kafka import KafkaConsumer, KafkaProducer
 
-from schemas.rules import decode_feedback, encode_rule, rule_key
+from voipflow.schemas.rules import decode_feedback, encode_rule, rule_key
 
 
 def make_rule(rule_id: str = "r-test-1", **over: Any) -> dict[str, Any]:

@@ -5,9 +5,9 @@ from __future__ import annotations
 import ipaddress
 import json
 
-from enforcement.points.desired import Change, DesiredRules
-from schemas.rules import encode_rule
 from tests.enforcement.points.rulesdata import make_rule
+from voipflow.enforcement.points.desired import Change, DesiredRules
+from voipflow.schemas.rules import encode_rule
 
 
 def _put(store: DesiredRules, rule: dict) -> Change:

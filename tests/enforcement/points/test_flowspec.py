@@ -17,14 +17,14 @@ from typing import Any
 
 import pytest
 
-from enforcement.points.config import EnforceConfig
-from enforcement.points.desired import DesiredRules
-from enforcement.points.flowspec import FlowSpecBackend
-from enforcement.points.metrics import EnforceMetrics
-from enforcement.points.reconcile import Feedback, Reconciler
-from schemas.rules import encode_rule
 from tests.enforcement.points.rulesdata import make_rule
+from voipflow.enforcement.points.config import EnforceConfig
+from voipflow.enforcement.points.desired import DesiredRules
+from voipflow.enforcement.points.flowspec import FlowSpecBackend
+from voipflow.enforcement.points.metrics import EnforceMetrics
+from voipflow.enforcement.points.reconcile import Feedback, Reconciler
 from voipflow.netutil import free_port
+from voipflow.schemas.rules import encode_rule
 
 pytestmark = pytest.mark.slow
 
@@ -127,7 +127,7 @@ def speaker(router: Router) -> Iterator[Speaker]:
 def test_block_throttle_and_shadow_arrive_with_match_and_action(
     router: Router, speaker: Speaker, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.INFO, logger="enforcement.points.flowspec")
+    caplog.set_level(logging.INFO, logger="voipflow.enforcement.points.flowspec")
     speaker.put(
         make_rule(
             "r-block",
@@ -237,7 +237,7 @@ def test_routes_of_others_are_left_alone_and_drift_is_repaired(
 
 
 def test_a_running_gobgpd_is_driven_through_its_api(router: Router, tmp_path: Path) -> None:
-    from enforcement.points.flowspec import _speaker_config
+    from voipflow.enforcement.points.flowspec import _speaker_config
 
     api = free_port()
     conf = tmp_path / "speaker.toml"

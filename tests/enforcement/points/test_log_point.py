@@ -10,12 +10,12 @@ from typing import Any
 
 import pytest
 
-from enforcement.points.config import EnforceConfig
-from enforcement.points.logbackend import LogBackend
-from enforcement.points.metrics import EnforceMetrics
-from enforcement.points.service import EnforcementPoint
-from schemas.rules import encode_rule
 from tests.enforcement.points.rulesdata import FeedbackReader, RulesTopic, make_rule
+from voipflow.enforcement.points.config import EnforceConfig
+from voipflow.enforcement.points.logbackend import LogBackend
+from voipflow.enforcement.points.metrics import EnforceMetrics
+from voipflow.enforcement.points.service import EnforcementPoint
+from voipflow.schemas.rules import encode_rule
 
 pytestmark = [pytest.mark.slow, pytest.mark.kafka]
 

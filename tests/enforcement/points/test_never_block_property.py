@@ -7,9 +7,9 @@ import ipaddress
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from enforcement.points.desired import DesiredRules
-from schemas.rules import encode_rule
 from tests.enforcement.points.rulesdata import make_rule
+from voipflow.enforcement.points.desired import DesiredRules
+from voipflow.schemas.rules import encode_rule
 
 
 @st.composite

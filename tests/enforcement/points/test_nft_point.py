@@ -17,11 +17,11 @@ from typing import Any
 
 import pytest
 
-from enforcement.points.desired import handle_of
 from tests.enforcement.points.netns import Lab, Media, require_netns
 from tests.enforcement.points.pointproc import PointProcess
 from tests.enforcement.points.rulesdata import FeedbackReader, RulesTopic, make_rule
 from voipflow.endpoints import endpoint_url
+from voipflow.enforcement.points.desired import handle_of
 
 pytestmark = [pytest.mark.slow, pytest.mark.kafka]
 

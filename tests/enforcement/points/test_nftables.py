@@ -16,14 +16,14 @@ from typing import Any
 
 import pytest
 
-from enforcement.points.config import EnforceConfig
-from enforcement.points.desired import DesiredRules
-from enforcement.points.metrics import EnforceMetrics
-from enforcement.points.nftables import NftBackend
-from enforcement.points.reconcile import Feedback, Reconciler
-from schemas.rules import encode_rule, validate_feedback
 from tests.enforcement.points.netns import Lab, Media, require_netns
 from tests.enforcement.points.rulesdata import make_rule
+from voipflow.enforcement.points.config import EnforceConfig
+from voipflow.enforcement.points.desired import DesiredRules
+from voipflow.enforcement.points.metrics import EnforceMetrics
+from voipflow.enforcement.points.nftables import NftBackend
+from voipflow.enforcement.points.reconcile import Feedback, Reconciler
+from voipflow.schemas.rules import encode_rule, validate_feedback
 
 pytestmark = pytest.mark.slow
 

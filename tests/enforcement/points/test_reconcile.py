@@ -13,14 +13,14 @@ from contextlib import redirect_stdout
 
 import pytest
 
-from enforcement.points.backend import Batch
-from enforcement.points.desired import DesiredRules
-from enforcement.points.errors import BackendError
-from enforcement.points.logbackend import LogBackend
-from enforcement.points.metrics import EnforceMetrics
-from enforcement.points.reconcile import Feedback, Reconciler
-from schemas.rules import encode_rule, validate_feedback
 from tests.enforcement.points.rulesdata import make_rule
+from voipflow.enforcement.points.backend import Batch
+from voipflow.enforcement.points.desired import DesiredRules
+from voipflow.enforcement.points.errors import BackendError
+from voipflow.enforcement.points.logbackend import LogBackend
+from voipflow.enforcement.points.metrics import EnforceMetrics
+from voipflow.enforcement.points.reconcile import Feedback, Reconciler
+from voipflow.schemas.rules import encode_rule, validate_feedback
 
 
 class PickyBackend(LogBackend):

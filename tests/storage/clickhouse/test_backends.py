@@ -11,8 +11,9 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from schemas.flowbatch import text_to_addr16
-from storage.clickhouse import (
+from tests.fixtures.paths import REPO
+from voipflow.schemas.flowbatch import text_to_addr16
+from voipflow.storage.clickhouse import (
     ConfigError,
     ConnectionLost,
     QueryError,
@@ -20,9 +21,8 @@ from storage.clickhouse import (
     TransientError,
     connect,
 )
-from storage.clickhouse.native import NativeClickHouse
-from storage.config import ClickHouseConfig
-from tests.fixtures.paths import REPO
+from voipflow.storage.clickhouse.native import NativeClickHouse
+from voipflow.storage.config import ClickHouseConfig
 
 
 def _flows(n: int) -> dict[str, object]:
@@ -84,8 +84,8 @@ def test_chdb_data_survives_restart(tmp_path: Path) -> None:
     script = textwrap.dedent(
         """
         import sys, numpy as np
-        from storage.clickhouse import connect
-        from storage.config import ClickHouseConfig
+        from voipflow.storage.clickhouse import connect
+        from voipflow.storage.config import ClickHouseConfig
         ch = connect(ClickHouseConfig(database="keep"), sys.argv[1])
         ch.ensure_database()
         if sys.argv[2] == "write":

@@ -12,11 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from storage.clickhouse import AccessError, ConnectionLost, QueryError, SchemaError
-from storage.clickhouse.embedded import EmbeddedClickHouse
-from storage.clickhouse.http_client import HTTPClickHouse, holder_pid, read_endpoint
-from storage.clickhouse.http_server import ENDPOINT_FILE, ClickHouseHTTPServer
-from storage.config import ClickHouseConfig
+from voipflow.storage.clickhouse import AccessError, ConnectionLost, QueryError, SchemaError
+from voipflow.storage.clickhouse.embedded import EmbeddedClickHouse
+from voipflow.storage.clickhouse.http_client import HTTPClickHouse, holder_pid, read_endpoint
+from voipflow.storage.clickhouse.http_server import ENDPOINT_FILE, ClickHouseHTTPServer
+from voipflow.storage.config import ClickHouseConfig
 
 
 @pytest.fixture()

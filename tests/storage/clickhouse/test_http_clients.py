@@ -30,13 +30,13 @@ import pytest
 import tests.dashboards.test_health_panels as health_t
 import tests.dashboards.test_rules_panels as rules_t
 import tests.dashboards.test_usage_panels as usage_t
-from storage.clickhouse.base import QueryResult
-from storage.clickhouse.http_server import ClickHouseHTTPServer
-from storage.clickhouse.migrations import MIGRATIONS_DIR
-from storage.config import ClickHouseConfig
-from storage.sink.tables import combine, parse_health, parse_traffic
 from tests.dashboards.panels import epoch, expand, migrated_database
 from tests.storage.sinkdata import health_message, traffic_message
+from voipflow.storage.clickhouse.base import QueryResult
+from voipflow.storage.clickhouse.http_server import ClickHouseHTTPServer
+from voipflow.storage.clickhouse.migrations import MIGRATIONS_DIR
+from voipflow.storage.config import ClickHouseConfig
+from voipflow.storage.sink.tables import combine, parse_health, parse_traffic
 
 clickhouse_connect = pytest.importorskip("clickhouse_connect")
 

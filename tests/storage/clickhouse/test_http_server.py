@@ -19,10 +19,10 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from storage.clickhouse.embedded import EmbeddedClickHouse
-from storage.clickhouse.http_server import ENDPOINT_FILE, ClickHouseHTTPServer, http_status
-from storage.config import ClickHouseConfig
 from tests.storage.sinkdata import wait_until
+from voipflow.storage.clickhouse.embedded import EmbeddedClickHouse
+from voipflow.storage.clickhouse.http_server import ENDPOINT_FILE, ClickHouseHTTPServer, http_status
+from voipflow.storage.config import ClickHouseConfig
 
 USER, PASSWORD = "analyst", "s3cret pass"
 
@@ -311,7 +311,7 @@ def test_rows_in_the_body_are_refused_unless_writes_are_allowed(chdb_dir: Path, 
 def test_a_busy_port_fails_at_start_naming_the_setting(chdb_dir: Path) -> None:
     import socket
 
-    from storage.clickhouse.http_server import HTTPServerError
+    from voipflow.storage.clickhouse.http_server import HTTPServerError
 
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))

@@ -17,12 +17,12 @@ from typing import Any
 
 import pytest
 
-from schemas.topics import KafkaConfig
-from storage.clickhouse.http_server import ClickHouseHTTPServer
-from storage.clickhouse.migrations import Migrator, RenderOptions
-from storage.config import ClickHouseConfig, SinkConfig
-from storage.sink import Sink
 from tests.storage.sinkdata import committed, flow_batch, produce, wait_until
+from voipflow.schemas.topics import KafkaConfig
+from voipflow.storage.clickhouse.http_server import ClickHouseHTTPServer
+from voipflow.storage.clickhouse.migrations import Migrator, RenderOptions
+from voipflow.storage.config import ClickHouseConfig, SinkConfig
+from voipflow.storage.sink import Sink
 
 clickhouse_connect = pytest.importorskip("clickhouse_connect")
 

@@ -8,15 +8,15 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from schemas.traffic import COUNTERS as TRAFFIC_COUNTERS
-from storage.clickhouse.migrations import (
+from voipflow.schemas.traffic import COUNTERS as TRAFFIC_COUNTERS
+from voipflow.storage.clickhouse.migrations import (
     Migration,
     Migrator,
     RenderOptions,
     load_migrations,
     render,
 )
-from storage.config import ClickHouseConfig
+from voipflow.storage.config import ClickHouseConfig
 
 MIGRATIONS = load_migrations()
 
@@ -38,7 +38,7 @@ def fresh_schema(chdb_dir) -> dict[str, str]:
     """The schema a migration from empty gives, for comparison."""
     import os
 
-    from storage.clickhouse.embedded import EmbeddedClickHouse
+    from voipflow.storage.clickhouse.embedded import EmbeddedClickHouse
 
     ch = EmbeddedClickHouse(chdb_dir, "fresh_" + os.urandom(4).hex())
     try:
@@ -293,7 +293,7 @@ def test_cluster_ddl_is_rendered_and_parses(chdb) -> None:
 
 
 def test_unknown_placeholder_is_refused() -> None:
-    from storage.clickhouse.migrations import MigrationError
+    from voipflow.storage.clickhouse.migrations import MigrationError
 
     bad = Migration(99, "bad", "CREATE TABLE {{db}}.x {{nope}} (a UInt8) ENGINE = Memory;")
     with pytest.raises(MigrationError, match="nope"):

@@ -8,7 +8,7 @@ keeps credentials and options out of messages.
 
 from __future__ import annotations
 
-from storage.clickhouse.native import NativeClickHouse
+from voipflow.storage.clickhouse.native import NativeClickHouse
 
 
 def test_clickhouses_url_turns_tls_on_with_the_drivers_options() -> None:

@@ -7,7 +7,7 @@ one looked at while developing). Two kinds:
 
 * real SIP calls with RTP media made by sipp in network namespaces and
   captured by dumpcap (:mod:`voipflow.evaluation.heldout.sipcalls`);
-* synthetic captures written by :mod:`collectors.pcapfile` from
+* synthetic captures written by :mod:`voipflow.collectors.pcapfile` from
   :mod:`voipflow.evaluation.heldout.scenarios`: calls of several apps, and the traffic
   that looks like calls (games, tunnels, QUIC video, DNS/NTP, IoT, non-call
   traffic to VoIP providers).
@@ -24,10 +24,10 @@ from pathlib import Path
 
 import numpy as np
 
-from collectors.pcapfile import write_packets
-from streams.providers import load_providers
+from voipflow.collectors.pcapfile import write_packets
 from voipflow.evaluation.heldout.scenarios import ADDED_SCENARIOS, SCENARIOS
 from voipflow.evaluation.heldout.traffic import LABEL_HEADER, Addresses, Capture
+from voipflow.streams.providers import load_providers
 
 #: The seed of the reported held-out figures (development used others).
 REPORT_SEED = 20250301

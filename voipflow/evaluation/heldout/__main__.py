@@ -60,9 +60,9 @@ def run_eval(folder: Path, json_dir: Path) -> dict[str, dict[str, object]]:
 
 
 def run_ndpi(folder: Path) -> dict[str, object]:
-    from streams import evaluate as ev
     from voipflow.evaluation.captures import find_captures, run_one
     from voipflow.evaluation.heldout import ndpi
+    from voipflow.streams import evaluate as ev
 
     labels = ev.load_labels(folder / "labels.csv")
     report = run_one(find_captures(folder / "pcap"), labels, 9)

@@ -17,7 +17,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from streams import evaluate as ev
+from voipflow.streams import evaluate as ev
 
 #: nDPI protocol names (either part of "MASTER.APP") that are calls or call media.
 VOIP_PROTOCOLS = {
@@ -45,7 +45,10 @@ def is_voip_protocol(name: str) -> bool:
 
 
 def opinions(pcap_dir: Path, ndpi_reader: str = "ndpiReader") -> dict[tuple[Any, ...], str]:
-    """nDPI's protocol per flow key (:func:`streams.evaluate.flow_key`) of every capture."""
+    """nDPI's protocol per flow key of every capture.
+
+    Keys as :func:`voipflow.streams.evaluate.flow_key` makes them.
+    """
     if shutil.which(ndpi_reader) is None:
         raise FileNotFoundError(f"{ndpi_reader} not found (apt-get install libndpi-bin)")
     out: dict[tuple[Any, ...], str] = {}

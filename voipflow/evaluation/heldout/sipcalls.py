@@ -31,7 +31,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from collectors.pcapfile import read_flows
+from voipflow.collectors.pcapfile import read_flows
 
 G711_PCAP = Path("/usr/share/sip-tester/g711a.pcap")
 WEB = "198.51.100.30"

@@ -23,10 +23,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from collectors.pcapfile import TCP_ACK, TCP_FIN, TCP_PSH, TCP_SYN, Packet
-from schemas.flowbatch import text_to_addr16
-from streams.providers import ProviderRanges
+from voipflow.collectors.pcapfile import TCP_ACK, TCP_FIN, TCP_PSH, TCP_SYN, Packet
 from voipflow.evaluation.heldout import payloads as pl
+from voipflow.schemas.flowbatch import text_to_addr16
+from voipflow.streams.providers import ProviderRanges
 
 LABEL_HEADER = (
     "pcap,l4,src_ip,src_port,dst_ip,dst_port,bidirectional,ndpi_proto,ndpi_app,"

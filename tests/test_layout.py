@@ -1,0 +1,109 @@
+"""The house: one distribution name, and the layers the README draws.
+
+The top-level folders (collectors/, streams/, storage/, schemas/,
+dashboards/, enforcement/) are installed as ``voipflow.<folder>`` through the
+links in ``voipflow/``, so installing voipflow adds one name to site-packages.
+These checks read the code's own imports (``ast``), so a new import that breaks
+a layer fails here, not in a reviewer's head.
+"""
+
+from __future__ import annotations
+
+import ast
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from tests.fixtures.paths import REPO
+
+ROOMS = ("collectors", "streams", "storage", "schemas", "dashboards", "enforcement")
+
+#: room -> rooms it may import (besides itself). ``voipflow`` (the command
+#: line and wiring) may import every room; no room imports ``voipflow``'s own
+#: modules.
+ALLOWED: dict[str, set[str]] = {
+    "schemas": set(),
+    "collectors": {"schemas"},
+    "streams": {"schemas"},
+    "storage": {"schemas"},
+    # the evidence bits of voip-flows.v1 are named in streams.classify
+    "dashboards": {"schemas", "storage", "streams"},
+    "enforcement": {"schemas", "storage", "streams"},
+}
+
+
+def _imports(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    names: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            if node.module == "voipflow":
+                names.update(f"voipflow.{alias.name}" for alias in node.names)
+            else:
+                names.add(node.module)
+    return names
+
+
+def _room_of(module: str) -> str | None:
+    parts = module.split(".")
+    if parts[0] != "voipflow":
+        return parts[0] if parts[0] in ROOMS else None
+    if len(parts) > 1 and parts[1] in ROOMS:
+        return parts[1]
+    return "voipflow"
+
+
+def _sources() -> list[Path]:
+    files: list[Path] = []
+    for room in (*ROOMS, "voipflow", "tests", "benchmarks"):
+        base = REPO / room
+        if base.is_dir():
+            files += [
+                p for p in base.rglob("*.py") if not p.is_symlink() and ".venv" not in p.parts
+            ]
+    return [p for p in files if not any(part.startswith(".") for part in p.relative_to(REPO).parts)]
+
+
+def test_only_the_voipflow_name_is_installed() -> None:
+    project = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))
+    assert project["tool"]["setuptools"]["packages"]["find"]["include"] == ["voipflow*"]
+    for room in ROOMS:
+        link = REPO / "voipflow" / room
+        if (REPO / room).is_dir():
+            assert link.is_symlink(), f"voipflow/{room} should link to ../{room}"
+            assert link.resolve() == (REPO / room).resolve()
+
+
+def test_no_module_imports_a_room_by_its_bare_name() -> None:
+    bare = sorted(
+        f"{p.relative_to(REPO)}: {name}"
+        for p in _sources()
+        for name in _imports(p)
+        if name.split(".")[0] in ROOMS
+    )
+    assert not bare, "import these as voipflow.<room>:\n" + "\n".join(bare)
+
+
+@pytest.mark.parametrize("room", [r for r in ROOMS if (REPO / r).is_dir()])
+def test_a_room_imports_only_the_rooms_below_it(room: str) -> None:
+    wrong = sorted(
+        f"{p.relative_to(REPO)}: {name}"
+        for p in (REPO / room).rglob("*.py")
+        for name in _imports(p)
+        if (other := _room_of(name)) not in (None, room) and other not in ALLOWED[room]
+    )
+    assert not wrong, f"{room} may import only {sorted(ALLOWED[room])}:\n" + "\n".join(wrong)
+
+
+def test_tests_and_benchmarks_do_not_import_each_other() -> None:
+    crossed = sorted(
+        f"{p.relative_to(REPO)}: {name}"
+        for top, other in (("tests", "benchmarks"), ("benchmarks", "tests"))
+        for p in (REPO / top).rglob("*.py")
+        for name in _imports(p)
+        if name.split(".")[0] == other
+    )
+    assert not crossed, "\n".join(crossed)
