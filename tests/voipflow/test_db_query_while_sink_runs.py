@@ -1,4 +1,5 @@
-"""``voipflow db query`` while ``voipflow sink`` owns the chdb directory, and after.
+"""``voipflow db query`` and ``voipflow report`` while ``voipflow sink`` owns the chdb
+directory, and after.
 
 Real processes on one data directory, as a user runs them: the sink with
 ``VOIPFLOW_CLICKHOUSE_HTTP_LISTEN`` serves the data and ``db query`` goes
@@ -95,6 +96,11 @@ def test_db_query_goes_through_the_running_sink_then_opens_chdb(
         assert wrong.returncode == 2 and "Code: 516" in wrong.stderr
         write = _voipflow(env, "db", "query", "DROP TABLE flows_voip")
         assert write.returncode == 1 and "READONLY" in write.stderr
+        # The report reads through the same endpoint (chdb's lock would refuse it).
+        page = tmp_path / "report.html"
+        rep = _voipflow(env, "report", "--since", "7d", "--out", str(page))
+        assert rep.returncode == 0, rep.stderr
+        assert "<html" in page.read_text(encoding="utf-8")
         assert p.poll() is None
     assert not endpoint.exists()
     assert _count(env) == "1500"  # chdb, opened by db query itself now

@@ -1,8 +1,9 @@
 """``voipflow report``: one self-contained HTML page of VoIP usage, for people without Grafana.
 
 ``report --since 7d [--until now] [--city C ...] [--app A ...] --out report.html
-[--pdf report.pdf]`` reads ClickHouse (chdb in ``<data_dir>/clickhouse``, or
-the server of ``VOIPFLOW_CLICKHOUSE_URL``) with the Grafana panels' own SQL
+[--pdf report.pdf]`` reads ClickHouse (the server of ``VOIPFLOW_CLICKHOUSE_URL``;
+else the SQL endpoint of the running voipflow process that owns
+``<data_dir>/clickhouse``; else chdb there) with the Grafana panels' own SQL
 and writes the page; ``--pdf`` prints it through headless Chromium. Exit
 status: 0 written, 1 a query or the printing failed, 2 bad arguments, 3
 ClickHouse unreachable.
@@ -17,7 +18,7 @@ from pathlib import Path
 from voipflow.dashboards.rollups import Retention
 from voipflow.report import PdfError, ReportQueryError
 from voipflow.report.make import selection_for, write_report
-from voipflow.report.queries import ClickHouseError, connect
+from voipflow.report.queries import ClickHouseError, open_clickhouse
 from voipflow.settings import Settings
 
 
@@ -59,7 +60,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         usage_1m_days=ch_config.usage_1m_ttl_days, usage_1h_days=ch_config.usage_1h_ttl_days
     )
     try:
-        ch = connect(ch_config, settings.data_dir)
+        ch = open_clickhouse(ch_config, settings.data_dir)
     except ClickHouseError as exc:
         print(f"voipflow report: ClickHouse unavailable: {exc}", file=sys.stderr)
         return 3

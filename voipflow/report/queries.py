@@ -25,7 +25,7 @@ from voipflow.dashboards import health, rules, usage
 from voipflow.dashboards.rollups import Retention
 from voipflow.report import ReportQueryError
 from voipflow.report.grafana_sql import PanelRequest, expand, panel_interval_ms
-from voipflow.storage.clickhouse import ClickHouse, ClickHouseError, QueryResult, connect
+from voipflow.storage.clickhouse import ClickHouse, ClickHouseError, QueryResult, open_clickhouse
 
 __all__ = [
     "FIGURES",
@@ -34,9 +34,9 @@ __all__ = [
     "Figure",
     "ReportData",
     "Selection",
-    "connect",
     "fetch",
     "figure_sql",
+    "open_clickhouse",
     "panel_of",
 ]
 
