@@ -301,6 +301,50 @@ def running_state(state_dir: Path) -> BrokerState | None:
     return state
 
 
+#: Record of a local cluster of several nodes (:mod:`voipflow.cluster`), kept
+#: here beside the single broker's so that finding the local Kafka needs one module.
+CLUSTER_FILE = "cluster.json"
+
+
+@dataclass(frozen=True)
+class NodeState:
+    node_id: int
+    pid: int
+    bootstrap: str
+    controller: str
+    state_dir: str
+    log_file: str
+
+
+@dataclass(frozen=True)
+class ClusterState:
+    """What ``<state_dir>/cluster.json`` records."""
+
+    bootstrap: str
+    version: str
+    nodes: list[NodeState]
+    started_at: float
+
+    def alive(self) -> list[NodeState]:
+        return [n for n in self.nodes if _is_broker_process(n.pid)]
+
+
+def read_cluster(state_dir: Path) -> ClusterState | None:
+    """The local cluster recorded in ``state_dir`` (:mod:`voipflow.cluster` writes it)."""
+    path = Path(state_dir) / CLUSTER_FILE
+    try:
+        raw = json.loads(path.read_text())
+    except FileNotFoundError:
+        return None
+    except ValueError as exc:
+        raise BrokerError(f"unreadable cluster state file {path}: {exc}") from exc
+    try:
+        nodes = [NodeState(**n) for n in raw.pop("nodes")]
+        return ClusterState(nodes=nodes, **raw)
+    except (KeyError, TypeError) as exc:
+        raise BrokerError(f"unreadable cluster state file {path}: {exc}") from exc
+
+
 def resolve_bootstrap(kafka_config: KafkaConfig, data_dir: Path) -> str:
     """The bootstrap servers to use: the configured ones, else the local broker's.
 
@@ -310,8 +354,6 @@ def resolve_bootstrap(kafka_config: KafkaConfig, data_dir: Path) -> str:
     if kafka_config.bootstrap.strip():
         return kafka_config.bootstrap
     state_dir = Path(data_dir) / "kafka"
-    from voipflow.cluster import read_cluster
-
     cluster = read_cluster(state_dir)
     if cluster is not None and cluster.alive():
         return cluster.bootstrap

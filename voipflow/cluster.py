@@ -22,63 +22,26 @@ import os
 import signal
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 from voipflow.broker import (
+    CLUSTER_FILE,
     KAFKA_VERSION,
-    BrokerError,
     BrokerStartError,
+    ClusterState,
     LocalBroker,
     LocalBrokerConfig,
+    NodeState,
     _is_broker_process,
     _terminate,
     cluster_id,
     jars_ready,
+    read_cluster,
 )
 from voipflow.netutil import free_port
 
 log = logging.getLogger(__name__)
-
-CLUSTER_FILE = "cluster.json"
-
-
-@dataclass(frozen=True)
-class NodeState:
-    node_id: int
-    pid: int
-    bootstrap: str
-    controller: str
-    state_dir: str
-    log_file: str
-
-
-@dataclass(frozen=True)
-class ClusterState:
-    """What ``<state_dir>/cluster.json`` records."""
-
-    bootstrap: str
-    version: str
-    nodes: list[NodeState]
-    started_at: float
-
-    def alive(self) -> list[NodeState]:
-        return [n for n in self.nodes if _is_broker_process(n.pid)]
-
-
-def read_cluster(state_dir: Path) -> ClusterState | None:
-    path = Path(state_dir) / CLUSTER_FILE
-    try:
-        raw = json.loads(path.read_text())
-    except FileNotFoundError:
-        return None
-    except ValueError as exc:
-        raise BrokerError(f"unreadable cluster state file {path}: {exc}") from exc
-    try:
-        nodes = [NodeState(**n) for n in raw.pop("nodes")]
-        return ClusterState(nodes=nodes, **raw)
-    except (KeyError, TypeError) as exc:
-        raise BrokerError(f"unreadable cluster state file {path}: {exc}") from exc
 
 
 def stop_cluster(state_dir: Path, timeout_s: float = 30.0) -> ClusterState | None:
