@@ -30,7 +30,6 @@ import json
 import logging
 import os
 import signal
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,7 +47,7 @@ from voipflow.enforcement.evaluator import (
     proposed_event,
 )
 from voipflow.enforcement.guardrails import Guardrails
-from voipflow.enforcement.kafka_io import COMPACTED, make_producer, read_table
+from voipflow.enforcement.kafka_io import COMPACTED, LoopProcess, make_producer, read_table
 from voipflow.enforcement.policy import load_policies, policy_files
 from voipflow.enforcement.targets import PeerSet, TargetResolver, load_city_prefixes
 from voipflow.schemas import voipflows
@@ -80,12 +79,13 @@ def _mtimes(path: Path) -> tuple[tuple[str, float], ...]:
     return tuple(out)
 
 
-class EvaluatorProcess:
+class EvaluatorProcess(LoopProcess):
     """The loop; ``start()`` runs it in a thread, ``done`` is set when it ends."""
 
     name = "evaluator"
 
     def __init__(self, setup: EvaluatorSetup, bootstrap: str) -> None:
+        super().__init__()
         cfg = setup.evaluator
         if cfg.policies is None:
             raise PolicyError("VOIPFLOW_EVALUATOR_POLICIES is empty")
@@ -104,12 +104,6 @@ class EvaluatorProcess:
         )
         self.evaluator = Evaluator(policies, resolver, Guardrails(setup.guardrails))
         self.peers = peers
-        self.done = threading.Event()
-        self.failure: BaseException | None = None
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-        self._producer: Any = None
-        self._consumer: Any = None
         self._batches = 0
 
     # -- component -----------------------------------------------------------
@@ -134,19 +128,7 @@ class EvaluatorProcess:
     def start(self) -> None:
         self._producer = make_producer(self.bootstrap, "voipflow-evaluator", self._kafka)
         self._recover()
-        self._thread = threading.Thread(target=self._guarded, name="evaluator", daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=60)
-        if self._consumer is not None:
-            self._consumer.close(autocommit=False)
-            self._consumer = None
-        if self._producer is not None:
-            self._producer.close(timeout=10)
-            self._producer = None
+        self._start_loop()
 
     # -- start: state and the rules in force -----------------------------------
 
@@ -184,15 +166,6 @@ class EvaluatorProcess:
         )
 
     # -- loop -------------------------------------------------------------------
-
-    def _guarded(self) -> None:
-        try:
-            self._run()
-        except BaseException as exc:
-            self.failure = exc
-            log.exception("evaluator stopped")
-        finally:
-            self.done.set()
 
     def _subscribe(self) -> Any:
         from kafka import KafkaConsumer

@@ -11,6 +11,8 @@ Both connect with the ``[kafka]`` TLS/SASL settings (:mod:`voipflow.schemas.kafk
 
 from __future__ import annotations
 
+import logging
+import threading
 import time
 from typing import Any
 
@@ -19,6 +21,8 @@ from voipflow.schemas.kafka_security import KafkaSecurity, kafka_client_options
 from voipflow.schemas.topics import COMPACTED_TOPIC
 
 #: Topic configs of the compacted topics (rules.v1 and the state topics).
+log = logging.getLogger(__name__)
+
 COMPACTED = COMPACTED_TOPIC
 
 
@@ -76,3 +80,50 @@ def read_table(
     finally:
         consumer.close(autocommit=False)
     return table
+
+
+class LoopProcess:
+    """A Kafka loop run in a thread: the component shape the evaluator and ledger share.
+
+    A subclass sets ``name``, prepares its state in ``start()`` before calling
+    :meth:`_start_loop`, and implements ``_run()``, which returns when
+    ``_stop`` is set (or when idle). ``done`` is set when the loop ends, and
+    ``failure`` holds what ended it, if anything did.
+    """
+
+    name = "loop"
+
+    def __init__(self) -> None:
+        self.done = threading.Event()
+        self.failure: BaseException | None = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._producer: Any = None
+        self._consumer: Any = None
+
+    def _start_loop(self) -> None:
+        self._thread = threading.Thread(target=self._guarded, name=self.name, daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=60)
+        if self._consumer is not None:
+            self._consumer.close(autocommit=False)
+            self._consumer = None
+        if self._producer is not None:
+            self._producer.close(timeout=10)
+            self._producer = None
+
+    def _run(self) -> None:
+        raise NotImplementedError
+
+    def _guarded(self) -> None:
+        try:
+            self._run()
+        except BaseException as exc:
+            self.failure = exc
+            log.exception("%s stopped", self.name)
+        finally:
+            self.done.set()

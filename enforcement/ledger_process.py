@@ -16,13 +16,12 @@ from __future__ import annotations
 
 import json
 import logging
-import threading
 import time
 from typing import Any
 
 from voipflow.enforcement import metrics
 from voipflow.enforcement.config import LedgerConfig
-from voipflow.enforcement.kafka_io import COMPACTED, make_producer, read_table
+from voipflow.enforcement.kafka_io import COMPACTED, LoopProcess, make_producer, read_table
 from voipflow.enforcement.ledger import (
     Escalation,
     Ledger,
@@ -45,23 +44,18 @@ from voipflow.schemas.topics import KafkaConfig, kafka_client_options
 log = logging.getLogger(__name__)
 
 
-class LedgerProcess:
+class LedgerProcess(LoopProcess):
     """The loop; ``start()`` runs it in a thread, ``done`` is set when it ends."""
 
     name = "ledger"
 
     def __init__(self, config: LedgerConfig, kafka: KafkaConfig, bootstrap: str) -> None:
+        super().__init__()
         self.cfg = config
         self.kafka = kafka
         self._kafka = kafka
         self.bootstrap = bootstrap
         self.ledger = Ledger(int(config.feedback_timeout_s * 1000), config.max_republish)
-        self.done = threading.Event()
-        self.failure: BaseException | None = None
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-        self._producer: Any = None
-        self._consumer: Any = None
 
     def topics(self) -> tuple[dict[str, int], dict[str, dict[str, str]]]:
         """The topics this process needs (name -> partitions) and their configs.
@@ -85,28 +79,7 @@ class LedgerProcess:
         self.ledger.restore((k, json.loads(v)) for k, v in state.items() if v is not None)
         log.info("ledger state restored", extra={"rules": len(self.ledger.rules)})
         self._producer = make_producer(self.bootstrap, "voipflow-ledger", self._kafka)
-        self._thread = threading.Thread(target=self._guarded, name="ledger", daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=60)
-        if self._consumer is not None:
-            self._consumer.close(autocommit=False)
-            self._consumer = None
-        if self._producer is not None:
-            self._producer.close(timeout=10)
-            self._producer = None
-
-    def _guarded(self) -> None:
-        try:
-            self._run()
-        except BaseException as exc:
-            self.failure = exc
-            log.exception("ledger stopped")
-        finally:
-            self.done.set()
+        self._start_loop()
 
     def _run(self) -> None:
         from kafka import KafkaConsumer
