@@ -45,7 +45,7 @@ def test_every_variable_is_documented() -> None:
         "CLICKHOUSE_PASSWORD",
         "CLICKHOUSE_DB",
     }
-    doc = (ROOT / "docs" / "voipflow.dashboards.md").read_text()
+    doc = (ROOT / "docs" / "dashboards.md").read_text()
     assert all(v in doc for v in used)
 
 
