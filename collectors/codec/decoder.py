@@ -233,19 +233,56 @@ class Decoder:
     # -- packets ---------------------------------------------------------------
 
     def decode_one(
-        self, call: DecodeCall, mv: memoryview, exporter: bytes, received_ms: int
+        self,
+        call: DecodeCall,
+        mv: memoryview,
+        exporter: bytes,
+        received_ms: int,
+        templates: bool = True,
     ) -> None:
         """One datagram, packet by packet, into ``call``; bad input is counted
-        there, never raised. The bulk path hands over what it cannot group."""
+        there, never raised. The bulk path hands over what it cannot group;
+        ``templates=False``: all but its template sets, which the bulk path
+        applied already (:meth:`decode_template_sets`)."""
         try:
-            self._datagram(call, mv, exporter, received_ms)
+            self._datagram(call, mv, exporter, received_ms, templates)
         except DecodeError as exc:
             call.error(exporter, call.current_domain, exc)
         except Exception as exc:  # a bug must not stop the collector
             call.error(exporter, call.current_domain, InternalDecodeError(repr(exc)))
 
+    def decode_template_sets(
+        self,
+        call: DecodeCall,
+        mv: memoryview,
+        exporter: bytes,
+        domain: int,
+        version: int,
+        received_ms: int,
+        sets: list[list[int]],
+    ) -> None:
+        """The (options) template sets ``[set id, start, end]`` (in ``mv``) of
+        one well-framed packet, as :meth:`decode_one` would apply them: the
+        bulk path's way with a packet that refreshes templates in front of
+        its data sets, whose data it gathers with the others'."""
+        st = call.stats_for(exporter, domain)
+        chunk_base = Chunk(exporter, domain, received_ms, 0, -1, 0)
+        for set_id, start, end in sets:
+            try:
+                kind = packets.set_kind(version, set_id)
+                self._template_set(call, st, mv, start, end, version, kind, chunk_base)
+            except DecodeError as exc:
+                call.error(exporter, domain, exc)
+            except Exception as exc:  # a bug must not stop the collector
+                call.error(exporter, domain, InternalDecodeError(repr(exc)))
+
     def _datagram(
-        self, call: DecodeCall, mv: memoryview, exporter: bytes, received_ms: int
+        self,
+        call: DecodeCall,
+        mv: memoryview,
+        exporter: bytes,
+        received_ms: int,
+        templates: bool = True,
     ) -> None:
         call.current_domain = packets.header_domain(mv)
         msg = packets.parse_message(mv)
@@ -278,7 +315,7 @@ class Decoder:
                     else:
                         units += n
                         flows += n if n and not self._is_options(st, set_id, msg.version) else 0
-                else:
+                elif templates:
                     self._template_set(call, st, mv, start, end, msg.version, kind, chunk_base)
             except DecodeError as exc:
                 call.error(exporter, msg.domain, exc)

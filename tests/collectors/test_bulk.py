@@ -2,9 +2,11 @@
 
 ``DecoderConfig(bulk_min_datagrams=0)`` decodes every datagram on its own
 (the reference); ``bulk_min_datagrams=1`` sends every call through the bulk
-path (``collectors.codec.bulk``). Both must return the same batch (same rows in
-the same order), the same statistics and errors, and leave the same state
-(templates, held data, sequence trackers) for the next call. The streams mix
+path (``collectors.codec.bulk``), once with the compiled core
+(``collectors.codec.core``, when built) and once with numpy. All must return
+the same batch (same rows in the same order), the same statistics and
+errors, and leave the same state (templates, held data, sequence trackers)
+for the next call. The streams mix
 what makes the bulk path fall back or cut its runs: templates and options
 in between data, data before its template, a template id reused with
 another layout, several exporters and domains, v9 and IPFIX from one
@@ -24,6 +26,7 @@ from hypothesis import strategies as st
 
 from tests.collectors.compare import assert_same
 from tests.collectors.flows import BOOT, T0, random_flows
+from voipflow.collectors.codec import core
 from voipflow.collectors.codec.decoder import Datagram, Decoder, DecoderConfig, DecodeResult
 from voipflow.collectors.codec.encoder import make_encoder
 from voipflow.collectors.codec.templates import TemplateCache
@@ -47,14 +50,17 @@ def _state(dec: Decoder) -> tuple[Any, ...]:
 
 
 def both_ways(calls: list[list[Datagram]]) -> list[DecodeResult]:
-    """Decode ``calls`` one by one and in bulk; assert equality; the bulk results."""
+    """Decode ``calls`` one by one and in bulk (compiled core and numpy);
+    assert equality; the bulk results (of the compiled core when built)."""
     one = Decoder(TemplateCache(), DecoderConfig(bulk_min_datagrams=0))
     many = Decoder(TemplateCache(), DecoderConfig(bulk_min_datagrams=1))
+    pure = Decoder(TemplateCache(), DecoderConfig(bulk_min_datagrams=1, compiled_core=False))
     out = []
     for datagrams in calls:
-        a, b = one.decode(datagrams), many.decode(datagrams)
+        a, b, c = one.decode(datagrams), many.decode(datagrams), pure.decode(datagrams)
         assert_same(a, b)
-        assert _state(one) == _state(many)
+        assert_same(a, c)
+        assert _state(one) == _state(many) == _state(pure)
         out.append(b)
     return out
 
@@ -106,26 +112,31 @@ class CountingDecoder(Decoder):
 
     one_by_one = 0
 
-    def decode_one(self, *args: Any) -> None:
+    def decode_one(self, *args: Any, **kwargs: Any) -> None:
         self.one_by_one += 1
-        super().decode_one(*args)
+        super().decode_one(*args, **kwargs)
 
 
+@pytest.mark.parametrize("compiled", [True, False])
 @pytest.mark.parametrize("version", [9, 10])
-def test_small_sets_go_through_the_bulk_path(version: int) -> None:
+def test_small_sets_go_through_the_bulk_path(version: int, compiled: bool) -> None:
     """Several small data sets per datagram (softflowd): decoded in bulk the
-    same way as one by one; only the datagrams carrying templates are not."""
+    same way as one by one; with numpy, the datagrams carrying templates are
+    decoded one by one, with the compiled core none are."""
+    if compiled and not core.AVAILABLE:
+        pytest.skip(core.BUILD_HINT)
     payloads = _stream(version, 2000, 3, 1, 16, 1, small=True)
     dgs = [(d, EXPORTERS[0], T0) for d in payloads]
     res = both_ways(split(dgs, 256))
     assert sum(r.batch.num_rows for r in res) == 2000
-    dec = CountingDecoder(TemplateCache(), DecoderConfig(bulk_min_datagrams=1))
+    config = DecoderConfig(bulk_min_datagrams=1, compiled_core=compiled)
+    dec = CountingDecoder(TemplateCache(), config)
     for call in split(dgs, 256):
         dec.decode(call)
     first_set = [struct.unpack_from(">H", d, 16 if version == 10 else 20)[0] for d in payloads]
     with_templates = sum(1 for s in first_set if s < 256)
     assert 0 < with_templates < len(payloads) // 10
-    assert dec.one_by_one == with_templates
+    assert dec.one_by_one == (0 if compiled else with_templates)
 
 
 def test_odd_multi_set_datagrams_are_decoded_one_by_one_the_same() -> None:
