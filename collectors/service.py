@@ -38,6 +38,7 @@ import numpy as np
 
 from voipflow.collectors.admission import Admission
 from voipflow.collectors.batching import Accumulator, MessageEncoder, exporter_ranges
+from voipflow.collectors.codec import core
 from voipflow.collectors.codec.assemble import concat
 from voipflow.collectors.codec.decoder import Decoder
 from voipflow.collectors.codec.frame import Frame
@@ -159,6 +160,16 @@ class Collector:
                 self.metrics.rcvbuf.labels(ls.label).set(ls.rcvbuf_granted)
                 # Present from the start, so a dashboard sees 0, not nothing.
                 self.metrics.kernel_drops.labels(ls.label).inc(0)
+        compiled = self.decoder.config.compiled_core and core.AVAILABLE
+        log.log(
+            logging.INFO if compiled or self.config.codec_core == "numpy" else logging.WARNING,
+            "codec core",
+            extra={
+                "core": "compiled" if compiled else "numpy",
+                "setting": self.config.codec_core,
+                **({} if core.AVAILABLE else {"hint": core.BUILD_HINT}),
+            },
+        )
         self._load_templates()
         self._warm_up()
         # Everything allocated so far (pyarrow, numpy, pandas modules) lives as
