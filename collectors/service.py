@@ -33,6 +33,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 
@@ -320,12 +321,13 @@ class Collector:
         append = out.append
         admission = self.admission
         if admission.open:
-            for host in hosts:
-                a16 = addr16.get(host)
-                if a16 is None:
-                    a16 = self._exporter_addr(host)
-                append(a16)
-            return out, None
+            found = list(map(addr16.get, hosts))  # C speed; new hosts looked up below
+            if None in found:
+                found = [
+                    a if a is not None else self._exporter_addr(h)
+                    for a, h in zip(found, hosts, strict=True)
+                ]
+            return cast(list[bytes], found), None
         check = admission.admit
         now_s = now_ms / 1000.0
         keep = np.zeros(len(hosts), dtype=bool)

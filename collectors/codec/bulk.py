@@ -293,8 +293,9 @@ def decode_bulk(
     compiled = dec.config.compiled_core and core.AVAILABLE
     call.batch.compiled = compiled
     heads = read_heads(frame, compiled)
-    ids: dict[bytes, int] = {}
-    exp_idx = np.fromiter((ids.setdefault(e, len(ids)) for e in exporter_of), np.int64, n)
+    # numbered in order of appearance, with C-speed dict and map calls
+    ids = {e: i for i, e in enumerate(dict.fromkeys(exporter_of))}
+    exp_idx = np.fromiter(map(ids.__getitem__, exporter_of), np.int64, n)
     exporters = list(ids)
     call.seqlog = SequenceLog(n)
     datagrams = _Datagrams(exporter_of, received, heads)
