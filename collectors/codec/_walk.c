@@ -259,9 +259,49 @@ fail_buf:
     return NULL;
 }
 
+PyDoc_STRVAR(addr4_doc,
+"addr4(records, itemsize, offset, out) -> None\n\n"
+"IPv4 addresses (4 bytes at ``offset`` in each record of ``itemsize`` bytes)\n"
+"as 16-byte IPv4-mapped IPv6 addresses (::ffff:a.b.c.d) into ``out``, one per\n"
+"record: len(out) / 16 records. ValueError when they do not fit ``records``.");
+
+static PyObject *addr4(PyObject *self, PyObject *args) {
+    PyObject *o_rec, *o_out;
+    Py_ssize_t itemsize, offset;
+    if (!PyArg_ParseTuple(args, "OnnO:addr4", &o_rec, &itemsize, &offset, &o_out)) return NULL;
+    Py_buffer rec, out;
+    if (get_buffer(o_rec, &rec, 0, 1, "records") < 0) return NULL;
+    if (get_buffer(o_out, &out, 1, 16, "out") < 0) {
+        PyBuffer_Release(&rec);
+        return NULL;
+    }
+    Py_ssize_t n = out.len / 16;
+    int ok = itemsize > 0 && offset >= 0 && offset <= itemsize - 4 &&
+             n <= rec.len / itemsize;
+    if (ok) {
+        const uint8_t *r = (const uint8_t *)rec.buf + offset;
+        uint8_t *o = out.buf;
+        static const uint8_t prefix[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
+        Py_BEGIN_ALLOW_THREADS
+        for (Py_ssize_t i = 0; i < n; i++, r += itemsize, o += 16) {
+            memcpy(o, prefix, 12);
+            memcpy(o + 12, r, 4);
+        }
+        Py_END_ALLOW_THREADS
+    }
+    PyBuffer_Release(&out);
+    PyBuffer_Release(&rec);
+    if (!ok) {
+        PyErr_SetString(PyExc_ValueError, "addr4: the field or the records do not fit");
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef methods[] = {
     {"walk", walk, METH_VARARGS, walk_doc},
     {"gather", gather, METH_VARARGS, gather_doc},
+    {"addr4", addr4, METH_VARARGS, addr4_doc},
     {NULL, NULL, 0, NULL},
 };
 

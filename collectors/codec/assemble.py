@@ -295,7 +295,7 @@ def _build_group(
         uptime_ms=rep(uptime, np.int64),
         system_init_ms=per_domain_col(d_init, np.int64),
     )
-    cols, extras = plan.columns(rec, meta, var)
+    cols, extras = plan.columns(rec, meta, var, compiled)
     # Core columns the template has; make_batch fills the others with defaults.
     out = {name: col for name, col in cols.items() if name in FLOW_COLUMNS}
     out["time_received_ms"] = rep(received, np.uint64)

@@ -11,6 +11,8 @@ records with one ``memcpy``:
   template sets in front of its data sets (softflowd refreshes its templates
   that way) is walked too, so that it need not be decoded one by one.
 * :func:`gather`: records of many sets into one array.
+* :func:`addr4`: IPv4 address fields of those records as the 16-byte
+  addresses of the flows.v1 columns, one pass instead of numpy's three.
 
 The extension is built by ``pip install`` (``setup.py``, the system C
 compiler) and is optional: without it :data:`AVAILABLE` is false and the
@@ -92,4 +94,14 @@ def gather(buf: Any, starts: np.ndarray, counts: np.ndarray, dtype: np.dtype) ->
         dtype.itemsize,
         out.view(np.uint8),
     )
+    return out
+
+
+def addr4(rec: np.ndarray, offset: int) -> np.ndarray:
+    """The 4-byte field at ``offset`` of every record of ``rec`` (a contiguous
+    structured array) as IPv4-mapped S16 addresses."""
+    assert _walk is not None
+    out = np.empty(len(rec), dtype="S16")
+    if len(rec):
+        _walk.addr4(rec.view(np.uint8), rec.dtype.itemsize, offset, out.view(np.uint8))
     return out

@@ -13,6 +13,7 @@ reasons). The corpus captures are checked three ways in ``test_bulk.py`` and
 from __future__ import annotations
 
 from dataclasses import replace
+from typing import Any
 
 import numpy as np
 import pytest
@@ -26,7 +27,7 @@ from voipflow.collectors.codec.encoder import make_encoder
 from voipflow.collectors.codec.frame import Frame
 from voipflow.collectors.codec.templates import TemplateCache
 from voipflow.collectors.config import CollectorConfig
-from voipflow.schemas.flowbatch import text_to_addr16
+from voipflow.schemas.flowbatch import ipv4_to_addr16, text_to_addr16
 
 needs_core = pytest.mark.skipif(not core.AVAILABLE, reason=core.BUILD_HINT)
 EXP = text_to_addr16("198.51.100.7")
@@ -173,3 +174,20 @@ def test_missing_core_falls_back_to_numpy(monkeypatch: pytest.MonkeyPatch) -> No
     assert CollectorConfig(codec_core="auto").decoder_config().compiled_core
     assert not CollectorConfig(codec_core="numpy").decoder_config().compiled_core
     assert collector_config.core is core
+
+
+@needs_core
+def test_addr4_matches_numpy_and_refuses_fields_outside() -> None:
+    rec = np.zeros(3, dtype=[("port", ">u2"), ("addr", ">u4")])
+    rec["addr"] = [0x0A000001, 0xC0A80101, 0xFFFFFFFF]
+    expected = ipv4_to_addr16(np.ascontiguousarray(rec["addr"]))
+    assert core.addr4(rec, 2).tolist() == expected.tolist()
+    raw = rec.view(np.uint8)
+    for itemsize, offset in ((6, 3), (6, -1), (0, 0), (7, 2)):
+        with pytest.raises(ValueError):
+            _walk_module().addr4(raw, itemsize, offset, np.zeros(48, np.uint8))
+
+
+def _walk_module() -> Any:
+    assert core._walk is not None
+    return core._walk
