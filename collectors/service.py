@@ -33,7 +33,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import cast
+from typing import Any, cast
 
 import numpy as np
 
@@ -48,11 +48,13 @@ from voipflow.collectors.config import CollectorConfig, split_listen, split_netw
 from voipflow.collectors.health import ExporterTracker
 from voipflow.collectors.metrics import CollectorMetrics
 from voipflow.collectors.outputs import Output
+from voipflow.collectors.receiver import COMPILED as COMPILED_READ
 from voipflow.collectors.receiver import (
     MAX_DATAGRAM,
     ListenSocket,
     ReceiverError,
     drain_into,
+    drain_senders,
     open_sockets,
     read_kernel_drops,
 )
@@ -119,6 +121,9 @@ class Collector:
         self._selector: selectors.BaseSelector | None = None
         # Receive buffer: a burst of datagrams back to back (a full burst of
         # 1500-byte datagrams fits; reading stops early rather than cut one).
+        # the compiled burst read when built, unless the numpy path is asked for
+        compiled_read = COMPILED_READ and config.codec_core != "numpy"
+        self._drain: Callable[..., int] = drain_senders if compiled_read else drain_into
         self._buf = bytearray(max(config.recv_burst * 1500, 1 << 20) + MAX_DATAGRAM)
         self._view = memoryview(self._buf)
         self._coalesce_s = config.coalesce_ms / 1000.0
@@ -167,6 +172,7 @@ class Collector:
             "codec core",
             extra={
                 "core": "compiled" if compiled else "numpy",
+                "read": "compiled" if self._drain is drain_senders else "python",
                 "setting": self.config.codec_core,
                 **({} if core.AVAILABLE else {"hint": core.BUILD_HINT}),
             },
@@ -291,22 +297,27 @@ class Collector:
         # Datagrams land back to back in one buffer, which the decoder takes
         # whole (a frame): no bytes object per datagram, no join.
         sizes: list[int] = []
-        hosts: list[str] = []
+        # address text (Python read) or 16-byte address (compiled read) each
+        senders: list[Any] = []
         burst = self.config.recv_burst
         view = self._view
+        drain = self._drain
         pos = 0
         for key, _ in sel.select(timeout):
-            pos = drain_into(key.fileobj, view, pos, burst, sizes, hosts)  # type: ignore[arg-type]
+            pos = drain(key.fileobj, view, pos, burst, sizes, senders)
         if not sizes:
             return 0
         if len(sizes) < burst and self._coalesce_s > 0 and not self._stop.is_set():
             # Fewer than a burst: let more arrive so one decode call covers them.
             time.sleep(self._coalesce_s)
             for ls in self.sockets:
-                pos = drain_into(ls.sock, view, pos, burst, sizes, hosts)
+                pos = drain(ls.sock, view, pos, burst, sizes, senders)
         now_ms = self._clock_ms()
         frame = Frame.received(self._buf, sizes)
-        exporters, keep = self._admit(hosts, now_ms)
+        if self._drain is drain_senders:
+            exporters, keep = self._admit16(senders, now_ms)
+        else:
+            exporters, keep = self._admit(senders, now_ms)
         if keep is not None:
             frame = frame.select(keep)
         if exporters:
@@ -340,6 +351,16 @@ class Collector:
             append(a16)
             keep[i] = True
         return out, keep
+
+    def _admit16(self, senders: list[bytes], now_ms: int) -> tuple[list[bytes], np.ndarray | None]:
+        """:meth:`_admit` of 16-byte sender addresses (the compiled read)."""
+        if self.admission.open:
+            return senders, None
+        check = self.admission.admit
+        text = self.tracker.exporter_text
+        now_s = now_ms / 1000.0
+        keep = np.fromiter((check(text(a), now_s) for a in senders), dtype=bool, count=len(senders))
+        return [a for a, k in zip(senders, keep.tolist(), strict=True) if k], keep
 
     def _exporter_addr(self, host: str) -> bytes:
         if len(self._addr16) > 65536:

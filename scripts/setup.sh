@@ -41,9 +41,9 @@ if [ ! -x .venv/bin/python ]; then
   "$PY" -m venv .venv
 fi
 stamp=.venv/.voipflow-installed
-# The install also builds the codec's compiled core (setup.py, collectors/codec/_walk.c)
-# with the system C compiler; without one the collector decodes with numpy.
-want=$(cat pyproject.toml setup.py collectors/codec/_walk.c | sha256sum | cut -d' ' -f1)
+# The install also builds the collector's compiled core (setup.py: collectors/codec/_walk.c,
+# collectors/_recv.c) with the system C compiler; without one it runs on numpy alone.
+want=$(cat pyproject.toml setup.py collectors/codec/_walk.c collectors/_recv.c | sha256sum | cut -d' ' -f1)
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   say "installing Python packages into .venv"
   .venv/bin/python -m pip install -q --upgrade pip
