@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from voipflow.evaluation.captures import Exported, Verdicts, classify_all
+from voipflow.evaluation.roles import score_roles
 from voipflow.streams import evaluate as ev
 from voipflow.streams.classify import Classifier
 from voipflow.streams.providers import ProviderRanges
@@ -79,6 +80,7 @@ def halves(verdicts: Verdicts, labels: ev.Labels, captures: list[str]) -> dict[s
             "per_record": s["per_record"],
             "per_flow": s["per_flow"],
             "per_app": s["per_app"],
+            "roles": score_roles(idx[rec], verdicts.role[rec], sub),
         }
     return out
 
