@@ -17,21 +17,25 @@ are decided only for flows the classifier called VoIP (others get code 0,
    the classifier can see): no media.
 2. ``media``: VoIP over UDP with voice- or video-sized packets (RTP keeps a
    packet to one frame or a share of one under the path MTU, RFC 3550,
-   RFC 3551 s. 4.2). UDP VoIP flows of other sizes (keep-alives of a few
-   bytes) stay ``control``.
-3. ``ice``: short UDP flows of STUN's shape (RFC 8489 s. 5-6: 20-byte header
-   plus attributes, one response per request; RFC 8445 s. 7 connectivity
-   checks, RFC 7675 consent freshness), i.e. a few paired packets of 48-200
-   bytes that never became a stream. RFC 7983 multiplexes STUN, DTLS and
-   SRTP on one 5-tuple, so a flow that outlasts its checks is media.
+   RFC 3551 s. 4.2). UDP VoIP flows of other sizes stay ``control``
+   (keep-alives of a few bytes), except:
+3. ``ice``: UDP flows of STUN's wire size that are smaller than any voice
+   packet (48-50 bytes: a bare 20-byte STUN header over UDP/IPv4, RFC 8489
+   s. 5, a binding request without attributes), and short UDP flows of
+   STUN's shape (RFC 8489 s. 5-6: 20-byte header plus attributes, one
+   response per request; RFC 8445 s. 7 connectivity checks, RFC 7675
+   consent freshness), i.e. a few paired packets of 48-200 bytes that
+   never became a stream. RFC 7983 multiplexes STUN, DTLS and SRTP on one
+   5-tuple, so a flow that outlasts its checks is media.
 4. ``relay`` / ``ice`` on the STUN/TURN ports (3478-3481, 5349: RFC 8489,
    RFC 8656 s. 18; Microsoft 365 names 3478-3481 the Teams transport
    relays): a media stream there is media through a TURN relay (Send/Data
    indications or ChannelData, RFC 8656 s. 11-12), anything else on them is
    a STUN exchange (binding, allocation, refresh). Over TCP (TURN-TCP,
    RFC 6062) the stream test is size and duration: TCP has no packet rate
-   of its own. Google's STUN ports 19302-19309 are Meet's media servers
-   (Meet's network guide), not TURN relays: their streams stay ``media``.
+   of its own. Google's STUN ports 19302-19309 serve STUN and are Meet's
+   media servers (Meet's network guide), not TURN relays: what is no
+   stream there is ``ice``, their streams stay ``media``.
 5. ``control``: RTCP beside its RTP (RFC 3550 s. 6, "RTP control protocol",
    on the odd port next to RTP's, s. 11): reports, no media.
 6. ``signalling``: call signalling on its registered port (SIP RFC 3261,
@@ -68,7 +72,9 @@ def assign_roles(
     sized: np.ndarray,
     stream: np.ndarray,
     lasting: np.ndarray,
+    stun_sized: np.ndarray,
     stun_shape: np.ndarray,
+    stun_port: np.ndarray,
     turn_port: np.ndarray,
     rtcp: np.ndarray,
     signalling: np.ndarray,
@@ -78,19 +84,26 @@ def assign_roles(
     All arguments are boolean masks over the batch: ``sized`` voice- or
     video-sized mean packets, ``stream`` the classifier's media statistics
     (sized, at a media rate, lasting), ``lasting`` the classifier's LONG,
-    ``stun_shape`` STUN-sized paired few-packet exchanges, ``turn_port`` the
-    STUN/TURN ports 3478-3481/5349 deciding the flow's port category,
+    ``stun_sized`` mean packets of STUN's wire size (48-200 bytes),
+    ``stun_shape`` STUN-sized paired few-packet exchanges, ``stun_port`` any
+    STUN port (with Google's) and ``turn_port`` the STUN/TURN ports
+    3478-3481/5349, each deciding the flow's port category,
     ``rtcp`` RTCP flows beside their RTP, ``signalling`` call signalling
     (rules R1 and H.245). The steps are the module docstring's.
     """
-    role = np.where(is_voip, np.uint8(R_CONTROL), np.uint8(R_NONE))
-    voip_udp = is_voip & udp
-    role[voip_udp & sized] = R_MEDIA
-    role[voip_udp & stun_shape & ~lasting] = R_ICE
-    at_turn = is_voip & turn_port
-    relayed = (udp & stream) | (tcp & sized & lasting)
-    role[at_turn & (udp | tcp)] = R_ICE
-    role[at_turn & relayed] = R_RELAY
-    role[is_voip & rtcp] = R_CONTROL
-    role[is_voip & signalling] = R_SIGNALLING
-    return role.astype(np.uint8, copy=False)
+    role = np.zeros(len(is_voip), dtype=np.uint8)
+    rows = np.flatnonzero(is_voip)  # the work is on the VoIP rows only
+    if not len(rows):
+        return role
+    u, t, size, last = udp[rows], tcp[rows], sized[rows], lasting[rows]
+    r = np.full(len(rows), R_CONTROL, dtype=np.uint8)
+    r[u & size] = R_MEDIA
+    r[u & ~size & stun_sized[rows]] = R_ICE
+    r[u & stun_shape[rows] & ~last] = R_ICE
+    r[stun_port[rows] & (u | t) & ~(u & stream[rows])] = R_ICE
+    at_turn = turn_port[rows] & (u | t)
+    r[at_turn & ((u & stream[rows]) | (t & size & last))] = R_RELAY
+    r[rtcp[rows]] = R_CONTROL
+    r[signalling[rows]] = R_SIGNALLING
+    role[rows] = r
+    return role

@@ -98,6 +98,20 @@ def test_short_stun_shaped_flow_is_ice_but_a_lasting_one_is_media() -> None:
     assert r.role_names().tolist() == ["ice"] * 4 + ["media"] * 2
 
 
+def test_a_sampled_bare_binding_request_is_ice() -> None:
+    """One sampled 48-byte packet: a STUN header without attributes over
+    UDP/IPv4 (RFC 8489 s. 5), too small for any voice packet."""
+    rows = [
+        rec(CLIENT, 38152, "74.125.128.127", 19302, bytes=48, sampling_rate=10),  # Google STUN
+        *conv(CLIENT, 39950, "198.51.100.9", 3478, packets=2, bytes=200),  # ICE socket ...
+        rec(CLIENT, 39950, "35.158.183.167", 443, bytes=48, sampling_rate=10),  # ... to a relay
+        rec(CLIENT, 39950, "35.158.183.168", 443, bytes=40, sampling_rate=10),  # not STUN-sized
+    ]
+    r = CLF.classify(batch(rows))
+    assert r.is_voip.all()
+    assert r.role_names().tolist() == ["ice", "ice", "ice", "ice", "control"]
+
+
 def test_call_seconds_come_from_media_roles_only() -> None:
     rows = [
         *conv(CLIENT, 5060, "198.51.100.7", 5060, **{**VOICE, "bytes": 400_000}),  # SIP
