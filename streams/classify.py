@@ -659,7 +659,7 @@ class Classifier:
             sized=voice | video,
             stream=media,
             lasting=long_,
-            stun_sized=(mean >= STUN_WIRE_BYTES[0]) & (mean <= STUN_WIRE_BYTES[1]),
+            stun_sized=(mean >= STUN_WIRE_BYTES[0]) & (mean < VOICE_BYTES[0]),
             stun_shape=stun_shape,
             stun_port=stun,
             turn_port=pcat == P_STUN,

@@ -84,7 +84,8 @@ def assign_roles(
     All arguments are boolean masks over the batch: ``sized`` voice- or
     video-sized mean packets, ``stream`` the classifier's media statistics
     (sized, at a media rate, lasting), ``lasting`` the classifier's LONG,
-    ``stun_sized`` mean packets of STUN's wire size (48-200 bytes),
+    ``stun_sized`` mean packets of STUN's wire size below any voice packet
+    (48-50 bytes: a bare STUN header),
     ``stun_shape`` STUN-sized paired few-packet exchanges, ``stun_port`` any
     STUN port (with Google's) and ``turn_port`` the STUN/TURN ports
     3478-3481/5349, each deciding the flow's port category,
@@ -98,7 +99,7 @@ def assign_roles(
     u, t, size, last = udp[rows], tcp[rows], sized[rows], lasting[rows]
     r = np.full(len(rows), R_CONTROL, dtype=np.uint8)
     r[u & size] = R_MEDIA
-    r[u & ~size & stun_sized[rows]] = R_ICE
+    r[u & stun_sized[rows]] = R_ICE
     r[u & stun_shape[rows] & ~last] = R_ICE
     r[stun_port[rows] & (u | t) & ~(u & stream[rows])] = R_ICE
     at_turn = turn_port[rows] & (u | t)
