@@ -3,7 +3,7 @@
 Usage windows go in as voip-usage.v1 messages through the sink's parser into
 ``voip_usage_in``, so the materialized views build ``voip_usage_1m`` and the
 hourly and daily rollups exactly as in production; VoIP flows go in as a
-voip-flows.v1 batch; coordinates through ``dashboards.cities`` from a prefix
+voip-flows.v2 batch; coordinates through ``dashboards.cities`` from a prefix
 table. Each panel's SQL is expanded by the Grafana stand-in
 (:mod:`tests.dashboards.grafana_sim`; Grafana cannot run here) for several
 time ranges (each picking another usage table, one older than the per-minute

@@ -1,4 +1,4 @@
-"""voip-flows.v1 batches and voip-usage.v1 messages: round trips and refusals."""
+"""voip-flows.v2 (and v1) batches and voip-usage.v1 messages: round trips and refusals."""
 
 from __future__ import annotations
 
