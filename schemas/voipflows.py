@@ -20,7 +20,8 @@ Contract (version 2)
   estimates.
 * Two verdicts per flow: ``app`` is the calling application the flow belongs
   to, whatever its part in the call (what enforcement targets); ``role`` is
-  that part, one of :data:`ROLES` (signalling, control, media, relay, ice).
+  that part, one of :data:`ROLES` (signalling, control, media, relay, ice),
+  or ``""`` (unknown); :func:`decode` refuses any other value.
   Only ``media`` and ``relay`` flows carry a call's audio or video, so only
   they count call-seconds.
 * ``evidence`` is a bitmask of :class:`Evidence` (its bits are named here, the
@@ -50,6 +51,7 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from voipflow.schemas.flowbatch import (
     ARROW_TYPES,
@@ -257,4 +259,12 @@ def decode(data: bytes | memoryview) -> VoipFlowBatch:
         cols = core_columns(rb, V1_COLUMNS)
         cols["role"] = pa.array(np.full(rb.num_rows, "", dtype=object), pa.string())
         return VoipFlowBatch({k: cols[k] for k in VOIP_FLOW_COLUMNS}, rb.num_rows)
-    return VoipFlowBatch(core_columns(rb, VOIP_FLOW_COLUMNS), rb.num_rows)
+    cols = core_columns(rb, VOIP_FLOW_COLUMNS)
+    known = pc.is_in(cols["role"], value_set=_ROLE_VALUES)
+    if not pc.all(known).as_py() and rb.num_rows:
+        bad = pc.filter(cols["role"], pc.invert(known))[0].as_py()
+        raise BatchSchemaError(f"column 'role' holds {bad!r}, not one of {['', *ROLES]}")
+    return VoipFlowBatch(cols, rb.num_rows)
+
+
+_ROLE_VALUES = pa.array(["", *ROLES], pa.string())

@@ -61,6 +61,12 @@ def test_role_round_trips_and_version_2_is_written() -> None:
     assert list(vf.VOIP_FLOW_COLUMNS).index("role") == list(vf.VOIP_FLOW_COLUMNS).index("app") + 1
 
 
+def test_a_role_outside_the_contract_is_schema_error() -> None:
+    data = vf.encode(vf.make_voip_batch({"role": ["media", "voice", "ice"]}))
+    with pytest.raises(vf.BatchSchemaError, match="'voice'"):
+        vf.decode(data)
+
+
 def test_v1_batch_is_read_with_unknown_role() -> None:
     back = vf.decode(_v1_message(3))
     assert back["role"].to_pylist() == ["", "", ""]
