@@ -40,6 +40,17 @@ def test_truth_only_where_the_protocol_name_states_a_role() -> None:
     ]
 
 
+def test_a_role_column_wins_where_it_names_a_role() -> None:
+    own = labels(["voice.opus", "RTP", "STUN.WhatsAppCall", "game.fps"], [True] * 3 + [False])
+    own.role = ["relay", "", "ice", "media"]  # held-out labels, by construction
+    assert role_truth(own).tolist() == ["relay", "media", "ice", NONE]
+    # Media through a relay is media at the media level, whichever was said.
+    got = score_roles(np.arange(4), np.array(["media", "media", "ice", ""]), own)
+    assert got["per_role"]["relay"] == {"records": 1, "predicted": {"media": 1}, "right": 0}
+    m = got["media_per_record"]
+    assert (m["decided"], m["tp"], m["fp"], m["fn"], m["media_truth"]) == (4, 2, 0, 0, 2)
+
+
 def test_per_role_table_and_media_level_figures() -> None:
     idx = np.array([0, 0, 1, 2, 3, 4, 5, -1, 6])
     role = np.array(["media", "ice", "signalling", "relay", "", "media", "media", "media", ""])

@@ -54,6 +54,7 @@ def subset(labels: ev.Labels, keep: np.ndarray) -> tuple[ev.Labels, np.ndarray]:
         app=[labels.app[i] for i in rows],
         ndpi_proto=[labels.ndpi_proto[i] for i in rows],
         packets=labels.packets[rows],
+        role=[labels.role[i] for i in rows] if labels.role else [],
     )
     remap = np.full(len(labels) + 1, -1, dtype=np.int64)  # last slot: index -1 stays -1
     remap[rows] = np.arange(len(rows))

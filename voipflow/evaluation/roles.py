@@ -26,15 +26,20 @@ IAX, Discord, ...)                                (IAX2 carries signalling and
 not VoIP                           none
 =================================  =============  ==============================
 
+Labels with a ``role`` column (the held-out captures, labelled by
+construction: ``voipflow/evaluation/heldout/traffic.py`` ``KIND_ROLES``)
+state the role themselves; that column wins where it names one.
+
 Per record (matched to a labelled flow), the figures are:
 
 * per role: each true role's records and what the classifier called them
   (``""`` = not VoIP), and the share it got right (``ice or media`` is right
   as ice, media or relay);
 * media-level precision, recall and F1: does the record carry a call's media
-  (role media or relay)? Over the records whose truth decides it (media,
-  signalling, control and non-VoIP); ``ice or media`` and ``unknown`` ones
-  are left out, they can be neither right nor wrong. The same per labelled
+  (role media or relay, predicted and true)? Over the records whose truth
+  decides it (media, relay, signalling, control, ice and non-VoIP);
+  ``ice or media`` and ``unknown`` ones are left out, they can be neither
+  right nor wrong. The same per labelled
   flow (a flow carries media when any of its records does).
 """
 
@@ -69,20 +74,27 @@ TRUTH_ROLES: tuple[str, ...] = (*ROLES, ICE_OR_MEDIA, UNKNOWN, NONE)
 
 
 def role_truth(labels: ev.Labels) -> np.ndarray:
-    """True role per labelled flow (object array of :data:`TRUTH_ROLES`)."""
+    """True role per labelled flow (object array of :data:`TRUTH_ROLES`): the
+    labels' own ``role`` where they have one (held-out captures, by
+    construction), else what the protocol name states."""
     out = np.array(
         [MASTER_ROLES.get(p.split(".", 1)[0].strip(), UNKNOWN) for p in labels.ndpi_proto],
         dtype=object,
     )
+    if labels.role:
+        own = np.array(labels.role, dtype=object)
+        named = np.isin(own, list(ROLES))
+        out[named] = own[named]
     out[~labels.is_voip] = NONE
     return out
 
 
 def _media_prf(pred: np.ndarray, truth_role: np.ndarray) -> dict[str, Any]:
     decided = ~np.isin(truth_role, (ICE_OR_MEDIA, UNKNOWN))
-    out = ev.prf(pred[decided], truth_role[decided] == "media")
+    truth = np.isin(truth_role, MEDIA_ROLES)  # media, directly or through a relay
+    out = ev.prf(pred[decided], truth[decided])
     out["decided"] = int(np.count_nonzero(decided))
-    out["media_truth"] = int(np.count_nonzero(truth_role == "media"))
+    out["media_truth"] = int(np.count_nonzero(truth))
     return out
 
 
