@@ -85,6 +85,19 @@ def _branch(table: str, cond: str, filters: str, shift_days: int = 0) -> str:
     )
 
 
+def _choices(by: str, retention: Retention, shift_days: int = 0) -> tuple[str, str]:
+    """The conditions that pick the per-minute table, and else the hourly one."""
+    if by == "range":
+        fine = f"{_RANGE_S} <= {RANGE_1M_MAX_S} AND {_fresh(retention.usage_1m_days, shift_days)}"
+        hourly = f"{_RANGE_S} <= {RANGE_1H_MAX_S} AND {_fresh(retention.usage_1h_days, shift_days)}"
+    elif by == "interval":
+        fine = f"$__interval_s < 3600 AND {_fresh(retention.usage_1m_days)}"
+        hourly = f"$__interval_s < 86400 AND {_fresh(retention.usage_1h_days)}"
+    else:
+        raise ValueError(f"by must be 'range' or 'interval', not {by!r}")
+    return fine, hourly
+
+
 def usage_rows(
     by: str, retention: Retention, filters: str | None = None, shift_days: int = 0
 ) -> str:
@@ -94,17 +107,80 @@ def usage_rows(
     week: 7), choosing the table as the range itself would.
     """
     filters = filters or f"{CITY_FILTER} AND {APP_FILTER}"
-    if by == "range":
-        fine = f"{_RANGE_S} <= {RANGE_1M_MAX_S} AND {_fresh(retention.usage_1m_days, shift_days)}"
-        hourly = f"{_RANGE_S} <= {RANGE_1H_MAX_S} AND {_fresh(retention.usage_1h_days, shift_days)}"
-    elif by == "interval":
-        fine = f"$__interval_s < 3600 AND {_fresh(retention.usage_1m_days)}"
-        hourly = f"$__interval_s < 86400 AND {_fresh(retention.usage_1h_days)}"
-    else:
-        raise ValueError(f"by must be 'range' or 'interval', not {by!r}")
+    fine, hourly = _choices(by, retention, shift_days)
     branches = [
         _branch("voip_usage_1m", fine, filters, shift_days),
         _branch("voip_usage_1h", f"NOT ({fine}) AND {hourly}", filters, shift_days),
         _branch("voip_usage_1d", f"NOT ({fine}) AND NOT ({hourly})", filters, shift_days),
     ]
     return "(\n  " + "\n  UNION ALL\n  ".join(branches) + "\n)"
+
+
+#: One hour of ``city_traffic_1h``: the city's bytes in its windows with VoIP.
+_CITY_HOURS = (
+    "SELECT window_start, city, arraySum((maxMap(windows)).2) AS city_bytes\n"
+    "    FROM city_traffic_1h\n"
+    "    WHERE ({cond}) AND {time} AND {filters}\n"
+    "    GROUP BY window_start, city"
+)
+
+
+def city_rows(by: str, retention: Retention, filters: str | None = None) -> str:
+    """All bytes of each city per period, chosen ``by`` range or interval as :func:`usage_rows`.
+
+    The denominator of the VoIP share: the city's traffic in the windows where
+    any VoIP was seen (the only windows whose total the usage rows carry),
+    whatever the app selection. The periods are those of the usage table the
+    same choice reads (windows, hours, days that start in the range), so
+    VoIP bytes from :func:`usage_rows` and these totals cover the same time.
+    Columns: ``t DateTime('UTC')``, ``city String``, ``city_bytes Float64``.
+
+    Per-minute rows give a window's total as bytes / voip_share of any of its
+    rows (the largest, as migration 010 keeps them); ``city_traffic_1h`` holds
+    the same totals per window, summed per hour or, beyond the hourly range,
+    per day.
+    """
+    filters = filters or CITY_FILTER
+    fine, hourly = _choices(by, retention)
+    minutes = (
+        "SELECT window_start AS t, toString(city) AS city, "
+        "max(bytes / voip_share) AS city_bytes\n"
+        "  FROM voip_usage_1m\n"
+        f"  WHERE ({fine}) AND $__timeFilter(window_start) AND voip_share > 0 AND {filters}\n"
+        "  GROUP BY t, city"
+    )
+    hours = (
+        "SELECT window_start AS t, toString(city) AS city, city_bytes FROM (\n    "
+        + _CITY_HOURS.format(
+            cond=f"NOT ({fine}) AND {hourly}", time="$__timeFilter(window_start)", filters=filters
+        )
+        + "\n  )"
+    )
+    day = "toStartOfDay(window_start, 'UTC')"
+    days = (
+        f"SELECT {day} AS t, toString(city) AS city, "
+        "sum(city_bytes) AS city_bytes FROM (\n    "
+        + _CITY_HOURS.format(
+            cond=f"NOT ({fine}) AND NOT ({hourly})",
+            time=f"{day} >= $__fromTime AND {day} <= $__toTime",
+            filters=filters,
+        )
+        + "\n  )\n  GROUP BY t, city"
+    )
+    return "(\n  " + "\n  UNION ALL\n  ".join([minutes, hours, days]) + "\n)"
+
+
+def share_rows(by: str, retention: Retention) -> str:
+    """VoIP bytes (selected cities and apps) and city bytes (selected cities) per period.
+
+    ``UNION ALL`` of :func:`usage_rows` and :func:`city_rows` with columns
+    ``t``, ``city``, ``voip_bytes``, ``city_bytes`` (each row has one of the
+    two, the other 0): group them and divide the sums for the VoIP share.
+    """
+    return (
+        "(\n  SELECT t, city, toFloat64(bytes) AS voip_bytes, 0. AS city_bytes\n  FROM "
+        + usage_rows(by, retention)
+        + "\n  UNION ALL\n  SELECT t, city, 0. AS voip_bytes, city_bytes FROM "
+        + city_rows(by, retention)
+        + "\n)"
+    )
