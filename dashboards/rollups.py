@@ -117,11 +117,13 @@ def usage_rows(
 
 
 #: One hour of ``city_traffic_1h``: the city's bytes in its windows with VoIP.
+#: FINAL merges the rows of one (city, hour) as the table's merges would (maxMap
+#: per window), at read time and only where parts still hold several: on merged
+#: parts a fraction of what maxMap in a GROUP BY costs over every row.
 _CITY_HOURS = (
-    "SELECT window_start, city, arraySum((maxMap(windows)).2) AS city_bytes\n"
-    "    FROM city_traffic_1h\n"
-    "    WHERE ({cond}) AND {time} AND {filters}\n"
-    "    GROUP BY window_start, city"
+    "SELECT window_start, city, arraySum(windows.2) AS city_bytes\n"
+    "    FROM city_traffic_1h FINAL\n"
+    "    WHERE ({cond}) AND {time} AND {filters}"
 )
 
 

@@ -9,8 +9,9 @@
 -- per window instead: `windows` maps the window's second within the hour to
 -- the city's bytes in it, merged with maxMap. Merging is idempotent, so rows
 -- seen twice (a batch re-sent, the backfill below racing the sink) change
--- nothing; read an hour's total with arraySum((maxMap(windows)).2) grouped by
--- (window_start, city), and sum hours. Windows with voip_share 0 (a city with
+-- nothing; read an hour's total with arraySum(windows.2) FROM city_traffic_1h
+-- FINAL (or arraySum((maxMap(windows)).2) grouped by window_start and city,
+-- slower), and sum hours. Windows with voip_share 0 (a city with
 -- no bytes at all) are left out. Only windows with VoIP are known, so this is
 -- the city's traffic in the windows where VoIP was seen, the denominator the
 -- per-minute VoIP share used already.
