@@ -186,3 +186,55 @@ def share_rows(by: str, retention: Retention) -> str:
         + city_rows(by, retention)
         + "\n)"
     )
+
+
+#: True when the dashboard's city variable is "All" (``$__conditionalAll`` gives
+#: ``1=1`` then, and its first argument otherwise).
+ALL_CITIES = "($__conditionalAll(0, $city))"
+
+
+def subscriber_rows(by: str, retention: Retention) -> str:
+    """Subscriber states per period and app, chosen ``by`` range or interval as :func:`usage_rows`.
+
+    With every city selected, hours and days come from ``app_subscribers_1h``
+    and ``_1d`` (one state per app and period, migration 011) instead of the
+    per-city rollups; the sets they merge are the same, so the counts are too.
+    Per-minute rows and a selection of cities read the usage tables.
+    Columns: ``t``, ``g``, ``app``, ``subscribers_state``.
+    """
+    fine, hourly = _choices(by, retention)
+    chosen = f"NOT {ALL_CITIES}"
+    filters = f"{CITY_FILTER} AND {APP_FILTER}"
+
+    def per_city(table: str, cond: str) -> str:
+        return (
+            "SELECT t, g, app, subscribers_state FROM (\n  "
+            + _branch(table, cond, filters)
+            + "\n  )"
+        )
+
+    def per_app(table: str, t: str, g: int, cond: str) -> str:
+        return (
+            f"SELECT {t} AS t, toUInt32({g}) AS g, toString(app) AS app, subscribers_state\n"
+            f"  FROM {table}\n"
+            f"  WHERE ({cond}) AND $__timeFilter(t) AND {APP_FILTER}"
+        )
+
+    branches = [
+        per_city("voip_usage_1m", fine),
+        per_city("voip_usage_1h", f"NOT ({fine}) AND {hourly} AND {chosen}"),
+        per_city("voip_usage_1d", f"NOT ({fine}) AND NOT ({hourly}) AND {chosen}"),
+        per_app(
+            "app_subscribers_1h",
+            "window_start",
+            3600,
+            f"NOT ({fine}) AND {hourly} AND {ALL_CITIES}",
+        ),
+        per_app(
+            "app_subscribers_1d",
+            "toDateTime(day, 'UTC')",
+            86400,
+            f"NOT ({fine}) AND NOT ({hourly}) AND {ALL_CITIES}",
+        ),
+    ]
+    return "(\n  " + "\n  UNION ALL\n  ".join(branches) + "\n)"

@@ -39,6 +39,7 @@ from voipflow.dashboards.rollups import (
     CITY_FILTER,
     Retention,
     share_rows,
+    subscriber_rows,
     usage_rows,
 )
 from voipflow.streams.classify import Evidence
@@ -75,6 +76,8 @@ def build(retention: Retention | None = None) -> dict[str, Any]:
     by_interval = usage_rows("interval", r)
     week_before = usage_rows("range", r, shift_days=7)
     share_by_range = share_rows("range", r)
+    subs_by_range = subscriber_rows("range", r)
+    subs_by_interval = subscriber_rows("interval", r)
     share_by_interval = share_rows("interval", r)
     panels = [
         row("Overview"),
@@ -95,7 +98,7 @@ def build(retention: Retention | None = None) -> dict[str, Any]:
         ),
         stat(
             "Distinct subscribers",
-            f"SELECT uniqMerge(subscribers_state) AS subscribers FROM {by_range}",
+            f"SELECT uniqMerge(subscribers_state) AS subscribers FROM {subs_by_range}",
             description="Subscribers that used VoIP in the time range (merged uniq states).",
             decimals=0,
         ),
@@ -303,7 +306,7 @@ def build(retention: Retention | None = None) -> dict[str, Any]:
             f"""
             SELECT $__timeInterval(t) AS time, app,
                    uniqMerge(subscribers_state) AS subscribers
-            FROM {by_interval}
+            FROM {subs_by_interval}
             GROUP BY time, app
             ORDER BY time, app
             """,

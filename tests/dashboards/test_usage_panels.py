@@ -668,6 +668,34 @@ def test_only_the_chosen_table_is_read(ch: Any) -> None:
         assert len(with_parts) == 1 and chosen in with_parts[0], (sc.name, with_parts)
 
 
+def _parts_read(ch: Any, sql: str) -> list[str]:
+    """The tables of the query plan's reads that touch any part."""
+    plan = "\n".join(r[0] for r in ch.query("EXPLAIN indexes = 1 " + sql).rows)
+    return [r.split("\n")[0] for r in plan.split("ReadFromMergeTree")[1:] if "Parts:" in r]
+
+
+def test_subscribers_of_all_cities_read_one_state_per_app(ch: Any) -> None:
+    """Hours and days of every city come from app_subscribers_*, a city selection from
+    the per-city rollups; the other branches read no part."""
+    from tests.dashboards.panels import expand
+
+    panel = PANELS["Distinct subscribers"]
+    sql = panel["targets"][0]["rawSql"]
+    cases = [
+        (SCENARIOS[2], "app_subscribers_1h"),  # 3 days, every city
+        (SCENARIOS[3], "app_subscribers_1d"),  # a year, every city
+        (
+            Scenario("3d-berlin", SCENARIOS[2].from_s, SCENARIOS[2].to_s, ("Berlin",)),
+            "voip_usage_1h",
+        ),
+        (SCENARIOS[0], "voip_usage_1m"),  # hours: per-minute rows whatever the selection
+    ]
+    for sc, table in cases:
+        (read,) = _parts_read(ch, expand(sql, sc.request(panel)))
+        assert f"{table})" in read, (sc.name, read)
+        check_subscribers(run(ch, panel, sc.request(panel)), sc, panel)
+
+
 def test_variables_list_cities_and_apps(ch: Any) -> None:
     sc = SCENARIOS[0]
     req = sc.request(PANELS["VoIP minutes"])

@@ -284,6 +284,67 @@ def test_city_traffic_counts_each_window_once(chdb, window_s: int) -> None:
     assert again == got
 
 
+def test_app_subscribers_are_the_union_over_cities(chdb) -> None:
+    """Per app and hour (day): the subscribers of every city, backfilled from the
+    per-city rollups for windows stored before migration 011, once however often seen."""
+    migrator = Migrator(chdb, _opts(chdb))
+    migrator.migrate(target=10)
+    hour = np.datetime64("now", "h") - np.timedelta64(4, "h")
+
+    def windows(minutes: range, seed: int) -> None:
+        r = np.random.default_rng(seed)
+        rows = []
+        for m in minutes:
+            for city in ("Oslo", "Bergen", "Tromso"):
+                for app in ("sip", "teams"):
+                    subs = sorted({int(x) for x in r.integers(1, 200, r.integers(1, 6))})
+                    rows.append((hour + np.timedelta64(m, "m"), city, app, subs))
+        n = len(rows)
+        starts = np.array([x[0] for x in rows]).astype("datetime64[s]")
+        chdb.insert(
+            "voip_usage_in",
+            {
+                "window_start": starts,
+                "window_s": np.full(n, 60, dtype=np.uint32),
+                "city": np.array([x[1] for x in rows], dtype=object),
+                "region": np.array(["R"] * n, dtype=object),
+                "country": np.array(["NO"] * n, dtype=object),
+                "app": np.array([x[2] for x in rows], dtype=object),
+                "flows": np.ones(n, dtype=np.uint64),
+                "packets": np.ones(n, dtype=np.uint64),
+                "bytes": np.ones(n, dtype=np.uint64),
+                "subscribers": np.array([len(x[3]) for x in rows], dtype=np.uint64),
+                "subscriber_hashes": [x[3] for x in rows],
+                "call_seconds": np.ones(n),
+                "voip_share": np.full(n, 0.5),
+                "produced": (starts + np.timedelta64(90, "s")).astype("datetime64[ms]"),
+            },
+        )
+
+    windows(range(0, 150, 2), 1)  # before the migration: backfilled
+    migrator.migrate()
+    windows(range(1, 150, 2), 2)
+    windows(range(60, 90), 3)  # overlaps both
+    for app_table, city_table, period in (
+        ("app_subscribers_1h", "voip_usage_1h", "window_start"),
+        ("app_subscribers_1d", "voip_usage_1d", "day"),
+    ):
+        want = chdb.query(
+            f"SELECT {period}, app, uniqMerge(subscribers_state) FROM {city_table} "
+            f"GROUP BY {period}, app ORDER BY {period}, app"
+        ).rows
+        got = chdb.query(
+            f"SELECT {period}, app, uniqMerge(subscribers_state) FROM {app_table} "
+            f"GROUP BY {period}, app ORDER BY {period}, app"
+        ).rows
+        assert got == want and len(want) >= 2
+        one_city = chdb.query(
+            f"SELECT max(n) FROM (SELECT uniqMerge(subscribers_state) AS n FROM {city_table} "
+            f"GROUP BY {period}, app, city)"
+        ).scalar()
+        assert max(n for *_, n in got) > one_city  # a union over cities, not one city's
+
+
 def _traffic_windows(chdb, exporter: bytes, starts: np.ndarray, window_s: int, seed: int) -> dict:
     """Inserts one exporter_traffic_1m row per window; returns each counter's total."""
     rng = np.random.default_rng(seed)
