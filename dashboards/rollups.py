@@ -9,7 +9,9 @@ year of days costs, and a short range keeps per-minute detail.
 Two ways to choose:
 
 * by **range** (totals: stats, maps, per-city tables): per-minute rows up to
-  two days, hourly rows up to 62 days, daily rows beyond;
+  two days, hourly rows up to 62 days (each day whose 24 hours all start in
+  the range read as its daily row: the same sums and unions, from a 24th of
+  the rows), daily rows beyond;
 * by **interval** (time series, ``$__interval_s``): the coarsest table whose
   rows are no wider than a bucket, so buckets are exact sums of rows.
 
@@ -98,6 +100,34 @@ def _choices(by: str, retention: Retention, shift_days: int = 0) -> tuple[str, s
     return fine, hourly
 
 
+_DAY_T = "toDateTime(day, 'UTC')"
+
+
+def _whole_day(start: str, shift_days: int = 0) -> str:
+    """The day starting at ``start`` has all its 24 hours in the range (shifted back)."""
+    to = f"$__toTime - INTERVAL {shift_days} DAY" if shift_days else "$__toTime"
+    return f"{start} >= {_from(shift_days)} AND {start} + INTERVAL 23 HOUR <= {to}"
+
+
+def _hours_and_days(fine: str, hourly: str, by: str, shift_days: int = 0) -> tuple[str, str]:
+    """Conditions of the hourly and the daily branch.
+
+    Where the range picks hourly rows, a day whose 24 hours all start in the
+    range is read as its one daily row instead: sums and unions of sets do not
+    care how time is cut, so the figures are those of the hours, for a 24th
+    of the rows in the middle of a long range. (The daily tables must keep at
+    least as long as the hourly ones; they keep forever by default.)
+    """
+    hour = f"NOT ({fine}) AND {hourly}"
+    day = f"NOT ({fine}) AND NOT ({hourly})"
+    if by != "range":  # buckets narrower than a day: no day fits in one
+        return hour, day
+    return (
+        f"{hour} AND NOT ({_whole_day('toStartOfDay(window_start)', shift_days)})",
+        f"({day}) OR ({hour} AND {_whole_day(_DAY_T, shift_days)})",
+    )
+
+
 def usage_rows(
     by: str, retention: Retention, filters: str | None = None, shift_days: int = 0
 ) -> str:
@@ -108,10 +138,11 @@ def usage_rows(
     """
     filters = filters or f"{CITY_FILTER} AND {APP_FILTER}"
     fine, hourly = _choices(by, retention, shift_days)
+    hours, days = _hours_and_days(fine, hourly, by, shift_days)
     branches = [
         _branch("voip_usage_1m", fine, filters, shift_days),
-        _branch("voip_usage_1h", f"NOT ({fine}) AND {hourly}", filters, shift_days),
-        _branch("voip_usage_1d", f"NOT ({fine}) AND NOT ({hourly})", filters, shift_days),
+        _branch("voip_usage_1h", hours, filters, shift_days),
+        _branch("voip_usage_1d", days, filters, shift_days),
     ]
     return "(\n  " + "\n  UNION ALL\n  ".join(branches) + "\n)"
 
@@ -193,11 +224,6 @@ def share_rows(by: str, retention: Retention) -> str:
 ALL_CITIES = "($__conditionalAll(0, $city))"
 
 
-def _whole_day(start: str) -> str:
-    """The day starting at ``start`` has all its hours in the range."""
-    return f"{start} >= $__fromTime AND {start} + INTERVAL 23 HOUR <= $__toTime"
-
-
 def subscriber_rows(by: str, retention: Retention) -> str:
     """Subscriber states per period and app, chosen ``by`` range or interval as :func:`usage_rows`.
 
@@ -206,24 +232,13 @@ def subscriber_rows(by: str, retention: Retention) -> str:
     per-city rollups; the sets they merge are the same, so the counts are too.
     Per-minute rows and a selection of cities read the usage tables.
 
-    Where the range picks hourly rows, every day whose 24 hours all start in
-    the range is read as one daily state instead of 24 hourly ones: a union
-    of sets does not care how time is cut, so the count is that of the hours,
-    with far fewer elements to merge where subscribers come back hour after
-    hour. (The daily tables must keep at least as long as the hourly ones;
-    they keep forever by default.) Columns: ``t``, ``g``, ``app``,
-    ``subscribers_state``.
+    Hours and days as :func:`usage_rows` cuts them. Columns: ``t``, ``g``,
+    ``app``, ``subscribers_state``.
     """
     fine, hourly = _choices(by, retention)
     chosen = f"NOT {ALL_CITIES}"
     filters = f"{CITY_FILTER} AND {APP_FILTER}"
-    hour_cond = f"NOT ({fine}) AND {hourly}"
-    day_cond = f"NOT ({fine}) AND NOT ({hourly})"
-    if by == "range":
-        hours_of_days = f"{hour_cond} AND NOT ({_whole_day('toStartOfDay(window_start)')})"
-        days_of_hours = f"{hour_cond} AND {_whole_day(_DAY_T)}"
-    else:  # buckets of hours: no day fits in one
-        hours_of_days, days_of_hours = hour_cond, "0"
+    hours, days = _hours_and_days(fine, hourly, by)
 
     def per_city(table: str, cond: str) -> str:
         return (
@@ -241,17 +256,9 @@ def subscriber_rows(by: str, retention: Retention) -> str:
 
     branches = [
         per_city("voip_usage_1m", fine),
-        per_city("voip_usage_1h", f"{hours_of_days} AND {chosen}"),
-        per_city("voip_usage_1d", f"(({day_cond}) OR ({days_of_hours})) AND {chosen}"),
-        per_app("app_subscribers_1h", "window_start", 3600, f"{hours_of_days} AND {ALL_CITIES}"),
-        per_app(
-            "app_subscribers_1d",
-            _DAY_T,
-            86400,
-            f"(({day_cond}) OR ({days_of_hours})) AND {ALL_CITIES}",
-        ),
+        per_city("voip_usage_1h", f"({hours}) AND {chosen}"),
+        per_city("voip_usage_1d", f"({days}) AND {chosen}"),
+        per_app("app_subscribers_1h", "window_start", 3600, f"({hours}) AND {ALL_CITIES}"),
+        per_app("app_subscribers_1d", _DAY_T, 86400, f"({days}) AND {ALL_CITIES}"),
     ]
     return "(\n  " + "\n  UNION ALL\n  ".join(branches) + "\n)"
-
-
-_DAY_T = "toDateTime(day, 'UTC')"

@@ -652,23 +652,27 @@ def test_scenarios_cover_every_table() -> None:
     assert {_by_interval(_interval(s, p), s.from_s) for s in SCENARIOS} == {"1m", "1h", "1d"}
 
 
+def _whole_days(sc: Scenario) -> bool:
+    """The range holds a day whose 24 hours all start in it."""
+    day = (sc.from_s + DAY - 1) // DAY * DAY
+    return day + 23 * 3600 <= sc.to_s
+
+
 def test_only_the_chosen_table_is_read(ch: Any) -> None:
-    """The branches of the other tables fold to WHERE 0 and read no part."""
+    """The branches of the other tables fold to WHERE 0 and read no part; a range of
+    hours reads its whole days from the daily table."""
     from tests.dashboards.panels import expand
 
     sql = PANELS["VoIP minutes"]["targets"][0]["rawSql"]
-    for sc in SCENARIOS[:1] + SCENARIOS[2:4]:
-        plan = "\n".join(
-            r[0]
-            for r in ch.query(
-                "EXPLAIN indexes = 1 " + expand(sql, sc.request(PANELS["VoIP minutes"]))
-            ).rows
-        )
-        chosen = "voip_usage_" + _by_range(sc.from_s, sc.to_s)
-        reads = plan.split("ReadFromMergeTree")[1:]
-        assert len(reads) == 3
-        with_parts = [r.split("\n")[0] for r in reads if "Parts:" in r]
-        assert len(with_parts) == 1 and chosen in with_parts[0], (sc.name, with_parts)
+    days = next(s for s in SCENARIOS if s.name == "days-and-hours")
+    for sc in [*SCENARIOS[:4], days]:
+        kind = _by_range(sc.from_s, sc.to_s)
+        want = {f"voip_usage_{kind}"}
+        if kind == "1h" and _whole_days(sc):
+            want.add("voip_usage_1d")
+        read = _parts_read(ch, expand(sql, sc.request(PANELS["VoIP minutes"])))
+        assert {r.split(".")[-1].rstrip(")") for r in read} == want, (sc.name, read)
+    assert not _whole_days(SCENARIOS[4]) and _whole_days(days)
 
 
 def _parts_read(ch: Any, sql: str) -> list[str]:
