@@ -219,46 +219,56 @@ def share_rows(by: str, retention: Retention) -> str:
     )
 
 
-#: True when the dashboard's city variable is "All" (``$__conditionalAll`` gives
-#: ``1=1`` then, and its first argument otherwise).
+#: True when the dashboard's city (app) variable is "All" (``$__conditionalAll``
+#: gives ``1=1`` then, and its first argument otherwise).
 ALL_CITIES = "($__conditionalAll(0, $city))"
+ALL_APPS = "($__conditionalAll(0, $app))"
+
+#: per -> (the variable collapsed when All, its filter, the filter kept, tables).
+_SUBSCRIBER_TABLES = {
+    "app": (ALL_CITIES, APP_FILTER, "app_subscribers"),
+    "city": (ALL_APPS, CITY_FILTER, "city_subscribers"),
+}
 
 
-def subscriber_rows(by: str, retention: Retention) -> str:
-    """Subscriber states per period and app, chosen ``by`` range or interval as :func:`usage_rows`.
+def subscriber_rows(by: str, retention: Retention, per: str = "app") -> str:
+    """Subscriber states per period and ``per`` (app or city), chosen ``by`` range or
+    interval as :func:`usage_rows`.
 
-    With every city selected, hours and days come from ``app_subscribers_1h``
-    and ``_1d`` (one state per app and period, migration 011) instead of the
-    per-city rollups; the sets they merge are the same, so the counts are too.
-    Per-minute rows and a selection of cities read the usage tables.
-
-    Hours and days as :func:`usage_rows` cuts them. Columns: ``t``, ``g``,
-    ``app``, ``subscribers_state``.
+    When the other variable selects everything (every city for ``per="app"``,
+    every app for ``per="city"``), hours and days come from
+    ``app_subscribers_1h``/``_1d`` or ``city_subscribers_1h``/``_1d`` (one
+    state per app or city and period, migration 011) instead of the per-city-
+    and-app rollups; the sets they merge are the same, so the counts are too.
+    Per-minute rows and other selections read the usage tables. Hours and
+    days as :func:`usage_rows` cuts them. Columns: ``t``, ``g``, ``per``
+    (``app`` or ``city``), ``subscribers_state``.
     """
+    everything, kept_filter, prefix = _SUBSCRIBER_TABLES[per]
     fine, hourly = _choices(by, retention)
-    chosen = f"NOT {ALL_CITIES}"
+    chosen = f"NOT {everything}"
     filters = f"{CITY_FILTER} AND {APP_FILTER}"
     hours, days = _hours_and_days(fine, hourly, by)
 
-    def per_city(table: str, cond: str) -> str:
+    def detailed(table: str, cond: str) -> str:
         return (
-            "SELECT t, g, app, subscribers_state FROM (\n  "
+            f"SELECT t, g, {per}, subscribers_state FROM (\n  "
             + _branch(table, cond, filters)
             + "\n  )"
         )
 
-    def per_app(table: str, t: str, g: int, cond: str) -> str:
+    def collapsed(table: str, t: str, g: int, cond: str) -> str:
         return (
-            f"SELECT {t} AS t, toUInt32({g}) AS g, toString(app) AS app, subscribers_state\n"
+            f"SELECT {t} AS t, toUInt32({g}) AS g, toString({per}) AS {per}, subscribers_state\n"
             f"  FROM {table}\n"
-            f"  WHERE ({cond}) AND $__timeFilter(t) AND {APP_FILTER}"
+            f"  WHERE ({cond}) AND $__timeFilter(t) AND {kept_filter}"
         )
 
     branches = [
-        per_city("voip_usage_1m", fine),
-        per_city("voip_usage_1h", f"({hours}) AND {chosen}"),
-        per_city("voip_usage_1d", f"({days}) AND {chosen}"),
-        per_app("app_subscribers_1h", "window_start", 3600, f"({hours}) AND {ALL_CITIES}"),
-        per_app("app_subscribers_1d", _DAY_T, 86400, f"({days}) AND {ALL_CITIES}"),
+        detailed("voip_usage_1m", fine),
+        detailed("voip_usage_1h", f"({hours}) AND {chosen}"),
+        detailed("voip_usage_1d", f"({days}) AND {chosen}"),
+        collapsed(f"{prefix}_1h", "window_start", 3600, f"({hours}) AND {everything}"),
+        collapsed(f"{prefix}_1d", _DAY_T, 86400, f"({days}) AND {everything}"),
     ]
     return "(\n  " + "\n  UNION ALL\n  ".join(branches) + "\n)"

@@ -78,6 +78,7 @@ def build(retention: Retention | None = None) -> dict[str, Any]:
     share_by_range = share_rows("range", r)
     subs_by_range = subscriber_rows("range", r)
     subs_by_interval = subscriber_rows("interval", r)
+    city_subs_by_range = subscriber_rows("range", r, per="city")
     share_by_interval = share_rows("interval", r)
     panels = [
         row("Overview"),
@@ -128,15 +129,19 @@ def build(retention: Retention | None = None) -> dict[str, Any]:
             "VoIP minutes by city",
             f"""
             SELECT u.city AS city, c.lat AS lat, c.lon AS lon,
-                   u.voip_minutes AS voip_minutes, u.subscribers AS subscribers,
+                   u.voip_minutes AS voip_minutes, n.subscribers AS subscribers,
                    s.voip_share AS voip_share
             FROM (
-                SELECT city, sum(call_seconds) / 60 AS voip_minutes,
-                       uniqMerge(subscribers_state) AS subscribers
+                SELECT city, sum(call_seconds) / 60 AS voip_minutes
                 FROM {by_range}
                 GROUP BY city
             ) AS u
             INNER JOIN ({_CITY_COORDS}) AS c ON c.city = u.city
+            LEFT JOIN (
+                SELECT city, uniqMerge(subscribers_state) AS subscribers
+                FROM {city_subs_by_range}
+                GROUP BY city
+            ) AS n ON n.city = u.city
             LEFT JOIN (
                 SELECT city,
                        if(sum(city_bytes) > 0, sum(voip_bytes) / sum(city_bytes), 0)

@@ -284,9 +284,10 @@ def test_city_traffic_counts_each_window_once(chdb, window_s: int) -> None:
     assert again == got
 
 
-def test_app_subscribers_are_the_union_over_cities(chdb) -> None:
-    """Per app and hour (day): the subscribers of every city, backfilled from the
-    per-city rollups for windows stored before migration 011, once however often seen."""
+def test_subscriber_rollups_are_unions(chdb) -> None:
+    """Per app (city) and hour (day): the subscribers of every city (app), backfilled
+    from the per-city rollups for windows stored before migration 011, once however
+    often seen."""
     migrator = Migrator(chdb, _opts(chdb))
     migrator.migrate(target=10)
     hour = np.datetime64("now", "h") - np.timedelta64(4, "h")
@@ -325,24 +326,26 @@ def test_app_subscribers_are_the_union_over_cities(chdb) -> None:
     migrator.migrate()
     windows(range(1, 150, 2), 2)
     windows(range(60, 90), 3)  # overlaps both
-    for app_table, city_table, period in (
-        ("app_subscribers_1h", "voip_usage_1h", "window_start"),
-        ("app_subscribers_1d", "voip_usage_1d", "day"),
+    for table, usage, period, key in (
+        ("app_subscribers_1h", "voip_usage_1h", "window_start", "app"),
+        ("app_subscribers_1d", "voip_usage_1d", "day", "app"),
+        ("city_subscribers_1h", "voip_usage_1h", "window_start", "city"),
+        ("city_subscribers_1d", "voip_usage_1d", "day", "city"),
     ):
         want = chdb.query(
-            f"SELECT {period}, app, uniqMerge(subscribers_state) FROM {city_table} "
-            f"GROUP BY {period}, app ORDER BY {period}, app"
+            f"SELECT {period}, {key}, uniqMerge(subscribers_state) FROM {usage} "
+            f"GROUP BY {period}, {key} ORDER BY {period}, {key}"
         ).rows
         got = chdb.query(
-            f"SELECT {period}, app, uniqMerge(subscribers_state) FROM {app_table} "
-            f"GROUP BY {period}, app ORDER BY {period}, app"
+            f"SELECT {period}, {key}, uniqMerge(subscribers_state) FROM {table} "
+            f"GROUP BY {period}, {key} ORDER BY {period}, {key}"
         ).rows
-        assert got == want and len(want) >= 2
-        one_city = chdb.query(
-            f"SELECT max(n) FROM (SELECT uniqMerge(subscribers_state) AS n FROM {city_table} "
+        assert got == want and len(want) >= 2, table
+        one = chdb.query(
+            f"SELECT max(n) FROM (SELECT uniqMerge(subscribers_state) AS n FROM {usage} "
             f"GROUP BY {period}, app, city)"
         ).scalar()
-        assert max(n for *_, n in got) > one_city  # a union over cities, not one city's
+        assert max(n for *_, n in got) > one, table  # a union, not one city's and app's
 
 
 def _traffic_windows(chdb, exporter: bytes, starts: np.ndarray, window_s: int, seed: int) -> dict:
