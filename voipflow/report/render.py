@@ -340,13 +340,18 @@ def _rules(d: ReportData) -> str:
     )
 
 
+def _short(t: Any) -> str:
+    return f"{datetime.fromtimestamp(charts.epoch(t), UTC):%d %b %H:%M}"
+
+
 def _rule_effect(d: ReportData) -> str:
     """Each applied rule's city and app: call minutes and bytes before and while applied."""
     rows = d.rows("rule_effect")
     if not rows:
         return "<h3>Effect</h3>" + _empty("No rule was applied in this range.")
     lead = (
-        "<h3>Effect</h3><p>The VoIP of each rule's city and app while it was applied (first "
+        '<h3>Effect</h3><p class="note">The VoIP of each rule\'s city and app while it was '
+        "applied (first "
         "applied feedback until expiry or the end of the range) against the same length of "
         "time just before. Leakage: call minutes while a block applied / before; for other "
         "actions, what remained. A rule for all cities or all apps has no single city and "
@@ -357,7 +362,7 @@ def _rule_effect(d: ReportData) -> str:
             ("Rule", False),
             ("Action", False),
             ("City / app", False),
-            ("Applied", False),
+            ("Applied (UTC)", False),
             ("Call min before", True),
             ("Call min while", True),
             ("Bytes before", True),
@@ -369,10 +374,7 @@ def _rule_effect(d: ReportData) -> str:
                 f'<span class="mono">{text(r["rule_id"])}</span>',
                 text(r["action"]),
                 text(f"{r['city'] or 'all'} / {r['app'] or 'all'}"),
-                text(
-                    f"{_when(charts.epoch(r['applied_at']))} – "
-                    f"{_when(charts.epoch(r['applied_until']))}"
-                ),
+                text(f"{_short(r['applied_at'])} – {_short(r['applied_until'])}"),
                 num(float(r["call_seconds_before"] or 0) / 60),
                 num(float(r["call_seconds_after"] or 0) / 60),
                 num(r["bytes_before"]),
