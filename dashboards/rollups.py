@@ -49,6 +49,8 @@ class Retention:
 
     usage_1m_days: int = 35
     usage_1h_days: int = 400
+    #: Whole days of hourly ranges come from the daily tables only inside this.
+    usage_1d_days: int = 0
 
 
 def _fresh(days: int, shift_days: int = 0) -> str:
@@ -109,22 +111,26 @@ def _whole_day(start: str, shift_days: int = 0) -> str:
     return f"{start} >= {_from(shift_days)} AND {start} + INTERVAL 23 HOUR <= {to}"
 
 
-def _hours_and_days(fine: str, hourly: str, by: str, shift_days: int = 0) -> tuple[str, str]:
+def _hours_and_days(
+    fine: str, hourly: str, by: str, retention: Retention, shift_days: int = 0
+) -> tuple[str, str]:
     """Conditions of the hourly and the daily branch.
 
     Where the range picks hourly rows, a day whose 24 hours all start in the
     range is read as its one daily row instead: sums and unions of sets do not
     care how time is cut, so the figures are those of the hours, for a 24th
-    of the rows in the middle of a long range. (The daily tables must keep at
-    least as long as the hourly ones; they keep forever by default.)
+    of the rows in the middle of a long range. Only while the range starts
+    inside the daily tables' retention (they keep forever by default).
     """
     hour = f"NOT ({fine}) AND {hourly}"
     day = f"NOT ({fine}) AND NOT ({hourly})"
     if by != "range":  # buckets narrower than a day: no day fits in one
         return hour, day
+    whole = _whole_day("toStartOfDay(window_start)", shift_days)
+    kept = f" AND {_fresh(retention.usage_1d_days, shift_days)}" if retention.usage_1d_days else ""
     return (
-        f"{hour} AND NOT ({_whole_day('toStartOfDay(window_start)', shift_days)})",
-        f"({day}) OR ({hour} AND {_whole_day(_DAY_T, shift_days)})",
+        f"{hour} AND NOT ({whole}{kept})",
+        f"({day}) OR ({hour} AND {_whole_day(_DAY_T, shift_days)}{kept})",
     )
 
 
@@ -138,7 +144,7 @@ def usage_rows(
     """
     filters = filters or f"{CITY_FILTER} AND {APP_FILTER}"
     fine, hourly = _choices(by, retention, shift_days)
-    hours, days = _hours_and_days(fine, hourly, by, shift_days)
+    hours, days = _hours_and_days(fine, hourly, by, retention, shift_days)
     branches = [
         _branch("voip_usage_1m", fine, filters, shift_days),
         _branch("voip_usage_1h", hours, filters, shift_days),
@@ -248,7 +254,7 @@ def subscriber_rows(by: str, retention: Retention, per: str = "app") -> str:
     fine, hourly = _choices(by, retention)
     chosen = f"NOT {everything}"
     filters = f"{CITY_FILTER} AND {APP_FILTER}"
-    hours, days = _hours_and_days(fine, hourly, by)
+    hours, days = _hours_and_days(fine, hourly, by, retention)
 
     def detailed(table: str, cond: str) -> str:
         return (

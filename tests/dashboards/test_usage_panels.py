@@ -704,6 +704,18 @@ def test_subscribers_of_all_cities_read_one_state_per_app(ch: Any) -> None:
         check_subscribers(run(ch, panel, sc.request(panel)), sc, panel)
 
 
+def test_days_older_than_the_daily_retention_are_read_as_hours(ch: Any) -> None:
+    """With daily tables kept 30 days, a range of 40 days ago reads its whole day hourly."""
+    from tests.dashboards.panels import expand
+    from voipflow.dashboards.rollups import Retention
+
+    panel = panels(usage.build(Retention(usage_1d_days=30)))["VoIP minutes"]
+    days = next(s for s in SCENARIOS if s.name == "days-and-hours")
+    read = _parts_read(ch, expand(panel["targets"][0]["rawSql"], days.request(panel)))
+    assert {r.split(".")[-1].rstrip(")") for r in read} == {"voip_usage_1h"}
+    check_minutes(run(ch, panel, days.request(panel)), days, panel)
+
+
 def test_variables_list_cities_and_apps(ch: Any) -> None:
     sc = SCENARIOS[0]
     req = sc.request(PANELS["VoIP minutes"])
