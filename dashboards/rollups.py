@@ -175,7 +175,7 @@ def city_rows(by: str, retention: Retention, filters: str | None = None) -> str:
     Columns: ``t DateTime('UTC')``, ``city String``, ``city_bytes Float64``.
 
     Per-minute rows give a window's total as bytes / voip_share of any of its
-    rows (the largest, as migration 010 keeps them); ``city_traffic_1h`` holds
+    rows (the largest, as migration 011 keeps them); ``city_traffic_1h`` holds
     the same totals per window, summed per hour or, beyond the hourly range,
     per day.
     """
@@ -244,7 +244,7 @@ def subscriber_rows(by: str, retention: Retention, per: str = "app") -> str:
     When the other variable selects everything (every city for ``per="app"``,
     every app for ``per="city"``), hours and days come from
     ``app_subscribers_1h``/``_1d`` or ``city_subscribers_1h``/``_1d`` (one
-    state per app or city and period, migration 011) instead of the per-city-
+    state per app or city and period, migration 012) instead of the per-city-
     and-app rollups; the sets they merge are the same, so the counts are too.
     Per-minute rows and other selections read the usage tables. Hours and
     days as :func:`usage_rows` cuts them. Columns: ``t``, ``g``, ``per``

@@ -14,7 +14,7 @@ map's coordinates. Definitions an operator sees in the panel descriptions:
   cities, weighted by traffic. Each per-minute row carries its app's share of
   the city's bytes, so a window's city total is ``bytes / voip_share``; it is
   known for windows with VoIP only, which the denominator therefore covers
-  (whatever the app selection). ``city_traffic_1h`` (migration 010) keeps
+  (whatever the app selection). ``city_traffic_1h`` (migration 011) keeps
   those totals per hour, so long ranges read hours like the other panels
   (:func:`voipflow.dashboards.rollups.share_rows`).
 """
@@ -42,7 +42,7 @@ from voipflow.dashboards.rollups import (
     subscriber_rows,
     usage_rows,
 )
-from voipflow.streams.classify import Evidence
+from voipflow.schemas.voipflows import ROLES, Evidence
 
 UID = "voipflow-usage"
 
@@ -59,6 +59,12 @@ EVIDENCE_NAME = (
     + "], ["
     + ", ".join("'" + str(e.name).lower().replace("_", " ") + "'" for e in Evidence)
     + "], 'other')"
+)
+
+
+#: Per role a count column (``''``: rows of voip-flows.v1, written before roles).
+ROLE_COUNTS = ",\n                   ".join(
+    [f"countIf(role = '{name}') AS {name}" for name in ROLES] + ["countIf(role = '') AS unknown"]
 )
 
 
@@ -368,10 +374,27 @@ def build(retention: Retention | None = None) -> dict[str, Any]:
             ORDER BY voip_flows DESC, evidence_kind
             """,
             description="Share of VoIP flow records that carry each kind of evidence "
-            "(bits of the evidence column, see streams/classify.py; a record carries "
-            "several).",
+            "(bits of the evidence column, named in schemas/voipflows.py, set by "
+            "streams/classify.py; a record carries several).",
             x_field="evidence_kind",
             unit="percentunit",
+        ),
+        barchart(
+            "Flows by role",
+            f"""
+            SELECT app,
+                   {ROLE_COUNTS}
+            FROM flows_voip
+            WHERE {_flows_filter()}
+            GROUP BY app
+            ORDER BY count() DESC, app
+            """,
+            description="VoIP flow records of each app by their part in the call (the role "
+            "verdict): signalling, control (TLS to the app's servers, RTCP), media, relay "
+            "(media through a TURN relay), ice (STUN checks). Only media and relay count "
+            "call minutes. Unknown: rows written before flows had a role.",
+            x_field="app",
+            stacking="normal",
         ),
     ]
     variables = [

@@ -242,9 +242,9 @@ def _city_windows(
 @pytest.mark.parametrize("window_s", [5, 60])
 def test_city_traffic_counts_each_window_once(chdb, window_s: int) -> None:
     """Hourly city bytes: each window's total once, whatever the apps, the inserts, the
-    re-sent rows; the windows stored before migration 010 are backfilled."""
+    re-sent rows; the windows stored before migration 011 are backfilled."""
     migrator = Migrator(chdb, _opts(chdb))
-    migrator.migrate(target=9)
+    migrator.migrate(target=10)
     rng = np.random.default_rng(window_s)
     hour = np.datetime64("now", "h") - np.timedelta64(5, "h")
     want: dict[tuple[str, np.datetime64], int] = {}
@@ -275,7 +275,7 @@ def test_city_traffic_counts_each_window_once(chdb, window_s: int) -> None:
     for city, start, total in got:
         assert total == pytest.approx(want[(city, np.datetime64(start, "s"))], rel=1e-6)
     # The migration's backfill may run again (a half-applied rerun): nothing changes.
-    (backfill,) = [s for s in render(MIGRATIONS[9], _opts(chdb)) if s.startswith("INSERT")]
+    (backfill,) = [s for s in render(MIGRATIONS[10], _opts(chdb)) if s.startswith("INSERT")]
     chdb.execute(backfill)
     again = chdb.query(
         "SELECT city, window_start, arraySum((maxMap(windows)).2) FROM city_traffic_1h "
@@ -286,10 +286,10 @@ def test_city_traffic_counts_each_window_once(chdb, window_s: int) -> None:
 
 def test_subscriber_rollups_are_unions(chdb) -> None:
     """Per app (city) and hour (day): the subscribers of every city (app), backfilled
-    from the per-city rollups for windows stored before migration 011, once however
+    from the per-city rollups for windows stored before migration 012, once however
     often seen."""
     migrator = Migrator(chdb, _opts(chdb))
-    migrator.migrate(target=10)
+    migrator.migrate(target=11)
     hour = np.datetime64("now", "h") - np.timedelta64(4, "h")
 
     def windows(minutes: range, seed: int) -> None:
