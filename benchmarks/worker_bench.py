@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import statistics
 import subprocess
 import sys
@@ -75,7 +76,8 @@ def pure(messages: list[bytes], flows: int) -> dict[str, float]:
     """Flows per CPU-second of the whole per-batch step and of each stage."""
     from voipflow.streams.aggregate import batch_partials
 
-    pipe = FlowPipeline(WorkerConfig(prefix_table=TABLE, home_networks=HOME))
+    # As the worker runs it by default: voip-flows.v1 compressed in Arrow (lz4).
+    pipe = FlowPipeline(WorkerConfig(prefix_table=TABLE, home_networks=HOME), None, "lz4")
     pipe.start()
     assert pipe.classifier is not None
     batches = [fb.decode(m) for m in messages]
@@ -107,7 +109,13 @@ def _cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def kafka_run(bootstrap: str, messages: list[bytes], flows: int, workdir: Path) -> float:
+def kafka_run(
+    bootstrap: str,
+    messages: list[bytes],
+    flows: int,
+    workdir: Path,
+    profile: Path | None = None,
+) -> float:
     from kafka import KafkaAdminClient, KafkaProducer, TopicPartition
 
     from voipflow.topics import ensure_topics
@@ -140,6 +148,11 @@ def kafka_run(bootstrap: str, messages: list[bytes], flows: int, workdir: Path) 
     try:
         time.sleep(15)  # joined the group and idle
         cpu0 = _cpu_s(proc.pid)
+        spy = None
+        if profile is not None:
+            spy_cmd = ["py-spy", "record", "--pid", str(proc.pid), "--rate", "250"]
+            spy_cmd += ["--nonblocking", "--format", "raw", "--output", str(profile)]
+            spy = subprocess.Popen(spy_cmd, stdout=subprocess.DEVNULL)
         producer = KafkaProducer(bootstrap_servers=bootstrap, linger_ms=20, compression_type="lz4")
         ends: dict[int, int] = {}
         for i, m in enumerate(messages):
@@ -158,6 +171,9 @@ def kafka_run(bootstrap: str, messages: list[bytes], flows: int, workdir: Path) 
             time.sleep(0.5)
         admin.close()
         cpu = _cpu_s(proc.pid) - cpu0
+        if spy is not None:
+            spy.send_signal(signal.SIGINT)
+            spy.wait(timeout=60)
         return flows * len(messages) / cpu
     finally:
         proc.terminate()

@@ -17,6 +17,7 @@ from voipflow.streams.app import EXPORTER_KEY_PREFIX, WorkerApp
 from voipflow.streams.commits import deliver, kill_after_commit
 from voipflow.streams.config import WorkerConfig
 from voipflow.streams.pipeline import CityStates, ExporterStates, FlowPipeline, PartialError
+from voipflow.streams.statecache import DecodedStates
 
 log = logging.getLogger(__name__)
 
@@ -26,6 +27,7 @@ def install_agents(w: WorkerApp, config: WorkerConfig, pipeline: FlowPipeline) -
     m = pipeline.metrics
     states = CityStates(config, m)
     exporter_states = ExporterStates(config, m)
+    decoded = DecodedStates()  # the table's JSON values, decoded once
     open_windows: dict[str, int] = {}  # city -> windows not yet closed, for m.open_windows
     flows_name = w.flows.get_topic_name()
 
@@ -91,9 +93,8 @@ def install_agents(w: WorkerApp, config: WorkerConfig, pipeline: FlowPipeline) -
             exporter = key.startswith(EXPORTER_KEY_PREFIX)
             name = key[len(EXPORTER_KEY_PREFIX) :] if exporter else key
             handler: CityStates | ExporterStates = exporter_states if exporter else states
-            raw = w.city_state.get(key)
             try:
-                state = json.loads(raw) if raw else None
+                state = decoded.take(key, w.city_state.get(key))
                 state, closed, outcome = handler.handle(name, state, event.value)
             except (PartialError, ValueError) as exc:
                 m.bad_messages.labels(w.partials_topic, "partial").inc()
@@ -117,7 +118,7 @@ def install_agents(w: WorkerApp, config: WorkerConfig, pipeline: FlowPipeline) -
                 for out_key, data in closed
             ]
             await deliver(sent)
-            w.city_state[key] = json.dumps(state, separators=(",", ":")).encode()
+            w.city_state[key] = decoded.written(key, state)
             await stream.ack(event)
             if not exporter:
                 open_windows[key] = len(state.get("win", ()))
@@ -129,7 +130,7 @@ def install_agents(w: WorkerApp, config: WorkerConfig, pipeline: FlowPipeline) -
         now = int(time.time() * 1000)
         for key, raw in list(w.city_state.items()):
             try:
-                state = json.loads(raw)
+                state = decoded.peek(key, raw)
                 touched, has_open = int(state.get("touched", now)), bool(state.get("win"))
             except (ValueError, AttributeError, TypeError):
                 continue

@@ -6,8 +6,11 @@ Two steps, so that one worker owns a city while batches arrive anywhere:
    per-city *partials*: for each (window, app) the flows, packets and bytes
    (sampling corrected), the distinct subscriber hashes and the estimated
    call-seconds, plus an ``ALL`` row per window with every home record of the
-   city (VoIP or not) for the VoIP share. Vectorised: one ``numpy.unique`` over
-   a combined (city, window, app) key and ``bincount`` sums.
+   city (VoIP or not) for the VoIP share (its sums only: no subscriber hashes,
+   which nothing reads and which made a busy city's state, re-encoded and
+   written to the changelog on every partial, grow with all its subscribers).
+   Vectorised: one ``numpy.unique`` over a combined (city, window, app) key
+   and ``bincount`` sums.
 2. :func:`apply_partial` merges a partial into the city's state (a JSON-able
    dict kept in a Faust table) and :func:`close_windows` turns the windows the
    city's event-time watermark has passed (plus the lateness allowance) into
@@ -78,10 +81,15 @@ class AppWindow:
         ]
 
 
-def pack_hashes(hashes: np.ndarray) -> str:
-    """Sorted distinct uint64 hashes as base64 of little-endian bytes (compact in JSON)."""
-    arr = np.unique(np.asarray(hashes, dtype=np.uint64)).astype("<u8")
-    return base64.b64encode(arr.tobytes()).decode("ascii")
+def pack_hashes(hashes: np.ndarray, distinct: bool = False) -> str:
+    """Sorted distinct uint64 hashes as base64 of little-endian bytes (compact in JSON).
+
+    ``distinct``: the hashes are sorted and distinct already (skips a sort).
+    """
+    arr = np.asarray(hashes, dtype=np.uint64)
+    if not distinct:
+        arr = np.unique(arr)
+    return base64.b64encode(arr.astype("<u8", copy=False).tobytes()).decode("ascii")
 
 
 def unpack_hashes(text: str) -> np.ndarray:
@@ -194,7 +202,6 @@ def batch_partials(
     r_pk = np.concatenate([pk, pk[voip]])
     r_by = np.concatenate([by, by[voip]])
     r_calls = np.concatenate([np.zeros(len(city)), calls[voip]])
-    r_subs = np.concatenate([subs, subs[voip]])
 
     w_min = r_win.min()
     w_idx = (r_win - w_min) // w_ms
@@ -206,8 +213,12 @@ def batch_partials(
     pks = np.bincount(inv, weights=r_pk, minlength=len(uniq))
     bys = np.bincount(inv, weights=r_by, minlength=len(uniq))
     cs = np.bincount(inv, weights=r_calls, minlength=len(uniq))
-    # Distinct subscribers per group: unique (group, hash) pairs, then split.
-    pair = unique_pairs(inv.astype(np.uint64), r_subs.astype(np.uint64, copy=False))
+    # Distinct subscribers per VoIP group: unique (group, hash) pairs, then
+    # split. The ALL rows carry none: only their bytes are read (the VoIP
+    # share), and their hashes were most of a city state's size and of the
+    # keyed agent's time (merged and re-encoded on every partial).
+    n_home = len(city)
+    pair = unique_pairs(inv[n_home:].astype(np.uint64), subs[voip].astype(np.uint64, copy=False))
     bounds = np.searchsorted(pair[:, 0], np.arange(len(uniq) + 1, dtype=np.uint64))
 
     g_app = uniq % n_apps
@@ -229,7 +240,7 @@ def batch_partials(
             round(pks[g]),
             round(bys[g]),
             float(cs[g]),
-            pair[bounds[g] : bounds[g + 1], 1],
+            pair[bounds[g] : bounds[g + 1], 1],  # empty for ALL
         )
     return out
 
@@ -323,7 +334,9 @@ def apply_partial(state: dict[str, Any], partial: dict[str, Any]) -> str:
                 have[1] += pkts
                 have[2] += byts
                 have[3] = round(have[3] + calls, 3)
-                have[4] = pack_hashes(np.union1d(unpack_hashes(have[4]), unpack_hashes(hashes)))
+                if hashes:  # ALL rows and hash-less partials have none to merge
+                    merged = np.union1d(unpack_hashes(have[4]), unpack_hashes(hashes))
+                    have[4] = pack_hashes(merged, distinct=True)
     return "applied"
 
 

@@ -105,10 +105,27 @@ def test_all_rows_sum_to_the_sampling_corrected_input(seed: int, n: int) -> None
     )
     flows = sum(a[ALL].flows for p in parts.values() for a in p.windows.values())
     assert (got_all, got_voip, flows) == (want_bytes, want_voip, int(home.sum()))
+    # Subscribers: per VoIP app row exactly the distinct hashes of its records;
+    # ALL rows carry none (only their bytes are read, for the VoIP share).
+    names = city_names()
+    window = b["flow_end_ms"].astype(np.int64) // 60_000 * 60_000
+    hashes = subscriber_hash(enr.subscriber_addr)
+    app_names = result.app_names()
     for p in parts.values():
-        for apps in p.windows.values():
-            subs = set().union(*(aw.subscribers.tolist() for app, aw in apps.items() if app != ALL))
-            assert subs <= set(apps[ALL].subscribers.tolist())
+        cid = [c[0] for c in names].index(p.city)
+        for w, apps in p.windows.items():
+            assert len(apps[ALL].subscribers) == 0
+            for app, aw in apps.items():
+                if app == ALL:
+                    continue
+                rows = (
+                    home
+                    & result.is_voip
+                    & (enr.city_id == cid)
+                    & (window == w)
+                    & (app_names == app)
+                )
+                assert set(aw.subscribers.tolist()) == set(hashes[rows].tolist())
 
 
 def _totals(state: dict) -> dict:
