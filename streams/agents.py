@@ -7,6 +7,7 @@ agent never stops on input.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
@@ -17,9 +18,15 @@ from voipflow.streams.app import EXPORTER_KEY_PREFIX, WorkerApp
 from voipflow.streams.commits import deliver, kill_after_commit
 from voipflow.streams.config import WorkerConfig
 from voipflow.streams.pipeline import CityStates, ExporterStates, FlowPipeline, PartialError
-from voipflow.streams.statecache import DecodedStates
+from voipflow.streams.statecache import DecodedStates, PendingStates
 
 log = logging.getLogger(__name__)
+
+#: The keyed agent writes its changed states to the table (the changelog) and
+#: acks their events at the latest after this many events ...
+PENDING_MAX_EVENTS = 256
+#: ... or this many seconds after the oldest, or when its queue is empty.
+PENDING_MAX_S = 0.2
 
 
 def install_agents(w: WorkerApp, config: WorkerConfig, pipeline: FlowPipeline) -> None:
@@ -77,52 +84,93 @@ def install_agents(w: WorkerApp, config: WorkerConfig, pipeline: FlowPipeline) -
             if batches_done == config.fault_kill_after_batches:
                 await kill_after_commit(w.app, batches_done)
 
+    # The keyed agent's states applied but not yet in the table, and their
+    # events; written by a burst's last event or by the timer below.
+    pending = PendingStates()
+    pending_lock = asyncio.Lock()
+    keyed_stream: Any = None
+
+    async def write_pending() -> None:
+        """Write every pending state to the table, then ack their events (lock held)."""
+        table = w.city_state
+        for key, state, partition in pending.items():
+            raw = decoded.written(key, state)
+            # ``table[key] = raw`` would take the changelog partition from the
+            # current event, which need not be this key's: name it instead.
+            table.send_changelog(partition, key, raw)
+            table.data[key] = raw
+            if not key.startswith(EXPORTER_KEY_PREFIX):
+                open_windows[key] = len(state.get("win", ()))
+        m.open_windows.set(sum(open_windows.values()))
+        for event in pending.events:
+            await keyed_stream.ack(event)
+        pending.clear()
+
+    async def handle_partial(event: Any) -> None:
+        """Apply one partial or tick to its key's state (in ``pending``), publish what closed."""
+        pending.add_event(event, time.monotonic())
+        key = event.key
+        if isinstance(key, bytes):
+            key = key.decode("utf-8", "replace")
+        if not key:
+            m.bad_messages.labels(w.partials_topic, "no_key").inc()
+            return
+        exporter = key.startswith(EXPORTER_KEY_PREFIX)
+        name = key[len(EXPORTER_KEY_PREFIX) :] if exporter else key
+        handler: CityStates | ExporterStates = exporter_states if exporter else states
+        try:
+            state = pending.get(key)
+            if state is None:
+                state = decoded.take(key, w.city_state.get(key))
+            # A bad partial raises before it changes the state (apply_partial
+            # and apply_traffic check first), so a pending state stays valid.
+            state, closed, outcome = handler.handle(name, state, event.value)
+        except (PartialError, ValueError) as exc:
+            m.bad_messages.labels(w.partials_topic, "partial").inc()
+            log.warning("bad partial skipped", extra={"key": name, "error": str(exc)})
+            return
+        if outcome == "duplicate":
+            m.redelivered.labels(w.partials_topic).inc()
+            return
+        # Publish before the state that forgets the windows is written: a
+        # crash in between publishes them again (same values), never not.
+        # "Before" means delivered: the changelog partition may live on
+        # another broker than the output partition, and a record handed to
+        # the producer is not yet written.
+        out_topic, schema = (w.traffic, b"traffic.v1") if exporter else (w.usage, b"voip-usage.v1")
+        sent = [
+            await out_topic.send(key=out_key, value=data, headers={"schema": schema})
+            for out_key, data in closed
+        ]
+        await deliver(sent)
+        pending.put(key, state, event.message.partition)
+
     @w.app.agent(w.partials, name="cities")
     async def keyed_agent(stream: Any) -> None:
         # One agent, one table: cities and (prefixed) exporters share them.
         # Acked by hand after the table write; the commit waits for the
-        # changelog record (streams.commits.DeliveredBuffer).
+        # changelog record (streams.commits.DeliveredBuffer). States are
+        # written once per burst: when the agent's queue is empty, after
+        # PENDING_MAX_EVENTS events, or by the timer after PENDING_MAX_S.
+        nonlocal keyed_stream
+        keyed_stream = stream
+        queue = getattr(stream.channel, "queue", None)
+        pending.clear()  # a restarted agent gets its unacked events again
         async for event in stream.noack().events():
-            key = event.key
-            if isinstance(key, bytes):
-                key = key.decode("utf-8", "replace")
-            if not key:
-                m.bad_messages.labels(w.partials_topic, "no_key").inc()
-                await stream.ack(event)
-                continue
-            exporter = key.startswith(EXPORTER_KEY_PREFIX)
-            name = key[len(EXPORTER_KEY_PREFIX) :] if exporter else key
-            handler: CityStates | ExporterStates = exporter_states if exporter else states
-            try:
-                state = decoded.take(key, w.city_state.get(key))
-                state, closed, outcome = handler.handle(name, state, event.value)
-            except (PartialError, ValueError) as exc:
-                m.bad_messages.labels(w.partials_topic, "partial").inc()
-                log.warning("bad partial skipped", extra={"key": name, "error": str(exc)})
-                await stream.ack(event)
-                continue
-            if outcome == "duplicate":
-                m.redelivered.labels(w.partials_topic).inc()
-                await stream.ack(event)
-                continue
-            # Publish before the state that forgets the windows is written: a
-            # crash in between publishes them again (same values), never not.
-            # "Before" means delivered: the changelog partition may live on
-            # another broker than the output partition, and a record handed to
-            # the producer is not yet written.
-            out_topic, schema = (
-                (w.traffic, b"traffic.v1") if exporter else (w.usage, b"voip-usage.v1")
-            )
-            sent = [
-                await out_topic.send(key=out_key, value=data, headers={"schema": schema})
-                for out_key, data in closed
-            ]
-            await deliver(sent)
-            w.city_state[key] = decoded.written(key, state)
-            await stream.ack(event)
-            if not exporter:
-                open_windows[key] = len(state.get("win", ()))
-                m.open_windows.set(sum(open_windows.values()))
+            async with pending_lock:
+                await handle_partial(event)
+                if queue is None or queue.empty() or len(pending.events) >= PENDING_MAX_EVENTS:
+                    await write_pending()
+
+    @w.app.timer(interval=PENDING_MAX_S)
+    async def write_late_pending() -> None:
+        # A burst cut off (flow suspended for a rebalance, which then waits
+        # for these acks) is written here.
+        if keyed_stream is None or pending.age(time.monotonic()) < PENDING_MAX_S:
+            return
+        async with pending_lock:
+            if pending.events:
+                await write_pending()
 
     @w.app.timer(interval=config.close_interval_s)
     async def idle_keys() -> None:

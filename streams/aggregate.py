@@ -311,21 +311,48 @@ def _start_order(key: str) -> tuple[int]:
     return (int(key),)
 
 
+def _checked_windows(partial: dict[str, Any]) -> list[tuple[int, dict[str, tuple[Any, ...]]]]:
+    """The partial's windows, every row checked (and its hashes unpacked) up front.
+
+    A malformed partial raises here, before :func:`apply_partial` changes the
+    state, so a state is never left half-merged: the keyed agent keeps states
+    in memory between table writes and must be able to go on with one.
+    """
+    out = []
+    for w, apps in partial["win"].items():
+        rows: dict[str, tuple[Any, ...]] = {}
+        for app, row in apps.items():
+            flows, pkts, byts, calls, hashes = row
+            if not all(isinstance(v, int) and not isinstance(v, bool) for v in (flows, pkts, byts)):
+                raise ValueError(f"counters of {app!r} must be integers, got {row!r}")
+            if not isinstance(calls, int | float) or not isinstance(hashes, str):
+                raise ValueError(f"malformed row of {app!r}: {row!r}")
+            try:
+                arr = unpack_hashes(hashes) if hashes else None
+            except (ValueError, TypeError) as exc:  # bad base64, or not whole uint64s
+                raise ValueError(f"bad subscriber hashes of {app!r}: {exc}") from exc
+            rows[app] = (flows, pkts, byts, calls, hashes, arr)
+        out.append((int(w), rows))
+    return out
+
+
 def apply_partial(state: dict[str, Any], partial: dict[str, Any]) -> str:
     """Merge one partial (``CityPartial.to_json``) into a city state, in place.
 
     Returns ``"applied"``, or ``"duplicate"`` when the partial's source offset
     was applied already (an at-least-once re-delivery).
     """
+    windows = _checked_windows(partial)  # raises before anything changes
+    max_ms = int(partial["max_ms"])
     if not claim_source(state, partial):
         return "duplicate"
     state["geo"] = [partial.get("region", ""), partial.get("country", "")]
-    state["wm"] = max(int(state["wm"]), int(partial["max_ms"]))
-    for w, apps in partial["win"].items():
-        if count_if_late(state, int(w), apps.get(ALL, [0])[0]):
+    state["wm"] = max(int(state["wm"]), max_ms)
+    for w, apps in windows:
+        if count_if_late(state, w, apps.get(ALL, (0,))[0]):
             continue
-        cur = state["win"].setdefault(str(int(w)), {})
-        for app, (flows, pkts, byts, calls, hashes) in apps.items():
+        cur = state["win"].setdefault(str(w), {})
+        for app, (flows, pkts, byts, calls, hashes, arr) in apps.items():
             have = cur.get(app)
             if have is None:
                 cur[app] = [flows, pkts, byts, calls, hashes]
@@ -334,8 +361,8 @@ def apply_partial(state: dict[str, Any], partial: dict[str, Any]) -> str:
                 have[1] += pkts
                 have[2] += byts
                 have[3] = round(have[3] + calls, 3)
-                if hashes:  # ALL rows and hash-less partials have none to merge
-                    merged = np.union1d(unpack_hashes(have[4]), unpack_hashes(hashes))
+                if arr is not None:  # ALL rows and hash-less partials have none to merge
+                    merged = np.union1d(unpack_hashes(have[4]), arr)
                     have[4] = pack_hashes(merged, distinct=True)
     return "applied"
 

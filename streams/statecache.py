@@ -55,3 +55,46 @@ class DecodedStates:
 
     def __len__(self) -> int:
         return len(self._by_key)
+
+
+class PendingStates:
+    """States the keyed agent changed but has not written to the table yet, and the
+    events (not yet acked) that changed them.
+
+    Writing a state costs its whole JSON (tens of KB for a busy city) in the
+    changelog; a burst of partials for one key is written once. The events
+    are acked only after the write (:meth:`DecodedStates.written`, then the
+    changelog record, which every commit waits for), so an offset is never
+    committed past a state change that is not in the changelog.
+    """
+
+    def __init__(self) -> None:
+        self._states: dict[str, tuple[dict[str, Any], int]] = {}
+        #: Events handled since the last write, in order, to ack after it.
+        self.events: list[Any] = []
+        self._since = 0.0
+
+    def get(self, key: str) -> dict[str, Any] | None:
+        """The key's unwritten state (None: the table holds its latest)."""
+        hit = self._states.get(key)
+        return hit[0] if hit is not None else None
+
+    def put(self, key: str, state: dict[str, Any], partition: int) -> None:
+        """Remember ``state`` to write to changelog ``partition`` (its input's partition)."""
+        self._states[key] = (state, partition)
+
+    def add_event(self, event: Any, now: float) -> None:
+        if not self.events:
+            self._since = now
+        self.events.append(event)
+
+    def age(self, now: float) -> float:
+        """Seconds since the oldest event not yet acked (0 for none)."""
+        return now - self._since if self.events else 0.0
+
+    def items(self) -> list[tuple[str, dict[str, Any], int]]:
+        return [(key, state, part) for key, (state, part) in self._states.items()]
+
+    def clear(self) -> None:
+        self._states.clear()
+        self.events.clear()

@@ -182,6 +182,31 @@ def test_redelivered_partials_are_skipped() -> None:
     assert apply_partial(st_, parts[city].to_json("flows.v1:3", 0)) == "applied"
 
 
+@pytest.mark.parametrize(
+    "spoil",
+    [
+        lambda row: row.__setitem__(4, "not base64!"),
+        lambda row: row.__setitem__(4, "AAAA"),  # 3 bytes: not whole uint64 hashes
+        lambda row: row.__setitem__(0, "7"),
+        lambda row: row.__setitem__(1, True),
+        lambda row: row.pop(),
+    ],
+)
+def test_a_malformed_partial_changes_nothing(spoil) -> None:  # type: ignore[no-untyped-def]
+    """Checked before any change: the worker keeps states in memory between writes."""
+    parts = partials_of(make(3, 200))
+    city = next(iter(parts))
+    st_ = new_state()
+    apply_partial(st_, parts[city].to_json("flows.v1:2", 5))
+    bad = parts[city].to_json("flows.v1:2", 6)
+    last_window = list(bad["win"].values())[-1]
+    spoil(last_window[next(app for app in last_window if app != ALL)])
+    before = copy.deepcopy(st_)
+    with pytest.raises((ValueError, TypeError)):
+        apply_partial(st_, bad)
+    assert st_ == before
+
+
 def test_windows_close_after_lateness_and_late_records_are_counted() -> None:
     b = make(5, 400)
     parts = partials_of(b)
