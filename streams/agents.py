@@ -23,10 +23,13 @@ from voipflow.streams.statecache import DecodedStates, PendingStates
 log = logging.getLogger(__name__)
 
 #: The keyed agent writes its changed states to the table (the changelog) and
-#: acks their events at the latest after this many events ...
-PENDING_MAX_EVENTS = 256
-#: ... or this many seconds after the oldest, or when its queue is empty.
-PENDING_MAX_S = 0.2
+#: acks their events after this many events ...
+PENDING_MAX_EVENTS = 2000
+#: ... or this many seconds after the oldest. One flow batch sends one partial
+#: to each of its cities, so only a burst longer than a batch's partials
+#: writes a city once for several batches; half the commit interval keeps
+#: the commits going.
+PENDING_MAX_S = 0.5
 
 
 def install_agents(w: WorkerApp, config: WorkerConfig, pipeline: FlowPipeline) -> None:
@@ -150,22 +153,20 @@ def install_agents(w: WorkerApp, config: WorkerConfig, pipeline: FlowPipeline) -
         # One agent, one table: cities and (prefixed) exporters share them.
         # Acked by hand after the table write; the commit waits for the
         # changelog record (streams.commits.DeliveredBuffer). States are
-        # written once per burst: when the agent's queue is empty, after
-        # PENDING_MAX_EVENTS events, or by the timer after PENDING_MAX_S.
+        # written once per burst: after PENDING_MAX_EVENTS events, or by the
+        # timer PENDING_MAX_S after the burst's first.
         nonlocal keyed_stream
         keyed_stream = stream
-        queue = getattr(stream.channel, "queue", None)
         pending.clear()  # a restarted agent gets its unacked events again
         async for event in stream.noack().events():
             async with pending_lock:
                 await handle_partial(event)
-                if queue is None or queue.empty() or len(pending.events) >= PENDING_MAX_EVENTS:
+                if len(pending.events) >= PENDING_MAX_EVENTS:
                     await write_pending()
 
-    @w.app.timer(interval=PENDING_MAX_S)
+    @w.app.timer(interval=PENDING_MAX_S / 2)
     async def write_late_pending() -> None:
-        # A burst cut off (flow suspended for a rebalance, which then waits
-        # for these acks) is written here.
+        # Also what lets a rebalance go on: it waits for these acks.
         if keyed_stream is None or pending.age(time.monotonic()) < PENDING_MAX_S:
             return
         async with pending_lock:

@@ -36,6 +36,7 @@ RFC 5103 biflow record) count once, with the longer duration.
 from __future__ import annotations
 
 import base64
+import json
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -92,9 +93,27 @@ def pack_hashes(hashes: np.ndarray, distinct: bool = False) -> str:
     return base64.b64encode(arr.astype("<u8", copy=False).tobytes()).decode("ascii")
 
 
-def unpack_hashes(text: str) -> np.ndarray:
-    """Inverse of :func:`pack_hashes`."""
+def unpack_hashes(text: str | np.ndarray) -> np.ndarray:
+    """Inverse of :func:`pack_hashes` (an array, as a state in memory holds, is returned)."""
+    if isinstance(text, np.ndarray):
+        return text
     return np.frombuffer(base64.b64decode(text), dtype="<u8").astype(np.uint64)
+
+
+def _json_default(obj: Any) -> Any:
+    if isinstance(obj, np.ndarray):  # sorted distinct hashes of a state in memory
+        return pack_hashes(obj, distinct=True)
+    raise TypeError(f"{type(obj).__name__} is not JSON serialisable")
+
+
+def encode_state(state: dict[str, Any]) -> bytes:
+    """A city or exporter state as the table's JSON bytes.
+
+    In memory, a city state's subscriber hashes stay numpy arrays once merged
+    (:func:`apply_partial`): a burst of partials for one city unpacks and
+    packs them once, not once per partial. Here they become base64 again.
+    """
+    return json.dumps(state, separators=(",", ":"), default=_json_default).encode()
 
 
 @dataclass(slots=True)
@@ -256,7 +275,9 @@ def new_state() -> dict[str, Any]:
         "closed": 0,  # windows starting before this are closed
         "late": 0,  # records that arrived for closed windows
         "geo": ["", ""],
-        "win": {},  # "start_ms" -> app -> [flows, packets, bytes, call_s, packed hashes]
+        # "start_ms" -> app -> [flows, packets, bytes, call_s, hashes]; the hashes
+        # packed (pack_hashes) in JSON, a sorted uint64 array once merged in memory
+        "win": {},
     }
 
 
@@ -355,15 +376,14 @@ def apply_partial(state: dict[str, Any], partial: dict[str, Any]) -> str:
         for app, (flows, pkts, byts, calls, hashes, arr) in apps.items():
             have = cur.get(app)
             if have is None:
-                cur[app] = [flows, pkts, byts, calls, hashes]
+                cur[app] = [flows, pkts, byts, calls, hashes if arr is None else arr]
             else:
                 have[0] += flows
                 have[1] += pkts
                 have[2] += byts
                 have[3] = round(have[3] + calls, 3)
                 if arr is not None:  # ALL rows and hash-less partials have none to merge
-                    merged = np.union1d(unpack_hashes(have[4]), arr)
-                    have[4] = pack_hashes(merged, distinct=True)
+                    have[4] = np.union1d(unpack_hashes(have[4]), arr)
     return "applied"
 
 

@@ -20,6 +20,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from voipflow.streams.aggregate import encode_state
+
 
 class DecodedStates:
     """Per key, the last bytes written to the table and the state they encode."""
@@ -49,7 +51,7 @@ class DecodedStates:
 
     def written(self, key: str, state: dict[str, Any]) -> bytes:
         """Encode ``state`` for the table and remember both; returns the bytes to write."""
-        raw = json.dumps(state, separators=(",", ":")).encode()
+        raw = encode_state(state)
         self._by_key[key] = (raw, state)
         return raw
 
