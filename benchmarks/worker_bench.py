@@ -127,6 +127,12 @@ def main() -> int:
         help="record a py-spy profile (raw collapsed stacks) of the first worker's first run "
         "into this file; py-spy must be on PATH",
     )
+    ap.add_argument(
+        "--perf",
+        type=Path,
+        default=None,
+        help="record the first worker's first run with perf (on-CPU samples) into this file",
+    )
     args = ap.parse_args()
     messages = make_messages(args.batches, args.flows)
     results = [pure(messages, args.flows) for _ in range(args.runs)]
@@ -158,7 +164,7 @@ def main() -> int:
             for n in counts:
                 runs = []
                 for r in range(args.runs):
-                    profile = args.profile if (args.profile and n == counts[0] and r == 0) else None
+                    first = n == counts[0] and r == 0
                     one = worker_kafka.run(
                         bootstrap,
                         messages,
@@ -167,7 +173,8 @@ def main() -> int:
                         env,
                         workers=n,
                         partitions=max(args.partitions, n),
-                        profile=profile,
+                        profile=args.profile if first else None,
+                        perf=args.perf if first else None,
                     )
                     print("  " + one.line(), flush=True)
                     runs.append(one)
@@ -184,6 +191,8 @@ def main() -> int:
                 broker.stop()
     if args.profile:
         print(f"py-spy profile of the first worker: {args.profile} (raw collapsed stacks)")
+    if args.perf:
+        print(f"perf record of the first worker: {args.perf} (perf report -i FILE --sort dso)")
     return 0
 
 

@@ -108,9 +108,16 @@ def run(
     workers: int = 1,
     partitions: int = 4,
     profile: Path | None = None,
+    perf: Path | None = None,
 ) -> KafkaRun:
-    """Run ``workers`` worker processes on ``messages``; ``profile`` records a py-spy
-    profile of the first worker (raw collapsed stacks) over the measured interval."""
+    """Run ``workers`` worker processes on ``messages``.
+
+    Over the measured interval, ``profile`` records a py-spy profile of the
+    first worker (raw collapsed stacks: where its Python time goes) and
+    ``perf`` a ``perf record`` of it (on-CPU samples only: what its CPU is
+    spent in, kernel and native libraries included; py-spy, on a loaded
+    machine, also counts the time a thread waits to be scheduled).
+    """
     from kafka import KafkaAdminClient, KafkaProducer
 
     from voipflow.topics import ensure_topics
@@ -158,6 +165,14 @@ def run(
             spy_cmd = ["py-spy", "record", "--pid", str(procs[0].pid), "--rate", "250"]
             spy_cmd += ["--nonblocking", "--format", "raw", "--output", str(profile)]
             spy = subprocess.Popen(spy_cmd, stdout=subprocess.DEVNULL)
+        perf_proc = None
+        if perf is not None:
+            perf_cmd = ["perf", "record", "-F", "499", "-g", "-p", str(procs[0].pid)]
+            perf_proc = subprocess.Popen(
+                [*perf_cmd, "-o", str(perf)],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
         producer = KafkaProducer(bootstrap_servers=bootstrap, linger_ms=5, max_request_size=4 << 20)
         t0 = time.monotonic()
         for i, m in enumerate(messages):
@@ -182,9 +197,10 @@ def run(
         wall = time.monotonic() - t0
         admin.close()
         cpu = [cpu_s(p.pid) - c for p, c in zip(procs, cpu0, strict=True)]
-        if spy is not None:
-            spy.send_signal(signal.SIGINT)
-            spy.wait(timeout=60)
+        for tool in (spy, perf_proc):
+            if tool is not None:
+                tool.send_signal(signal.SIGINT)
+                tool.wait(timeout=60)
         if not done:
             raise RuntimeError(f"the workers did not commit everything in 600 s (see {workdir})")
         changelog = _end_offsets(bootstrap, f"{group}-city-state-changelog")
