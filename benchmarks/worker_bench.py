@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks import worker_kafka
+from benchmarks import profile_summary, worker_kafka
 from voipflow.schemas import flowbatch as fb
 from voipflow.streams.config import WorkerConfig
 from voipflow.streams.pipeline import FlowPipeline
@@ -191,6 +191,8 @@ def main() -> int:
                 broker.stop()
     if args.profile:
         print(f"py-spy profile of the first worker: {args.profile} (raw collapsed stacks)")
+        for part, share in profile_summary.summarise(args.profile):
+            print(f"  {share:6.1%}  {part}")
     if args.perf:
         print(f"perf record of the first worker: {args.perf} (perf report -i FILE --sort dso)")
     return 0

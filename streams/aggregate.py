@@ -93,25 +93,60 @@ def pack_hashes(hashes: np.ndarray, distinct: bool = False) -> str:
     return base64.b64encode(arr.astype("<u8", copy=False).tobytes()).decode("ascii")
 
 
-def unpack_hashes(text: str | np.ndarray) -> np.ndarray:
-    """Inverse of :func:`pack_hashes` (an array, as a state in memory holds, is returned)."""
-    if isinstance(text, np.ndarray):
-        return text
+class HashUnion:
+    """Subscriber hashes of a state in memory: the union of sorted distinct arrays,
+    taken once when it is read (:meth:`array`), not once per partial merged."""
+
+    __slots__ = ("parts",)
+
+    def __init__(self, *parts: np.ndarray) -> None:
+        self.parts = list(parts)
+
+    def add(self, hashes: np.ndarray) -> None:
+        self.parts.append(hashes)
+
+    def array(self) -> np.ndarray:
+        """The sorted distinct hashes (every part is sorted and distinct).
+
+        The first part is the state's, often thousands of hashes; the others
+        come from partials, a few each. They are inserted into the first by
+        binary search, which costs a copy of it, where ``numpy.unique`` over
+        everything would hash or sort it all again.
+        """
+        if len(self.parts) == 1:
+            return self.parts[0]
+        if not self.parts:
+            self.parts = [np.zeros(0, np.uint64)]
+            return self.parts[0]
+        base, rest = self.parts[0], self.parts[1:]
+        add = rest[0] if len(rest) == 1 else np.unique(np.concatenate(rest))
+        at = np.searchsorted(base, add)
+        known = at < len(base)
+        known[known] = base[at[known]] == add[known]
+        self.parts = [np.insert(base, at[~known], add[~known])]
+        return self.parts[0]
+
+
+def unpack_hashes(text: str | HashUnion) -> np.ndarray:
+    """Inverse of :func:`pack_hashes` (or the hashes a state in memory holds)."""
+    if isinstance(text, HashUnion):
+        return text.array()
     return np.frombuffer(base64.b64decode(text), dtype="<u8").astype(np.uint64)
 
 
 def _json_default(obj: Any) -> Any:
-    if isinstance(obj, np.ndarray):  # sorted distinct hashes of a state in memory
-        return pack_hashes(obj, distinct=True)
+    if isinstance(obj, HashUnion):
+        return pack_hashes(obj.array(), distinct=True)
     raise TypeError(f"{type(obj).__name__} is not JSON serialisable")
 
 
 def encode_state(state: dict[str, Any]) -> bytes:
     """A city or exporter state as the table's JSON bytes.
 
-    In memory, a city state's subscriber hashes stay numpy arrays once merged
-    (:func:`apply_partial`): a burst of partials for one city unpacks and
-    packs them once, not once per partial. Here they become base64 again.
+    In memory, a city state's subscriber hashes are a :class:`HashUnion` once
+    merged (:func:`apply_partial`): a burst of partials for one city unpacks,
+    merges and packs them once, not once per partial. Here they become base64
+    again.
     """
     return json.dumps(state, separators=(",", ":"), default=_json_default).encode()
 
@@ -276,7 +311,7 @@ def new_state() -> dict[str, Any]:
         "late": 0,  # records that arrived for closed windows
         "geo": ["", ""],
         # "start_ms" -> app -> [flows, packets, bytes, call_s, hashes]; the hashes
-        # packed (pack_hashes) in JSON, a sorted uint64 array once merged in memory
+        # packed (pack_hashes) in JSON, a HashUnion once merged in memory
         "win": {},
     }
 
@@ -352,6 +387,8 @@ def _checked_windows(partial: dict[str, Any]) -> list[tuple[int, dict[str, tuple
                 arr = unpack_hashes(hashes) if hashes else None
             except (ValueError, TypeError) as exc:  # bad base64, or not whole uint64s
                 raise ValueError(f"bad subscriber hashes of {app!r}: {exc}") from exc
+            if arr is not None and not bool(np.all(arr[1:] > arr[:-1])):
+                raise ValueError(f"subscriber hashes of {app!r} are not sorted and distinct")
             rows[app] = (flows, pkts, byts, calls, hashes, arr)
         out.append((int(w), rows))
     return out
@@ -376,14 +413,19 @@ def apply_partial(state: dict[str, Any], partial: dict[str, Any]) -> str:
         for app, (flows, pkts, byts, calls, hashes, arr) in apps.items():
             have = cur.get(app)
             if have is None:
-                cur[app] = [flows, pkts, byts, calls, hashes if arr is None else arr]
+                cur[app] = [flows, pkts, byts, calls, hashes if arr is None else HashUnion(arr)]
             else:
                 have[0] += flows
                 have[1] += pkts
                 have[2] += byts
                 have[3] = round(have[3] + calls, 3)
                 if arr is not None:  # ALL rows and hash-less partials have none to merge
-                    have[4] = np.union1d(unpack_hashes(have[4]), arr)
+                    if isinstance(have[4], HashUnion):
+                        have[4].add(arr)
+                    elif have[4]:
+                        have[4] = HashUnion(unpack_hashes(have[4]), arr)
+                    else:
+                        have[4] = HashUnion(arr)
     return "applied"
 
 

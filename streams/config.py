@@ -58,8 +58,8 @@ class WorkerConfig(BaseModel):
     #: Arrow IPC stream (LZ4_FRAME or ZSTD, which Arrow readers decompress by
     #: themselves) and produces every record batch uncompressed; ``kafka``
     #: lets the Kafka client compress the record batches. The client's lz4 is
-    #: LZ4-HC level 9: it took a sixth of the worker's CPU, a tenth of the
-    #: fast codec's speed (docs/performance.md); the JSON partials and states
+    #: LZ4-HC level 9, a fourteenth of the fast mode's speed: it took a sixth
+    #: of the worker's CPU (docs/performance.md); the JSON partials and states
     #: gain little from compression (their hashes are base64). ``arrow``
     #: needs lz4, zstd or none.
     compression_layer: Literal["arrow", "kafka"] = "arrow"

@@ -14,6 +14,7 @@ from voipflow.schemas import flowbatch as fb
 from voipflow.schemas.usage import validate_usage
 from voipflow.streams.aggregate import (
     ALL,
+    HashUnion,
     apply_partial,
     batch_partials,
     close_windows,
@@ -191,6 +192,7 @@ def test_redelivered_partials_are_skipped() -> None:
         lambda row: row.__setitem__(0, "7"),
         lambda row: row.__setitem__(1, True),
         lambda row: row.pop(),
+        lambda row: row.__setitem__(4, "AgAAAAAAAAABAAAAAAAAAA=="),  # [2, 1]: not sorted
     ],
 )
 def test_a_malformed_partial_changes_nothing(spoil) -> None:  # type: ignore[no-untyped-def]
@@ -335,7 +337,7 @@ def test_a_state_kept_in_memory_encodes_as_one_decoded_after_every_partial() -> 
         apply_partial(mem, copy.deepcopy(msg))
         apply_partial(trip, msg)
         trip = json.loads(encode_state(trip))
-    assert any(isinstance(row[4], np.ndarray) for w in mem["win"].values() for row in w.values())
+    assert any(isinstance(row[4], HashUnion) for w in mem["win"].values() for row in w.values())
     assert encode_state(mem) == encode_state(trip)
 
 
@@ -350,3 +352,15 @@ def rows_of_every(result: Classification, start: int) -> Classification:
         np.full(len(rows), -1),
         result.apps,
     )
+
+
+@pytest.mark.parametrize("sizes", [(0, 5), (5, 0), (1000, 3), (1000, 3, 0, 7, 7), (0,)])
+def test_hash_union_is_the_distinct_union(sizes: tuple[int, ...]) -> None:
+    rng = np.random.default_rng(sum(sizes))
+    pool = rng.integers(0, 2**64 - 1, 1500, dtype=np.uint64, endpoint=True)
+    parts = [np.unique(rng.choice(pool, n)) for n in sizes]
+    union = HashUnion(*parts)
+    assert (union.array() == np.unique(np.concatenate(parts))).all()
+    union.add(np.unique(rng.choice(pool, 9)))
+    want = np.unique(np.concatenate([*parts, union.parts[-1]]))
+    assert union.array().tolist() == want.tolist()
