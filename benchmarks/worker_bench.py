@@ -177,6 +177,7 @@ def main() -> int:
                         perf=args.perf if first else None,
                     )
                     print("  " + one.line(), flush=True)
+                    print("    " + one.parts_line(), flush=True)
                     runs.append(one)
                 per_cpu = statistics.median(x.flows_per_cpu_s for x in runs)
                 wall = statistics.median(x.flows_per_s for x in runs)

@@ -39,6 +39,9 @@ class KafkaRun:
     idle_cpu: list[float]
     #: Seconds the producer took to hand over every batch.
     send_s: float
+    #: Worker CPU seconds in each part of the work (all workers), from their
+    #: ``voipflow_worker_cpu_seconds_total``; the rest is Kafka and Faust.
+    parts: dict[str, float]
     #: Records on the internal partials topic and on the state changelog.
     partials: int
     state_writes: int
@@ -52,6 +55,12 @@ class KafkaRun:
     @property
     def flows_per_cpu_s(self) -> float:
         return self.flows / sum(self.cpu_s)
+
+    def parts_line(self) -> str:
+        total = sum(self.cpu_s)
+        shares = [f"{part} {cpu / total:.0%}" for part, cpu in self.parts.items()]
+        rest = 1 - sum(self.parts.values()) / total
+        return "worker CPU: " + ", ".join([*shares, f"Kafka, Faust and the rest {rest:.0%}"])
 
     def line(self) -> str:
         cpu = " + ".join(f"{c:.2f}" for c in self.cpu_s)
@@ -70,6 +79,27 @@ def cpu_s(pid: int) -> float:
     """User + system CPU seconds of a process, from /proc."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _parts(workdir: Path, pids: list[int]) -> dict[str, float]:
+    """Sum over the workers of ``voipflow_worker_cpu_seconds_total`` by part."""
+    from urllib.request import urlopen
+
+    from voipflow.endpoints import endpoint_url
+
+    out: dict[str, float] = {}
+    for i, pid in enumerate(pids):
+        url = endpoint_url(workdir / str(i), "worker", pid)
+        if url is None:
+            continue
+        with urlopen(url, timeout=10) as resp:
+            text = resp.read().decode()
+        for line in text.splitlines():
+            if line.startswith('voipflow_worker_cpu_seconds_total{part="'):
+                labels, _, value = line.rpartition(" ")
+                part = labels.split('"')[1]
+                out[part] = out.get(part, 0.0) + float(value)
+    return out
 
 
 def _load() -> float:
@@ -136,12 +166,12 @@ def run(
             "VOIPFLOW_KAFKA_USAGE_TOPIC": f"bench-usage-{tag}",
             "VOIPFLOW_KAFKA_TRAFFIC_TOPIC": f"bench-traffic-{tag}",
             "VOIPFLOW_WORKER_APP_ID": group,
-            "VOIPFLOW_METRICS_LISTEN": "",
+            "VOIPFLOW_METRICS_LISTEN": "127.0.0.1:0",  # any free port: the parts' CPU
         }
     )
     procs = []
     for i in range(workers):
-        env["VOIPFLOW_DATA_DIR"] = str(workdir / tag / str(i))
+        env["VOIPFLOW_DATA_DIR"] = str(workdir / tag / str(i))  # read by _parts
         with (workdir / f"worker-{tag}-{i}.log").open("ab") as log:
             procs.append(
                 subprocess.Popen(
@@ -158,6 +188,7 @@ def run(
         time.sleep(3)
         idle_dt = time.monotonic() - t_idle
         cpu0 = [cpu_s(p.pid) for p in procs]
+        parts0 = _parts(workdir / tag, [p.pid for p in procs])
         idle = [(c - i) / idle_dt for c, i in zip(cpu0, idle0, strict=True)]
         load_before = _load()
         spy = None
@@ -197,6 +228,8 @@ def run(
         wall = time.monotonic() - t0
         admin.close()
         cpu = [cpu_s(p.pid) - c for p, c in zip(procs, cpu0, strict=True)]
+        parts = _parts(workdir / tag, [p.pid for p in procs])
+        parts = {k: v - parts0.get(k, 0.0) for k, v in sorted(parts.items())}
         for tool in (spy, perf_proc):
             if tool is not None:
                 tool.send_signal(signal.SIGINT)
@@ -212,6 +245,7 @@ def run(
             cpu_s=cpu,
             idle_cpu=idle,
             send_s=send_s,
+            parts=parts,
             partials=sum(_end_offsets(bootstrap, partials_topic).values()),
             state_writes=sum(changelog.values()),
             load_before=load_before,

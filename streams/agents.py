@@ -40,6 +40,10 @@ def install_agents(w: WorkerApp, config: WorkerConfig, pipeline: FlowPipeline) -
     decoded = DecodedStates()  # the table's JSON values, decoded once
     open_windows: dict[str, int] = {}  # city -> windows not yet closed, for m.open_windows
     flows_name = w.flows.get_topic_name()
+    # This thread's CPU only: the consumer's thread runs beside the agents.
+    step_cpu = m.cpu_seconds.labels("flow_step")
+    window_cpu = m.cpu_seconds.labels("window_states")
+    write_cpu = m.cpu_seconds.labels("state_writes")
 
     batches_done = 0
 
@@ -51,6 +55,7 @@ def install_agents(w: WorkerApp, config: WorkerConfig, pipeline: FlowPipeline) -
             msg = event.message
             source = f"{msg.topic}:{msg.partition}"
             started = time.process_time()
+            thread_started = time.thread_time()
             try:
                 out = pipeline.process(event.value, source, msg.offset)
             except BatchError as exc:
@@ -67,6 +72,7 @@ def install_agents(w: WorkerApp, config: WorkerConfig, pipeline: FlowPipeline) -
                 )
                 await stream.ack(event)
                 continue
+            step_cpu.inc(time.thread_time() - thread_started)
             m.batch_seconds.observe(time.process_time() - started)
             m.batches.labels(flows_name).inc()
             m.records.labels(flows_name).inc(out.records)
@@ -96,6 +102,7 @@ def install_agents(w: WorkerApp, config: WorkerConfig, pipeline: FlowPipeline) -
     async def write_pending() -> None:
         """Write every pending state to the table, then ack their events (lock held)."""
         table = w.city_state
+        started = time.thread_time()
         for key, state, partition in pending.items():
             raw = decoded.written(key, state)
             # ``table[key] = raw`` would take the changelog partition from the
@@ -105,6 +112,7 @@ def install_agents(w: WorkerApp, config: WorkerConfig, pipeline: FlowPipeline) -
             if not key.startswith(EXPORTER_KEY_PREFIX):
                 open_windows[key] = len(state.get("win", ()))
         m.open_windows.set(sum(open_windows.values()))
+        write_cpu.inc(time.thread_time() - started)
         for event in pending.events:
             await keyed_stream.ack(event)
         pending.clear()
@@ -127,7 +135,9 @@ def install_agents(w: WorkerApp, config: WorkerConfig, pipeline: FlowPipeline) -
                 state = decoded.take(key, w.city_state.get(key))
             # A bad partial raises before it changes the state (apply_partial
             # and apply_traffic check first), so a pending state stays valid.
+            started = time.thread_time()
             state, closed, outcome = handler.handle(name, state, event.value)
+            window_cpu.inc(time.thread_time() - started)
         except (PartialError, ValueError) as exc:
             m.bad_messages.labels(w.partials_topic, "partial").inc()
             log.warning("bad partial skipped", extra={"key": name, "error": str(exc)})
