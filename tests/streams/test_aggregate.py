@@ -346,12 +346,13 @@ def rows_of_every(result: Classification, start: int) -> Classification:
     """The verdicts of every third record from ``start``, without partners."""
     rows = np.arange(start, len(result.is_voip), 3)
     return Classification(
-        result.is_voip[rows],
         result.app_code[rows],
+        result.is_voip[rows],
         result.confidence[rows],
         result.evidence[rows],
         np.full(len(rows), -1),
         result.apps,
+        result.role[rows],
     )
 
 
