@@ -188,6 +188,9 @@ def check_run(
     # Progress: a line every few seconds, not a flood.
     progress = [line for line in res.stdout.splitlines() if "| published" in line]
     assert 3 <= len(progress) <= 30
+    # ... with each stage's flows per second since the line before, and the lag.
+    assert all(line.count("/s)") >= 4 and "| lag: worker " in line for line in progress)
+    assert any(" messages" in line.rsplit("sink ", 1)[1] for line in progress)
 
 
 def test_demo_on_the_session_broker(kafka_bootstrap: str, tmp_path: Path) -> None:

@@ -26,6 +26,7 @@ from collections.abc import Callable
 from typing import Any
 
 from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
+from kafka.errors import KafkaError
 
 from voipflow.children import ChildProcess, tail
 from voipflow.demo.options import DemoOptions
@@ -105,6 +106,8 @@ class PipelineWatch:
         self._next_line = 0.0
         self._every = options.progress_s
         self._last: dict[str, dict[str, float]] = {}
+        self._previous: tuple[dict[str, int], float] = ({}, 0.0)
+        self._probe: KafkaProbe | None = None
 
     # -- figures -----------------------------------------------------------------
 
@@ -142,12 +145,46 @@ class PipelineWatch:
         self._next_line = now + self._every
         self._scrape()
         k = self.counts()
+        rate = self._rates(now, k)
         self.printer.say(
-            f"sent {k['sent']:,} flows | published {k['published']:,} | "
+            f"sent {k['sent']:,} flows ({rate('sent')}) | published {k['published']:,} "
+            f"({rate('published')}) | worker {k['worker_records']:,} ({rate('worker_records')}), "
             f"VoIP classified {k['voip_classified']:,} | "
             f"usage rows {k['usage_published']:,} ({k['open_windows']} windows open) | "
-            f"ClickHouse {k['rows_flows']:,} VoIP flows, {k['rows_usage']:,} usage rows"
+            f"ClickHouse {k['rows_flows']:,} VoIP flows ({rate('rows_flows')}), "
+            f"{k['rows_usage']:,} usage rows | lag: worker "
+            f"{max(0, k['published'] - k['worker_records']):,} flows, sink {self._sink_lag()}"
         )
+
+    def _rates(self, now: float, k: dict[str, int]) -> Callable[[str], str]:
+        """Per stage, flows per second since the previous progress line."""
+        before, then = self._previous
+        self._previous = (k, now)
+        dt = now - then if then else 0.0
+
+        def rate(key: str) -> str:
+            if dt <= 0 or key not in before:
+                return "-/s"
+            return f"{max(0, k[key] - before[key]) / dt:,.0f}/s"
+
+        return rate
+
+    def _sink_lag(self) -> str:
+        """Messages of voip-flows and usage the sink's group has not committed."""
+        k = self.settings.kafka
+        try:
+            if self._probe is None:
+                self._probe = KafkaProbe(self.bootstrap, k)
+            lag = self._probe.lag(self.settings.sink.group_id, [k.voip_flows_topic, k.usage_topic])
+        except (KafkaError, OSError) as exc:  # a progress line must not stop the demo
+            return f"? ({type(exc).__name__})"
+        return f"{lag:,} messages"
+
+    def close(self) -> None:
+        """Close the progress line's Kafka client."""
+        if self._probe is not None:
+            self._probe.close()
+            self._probe = None
 
     def _tick(self, pause_s: float) -> None:
         """Watch the children for ``pause_s`` seconds, printing progress when due."""
@@ -164,6 +201,12 @@ class PipelineWatch:
     # -- phases ------------------------------------------------------------------
 
     def follow(self) -> bool:
+        try:
+            return self._follow()
+        finally:
+            self.close()
+
+    def _follow(self) -> bool:
         started = time.monotonic()
         self._next_line = started + self.options.progress_s
         while self.sim.running:
