@@ -160,20 +160,34 @@ def run(bootstrap: str, n: int, rate: float, backend: str, workdir: Path, netns:
     ruled: dict[tuple[str, str], float] = {}
     applied: dict[tuple[str, str], float] = {}
 
+    def send(city: str, app: str) -> None:
+        msg = {
+            "schema": "voip-usage.v1", "window_start_ms": window, "window_s": 60,
+            "city": city, "region": city, "country": "XX", "app": app, "flows": 1,
+            "packets": 1, "bytes": 1, "subscribers": 1, "subscriber_hashes": [1],
+            "call_seconds": 500.0, "voip_share": 0.1, "produced_ms": int(time.time() * 1000),
+        }  # fmt: skip
+        sent[(city, app)] = time.time()
+        producer.send(loop.usage, key=usage_key(city, app, window).encode(),
+                      value=encode_usage(msg))  # fmt: skip
+        producer.flush()
+
+    window = int(time.time()) // 60 * 60_000 - 60_000
     try:
-        time.sleep(15)  # both started, the evaluator joined its group, the point rebuilt
-        window = int(time.time()) // 60 * 60_000 - 60_000
+        # Warm-up: one rule all the way to applied, so the figures are of a
+        # running loop, not of the evaluator joining its group.
+        warm = (cities[0], "warmup")
+        ids[rule_id(policy, *warm)] = warm
+        send(*warm)
+        deadline = time.monotonic() + 180
+        while warm not in applied and time.monotonic() < deadline:
+            _collect(consumer, loop, ids, ruled, applied, timeout_ms=500)
+        if warm not in applied:
+            raise RuntimeError("the warm-up rule was not applied within 180 s (see the logs)")
+        for key in (ruled, applied, sent):
+            key.pop(warm, None)
         for city, app in scopes:
-            msg = {
-                "schema": "voip-usage.v1", "window_start_ms": window, "window_s": 60,
-                "city": city, "region": city, "country": "XX", "app": app, "flows": 1,
-                "packets": 1, "bytes": 1, "subscribers": 1, "subscriber_hashes": [1],
-                "call_seconds": 500.0, "voip_share": 0.1, "produced_ms": int(time.time() * 1000),
-            }  # fmt: skip
-            sent[(city, app)] = time.time()
-            producer.send(loop.usage, key=usage_key(city, app, window).encode(),
-                          value=encode_usage(msg))  # fmt: skip
-            producer.flush()
+            send(city, app)
             _collect(consumer, loop, ids, ruled, applied, timeout_ms=0)
             time.sleep(1 / rate)
         deadline = time.monotonic() + 120
