@@ -183,8 +183,10 @@ def _run(
         children = child_processes(plan, env)
         more: list[Any] = []
         rules_watch = None
+        nft_netns = ""
         if options.policy is not None:
             enf_env, netns = enforcement_env(settings, plan, options, env)
+            nft_netns = enf_env.get("VOIPFLOW_ENFORCE_NFT_NETNS", "")
             more = [*([netns] if netns else []), *enforcement_children(plan, options, enf_env)]
             rules_watch = RulesWatch(settings, since_ms)
         sim = SimulatorThread(sim_config)
@@ -225,7 +227,7 @@ def _run(
             rule_rows = query_rules(settings, plan.data_dir, since_ms)
             figures["rules"] = [asdict(r) for r in rule_rows]
             rules_lines = rules_block(
-                rule_rows, options.policy, options.enforce_backend, actions_log(plan)
+                rule_rows, options.policy, options.enforce_backend, actions_log(plan), nft_netns
             )
         figures["peak_rss"] = {
             c.name: c.peak_rss for c in [*children, *more] if isinstance(c, ChildProcess)

@@ -137,8 +137,10 @@ def render_rules(rows: list[RuleRow]) -> str:
     return "\n".join(lines)
 
 
-def rules_block(rows: list[RuleRow], policy: Path, backend: str, actions: Path | None) -> list[str]:
-    """The lines printed under the city table."""
+def rules_block(
+    rows: list[RuleRow], policy: Path, backend: str, actions: Path | None, nft_netns: str = ""
+) -> list[str]:
+    """The lines printed under the city table (``nft_netns``: where nftables installed them)."""
     applied = sum(r.state == "applied" for r in rows)
     head = (
         f"Rules of this run (ClickHouse rules, rule_events; policy {policy}, "
@@ -149,4 +151,7 @@ def rules_block(rows: list[RuleRow], policy: Path, backend: str, actions: Path |
     out = [head, render_rules(rows)]
     if actions is not None and backend == "log":
         out.append(f"what the log backend would do: {actions}")
+    if backend == "nftables":
+        where = f"network namespace {nft_netns}" if nft_netns else "this host's own filters"
+        out.append(f"nftables: table installed in {where}")
     return out
