@@ -70,6 +70,13 @@ def test_demo_with_a_policy_fires_applies_and_records_rules(
         timeout=900,
     )
     assert res.returncode == 0, f"exit {res.returncode}\n{res.stdout}\n{res.stderr}"
+    try:
+        check_policy_run(res.stdout, report, env, tmp_path)
+    except AssertionError as exc:  # with what the demo printed, to tell why
+        raise AssertionError(f"{exc}\n--- the demo's output:\n{res.stdout[-6000:]}") from None
+
+
+def check_policy_run(stdout: str, report: Path, env: dict[str, str], tmp_path: Path) -> None:
     doc = json.loads(report.read_text())
 
     # The evaluator fired rules, and every one it proposed got the point's
@@ -86,7 +93,7 @@ def test_demo_with_a_policy_fires_applies_and_records_rules(
     for r in rules.values():
         assert r["point"] == "demo" and r["applied_ms"] >= r["proposed_ms"] > 0, r
     assert {r["policy"] for r in rules.values()} <= {"demo-whatsapp-shadow", "demo-zoom-throttle"}
-    printed = rules_block(res.stdout)
+    printed = rules_block(stdout)
     assert sorted(printed) == sorted(rules)
     for rid, cells in printed.items():
         r = rules[rid]
@@ -113,7 +120,7 @@ def test_demo_with_a_policy_fires_applies_and_records_rules(
     # The log backend applied them: its action log names every rule.
     actions = (tmp_path / "var" / "demo" / "enforce-actions.log").read_text()
     assert all(rid in actions for rid in rules)
-    assert f"what the log backend would do: {(tmp_path / 'var').resolve()}" in res.stdout
+    assert f"what the log backend would do: {(tmp_path / 'var').resolve()}" in stdout
 
     # The pipeline's own figures are those of a demo without a policy.
     assert doc["missing_cities"] == []

@@ -15,10 +15,12 @@ unless ``VOIPFLOW_ENFORCE_NFT_NETNS`` names one: the rules are installed
 and counted there, and this host's own traffic is never filtered.
 
 At the end of the drain (:class:`RulesWatch`) the demo waits until the
-evaluator has read every usage window, and every rule it proposed during the
+evaluator has read every usage window, every rule it proposed during the
 run has an enforcement point's feedback recorded by the ledger on
-rule-events.v1; then the sink commits rules.v1 and rule-events.v1 like the
-other topics, and the report shows the rules from ClickHouse
+rule-events.v1, and the ledger has read all of rules.v1 and
+rules-feedback.v1 (so its ``published`` events are out too: feedback can
+reach it before the rule does); then the sink commits rules.v1 and
+rule-events.v1 like the other topics, and the report shows the rules from ClickHouse
 (:mod:`voipflow.demo.rules`).
 """
 
@@ -232,6 +234,12 @@ class RulesWatch:
     def evaluator_caught_up(self, probe: Any) -> bool:
         s = self.settings
         return bool(probe.lag(s.evaluator.group_id, [s.kafka.usage_topic]) == 0)
+
+    def ledger_caught_up(self, probe: Any) -> bool:
+        """The ledger has read every rule and feedback (its events are out before it commits)."""
+        k = self.settings.kafka
+        group = self.settings.ledger.group_id
+        return bool(probe.lag(group, [k.rules_topic, k.feedback_topic]) == 0)
 
     def rules_answered(self, bootstrap: str) -> bool:
         if self.reader is None:

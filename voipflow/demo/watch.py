@@ -17,8 +17,9 @@ The drain, after the simulator stopped, step by step, each with a deadline:
    cities without traffic, so the last window closes at most one window
    width plus the lateness after the traffic stopped);
 4. with ``--policy`` (:class:`voipflow.demo.enforcement.RulesWatch`): the
-   evaluator's group has committed the usage topic, and every rule it
-   proposed in the run has an enforcement point's feedback on rule-events.v1;
+   evaluator's group has committed the usage topic, every rule it proposed
+   in the run has an enforcement point's feedback on rule-events.v1, and
+   the ledger's group has committed rules.v1 and rules-feedback.v1;
 5. the sink's group has committed the voip-flows and usage topics (and
    rules.v1 and rule-events.v1 with ``--policy``).
 """
@@ -273,6 +274,12 @@ class PipelineWatch:
                     "every rule to be applied and recorded",
                     lambda: rules.rules_answered(self.bootstrap),
                     s.ledger.feedback_timeout_s + 60.0,
+                    ledger,
+                ),
+                (
+                    "the ledger to read every rule and feedback",
+                    lambda: rules.ledger_caught_up(probe),
+                    60.0,
                     ledger,
                 ),
             ]
