@@ -32,7 +32,7 @@ from voipflow.dashboards.grafana import (
     timeseries,
 )
 from voipflow.dashboards.rollups import APP_FILTER, CITY_FILTER, Retention, usage_rows
-from voipflow.streams.classify import Evidence
+from voipflow.schemas.voipflows import ROLES, Evidence
 
 UID = "voipflow-usage"
 
@@ -49,6 +49,12 @@ EVIDENCE_NAME = (
     + "], ["
     + ", ".join("'" + str(e.name).lower().replace("_", " ") + "'" for e in Evidence)
     + "], 'other')"
+)
+
+
+#: Per role a count column (``''``: rows of voip-flows.v1, written before roles).
+ROLE_COUNTS = ",\n                   ".join(
+    [f"countIf(role = '{name}') AS {name}" for name in ROLES] + ["countIf(role = '') AS unknown"]
 )
 
 
@@ -353,10 +359,27 @@ def build(retention: Retention | None = None) -> dict[str, Any]:
             ORDER BY voip_flows DESC, evidence_kind
             """,
             description="Share of VoIP flow records that carry each kind of evidence "
-            "(bits of the evidence column, see streams/classify.py; a record carries "
-            "several).",
+            "(bits of the evidence column, named in schemas/voipflows.py, set by "
+            "streams/classify.py; a record carries several).",
             x_field="evidence_kind",
             unit="percentunit",
+        ),
+        barchart(
+            "Flows by role",
+            f"""
+            SELECT app,
+                   {ROLE_COUNTS}
+            FROM flows_voip
+            WHERE {_flows_filter()}
+            GROUP BY app
+            ORDER BY count() DESC, app
+            """,
+            description="VoIP flow records of each app by their part in the call (the role "
+            "verdict): signalling, control (TLS to the app's servers, RTCP), media, relay "
+            "(media through a TURN relay), ice (STUN checks). Only media and relay count "
+            "call minutes. Unknown: rows written before flows had a role.",
+            x_field="app",
+            stacking="normal",
         ),
     ]
     variables = [

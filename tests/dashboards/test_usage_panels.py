@@ -3,7 +3,7 @@
 Usage windows go in as voip-usage.v1 messages through the sink's parser into
 ``voip_usage_in``, so the materialized views build ``voip_usage_1m`` and the
 hourly and daily rollups exactly as in production; VoIP flows go in as a
-voip-flows.v1 batch; coordinates through ``dashboards.cities`` from a prefix
+voip-flows.v2 batch; coordinates through ``dashboards.cities`` from a prefix
 table. Each panel's SQL is expanded by the Grafana stand-in
 (:mod:`tests.dashboards.grafana_sim`; Grafana cannot run here) for several
 time ranges (each picking another usage table, one older than the per-minute
@@ -158,6 +158,11 @@ def _evidence(f: Flow) -> int:
     return (1 << 6) | (1 << (f.t_ms // 10 % 20))
 
 
+def _role(f: Flow) -> str:
+    """Every role and '' (rows of voip-flows.v1), from the flow's time."""
+    return ("", *voipflows.ROLES)[f.t_ms // 7 % (len(voipflows.ROLES) + 1)]
+
+
 def _usage_message(w: Win, rng: random.Random) -> bytes:
     region, country, _, _ = CITY_INFO[w.city]
     return json.dumps(
@@ -200,6 +205,7 @@ def _flow_batch(flows: list[Flow]) -> bytes:
         region=pa.array([CITY_INFO[f.city][0] for f in flows]),
         country=pa.array([CITY_INFO[f.city][1] for f in flows]),
         app=pa.array([f.app for f in flows]),
+        role=pa.array([_role(f) for f in flows]),
         is_voip=np.array([f.is_voip for f in flows], dtype=np.uint8),
         confidence=np.array([_confidence(f) for f in flows], dtype=np.float32),
         evidence=np.array([_evidence(f) for f in flows], dtype=np.uint32),
@@ -500,6 +506,18 @@ def check_evidence(res: Any, sc: Scenario, p: dict[str, Any]) -> None:
         assert res.rows[0][0] == "udp" and res.rows[0][2] == pytest.approx(1.0)
 
 
+def check_roles(res: Any, sc: Scenario, p: dict[str, Any]) -> None:
+    flows = _flows(sc)
+    want: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+    for f in flows:
+        want[f.app][_role(f) or "unknown"] += 1
+    assert res.columns == ["app", *voipflows.ROLES, "unknown"]
+    got = {r[0]: {k: v for k, v in zip(res.columns[1:], r[1:], strict=True) if v} for r in res.rows}
+    assert got == {a: dict(c) for a, c in want.items()}
+    totals = [sum(r[1:]) for r in res.rows]
+    assert totals == sorted(totals, reverse=True)
+
+
 def check_city_table(res: Any, sc: Scenario, p: dict[str, Any]) -> None:
     by_city = _group(_range_rows(sc), lambda r: r.city)
     got = {r[0]: dict(zip(res.columns, r, strict=True)) for r in res.rows}
@@ -608,6 +626,7 @@ CHECKS: dict[str, Callable[[Any, Scenario, dict[str, Any]], None]] = {
     "VoIP share of traffic by city": check_share_by_city,
     "Classifier confidence": check_confidence,
     "Evidence mix": check_evidence,
+    "Flows by role": check_roles,
 }
 
 
