@@ -55,6 +55,7 @@ from voipflow.schemas.rule_events import encode_rule_event, event_key
 from voipflow.schemas.rules import decode_rule, encode_rule, rule_key
 from voipflow.schemas.topics import KafkaConfig, kafka_client_options
 from voipflow.schemas.usage import UsageError, decode_usage
+from voipflow.storage.sink.assignment import AssignmentWatch, no_auto_create
 from voipflow.streams.providers import load_providers
 
 log = logging.getLogger(__name__)
@@ -183,16 +184,19 @@ class EvaluatorProcess(LoopProcess):
             auto_offset_reset="earliest",
             max_poll_records=2000,
         )
+        no_auto_create(consumer)
         consumer.subscribe(topics)
         return consumer
 
     def _run(self) -> None:
         k = self.setup.kafka
         self._consumer = consumer = self._subscribe()
+        watch = AssignmentWatch(consumer, consumer.subscription() or (), component="evaluator")
         last_tick = last_reload = 0.0
         last_input = time.monotonic()
         while not self._stop.is_set():
             polled = consumer.poll(timeout_ms=200)
+            watch.check()
             now_ms = int(time.time() * 1000)
             outputs: list[Output] = []
             got = False
