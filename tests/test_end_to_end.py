@@ -42,7 +42,6 @@ from __future__ import annotations
 import collections
 import json
 import os
-import select
 import socket
 import subprocess
 import sys
@@ -61,6 +60,7 @@ from tests.collectors.reference_decoders import Nfcapd, norm_addr
 from tests.fixtures.paths import REPO
 from tests.processes import stop, voipflow
 from voipflow.logs import tail
+from voipflow.netutil import readable
 from voipflow.schemas import flowbatch as fb
 from voipflow.topics import ensure_topics
 
@@ -155,8 +155,7 @@ class Tee:
         try:
             while time.monotonic() < deadline:
                 done = proc.poll() is not None
-                ready, _, _ = select.select([self.rx], [], [], 0.3 if done else 0.05)
-                if ready:
+                if readable(self.rx, 0.3 if done else 0.05):
                     self.forward(self.rx.recv(65535))
                 elif done:
                     break

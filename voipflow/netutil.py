@@ -9,6 +9,7 @@ advance (a broker's listeners, an exporter's target, a server's config).
 
 from __future__ import annotations
 
+import select
 import socket
 from typing import Literal
 
@@ -23,3 +24,14 @@ def free_port(kind: Literal["tcp", "udp"] = "tcp", host: str = "127.0.0.1") -> i
     with socket.socket(family, _KINDS[kind]) as s:
         s.bind((host, 0))
         return int(s.getsockname()[1])
+
+
+def readable(sock: socket.socket, timeout_s: float) -> bool:
+    """Whether ``sock`` has data within ``timeout_s``.
+
+    ``poll``, not ``select``: ``select`` refuses descriptors numbered 1024 and
+    above, which a long-lived process holding many connections reaches.
+    """
+    poller = select.poll()
+    poller.register(sock, select.POLLIN)
+    return bool(poller.poll(int(timeout_s * 1000)))

@@ -11,7 +11,6 @@
 from __future__ import annotations
 
 import os
-import select
 import signal
 import socket
 import subprocess
@@ -24,7 +23,7 @@ from types import TracebackType
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.fixtures.paths import REPO
-from voipflow.netutil import free_port
+from voipflow.netutil import free_port, readable
 
 
 class CollectProcess:
@@ -159,8 +158,7 @@ def softflowd_export(
     try:
         while time.monotonic() < deadline:
             done = proc.poll() is not None
-            ready, _, _ = select.select([sock], [], [], 0.3 if done else 0.05)
-            if ready:
+            if readable(sock, 0.3 if done else 0.05):
                 got.append(sock.recv(65535))
             elif done:
                 break

@@ -13,7 +13,6 @@ to stderr.
 
 from __future__ import annotations
 
-import select
 import socket
 import struct
 import subprocess
@@ -28,6 +27,7 @@ import numpy as np
 from voipflow.collectors.codec.decoder import Decoder, DecoderConfig
 from voipflow.collectors.codec.templates import TemplateCache
 from voipflow.evaluation.roles import score_roles
+from voipflow.netutil import readable
 from voipflow.schemas.flowbatch import FlowBatch, text_to_addr16
 from voipflow.streams import evaluate as ev
 from voipflow.streams.classify import Classifier
@@ -60,8 +60,7 @@ def export_capture(
     try:
         while True:
             done = proc.poll() is not None
-            ready, _, _ = select.select([sock], [], [], 0.2 if done else 0.05)
-            if ready:
+            if readable(sock, 0.2 if done else 0.05):
                 data = sock.recv(65535)
                 got.append((data, int(time.time() * 1000)))
                 continue
