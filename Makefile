@@ -17,8 +17,13 @@ lint:
 	.venv/bin/ruff format --check .
 	.venv/bin/mypy
 
+# Two pytest processes, one per core of the reference machine. Whole test files go
+# to one process (--dist loadfile), so a file's module fixtures start once; each
+# process starts its own session broker and engines.
+PYTEST_PROCESSES ?= 2
+
 test: setup lint
-	.venv/bin/python -m pytest
+	.venv/bin/python -m pytest -n $(PYTEST_PROCESSES) --dist loadfile
 
 # pytest exits 5 when it collects nothing, which fails this target too.
 check: setup lint
