@@ -72,6 +72,7 @@ def main(argv: list[str] | None = None) -> int:
         binary = server_binary()
         if binary is None:
             raise SystemExit("clickhouse-server is not installed (scripts/setup.sh installs it)")
+        (tmp / "chserver").mkdir()
         server = ClickHouseServer(binary, tmp / "chserver")
         server.start()
     load0 = os.getloadavg()
