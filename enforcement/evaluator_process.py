@@ -55,6 +55,7 @@ from voipflow.schemas.rule_events import encode_rule_event, event_key
 from voipflow.schemas.rules import decode_rule, encode_rule, rule_key
 from voipflow.schemas.topics import KafkaConfig, kafka_client_options
 from voipflow.schemas.usage import UsageError, decode_usage
+from voipflow.storage.sink.assignment import AssignmentWatch, no_auto_create
 from voipflow.streams.providers import load_providers
 
 log = logging.getLogger(__name__)
@@ -183,7 +184,11 @@ class EvaluatorProcess(LoopProcess):
             auto_offset_reset="earliest",
             max_poll_records=2000,
         )
+        no_auto_create(consumer)
         consumer.subscribe(topics)
+        # A join that races the topics' metadata can leave the evaluator with
+        # no partitions beside a backlog: the watch rejoins it.
+        self._watch = AssignmentWatch(consumer, topics, component="evaluator")
         return consumer
 
     def _run(self) -> None:
@@ -193,6 +198,7 @@ class EvaluatorProcess(LoopProcess):
         last_input = time.monotonic()
         while not self._stop.is_set():
             polled = consumer.poll(timeout_ms=200)
+            self._watch.check()
             now_ms = int(time.time() * 1000)
             outputs: list[Output] = []
             got = False

@@ -40,6 +40,7 @@ from voipflow.schemas.rules import (
     rule_key,
 )
 from voipflow.schemas.topics import KafkaConfig, kafka_client_options
+from voipflow.storage.sink.assignment import AssignmentWatch, no_auto_create
 
 log = logging.getLogger(__name__)
 
@@ -94,11 +95,17 @@ class LedgerProcess(LoopProcess):
             auto_offset_reset="earliest",
             max_poll_records=2000,
         )
-        consumer.subscribe([k.rules_topic, k.feedback_topic])
+        no_auto_create(consumer)
+        topics = [k.rules_topic, k.feedback_topic]
+        consumer.subscribe(topics)
+        # A join that races the topics' metadata can leave the ledger with no
+        # partitions beside a backlog: the watch rejoins it.
+        watch = AssignmentWatch(consumer, topics, component="ledger")
         last_tick = 0.0
         last_input = time.monotonic()
         while not self._stop.is_set():
             polled = consumer.poll(timeout_ms=200)
+            watch.check()
             now_ms = int(time.time() * 1000)
             outputs: list[LedgerOutput] = []
             got = False
