@@ -13,7 +13,7 @@ lost and duplicated are counted against the sender's record).
 One line per run, and a Markdown table at the end::
 
     python -m benchmarks.chaos [--faults broker,controller,...] [--all]
-        [--rate 2000] [--seconds 90] [--all-seconds 150]
+        [--rate 1000] [--seconds 60] [--all-seconds 120]
 """
 
 from __future__ import annotations
@@ -56,9 +56,9 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--faults", default=",".join(FAULTS), help="faults run one by one")
     ap.add_argument("--all", action="store_true", help="then all of them in one run")
-    ap.add_argument("--rate", type=int, default=2000, help="flows per second")
-    ap.add_argument("--seconds", type=int, default=90, help="load per single-fault run")
-    ap.add_argument("--all-seconds", type=int, default=150, help="load of the combined run")
+    ap.add_argument("--rate", type=int, default=1000, help="flows per second")
+    ap.add_argument("--seconds", type=int, default=60, help="load per single-fault run")
+    ap.add_argument("--all-seconds", type=int, default=120, help="load of the combined run")
     ap.add_argument("--heap-mb", type=int, default=384, help="JVM heap per Kafka node")
     args = ap.parse_args(argv)
     faulthandler.register(signal.SIGUSR1)  # `kill -USR1 <pid>`: where is it now

@@ -32,9 +32,10 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -57,15 +58,12 @@ FAULTS = ("broker", "controller", "worker", "sink", "clickhouse", "collector", "
 REPO = Path(__file__).resolve().parents[2]
 CITIES = REPO / "data" / "cities" / "demo-cities.csv"
 HOME = "10.0.0.0/8"
-#: Seconds with every lag at zero before the run counts: the worker's idle close
-#: (15 s) plus its lateness (30 s) close the last windows, then the sink inserts them.
-QUIET_S = 55.0
 
 
 @dataclass
 class ChaosOptions:
-    rate: int = 2000  #: flows per second
-    seconds: int = 90  #: load duration
+    rate: int = 1000  #: flows per second
+    seconds: int = 60  #: load duration
     exporters: int = 4
     partitions: int = 4
     window_s: int = 5
@@ -73,7 +71,18 @@ class ChaosOptions:
     down_s: float = 20.0  #: a killed broker, controller or worker, or the full disk
     pause_s: float = 5.0  #: a dead sink or a stopped collector before its restart
     sink_kill_after_inserts: int = 25
-    drain_s: float = 300.0
+    drain_s: float = 600.0
+    #: The worker's lateness and idle close: a part that stops the flow of
+    #: records for longer than their sum makes late records (counted, lost to
+    #: the windows); after the load they are also how long the last windows wait.
+    lateness_s: int = 30
+    idle_close_s: float = 15.0
+
+    @property
+    def quiet_s(self) -> float:
+        """Seconds with every lag at zero before the run counts: the last windows
+        close (idle close, then lateness) and the sink inserts them."""
+        return self.idle_close_s + self.lateness_s + 10.0
 
 
 @dataclass
@@ -109,12 +118,20 @@ def controller_index(cluster: LocalCluster) -> int:
     raise RuntimeError(f"no quorum-state with a leader under {cluster.state_dir}")
 
 
+class Kafka(Protocol):
+    """Where the run's topics live: a :class:`LocalCluster` for the broker and
+    controller faults, any broker otherwise."""
+
+    @property
+    def bootstrap(self) -> str: ...
+
+
 class ChaosRun:
     """One run of the load with ``faults`` (names of :data:`FAULTS`)."""
 
     def __init__(
         self,
-        cluster: LocalCluster,
+        cluster: Kafka,
         workdir: Path,
         faults: list[str],
         options: ChaosOptions,
@@ -126,6 +143,9 @@ class ChaosRun:
             raise ValueError(f"unknown faults {sorted(unknown)}: choose from {FAULTS}")
         self.cluster, self.faults, self.o, self.say = cluster, faults, options, say
         self.server = clickhouse
+        size = int(getattr(cluster, "size", 1))
+        #: Three replicas and two in sync on the cluster; one on a single broker.
+        self.replication, self.min_insync = min(3, size), min(2, size)
         self.dir = workdir
         self.tag = uuid.uuid4().hex[:8]
         self.row = Row("+".join(faults) or "none")
@@ -140,6 +160,7 @@ class ChaosRun:
         self.native: NativeStore | None = None
         self._threads: list[threading.Thread] = []
         self.stop_sampling = threading.Event()
+        self.launcher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="chaos-launcher")
 
     # -- set-up ---------------------------------------------------------------
 
@@ -152,8 +173,8 @@ class ChaosRun:
             VOIPFLOW_DATA_DIR=str(data_dir),
             VOIPFLOW_KAFKA_BOOTSTRAP=self.cluster.bootstrap,
             VOIPFLOW_KAFKA_PARTITIONS=str(self.o.partitions),
-            VOIPFLOW_KAFKA_REPLICATION_FACTOR="3",
-            VOIPFLOW_KAFKA_MIN_INSYNC_REPLICAS="2",
+            VOIPFLOW_KAFKA_REPLICATION_FACTOR=str(self.replication),
+            VOIPFLOW_KAFKA_MIN_INSYNC_REPLICAS=str(self.min_insync),
             VOIPFLOW_KAFKA_FLOWS_TOPIC=self.topic("flows"),
             VOIPFLOW_KAFKA_VOIP_FLOWS_TOPIC=self.topic("voip-flows"),
             VOIPFLOW_KAFKA_USAGE_TOPIC=self.topic("usage"),
@@ -162,8 +183,8 @@ class ChaosRun:
             VOIPFLOW_METRICS_LISTEN="127.0.0.1:0",
             VOIPFLOW_WORKER_APP_ID=f"chaos-{self.tag}",
             VOIPFLOW_WORKER_WINDOW_S=str(self.o.window_s),
-            VOIPFLOW_WORKER_LATENESS_S="30",
-            VOIPFLOW_WORKER_IDLE_CLOSE_S="15",
+            VOIPFLOW_WORKER_LATENESS_S=str(self.o.lateness_s),
+            VOIPFLOW_WORKER_IDLE_CLOSE_S=str(self.o.idle_close_s),
             VOIPFLOW_WORKER_PREFIX_TABLE=str(CITIES),
             VOIPFLOW_WORKER_HOME_NETWORKS=HOME,
             VOIPFLOW_SINK_GROUP_ID=f"chaos-{self.tag}-sink",
@@ -197,6 +218,11 @@ class ChaosRun:
         )
 
     def start_child(self, key: str, extra: dict[str, str] | None = None) -> None:
+        """Start ``key`` from the launcher thread: children get SIGTERM when the thread
+        that started them ends (``PR_SET_PDEATHSIG``), so that thread lives for the run."""
+        self.launcher.submit(self._start_child, key, extra).result()
+
+    def _start_child(self, key: str, extra: dict[str, str] | None) -> None:
         proc = self.child(key, extra)
         proc.start()
         with self.lock:
@@ -207,7 +233,9 @@ class ChaosRun:
         names = ("flows", "voip-flows", "usage", "traffic", "health")
         topics = {self.topic(n): self.o.partitions for n in names}
         topics[f"chaos-{self.tag}-city-partials"] = self.o.partitions
-        ensure_topics(self.cluster.bootstrap, topics, 3, min_insync_replicas=2)
+        ensure_topics(
+            self.cluster.bootstrap, topics, self.replication, min_insync_replicas=self.min_insync
+        )
         sink_dir = self.dir / "sink"
         if "disk" in self.faults:
             self.disk = Disk(sink_dir / "clickhouse", size_mb=256)
@@ -273,21 +301,25 @@ class ChaosRun:
         self.fault_start = self.fault_start or now
         o = self.o
         if fault in ("broker", "controller"):
-            leader = controller_index(self.cluster)
-            index = leader if fault == "controller" else (leader + 1) % self.cluster.size
-            self.cluster.kill(index)
+            if not isinstance(self.cluster, LocalCluster):
+                raise ValueError(f"the {fault} fault needs a LocalCluster")
+            cluster = self.cluster
+            leader = controller_index(cluster)
+            index = leader if fault == "controller" else (leader + 1) % cluster.size
+            cluster.kill(index)
             self.event(
                 f"SIGKILL node {index + 1} ({'controller' if fault == 'controller' else 'broker'})"
             )
 
             def restart_node() -> None:
-                self.cluster.restart(index)
+                cluster.restart(index)
                 self.back(f"node {index + 1}")
 
             self.later(o.down_s, restart_node)
         elif fault == "worker":
             proc = self.children["worker-2"]
             assert proc.pid is not None
+            proc._stopping = True  # an expected death: the restart below, not supervise's
             os.kill(proc.pid, signal.SIGKILL)
             self.event(f"SIGKILL worker-2 (pid {proc.pid}); worker-1 goes on")
             self.later(o.down_s, lambda: self.restart("worker-2"))
@@ -396,7 +428,7 @@ class ChaosRun:
                     quiet_since = 0.0
                 elif not quiet_since:
                     quiet_since = now
-                elif now - quiet_since > QUIET_S:
+                elif now - quiet_since > self.o.quiet_s:
                     self.row.drained = True
                     break
                 if now - self.t0 > self.o.seconds + self.o.drain_s:
@@ -420,6 +452,7 @@ class ChaosRun:
         if self.disk is not None:
             self.disk.clear()
             self.disk.unmount()
+        self.launcher.shutdown(wait=True)
 
     def tally(self, load: ChaosLoad, sender: Sender) -> Row:
         row = self.row
