@@ -346,6 +346,8 @@ class ChaosRun:
             def reopen() -> None:
                 self.start_child("collect")
                 self.closed.append((began, time.monotonic()))
+                down = time.monotonic() - began
+                self.event(f"collector listening again {down:.1f} s after its stop began")
                 self.back("collector")
 
             self.later(o.pause_s, reopen)
