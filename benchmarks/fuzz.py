@@ -31,13 +31,21 @@ from collections import Counter
 from pathlib import Path
 
 from voipflow.children import ChildProcess, peak_rss_bytes
-from voipflow.evaluation.fuzz import Mutator, Report, campaign, rejected_whole
+from voipflow.evaluation.fuzz import Mutator, Report, campaign, peak_rss_mb, rejected_whole
 from voipflow.netutil import free_port
 
 
 def _one(args: tuple[int, int, int]) -> Report:
     total, seed, batch = args
-    return campaign(total, seed=seed, batch=batch)
+
+    def progress(r: Report, elapsed: float) -> None:
+        print(
+            f"  seed {seed}: {r.datagrams} datagrams in {elapsed:.0f} s, crashes {r.crashes}, "
+            f"templates {r.peak_templates}, RSS {peak_rss_mb():.0f} MB",
+            flush=True,
+        )
+
+    return campaign(total, seed=seed, batch=batch, progress=progress)
 
 
 def show(label: str, r: Report) -> None:

@@ -343,7 +343,7 @@ def campaign(
             rep.peak_templates = max(rep.peak_templates, len(cache))
             rep.peak_held_sets = max(rep.peak_held_sets, dec.held_sets)
             rep.peak_held_bytes = max(rep.peak_held_bytes, dec.held_bytes)
-            if progress is not None and rep.calls % 4096 == 0:
+            if progress is not None and rep.calls % 512 == 0:
                 progress(rep, time.monotonic() - t0)
     rep.peak_templates = max(rep.peak_templates, len(cache))
     rep.peak_rss_mb = peak_rss_mb()
