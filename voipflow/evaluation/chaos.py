@@ -160,6 +160,7 @@ class ChaosRun:
         self.native: NativeStore | None = None
         self._threads: list[threading.Thread] = []
         self.stop_sampling = threading.Event()
+        self.server_down = False
         self.launcher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="chaos-launcher")
 
     # -- set-up ---------------------------------------------------------------
@@ -329,11 +330,13 @@ class ChaosRun:
                 "(VOIPFLOW_SINK_FAULT_KILL_AFTER_INSERTS), between insert and commit"
             )
         elif fault == "clickhouse":
+            self.server_down = True
             self.server.stop()
             self.event(f"clickhouse-server stopped for {o.outage_s:.0f} s")
 
             def restart_server() -> None:
                 self.server.start()
+                self.server_down = False
                 self.back("clickhouse-server")
 
             self.later(o.outage_s, restart_server)
@@ -359,6 +362,9 @@ class ChaosRun:
 
     def supervise(self) -> None:
         """Restart a child that died (the sink after its injected kill, anything else)."""
+        if self.native is not None and not self.server_down and not self.server.running:
+            self.event("clickhouse-server died outside the outage; starting it again")
+            self.server.start()
         with self.lock:
             items = list(self.children.items())
         for key, proc in items:
@@ -476,6 +482,9 @@ class ChaosRun:
         expect = row.sent - explained
         stages = [row.flows_voip_distinct, row.traffic_flows, row.usage_flows]
         if self.native is not None:
+            if not self.server.running:  # noted: it should have been up since its restart
+                self.event("clickhouse-server was found stopped at the count; starting it")
+                self.server.start()
             nids = self.native.ids(load)
             row.native_rows, row.native_distinct = len(nids), len(np.unique(nids[nids >= 0]))
             stages.append(row.native_distinct)
