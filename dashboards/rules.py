@@ -1,4 +1,4 @@
-"""The "Rules" dashboard: rules by state, their events, hits and failed applications.
+"""The "Rules" dashboard: rules by state, their events, hits, failed applications, effect.
 
 Reads ``rules`` (one row per rule version) and ``rule_events`` (one row per
 state-machine event: published, expired, ... with ``feedback`` empty, and the
@@ -28,6 +28,7 @@ from voipflow.dashboards.grafana import (
     timeseries,
 )
 from voipflow.dashboards.rollups import APP_FILTER, CITY_FILTER
+from voipflow.schemas.rule_effect import rule_effect_sql
 
 UID = "voipflow-rules"
 
@@ -134,6 +135,23 @@ def build() -> dict[str, Any]:
             "failed applications in the time range (state is empty for a rule without "
             "events).",
             h=10,
+        ),
+        table(
+            "Rule effect",
+            rule_effect_sql(
+                _SELECTED, until="$__toTime", spans="t_on <= $__toTime AND t_off >= $__fromTime"
+            ),
+            description="Per applied rule whose applied span overlaps the range: VoIP of its "
+            "city and app while applied (first applied feedback until expiry or the end of the "
+            "range) against the same span just before, from per-minute usage rows. Leakage: "
+            "call seconds while applied / before (for a block, what still got through). The "
+            "same SQL as `voipflow rules show`.",
+            h=10,
+            overrides=[
+                override("bytes_before", unit="decbytes"),
+                override("bytes_after", unit="decbytes"),
+                override("leakage", unit="percentunit", decimals=1),
+            ],
         ),
         row("Activity"),
         timeseries(

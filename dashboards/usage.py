@@ -10,10 +10,13 @@ map's coordinates. Definitions an operator sees in the panel descriptions:
   ``flows_voip``: the usage windows carry no call count;
 * distinct subscribers: merged ``uniq`` states, exact below ~65k
   subscribers and within about 1 % above;
-* VoIP share: VoIP bytes / all bytes of the city, weighted by traffic. Each
-  per-minute row carries its app's share of the city's bytes, so a minute's
-  city total is ``sum(bytes) / sum(voip_share)``; the rollups keep no
-  traffic totals, so this panel always reads per-minute rows.
+* VoIP share: VoIP bytes of the selected apps / all bytes of the selected
+  cities, weighted by traffic. Each per-minute row carries its app's share of
+  the city's bytes, so a window's city total is ``bytes / voip_share``; it is
+  known for windows with VoIP only, which the denominator therefore covers
+  (whatever the app selection). ``city_traffic_1h`` (migration 011) keeps
+  those totals per hour, so long ranges read hours like the other panels
+  (:func:`voipflow.dashboards.rollups.share_rows`).
 """
 
 from __future__ import annotations
@@ -31,8 +34,15 @@ from voipflow.dashboards.grafana import (
     table,
     timeseries,
 )
-from voipflow.dashboards.rollups import APP_FILTER, CITY_FILTER, Retention, usage_rows
-from voipflow.streams.classify import Evidence
+from voipflow.dashboards.rollups import (
+    APP_FILTER,
+    CITY_FILTER,
+    Retention,
+    share_rows,
+    subscriber_rows,
+    usage_rows,
+)
+from voipflow.schemas.voipflows import ROLES, Evidence
 
 UID = "voipflow-usage"
 
@@ -52,6 +62,12 @@ EVIDENCE_NAME = (
 )
 
 
+#: Per role a count column (``''``: rows of voip-flows.v1, written before roles).
+ROLE_COUNTS = ",\n                   ".join(
+    [f"countIf(role = '{name}') AS {name}" for name in ROLES] + ["countIf(role = '') AS unknown"]
+)
+
+
 def _classified_filter() -> str:
     return f"$__timeFilter_ms(time_received) AND {CITY_FILTER} AND {APP_FILTER}"
 
@@ -65,14 +81,11 @@ def build(retention: Retention | None = None) -> dict[str, Any]:
     by_range = usage_rows("range", r)
     by_interval = usage_rows("interval", r)
     week_before = usage_rows("range", r, shift_days=7)
-    share_per_minute = f"""
-        SELECT window_start, city, sum(bytes) AS voip_bytes,
-               sum(bytes) / sum(voip_share) AS city_bytes
-        FROM voip_usage_1m
-        WHERE $__timeFilter(window_start) AND {CITY_FILTER} AND {APP_FILTER}
-        GROUP BY window_start, city
-        HAVING sum(voip_share) > 0
-    """
+    share_by_range = share_rows("range", r)
+    subs_by_range = subscriber_rows("range", r)
+    subs_by_interval = subscriber_rows("interval", r)
+    city_subs_by_range = subscriber_rows("range", r, per="city")
+    share_by_interval = share_rows("interval", r)
     panels = [
         row("Overview"),
         stat(
@@ -92,7 +105,7 @@ def build(retention: Retention | None = None) -> dict[str, Any]:
         ),
         stat(
             "Distinct subscribers",
-            f"SELECT uniqMerge(subscribers_state) AS subscribers FROM {by_range}",
+            f"SELECT uniqMerge(subscribers_state) AS subscribers FROM {subs_by_range}",
             description="Subscribers that used VoIP in the time range (merged uniq states).",
             decimals=0,
         ),
@@ -104,9 +117,10 @@ def build(retention: Retention | None = None) -> dict[str, Any]:
         ),
         stat(
             "VoIP share of traffic",
-            f"SELECT sum(voip_bytes) / sum(city_bytes) AS voip_share FROM ({share_per_minute})",
-            description="VoIP bytes / all bytes of the selected cities, weighted by traffic "
-            "(per-minute rows).",
+            "SELECT if(sum(city_bytes) > 0, sum(voip_bytes) / sum(city_bytes), NULL) "
+            f"AS voip_share FROM {share_by_range}",
+            description="VoIP bytes of the selected apps / all bytes of the selected cities "
+            "in the windows where any VoIP was seen, weighted by traffic.",
             unit="percentunit",
             decimals=2,
         ),
@@ -121,24 +135,30 @@ def build(retention: Retention | None = None) -> dict[str, Any]:
             "VoIP minutes by city",
             f"""
             SELECT u.city AS city, c.lat AS lat, c.lon AS lon,
-                   u.voip_minutes AS voip_minutes, u.subscribers AS subscribers,
+                   u.voip_minutes AS voip_minutes, n.subscribers AS subscribers,
                    s.voip_share AS voip_share
             FROM (
-                SELECT city, sum(call_seconds) / 60 AS voip_minutes,
-                       uniqMerge(subscribers_state) AS subscribers
+                SELECT city, sum(call_seconds) / 60 AS voip_minutes
                 FROM {by_range}
                 GROUP BY city
             ) AS u
             INNER JOIN ({_CITY_COORDS}) AS c ON c.city = u.city
             LEFT JOIN (
-                SELECT city, sum(voip_bytes) / sum(city_bytes) AS voip_share
-                FROM ({share_per_minute})
+                SELECT city, uniqMerge(subscribers_state) AS subscribers
+                FROM {city_subs_by_range}
+                GROUP BY city
+            ) AS n ON n.city = u.city
+            LEFT JOIN (
+                SELECT city,
+                       if(sum(city_bytes) > 0, sum(voip_bytes) / sum(city_bytes), 0)
+                           AS voip_share
+                FROM {share_by_range}
                 GROUP BY city
             ) AS s ON s.city = u.city
             ORDER BY voip_minutes DESC, city
             """,
             description="Marker size: VoIP minutes; colour: VoIP share of the city's traffic "
-            "(per-minute rows; 0 where none are kept). Coordinates come from the "
+            "(0 where no traffic total is kept). Coordinates come from the "
             "cities table (`voipflow dashboards cities --file PREFIXES.csv`); a city "
             "missing there is listed in the table but not drawn.",
             size_field="voip_minutes",
@@ -297,7 +317,7 @@ def build(retention: Retention | None = None) -> dict[str, Any]:
             f"""
             SELECT $__timeInterval(t) AS time, app,
                    uniqMerge(subscribers_state) AS subscribers
-            FROM {by_interval}
+            FROM {subs_by_interval}
             GROUP BY time, app
             ORDER BY time, app
             """,
@@ -308,14 +328,15 @@ def build(retention: Retention | None = None) -> dict[str, Any]:
         timeseries(
             "VoIP share of traffic by city",
             f"""
-            SELECT $__timeInterval(window_start) AS time, city,
+            SELECT $__timeInterval(t) AS time, city,
                    sum(voip_bytes) / sum(city_bytes) AS voip_share
-            FROM ({share_per_minute})
+            FROM {share_by_interval}
             GROUP BY time, city
+            HAVING sum(city_bytes) > 0
             ORDER BY time, city
             """,
-            description="VoIP bytes / all bytes of the city per bucket, weighted by traffic "
-            "(per-minute rows only: the rollups keep no traffic totals).",
+            description="VoIP bytes of the selected apps / all bytes of the city per bucket, "
+            "in the windows where any VoIP was seen, weighted by traffic.",
             unit="percentunit",
             interval="1m",
             max_data_points=200,
@@ -353,10 +374,27 @@ def build(retention: Retention | None = None) -> dict[str, Any]:
             ORDER BY voip_flows DESC, evidence_kind
             """,
             description="Share of VoIP flow records that carry each kind of evidence "
-            "(bits of the evidence column, see streams/classify.py; a record carries "
-            "several).",
+            "(bits of the evidence column, named in schemas/voipflows.py, set by "
+            "streams/classify.py; a record carries several).",
             x_field="evidence_kind",
             unit="percentunit",
+        ),
+        barchart(
+            "Flows by role",
+            f"""
+            SELECT app,
+                   {ROLE_COUNTS}
+            FROM flows_voip
+            WHERE {_flows_filter()}
+            GROUP BY app
+            ORDER BY count() DESC, app
+            """,
+            description="VoIP flow records of each app by their part in the call (the role "
+            "verdict): signalling, control (TLS to the app's servers, RTCP), media, relay "
+            "(media through a TURN relay), ice (STUN checks). Only media and relay count "
+            "call minutes. Unknown: rows written before flows had a role.",
+            x_field="app",
+            stacking="normal",
         ),
     ]
     variables = [

@@ -186,19 +186,17 @@ class EvaluatorProcess(LoopProcess):
         )
         no_auto_create(consumer)
         consumer.subscribe(topics)
-        # A join that races the topics' metadata can leave the evaluator with
-        # no partitions beside a backlog: the watch rejoins it.
-        self._watch = AssignmentWatch(consumer, topics, component="evaluator")
         return consumer
 
     def _run(self) -> None:
         k = self.setup.kafka
         self._consumer = consumer = self._subscribe()
+        watch = AssignmentWatch(consumer, consumer.subscription() or (), component="evaluator")
         last_tick = last_reload = 0.0
         last_input = time.monotonic()
         while not self._stop.is_set():
             polled = consumer.poll(timeout_ms=200)
-            self._watch.check()
+            watch.check()
             now_ms = int(time.time() * 1000)
             outputs: list[Output] = []
             got = False

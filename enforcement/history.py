@@ -6,7 +6,8 @@ ClickHouse connection (the tests run them on chdb):
 * :func:`list_rules` -- every rule at its latest version with its current
   state (the state of its latest event);
 * :func:`show_rule` -- one rule: its versions, events, hits per enforcement
-  point and its effectiveness (:data:`EFFECTIVENESS_SQL`, also in docs/sql.md);
+  point and its effectiveness (:data:`EFFECTIVENESS_SQL`, also in docs/sql.md,
+  from :mod:`voipflow.schemas.rule_effect`);
 * :func:`simulate` -- a policy file run by the real evaluator over
   ``voip_usage_1m`` windows in time order (event time drives expiry): when
   and where it fires, how many rules, the distinct subscribers of the matched
@@ -28,6 +29,7 @@ from voipflow.enforcement.evaluator import Evaluator, Event, Publish
 from voipflow.enforcement.guardrails import Guardrails
 from voipflow.enforcement.policy import Policy
 from voipflow.enforcement.targets import TargetResolver
+from voipflow.schemas.rule_effect import rule_effect_sql
 
 
 def _lit(value: str) -> str:
@@ -56,36 +58,9 @@ ORDER BY r.created DESC, r.rule_id
 LIMIT {limit}
 """
 
-#: Effectiveness of one rule (``{rule_id}`` a quoted literal): VoIP of its city
-#: and app in the span it was applied (first ``applied`` feedback until its
-#: expiry or now) against the same span just before; leakage is the share of
-#: call seconds still measured while it was applied.
-EFFECTIVENESS_SQL = """
-WITH
-    (SELECT minOrNull(ts) FROM rule_events
-     WHERE rule_id = {rule_id} AND feedback = 'applied') AS first_applied,
-    (SELECT argMax(expires, version) FROM rules WHERE rule_id = {rule_id}) AS expires_at,
-    (SELECT argMax(city, version) FROM rules WHERE rule_id = {rule_id}) AS rule_city,
-    (SELECT argMax(app, version) FROM rules WHERE rule_id = {rule_id}) AS rule_app,
-    toDateTime(first_applied) AS t_on,
-    toDateTime(least(expires_at, now64(3))) AS t_off,
-    t_on - (t_off - t_on) AS t_before
-SELECT
-    t_on AS applied_at,
-    t_off AS applied_until,
-    sumIf(call_seconds, window_start >= t_before AND window_start < t_on) AS call_seconds_before,
-    sumIf(call_seconds, window_start >= t_on AND window_start < t_off) AS call_seconds_after,
-    sumIf(bytes, window_start >= t_before AND window_start < t_on) AS bytes_before,
-    sumIf(bytes, window_start >= t_on AND window_start < t_off) AS bytes_after,
-    uniqMergeIf(subscribers_state, window_start >= t_before AND window_start < t_on)
-        AS subscribers_before,
-    uniqMergeIf(subscribers_state, window_start >= t_on AND window_start < t_off)
-        AS subscribers_after,
-    if(call_seconds_before > 0, call_seconds_after / call_seconds_before, NULL) AS leakage
-FROM voip_usage_1m
-WHERE city = rule_city AND app = rule_app AND first_applied IS NOT NULL
-  AND window_start >= t_before AND window_start < t_off
-"""
+#: Effectiveness of one rule (``{rule_id}`` a quoted literal), up to now: the SQL
+#: the Rules dashboard and the report use too (:mod:`voipflow.schemas.rule_effect`).
+EFFECTIVENESS_SQL = rule_effect_sql("rule_id = {rule_id}")
 
 
 def list_rules(ch: Any, *, all_rules: bool = False, limit: int = 200) -> list[dict[str, Any]]:

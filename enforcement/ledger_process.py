@@ -96,11 +96,8 @@ class LedgerProcess(LoopProcess):
             max_poll_records=2000,
         )
         no_auto_create(consumer)
-        topics = [k.rules_topic, k.feedback_topic]
-        consumer.subscribe(topics)
-        # A join that races the topics' metadata can leave the ledger with no
-        # partitions beside a backlog: the watch rejoins it.
-        watch = AssignmentWatch(consumer, topics, component="ledger")
+        consumer.subscribe([k.rules_topic, k.feedback_topic])
+        watch = AssignmentWatch(consumer, [k.rules_topic, k.feedback_topic], component="ledger")
         last_tick = 0.0
         last_input = time.monotonic()
         while not self._stop.is_set():

@@ -6,7 +6,7 @@ rule hits what the measurement counted:
 * ``provider_ranges``: the address ranges of the app's provider files
   (``data/providers``, :mod:`voipflow.streams.providers`), any protocol, any port;
 * ``observed_peers``: the peers seen in the city's VoIP flows of the app
-  (voip-flows.v1), each kept for ``VOIPFLOW_EVALUATOR_PEER_TIMEOUT_S`` after it
+  (voip-flows, whatever their role), each kept for ``VOIPFLOW_EVALUATOR_PEER_TIMEOUT_S`` after it
   was last seen (:class:`PeerSet`), as /32 or /128 prefixes;
 * ``app_ports``: the app's signalling and media ports from the classifier's
   port tables, on the city's subscriber prefixes (a port-only rule would
@@ -137,7 +137,7 @@ class PeerSet:
                 peers[p] = seen_ms
 
     def add_batch(self, columns: Mapping[str, np.ndarray]) -> int:
-        """Add the peers of a voip-flows.v1 batch (``city``, ``app``, ``peer_addr``,
+        """Add the peers of a voip-flows batch (``city``, ``app``, ``peer_addr``,
         ``flow_end_ms`` as arrays); returns how many distinct (city, app, peer) it had."""
         city = np.asarray(columns["city"], dtype=object).astype(str)
         app = np.asarray(columns["app"], dtype=object).astype(str)

@@ -279,7 +279,7 @@ def decode(data: bytes | memoryview) -> FlowBatch:
     return FlowBatch(cols, rb.num_rows, extras)
 
 
-# -- helpers shared with the other Arrow batch contracts (voip-flows.v1) -----
+# -- helpers shared with the other Arrow batch contracts (voip-flows.v2) -----
 
 
 def read_single_batch(data: bytes | memoryview, schema_name: str) -> pa.RecordBatch:

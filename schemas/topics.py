@@ -41,6 +41,10 @@ class KafkaConfig(KafkaSecurity):
     #: acks=all, a write is acknowledged once this many replicas have it (2 with
     #: replication factor 3). 0 leaves the broker's default.
     min_insync_replicas: int = Field(0, ge=0)
+    #: Seconds a process waits at start for a broker to answer. Past it, the
+    #: process exits with one line naming VOIPFLOW_KAFKA_BOOTSTRAP rather than
+    #: retrying forever.
+    connect_timeout_s: float = Field(30.0, gt=0)
     #: Compression of produced messages.
     compression: Literal["none", "gzip", "lz4", "zstd"] = "lz4"
     #: Flow batches from the collectors (schemas/flowbatch.py).

@@ -1,12 +1,12 @@
-"""The ``voip-flows.v1`` batch: classified VoIP flows, one Kafka message per batch.
+"""The ``voip-flows.v2`` batch: classified VoIP flows, one Kafka message per batch.
 
 Same framing as ``flows.v1`` (:mod:`voipflow.schemas.flowbatch`): one Arrow IPC stream
 holding exactly one record batch, schema metadata
-``voipflow.schema = "voip-flows.v1"``. The worker publishes only flows it
+``voipflow.schema = "voip-flows.v2"``. The worker publishes only flows it
 classified as VoIP (``is_voip = 1``), already enriched with the subscriber's
 city and oriented from the subscriber's point of view.
 
-Contract (version 1)
+Contract (version 2)
 --------------------
 * Every column of :data:`VOIP_FLOW_COLUMNS` is present, in that order,
   non-null, with exactly that Arrow type. Readers ignore further columns whose
@@ -18,11 +18,21 @@ Contract (version 1)
   (upstream), 1 when the subscriber received them (downstream).
 * Counters are unscaled, as exported; multiply by ``sampling_rate`` for
   estimates.
-* ``evidence`` is a bitmask whose bits are documented in
-  :mod:`voipflow.streams.classify` (``Evidence``); ``classifier_version`` names the
-  rules that produced ``app``, ``is_voip``, ``confidence`` and ``evidence``.
+* Two verdicts per flow: ``app`` is the calling application the flow belongs
+  to, whatever its part in the call (what enforcement targets); ``role`` is
+  that part, one of :data:`ROLES` (signalling, control, media, relay, ice),
+  or ``""`` (unknown); :func:`decode` refuses any other value.
+  Only ``media`` and ``relay`` flows carry a call's audio or video, so only
+  they count call-seconds.
+* ``evidence`` is a bitmask of :class:`Evidence` (its bits are named here, the
+  rules that set them are in :mod:`voipflow.streams.classify`);
+  ``classifier_version`` names the rules that produced ``app``, ``role``,
+  ``is_voip``, ``confidence`` and ``evidence``.
 * The Kafka message key is the city (text), so one city's flows stay on one
-  partition. Headers: ``schema=voip-flows.v1``.
+  partition. Headers: ``schema=voip-flows.v2``.
+
+Version 1 (no ``role`` column) is still read: :func:`decode` gives its rows
+the role ``""`` (unknown), never a guessed one.
 
 Errors (shared with ``flows.v1``)::
 
@@ -36,10 +46,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from enum import IntFlag
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from voipflow.schemas.flowbatch import (
     ARROW_TYPES,
@@ -54,20 +66,73 @@ from voipflow.schemas.flowbatch import (
 )
 
 __all__ = [
+    "MEDIA_ROLES",
+    "ROLES",
     "SCHEMA_NAME",
+    "SCHEMA_V1",
     "VOIP_FLOW_COLUMNS",
     "VOIP_FLOW_SCHEMA",
     "BatchError",
     "BatchFormatError",
     "BatchSchemaError",
     "BatchVersionError",
+    "Evidence",
     "VoipFlowBatch",
     "decode",
     "encode",
     "make_voip_batch",
 ]
 
-SCHEMA_NAME = "voip-flows.v1"
+SCHEMA_NAME = "voip-flows.v2"
+#: The version before ``role``: still decoded, with every role ``""``.
+SCHEMA_V1 = "voip-flows.v1"
+
+#: What part of a call a VoIP flow plays (``role`` column); ``""`` for none or
+#: unknown (version 1 batches).
+ROLES: dict[str, str] = {
+    "signalling": "call set-up and control on a signalling protocol's port: SIP "
+    "(RFC 3261), H.323's H.225.0/H.245, SCCP, MGCP (RFC 3435), IAX2 (RFC 5456)",
+    "control": "the app's own control channels (TLS/TCP to its servers) and RTCP "
+    "(RFC 3550 s. 6), no media",
+    "media": "the call's audio or video: RTP/SRTP (RFC 3550, RFC 3711), directly "
+    "between the call's candidates or to the app's media servers",
+    "relay": "media through a TURN relay on its registered port (RFC 8656: "
+    "3478/5349, Teams' transport relays 3478-3481)",
+    "ice": "STUN binding exchanges: ICE connectivity and consent checks (RFC 8489, "
+    "RFC 8445, RFC 7675), a few small paired packets",
+}
+#: Roles whose flows carry a call's media: the only ones that count call-seconds.
+MEDIA_ROLES: tuple[str, ...] = ("media", "relay")
+
+
+class Evidence(IntFlag):
+    """Bits of the ``evidence`` column (what each means: streams/classify.py)."""
+
+    EXPORTER_APP = 1 << 0
+    EXPORTER_NOT_VOIP = 1 << 1
+    PROVIDER = 1 << 2
+    SIGNALLING_PORT = 1 << 3
+    STUN_PORT = 1 << 4
+    APP_PORT = 1 << 5
+    UDP = 1 << 6
+    VOICE_SIZE = 1 << 7
+    VIDEO_SIZE = 1 << 8
+    MEDIA_RATE = 1 << 9
+    LONG = 1 << 10
+    BIDIRECTIONAL = 1 << 11
+    EPHEMERAL_PORTS = 1 << 12
+    SERVICE_PORT = 1 << 13
+    SAMPLED = 1 << 14
+    ICE_SIBLING = 1 << 15
+    RTP_RTCP_PAIR = 1 << 16
+    SIGNALLING_PEER = 1 << 17
+    DSCP_VOICE = 1 << 18
+    SIGNALLING_HOST = 1 << 19
+    HOST_SESSION = 1 << 20
+    STUN_SHAPE = 1 << 21
+    CALL_SOCKET = 1 << 22
+    RTP_SHAPE = 1 << 23
+
 
 #: Columns: name -> (dtype code, meaning). Order is part of the contract.
 VOIP_FLOW_COLUMNS: dict[str, tuple[str, str]] = {
@@ -93,9 +158,10 @@ VOIP_FLOW_COLUMNS: dict[str, tuple[str, str]] = {
     "country": ("str", "subscriber's country (ISO 3166-1 alpha-2 when known)"),
     "peer_asn": ("u4", "autonomous system of the peer (0 = unknown)"),
     "app": ("str", "lower-case short application name (teams, whatsapp, sip, ...)"),
+    "role": ("str", "the flow's part in the call, one of ROLES ('' unknown)"),
     "is_voip": ("u1", "1 when classified as VoIP"),
     "confidence": ("f4", "0..1, how sure the classifier is"),
-    "evidence": ("u4", "bitmask of the evidence that was found (streams.classify)"),
+    "evidence": ("u4", "bitmask of the evidence that was found (Evidence)"),
     "classifier_version": ("str", "version of the classification rules"),
 }
 
@@ -174,7 +240,31 @@ def encode(batch: VoipFlowBatch) -> bytes:
     return write_single_batch(batch.to_arrow())
 
 
+#: The columns of version 1: version 2's without ``role``.
+V1_COLUMNS: dict[str, tuple[str, str]] = {k: v for k, v in VOIP_FLOW_COLUMNS.items() if k != "role"}
+
+
 def decode(data: bytes | memoryview) -> VoipFlowBatch:
-    """Parse a Kafka message value; numeric columns are zero-copy numpy views."""
-    rb = read_single_batch(data, SCHEMA_NAME)
-    return VoipFlowBatch(core_columns(rb, VOIP_FLOW_COLUMNS), rb.num_rows)
+    """Parse a Kafka message value; numeric columns are zero-copy numpy views.
+
+    A version 1 batch (written before ``role`` existed) is read with every
+    role ``""``: unknown, not reinterpreted from its other columns."""
+    try:
+        rb = read_single_batch(data, SCHEMA_NAME)
+    except BatchVersionError as exc:
+        try:
+            rb = read_single_batch(data, SCHEMA_V1)
+        except BatchVersionError:
+            raise BatchVersionError(f"{exc} (or {SCHEMA_V1!r})") from None
+        cols = core_columns(rb, V1_COLUMNS)
+        cols["role"] = pa.array(np.full(rb.num_rows, "", dtype=object), pa.string())
+        return VoipFlowBatch({k: cols[k] for k in VOIP_FLOW_COLUMNS}, rb.num_rows)
+    cols = core_columns(rb, VOIP_FLOW_COLUMNS)
+    known = pc.is_in(cols["role"], value_set=_ROLE_VALUES)
+    if not pc.all(known).as_py() and rb.num_rows:
+        bad = pc.filter(cols["role"], pc.invert(known))[0].as_py()
+        raise BatchSchemaError(f"column 'role' holds {bad!r}, not one of {['', *ROLES]}")
+    return VoipFlowBatch(cols, rb.num_rows)
+
+
+_ROLE_VALUES = pa.array(["", *ROLES], pa.string())

@@ -3,7 +3,7 @@
 * :mod:`voipflow.storage.clickhouse` — one interface over chdb and a server, its
   error tree and the schema migrations (``schemas/clickhouse``);
 * :mod:`voipflow.storage.sink` — the sink that inserts the contracts' topics
-  (voip-flows.v1, voip-usage.v1, traffic.v1, exporter-health.v1) into
+  (voip-flows.v2, voip-usage.v1, traffic.v1, exporter-health.v1) into
   ClickHouse, exactly once;
 * :mod:`voipflow.storage.config` — their settings (``[clickhouse]``, ``[sink]``).
 

@@ -44,9 +44,12 @@ class ClickHouseConfig(BaseModel):
     flows_ttl_days: int = Field(90, ge=0)
     #: Days ``voip_usage_1m`` keeps per-minute usage (0 = forever).
     usage_1m_ttl_days: int = Field(35, ge=0)
-    #: Days ``voip_usage_1h`` keeps hourly usage (0 = forever).
+    #: Days ``voip_usage_1h`` keeps hourly usage, and ``city_traffic_1h``,
+    #: ``app_subscribers_1h``, ``city_subscribers_1h`` their hours (0 = forever).
     usage_1h_ttl_days: int = Field(400, ge=0)
-    #: Days ``voip_usage_1d`` keeps daily usage (0 = forever).
+    #: Days ``voip_usage_1d``, ``app_subscribers_1d``, ``city_subscribers_1d`` keep
+    #: daily usage (0 = forever; dashboards read whole days of hourly ranges here,
+    #: so keep them at least as long as the hourly tables).
     usage_1d_ttl_days: int = Field(0, ge=0)
     #: Days ``exporter_traffic_1m`` keeps per-minute traffic per exporter (0 = forever).
     traffic_1m_ttl_days: int = Field(90, ge=0)

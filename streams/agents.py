@@ -12,6 +12,7 @@ import logging
 import time
 from typing import Any
 
+from voipflow.schemas import voipflows
 from voipflow.schemas.flowbatch import BatchError, BatchVersionError
 from voipflow.streams.app import EXPORTER_KEY_PREFIX, WorkerApp
 from voipflow.streams.commits import deliver, kill_after_commit
@@ -19,6 +20,9 @@ from voipflow.streams.config import WorkerConfig
 from voipflow.streams.pipeline import CityStates, ExporterStates, FlowPipeline, PartialError
 
 log = logging.getLogger(__name__)
+
+#: Headers of every voip-flows message: the contract version its payload carries.
+VOIP_FLOWS_HEADERS = {"schema": voipflows.SCHEMA_NAME.encode()}
 
 
 def install_agents(w: WorkerApp, config: WorkerConfig, pipeline: FlowPipeline) -> None:
@@ -59,7 +63,7 @@ def install_agents(w: WorkerApp, config: WorkerConfig, pipeline: FlowPipeline) -
             m.batches.labels(flows_name).inc()
             m.records.labels(flows_name).inc(out.records)
             pending = [
-                await w.voip_flows.send(key=city, value=data, headers={"schema": b"voip-flows.v1"})
+                await w.voip_flows.send(key=city, value=data, headers=VOIP_FLOWS_HEADERS)
                 for city, data in out.voip_flows
             ]
             pending += [

@@ -126,14 +126,11 @@ def media_call_seconds(
         / 1000.0
     )
     ev = result.evidence
+    # Only flows whose role carries the call's media (media, relay: the role
+    # verdict, streams/roles.py) count, and only as streams: a few-packet
+    # tail of a call cut off by the exporter adds no call of its own.
     stream = np.uint32(Evidence.UDP | Evidence.MEDIA_RATE | Evidence.LONG)
-    sized = np.uint32(Evidence.VOICE_SIZE | Evidence.VIDEO_SIZE)
-    media = (
-        result.is_voip
-        & ((ev & stream) == stream)
-        & ((ev & sized) != 0)
-        & ((ev & np.uint32(Evidence.SIGNALLING_PORT)) == 0)
-    )
+    media = result.is_voip & result.carries_media() & ((ev & stream) == stream)
     if apps_media is not None:
         media &= apps_media
     partner = result.partner

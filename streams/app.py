@@ -3,7 +3,7 @@
 Data path (every arrow is Kafka)::
 
     flows.v1 --[flow agent: decode, enrich, classify, pre-aggregate]-->
-        voip-flows.v1                 VoIP records, one Arrow batch per city
+        voip-flows.v1 (topic)         VoIP records (voip-flows.v2 batches), one per city
         <app_id>-city-partials        one JSON partial per city, keyed by city,
                                       and one per exporter, keyed EXPORTER_KEY_PREFIX + address
     <app_id>-city-partials --[keyed agent: table city_state[key]]-->

@@ -8,7 +8,8 @@ direction pairing, RTP/RTCP pairing and socket/host memories from 64-bit
 hashes (:mod:`voipflow.streams.flowpairs`), media statistics from the counter columns.
 No Python work per record.
 
-Evidence bits (``evidence`` column of voip-flows.v1), :class:`Evidence`:
+Evidence bits (``evidence`` column of voip-flows.v2; the names live in the contract,
+:class:`voipflow.schemas.voipflows.Evidence`):
 
 ====  ==================  ====================================================
 bit   name                meaning
@@ -136,19 +137,24 @@ media VoIP (R7b: a game on even ports from a SIP phone's household). Telegram
 calls count through its ranges only (``voip: media``): the corpus's older
 nDPI labels them chat, which costs corpus precision (docs/classifier.md).
 
-``CLASSIFIER_VERSION`` changes whenever rules or data semantics change.
+Two verdicts per flow: ``app`` (the rules above: which calling application,
+whatever the flow's part in the call) and ``role`` (signalling, control,
+media, relay, ice: :mod:`voipflow.streams.roles`, from the same masks).
+
+``CLASSIFIER_VERSION`` changes whenever rules or data semantics change
+(rules-6: the role verdict).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from enum import IntFlag
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from voipflow.schemas.flowbatch import FlowBatch
+from voipflow.schemas.voipflows import Evidence
 from voipflow.streams.flowpairs import (
     FlowHashes,
     IceMemory,
@@ -164,6 +170,7 @@ from voipflow.streams.ports import (
     P_NONE,
     P_SERVICE,
     P_SIP,
+    P_STUN,
     P_TEAMS,
     P_VIBER,
     PORT_APPS,
@@ -173,6 +180,7 @@ from voipflow.streams.ports import (
     without_ports,
 )
 from voipflow.streams.providers import ProviderRanges
+from voipflow.streams.roles import CARRIES_MEDIA, ROLE_NAMES, assign_roles
 from voipflow.streams.session import (
     STUN_WIRE_BYTES,
     HostSessions,
@@ -181,7 +189,7 @@ from voipflow.streams.session import (
     stun_shaped,
 )
 
-CLASSIFIER_VERSION = "rules-5"
+CLASSIFIER_VERSION = "rules-6"
 
 # Flow statistics of voice and video media (see "Thresholds" in the docstring).
 #: Mean IP packet size of voice: G.729 20 ms over IPv4 (60 B) .. G.711 30 ms over IPv6 (300 B).
@@ -205,33 +213,6 @@ RATE_MIN_PACKETS = 2
 #: DSCP code points of telephony: EF (RFC 3246, RFC 4594 "Telephony") and
 #: VOICE-ADMIT (RFC 5865, capacity-admitted voice).
 DSCP_EF, DSCP_VOICE_ADMIT = 46, 44
-
-
-class Evidence(IntFlag):
-    EXPORTER_APP = 1 << 0
-    EXPORTER_NOT_VOIP = 1 << 1
-    PROVIDER = 1 << 2
-    SIGNALLING_PORT = 1 << 3
-    STUN_PORT = 1 << 4
-    APP_PORT = 1 << 5
-    UDP = 1 << 6
-    VOICE_SIZE = 1 << 7
-    VIDEO_SIZE = 1 << 8
-    MEDIA_RATE = 1 << 9
-    LONG = 1 << 10
-    BIDIRECTIONAL = 1 << 11
-    EPHEMERAL_PORTS = 1 << 12
-    SERVICE_PORT = 1 << 13
-    SAMPLED = 1 << 14
-    ICE_SIBLING = 1 << 15
-    RTP_RTCP_PAIR = 1 << 16
-    SIGNALLING_PEER = 1 << 17
-    DSCP_VOICE = 1 << 18
-    SIGNALLING_HOST = 1 << 19
-    HOST_SESSION = 1 << 20
-    STUN_SHAPE = 1 << 21
-    CALL_SOCKET = 1 << 22
-    RTP_SHAPE = 1 << 23
 
 
 #: App names the classifier can give; index = app code. Provider files may add more.
@@ -313,11 +294,22 @@ class Classification:
     evidence: np.ndarray  # u4
     partner: np.ndarray  # i8: index of the reverse-direction record, -1 none
     apps: tuple[str, ...]
+    role: np.ndarray  # u1, index into roles.ROLE_NAMES (0 where not VoIP)
 
     def app_names(self) -> np.ndarray:
         """App names per record (object array; '' where not VoIP)."""
         names = np.array(self.apps, dtype=object)
         out: np.ndarray = names[self.app_code]
+        return out
+
+    def role_names(self) -> np.ndarray:
+        """Role names per record (object array; '' where not VoIP)."""
+        out: np.ndarray = np.array(ROLE_NAMES, dtype=object)[self.role]
+        return out
+
+    def carries_media(self) -> np.ndarray:
+        """Per record: a VoIP flow whose role carries the call's media (media, relay)."""
+        out: np.ndarray = CARRIES_MEDIA[self.role]
         return out
 
 
@@ -658,7 +650,23 @@ class Classifier:
 
         is_voip = conf >= self.threshold
         app[~is_voip] = 0
-        return Classification(app, is_voip, conf, ev, partner, self.apps)
+        stun_shape = np.zeros(n, dtype=bool)
+        stun_shape[stun_rows] = True
+        role = assign_roles(
+            is_voip,
+            udp,
+            tcp,
+            sized=voice | video,
+            stream=media,
+            lasting=long_,
+            stun_sized=(mean >= STUN_WIRE_BYTES[0]) & (mean < VOICE_BYTES[0]),
+            stun_shape=stun_shape,
+            stun_port=stun,
+            turn_port=pcat == P_STUN,
+            rtcp=rtcp_pair,
+            signalling=signalling | h245,
+        )
+        return Classification(app, is_voip, conf, ev, partner, self.apps, role)
 
     def _ice_siblings(
         self,

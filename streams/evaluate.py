@@ -21,6 +21,7 @@ the classifier's verdicts and the corpus's ``labels.csv`` and computes:
 
 Labels may carry an ``app`` column (the held-out captures, labelled by
 construction) naming the project's app; otherwise nDPI's ``ndpi_app`` maps.
+A ``role`` column (held-out captures too) names the flow's role in the call.
 
 Records and labels join by capture and 5-tuple in either direction (labels are
 bidirectional, records usually not). Ports are ignored for protocols other
@@ -91,6 +92,9 @@ class Labels:
     ndpi_proto: list[str] = field(default_factory=list)
     #: packets of the flow, both directions (0 where the labels do not say)
     packets: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    #: the flow's role in the call where the labels name it (a ``role`` column:
+    #: held-out captures, by construction), else ''
+    role: list[str] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.pcap)
@@ -144,6 +148,7 @@ def load_labels(path: Path) -> Labels:
                 own = (row.get("app") or "").strip().lower()
                 labels.app.append(own or NDPI_APPS.get(row.get("ndpi_app", "").strip(), "other"))
                 labels.ndpi_proto.append(row.get("ndpi_proto", ""))
+                labels.role.append((row.get("role") or "").strip().lower())
                 try:
                     pkts.append(int(row.get("pkts_fwd") or 0) + int(row.get("pkts_rev") or 0))
                 except ValueError:

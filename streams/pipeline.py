@@ -1,13 +1,14 @@
 """One flow batch in, everything the worker publishes out: the agents' plain core.
 
 :class:`FlowPipeline` decodes a ``flows.v1`` message, enriches, classifies and
-aggregates it, and returns what to publish: per city a ``voip-flows.v1``
-sub-batch (VoIP records only) and one partial aggregate (JSON) for the
-internal per-city topic, and per exporter one partial of all its traffic for
-the internal per-exporter topic. :class:`CityStates` applies partials and
-ticks to the per-city state and yields closed windows as ``voip-usage.v1``
-messages; :class:`ExporterStates` does the same for ``traffic.v1``. No Kafka
-here: the Faust agents in :mod:`voipflow.streams.agents` only move bytes.
+aggregates it, and returns what to publish: per city a ``voip-flows.v2``
+sub-batch (VoIP records only, with both verdicts: app and role) and one
+partial aggregate (JSON) for the internal per-city topic, and per exporter
+one partial of all its traffic for the internal per-exporter topic.
+:class:`CityStates` applies partials and ticks to the per-city state and
+yields closed windows as ``voip-usage.v1`` messages; :class:`ExporterStates`
+does the same for ``traffic.v1``. No Kafka here: the Faust agents in
+:mod:`voipflow.streams.agents` only move bytes.
 
 Errors: a message that is not a valid batch raises
 :class:`voipflow.schemas.flowbatch.BatchError` (the agent counts and skips it);
@@ -34,6 +35,7 @@ from voipflow.streams.config import WorkerConfig
 from voipflow.streams.enrich import Enricher, Enrichment
 from voipflow.streams.metrics import WorkerMetrics
 from voipflow.streams.providers import load_providers
+from voipflow.streams.roles import ROLE_NAMES
 from voipflow.streams.traffic import apply_traffic, batch_traffic, close_traffic, new_traffic_state
 
 
@@ -41,7 +43,7 @@ class PartialError(ValueError):
     """A message on the internal per-city topic that cannot be applied."""
 
 
-#: Rows of one voip-flows.v1 message at most. A row takes about 110 bytes
+#: Rows of one voip-flows.v2 message at most. A row takes about 110 bytes
 #: before compression, so a message stays near 450 KB, well under the broker's
 #: default ``message.max.bytes`` (1 MB), however many of a collector batch's
 #: flows fall in one city.
@@ -69,7 +71,7 @@ def voip_flow_batch(
     city: tuple[str, str, str],
     version: str,
 ) -> vf.VoipFlowBatch:
-    """The voip-flows.v1 batch of the given rows, seen from the subscriber."""
+    """The voip-flows.v2 batch of the given rows, seen from the subscriber."""
     n = len(rows)
     return vf.make_voip_batch(
         {
@@ -94,13 +96,21 @@ def voip_flow_batch(
             "region": pa.array([city[1]] * n, pa.string()),
             "country": pa.array([city[2]] * n, pa.string()),
             "peer_asn": enr.peer_asn[rows],
-            "app": pa.array(result.app_names()[rows].tolist(), pa.string()),
+            "app": _names(result.app_code[rows], result.apps),
+            "role": _names(result.role[rows], ROLE_NAMES),
             "is_voip": result.is_voip[rows].astype(np.uint8),
             "confidence": result.confidence[rows],
             "evidence": result.evidence[rows],
             "classifier_version": pa.array([version] * n, pa.string()),
         }
     )
+
+
+def _names(codes: np.ndarray, names: tuple[str, ...]) -> pa.Array:
+    """Codes -> their names as an Arrow string array (a dictionary decode, no
+    Python per record)."""
+    dictionary = pa.DictionaryArray.from_arrays(pa.array(codes), pa.array(names, pa.string()))
+    return dictionary.cast(pa.string())
 
 
 class FlowPipeline:

@@ -43,7 +43,6 @@ import collections
 import json
 import os
 import select
-import signal
 import socket
 import subprocess
 import sys
@@ -60,6 +59,7 @@ from kafka import KafkaConsumer, TopicPartition
 from tests.collectors.collect_proc import CollectProcess
 from tests.collectors.reference_decoders import Nfcapd, norm_addr
 from tests.fixtures.paths import REPO
+from tests.processes import stop, voipflow
 from voipflow.logs import tail
 from voipflow.schemas import flowbatch as fb
 from voipflow.topics import ensure_topics
@@ -174,27 +174,6 @@ class Tee:
 
 
 # -- processes and Kafka helpers --------------------------------------------------
-
-
-def voipflow(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
-    with log.open("ab") as out:  # the child keeps its own descriptor
-        return subprocess.Popen(
-            [sys.executable, "-m", "voipflow", *args],
-            cwd=REPO,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-
-
-def stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 def read_topic(bootstrap: str, topic: str) -> list[Any]:

@@ -21,7 +21,6 @@ from __future__ import annotations
 import gc
 import json
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -37,6 +36,7 @@ from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from tests.collectors.collect_proc import CollectProcess
 from tests.fixtures.kafka_secure import SecureKafka, make_tls_files
 from tests.fixtures.paths import REPO
+from tests.processes import stop, voipflow
 from voipflow.collectors.codec.encoder import make_encoder
 from voipflow.logs import tail
 from voipflow.schemas import flowbatch as fb
@@ -146,6 +146,8 @@ def test_a_wrong_password_stops_each_process_at_start(
     env.update(secure_kafka.env(sasl_password_file=str(wrong)))
     if command == "collect":
         env["VOIPFLOW_COLLECTOR_LISTEN"] = "127.0.0.1:0"
+    # The broker answers at once with the refusal; no need for the default wait.
+    env["VOIPFLOW_KAFKA_CONNECT_TIMEOUT_S"] = "10"
     out = subprocess.run(
         [sys.executable, "-m", "voipflow", command],
         cwd=REPO,
@@ -184,27 +186,6 @@ def flow_columns(n: int, now_ms: int) -> dict[str, np.ndarray]:
         "flow_start_ms": start,
         "flow_end_ms": start + rng.integers(0, 800, n),
     }
-
-
-def voipflow(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
-    with log.open("ab") as out:
-        return subprocess.Popen(
-            [sys.executable, "-m", "voipflow", *args],
-            cwd=REPO,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-
-
-def stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 def windowed_flows(bootstrap: str, sec: KafkaSecurity, topic: str) -> int:

@@ -27,8 +27,8 @@ ALLOWED: dict[str, set[str]] = {
     "collectors": {"schemas"},
     "streams": {"schemas"},
     "storage": {"schemas"},
-    # the evidence bits of voip-flows.v1 are named in streams.classify
-    "dashboards": {"schemas", "storage", "streams"},
+    # the evidence bits and roles of voip-flows are named in its contract
+    "dashboards": {"schemas", "storage"},
     "enforcement": {"schemas", "storage", "streams"},
 }
 

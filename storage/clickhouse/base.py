@@ -79,6 +79,16 @@ class ClickHouse(Protocol):
     def close(self) -> None: ...
 
 
+def result_from_arrow(data: bytes) -> QueryResult:
+    """An ``ArrowStream`` answer as a :class:`QueryResult` (both backends get one)."""
+    if not data:
+        return QueryResult([], [])
+    table = pa.ipc.open_stream(data).read_all()
+    pylists = [table.column(i).to_pylist() for i in range(table.num_columns)]
+    rows = list(zip(*pylists, strict=True)) if pylists else []
+    return QueryResult(table.column_names, rows, [str(t) for t in table.schema.types])
+
+
 def parse_version(text: str) -> tuple[int, ...]:
     return tuple(int(p) for p in text.split(".") if p.isdigit())
 

@@ -26,6 +26,7 @@ from voipflow.storage.clickhouse.base import (
     dedup_supported,
     parse_version,
     quote_ident,
+    result_from_arrow,
     settings_clause,
     to_record_batch,
 )
@@ -125,13 +126,7 @@ class EmbeddedClickHouse:
                 data = self._conn.query(sql, "ArrowStream").bytes()
             except Exception as exc:
                 raise _translate(exc, sql) from exc
-        if not data:
-            return QueryResult([], [])
-        table = pa.ipc.open_stream(data).read_all()
-        cols = table.column_names
-        pylists = [table.column(i).to_pylist() for i in range(table.num_columns)]
-        rows = list(zip(*pylists, strict=True)) if pylists else []
-        return QueryResult(cols, rows, [str(t) for t in table.schema.types])
+        return result_from_arrow(data)
 
     def insert(
         self,

@@ -44,6 +44,7 @@ from voipflow.storage.clickhouse.base import (
     dedup_supported,
     parse_version,
     quote_ident,
+    result_from_arrow,
 )
 from voipflow.storage.clickhouse.errors import AccessError, ConfigError, ConnectionLost, classify
 from voipflow.storage.clickhouse.http_server import ENDPOINT_FILE
@@ -252,19 +253,13 @@ class HTTPClickHouse:
 
     def query(self, sql: str, settings: Mapping[str, Any] | None = None) -> QueryResult:
         data = self._post(sql, settings, fmt="ArrowStream")
-        if not data:
-            return QueryResult([], [])
         try:
-            table = pa.ipc.open_stream(data).read_all()
+            return result_from_arrow(data)
         except pa.ArrowInvalid as exc:
             # Not Arrow: an error written after the answer had started.
             text = data.decode("utf-8", "replace")
             m = _CODE_RE.search(text)
             raise classify(int(m.group(1)) if m else None, text[-500:], sql) from exc
-        cols = table.column_names
-        pylists = [table.column(i).to_pylist() for i in range(table.num_columns)]
-        rows = list(zip(*pylists, strict=True)) if pylists else []
-        return QueryResult(cols, rows, [str(t) for t in table.schema.types])
 
     def insert(
         self,

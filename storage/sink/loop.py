@@ -1,6 +1,6 @@
 """The ClickHouse sink: Kafka topics -> batched, idempotent, columnar inserts.
 
-One kafka-python consumer (group ``voipflow-sink``) reads voip-flows.v1,
+One kafka-python consumer (group ``voipflow-sink``) reads voip-flows (v2; v1 still read),
 voip-usage.v1, traffic.v1 and exporter-health.v1. Messages are parsed into columns
 (:mod:`voipflow.storage.sink.tables`) and gathered per topic partition until a batch
 holds ``batch_rows`` rows or its oldest message waited ``batch_delay_s``; the

@@ -95,7 +95,7 @@ def with_offsets(part: Part, partition: int, offset: int) -> Part:
     return cols, n
 
 
-# -- voip-flows.v1 ---------------------------------------------------------
+# -- voip-flows.v2 (v1 read with role '') ---------------------------------
 
 _MS = "datetime64[ms]"
 
@@ -112,7 +112,7 @@ FLOW_COLUMNS = (
 
 
 def parse_voip_flows(value: bytes) -> Part:
-    """A voip-flows.v1 batch -> flows_voip columns (times as ``datetime64[ms]``)."""
+    """A voip-flows.v2 (or v1) batch -> flows_voip columns (times as ``datetime64[ms]``)."""
     try:
         batch = voipflows.decode(value)
     except BatchVersionError as exc:

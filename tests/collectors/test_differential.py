@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections import Counter
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -109,10 +110,44 @@ CASES = [
 ]
 
 
+#: Exporters running at once. An export mostly waits (pmacctd's nfprobe takes
+#: about 5 s to flush a small capture, softflowd is polled), so the cases'
+#: exports run side by side; every exporter sends to its own socket.
+PARALLEL_EXPORTS = 6
+
+
+@pytest.fixture(scope="module")
+def exports(
+    request: pytest.FixtureRequest, corpus_dir: Path, tmp_path_factory: pytest.TempPathFactory
+) -> dict[tuple[str, str], Future[list[bytes]]]:
+    """The datagrams of every selected case, exported side by side.
+
+    Each case's test waits for its own future, so an exporter that fails
+    fails that case alone, with its own error.
+    """
+    selected = {
+        (item.callspec.params["capture"], item.callspec.params["kind"])
+        for item in request.session.items
+        if getattr(item, "originalname", "") == "test_matches_nfdump"
+    }
+    tmp = tmp_path_factory.mktemp("exports")
+    pool = ThreadPoolExecutor(max_workers=PARALLEL_EXPORTS, thread_name_prefix="export")
+    request.addfinalizer(lambda: pool.shutdown(wait=True, cancel_futures=True))
+    return {
+        (capture, kind): pool.submit(export, kind, corpus_dir / "pcap" / capture, tmp)
+        for capture, kind in CASES
+        if (capture, kind) in selected
+    }
+
+
 @pytest.mark.parametrize(("capture", "kind"), CASES)
-def test_matches_nfdump(capture: str, kind: str, corpus_dir: Path, tmp_path: Path) -> None:
-    pcap = corpus_dir / "pcap" / capture
-    datagrams = export(kind, pcap, tmp_path)
+def test_matches_nfdump(
+    capture: str,
+    kind: str,
+    exports: dict[tuple[str, str], Future[list[bytes]]],
+    tmp_path: Path,
+) -> None:
+    datagrams = exports[(capture, kind)].result()
     assert datagrams, f"{kind} exported nothing for {capture}"
     res = decode(datagrams)
     assert not res.errors, res.errors

@@ -116,6 +116,46 @@ def _make_events() -> list[Event]:
 
 EVENTS = _make_events()
 
+#: Expiry of each rule version (the latest version's counts).
+EXPIRES = {
+    ("r-berlin-teams", 1): T0 + 3600,
+    ("r-berlin-teams", 2): T0 + 3 * 3600,
+    ("r-aquila-sip", 1): T0 + 10 * 3600,  # past every range: spans end with the range
+}
+
+
+def _expires(rule: Rule) -> int:
+    return EXPIRES.get((rule.rule_id, rule.version), T0 + 4 * 3600)
+
+
+@dataclass(frozen=True)
+class Usage:
+    ws: int
+    city: str
+    app: str
+    call_seconds: float
+    bytes: int
+    subs: frozenset[int]
+
+
+def _make_usage() -> list[Usage]:
+    """Per-minute VoIP of the rules' cities and apps (and one no rule matches)."""
+    rng = random.Random(9)
+    out = []
+    pairs = [("Berlin", "teams"), ("L'Aquila", "sip"), ("Paris", "sip"), ("Paris", "zoom")]
+    for m in range(13 * 60):
+        ws = T0 - 6 * 3600 + 60 * m
+        for city, app in pairs:
+            if rng.random() < 0.8:
+                subs = frozenset(rng.sample(range(1, 40), rng.randint(1, 4)))
+                out.append(
+                    Usage(ws, city, app, rng.randint(0, 900) / 4, rng.randint(1, 10**6), subs)
+                )
+    return out
+
+
+USAGE = _make_usage()
+
 
 @pytest.fixture(scope="module")
 def ch(chdb_dir: Path) -> Iterator[Any]:
@@ -130,6 +170,28 @@ def ch(chdb_dir: Path) -> Iterator[Any]:
                 "city": np.array([r.city for r in RULES], dtype=object),
                 "app": np.array([r.app for r in RULES], dtype=object),
                 "reason": np.array([f"because {r.rule_id}" for r in RULES], dtype=object),
+                "expires": np.array([_expires(r) * 1000 for r in RULES], dtype="datetime64[ms]"),
+            },
+        )
+        n = len(USAGE)
+        starts = np.array([u.ws for u in USAGE], dtype="datetime64[s]")
+        ch.insert(
+            "voip_usage_in",
+            {
+                "window_start": starts,
+                "window_s": np.full(n, 60, dtype=np.uint32),
+                "city": np.array([u.city for u in USAGE], dtype=object),
+                "region": np.array(["R"] * n, dtype=object),
+                "country": np.array(["ZZ"] * n, dtype=object),
+                "app": np.array([u.app for u in USAGE], dtype=object),
+                "flows": np.ones(n, dtype=np.uint64),
+                "packets": np.ones(n, dtype=np.uint64),
+                "bytes": np.array([u.bytes for u in USAGE], dtype=np.uint64),
+                "subscribers": np.array([len(u.subs) for u in USAGE], dtype=np.uint64),
+                "subscriber_hashes": [sorted(u.subs) for u in USAGE],
+                "call_seconds": np.array([u.call_seconds for u in USAGE]),
+                "voip_share": np.full(n, 0.5),
+                "produced": (starts + np.timedelta64(90, "s")).astype("datetime64[ms]"),
             },
         )
         ev = EVENTS
@@ -332,12 +394,67 @@ def check_event_log(res: Any, sc: Scenario, p: dict[str, Any]) -> None:
     ]
 
 
+def rule_effect(sc: Scenario) -> dict[str, dict[str, Any]]:
+    """rule id -> the effect row the model expects (spans overlapping the range)."""
+    out = {}
+    for rid in sc.selected():
+        applied = [e.ts_ms for e in EVENTS if e.rule_id == rid and e.feedback == "applied"]
+        if not applied:
+            continue
+        rule = LATEST[rid]
+        t_on = min(applied) // 1000
+        t_off = min(_expires(rule), sc.to_s)
+        if not (t_on <= sc.to_s and t_off >= sc.from_s):
+            continue
+        t_before = t_on - (t_off - t_on)
+        mine = [u for u in USAGE if (u.city, u.app) == (rule.city, rule.app)]
+        before = [u for u in mine if t_before <= u.ws < t_on]
+        after = [u for u in mine if t_on <= u.ws < t_off]
+        cs_before = sum(u.call_seconds for u in before)
+        cs_after = sum(u.call_seconds for u in after)
+        out[rid] = {
+            "action": rule.action,
+            "city": rule.city,
+            "app": rule.app,
+            "applied_at": t_on,
+            "applied_until": t_off,
+            "call_seconds_before": cs_before,
+            "call_seconds_after": cs_after,
+            "bytes_before": sum(u.bytes for u in before),
+            "bytes_after": sum(u.bytes for u in after),
+            "subscribers_before": len(frozenset().union(*(u.subs for u in before))),
+            "subscribers_after": len(frozenset().union(*(u.subs for u in after))),
+            "leakage": cs_after / cs_before if cs_before > 0 else None,
+        }
+    return out
+
+
+def check_effect(res: Any, sc: Scenario, p: dict[str, Any]) -> None:
+    from voipflow.schemas.rule_effect import COLUMNS
+
+    assert tuple(res.columns) == COLUMNS
+    want = rule_effect(sc)
+    got = {r[0]: dict(zip(res.columns, r, strict=True)) for r in res.rows}
+    assert set(got) == set(want)
+    for rid, w in want.items():
+        g = got[rid]
+        for k, v in w.items():
+            if k in ("applied_at", "applied_until"):
+                assert epoch(g[k]) == v, (rid, k)
+            elif v is None or isinstance(v, str):
+                assert g[k] == v, (rid, k)
+            else:
+                assert g[k] == pytest.approx(v, rel=1e-9), (rid, k)
+    assert [epoch(r[4]) for r in res.rows] == sorted(epoch(r[4]) for r in res.rows)
+
+
 CHECKS: dict[str, Callable[[Any, Scenario, dict[str, Any]], None]] = {
     "Rules by state": check_by_state,
     "Rule hits": check_hits,
     "Failed applications": check_failed,
     "Top rules by hits": check_top,
     "Rules": check_rules,
+    "Rule effect": check_effect,
     "Rule hits by rule": check_hits_by_rule,
     "Failed applications by enforcement point": check_failed_by_ep,
     "Rule events by type": check_events_by_type,
@@ -355,6 +472,15 @@ def test_every_panel_has_a_check() -> None:
 def test_panel(ch: Any, title: str, sc: Scenario) -> None:
     panel = PANELS[title]
     CHECKS[title](run(ch, panel, sc.request(panel)), sc, panel)
+
+
+def test_rule_effect_is_measured() -> None:
+    """The model's effects have usage on both sides, a leakage and rules without usage."""
+    effects = rule_effect(SCENARIOS[0])
+    assert effects["r-berlin-teams"]["call_seconds_before"] > 0
+    assert effects["r-aquila-sip"]["leakage"] is not None
+    assert effects["r-paris-all-apps"]["call_seconds_after"] == 0  # empty app: no usage row
+    assert effects["r-aquila-sip"]["applied_until"] == SCENARIOS[0].to_s
 
 
 def test_scenarios_differ() -> None:

@@ -3,7 +3,7 @@
 Usage windows go in as voip-usage.v1 messages through the sink's parser into
 ``voip_usage_in``, so the materialized views build ``voip_usage_1m`` and the
 hourly and daily rollups exactly as in production; VoIP flows go in as a
-voip-flows.v1 batch; coordinates through ``dashboards.cities`` from a prefix
+voip-flows.v2 batch; coordinates through ``dashboards.cities`` from a prefix
 table. Each panel's SQL is expanded by the Grafana stand-in
 (:mod:`tests.dashboards.grafana_sim`; Grafana cannot run here) for several
 time ranges (each picking another usage table, one older than the per-minute
@@ -158,6 +158,11 @@ def _evidence(f: Flow) -> int:
     return (1 << 6) | (1 << (f.t_ms // 10 % 20))
 
 
+def _role(f: Flow) -> str:
+    """Every role and '' (rows of voip-flows.v1), from the flow's time."""
+    return ("", *voipflows.ROLES)[f.t_ms // 7 % (len(voipflows.ROLES) + 1)]
+
+
 def _usage_message(w: Win, rng: random.Random) -> bytes:
     region, country, _, _ = CITY_INFO[w.city]
     return json.dumps(
@@ -200,6 +205,7 @@ def _flow_batch(flows: list[Flow]) -> bytes:
         region=pa.array([CITY_INFO[f.city][0] for f in flows]),
         country=pa.array([CITY_INFO[f.city][1] for f in flows]),
         app=pa.array([f.app for f in flows]),
+        role=pa.array([_role(f) for f in flows]),
         is_voip=np.array([f.is_voip for f in flows], dtype=np.uint8),
         confidence=np.array([_confidence(f) for f in flows], dtype=np.float32),
         evidence=np.array([_evidence(f) for f in flows], dtype=np.uint32),
@@ -317,6 +323,9 @@ SCENARIOS = [
     Scenario("3d-hourly", T0 - 3 * DAY + 1800, T0 + 2 * 3600 + 600),
     Scenario("1y-daily", NOW - 365 * DAY, NOW),
     Scenario("old-hour", T_OLD + 15 * 60, T_OLD + 100 * 60, ("Paris",)),
+    # Two days and eight hours around the old block's whole day: subscribers merge that
+    # day's state and the hours at the edges.
+    Scenario("days-and-hours", T_OLD // DAY * DAY - 19 * 3600, T_OLD // DAY * DAY + DAY + 3 * 3600),
     # A week and two hours: the old block's second hour now, both its hours a week before.
     Scenario("week-after-old", T_OLD + 3600, T_OLD + 7 * DAY + 7200),
 ]
@@ -363,13 +372,33 @@ def _calls(flows: Iterable[Flow]) -> int:
     return len({(x.sub, x.peer, x.app) for x in flows})
 
 
-def _shares(sc: Scenario) -> list[tuple[int, str, int, int]]:
-    """(window, city, VoIP bytes, city bytes) of the per-minute rows selected."""
-    acc: dict[tuple[int, str], list[Win]] = defaultdict(list)
+_WIDTH = {"1m": 60, "1h": 3600, "1d": DAY}
+
+
+def _shares(sc: Scenario, kind: str) -> dict[tuple[int, str], list[float]]:
+    """(period start, city) -> [VoIP bytes, city bytes] from the usage table ``kind``.
+
+    VoIP bytes are those of the selected cities and apps; city bytes count each
+    window with any VoIP of a selected city once, whatever the app selection.
+    A window counts when its period (minute, hour, day) starts in the range;
+    the per-minute table has lost the windows older than its TTL.
+    """
+    width = _WIDTH[kind]
+    acc: dict[tuple[int, str], list[float]] = defaultdict(lambda: [0, 0])
+    seen: set[tuple[int, str]] = set()
     for w in WINDOWS:
-        if w.ws >= NOW - 35 * DAY and sc.from_s <= w.ws <= sc.to_s and sc.keep(w.city, w.app):
-            acc[(w.ws, w.city)].append(w)
-    return [(ws, c, sum(w.bytes for w in g), g[0].city_total) for (ws, c), g in acc.items()]
+        t = w.ws // width * width
+        if kind == "1m" and w.ws < NOW - 35 * DAY:
+            continue
+        if not (sc.from_s <= t <= sc.to_s) or (sc.cities is not None and w.city not in sc.cities):
+            continue
+        a = acc[(t, w.city)]
+        if (w.ws, w.city) not in seen:
+            seen.add((w.ws, w.city))
+            a[1] += w.city_total
+        if sc.keep(w.city, w.app):
+            a[0] += w.bytes
+    return dict(acc)
 
 
 # -- the checks: one per panel -----------------------------------------------
@@ -412,12 +441,12 @@ def check_bytes(res: Any, sc: Scenario, p: dict[str, Any]) -> None:
 
 
 def check_share(res: Any, sc: Scenario, p: dict[str, Any]) -> None:
-    shares = _shares(sc)
+    shares = _shares(sc, _by_range(sc.from_s, sc.to_s))
     got = _one(res)
-    if not shares:  # ranges beyond the per-minute table: no answer, not a wrong one
-        assert got is None or got != got
+    if not shares:  # no traffic totals in the range: no answer, not a wrong one
+        assert got is None
         return
-    want = sum(s[2] for s in shares) / sum(s[3] for s in shares)
+    want = sum(s[0] for s in shares.values()) / sum(s[1] for s in shares.values())
     assert got == pytest.approx(want, rel=1e-5)
 
 
@@ -427,8 +456,8 @@ def check_active_cities(res: Any, sc: Scenario, p: dict[str, Any]) -> None:
 
 def check_map(res: Any, sc: Scenario, p: dict[str, Any]) -> None:
     by_city = _group(_range_rows(sc), lambda r: r.city)
-    shares: dict[str, list[int]] = defaultdict(lambda: [0, 0])
-    for _, city, voip, total in _shares(sc):
+    shares: dict[str, list[float]] = defaultdict(lambda: [0, 0])
+    for (_, city), (voip, total) in _shares(sc, _by_range(sc.from_s, sc.to_s)).items():
         shares[city][0] += voip
         shares[city][1] += total
     want = sorted(
@@ -445,7 +474,7 @@ def check_map(res: Any, sc: Scenario, p: dict[str, Any]) -> None:
         assert got[1:3] == exp[1:3]
         assert got[3] == pytest.approx(exp[3], rel=1e-9)
         assert got[4] == exp[4]
-        # Per-minute rows only: a city without them in the range gets 0.
+        # A city without traffic totals in the range gets 0.
         voip, total = shares.get(got[0], (0, 0))
         assert got[5] == pytest.approx(voip / total if total else 0.0, rel=1e-5)
 
@@ -498,6 +527,18 @@ def check_evidence(res: Any, sc: Scenario, p: dict[str, Any]) -> None:
         assert share == pytest.approx(n / len(flows))
     if flows:
         assert res.rows[0][0] == "udp" and res.rows[0][2] == pytest.approx(1.0)
+
+
+def check_roles(res: Any, sc: Scenario, p: dict[str, Any]) -> None:
+    flows = _flows(sc)
+    want: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+    for f in flows:
+        want[f.app][_role(f) or "unknown"] += 1
+    assert res.columns == ["app", *voipflows.ROLES, "unknown"]
+    got = {r[0]: {k: v for k, v in zip(res.columns[1:], r[1:], strict=True) if v} for r in res.rows}
+    assert got == {a: dict(c) for a, c in want.items()}
+    totals = [sum(r[1:]) for r in res.rows]
+    assert totals == sorted(totals, reverse=True)
 
 
 def check_city_table(res: Any, sc: Scenario, p: dict[str, Any]) -> None:
@@ -575,9 +616,9 @@ def check_subscribers_by_app(res: Any, sc: Scenario, p: dict[str, Any]) -> None:
 
 def check_share_by_city(res: Any, sc: Scenario, p: dict[str, Any]) -> None:
     iv = _interval(sc, p)
-    acc: dict[tuple[int, str], list[int]] = defaultdict(lambda: [0, 0])
-    for ws, city, voip, total in _shares(sc):
-        a = acc[(ws // iv * iv, city)]
+    acc: dict[tuple[int, str], list[float]] = defaultdict(lambda: [0, 0])
+    for (t, city), (voip, total) in _shares(sc, _by_interval(iv, sc.from_s)).items():
+        a = acc[(t // iv * iv, city)]
         a[0] += voip
         a[1] += total
     got = _series(res)
@@ -608,6 +649,7 @@ CHECKS: dict[str, Callable[[Any, Scenario, dict[str, Any]], None]] = {
     "VoIP share of traffic by city": check_share_by_city,
     "Classifier confidence": check_confidence,
     "Evidence mix": check_evidence,
+    "Flows by role": check_roles,
 }
 
 
@@ -629,23 +671,68 @@ def test_scenarios_cover_every_table() -> None:
     assert {_by_interval(_interval(s, p), s.from_s) for s in SCENARIOS} == {"1m", "1h", "1d"}
 
 
+def _whole_days(sc: Scenario) -> bool:
+    """The range holds a day whose 24 hours all start in it."""
+    day = (sc.from_s + DAY - 1) // DAY * DAY
+    return day + 23 * 3600 <= sc.to_s
+
+
 def test_only_the_chosen_table_is_read(ch: Any) -> None:
-    """The branches of the other tables fold to WHERE 0 and read no part."""
+    """The branches of the other tables fold to WHERE 0 and read no part; a range of
+    hours reads its whole days from the daily table."""
     from tests.dashboards.panels import expand
 
     sql = PANELS["VoIP minutes"]["targets"][0]["rawSql"]
-    for sc in SCENARIOS[:1] + SCENARIOS[2:4]:
-        plan = "\n".join(
-            r[0]
-            for r in ch.query(
-                "EXPLAIN indexes = 1 " + expand(sql, sc.request(PANELS["VoIP minutes"]))
-            ).rows
-        )
-        chosen = "voip_usage_" + _by_range(sc.from_s, sc.to_s)
-        reads = plan.split("ReadFromMergeTree")[1:]
-        assert len(reads) == 3
-        with_parts = [r.split("\n")[0] for r in reads if "Parts:" in r]
-        assert len(with_parts) == 1 and chosen in with_parts[0], (sc.name, with_parts)
+    days = next(s for s in SCENARIOS if s.name == "days-and-hours")
+    for sc in [*SCENARIOS[:4], days]:
+        kind = _by_range(sc.from_s, sc.to_s)
+        want = {f"voip_usage_{kind}"}
+        if kind == "1h" and _whole_days(sc):
+            want.add("voip_usage_1d")
+        read = _parts_read(ch, expand(sql, sc.request(PANELS["VoIP minutes"])))
+        assert {r.split(".")[-1].rstrip(")") for r in read} == want, (sc.name, read)
+    assert not _whole_days(SCENARIOS[4]) and _whole_days(days)
+
+
+def _parts_read(ch: Any, sql: str) -> list[str]:
+    """The tables of the query plan's reads that touch any part."""
+    plan = "\n".join(r[0] for r in ch.query("EXPLAIN indexes = 1 " + sql).rows)
+    return [r.split("\n")[0] for r in plan.split("ReadFromMergeTree")[1:] if "Parts:" in r]
+
+
+def test_subscribers_of_all_cities_read_one_state_per_app(ch: Any) -> None:
+    """Hours and days of every city come from app_subscribers_*, a city selection from
+    the per-city rollups; the other branches read no part."""
+    from tests.dashboards.panels import expand
+
+    panel = PANELS["Distinct subscribers"]
+    sql = panel["targets"][0]["rawSql"]
+    days = next(s for s in SCENARIOS if s.name == "days-and-hours")
+    cases = [
+        (SCENARIOS[3], {"app_subscribers_1d"}),  # a year, every city
+        (days, {"app_subscribers_1h", "app_subscribers_1d"}),  # a whole day and edge hours
+        (
+            Scenario("days-paris", days.from_s, days.to_s, ("Paris",)),
+            {"voip_usage_1h", "voip_usage_1d"},
+        ),
+        (SCENARIOS[0], {"voip_usage_1m"}),  # hours: per-minute rows whatever the selection
+    ]
+    for sc, tables in cases:
+        read = _parts_read(ch, expand(sql, sc.request(panel)))
+        assert {r.split(".")[-1].rstrip(")") for r in read} == tables, (sc.name, read)
+        check_subscribers(run(ch, panel, sc.request(panel)), sc, panel)
+
+
+def test_days_older_than_the_daily_retention_are_read_as_hours(ch: Any) -> None:
+    """With daily tables kept 30 days, a range of 40 days ago reads its whole day hourly."""
+    from tests.dashboards.panels import expand
+    from voipflow.dashboards.rollups import Retention
+
+    panel = panels(usage.build(Retention(usage_1d_days=30)))["VoIP minutes"]
+    days = next(s for s in SCENARIOS if s.name == "days-and-hours")
+    read = _parts_read(ch, expand(panel["targets"][0]["rawSql"], days.request(panel)))
+    assert {r.split(".")[-1].rstrip(")") for r in read} == {"voip_usage_1h"}
+    check_minutes(run(ch, panel, days.request(panel)), days, panel)
 
 
 def test_variables_list_cities_and_apps(ch: Any) -> None:

@@ -29,6 +29,7 @@ from tests.report import dom
 from tests.report.rows import APPS, CITY_INFO, EXPORTERS, GAP_EXPORTER, insert_all
 from voipflow.dashboards.build import load
 from voipflow.report import chromium
+from voipflow.report.charts import epoch
 from voipflow.report.queries import FIGURES, ReportData, Selection, fetch, panel_of
 from voipflow.report.render import render
 from voipflow.report.svg import num, pct
@@ -49,7 +50,7 @@ SVGS = {
     "apps": 1,
     "classifier": 2,
     "coverage": 2,
-    "rules": 1,
+    "rules": 2,
 }
 
 
@@ -273,6 +274,49 @@ def test_rules_section_is_marked_and_counts_hits(db: Any, drawn: Any, data: Repo
         assert table[r["rule_id"]][5] == num(r["hits"])
     kinds = {a["data-kind"] for a in _data(elements, "event", "rules")}
     assert {"published", "applied", "failed"} <= kinds
+
+
+def test_rule_effect_is_the_panels_and_the_windows(db: Any, drawn: Any) -> None:
+    """Before / while-applied call minutes drawn = the Rule effect panel's SQL = the windows."""
+    ch, windows = db
+    elements, _ = drawn
+    sql = {r["rule_id"]: r for r in _panel_sql(ch, "rule_effect")}
+    marks = {a["data-rule"]: a for a in _data(elements, "effect-mark", "rules")}
+    assert set(marks) == set(sql) == {"r-block-sip-berlin", "r-throttle-zoom"}
+    for rid, r in sql.items():
+        m = marks[rid]
+        assert float(m["data-before"]) == pytest.approx(r["call_seconds_before"] / 60)
+        assert float(m["data-after"]) == pytest.approx(r["call_seconds_after"] / 60)
+        if r["leakage"] is None:
+            assert m["data-leakage"] == ""
+        else:
+            assert float(m["data-leakage"]) == pytest.approx(r["leakage"])
+    table = {r[0]: r for r in dom.table_rows(elements, "rule-effect")}
+    for rid, r in sql.items():
+        assert table[rid][4:] == [
+            num(r["call_seconds_before"] / 60),
+            num(r["call_seconds_after"] / 60),
+            num(r["bytes_before"]),
+            num(r["bytes_after"]),
+            pct(r["leakage"]),
+        ]
+    # The block of Berlin's sip from its first applied feedback (rows.py: 3 days ago,
+    # minute 2) to the end of the range, against as long before, from the windows.
+    berlin = sql["r-block-sip-berlin"]
+    t_on = NOW - 3 * 86400 + 120
+    assert epoch(berlin["applied_at"]) == t_on
+    t_before = t_on - (SEL.to_s - t_on)
+    mine = [w for w in windows if (w.city, w.app) == ("Berlin", "sip")]
+    before = sum(w.call_seconds for w in mine if t_before <= w.ws < t_on)
+    after = sum(w.call_seconds for w in mine if t_on <= w.ws < SEL.to_s)
+    assert before > 0 and after > 0
+    assert (berlin["call_seconds_before"], berlin["call_seconds_after"]) == pytest.approx(
+        (before, after)
+    )
+    assert berlin["leakage"] == pytest.approx(after / before)
+    # A rule for every city has no one city to measure: zeros, no leakage.
+    assert sql["r-throttle-zoom"]["call_seconds_after"] == 0
+    assert sql["r-throttle-zoom"]["leakage"] is None
 
 
 def test_screenshot_is_kept(page: Path) -> None:

@@ -1,4 +1,4 @@
-"""voip-flows.v1 batches and voip-usage.v1 messages: round trips and refusals."""
+"""voip-flows.v2 (and v1) batches and voip-usage.v1 messages: round trips and refusals."""
 
 from __future__ import annotations
 
@@ -38,6 +38,57 @@ def test_round_trip_keeps_every_value(n: int, conf: float) -> None:
     assert list(back["sampling_rate"]) == [1] * n
     assert np.allclose(back["confidence"], conf)
     assert list(back["evidence"]) == [0xFFFFFFFF] * n
+
+
+def _v1_message(n: int) -> bytes:
+    """A voip-flows.v1 batch as workers before the role verdict wrote it."""
+    rb = vf.make_voip_batch({"app": ["teams"] * n, "packets": list(range(n))}).to_arrow()
+    keep = [i for i, f in enumerate(rb.schema) if f.name != "role"]
+    schema = pa.schema(
+        [rb.schema.field(i) for i in keep], metadata={fb.SCHEMA_METADATA_KEY: vf.SCHEMA_V1.encode()}
+    )
+    return fb.write_single_batch(
+        pa.RecordBatch.from_arrays([rb.column(i) for i in keep], schema=schema)
+    )
+
+
+def test_role_round_trips_and_version_2_is_written() -> None:
+    roles = ["media", "relay", "ice", "signalling", "control", ""]
+    data = vf.encode(vf.make_voip_batch({"app": ["zoom"] * 6, "role": roles}))
+    assert pa.ipc.open_stream(data).schema.metadata[fb.SCHEMA_METADATA_KEY] == b"voip-flows.v2"
+    back = vf.decode(data)
+    assert back["role"].to_pylist() == roles
+    assert list(vf.VOIP_FLOW_COLUMNS).index("role") == list(vf.VOIP_FLOW_COLUMNS).index("app") + 1
+
+
+def test_a_role_outside_the_contract_is_schema_error() -> None:
+    data = vf.encode(vf.make_voip_batch({"role": ["media", "voice", "ice"]}))
+    with pytest.raises(vf.BatchSchemaError, match="'voice'"):
+        vf.decode(data)
+
+
+def test_v1_batch_is_read_with_unknown_role() -> None:
+    back = vf.decode(_v1_message(3))
+    assert back["role"].to_pylist() == ["", "", ""]
+    assert back["app"].to_pylist() == ["teams"] * 3
+    assert list(back["packets"]) == [0, 1, 2]
+    assert list(back.columns) == list(vf.VOIP_FLOW_COLUMNS)
+
+
+def test_v1_batch_with_a_missing_column_is_schema_error() -> None:
+    rb = pa.ipc.open_stream(_v1_message(2)).read_next_batch()
+    drop = rb.schema.get_field_index("confidence")
+    keep = [i for i in range(rb.num_columns) if i != drop]
+    schema = pa.schema([rb.schema.field(i) for i in keep], metadata=rb.schema.metadata)
+    bad = pa.RecordBatch.from_arrays([rb.column(i) for i in keep], schema=schema)
+    with pytest.raises(vf.BatchSchemaError, match="confidence"):
+        vf.decode(fb.write_single_batch(bad))
+
+
+def test_evidence_bits_are_distinct_powers_of_two() -> None:
+    bits = [int(e) for e in vf.Evidence]
+    assert all(b & (b - 1) == 0 for b in bits)
+    assert len(set(bits)) == len(bits) == 24
 
 
 def test_flows_v1_batch_is_refused_as_other_version() -> None:

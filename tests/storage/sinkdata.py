@@ -147,6 +147,8 @@ def random_voip_batch(n: int, seed: int = 0) -> voipflows.VoipFlowBatch:
     for name, (dt, _) in voipflows.VOIP_FLOW_COLUMNS.items():
         if dt == "S16":
             cols[name] = ipv4_to_addr16(rng.integers(0, 2**32, n, dtype=np.uint32))
+        elif name == "role":
+            cols[name] = pa.array(rng.choice(["", *voipflows.ROLES], n).tolist())
         elif dt == "str":
             cols[name] = pa.array(rng.choice(["Oslo", "Bergen", "teams", ""], n).tolist())
         elif dt == "f4":

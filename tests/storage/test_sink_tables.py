@@ -5,12 +5,15 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pyarrow as pa
 import pytest
 
+from tests.storage.sinkdata import flow_batch
 from tests.storage.sinkdata import random_voip_batch as sample
 from voipflow.schemas import voipflows
-from voipflow.schemas.flowbatch import text_to_addr16
+from voipflow.schemas.flowbatch import SCHEMA_METADATA_KEY, text_to_addr16, write_single_batch
 from voipflow.storage.sink.tables import (
+    FLOW_COLUMNS,
     HEALTH_COLUMNS,
     BadMessage,
     combine,
@@ -74,6 +77,21 @@ def test_voip_flows_become_table_columns() -> None:
     assert np.array_equal(cols["time_received"].astype(np.uint64), batch["time_received_ms"])
     assert "time_received_ms" not in cols
     assert np.array_equal(cols["subscriber_addr"], batch["subscriber_addr"])
+
+
+def test_role_becomes_a_column_and_v1_rows_get_an_unknown_role() -> None:
+    cols, n = parse_voip_flows(flow_batch(6, 0))
+    assert "role" in FLOW_COLUMNS and set(cols) == set(FLOW_COLUMNS)
+    assert cols["role"].to_pylist() == [*voipflows.ROLES, "signalling"]
+    v2 = voipflows.decode(flow_batch(2, 0)).to_arrow()
+    keep = [i for i, f in enumerate(v2.schema) if f.name != "role"]
+    schema = pa.schema(
+        [v2.schema.field(i) for i in keep],
+        metadata={SCHEMA_METADATA_KEY: voipflows.SCHEMA_V1.encode()},
+    )
+    v1 = pa.RecordBatch.from_arrays([v2.column(i) for i in keep], schema=schema)
+    cols, n = parse_voip_flows(write_single_batch(v1))
+    assert n == 2 and cols["role"].to_pylist() == ["", ""]
 
 
 def test_usage_and_health_rows() -> None:

@@ -81,6 +81,7 @@ def rows_of(result: Classification, lo: int, hi: int) -> Classification:
         result.evidence[lo:hi],
         partner,
         result.apps,
+        result.role[lo:hi],
     )
 
 

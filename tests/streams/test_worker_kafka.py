@@ -27,6 +27,7 @@ from kafka.errors import KafkaError
 
 from tests.fixtures.paths import REPO
 from voipflow.schemas import flowbatch as fb
+from voipflow.schemas import voipflows
 from voipflow.streams.aggregate import apply_partial, close_windows, new_state
 from voipflow.streams.config import WorkerConfig
 from voipflow.streams.pipeline import FlowPipeline
@@ -156,6 +157,22 @@ def committed_all(bootstrap: str, group: str, topic: str, producer_ends: dict[in
     )
 
 
+def voip_flow_roles(bootstrap: str, topic: str) -> list[tuple[bytes, list[str]]]:
+    """(schema header, roles) of every voip-flows message."""
+    consumer = KafkaConsumer(
+        topic,
+        bootstrap_servers=bootstrap,
+        auto_offset_reset="earliest",
+        consumer_timeout_ms=3000,
+    )
+    out = [
+        (dict(m.headers).get("schema", b""), voipflows.decode(m.value)["role"].to_pylist())
+        for m in consumer
+    ]
+    consumer.close()
+    return out
+
+
 def usage_windows(bootstrap: str, topic: str) -> dict[str, tuple[str, int, int]]:
     """Usage key -> (city, flows, bytes) of windows before the flush (first copy per
     key)."""
@@ -184,9 +201,11 @@ def run_workers(
     workers: int,
     kill: bool,
     fault_batches: int = 0,
+    voip_flows: list[tuple[bytes, list[str]]] | None = None,
 ) -> tuple[dict[str, tuple[str, int, int]], dict[str, tuple[int, int]]]:
     """Run ``workers`` workers over ``data``; ``kill`` SIGKILLs the first mid-stream,
-    ``fault_batches`` makes it kill itself right after a commit (then it is restarted)."""
+    ``fault_batches`` makes it kill itself right after a commit (then it is restarted).
+    ``voip_flows`` gets each voip-flows message's schema header and roles."""
     tag = uuid.uuid4().hex[:8]
     topics = {n: f"{n}-{tag}" for n in ("flows", "voip-flows", "usage", "traffic")}
     env = {k: v for k, v in os.environ.items() if not k.startswith("VOIPFLOW_")}
@@ -276,6 +295,8 @@ def run_workers(
             if time.monotonic() > deadline:
                 break
             time.sleep(2)
+        if voip_flows is not None:
+            voip_flows += voip_flow_roles(bootstrap, topics["voip-flows"])
         return usage_windows(bootstrap, topics["usage"]), tg
     finally:
         producer.close()
@@ -303,9 +324,16 @@ def expected(data: list[tuple[str, bytes]]) -> dict[str, tuple[str, int, int]]:
 def test_one_worker_publishes_the_input_totals(
     kafka_bootstrap: str, tmp_path: Path, data: list[tuple[str, bytes]], expected: dict
 ) -> None:
-    got, traffic = run_workers(kafka_bootstrap, tmp_path, data, expected, workers=1, kill=False)
+    flows: list[tuple[bytes, list[str]]] = []
+    got, traffic = run_workers(
+        kafka_bootstrap, tmp_path, data, expected, workers=1, kill=False, voip_flows=flows
+    )
     assert got == expected
     assert traffic == expected_traffic(data)
+    # The VoIP flows carry both verdicts under the schema they are written in.
+    assert flows and {h for h, _ in flows} == {voipflows.SCHEMA_NAME.encode()}
+    roles = {r for _, rs in flows for r in rs}
+    assert roles and roles <= set(voipflows.ROLES)
 
 
 def test_two_workers_one_killed_mid_stream_give_the_same_totals(

@@ -55,6 +55,14 @@ def test_eval_prints_the_summary_last_and_writes_the_report(
     # Real VoIP in these captures is found, and the DNS tunnel is not VoIP.
     assert run["per_record"]["tp"] > 0
     assert run["per_capture"]["dns-exf.pcap"]["fp_records"] == 0
+    # The role verdict is scored beside the app verdict: the WhatsApp call's
+    # STUN-labelled flows were called ice, media or relay, none of them
+    # signalling; the DNS tunnel's records carry no role.
+    roles = run["roles"]
+    assert "media level" in proc.stdout
+    assert roles["per_role"]["ice or media"]["right"] > 0
+    assert "signalling" not in roles["per_role"]["ice or media"]["predicted"]
+    assert set(roles["per_role"]["none"]["predicted"]) == {"not_voip"}
     if flags == ["--biflow"]:
         assert run["run"]["biflow"] and run["run"]["version"] == 10
 

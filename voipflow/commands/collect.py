@@ -100,7 +100,7 @@ def _prepare_kafka(settings: Settings) -> str:
     k = settings.kafka
     try:
         bootstrap = resolve_bootstrap(k, settings.data_dir)
-        wait_for_broker(bootstrap, timeout_s=15.0, security=k)
+        wait_for_broker(bootstrap, timeout_s=k.connect_timeout_s, security=k)
         ensure_topics(
             bootstrap,
             {k.flows_topic: k.partitions, k.health_topic: k.partitions},

@@ -46,7 +46,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _retention(settings: Settings) -> Retention:
     ch = settings.clickhouse
-    return Retention(usage_1m_days=ch.usage_1m_ttl_days, usage_1h_days=ch.usage_1h_ttl_days)
+    return Retention(
+        usage_1m_days=ch.usage_1m_ttl_days,
+        usage_1h_days=ch.usage_1h_ttl_days,
+        usage_1d_days=ch.usage_1d_ttl_days,
+    )
 
 
 def push(

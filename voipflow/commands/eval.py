@@ -4,8 +4,9 @@ Each capture goes through a real exporter and the project's own collector
 decoder, exactly as ``docs/evaluation.md`` asks (the pipeline is
 :mod:`voipflow.evaluation.captures`, scoring is :mod:`voipflow.streams.evaluate`).
 Progress goes to stderr, the full report to ``--json``, and the last line on
-stdout is ``precision=P recall=R f1=F flows=N`` (per flow record, over all
-runs).
+stdout is ``precision=P recall=R f1=F flows=N`` (the app verdict per flow
+record, over all runs). The role verdict is scored beside it, media level and
+per role (:mod:`voipflow.evaluation.roles`).
 """
 
 from __future__ import annotations
@@ -141,9 +142,8 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         pr, pf, po = r["per_record"], r["per_flow"], r["per_flow_observed"]
         print(
             f"v{r['run']['version']} sampling={args.sampling} biflow={r['run']['biflow']}: "
-            f"per record P={pr['precision']:.3f} R={pr['recall']:.3f} F1={pr['f1']:.3f} "
-            f"({pr['records']} records); per labelled flow P={pf['precision']:.3f} "
-            f"R={pf['recall']:.3f} F1={pf['f1']:.3f}, unmatched {pf['unmatched_share']:.1%}; "
+            f"app verdict per record {_prf(pr)} ({pr['records']} records); "
+            f"per labelled flow {_prf(pf)}, unmatched {pf['unmatched_share']:.1%}; "
             f"per observed flow P={po['precision']:.3f} R={po['recall']:.3f} "
             f"F1={po['f1']:.3f} ({po['flows']} flows with a record, "
             f"{po['observed_voip_share']:.1%} of VoIP flows)"
@@ -157,12 +157,32 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
             )
         for app_name, a in r["per_app"].items():
             print(f"  {app_name:<11} {a['detected']:>3}/{a['flows']:<3} recall={a['recall']:.2f}")
+        print_roles(r["roles"])
         print_generalisation(r)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(report, indent=2, default=str), encoding="utf-8")
     print(ev.summary_line(overall))
     return 0
+
+
+def _prf(x: dict[str, Any]) -> str:
+    return f"P={x['precision']:.3f} R={x['recall']:.3f} F1={x['f1']:.3f}"
+
+
+def print_roles(roles: dict[str, Any]) -> None:
+    """Media-level figures and the per-role table of one run (evaluation/roles.py)."""
+    mr, mf = roles["media_per_record"], roles["media_per_flow"]
+    print(
+        f"  media level (role media or relay; truth where the labels state a role): "
+        f"per record {_prf(mr)} ({mr['decided']} records, {mr['media_truth']} media); "
+        f"per observed flow {_prf(mf)} ({mf['decided']} flows, {mf['media_truth']} media)"
+    )
+    print("  roles (true role: records, right, what they were called):")
+    for truth, x in roles["per_role"].items():
+        right = "-" if x["right"] is None else str(x["right"])
+        called = ", ".join(f"{k} {v}" for k, v in x["predicted"].items())
+        print(f"    {truth:<12} {x['records']:>6} {right:>6}  {called}")
 
 
 def print_generalisation(run: dict[str, Any]) -> None:
@@ -182,7 +202,8 @@ def print_generalisation(run: dict[str, Any]) -> None:
                 f"    {title:<6} {h['captures']:>3} captures {h['voip_flows']:>3}/"
                 f"{h['labelled_flows']:<5} VoIP flows: {pr['precision']:.3f} "
                 f"{pr['recall']:.3f} {pr['f1']:.3f}; {pf['precision']:.3f} "
-                f"{pf['recall']:.3f} {pf['f1']:.3f}"
+                f"{pf['recall']:.3f} {pf['f1']:.3f}; media per record "
+                f"{_prf(h['roles']['media_per_record'])}"
             )
     if "leave_one_app_out" in run:
         print(

@@ -28,7 +28,9 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
 
     servers = bootstrap(settings)
     try:
-        wait_for_broker(servers, timeout_s=30.0, security=settings.kafka)
+        wait_for_broker(
+            servers, timeout_s=settings.kafka.connect_timeout_s, security=settings.kafka
+        )
     except KafkaAdminError as exc:
         print(f"voipflow ledger: {exc}", file=sys.stderr)
         return 2

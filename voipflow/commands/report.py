@@ -57,7 +57,9 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         return 2
     ch_config = settings.clickhouse
     retention = Retention(
-        usage_1m_days=ch_config.usage_1m_ttl_days, usage_1h_days=ch_config.usage_1h_ttl_days
+        usage_1m_days=ch_config.usage_1m_ttl_days,
+        usage_1h_days=ch_config.usage_1h_ttl_days,
+        usage_1d_days=ch_config.usage_1d_ttl_days,
     )
     try:
         ch = open_clickhouse(ch_config, settings.data_dir)

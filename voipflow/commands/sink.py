@@ -45,7 +45,9 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     bootstrap = _bootstrap(settings)
     try:
         # An unreachable broker is a bad setting: one line, not a client retrying forever.
-        wait_for_broker(bootstrap, timeout_s=30.0, security=settings.kafka)
+        wait_for_broker(
+            bootstrap, timeout_s=settings.kafka.connect_timeout_s, security=settings.kafka
+        )
     except KafkaAdminError as exc:
         print(f"voipflow sink: {exc}", file=sys.stderr)
         return 2

@@ -39,7 +39,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     kafka, worker = settings.kafka, settings.worker
     try:
         bootstrap = resolve_bootstrap(kafka, settings.data_dir)
-        wait_for_broker(bootstrap, timeout_s=30.0, security=kafka)
+        wait_for_broker(bootstrap, timeout_s=kafka.connect_timeout_s, security=kafka)
         ensure_topics(
             bootstrap,
             {

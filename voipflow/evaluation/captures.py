@@ -27,6 +27,7 @@ import numpy as np
 
 from voipflow.collectors.codec.decoder import Decoder, DecoderConfig
 from voipflow.collectors.codec.templates import TemplateCache
+from voipflow.evaluation.roles import score_roles
 from voipflow.schemas.flowbatch import FlowBatch, text_to_addr16
 from voipflow.streams import evaluate as ev
 from voipflow.streams.classify import Classifier
@@ -114,6 +115,8 @@ class Verdicts:
     is_voip: np.ndarray
     app: np.ndarray
     confidence: np.ndarray
+    #: role names per record ('' where not VoIP)
+    role: np.ndarray
 
 
 def _cache_file(cache: Path, capture: Path, version: int, sampling: int, biflow: bool) -> Path:
@@ -211,18 +214,21 @@ def classify_all(
     is_voip: list[np.ndarray] = []
     apps: list[np.ndarray] = []
     conf: list[np.ndarray] = []
+    roles: list[np.ndarray] = []
     for _, batch in exported.batches:
         classifier.reset_context()  # captures are unrelated networks
         result = classifier.classify(batch)
         is_voip.append(result.is_voip)
         apps.append(result.app_names())
         conf.append(result.confidence)
+        roles.append(result.role_names())
     return Verdicts(
         names,
         label_idx,
         np.concatenate(is_voip) if is_voip else np.zeros(0, bool),
         np.concatenate(apps) if apps else np.zeros(0, object),
         np.concatenate(conf) if conf else np.zeros(0, np.float32),
+        np.concatenate(roles) if roles else np.zeros(0, object),
     )
 
 
@@ -238,6 +244,7 @@ def score_run(
     """The report of one export run (as :func:`run_one` gives it)."""
     v = verdicts
     report = ev.score(v.label_idx, v.is_voip, v.app, labels)
+    report["roles"] = score_roles(v.label_idx, v.role, labels)
     report["per_capture"] = ev.per_capture(v.names, v.label_idx, v.is_voip, labels)
     report["failed_captures"] = exported.failures
     if sampling > 1:

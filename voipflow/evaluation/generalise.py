@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from voipflow.evaluation.captures import Exported, Verdicts, classify_all
+from voipflow.evaluation.roles import score_roles
 from voipflow.streams import evaluate as ev
 from voipflow.streams.classify import Classifier
 from voipflow.streams.providers import ProviderRanges
@@ -53,6 +54,7 @@ def subset(labels: ev.Labels, keep: np.ndarray) -> tuple[ev.Labels, np.ndarray]:
         app=[labels.app[i] for i in rows],
         ndpi_proto=[labels.ndpi_proto[i] for i in rows],
         packets=labels.packets[rows],
+        role=[labels.role[i] for i in rows] if labels.role else [],
     )
     remap = np.full(len(labels) + 1, -1, dtype=np.int64)  # last slot: index -1 stays -1
     remap[rows] = np.arange(len(rows))
@@ -79,6 +81,7 @@ def halves(verdicts: Verdicts, labels: ev.Labels, captures: list[str]) -> dict[s
             "per_record": s["per_record"],
             "per_flow": s["per_flow"],
             "per_app": s["per_app"],
+            "roles": score_roles(idx[rec], verdicts.role[rec], sub),
         }
     return out
 

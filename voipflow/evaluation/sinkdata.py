@@ -1,4 +1,4 @@
-"""voip-flows.v1 messages for the sink's tests and benchmark.
+"""voip-flows.v2 messages for the sink's tests and benchmark.
 
 Each flow batch's rows carry distinct ``bytes`` values (``base + i``), so a
 duplicated row is visible as a repeated value, not only as a larger count.
@@ -17,6 +17,7 @@ from voipflow.schemas.flowbatch import ipv4_to_addr16
 
 CITIES = ("Oslo", "Bergen", "Tromsø")
 APPS = ("teams", "whatsapp", "sip")
+ROLES = tuple(voipflows.ROLES)
 
 
 def flow_batch(n: int, base: int, now_ms: int | None = None) -> bytes:
@@ -46,6 +47,7 @@ def flow_batch(n: int, base: int, now_ms: int | None = None) -> bytes:
         "country": pa.array(["NO"] * n),
         "peer_asn": np.full(n, 8075, dtype=np.uint32),
         "app": pa.array([APPS[k % 3] for k in range(n)]),
+        "role": pa.array([ROLES[k % len(ROLES)] for k in range(n)]),
         "is_voip": np.ones(n, dtype=np.uint8),
         "confidence": np.full(n, 0.9, dtype=np.float32),
         "evidence": np.full(n, 5, dtype=np.uint32),

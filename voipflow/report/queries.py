@@ -77,6 +77,7 @@ FIGURES: dict[str, Figure] = {
     "rules": Figure("rules.json", "Rules"),
     "rule_hits": Figure("rules.json", "Rule hits by rule"),
     "rule_events": Figure("rules.json", "Rule events"),
+    "rule_effect": Figure("rules.json", "Rule effect"),
 }
 
 

@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 from importlib import resources
 from typing import Any
 
-from voipflow.report import charts
+from voipflow.report import charts, effect
 from voipflow.report.queries import FIGURES, ReportData
 from voipflow.report.svg import attr, num, pct, text
 
@@ -328,13 +328,64 @@ def _rules(d: ReportData) -> str:
         ],
         "rules",
     )
+    body += _rule_effect(d)
     return (
-        f'<section id="rules" class="marked long" data-figures="rules rule_hits rule_events">'
+        f'<section id="rules" class="marked long" '
+        f'data-figures="rules rule_hits rule_events rule_effect">'
         f'<h2>Rules and enforcement<span class="badge">rules</span></h2>'
         f'<p class="lead">Operator rules on a timeline: hits per second the enforcement points '
-        f"reported, and each rule's events. Shown because rules exist in this database."
+        f"reported, each rule's events, and its effect on the VoIP it matched. Shown because "
+        f"rules exist in this database."
         f"</p>{body}</section>"
     )
+
+
+def _short(t: Any) -> str:
+    return f"{datetime.fromtimestamp(charts.epoch(t), UTC):%d %b %H:%M}"
+
+
+def _rule_effect(d: ReportData) -> str:
+    """Each applied rule's city and app: call minutes and bytes before and while applied."""
+    rows = d.rows("rule_effect")
+    if not rows:
+        return "<h3>Effect</h3>" + _empty("No rule was applied in this range.")
+    lead = (
+        '<h3>Effect</h3><p class="note">The VoIP of each rule\'s city and app while it was '
+        "applied (first "
+        "applied feedback until expiry or the end of the range) against the same length of "
+        "time just before. Leakage: call minutes while a block applied / before; for other "
+        "actions, what remained. A rule for all cities or all apps has no single city and "
+        "app to measure (0).</p>"
+    )
+    table = _table(
+        [
+            ("Rule", False),
+            ("Action", False),
+            ("City / app", False),
+            ("Applied (UTC)", False),
+            ("Call min before", True),
+            ("Call min while", True),
+            ("Bytes before", True),
+            ("Bytes while", True),
+            ("Leakage / rest", True),
+        ],
+        [
+            [
+                f'<span class="mono">{text(r["rule_id"])}</span>',
+                text(r["action"]),
+                text(f"{r['city'] or 'all'} / {r['app'] or 'all'}"),
+                text(f"{_short(r['applied_at'])} – {_short(r['applied_until'])}"),
+                num(float(r["call_seconds_before"] or 0) / 60),
+                num(float(r["call_seconds_after"] or 0) / 60),
+                num(r["bytes_before"]),
+                num(r["bytes_after"]),
+                pct(r["leakage"]),
+            ]
+            for r in rows
+        ],
+        "rule-effect",
+    )
+    return lead + effect.rule_effect(rows) + table
 
 
 def _sources(d: ReportData) -> str:

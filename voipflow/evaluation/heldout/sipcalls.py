@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from voipflow.collectors.pcapfile import read_flows
+from voipflow.evaluation.heldout.traffic import kind_role
 
 G711_PCAP = Path("/usr/share/sip-tester/g711a.pcap")
 WEB = "198.51.100.30"
@@ -261,6 +262,6 @@ def _labels(pcap: Path, calls: tuple[Call, ...], h: Hosts) -> list[tuple[str, ..
         rows.append(
             (pcap.name, l4, a, str(ap), b, str(bp), str(int(rev[0] > 0)), kind, kind,
              "VoIP" if app else "Network", str(fwd[0]), str(fwd[1]), str(rev[0]), str(rev[1]),
-             str(int(bool(app))), app)
+             str(int(bool(app))), app, kind_role(kind, bool(app)))
         )  # fmt: skip
     return rows

@@ -30,8 +30,54 @@ from voipflow.streams.providers import ProviderRanges
 
 LABEL_HEADER = (
     "pcap,l4,src_ip,src_port,dst_ip,dst_port,bidirectional,ndpi_proto,ndpi_app,"
-    "ndpi_category,pkts_fwd,bytes_fwd,pkts_rev,bytes_rev,is_voip,app"
+    "ndpi_category,pkts_fwd,bytes_fwd,pkts_rev,bytes_rev,is_voip,app,role"
 )
+
+#: The role of each VoIP conversation kind, by construction: what the scenario
+#: sends on it (``voipflow/evaluation/roles.py`` scores the role verdict
+#: against it). Relays are the app's relays whatever their port; a Meet or
+#: Zoom media server is media.
+KIND_ROLES: dict[str, str] = {
+    "whatsapp.relay": "relay",  # checks, then media through the relay's 3478
+    "whatsapp.relay_start": "relay",  # media through a Meta relay before going P2P
+    "whatsapp.stun": "ice",  # checks only (the media left on another 5-tuple)
+    "whatsapp.media": "media",
+    "whatsapp.nostun": "media",
+    "whatsapp.p2p": "media",
+    "whatsapp.p2p_check": "ice",  # a losing candidate pair's checks
+    "teams.relay3478": "relay",
+    "teams.relay3479": "relay",
+    "teams.relay3480": "relay",
+    "teams.relay6": "relay",
+    "teams.p2p": "media",
+    "zoom.media": "media",
+    "zoom.unlisted": "media",
+    "meet.media": "media",
+    "meet.stun": "ice",
+    "meet.p2p": "media",
+    "discord.voice": "media",
+    "rtcp": "control",
+    "rtcp.split": "control",
+    "srtp": "media",
+    "webrtc.p2p": "media",
+    "sip.split": "signalling",
+    "sip.register": "signalling",
+    "sip.tls": "signalling",
+}
+
+
+def kind_role(kind: str, is_voip: bool) -> str:
+    """The role a VoIP conversation of ``kind`` plays ('' for non-VoIP or unknown)."""
+    if not is_voip:
+        return ""
+    if kind in KIND_ROLES:
+        return KIND_ROLES[kind]
+    if kind.startswith("rtp.") or kind.endswith(".rtp"):
+        return "media"
+    if kind.startswith("sipp."):
+        return "signalling"
+    return ""
+
 
 _SPECIAL_V4 = [
     ipaddress.ip_network(n)
@@ -142,7 +188,7 @@ class Conversation:
                 pcap, l4, self.a, self.a_port, self.b, self.b_port, int(bool(rev)),
                 self.kind, self.kind, self.category,
                 len(fwd), sum(p.ip_len for p in fwd), len(rev), sum(p.ip_len for p in rev),
-                int(self.is_voip), self.app,
+                int(self.is_voip), self.app, kind_role(self.kind, self.is_voip),
             )
         )  # fmt: skip
 
