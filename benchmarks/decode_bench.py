@@ -1,13 +1,18 @@
-"""Decode throughput: IPFIX records per CPU-second, IPv4 and IPv6 templates.
+"""Decode throughput: records per CPU-second, with the compiled core and with numpy.
 
     python -m benchmarks.decode_bench [--messages N] [--batch N] [--repeat N]
+        [--cores compiled,numpy]
 
 Builds realistic IPFIX export messages (1400-byte UDP payloads, the field set
 of a router's typical flow template) with random record values, announces the
 template once, then decodes the messages in calls of ``--batch`` datagrams
 (as the collector does) and prints records per CPU-second of this process
-(``time.process_time``) for the best of ``--repeat`` runs. Decoding only: no
-sockets, no Kafka.
+(``time.process_time``) and CPU microseconds per datagram for the best of
+``--repeat`` runs. Decoding only: no sockets, no Kafka. It also decodes the
+small-set shape softflowd sends (IPFIX and NetFlow v9, 7 sets of 2 records
+per datagram, templates in front of the data every 16 datagrams; built as
+``collector_bench`` builds it), each stream once per codec core
+(``DecoderConfig.compiled_core``, see ``collectors/codec/core.py``).
 """
 
 from __future__ import annotations
@@ -18,7 +23,9 @@ import time
 
 import numpy as np
 
-from voipflow.collectors.codec.decoder import Decoder
+from benchmarks.collector_bench import make_stream
+from voipflow.collectors.codec import core
+from voipflow.collectors.codec.decoder import Decoder, DecoderConfig
 from voipflow.collectors.codec.templates import TemplateCache
 from voipflow.schemas.flowbatch import text_to_addr16
 
@@ -51,11 +58,11 @@ def messages(fields: list[tuple[int, int]], tid: int, count: int, seed: int) -> 
     return out
 
 
-def bench(name: str, msgs: list[bytes], batch: int, repeat: int) -> None:
+def bench(name: str, msgs: list[bytes], batch: int, repeat: int, compiled: bool = True) -> None:
     best = 0.0
     records = 0
     for _ in range(repeat):
-        dec = Decoder(TemplateCache())
+        dec = Decoder(TemplateCache(), DecoderConfig(compiled_core=compiled))
         dgs = [(m, EXPORTER, 1_700_000_000_000) for m in msgs]
         records = 0
         t0 = time.process_time()
@@ -64,8 +71,10 @@ def bench(name: str, msgs: list[bytes], batch: int, repeat: int) -> None:
             records += len(res.batch)
         cpu = time.process_time() - t0
         best = max(best, records / cpu if cpu else 0.0)
+    us = records / best / len(msgs) * 1e6 if best else 0.0
     print(
-        f"{name}: {records} records in {len(msgs)} messages, {best:,.0f} records/CPU-second "
+        f"{name} [{'compiled' if compiled else 'numpy'}]: {records} records in {len(msgs)} "
+        f"messages, {best:,.0f} records/CPU-second, {us:.2f} us/datagram "
         f"(best of {repeat}, {batch} datagrams per call)"
     )
 
@@ -75,9 +84,22 @@ def main() -> None:
     p.add_argument("--messages", type=int, default=4000)
     p.add_argument("--batch", type=int, default=256)
     p.add_argument("--repeat", type=int, default=3)
+    p.add_argument("--cores", default="compiled,numpy", help="codec cores to run, in turn")
     a = p.parse_args()
-    bench("IPFIX IPv4 template", messages(V4, 256, a.messages, 1), a.batch, a.repeat)
-    bench("IPFIX IPv6 template", messages(V6, 257, a.messages, 2), a.batch, a.repeat)
+    cores = [c == "compiled" for c in a.cores.split(",") if c]
+    if True in cores and not core.AVAILABLE:
+        print(f"compiled core skipped: {core.BUILD_HINT}")
+        cores = [c for c in cores if not c]
+    streams = [
+        ("IPFIX IPv4 template", messages(V4, 256, a.messages, 1)),
+        ("IPFIX IPv6 template", messages(V6, 257, a.messages, 2)),
+    ]
+    small = a.messages * 14  # records: as many datagrams as --messages
+    for kind in ("ipfix4-small", "v9-small"):
+        streams.append((f"{kind} (7 sets of 2)", make_stream(kind, small).datagrams))
+    for name, msgs in streams:
+        for compiled in cores:
+            bench(name, msgs, a.batch, a.repeat, compiled)
 
 
 if __name__ == "__main__":

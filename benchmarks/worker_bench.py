@@ -4,12 +4,18 @@
    classify, pre-aggregate per city, encode voip-flows.v1) over synthetic
    batches, timed with ``time.process_time``, with the stages (enrich,
    classify, aggregate) timed apart in the same run.
-2. Through Kafka: a ``voipflow worker`` subprocess on a local broker (started
-   here on free ports unless ``VOIPFLOW_KAFKA_BOOTSTRAP`` is set); the
-   worker's CPU time from /proc between "joined" and "every batch committed".
+2. Through Kafka (:mod:`benchmarks.worker_kafka`): ``voipflow worker``
+   processes in one consumer group on a local broker (started here on free
+   ports unless ``VOIPFLOW_KAFKA_BOOTSTRAP`` is set); each worker's CPU time
+   from /proc from the first batch sent until every batch and every partial
+   is committed, and the wall time. ``--workers 1,2`` runs one worker, then
+   two, to show how the stage scales; ``--profile FILE`` records where the
+   first worker's time goes (py-spy).
 
 Usage: ``python -m benchmarks.worker_bench [--batches N] [--flows N] [--runs R]
-[--no-kafka]``. Prints medians of the runs.
+[--no-kafka] [--workers 1,2] [--partitions P] [--profile FILE]``. Prints each
+run and medians of the runs. The machine may be shared: the lines give the
+load average before and after each run.
 """
 
 from __future__ import annotations
@@ -17,15 +23,14 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from pathlib import Path
 
 import numpy as np
 
+from benchmarks import profile_summary, worker_kafka
 from voipflow.schemas import flowbatch as fb
 from voipflow.streams.config import WorkerConfig
 from voipflow.streams.pipeline import FlowPipeline
@@ -75,7 +80,8 @@ def pure(messages: list[bytes], flows: int) -> dict[str, float]:
     """Flows per CPU-second of the whole per-batch step and of each stage."""
     from voipflow.streams.aggregate import batch_partials
 
-    pipe = FlowPipeline(WorkerConfig(prefix_table=TABLE, home_networks=HOME))
+    # As the worker runs it by default: voip-flows.v1 compressed in Arrow (lz4).
+    pipe = FlowPipeline(WorkerConfig(prefix_table=TABLE, home_networks=HOME), None, "lz4")
     pipe.start()
     assert pipe.classifier is not None
     batches = [fb.decode(m) for m in messages]
@@ -102,78 +108,31 @@ def pure(messages: list[bytes], flows: int) -> dict[str, float]:
     return out
 
 
-def _cpu_s(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def kafka_run(bootstrap: str, messages: list[bytes], flows: int, workdir: Path) -> float:
-    from kafka import KafkaAdminClient, KafkaProducer, TopicPartition
-
-    from voipflow.topics import ensure_topics
-
-    tag = uuid.uuid4().hex[:8]
-    topic, group = f"bench-flows-{tag}", f"bench-{tag}"
-    ensure_topics(bootstrap, {topic: 4})
-    env = {k: v for k, v in os.environ.items() if not k.startswith("VOIPFLOW_")}
-    env.update(
-        {
-            "VOIPFLOW_KAFKA_BOOTSTRAP": bootstrap,
-            "VOIPFLOW_KAFKA_FLOWS_TOPIC": topic,
-            "VOIPFLOW_KAFKA_VOIP_FLOWS_TOPIC": f"bench-voip-{tag}",
-            "VOIPFLOW_KAFKA_USAGE_TOPIC": f"bench-usage-{tag}",
-            "VOIPFLOW_WORKER_APP_ID": group,
-            "VOIPFLOW_WORKER_PREFIX_TABLE": str(TABLE),
-            "VOIPFLOW_WORKER_HOME_NETWORKS": HOME,
-            "VOIPFLOW_METRICS_LISTEN": "",
-            "VOIPFLOW_DATA_DIR": str(workdir / tag),
-        }
-    )
-    with (workdir / f"worker-{tag}.log").open("ab") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "voipflow", "worker"],
-            cwd=REPO,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-    try:
-        time.sleep(15)  # joined the group and idle
-        cpu0 = _cpu_s(proc.pid)
-        producer = KafkaProducer(bootstrap_servers=bootstrap, linger_ms=20, compression_type="lz4")
-        ends: dict[int, int] = {}
-        for i, m in enumerate(messages):
-            md = producer.send(topic, key=f"192.0.2.{i % 8}".encode(), value=m).get(timeout=30)
-            ends[md.partition] = max(ends.get(md.partition, 0), md.offset + 1)
-        producer.close()
-        admin = KafkaAdminClient(bootstrap_servers=bootstrap)
-        deadline = time.monotonic() + 600
-        while time.monotonic() < deadline:
-            got = admin.list_group_offsets(group).get(group, {})
-            if all(
-                (om := got.get(TopicPartition(topic, p))) is not None and om.offset >= end
-                for p, end in ends.items()
-            ):
-                break
-            time.sleep(0.5)
-        admin.close()
-        cpu = _cpu_s(proc.pid) - cpu0
-        return flows * len(messages) / cpu
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
-
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--batches", type=int, default=50)
     ap.add_argument("--flows", type=int, default=5_000, help="flows per batch (one message < 1 MB)")
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--no-kafka", action="store_true")
+    ap.add_argument(
+        "--workers",
+        default="1",
+        help="worker processes in the group, comma separated runs (1,2: how the stage scales)",
+    )
+    ap.add_argument("--partitions", type=int, default=4, help="partitions of the flows topic")
+    ap.add_argument(
+        "--profile",
+        type=Path,
+        default=None,
+        help="record a py-spy profile (raw collapsed stacks) of the first worker's first run "
+        "into this file; py-spy must be on PATH",
+    )
+    ap.add_argument(
+        "--perf",
+        type=Path,
+        default=None,
+        help="record the first worker's first run with perf (on-CPU samples) into this file",
+    )
     args = ap.parse_args()
     messages = make_messages(args.batches, args.flows)
     results = [pure(messages, args.flows) for _ in range(args.runs)]
@@ -185,6 +144,8 @@ def main() -> int:
     print("  (whole step = decode + enrich + classify + per-city partials + voip-flows encode)")
     if args.no_kafka:
         return 0
+    env = {"VOIPFLOW_WORKER_PREFIX_TABLE": str(TABLE), "VOIPFLOW_WORKER_HOME_NETWORKS": HOME}
+    counts = [int(n) for n in args.workers.split(",")]
     with tempfile.TemporaryDirectory(prefix="worker-bench-") as tmp:
         workdir = Path(tmp)
         bootstrap = os.environ.get("VOIPFLOW_KAFKA_BOOTSTRAP", "")
@@ -200,14 +161,41 @@ def main() -> int:
             broker.start()
             bootstrap = broker.bootstrap
         try:
-            rates = [kafka_run(bootstrap, messages, args.flows, workdir) for _ in range(args.runs)]
+            for n in counts:
+                runs = []
+                for r in range(args.runs):
+                    first = n == counts[0] and r == 0
+                    one = worker_kafka.run(
+                        bootstrap,
+                        messages,
+                        args.flows,
+                        workdir,
+                        env,
+                        workers=n,
+                        partitions=max(args.partitions, n),
+                        profile=args.profile if first else None,
+                        perf=args.perf if first else None,
+                    )
+                    print("  " + one.line(), flush=True)
+                    print("    " + one.parts_line(), flush=True)
+                    runs.append(one)
+                per_cpu = statistics.median(x.flows_per_cpu_s for x in runs)
+                wall = statistics.median(x.flows_per_s for x in runs)
+                print(
+                    f"through Kafka, {n} worker(s): {per_cpu:,.0f} flows per worker CPU-second "
+                    f"({per_cpu / med['whole step']:.0%} of the pure step's), "
+                    f"{wall:,.0f} flows/s wall (medians of {args.runs})",
+                    flush=True,
+                )
         finally:
             if broker is not None:
                 broker.stop()
-    print(
-        f"through Kafka: {statistics.median(rates):,.0f} flows per worker CPU-second "
-        f"(median of {args.runs}: {', '.join(f'{r:,.0f}' for r in rates)})"
-    )
+    if args.profile:
+        print(f"py-spy profile of the first worker: {args.profile} (raw collapsed stacks)")
+        for part, share in profile_summary.summarise(args.profile):
+            print(f"  {share:6.1%}  {part}")
+    if args.perf:
+        print(f"perf record of the first worker: {args.perf} (perf report -i FILE --sort dso)")
     return 0
 
 

@@ -7,6 +7,7 @@ from typing import Literal
 
 from pydantic import BaseModel, Field, field_validator
 
+from voipflow.collectors.codec import core
 from voipflow.collectors.codec.decoder import DecoderConfig
 from voipflow.collectors.codec.templates import TemplateCache
 
@@ -127,6 +128,11 @@ class CollectorConfig(BaseModel):
     #: Exporter address -> 1-in-N sampling rate that overrides what the
     #: exporter announces, e.g. ``{"192.0.2.1": 1000}`` (JSON in the variable).
     sampling_override: dict[str, int] = Field(default_factory=dict)
+    #: How datagrams are walked and records gathered: ``compiled`` with the
+    #: codec's C core (built by ``make setup``; refuses to start without it),
+    #: ``numpy`` without it, ``auto`` the core when built, else numpy (logged
+    #: at start). The records and counters are the same either way.
+    codec_core: Literal["auto", "compiled", "numpy"] = "auto"
 
     @field_validator("sampling_override")
     @classmethod
@@ -150,11 +156,19 @@ class CollectorConfig(BaseModel):
             held_max_age_ms=int(self.held_max_age_s * 1000),
             max_fields=self.max_template_fields,
             sampling_override=override,
+            compiled_core=self.codec_core != "numpy",
         )
 
     def template_cache(self) -> TemplateCache:
         """An empty template cache with the configured expiry."""
         return TemplateCache(expiry_s=self.template_expiry_s, max_templates=self.max_templates)
+
+    @field_validator("codec_core")
+    @classmethod
+    def _check_core(cls, v: str) -> str:
+        if v == "compiled" and not core.AVAILABLE:
+            raise ValueError(f"{core.BUILD_HINT}; or set it to auto or numpy")
+        return v
 
     @field_validator("listen")
     @classmethod

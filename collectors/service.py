@@ -33,11 +33,13 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any, cast
 
 import numpy as np
 
 from voipflow.collectors.admission import Admission
 from voipflow.collectors.batching import Accumulator, MessageEncoder, exporter_ranges
+from voipflow.collectors.codec import core
 from voipflow.collectors.codec.assemble import concat
 from voipflow.collectors.codec.decoder import Decoder
 from voipflow.collectors.codec.frame import Frame
@@ -46,11 +48,13 @@ from voipflow.collectors.config import CollectorConfig, split_listen, split_netw
 from voipflow.collectors.health import ExporterTracker
 from voipflow.collectors.metrics import CollectorMetrics
 from voipflow.collectors.outputs import Output
+from voipflow.collectors.receiver import COMPILED as COMPILED_READ
 from voipflow.collectors.receiver import (
     MAX_DATAGRAM,
     ListenSocket,
     ReceiverError,
     drain_into,
+    drain_senders,
     open_sockets,
     read_kernel_drops,
 )
@@ -117,6 +121,9 @@ class Collector:
         self._selector: selectors.BaseSelector | None = None
         # Receive buffer: a burst of datagrams back to back (a full burst of
         # 1500-byte datagrams fits; reading stops early rather than cut one).
+        # the compiled burst read when built, unless the numpy path is asked for
+        compiled_read = COMPILED_READ and config.codec_core != "numpy"
+        self._drain: Callable[..., int] = drain_senders if compiled_read else drain_into
         self._buf = bytearray(max(config.recv_burst * 1500, 1 << 20) + MAX_DATAGRAM)
         self._view = memoryview(self._buf)
         self._coalesce_s = config.coalesce_ms / 1000.0
@@ -159,6 +166,17 @@ class Collector:
                 self.metrics.rcvbuf.labels(ls.label).set(ls.rcvbuf_granted)
                 # Present from the start, so a dashboard sees 0, not nothing.
                 self.metrics.kernel_drops.labels(ls.label).inc(0)
+        compiled = self.decoder.config.compiled_core and core.AVAILABLE
+        log.log(
+            logging.INFO if compiled or self.config.codec_core == "numpy" else logging.WARNING,
+            "codec core",
+            extra={
+                "core": "compiled" if compiled else "numpy",
+                "read": "compiled" if self._drain is drain_senders else "python",
+                "setting": self.config.codec_core,
+                **({} if core.AVAILABLE else {"hint": core.BUILD_HINT}),
+            },
+        )
         self._load_templates()
         self._warm_up()
         # Everything allocated so far (pyarrow, numpy, pandas modules) lives as
@@ -279,22 +297,27 @@ class Collector:
         # Datagrams land back to back in one buffer, which the decoder takes
         # whole (a frame): no bytes object per datagram, no join.
         sizes: list[int] = []
-        hosts: list[str] = []
+        # address text (Python read) or 16-byte address (compiled read) each
+        senders: list[Any] = []
         burst = self.config.recv_burst
         view = self._view
+        drain = self._drain
         pos = 0
         for key, _ in sel.select(timeout):
-            pos = drain_into(key.fileobj, view, pos, burst, sizes, hosts)  # type: ignore[arg-type]
+            pos = drain(key.fileobj, view, pos, burst, sizes, senders)
         if not sizes:
             return 0
         if len(sizes) < burst and self._coalesce_s > 0 and not self._stop.is_set():
             # Fewer than a burst: let more arrive so one decode call covers them.
             time.sleep(self._coalesce_s)
             for ls in self.sockets:
-                pos = drain_into(ls.sock, view, pos, burst, sizes, hosts)
+                pos = drain(ls.sock, view, pos, burst, sizes, senders)
         now_ms = self._clock_ms()
         frame = Frame.received(self._buf, sizes)
-        exporters, keep = self._admit(hosts, now_ms)
+        if self._drain is drain_senders:
+            exporters, keep = self._admit16(senders, now_ms)
+        else:
+            exporters, keep = self._admit(senders, now_ms)
         if keep is not None:
             frame = frame.select(keep)
         if exporters:
@@ -309,12 +332,13 @@ class Collector:
         append = out.append
         admission = self.admission
         if admission.open:
-            for host in hosts:
-                a16 = addr16.get(host)
-                if a16 is None:
-                    a16 = self._exporter_addr(host)
-                append(a16)
-            return out, None
+            found = list(map(addr16.get, hosts))  # C speed; new hosts looked up below
+            if None in found:
+                found = [
+                    a if a is not None else self._exporter_addr(h)
+                    for a, h in zip(found, hosts, strict=True)
+                ]
+            return cast(list[bytes], found), None
         check = admission.admit
         now_s = now_ms / 1000.0
         keep = np.zeros(len(hosts), dtype=bool)
@@ -327,6 +351,16 @@ class Collector:
             append(a16)
             keep[i] = True
         return out, keep
+
+    def _admit16(self, senders: list[bytes], now_ms: int) -> tuple[list[bytes], np.ndarray | None]:
+        """:meth:`_admit` of 16-byte sender addresses (the compiled read)."""
+        if self.admission.open:
+            return senders, None
+        check = self.admission.admit
+        text = self.tracker.exporter_text
+        now_s = now_ms / 1000.0
+        keep = np.fromiter((check(text(a), now_s) for a in senders), dtype=bool, count=len(senders))
+        return [a for a, k in zip(senders, keep.tolist(), strict=True) if k], keep
 
     def _exporter_addr(self, host: str) -> bytes:
         if len(self._addr16) > 65536:

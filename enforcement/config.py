@@ -42,7 +42,9 @@ def _split(v: str) -> list[str]:
 
 class GuardrailConfig(BaseModel):
     #: Prefixes no block or throttle may cover, comma separated, besides the
-    #: built-in loopback, link-local, multicast and broadcast ranges.
+    #: built-in loopback, link-local, multicast and broadcast ranges. The
+    #: evaluator cuts them out of every rule, and every enforcement point
+    #: (``voipflow enforce``) refuses a rule that still touches them.
     never_block: str = ""
     #: The operator's infrastructure (routers, DNS resolvers, SIP trunks,
     #: management networks), comma separated: never blocked or throttled.
@@ -72,6 +74,21 @@ class GuardrailConfig(BaseModel):
             "infrastructure": _split(self.infrastructure_prefixes),
             "emergency": _split(self.emergency_prefixes),
         }
+
+    def configured_networks(self) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
+        """The operator's protected prefixes (never-block, infrastructure, emergency).
+
+        What an enforcement point checks every rule against, behind the
+        evaluator: one setting for both, so they cannot disagree. The
+        built-in ranges are left out: the evaluator never emits them, and a
+        point that held them would refuse every port-only rule.
+        """
+        nets = [
+            *_split(self.never_block),
+            *_split(self.infrastructure_prefixes),
+            *_split(self.emergency_prefixes),
+        ]
+        return [ipaddress.ip_network(n) for n in nets]
 
 
 class EvaluatorConfig(BaseModel):

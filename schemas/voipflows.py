@@ -61,6 +61,7 @@ from voipflow.schemas.flowbatch import (
     BatchSchemaError,
     BatchVersionError,
     core_columns,
+    encode_view,
     read_single_batch,
     write_single_batch,
 )
@@ -235,9 +236,16 @@ def make_voip_batch(columns: Mapping[str, Any]) -> VoipFlowBatch:
     return VoipFlowBatch(cols, n)
 
 
-def encode(batch: VoipFlowBatch) -> bytes:
-    """Serialise as one Arrow IPC stream (the Kafka message value)."""
-    return write_single_batch(batch.to_arrow())
+def encode(batch: VoipFlowBatch, compression: str | None = None) -> bytes:
+    """Serialise as one Arrow IPC stream (the Kafka message value).
+
+    ``compression`` (``"lz4"`` or ``"zstd"``) compresses the stream's buffers
+    with Arrow IPC body compression, which :func:`decode` (any Arrow reader)
+    undoes by itself; None leaves them plain.
+    """
+    if compression is None:
+        return write_single_batch(batch.to_arrow())
+    return bytes(encode_view(batch.to_arrow(), compression))
 
 
 #: The columns of version 1: version 2's without ``role``.

@@ -10,8 +10,10 @@ cd "$(dirname "$0")/.."
 # sip-tester (sipp) + iproute2: real SIP calls for the classifier's held-out captures.
 # nftables, gobgpd, bird2: the enforcement points' dataplanes and a BGP peer for their tests.
 # chromium: the report's PDF, and its tests open the page headless.
+# gcc + python3-dev: the collector codec's compiled core (optional; numpy without it).
 APT_PACKAGES=(softflowd nfdump tshark pmacct clickhouse-server libndpi-bin tcpreplay
-  openjdk-17-jre-headless maven sip-tester iproute2 nftables gobgpd bird2 chromium)
+  openjdk-17-jre-headless maven sip-tester iproute2 nftables gobgpd bird2 chromium
+  gcc python3-dev)
 
 say() { printf '\033[1msetup:\033[0m %s\n' "$*"; }
 
@@ -39,7 +41,9 @@ if [ ! -x .venv/bin/python ]; then
   "$PY" -m venv .venv
 fi
 stamp=.venv/.voipflow-installed
-want=$(sha256sum pyproject.toml | cut -d' ' -f1)
+# The install also builds the collector's compiled core (setup.py: collectors/codec/_walk.c,
+# collectors/_recv.c) with the system C compiler; without one it runs on numpy alone.
+want=$(cat pyproject.toml setup.py collectors/codec/_walk.c collectors/_recv.c | sha256sum | cut -d' ' -f1)
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   say "installing Python packages into .venv"
   .venv/bin/python -m pip install -q --upgrade pip

@@ -6,8 +6,11 @@ Two steps, so that one worker owns a city while batches arrive anywhere:
    per-city *partials*: for each (window, app) the flows, packets and bytes
    (sampling corrected), the distinct subscriber hashes and the estimated
    call-seconds, plus an ``ALL`` row per window with every home record of the
-   city (VoIP or not) for the VoIP share. Vectorised: one ``numpy.unique`` over
-   a combined (city, window, app) key and ``bincount`` sums.
+   city (VoIP or not) for the VoIP share (its sums only: no subscriber hashes,
+   which nothing reads and which made a busy city's state, re-encoded and
+   written to the changelog on every partial, grow with all its subscribers).
+   Vectorised: one ``numpy.unique`` over a combined (city, window, app) key
+   and ``bincount`` sums.
 2. :func:`apply_partial` merges a partial into the city's state (a JSON-able
    dict kept in a Faust table) and :func:`close_windows` turns the windows the
    city's event-time watermark has passed (plus the lateness allowance) into
@@ -33,6 +36,7 @@ RFC 5103 biflow record) count once, with the longer duration.
 from __future__ import annotations
 
 import base64
+import json
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -78,15 +82,73 @@ class AppWindow:
         ]
 
 
-def pack_hashes(hashes: np.ndarray) -> str:
-    """Sorted distinct uint64 hashes as base64 of little-endian bytes (compact in JSON)."""
-    arr = np.unique(np.asarray(hashes, dtype=np.uint64)).astype("<u8")
-    return base64.b64encode(arr.tobytes()).decode("ascii")
+def pack_hashes(hashes: np.ndarray, distinct: bool = False) -> str:
+    """Sorted distinct uint64 hashes as base64 of little-endian bytes (compact in JSON).
+
+    ``distinct``: the hashes are sorted and distinct already (skips a sort).
+    """
+    arr = np.asarray(hashes, dtype=np.uint64)
+    if not distinct:
+        arr = np.unique(arr)
+    return base64.b64encode(arr.astype("<u8", copy=False).tobytes()).decode("ascii")
 
 
-def unpack_hashes(text: str) -> np.ndarray:
-    """Inverse of :func:`pack_hashes`."""
+class HashUnion:
+    """Subscriber hashes of a state in memory: the union of sorted distinct arrays,
+    taken once when it is read (:meth:`array`), not once per partial merged."""
+
+    __slots__ = ("parts",)
+
+    def __init__(self, *parts: np.ndarray) -> None:
+        self.parts = list(parts)
+
+    def add(self, hashes: np.ndarray) -> None:
+        self.parts.append(hashes)
+
+    def array(self) -> np.ndarray:
+        """The sorted distinct hashes (every part is sorted and distinct).
+
+        The first part is the state's, often thousands of hashes; the others
+        come from partials, a few each. They are inserted into the first by
+        binary search, which costs a copy of it, where ``numpy.unique`` over
+        everything would hash or sort it all again.
+        """
+        if len(self.parts) == 1:
+            return self.parts[0]
+        if not self.parts:
+            self.parts = [np.zeros(0, np.uint64)]
+            return self.parts[0]
+        base, rest = self.parts[0], self.parts[1:]
+        add = rest[0] if len(rest) == 1 else np.unique(np.concatenate(rest))
+        at = np.searchsorted(base, add)
+        known = at < len(base)
+        known[known] = base[at[known]] == add[known]
+        self.parts = [np.insert(base, at[~known], add[~known])]
+        return self.parts[0]
+
+
+def unpack_hashes(text: str | HashUnion) -> np.ndarray:
+    """Inverse of :func:`pack_hashes` (or the hashes a state in memory holds)."""
+    if isinstance(text, HashUnion):
+        return text.array()
     return np.frombuffer(base64.b64decode(text), dtype="<u8").astype(np.uint64)
+
+
+def _json_default(obj: Any) -> Any:
+    if isinstance(obj, HashUnion):
+        return pack_hashes(obj.array(), distinct=True)
+    raise TypeError(f"{type(obj).__name__} is not JSON serialisable")
+
+
+def encode_state(state: dict[str, Any]) -> bytes:
+    """A city or exporter state as the table's JSON bytes.
+
+    In memory, a city state's subscriber hashes are a :class:`HashUnion` once
+    merged (:func:`apply_partial`): a burst of partials for one city unpacks,
+    merges and packs them once, not once per partial. Here they become base64
+    again.
+    """
+    return json.dumps(state, separators=(",", ":"), default=_json_default).encode()
 
 
 @dataclass(slots=True)
@@ -191,7 +253,6 @@ def batch_partials(
     r_pk = np.concatenate([pk, pk[voip]])
     r_by = np.concatenate([by, by[voip]])
     r_calls = np.concatenate([np.zeros(len(city)), calls[voip]])
-    r_subs = np.concatenate([subs, subs[voip]])
 
     w_min = r_win.min()
     w_idx = (r_win - w_min) // w_ms
@@ -203,8 +264,12 @@ def batch_partials(
     pks = np.bincount(inv, weights=r_pk, minlength=len(uniq))
     bys = np.bincount(inv, weights=r_by, minlength=len(uniq))
     cs = np.bincount(inv, weights=r_calls, minlength=len(uniq))
-    # Distinct subscribers per group: unique (group, hash) pairs, then split.
-    pair = unique_pairs(inv.astype(np.uint64), r_subs.astype(np.uint64, copy=False))
+    # Distinct subscribers per VoIP group: unique (group, hash) pairs, then
+    # split. The ALL rows carry none: only their bytes are read (the VoIP
+    # share), and their hashes were most of a city state's size and of the
+    # keyed agent's time (merged and re-encoded on every partial).
+    n_home = len(city)
+    pair = unique_pairs(inv[n_home:].astype(np.uint64), subs[voip].astype(np.uint64, copy=False))
     bounds = np.searchsorted(pair[:, 0], np.arange(len(uniq) + 1, dtype=np.uint64))
 
     g_app = uniq % n_apps
@@ -226,7 +291,7 @@ def batch_partials(
             round(pks[g]),
             round(bys[g]),
             float(cs[g]),
-            pair[bounds[g] : bounds[g + 1], 1],
+            pair[bounds[g] : bounds[g + 1], 1],  # empty for ALL
         )
     return out
 
@@ -242,7 +307,9 @@ def new_state() -> dict[str, Any]:
         "closed": 0,  # windows starting before this are closed
         "late": 0,  # records that arrived for closed windows
         "geo": ["", ""],
-        "win": {},  # "start_ms" -> app -> [flows, packets, bytes, call_s, packed hashes]
+        # "start_ms" -> app -> [flows, packets, bytes, call_s, hashes]; the hashes
+        # packed (pack_hashes) in JSON, a HashUnion once merged in memory
+        "win": {},
     }
 
 
@@ -297,30 +364,65 @@ def _start_order(key: str) -> tuple[int]:
     return (int(key),)
 
 
+def _checked_windows(partial: dict[str, Any]) -> list[tuple[int, dict[str, tuple[Any, ...]]]]:
+    """The partial's windows, every row checked (and its hashes unpacked) up front.
+
+    A malformed partial raises here, before :func:`apply_partial` changes the
+    state, so a state is never left half-merged: the keyed agent keeps states
+    in memory between table writes and must be able to go on with one.
+    """
+    out = []
+    for w, apps in partial["win"].items():
+        rows: dict[str, tuple[Any, ...]] = {}
+        for app, row in apps.items():
+            flows, pkts, byts, calls, hashes = row
+            if not all(isinstance(v, int) and not isinstance(v, bool) for v in (flows, pkts, byts)):
+                raise ValueError(f"counters of {app!r} must be integers, got {row!r}")
+            if not isinstance(calls, int | float) or not isinstance(hashes, str):
+                raise ValueError(f"malformed row of {app!r}: {row!r}")
+            try:
+                arr = unpack_hashes(hashes) if hashes else None
+            except (ValueError, TypeError) as exc:  # bad base64, or not whole uint64s
+                raise ValueError(f"bad subscriber hashes of {app!r}: {exc}") from exc
+            if arr is not None and not bool(np.all(arr[1:] > arr[:-1])):
+                raise ValueError(f"subscriber hashes of {app!r} are not sorted and distinct")
+            rows[app] = (flows, pkts, byts, calls, hashes, arr)
+        out.append((int(w), rows))
+    return out
+
+
 def apply_partial(state: dict[str, Any], partial: dict[str, Any]) -> str:
     """Merge one partial (``CityPartial.to_json``) into a city state, in place.
 
     Returns ``"applied"``, or ``"duplicate"`` when the partial's source offset
     was applied already (an at-least-once re-delivery).
     """
+    windows = _checked_windows(partial)  # raises before anything changes
+    max_ms = int(partial["max_ms"])
     if not claim_source(state, partial):
         return "duplicate"
     state["geo"] = [partial.get("region", ""), partial.get("country", "")]
-    state["wm"] = max(int(state["wm"]), int(partial["max_ms"]))
-    for w, apps in partial["win"].items():
-        if count_if_late(state, int(w), apps.get(ALL, [0])[0]):
+    state["wm"] = max(int(state["wm"]), max_ms)
+    for w, apps in windows:
+        if count_if_late(state, w, apps.get(ALL, (0,))[0]):
             continue
-        cur = state["win"].setdefault(str(int(w)), {})
-        for app, (flows, pkts, byts, calls, hashes) in apps.items():
+        cur = state["win"].setdefault(str(w), {})
+        for app, (flows, pkts, byts, calls, hashes, arr) in apps.items():
             have = cur.get(app)
             if have is None:
-                cur[app] = [flows, pkts, byts, calls, hashes]
+                cur[app] = [flows, pkts, byts, calls, hashes if arr is None else HashUnion(arr)]
             else:
                 have[0] += flows
                 have[1] += pkts
                 have[2] += byts
                 have[3] = round(have[3] + calls, 3)
-                have[4] = pack_hashes(np.union1d(unpack_hashes(have[4]), unpack_hashes(hashes)))
+                if arr is not None:  # ALL rows and hash-less partials have none to merge
+                    if isinstance(have[4], HashUnion):
+                        have[4].add(arr)
+                    elif have[4]:
+                        have[4] = HashUnion(unpack_hashes(have[4]), arr)
+                    else:
+                        have[4] = HashUnion(arr)
     return "applied"
 
 

@@ -108,6 +108,25 @@ class WorkerApp:
     traffic: Any
 
 
+class WorkerSettingError(ValueError):
+    """Settings of [kafka] and [worker] that contradict each other."""
+
+
+def compression_codecs(kafka: KafkaConfig, worker: WorkerConfig) -> tuple[str | None, str | None]:
+    """(Kafka client compression, Arrow IPC compression of voip-flows.v1) of the worker."""
+    codec = kafka.compression
+    if codec == "none":
+        return None, None
+    if worker.compression_layer == "kafka":
+        return codec, None
+    if codec not in ("lz4", "zstd"):
+        raise WorkerSettingError(
+            f"VOIPFLOW_KAFKA_COMPRESSION={codec!r}: Arrow IPC compresses with lz4 or zstd only; "
+            "choose one or set VOIPFLOW_WORKER_COMPRESSION_LAYER=kafka"
+        )
+    return None, codec
+
+
 def partials_topic_name(worker: WorkerConfig) -> str:
     return f"{worker.app_id}-city-partials"
 
@@ -133,7 +152,7 @@ def build_app(
         datadir=str(datadir),
         topic_partitions=kafka.partitions,
         topic_replication_factor=kafka.replication_factor,
-        producer_compression_type=None if kafka.compression == "none" else kafka.compression,
+        producer_compression_type=compression_codecs(kafka, worker)[0],
         consumer_auto_offset_reset="earliest",
         web_enabled=False,
         # A killed worker's partitions move to the others after this long.

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, Field, field_validator
 
@@ -52,6 +53,16 @@ class WorkerConfig(BaseModel):
     voip_threshold: float = Field(0.5, gt=0, le=1)
     #: Publish classified VoIP flows to the voip-flows topic.
     publish_voip_flows: bool = True
+    #: Where ``VOIPFLOW_KAFKA_COMPRESSION`` is applied to what the worker
+    #: produces: ``arrow`` compresses the buffers inside each voip-flows.v1
+    #: Arrow IPC stream (LZ4_FRAME or ZSTD, which Arrow readers decompress by
+    #: themselves) and produces every record batch uncompressed; ``kafka``
+    #: lets the Kafka client compress the record batches. The client's lz4 is
+    #: LZ4-HC level 9, a fourteenth of the fast mode's speed: it took a sixth
+    #: of the worker's CPU (docs/performance.md); the JSON partials and states
+    #: gain little from compression (their hashes are base64). ``arrow``
+    #: needs lz4, zstd or none.
+    compression_layer: Literal["arrow", "kafka"] = "arrow"
     #: Fault injection for tests: after its N-th flows batch, the worker commits
     #: its acked offsets and SIGKILLs itself right then (0 = never).
     fault_kill_after_batches: int = Field(0, ge=0)

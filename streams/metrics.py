@@ -98,6 +98,15 @@ class WorkerMetrics:
         self.open_windows = Gauge(
             "voipflow_worker_open_windows", "Open city windows held by this worker", registry=r
         )
+        self.cpu_seconds = Counter(
+            "voipflow_worker_cpu_seconds_total",
+            "CPU seconds of the agents' thread in each part of the work: flow_step "
+            "(decode, enrich, classify, partials, voip-flows encode), window_states "
+            "(partials and ticks applied, windows closed), state_writes (states encoded "
+            "and handed to the changelog); the rest of the process's CPU is Kafka and Faust",
+            ["part"],
+            registry=r,
+        )
         self.batch_seconds = Histogram(
             "voipflow_worker_batch_seconds",
             "Time to enrich, classify and split one flow batch",

@@ -116,8 +116,15 @@ def _names(codes: np.ndarray, names: tuple[str, ...]) -> pa.Array:
 class FlowPipeline:
     """Enrich, classify and pre-aggregate flow batches (one instance per worker)."""
 
-    def __init__(self, config: WorkerConfig, metrics: WorkerMetrics | None = None) -> None:
+    def __init__(
+        self,
+        config: WorkerConfig,
+        metrics: WorkerMetrics | None = None,
+        arrow_compression: str | None = None,
+    ) -> None:
         self.config = config
+        #: Arrow IPC body compression of voip-flows.v1 messages (None: plain).
+        self.arrow_compression = arrow_compression
         #: Counters of this worker (a fresh registry unless one is given).
         self.metrics = metrics if metrics is not None else WorkerMetrics()
         self.enricher = Enricher(config, metrics=self.metrics)
@@ -128,6 +135,10 @@ class FlowPipeline:
         self.classifier = Classifier(
             load_providers(self.config.provider_dir), self.config.voip_threshold
         )
+        # Decoding a batch the first time imports pandas (pyarrow's to_numpy
+        # does, lazily): about a second that would otherwise delay the first
+        # batch after every start, and show in its latency.
+        fb.decode(fb.encode(fb.make_batch({})))
 
     def stop(self) -> None:
         self.enricher.stop()
@@ -164,7 +175,7 @@ class FlowPipeline:
                 for start in range(0, len(city_rows), VOIP_FLOWS_MAX_ROWS):
                     chunk = city_rows[start : start + VOIP_FLOWS_MAX_ROWS]
                     message = voip_flow_batch(batch, enr, result, chunk, geo, CLASSIFIER_VERSION)
-                    out.voip_flows.append((geo[0], vf.encode(message)))
+                    out.voip_flows.append((geo[0], vf.encode(message, self.arrow_compression)))
         return out
 
 

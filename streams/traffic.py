@@ -172,9 +172,10 @@ def apply_traffic(state: dict[str, Any], partial: dict[str, Any]) -> str:
             isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in counters
         ):
             raise ValueError(f"expected {N_COUNTERS} counters, got {counters!r}")
+    max_ms = int(partial["max_ms"])
     if not claim_source(state, partial):
         return "duplicate"
-    state["wm"] = max(int(state["wm"]), int(partial["max_ms"]))
+    state["wm"] = max(int(state["wm"]), max_ms)
     for key, counters in windows.items():
         start, _ = split_window_key(key)
         if count_if_late(state, start, counters[0]):

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import difflib
 import os
+import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
@@ -43,6 +44,16 @@ from voipflow.streams.config import WorkerConfig
 
 ENV_PREFIX = "VOIPFLOW_"
 CONFIG_ENV = "VOIPFLOW_CONFIG"
+
+
+#: Settings that were replaced: old variable -> (new variable, why). Setting an
+#: old one is an error naming the new one, never accepted beside it.
+REPLACED = {
+    "VOIPFLOW_ENFORCE_NEVER_BLOCK": (
+        "VOIPFLOW_GUARDRAILS_NEVER_BLOCK",
+        "the evaluator's guardrails and every enforcement point read that one setting",
+    ),
+}
 
 
 class SettingsError(Exception):
@@ -126,6 +137,26 @@ def _env_name(loc: tuple[Any, ...]) -> str:
     return ENV_PREFIX + "_".join(p.upper() for p in parts[:2])
 
 
+def _check_replaced(config_file: str | None) -> None:
+    """Fail on a replaced setting, in the environment or the config file, naming the new one."""
+    in_file: dict[str, Any] = {}
+    if config_file:
+        try:
+            in_file = tomllib.loads(Path(config_file).read_text())
+        except (OSError, ValueError):
+            in_file = {}  # read (and reported) by the settings sources below
+    for old, (new, why) in REPLACED.items():
+        section, _, key = old.removeprefix(ENV_PREFIX).lower().partition("_")
+        table = in_file.get(section)
+        if old in os.environ:
+            where = old
+        elif isinstance(table, dict) and key in table:
+            where = f"{old} ([{section}] {key} in {config_file})"
+        else:
+            continue
+        raise SettingsError(f"{where} was replaced by {new} ({why}): move its value there")
+
+
 def load_settings(config_file: str | Path | None = None, **overrides: Any) -> Settings:
     """Read and validate settings; raise :class:`SettingsError` naming the culprit."""
     if config_file is not None:
@@ -134,6 +165,7 @@ def load_settings(config_file: str | Path | None = None, **overrides: Any) -> Se
         os.environ[CONFIG_ENV] = str(config_file)
     elif os.environ.get(CONFIG_ENV) and not Path(os.environ[CONFIG_ENV]).is_file():
         raise SettingsError(f"{CONFIG_ENV}: no such file {os.environ[CONFIG_ENV]}")
+    _check_replaced(os.environ.get(CONFIG_ENV))
     known = setting_names()
     for var in os.environ:
         if var.startswith(ENV_PREFIX) and var not in known:

@@ -22,6 +22,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from voipflow.collectors.codec import core
 from voipflow.collectors.codec.frame import Frame, gather_records, raw_dtype
 from voipflow.collectors.codec.plan import RecordMeta, RecordPlan
 from voipflow.collectors.codec.templates import DomainKey, DomainOptions
@@ -89,6 +90,8 @@ class CallBatch:
         self._domain_ids: dict[DomainKey, int] = {}
         #: position in the call of the datagram being decoded
         self.index = 0
+        #: gather records out of the frame with the compiled core
+        self.compiled = False
         self._adds = 0
 
     def domain_id(self, exporter: bytes, domain: int) -> int:
@@ -170,7 +173,7 @@ class CallBatch:
             if not g.rows and not g.frame_rows and not g.frame_bulk:
                 continue
             cols, extras, n = _build_group(
-                g, self.frame, self.domains, options, override, per_domain
+                g, self.frame, self.domains, options, override, per_domain, self.compiled
             )
             if n:
                 parts.append((cols, extras, n))
@@ -178,7 +181,7 @@ class CallBatch:
 
 
 def _records_and_chunks(
-    g: Group, frame: Frame | None
+    g: Group, frame: Frame | None, compiled: bool = False
 ) -> tuple[np.ndarray, dict[int, list[bytes]] | None, list[np.ndarray]]:
     """A group's records and chunk columns, in the order of the datagrams."""
     plan = g.plan
@@ -210,7 +213,10 @@ def _records_and_chunks(
             # so the sets of one datagram keep theirs).
             order = np.argsort(index, kind="stable")
             cols = [c[order] for c in cols]
-        pieces.append(gather_records(frame, cols[1], cols[2], plan.dtype))
+        if compiled:
+            pieces.append(core.gather(frame.buf, cols[1], cols[2], plan.dtype))
+        else:
+            pieces.append(gather_records(frame, cols[1], cols[2], plan.dtype))
         blocks.append((cols[0], *cols[2:]))
     chunks = [_join([b[i] for b in blocks]) for i in range(_CHUNK_COLUMNS)]
     rec = pieces[0] if len(pieces) == 1 else np.concatenate(pieces)
@@ -243,9 +249,10 @@ def _build_group(
     options: Callable[[bytes, int], DomainOptions | None],
     override: Mapping[bytes, int],
     per_domain: dict[DomainKey, tuple[int, int]],
+    compiled: bool = False,
 ) -> tuple[dict[str, Any], dict[str, pa.Array], int]:
     plan = g.plan
-    rec, var, chunk_columns = _records_and_chunks(g, frame)
+    rec, var, chunk_columns = _records_and_chunks(g, frame, compiled)
     _, counts, dom, received, export, uptime, hsampling = chunk_columns
     n = int(counts.sum())
     if n != len(rec):  # cannot happen: counts are taken from the same slices
@@ -288,7 +295,7 @@ def _build_group(
         uptime_ms=rep(uptime, np.int64),
         system_init_ms=per_domain_col(d_init, np.int64),
     )
-    cols, extras = plan.columns(rec, meta, var)
+    cols, extras = plan.columns(rec, meta, var, compiled)
     # Core columns the template has; make_batch fills the others with defaults.
     out = {name: col for name, col in cols.items() if name in FLOW_COLUMNS}
     out["time_received_ms"] = rep(received, np.uint64)

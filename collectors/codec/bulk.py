@@ -40,6 +40,7 @@ from typing import Protocol
 
 import numpy as np
 
+from voipflow.collectors.codec import core
 from voipflow.collectors.codec.call import DecodeCall, DecoderConfig
 from voipflow.collectors.codec.frame import HEAD, Frame, every_offset
 from voipflow.collectors.codec.plan import RecordPlan, plan_for
@@ -63,7 +64,23 @@ class DecoderLike(Protocol):
     config: DecoderConfig
 
     def decode_one(
-        self, call: DecodeCall, mv: memoryview, exporter: bytes, received_ms: int
+        self,
+        call: DecodeCall,
+        mv: memoryview,
+        exporter: bytes,
+        received_ms: int,
+        templates: bool = True,
+    ) -> None: ...
+
+    def decode_template_sets(
+        self,
+        call: DecodeCall,
+        mv: memoryview,
+        exporter: bytes,
+        domain: int,
+        version: int,
+        received_ms: int,
+        sets: list[list[int]],
     ) -> None: ...
 
     def tracker(self, key: DomainKey) -> SequenceTracker: ...
@@ -111,9 +128,45 @@ class Heads:
     nsets: np.ndarray  # int64: its data sets (where plain)
     set_start: np.ndarray  # int64 per set: offset in the frame of the set's first record
     set_len: np.ndarray  # int64 per set: bytes of records (and padding) in the set
+    #: plain but for template sets in front of its data sets (compiled core
+    #: only): those are applied at its place in the call, its data in bulk
+    templated: np.ndarray | None = None  # bool
+    #: its template sets: rows (set id, start, end in the frame) from first_tset on
+    tsets: np.ndarray | None = None
+    first_tset: np.ndarray | None = None  # int64
+    ntsets: np.ndarray | None = None  # int64
 
 
-def read_heads(frame: Frame) -> Heads:
+def read_heads(frame: Frame, compiled: bool = False) -> Heads:
+    """Every datagram's header and sets, with the compiled core or with numpy."""
+    if compiled and core.AVAILABLE:
+        return _compiled_heads(frame)
+    return _numpy_heads(frame)
+
+
+def _compiled_heads(frame: Frame) -> Heads:
+    h, data, tsets = core.walk(frame.buf, frame.offsets, frame.lengths)
+    kind = h[:, core.H_KIND]
+    return Heads(
+        version=h[:, core.H_VERSION],
+        domain=h[:, core.H_DOMAIN],
+        plain=kind != core.K_ONE,
+        set_id=h[:, core.H_SET_ID],
+        seq=h[:, core.H_SEQ],
+        export_ms=h[:, core.H_EXPORT_MS],
+        uptime_ms=h[:, core.H_UPTIME_MS],
+        first_set=h[:, core.H_FIRST_SET],
+        nsets=h[:, core.H_NSETS],
+        set_start=data[:, 0],
+        set_len=data[:, 1],
+        templated=kind == core.K_TEMPLATED,
+        tsets=tsets,
+        first_tset=h[:, core.H_FIRST_TSET],
+        ntsets=h[:, core.H_NTSETS],
+    )
+
+
+def _numpy_heads(frame: Frame) -> Heads:
     """Every datagram's header, read with one gather (no Python per datagram)."""
     raw = every_offset(frame.buf, _HEAD)[frame.offsets]
     ipfix = raw.view(_IPFIX)
@@ -237,17 +290,22 @@ def decode_bulk(
     """
     n = len(frame)
     call.batch.frame = frame
-    heads = read_heads(frame)
-    ids: dict[bytes, int] = {}
-    exp_idx = np.fromiter((ids.setdefault(e, len(ids)) for e in exporter_of), np.int64, n)
+    compiled = dec.config.compiled_core and core.AVAILABLE
+    call.batch.compiled = compiled
+    heads = read_heads(frame, compiled)
+    # numbered in order of appearance, with C-speed dict and map calls
+    ids = {e: i for i, e in enumerate(dict.fromkeys(exporter_of))}
+    exp_idx = np.fromiter(map(ids.__getitem__, exporter_of), np.int64, n)
     exporters = list(ids)
     call.seqlog = SequenceLog(n)
-    datagrams = _Datagrams(exporter_of, received)
+    datagrams = _Datagrams(exporter_of, received, heads)
     ukeys, dom = np.unique(exp_idx * (1 << 32) + heads.domain, return_inverse=True)
     dom = dom.reshape(-1)
     keys = [(exporters[k >> 32], k & 0xFFFFFFFF) for k in ukeys.tolist()]
     mixed = np.zeros(len(keys), dtype=bool)
     mixed[dom[~heads.plain]] = True
+    if heads.templated is not None:  # templates may change within the call
+        mixed[dom[heads.templated]] = True
     bound: list[tuple[RecordPlan, np.ndarray]] = []
     # Exporters and domains with packets to decode one by one: each on its own.
     if mixed.any():
@@ -427,7 +485,9 @@ def _domain(
 ) -> None:
     """One exporter and domain's packets of the call, ``at`` (arrival order)."""
     plain = heads.plain[at]
-    others = at[~plain].tolist()
+    # decoded at their place: whole, or only their template sets (templated)
+    other = ~plain if heads.templated is None else ~plain | heads.templated[at]
+    others = at[other].tolist()
     fast = at[plain]
     which = (heads.version[fast] << 16) | heads.set_id[fast]
     cuts = np.searchsorted(fast, others).tolist() if others and len(fast) else [0] * len(others)
@@ -498,19 +558,49 @@ def _add_run(
 def _one_by_one(
     dec: DecoderLike, call: DecodeCall, datagrams: _Datagrams, frame: Frame, run: np.ndarray
 ) -> None:
+    """Packets of a run whose data cannot be gathered (template unknown,
+    options, variable-length), one by one; a templated packet's template
+    sets were applied at its place already (:func:`_one`)."""
+    templated = datagrams.heads.templated
     for i in run.tolist():
-        _one(dec, call, datagrams, frame, i)
+        call.batch.index = i
+        call.frame_at = int(frame.offsets[i])
+        dec.decode_one(
+            call,
+            frame.view(i),
+            datagrams.exporters[i],
+            int(datagrams.received[i]),
+            templates=templated is None or not templated[i],
+        )
 
 
 class _Datagrams:
-    """Each datagram's exporter and receive time, beside the frame."""
+    """Each datagram's exporter, receive time and walk, beside the frame."""
 
-    def __init__(self, exporters: Sequence[bytes], received: np.ndarray) -> None:
+    def __init__(self, exporters: Sequence[bytes], received: np.ndarray, heads: Heads) -> None:
         self.exporters = exporters
         self.received = received
+        self.heads = heads
 
 
 def _one(dec: DecoderLike, call: DecodeCall, datagrams: _Datagrams, frame: Frame, i: int) -> None:
+    """A packet at its place in the call: decoded whole, or, when templated,
+    only its template sets (its data sets go with the run after it)."""
     call.batch.index = i
+    h = datagrams.heads
+    if h.templated is not None and h.templated[i]:
+        assert h.tsets is not None and h.first_tset is not None and h.ntsets is not None
+        first = int(h.first_tset[i])
+        call.frame_at = -1
+        dec.decode_template_sets(
+            call,
+            memoryview(frame.buf),
+            datagrams.exporters[i],
+            int(h.domain[i]),
+            int(h.version[i]),
+            int(datagrams.received[i]),
+            h.tsets[first : first + int(h.ntsets[i])].tolist(),
+        )
+        return
     call.frame_at = int(frame.offsets[i])
     dec.decode_one(call, frame.view(i), datagrams.exporters[i], int(datagrams.received[i]))

@@ -50,6 +50,10 @@ class DecoderConfig:
     #: packets decoded in whole groups, ``collectors.codec.bulk``); 0 never does.
     #: The result is the same either way.
     bulk_min_datagrams: int = 8
+    #: The bulk path walks datagrams and gathers records with the compiled
+    #: core when it is built (``collectors.codec.core``), else with numpy.
+    #: The result is the same either way.
+    compiled_core: bool = True
 
 
 @dataclass(slots=True)

@@ -147,6 +147,9 @@ class _Held:
 #: Distinct template set bodies whose parse is kept (all are forgotten at once
 #: when full: a bound against exporters that never repeat themselves).
 PARSED_TEMPLATE_SETS = 4096
+#: Exporters and domains whose last template sets are remembered (all are
+#: forgotten at once when full).
+ANNOUNCED_DOMAINS = 65536
 
 
 class Decoder:
@@ -162,6 +165,11 @@ class Decoder:
         self._held_bytes = 0
         self._held_next = 0
         self._parsed: dict[tuple[int, bool, bytes], list[packets.TemplateRecord]] = {}
+        #: per exporter, domain and version: the template sets of its last
+        #: templated packet (bulk path) and the templates they left
+        self._announced: dict[
+            tuple[bytes, int, int], tuple[bytes, list[tuple[TemplateKey, Template]]]
+        ] = {}
         self._v5_template = Template(
             packets.V5_TEMPLATE.template_id, packets.V5_TEMPLATE.fields, version=5
         )
@@ -235,19 +243,81 @@ class Decoder:
     # -- packets ---------------------------------------------------------------
 
     def decode_one(
-        self, call: DecodeCall, mv: memoryview, exporter: bytes, received_ms: int
+        self,
+        call: DecodeCall,
+        mv: memoryview,
+        exporter: bytes,
+        received_ms: int,
+        templates: bool = True,
     ) -> None:
         """One datagram, packet by packet, into ``call``; bad input is counted
-        there, never raised. The bulk path hands over what it cannot group."""
+        there, never raised. The bulk path hands over what it cannot group;
+        ``templates=False``: all but its template sets, which the bulk path
+        applied already (:meth:`decode_template_sets`)."""
         try:
-            self._datagram(call, mv, exporter, received_ms)
+            self._datagram(call, mv, exporter, received_ms, templates)
         except DecodeError as exc:
             call.error(exporter, call.current_domain, exc)
         except Exception as exc:  # a bug must not stop the collector
             call.error(exporter, call.current_domain, InternalDecodeError(repr(exc)))
 
+    def decode_template_sets(
+        self,
+        call: DecodeCall,
+        mv: memoryview,
+        exporter: bytes,
+        domain: int,
+        version: int,
+        received_ms: int,
+        sets: list[list[int]],
+    ) -> None:
+        """The (options) template sets ``[set id, start, end]`` (in ``mv``) of
+        one well-framed packet, as :meth:`decode_one` would apply them: the
+        bulk path's way with a packet that refreshes templates in front of
+        its data sets, whose data it gathers with the others'."""
+        st = call.stats_for(exporter, domain)
+        # Exporters repeat the same template sets every few packets: when
+        # these bytes are what this domain announced last, and the cache
+        # still holds what they left there with no data waiting for it, a
+        # re-announcement only moves the templates' time.
+        raw = mv[sets[0][1] - 4 : sets[-1][2]].tobytes()
+        memo_key = (exporter, domain, version)
+        memo = self._announced.get(memo_key)
+        if memo is not None and memo[0] == raw and self._unchanged(memo[1]):
+            for _, tmpl in memo[1]:
+                tmpl.received_ms = max(tmpl.received_ms, received_ms)
+            return
+        chunk_base = Chunk(exporter, domain, received_ms, 0, -1, 0)
+        applied: list[tuple[TemplateKey, Template]] | None = []
+        for set_id, start, end in sets:
+            try:
+                kind = packets.set_kind(version, set_id)
+                done = self._template_set(call, st, mv, start, end, version, kind, chunk_base)
+            except DecodeError as exc:
+                call.error(exporter, domain, exc)
+                done = None
+            except Exception as exc:  # a bug must not stop the collector
+                call.error(exporter, domain, InternalDecodeError(repr(exc)))
+                done = None
+            applied = applied + done if applied is not None and done is not None else None
+        if len(self._announced) >= ANNOUNCED_DOMAINS:
+            self._announced.clear()
+        if applied is None:  # errors or withdrawals: taken in full next time too
+            self._announced.pop(memo_key, None)
+        else:
+            self._announced[memo_key] = (raw, applied)
+
+    def _unchanged(self, applied: list[tuple[TemplateKey, Template]]) -> bool:
+        get, held = self.templates.get, self._held_by_key
+        return all(get(key) is tmpl and key not in held for key, tmpl in applied)
+
     def _datagram(
-        self, call: DecodeCall, mv: memoryview, exporter: bytes, received_ms: int
+        self,
+        call: DecodeCall,
+        mv: memoryview,
+        exporter: bytes,
+        received_ms: int,
+        templates: bool = True,
     ) -> None:
         call.current_domain = packets.header_domain(mv)
         msg = packets.parse_message(mv)
@@ -280,7 +350,7 @@ class Decoder:
                     else:
                         units += n
                         flows += n if n and not self._is_options(st, set_id, msg.version) else 0
-                else:
+                elif templates:
                     self._template_set(call, st, mv, start, end, msg.version, kind, chunk_base)
             except DecodeError as exc:
                 call.error(exporter, msg.domain, exc)
@@ -341,7 +411,9 @@ class Decoder:
         version: int,
         kind: str,
         chunk_base: Chunk,
-    ) -> None:
+    ) -> list[tuple[TemplateKey, Template]] | None:
+        """Apply one (options) template set; the templates it left in the
+        cache, None when it withdrew any."""
         options = kind == "options"
         # Exporters resend the same template set every few packets: parse each
         # distinct set once (by its bytes), and refresh what is cached.
@@ -355,8 +427,10 @@ class Decoder:
                 self._parsed.clear()
             self._parsed[raw] = records
         exporter, domain = st.exporter, st.observation_domain_id
+        applied: list[tuple[TemplateKey, Template]] | None = []
         for rec in records:
             if not rec.fields:  # IPFIX withdrawal
+                applied = None
                 if rec.template_id in (2, 3):
                     st.templates_withdrawn += self.templates.withdraw_all(
                         exporter, domain, version, rec.template_id == 3
@@ -385,6 +459,9 @@ class Decoder:
                     st.templates_added += 1
             if key in self._held_by_key:
                 self._release(call, key, stored)
+            if applied is not None:
+                applied.append((key, stored))
+        return applied
 
     def _data_set(
         self,

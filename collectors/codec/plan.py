@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from voipflow.collectors.codec import ies
+from voipflow.collectors.codec import core, ies
 from voipflow.collectors.codec.errors import BadRecordError, BadTemplateError
 from voipflow.collectors.codec.templates import VARLEN, Template
 from voipflow.schemas.flowbatch import FLOW_COLUMNS, ipv4_to_addr16
@@ -204,9 +204,14 @@ class RecordPlan:
         return None
 
     def columns(
-        self, rec: np.ndarray, meta: RecordMeta, var: dict[int, list[bytes]] | None = None
+        self,
+        rec: np.ndarray,
+        meta: RecordMeta,
+        var: dict[int, list[bytes]] | None = None,
+        compiled: bool = False,
     ) -> tuple[dict[str, Any], dict[str, pa.Array]]:
-        """Core columns (numpy) and extra ``ie_*`` columns (Arrow) of ``rec``."""
+        """Core columns (numpy) and extra ``ie_*`` columns (Arrow) of ``rec``;
+        ``compiled``: addresses with the compiled core (the same values)."""
         n = len(rec)
         cols: dict[str, Any] = {}
         first = self.first
@@ -214,8 +219,8 @@ class RecordPlan:
         # addresses
         v4s, v4d = first.get((0, 8)), first.get((0, 12))
         v6s, v6d = first.get((0, 27)), first.get((0, 28))
-        src4 = self._addr4(rec, v4s)
-        dst4 = self._addr4(rec, v4d)
+        src4 = self._addr4(rec, v4s, compiled)
+        dst4 = self._addr4(rec, v4d, compiled)
         src6 = self._addr6(rec, v6s)
         dst6 = self._addr6(rec, v6d)
         if src6 is not None or dst6 is not None:
@@ -285,9 +290,17 @@ class RecordPlan:
             cols["x_record_sampling"] = rate
         return cols, self._extras(rec, var, n)
 
-    def _addr4(self, rec: np.ndarray, pf: PlanField | None) -> np.ndarray | None:
+    def _addr4(
+        self, rec: np.ndarray, pf: PlanField | None, compiled: bool = False
+    ) -> np.ndarray | None:
         if pf is None or pf.length != 4:
             return None
+        field = rec.dtype.fields[pf.name] if rec.dtype.fields else None
+        # the core copies the field's bytes: only where they are big-endian
+        big_endian = field is not None and (field[0].str[0] == ">" or field[0].kind in "SV")
+        if compiled and core.AVAILABLE and big_endian and rec.flags.c_contiguous:
+            assert field is not None
+            return core.addr4(rec, field[1])
         return ipv4_to_addr16(np.ascontiguousarray(rec[pf.name]))
 
     def _addr6(self, rec: np.ndarray, pf: PlanField | None) -> np.ndarray | None:

@@ -60,10 +60,6 @@ class EnforceConfig(BaseModel):
     reconcile_s: float = Field(10.0, gt=0)
     #: Seconds between hit counter reports of the applied rules.
     hits_s: float = Field(30.0, gt=0)
-    #: Prefixes this point never drops or limits, whatever a rule says
-    #: (infrastructure, emergency services, the operator's own networks);
-    #: comma-separated CIDRs. Rules that touch them are refused.
-    never_block: str = ""
     #: Most rules this point holds at once (0: no limit). New rules past it
     #: are refused and reported, so a runaway publisher cannot fill a router's
     #: filter memory; routers hold a few thousand FlowSpec routes.
@@ -105,12 +101,6 @@ class EnforceConfig(BaseModel):
     def _check_point(cls, v: str) -> str:
         if v and not re.fullmatch(r"[A-Za-z0-9._:-]{1,64}", v):
             raise ValueError("use 1-64 letters, digits and . _ : -")
-        return v
-
-    @field_validator("never_block")
-    @classmethod
-    def _check_never_block(cls, v: str) -> str:
-        parse_prefixes(v)
         return v
 
     @field_validator("nft_table")

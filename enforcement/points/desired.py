@@ -131,15 +131,15 @@ def normalise(obj: dict[str, Any], never_block: Iterable[Network] = ()) -> Rule:
             raise RefusedRule(
                 "never_block",
                 f"the target has no prefixes, so it covers never-block prefix {guards[0]} of "
-                "this enforcement point (VOIPFLOW_ENFORCE_NEVER_BLOCK)",
+                "the guardrails (VOIPFLOW_GUARDRAILS_*)",
             )
         for net in nets:
             for guard in guards:
                 if net.version == guard.version and net.overlaps(guard):
                     raise RefusedRule(
                         "never_block",
-                        f"target prefix {net} overlaps never-block prefix {guard} of this "
-                        "enforcement point (VOIPFLOW_ENFORCE_NEVER_BLOCK)",
+                        f"target prefix {net} overlaps never-block prefix {guard} of the "
+                        "guardrails (VOIPFLOW_GUARDRAILS_*)",
                     )
     return Rule(
         rule_id=obj["rule_id"],

@@ -15,12 +15,12 @@ from __future__ import annotations
 import json
 import logging
 import subprocess
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from voipflow.enforcement.points.backend import Batch, State
-from voipflow.enforcement.points.config import EnforceConfig, parse_prefixes
-from voipflow.enforcement.points.desired import Rule
+from voipflow.enforcement.points.config import EnforceConfig
+from voipflow.enforcement.points.desired import Network, Rule
 from voipflow.enforcement.points.errors import BackendError, BackendUnavailable
 from voipflow.enforcement.points.nftscript import (
     Parts,
@@ -39,11 +39,12 @@ NFT_TIMEOUT_S = 120.0
 class NftBackend:
     name = "nftables"
 
-    def __init__(self, config: EnforceConfig) -> None:
+    def __init__(self, config: EnforceConfig, never_block: Sequence[Network] = ()) -> None:
+        """``never_block``: the guardrails' prefixes, exempt in the base chain."""
         self.config = config
         self.table = config.nft_table
         self.hook = config.nft_hook
-        self.never_block = parse_prefixes(config.never_block)
+        self.never_block = list(never_block)
         prefix = ["ip", "netns", "exec", config.nft_netns] if config.nft_netns else []
         self._cmd = [*prefix, config.nft_bin]
 

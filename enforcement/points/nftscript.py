@@ -237,7 +237,7 @@ def parse_state(
         if f"never_{fam}" not in sets:
             problems.append(f"set never_{fam} missing")
         elif {_net(e) for e in sets[f"never_{fam}"]} != want:
-            problems.append(f"set never_{fam} differs from VOIPFLOW_ENFORCE_NEVER_BLOCK")
+            problems.append(f"set never_{fam} differs from the guardrails' never-block prefixes")
     if problems:
         # A damaged frame is rebuilt from scratch, with every rule in it.
         return State(base_ok=False, base_detail="; ".join(problems))

@@ -18,15 +18,15 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka import errors as kafka_errors
 
 from voipflow.enforcement.points.backend import Backend
-from voipflow.enforcement.points.config import EnforceConfig, parse_prefixes
-from voipflow.enforcement.points.desired import DesiredRules
+from voipflow.enforcement.points.config import EnforceConfig
+from voipflow.enforcement.points.desired import DesiredRules, Network
 from voipflow.enforcement.points.errors import BackendError, EnforceError
 from voipflow.enforcement.points.metrics import EnforceMetrics
 from voipflow.enforcement.points.reconcile import Feedback, Reconciler, now_ms
@@ -51,7 +51,11 @@ class EnforcementPoint:
         metrics: EnforceMetrics | None = None,
         rebuild_timeout_s: float = 60.0,
         client_options: Mapping[str, Any] | None = None,
+        never_block: Sequence[Network] = (),
     ) -> None:
+        """``never_block``: prefixes no rule may touch here, whatever it says
+        (the guardrails' ``VOIPFLOW_GUARDRAILS_*`` prefixes, the same the
+        evaluator cuts out of its rules)."""
         self.config = config
         self.backend = backend
         self.bootstrap = bootstrap
@@ -62,9 +66,7 @@ class EnforcementPoint:
         #: TLS/SASL keyword arguments of the Kafka clients (``kafka_client_options``).
         self.client_options = dict(client_options or {})
         self.point = config.point_name()
-        self.desired = DesiredRules(
-            never_block=parse_prefixes(config.never_block), max_rules=config.max_rules
-        )
+        self.desired = DesiredRules(never_block=list(never_block), max_rules=config.max_rules)
         self.reconciler = Reconciler(
             backend, self.desired, Feedback(self.point, backend.name), self.metrics
         )

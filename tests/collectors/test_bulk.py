@@ -2,9 +2,11 @@
 
 ``DecoderConfig(bulk_min_datagrams=0)`` decodes every datagram on its own
 (the reference); ``bulk_min_datagrams=1`` sends every call through the bulk
-path (``collectors.codec.bulk``). Both must return the same batch (same rows in
-the same order), the same statistics and errors, and leave the same state
-(templates, held data, sequence trackers) for the next call. The streams mix
+path (``collectors.codec.bulk``), once with the compiled core
+(``collectors.codec.core``, when built) and once with numpy. All must return
+the same batch (same rows in the same order), the same statistics and
+errors, and leave the same state (templates, held data, sequence trackers)
+for the next call. The streams mix
 what makes the bulk path fall back or cut its runs: templates and options
 in between data, data before its template, a template id reused with
 another layout, several exporters and domains, v9 and IPFIX from one
@@ -24,8 +26,10 @@ from hypothesis import strategies as st
 
 from tests.collectors.compare import assert_same
 from tests.collectors.flows import BOOT, T0, random_flows
+from voipflow.collectors.codec import core
 from voipflow.collectors.codec.decoder import Datagram, Decoder, DecoderConfig, DecodeResult
 from voipflow.collectors.codec.encoder import make_encoder
+from voipflow.collectors.codec.frame import Frame
 from voipflow.collectors.codec.templates import TemplateCache
 from voipflow.collectors.pcapfile import iter_udp
 from voipflow.schemas.flowbatch import text_to_addr16
@@ -47,14 +51,17 @@ def _state(dec: Decoder) -> tuple[Any, ...]:
 
 
 def both_ways(calls: list[list[Datagram]]) -> list[DecodeResult]:
-    """Decode ``calls`` one by one and in bulk; assert equality; the bulk results."""
+    """Decode ``calls`` one by one and in bulk (compiled core and numpy);
+    assert equality; the bulk results (of the compiled core when built)."""
     one = Decoder(TemplateCache(), DecoderConfig(bulk_min_datagrams=0))
     many = Decoder(TemplateCache(), DecoderConfig(bulk_min_datagrams=1))
+    pure = Decoder(TemplateCache(), DecoderConfig(bulk_min_datagrams=1, compiled_core=False))
     out = []
     for datagrams in calls:
-        a, b = one.decode(datagrams), many.decode(datagrams)
+        a, b, c = one.decode(datagrams), many.decode(datagrams), pure.decode(datagrams)
         assert_same(a, b)
-        assert _state(one) == _state(many)
+        assert_same(a, c)
+        assert _state(one) == _state(many) == _state(pure)
         out.append(b)
     return out
 
@@ -106,26 +113,31 @@ class CountingDecoder(Decoder):
 
     one_by_one = 0
 
-    def decode_one(self, *args: Any) -> None:
+    def decode_one(self, *args: Any, **kwargs: Any) -> None:
         self.one_by_one += 1
-        super().decode_one(*args)
+        super().decode_one(*args, **kwargs)
 
 
+@pytest.mark.parametrize("compiled", [True, False])
 @pytest.mark.parametrize("version", [9, 10])
-def test_small_sets_go_through_the_bulk_path(version: int) -> None:
+def test_small_sets_go_through_the_bulk_path(version: int, compiled: bool) -> None:
     """Several small data sets per datagram (softflowd): decoded in bulk the
-    same way as one by one; only the datagrams carrying templates are not."""
+    same way as one by one; with numpy, the datagrams carrying templates are
+    decoded one by one, with the compiled core none are."""
+    if compiled and not core.AVAILABLE:
+        pytest.skip(core.BUILD_HINT)
     payloads = _stream(version, 2000, 3, 1, 16, 1, small=True)
     dgs = [(d, EXPORTERS[0], T0) for d in payloads]
     res = both_ways(split(dgs, 256))
     assert sum(r.batch.num_rows for r in res) == 2000
-    dec = CountingDecoder(TemplateCache(), DecoderConfig(bulk_min_datagrams=1))
+    config = DecoderConfig(bulk_min_datagrams=1, compiled_core=compiled)
+    dec = CountingDecoder(TemplateCache(), config)
     for call in split(dgs, 256):
         dec.decode(call)
     first_set = [struct.unpack_from(">H", d, 16 if version == 10 else 20)[0] for d in payloads]
     with_templates = sum(1 for s in first_set if s < 256)
     assert 0 < with_templates < len(payloads) // 10
-    assert dec.one_by_one == with_templates
+    assert dec.one_by_one == (0 if compiled else with_templates)
 
 
 def test_odd_multi_set_datagrams_are_decoded_one_by_one_the_same() -> None:
@@ -139,6 +151,45 @@ def test_odd_multi_set_datagrams_are_decoded_one_by_one_the_same() -> None:
     dgs = [(_ipfix(body, 0), EXPORTERS[0], T0 + i) for i, body in enumerate(bodies)]
     res = both_ways([dgs])[0]
     assert res.batch.num_rows > 0 and res.errors
+
+
+def test_templates_in_front_of_data_sets_are_applied_in_place() -> None:
+    """Packets with template sets in front of their data sets (bulk with the
+    compiled core): a template id redefined with another layout in front of
+    its data, a withdrawal in front of data that must then be held, an
+    options template in front of options data, a variable-length template,
+    a malformed template record in front of good data: the same as one by
+    one and as numpy, errors and held data included."""
+    t300 = _set(2, struct.pack(">HHHH", 300, 1, 8, 4))
+    t300_wide = _set(2, struct.pack(">HHHHHH", 300, 2, 8, 4, 7, 2))
+    withdraw = _set(2, struct.pack(">HH", 300, 0))
+    opt = _set(3, struct.pack(">HHH", 400, 2, 1) + struct.pack(">HHHH", 149, 4, 34, 4))
+    var = _set(2, struct.pack(">HHHHHH", 310, 2, 8, 4, 96, 0xFFFF))
+    bad = _set(2, struct.pack(">HHHH", 320, 3, 8, 4))  # says 3 fields, has 1: truncated
+    a = _set(300, b"\x0a\0\0\x01" * 2)
+    wide = _set(300, b"\x0a\0\0\x02\x13\xc4" * 2)
+    bodies = [
+        t300 + a + a, a, a + a,
+        t300_wide + wide + wide, wide, t300 + a,
+        withdraw + a, a, t300 + a,
+        opt + _set(400, struct.pack(">II", 1, 100)), a,
+        var + _set(310, b"\x0a\0\0\x03\x03abc") + _set(310, b"\x0a\0\0\x04\x00"), a,
+        bad + a + a, a,
+    ]  # fmt: skip
+    dgs = [(_ipfix(body, 0), EXPORTERS[0], T0 + i) for i, body in enumerate(bodies)]
+    if core.AVAILABLE:  # these are the packets the core walks as templated
+        heads = core.walk(*_frame_args([d for d, _, _ in dgs]))[0]
+        assert (heads[:, core.H_KIND] == core.K_TEMPLATED).sum() == 8
+    for size in (len(dgs), 4):
+        res = both_ways(split(dgs, size))
+        assert sum(r.batch.num_rows for r in res) > 0
+        assert {x.reason for r in res for _, x in r.errors} == {"truncated"}
+        assert sum(s.held_released for r in res for s in r.stats.values()) == 4
+
+
+def _frame_args(payloads: list[bytes]) -> tuple[bytes | bytearray, np.ndarray, np.ndarray]:
+    frame = Frame.join(payloads)
+    return frame.buf, frame.offsets, frame.lengths
 
 
 def test_plain_stream_goes_through_the_bulk_path() -> None:

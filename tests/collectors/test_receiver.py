@@ -10,15 +10,18 @@ import pytest
 
 from voipflow.collectors.codec.frame import Frame
 from voipflow.collectors.receiver import (
+    COMPILED,
     MAX_DATAGRAM,
     ReceiverError,
     check_free,
     drain,
     drain_into,
+    drain_senders,
     open_socket,
     open_sockets,
     read_kernel_drops,
 )
+from voipflow.schemas.flowbatch import text_to_addr16
 
 
 def _send(port: int, payloads: list[bytes], family: int = socket.AF_INET) -> None:
@@ -97,6 +100,46 @@ def test_drain_into_lays_datagrams_back_to_back_and_never_cuts_one() -> None:
         assert sizes2 == [60000, 60000]
     finally:
         ls.close()
+
+
+@pytest.mark.skipif(not COMPILED, reason="the compiled burst read is not built")
+def test_compiled_read_is_drain_into_with_16_byte_senders() -> None:
+    """The compiled burst read lays datagrams out as drain_into does, stops
+    at the limit and before a jumbo that would not fit, and names each
+    sender by its 16-byte address (IPv4 mapped, IPv6 as is)."""
+    ls = open_socket("127.0.0.1", 0, 8 << 20)
+    try:
+        payloads = [bytes([i]) * (100 + 7 * i) for i in range(50)] + [b"J" * 60000] * 3
+        _send(ls.port, payloads)
+        time.sleep(0.05)
+        buf = bytearray(2 * MAX_DATAGRAM + 5000)
+        view = memoryview(buf)
+        sizes: list[int] = []
+        senders: list[bytes] = []
+        assert drain_senders(ls.sock, view, 0, 10, sizes, senders) == sum(sizes)
+        assert sizes == [len(p) for p in payloads[:10]]
+        pos = drain_senders(ls.sock, view, sum(sizes), 1000, sizes, senders)
+        assert sizes == [len(p) for p in payloads[:51]] and pos == sum(sizes)
+        assert set(senders) == {text_to_addr16("127.0.0.1")}
+        frame = Frame.received(buf, sizes)
+        assert [bytes(frame.view(i)) for i in range(len(sizes))] == payloads[:51]
+        sizes2: list[int] = []
+        assert drain_senders(ls.sock, view, 0, 1000, sizes2, []) == 120000
+        assert drain_senders(ls.sock, view, 0, 1000, sizes2, []) == 0  # empty: no error
+    finally:
+        ls.close()
+    try:
+        v6 = open_socket("::1", 0, 1 << 20)
+    except ReceiverError:
+        pytest.skip("no IPv6 loopback on this machine")
+    try:
+        _send(v6.port, [b"six"], socket.AF_INET6)
+        time.sleep(0.05)
+        senders = []
+        drain_senders(v6.sock, memoryview(bytearray(2 * MAX_DATAGRAM)), 0, 8, [], senders)
+        assert senders == [text_to_addr16("::1")]
+    finally:
+        v6.close()
 
 
 def test_reuseport_shares_a_port_between_sockets_and_spreads_senders() -> None:

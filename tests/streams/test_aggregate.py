@@ -14,9 +14,11 @@ from voipflow.schemas import flowbatch as fb
 from voipflow.schemas.usage import validate_usage
 from voipflow.streams.aggregate import (
     ALL,
+    HashUnion,
     apply_partial,
     batch_partials,
     close_windows,
+    encode_state,
     media_call_seconds,
     new_state,
     subscriber_hash,
@@ -106,10 +108,27 @@ def test_all_rows_sum_to_the_sampling_corrected_input(seed: int, n: int) -> None
     )
     flows = sum(a[ALL].flows for p in parts.values() for a in p.windows.values())
     assert (got_all, got_voip, flows) == (want_bytes, want_voip, int(home.sum()))
+    # Subscribers: per VoIP app row exactly the distinct hashes of its records;
+    # ALL rows carry none (only their bytes are read, for the VoIP share).
+    names = city_names()
+    window = b["flow_end_ms"].astype(np.int64) // 60_000 * 60_000
+    hashes = subscriber_hash(enr.subscriber_addr)
+    app_names = result.app_names()
     for p in parts.values():
-        for apps in p.windows.values():
-            subs = set().union(*(aw.subscribers.tolist() for app, aw in apps.items() if app != ALL))
-            assert subs <= set(apps[ALL].subscribers.tolist())
+        cid = [c[0] for c in names].index(p.city)
+        for w, apps in p.windows.items():
+            assert len(apps[ALL].subscribers) == 0
+            for app, aw in apps.items():
+                if app == ALL:
+                    continue
+                rows = (
+                    home
+                    & result.is_voip
+                    & (enr.city_id == cid)
+                    & (window == w)
+                    & (app_names == app)
+                )
+                assert set(aw.subscribers.tolist()) == set(hashes[rows].tolist())
 
 
 def _totals(state: dict) -> dict:
@@ -164,6 +183,32 @@ def test_redelivered_partials_are_skipped() -> None:
     assert apply_partial(st_, msgs[1]) == "duplicate"
     assert _totals(st_) == before
     assert apply_partial(st_, parts[city].to_json("flows.v1:3", 0)) == "applied"
+
+
+@pytest.mark.parametrize(
+    "spoil",
+    [
+        lambda row: row.__setitem__(4, "not base64!"),
+        lambda row: row.__setitem__(4, "AAAA"),  # 3 bytes: not whole uint64 hashes
+        lambda row: row.__setitem__(0, "7"),
+        lambda row: row.__setitem__(1, True),
+        lambda row: row.pop(),
+        lambda row: row.__setitem__(4, "AgAAAAAAAAABAAAAAAAAAA=="),  # [2, 1]: not sorted
+    ],
+)
+def test_a_malformed_partial_changes_nothing(spoil) -> None:  # type: ignore[no-untyped-def]
+    """Checked before any change: the worker keeps states in memory between writes."""
+    parts = partials_of(make(3, 200))
+    city = next(iter(parts))
+    st_ = new_state()
+    apply_partial(st_, parts[city].to_json("flows.v1:2", 5))
+    bad = parts[city].to_json("flows.v1:2", 6)
+    last_window = list(bad["win"].values())[-1]
+    spoil(last_window[next(app for app in last_window if app != ALL)])
+    before = encode_state(st_)
+    with pytest.raises((ValueError, TypeError)):
+        apply_partial(st_, bad)
+    assert encode_state(st_) == before
 
 
 def test_windows_close_after_lateness_and_late_records_are_counted() -> None:
@@ -275,3 +320,49 @@ def test_unique_pairs_matches_numpy_unique_of_rows(n: int) -> None:
     got = unique_pairs(a, b)
     assert got.dtype == want.dtype and got.shape == want.shape
     assert (got == want).all()
+
+
+def test_a_state_kept_in_memory_encodes_as_one_decoded_after_every_partial() -> None:
+    """The worker merges a burst of partials into a state held in memory (hashes
+    as arrays) and writes it once: the bytes are those of the old way, a
+    JSON round trip after every partial."""
+    import json
+
+    b = make(11, 600)
+    result = CLF.classify(b)
+    thirds = [partials_of(b.take(np.arange(i, 600, 3)), rows_of_every(result, i)) for i in range(3)]
+    city = next(c for c in thirds[0] if c in thirds[1] and c in thirds[2])
+    mem, trip = new_state(), new_state()
+    for off, parts in enumerate(thirds):
+        msg = json.loads(json.dumps(parts[city].to_json("flows.v1:0", off)))
+        apply_partial(mem, copy.deepcopy(msg))
+        apply_partial(trip, msg)
+        trip = json.loads(encode_state(trip))
+    assert any(isinstance(row[4], HashUnion) for w in mem["win"].values() for row in w.values())
+    assert encode_state(mem) == encode_state(trip)
+
+
+def rows_of_every(result: Classification, start: int) -> Classification:
+    """The verdicts of every third record from ``start``, without partners."""
+    rows = np.arange(start, len(result.is_voip), 3)
+    return Classification(
+        result.app_code[rows],
+        result.is_voip[rows],
+        result.confidence[rows],
+        result.evidence[rows],
+        np.full(len(rows), -1),
+        result.apps,
+        result.role[rows],
+    )
+
+
+@pytest.mark.parametrize("sizes", [(0, 5), (5, 0), (1000, 3), (1000, 3, 0, 7, 7), (0,)])
+def test_hash_union_is_the_distinct_union(sizes: tuple[int, ...]) -> None:
+    rng = np.random.default_rng(sum(sizes))
+    pool = rng.integers(0, 2**64 - 1, 1500, dtype=np.uint64, endpoint=True)
+    parts = [np.unique(rng.choice(pool, n)) for n in sizes]
+    union = HashUnion(*parts)
+    assert (union.array() == np.unique(np.concatenate(parts))).all()
+    union.add(np.unique(rng.choice(pool, 9)))
+    want = np.unique(np.concatenate([*parts, union.parts[-1]]))
+    assert union.array().tolist() == want.tolist()

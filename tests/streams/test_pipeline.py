@@ -138,3 +138,27 @@ def test_idle_tick_closes_the_last_windows() -> None:
 def test_bad_partials_raise(value: bytes) -> None:
     with pytest.raises(PartialError):
         CityStates(CFG).handle("Berlin", None, value)
+
+
+@pytest.mark.parametrize("codec", ["lz4", "zstd"])
+def test_voip_flows_compressed_in_arrow_decode_to_the_same_rows(codec: str) -> None:
+    plain, packed = FlowPipeline(CFG), FlowPipeline(CFG, arrow_compression=codec)
+    plain.start()
+    packed.start()
+    a = plain.process(message(40), "flows.v1:0", 1).voip_flows
+    b = packed.process(message(40), "flows.v1:0", 1).voip_flows
+    assert [c for c, _ in a] == [c for c, _ in b] == ["Berlin"]
+    assert b[0][1] != a[0][1]  # really compressed, not the plain stream
+    assert vf.decode(b[0][1]).to_arrow().equals(vf.decode(a[0][1]).to_arrow())
+
+
+def test_arrow_compression_of_gzip_is_refused_naming_the_settings() -> None:
+    from voipflow.schemas.topics import KafkaConfig
+    from voipflow.streams.app import WorkerSettingError, compression_codecs
+
+    assert compression_codecs(KafkaConfig(compression="lz4"), CFG) == (None, "lz4")
+    assert compression_codecs(KafkaConfig(compression="none"), CFG) == (None, None)
+    kafka_layer = CFG.model_copy(update={"compression_layer": "kafka"})
+    assert compression_codecs(KafkaConfig(compression="gzip"), kafka_layer) == ("gzip", None)
+    with pytest.raises(WorkerSettingError, match="VOIPFLOW_WORKER_COMPRESSION_LAYER"):
+        compression_codecs(KafkaConfig(compression="gzip"), CFG)

@@ -52,50 +52,15 @@ import signal
 import socket
 import subprocess
 import sys
-import uuid
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.fixtures.paths import REPO
+from tests.voipflow.demo_support import base_env, db_query, own_names, run_demo
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
-
-
-def base_env(data_dir: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("VOIPFLOW_")}
-    env["VOIPFLOW_DATA_DIR"] = str(data_dir)
-    return env
-
-
-def own_names(env: dict[str, str]) -> None:
-    """Topics, worker app id and sink group no other test uses."""
-    tag = uuid.uuid4().hex[:8]
-    for var, name in {
-        "VOIPFLOW_KAFKA_FLOWS_TOPIC": "flows",
-        "VOIPFLOW_KAFKA_VOIP_FLOWS_TOPIC": "voip-flows",
-        "VOIPFLOW_KAFKA_USAGE_TOPIC": "voip-usage",
-        "VOIPFLOW_KAFKA_HEALTH_TOPIC": "health",
-        "VOIPFLOW_KAFKA_TRAFFIC_TOPIC": "traffic",
-        "VOIPFLOW_WORKER_APP_ID": "worker",
-        "VOIPFLOW_SINK_GROUP_ID": "sink",
-    }.items():
-        env[var] = f"demo-{name}-{tag}"
-
-
-def run_demo(
-    env: dict[str, str], *args: str, timeout: float = 240
-) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "voipflow", "demo", *args],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
 
 
 def table_cities(stdout: str) -> list[str]:
@@ -122,20 +87,6 @@ def sent_voip(truth: dict[str, Any]) -> dict[str, dict[str, float]]:
             out[u["city"]]["bytes"] += u["bytes_total"]
             out[u["city"]]["call_s"] += u["call_seconds"]
     return {c: t for c, t in out.items() if t["flows"]}
-
-
-def db_query(env: dict[str, str], sql: str) -> list[dict[str, Any]]:
-    """A query through ``voipflow db query`` (its own process: chdb is per process)."""
-    res = subprocess.run(
-        [sys.executable, "-m", "voipflow", "db", "query", "--format", "json", sql],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    )
-    return [json.loads(line) for line in res.stdout.splitlines() if line.strip()]
 
 
 def check_run(
@@ -188,6 +139,9 @@ def check_run(
     # Progress: a line every few seconds, not a flood.
     progress = [line for line in res.stdout.splitlines() if "| published" in line]
     assert 3 <= len(progress) <= 30
+    # ... with each stage's flows per second since the line before, and the lag.
+    assert all(line.count("/s)") >= 4 and "| lag: worker " in line for line in progress)
+    assert any(" messages" in line.rsplit("sink ", 1)[1] for line in progress)
 
 
 def test_demo_on_the_session_broker(kafka_bootstrap: str, tmp_path: Path) -> None:

@@ -41,6 +41,16 @@ follow the wall clock, so the last window closes at most one window plus the
 lateness after the end, and the demo waits for it. The defaults (120 s at
 1000 flows/s, 20 s windows) end in about three minutes.
 
+enforcement: --policy FILE (e.g. examples/policies/demo.yaml) also starts the
+policy evaluator (`voipflow policy run`), the ledger (`voipflow ledger`) and
+an enforcement point (`voipflow enforce`, point id "demo"; the log backend
+writes what it would do to <data_dir>/demo/enforce-actions.log). The demo then
+waits until every rule the evaluator fired was applied by the point and
+recorded by the ledger, and prints the rules of the run from ClickHouse under
+the city table. --enforce-backend nftables (root only) installs them with
+nftables in a network namespace the demo makes and removes
+(VOIPFLOW_ENFORCE_NFT_NETNS to name another), never in this host's own.
+
 Every other VOIPFLOW_ setting is passed on to the children as it is.
 """
 
@@ -88,6 +98,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="seconds between progress lines (default 5)",
     )
     add("--json", type=Path, metavar="OUT", help="also write the final figures as JSON")
+    add(
+        "--policy",
+        type=Path,
+        metavar="FILE",
+        help="also run the policy evaluator, the ledger and an enforcement point on this "
+        "policy file or folder, and show the rules it fired (see below)",
+    )
+    add(
+        "--enforce-backend",
+        choices=("log", "nftables"),
+        default="log",
+        help="the enforcement point's backend with --policy (default log; nftables needs root)",
+    )
 
 
 def _check(args: argparse.Namespace) -> str | None:
@@ -101,7 +124,17 @@ def _check(args: argparse.Namespace) -> str | None:
         return "--sampling: between 1 and 16383"
     if args.progress_s <= 0:
         return "--progress-s: must be positive"
-    return None
+    if args.policy is None:
+        return "--enforce-backend: only with --policy" if args.enforce_backend != "log" else None
+    from voipflow.demo.enforcement import check_backend
+    from voipflow.enforcement.errors import EnforcementError
+    from voipflow.enforcement.policy import load_policies
+
+    try:
+        load_policies(args.policy)
+    except EnforcementError as exc:
+        return f"--policy: {exc}"
+    return check_backend(args.enforce_backend)
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
@@ -123,6 +156,8 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         sampling=args.sampling,
         progress_s=args.progress_s,
         json_out=args.json,
+        policy=args.policy,
+        enforce_backend=args.enforce_backend,
     )
     if "level" not in settings.log.model_fields_set:
         # The progress lines are the demo's output; its libraries' INFO lines

@@ -10,9 +10,11 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from collections.abc import Sequence
 
 from voipflow.enforcement.points.backend import Backend
 from voipflow.enforcement.points.config import EnforceConfig
+from voipflow.enforcement.points.desired import Network
 from voipflow.enforcement.points.errors import BackendUnavailable, EnforceError
 from voipflow.process import running, wait_for_signal
 from voipflow.settings import Settings, SettingsError
@@ -32,12 +34,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def build_backend(config: EnforceConfig) -> Backend:
+def build_backend(config: EnforceConfig, never_block: Sequence[Network] = ()) -> Backend:
     """The backend ``config.backend`` names, configured but not started."""
     if config.backend == "nftables":
         from voipflow.enforcement.points.nftables import NftBackend
 
-        return NftBackend(config)
+        return NftBackend(config, never_block)
     if config.backend == "flowspec":
         from voipflow.enforcement.points.flowspec import FlowSpecBackend
 
@@ -88,14 +90,17 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         print(f"voipflow enforce: {exc}", file=sys.stderr)
         return 2
     metrics = EnforceMetrics()
+    # The same prefixes the evaluator's guardrails cut out of every rule.
+    never_block = settings.guardrails.configured_networks()
     point = EnforcementPoint(
         config,
-        build_backend(config),
+        build_backend(config, never_block),
         bootstrap=bootstrap,
         rules_topic=settings.kafka.rules_topic,
         feedback_topic=settings.kafka.feedback_topic,
         metrics=metrics,
         client_options=kafka_client_options(settings.kafka),
+        never_block=never_block,
     )
     endpoint = serve_metrics(settings, "enforce", metrics.registry)
     log.info(

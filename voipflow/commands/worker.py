@@ -30,7 +30,12 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     import faust
 
     from voipflow.streams.agents import install_agents
-    from voipflow.streams.app import build_app, partials_topic_name
+    from voipflow.streams.app import (
+        WorkerSettingError,
+        build_app,
+        compression_codecs,
+        partials_topic_name,
+    )
     from voipflow.streams.enrich import EnrichError
     from voipflow.streams.metrics import WorkerMetrics
     from voipflow.streams.pipeline import FlowPipeline
@@ -62,7 +67,12 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
 
     serve_metrics(settings, "worker")  # stops with the process
     # The registry the endpoint serves, beside the process metrics.
-    pipeline = FlowPipeline(worker, WorkerMetrics(REGISTRY))
+    try:
+        arrow_codec = compression_codecs(kafka, worker)[1]
+    except WorkerSettingError as exc:
+        print(f"voipflow worker: bad setting: {exc}", file=sys.stderr)
+        return 2
+    pipeline = FlowPipeline(worker, WorkerMetrics(REGISTRY), arrow_codec)
     try:
         pipeline.start()
     except (EnrichError, ProviderError) as exc:

@@ -13,14 +13,21 @@ start, see :mod:`voipflow.process`):
 4. ``voipflow collect``, ``voipflow worker`` and ``voipflow sink`` as child
    processes with the same settings plus the demo's (below) in their
    environment, logs in ``<data_dir>/demo/logs/``.
-5. The simulator, in this process, toward the collector's UDP port.
+5. With ``--policy FILE``: ``voipflow enforce`` (log backend, or nftables
+   in a network namespace of the demo's own), ``voipflow ledger`` and
+   ``voipflow policy run`` (the evaluator), children like the others
+   (:mod:`voipflow.demo.enforcement`).
+6. The simulator, in this process, toward the collector's UDP port.
 
 When the simulator is done the demo waits, with deadlines, until the
 collector has published everything, the worker has consumed it, every
 window is closed (the worker's idle close lets event time follow the wall
 clock once traffic stops) and the sink has committed both topics it reads;
-then it stops the children and prints VoIP usage per city from ClickHouse
-next to what the simulator sent (:mod:`voipflow.demo.report`).
+then (with ``--policy``) until the evaluator has read every window and every
+rule it proposed has been applied by the enforcement point and recorded by
+the ledger; then it stops the children and prints VoIP usage per city from
+ClickHouse next to what the simulator sent (:mod:`voipflow.demo.report`),
+and the run's rules from ClickHouse (:mod:`voipflow.demo.rules`).
 
 Settings the demo gives its children unless the user set them: the
 collector listens on a free UDP port of 127.0.0.1, metrics on free ports,
@@ -43,6 +50,8 @@ The parts, each given the settings, the options and the printer it needs
     simulator   SimulatorThread and its configuration
     watch       PipelineWatch: progress while it runs, the drain at the end
     report      the per-city table from ClickHouse next to the simulator's truth
+    enforcement with --policy: the evaluator, ledger and point, their drain
+    rules       with --policy: the run's rules from ClickHouse, as a table
 
 Errors (:mod:`voipflow.demo.errors`)::
 
@@ -58,16 +67,26 @@ import os
 import signal
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import asdict
 from types import FrameType
+from typing import Any
 
-from voipflow.children import peak_rss_bytes
+from voipflow.children import ChildProcess, peak_rss_bytes
 from voipflow.demo.database import ClickHouseSchema, sql_endpoint_url
+from voipflow.demo.enforcement import (
+    EnforcementTopics,
+    RulesWatch,
+    actions_log,
+    enforcement_children,
+    enforcement_env,
+)
 from voipflow.demo.errors import DemoError, DemoSettingError
 from voipflow.demo.options import DemoOptions
 from voipflow.demo.pipeline import DemoKafka, PipelineTopics, child_env, child_processes
 from voipflow.demo.plan import DemoPlan, collector_listen, demo_lock, preflight
 from voipflow.demo.printer import Printer
 from voipflow.demo.report import report
+from voipflow.demo.rules import query_rules, rules_block
 from voipflow.demo.simulator import SimulatorThread, simulator_config
 from voipflow.demo.watch import PipelineWatch
 from voipflow.process import running
@@ -147,36 +166,76 @@ def _run(
     preflight(settings, plan, listen)
     sim_config = simulator_config(plan, options, target)
     say(f"voipflow demo: state in {plan.demo_dir}, logs in {plan.log_dir}")
+    since_ms = int(time.time() * 1000)
     kafka = DemoKafka(settings, plan.data_dir, printer)
     topics = PipelineTopics(settings, kafka)
     schema = ClickHouseSchema(settings, plan.data_dir, plan.cities_csv)
-    with running([kafka, topics, schema]):
+    rule_topics = [EnforcementTopics(settings, lambda: kafka.bootstrap)] if options.policy else []
+    with running([kafka, topics, *rule_topics, schema]):
         say(f"kafka: {kafka.bootstrap} ({kafka.origin})")
-        say(f"topics: {len(topics.partitions)} ready ({', '.join(sorted(topics.partitions))})")
+        names = sorted(topics.partitions) + sorted(t for r in rule_topics for t in r.partitions)
+        say(f"topics: {len(names)} ready ({', '.join(names)})")
         say(
             f"clickhouse: {schema.where}: {schema.applied} migrations applied, "
             f"{schema.cities} cities loaded"
         )
-        children = child_processes(plan, child_env(plan, options, kafka.bootstrap, listen))
+        env = child_env(plan, options, kafka.bootstrap, listen)
+        children = child_processes(plan, env)
+        more: list[Any] = []
+        rules_watch = None
+        nft_netns = ""
+        if options.policy is not None:
+            enf_env, netns = enforcement_env(settings, plan, options, env)
+            nft_netns = enf_env.get("VOIPFLOW_ENFORCE_NFT_NETNS", "")
+            more = [*([netns] if netns else []), *enforcement_children(plan, options, enf_env)]
+            rules_watch = RulesWatch(settings, since_ms)
         sim = SimulatorThread(sim_config)
-        watch = PipelineWatch(settings, options, plan, printer, kafka.bootstrap, children, sim)
-        with running([*children, sim]):
+        watch = PipelineWatch(
+            settings,
+            options,
+            plan,
+            printer,
+            kafka.bootstrap,
+            children,
+            sim,
+            rules=rules_watch,
+            more_children=[c for c in more if isinstance(c, ChildProcess)],
+        )
+        with running([*children, *more, sim]):
             say(
                 f"started collector (udp {listen}), worker (window {options.window_s} s, "
                 f"lateness {plan.lateness_s} s), sink; simulator: "
                 f"{options.rate:,.0f} flows/s for {options.duration_s:.0f} s "
                 f"to {target}"
             )
+            if options.policy is not None:
+                say(
+                    f"started enforcement point ({options.enforce_backend} backend), ledger, "
+                    f"policy evaluator ({options.policy})"
+                )
             _say_sql_endpoint(plan, say)
             ok = watch.follow()
             stopping.closing = True
-            say("stopping simulator, sink, worker, collector")
+            say(
+                "stopping simulator, "
+                + ("evaluator, ledger, enforcement point, " if options.policy else "")
+                + "sink, worker, collector"
+            )
         figures = watch.figures
-        figures["peak_rss"] = {c.name: c.peak_rss for c in children}
+        rules_lines: list[str] = []
+        if options.policy is not None:
+            rule_rows = query_rules(settings, plan.data_dir, since_ms)
+            figures["rules"] = [asdict(r) for r in rule_rows]
+            rules_lines = rules_block(
+                rule_rows, options.policy, options.enforce_backend, actions_log(plan), nft_netns
+            )
+        figures["peak_rss"] = {
+            c.name: c.peak_rss for c in [*children, *more] if isinstance(c, ChildProcess)
+        }
         figures["peak_rss"]["demo process"] = peak_rss_bytes(os.getpid())
         if kafka.pid is not None:
             figures["peak_rss"]["kafka"] = peak_rss_bytes(kafka.pid)
-        good = report(settings, options, plan, printer, figures)
+        good = report(settings, options, plan, printer, figures, rules_lines)
         if kafka.pid is not None:
             say("stopping the local Kafka broker")
     say(f"demo finished in {printer.elapsed_s:.0f} s")

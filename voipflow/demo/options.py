@@ -29,3 +29,8 @@ class DemoOptions:
     progress_s: float = 5.0
     #: Where to write the final figures as JSON, if anywhere.
     json_out: Path | None = None
+    #: Policy file or folder: also run the evaluator, the ledger and an
+    #: enforcement point, and show the rules beside the table (None: not).
+    policy: Path | None = None
+    #: The enforcement point's backend with ``policy``: ``log`` or ``nftables``.
+    enforce_backend: str = "log"

@@ -212,8 +212,11 @@ def report(
     plan: DemoPlan,
     printer: Printer,
     figures: dict[str, Any],
+    after_table: list[str] | None = None,
 ) -> bool:
     """Print the table and the comparison; False if the run produced no usable result.
+
+    ``after_table``: lines printed after the comparison (the run's rules).
 
     Call it after the sink has stopped: it opens ClickHouse in this process.
     """
@@ -254,6 +257,11 @@ def report(
         f"cities {len(rows)} of {len(voip_cities)}"
         + (f" (missing: {', '.join(missing)})" if missing else "")
     )
+    if after_table:
+        line()
+        for text in after_table:
+            line(text)
+        line()
     if rows:
         line(f"HTML report of this run: {html_report(settings, plan, start_s, end_s)}")
     k = figures.get("counts", {})

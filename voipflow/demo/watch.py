@@ -16,7 +16,12 @@ The drain, after the simulator stopped, step by step, each with a deadline:
    per-city topic (the idle close turns event time into wall-clock time for
    cities without traffic, so the last window closes at most one window
    width plus the lateness after the traffic stopped);
-4. the sink's group has committed the voip-flows and usage topics.
+4. with ``--policy`` (:class:`voipflow.demo.enforcement.RulesWatch`): the
+   evaluator's group has committed the usage topic, every rule it proposed
+   in the run has an enforcement point's feedback on rule-events.v1, and
+   the ledger's group has committed rules.v1 and rules-feedback.v1;
+5. the sink's group has committed the voip-flows and usage topics (and
+   rules.v1 and rule-events.v1 with ``--policy``).
 """
 
 from __future__ import annotations
@@ -26,8 +31,10 @@ from collections.abc import Callable
 from typing import Any
 
 from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
+from kafka.errors import KafkaError
 
 from voipflow.children import ChildProcess, tail
+from voipflow.demo.enforcement import RulesWatch
 from voipflow.demo.options import DemoOptions
 from voipflow.demo.plan import DemoPlan
 from voipflow.demo.printer import Printer
@@ -92,6 +99,8 @@ class PipelineWatch:
         bootstrap: str,
         children: list[ChildProcess],
         sim: SimulatorThread,
+        rules: RulesWatch | None = None,
+        more_children: list[ChildProcess] | None = None,
     ) -> None:
         self.settings = settings
         self.options = options
@@ -99,12 +108,15 @@ class PipelineWatch:
         self.printer = printer
         self.bootstrap = bootstrap
         self.collector, self.worker, self.sink = children
-        self.children = children
+        self.children = [*children, *(more_children or [])]
+        self.rules = rules
         self.sim = sim
         self.figures: dict[str, Any] = {}
         self._next_line = 0.0
         self._every = options.progress_s
         self._last: dict[str, dict[str, float]] = {}
+        self._previous: tuple[dict[str, int], float] = ({}, 0.0)
+        self._probe: KafkaProbe | None = None
 
     # -- figures -----------------------------------------------------------------
 
@@ -142,12 +154,46 @@ class PipelineWatch:
         self._next_line = now + self._every
         self._scrape()
         k = self.counts()
+        rate = self._rates(now, k)
         self.printer.say(
-            f"sent {k['sent']:,} flows | published {k['published']:,} | "
+            f"sent {k['sent']:,} flows ({rate('sent')}) | published {k['published']:,} "
+            f"({rate('published')}) | worker {k['worker_records']:,} ({rate('worker_records')}), "
             f"VoIP classified {k['voip_classified']:,} | "
             f"usage rows {k['usage_published']:,} ({k['open_windows']} windows open) | "
-            f"ClickHouse {k['rows_flows']:,} VoIP flows, {k['rows_usage']:,} usage rows"
+            f"ClickHouse {k['rows_flows']:,} VoIP flows ({rate('rows_flows')}), "
+            f"{k['rows_usage']:,} usage rows | lag: worker "
+            f"{max(0, k['published'] - k['worker_records']):,} flows, sink {self._sink_lag()}"
         )
+
+    def _rates(self, now: float, k: dict[str, int]) -> Callable[[str], str]:
+        """Per stage, flows per second since the previous progress line."""
+        before, then = self._previous
+        self._previous = (k, now)
+        dt = now - then if then else 0.0
+
+        def rate(key: str) -> str:
+            if dt <= 0 or key not in before:
+                return "-/s"
+            return f"{max(0, k[key] - before[key]) / dt:,.0f}/s"
+
+        return rate
+
+    def _sink_lag(self) -> str:
+        """Messages of voip-flows and usage the sink's group has not committed."""
+        k = self.settings.kafka
+        try:
+            if self._probe is None:
+                self._probe = KafkaProbe(self.bootstrap, k)
+            lag = self._probe.lag(self.settings.sink.group_id, [k.voip_flows_topic, k.usage_topic])
+        except (KafkaError, OSError) as exc:  # a progress line must not stop the demo
+            return f"? ({type(exc).__name__})"
+        return f"{lag:,} messages"
+
+    def close(self) -> None:
+        """Close the progress line's Kafka client."""
+        if self._probe is not None:
+            self._probe.close()
+            self._probe = None
 
     def _tick(self, pause_s: float) -> None:
         """Watch the children for ``pause_s`` seconds, printing progress when due."""
@@ -164,6 +210,12 @@ class PipelineWatch:
     # -- phases ------------------------------------------------------------------
 
     def follow(self) -> bool:
+        try:
+            return self._follow()
+        finally:
+            self.close()
+
+    def _follow(self) -> bool:
         started = time.monotonic()
         self._next_line = started + self.options.progress_s
         while self.sim.running:
@@ -201,6 +253,10 @@ class PipelineWatch:
             self._tick(0.5)
         return True
 
+    def _named(self, *names: str) -> list[ChildProcess]:
+        by_name = {c.name: c for c in self.children}
+        return [by_name[n] for n in names]
+
     def _drain(self, probe: KafkaProbe) -> bool:
         s = self.settings
         k = s.kafka
@@ -233,8 +289,12 @@ class PipelineWatch:
 
         sink_lags: list[int] = []
 
+        sink_topics = [k.voip_flows_topic, k.usage_topic]
+        if self.rules is not None:
+            sink_topics += self.rules.sink_topics()
+
         def sink_drained() -> bool:
-            lag = probe.lag(s.sink.group_id, [k.voip_flows_topic, k.usage_topic])
+            lag = probe.lag(s.sink.group_id, sink_topics)
             sink_lags.append(lag)
             return lag == 0 and len(sink_lags) >= 2 and sink_lags[-2] == 0
 
@@ -243,11 +303,38 @@ class PipelineWatch:
             ("the collector to publish what it decoded", collector_flushed, 30.0, self.collector),
             ("the worker to consume the flows topic", worker_caught_up, 120.0, self.worker),
             ("the worker to close its last windows", windows_closed, window + 60.0, self.worker),
-            ("the sink to insert and commit", sink_drained, 60.0, self.sink),
         ]
-        for what, done, timeout_s, child in steps:
-            t = time.monotonic()
-            if not self._wait(what, done, timeout_s, child):
-                return False
-            self.figures[what] = time.monotonic() - t
+        if self.rules is not None:
+            rules, (evaluator, ledger) = self.rules, self._named("evaluator", "ledger")
+            steps += [
+                (
+                    "the evaluator to read every usage window",
+                    lambda: rules.evaluator_caught_up(probe),
+                    60.0,
+                    evaluator,
+                ),
+                (
+                    "every rule to be applied and recorded",
+                    lambda: rules.rules_answered(self.bootstrap),
+                    s.ledger.feedback_timeout_s + 60.0,
+                    ledger,
+                ),
+                (
+                    "the ledger to read every rule and feedback",
+                    lambda: rules.ledger_caught_up(probe),
+                    60.0,
+                    ledger,
+                ),
+            ]
+        steps.append(("the sink to insert and commit", sink_drained, 60.0, self.sink))
+        try:
+            for what, done, timeout_s, child in steps:
+                t = time.monotonic()
+                if not self._wait(what, done, timeout_s, child):
+                    return False
+                self.figures[what] = time.monotonic() - t
+        finally:
+            if self.rules is not None:
+                self.rules.close()
+                self.figures["rules_on_kafka"] = self.rules.figures
         return True

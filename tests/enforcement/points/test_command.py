@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
 
@@ -27,7 +28,7 @@ def test_help_names_the_backends(capsys: pytest.CaptureFixture[str]) -> None:
 @pytest.mark.parametrize(
     ("var", "value"),
     [
-        ("VOIPFLOW_ENFORCE_NEVER_BLOCK", "10.0.0.1/8"),
+        ("VOIPFLOW_GUARDRAILS_NEVER_BLOCK", "10.0.0.300/8"),
         ("VOIPFLOW_ENFORCE_NFT_TABLE", "bad name"),
         ("VOIPFLOW_ENFORCE_BGP_PEER", "router.example:179"),
         ("VOIPFLOW_ENFORCE_BACKEND", "iptables"),
@@ -40,3 +41,29 @@ def test_bad_settings_fail_at_start_naming_the_variable(
     monkeypatch.setenv(var, value)
     assert main(["enforce"]) == 2
     assert var in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command", [["enforce"], ["policy", "run"]])
+def test_the_replaced_never_block_setting_fails_at_start_naming_the_new_one(
+    command: list[str],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # One setting for the evaluator and the points: the old one is an error,
+    # in the environment and in the config file, never accepted beside it.
+    monkeypatch.setenv("VOIPFLOW_ENFORCE_NEVER_BLOCK", "192.0.2.0/24")
+    assert main(command) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1
+    assert "VOIPFLOW_ENFORCE_NEVER_BLOCK was replaced by VOIPFLOW_GUARDRAILS_NEVER_BLOCK" in err
+
+    monkeypatch.delenv("VOIPFLOW_ENFORCE_NEVER_BLOCK")
+    cfg = tmp_path / "voipflow.toml"
+    cfg.write_text('[enforce]\nnever_block = "192.0.2.0/24"\n')
+    monkeypatch.setenv("VOIPFLOW_CONFIG", str(cfg))
+    assert main(command) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1
+    assert f"[enforce] never_block in {cfg}" in err
+    assert "VOIPFLOW_GUARDRAILS_NEVER_BLOCK" in err

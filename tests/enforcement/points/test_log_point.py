@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from tests.enforcement.points.rulesdata import FeedbackReader, RulesTopic, make_rule
+from voipflow.enforcement.config import GuardrailConfig
 from voipflow.enforcement.points.config import EnforceConfig
 from voipflow.enforcement.points.logbackend import LogBackend
 from voipflow.enforcement.points.metrics import EnforceMetrics
@@ -25,7 +26,7 @@ class Harness:
         self.bootstrap, self.rules, self.feedback, self.out = bootstrap, rules, feedback, out
         self.points: list[EnforcementPoint] = []
 
-    def point(self, **config: Any) -> EnforcementPoint:
+    def point(self, never_block: str = "", **config: Any) -> EnforcementPoint:
         cfg = EnforceConfig(point_id="test-log", reconcile_s=0.5, hits_s=60, **config)
         point = EnforcementPoint(
             cfg,
@@ -34,6 +35,7 @@ class Harness:
             rules_topic=self.rules,
             feedback_topic=self.feedback,
             metrics=EnforceMetrics(),
+            never_block=GuardrailConfig(never_block=never_block).configured_networks(),
         )
         point.start()
         self.points.append(point)

@@ -66,7 +66,7 @@ def test_rules_apply_survive_sigkill_and_restart_without_loss_doubles_or_stale(
         feedback,
         tmp_path,
         VOIPFLOW_ENFORCE_NFT_NETNS=lab.router,
-        VOIPFLOW_ENFORCE_NEVER_BLOCK="192.0.2.0/24",
+        VOIPFLOW_GUARDRAILS_NEVER_BLOCK="192.0.2.0/24",
         VOIPFLOW_METRICS_LISTEN="127.0.0.1:0",
     )
     media = Media(lab, tmp_path)

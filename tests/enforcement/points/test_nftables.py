@@ -18,7 +18,7 @@ import pytest
 
 from tests.enforcement.points.netns import Lab, Media, require_netns
 from tests.enforcement.points.rulesdata import make_rule
-from voipflow.enforcement.points.config import EnforceConfig
+from voipflow.enforcement.points.config import EnforceConfig, parse_prefixes
 from voipflow.enforcement.points.desired import DesiredRules
 from voipflow.enforcement.points.metrics import EnforceMetrics
 from voipflow.enforcement.points.nftables import NftBackend
@@ -41,9 +41,9 @@ def lab() -> Iterator[Lab]:
 class Point:
     """A reconciler on the router namespace's nftables, fed rules by hand."""
 
-    def __init__(self, lab: Lab, **config: Any) -> None:
+    def __init__(self, lab: Lab, never_block: str = "", **config: Any) -> None:
         self.config = EnforceConfig(point_id="t", nft_netns=lab.router, **config)
-        self.backend = NftBackend(self.config)
+        self.backend = NftBackend(self.config, parse_prefixes(never_block))
         self.backend.start()
         self.store = DesiredRules()
         self.metrics = EnforceMetrics()
