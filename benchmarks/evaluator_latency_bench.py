@@ -26,6 +26,7 @@ import time
 import uuid
 from pathlib import Path
 
+from benchmarks.kafka_broker import bench_bootstrap
 from voipflow.schemas.rules import decode_rule
 from voipflow.schemas.usage import encode_usage, usage_key
 
@@ -129,23 +130,8 @@ def main() -> int:
     args = ap.parse_args()
     with tempfile.TemporaryDirectory(prefix="evaluator-bench-") as tmp:
         workdir = Path(tmp)
-        bootstrap = os.environ.get("VOIPFLOW_KAFKA_BOOTSTRAP", "")
-        broker = None
-        if not bootstrap:
-            from voipflow.broker import LocalBroker, LocalBrokerConfig, fetch_jars
-
-            broker = LocalBroker(
-                LocalBrokerConfig(
-                    jar_dir=fetch_jars(), state_dir=workdir / "kafka", port=0, controller_port=0
-                )
-            )
-            broker.start()
-            bootstrap = broker.bootstrap
-        try:
+        with bench_bootstrap(workdir) as bootstrap:
             delays = sorted(run(bootstrap, args.rules, args.rate, workdir))
-        finally:
-            if broker is not None:
-                broker.stop()
     if not delays:
         print("no rule arrived")
         return 1

@@ -40,6 +40,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from benchmarks.kafka_broker import bench_bootstrap
 from voipflow.enforcement.evaluator import rule_id
 from voipflow.enforcement.policy import load_policies
 from voipflow.schemas.rules import decode_feedback
@@ -240,25 +241,10 @@ def main() -> int:
     try:
         with tempfile.TemporaryDirectory(prefix="loop-bench-") as tmp:
             workdir = Path(tmp)
-            bootstrap = os.environ.get("VOIPFLOW_KAFKA_BOOTSTRAP", "")
-            broker = None
-            if not bootstrap:
-                from voipflow.broker import LocalBroker, LocalBrokerConfig, fetch_jars
-
-                broker = LocalBroker(
-                    LocalBrokerConfig(
-                        jar_dir=fetch_jars(), state_dir=workdir / "kafka", port=0, controller_port=0
-                    )
-                )
-                broker.start()
-                bootstrap = broker.bootstrap
-            try:
+            with bench_bootstrap(workdir) as bootstrap:
                 to_rule, to_applied, total = run(
                     bootstrap, args.rules, args.rate, args.backend, workdir, netns
                 )
-            finally:
-                if broker is not None:
-                    broker.stop()
     finally:
         if netns:
             subprocess.run(["ip", "netns", "del", netns], check=False)

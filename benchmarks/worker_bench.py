@@ -21,7 +21,6 @@ load average before and after each run.
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import sys
 import tempfile
@@ -31,6 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks import profile_summary, worker_kafka
+from benchmarks.kafka_broker import bench_bootstrap
 from voipflow.schemas import flowbatch as fb
 from voipflow.streams.config import WorkerConfig
 from voipflow.streams.pipeline import FlowPipeline
@@ -148,19 +148,7 @@ def main() -> int:
     counts = [int(n) for n in args.workers.split(",")]
     with tempfile.TemporaryDirectory(prefix="worker-bench-") as tmp:
         workdir = Path(tmp)
-        bootstrap = os.environ.get("VOIPFLOW_KAFKA_BOOTSTRAP", "")
-        broker = None
-        if not bootstrap:
-            from voipflow.broker import LocalBroker, LocalBrokerConfig, fetch_jars
-
-            broker = LocalBroker(
-                LocalBrokerConfig(
-                    jar_dir=fetch_jars(), state_dir=workdir / "kafka", port=0, controller_port=0
-                )
-            )
-            broker.start()
-            bootstrap = broker.bootstrap
-        try:
+        with bench_bootstrap(workdir) as bootstrap:
             for n in counts:
                 runs = []
                 for r in range(args.runs):
@@ -187,9 +175,6 @@ def main() -> int:
                     f"{wall:,.0f} flows/s wall (medians of {args.runs})",
                     flush=True,
                 )
-        finally:
-            if broker is not None:
-                broker.stop()
     if args.profile:
         print(f"py-spy profile of the first worker: {args.profile} (raw collapsed stacks)")
         for part, share in profile_summary.summarise(args.profile):
