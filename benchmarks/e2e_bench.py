@@ -46,7 +46,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import ipaddress
 import json
 import os
 import sys
@@ -68,24 +67,13 @@ from voipflow.demo.pipeline import DemoKafka, PipelineTopics, child_env, child_p
 from voipflow.demo.plan import DemoPlan, collector_listen
 from voipflow.demo.printer import Printer
 from voipflow.demo.watch import KafkaProbe
+from voipflow.evaluation.chaos_load import city_networks
 from voipflow.process import running
 from voipflow.schemas.flowbatch import ipv4_to_addr16
 from voipflow.schemas.topics import kafka_client_options
 from voipflow.settings import Settings, load_settings
 
 SAMPLE_S = 0.2
-
-
-def city_prefixes(cities_csv: Path) -> np.ndarray:
-    """The IPv4 /16 networks of the city table (as integers): subscribers live there."""
-    nets = []
-    for line in cities_csv.read_text(encoding="utf-8").splitlines()[1:]:
-        prefix = line.split(",", 1)[0]
-        if "." in prefix and prefix.endswith("/16"):
-            nets.append(int(ipaddress.IPv4Address(prefix.split("/")[0])))
-    if not nets:
-        raise SystemExit(f"{cities_csv}: no IPv4 /16 city prefixes to place subscribers in")
-    return np.array(nets, dtype=np.uint32)
 
 
 def build_packets(rate: int, seconds: int, t0_ms: int, seed: int, homes: np.ndarray) -> Stream:
@@ -247,7 +235,10 @@ def main(argv: list[str] | None = None) -> int:
     kafka = DemoKafka(settings, plan.data_dir, printer)
     topics = PipelineTopics(settings, kafka)
     schema = ClickHouseSchema(settings, plan.data_dir, plan.cities_csv)
-    homes = city_prefixes(plan.cities_csv)
+    try:
+        homes = city_networks(plan.cities_csv)
+    except ValueError as exc:
+        raise SystemExit(str(exc)) from exc
     steps: list[dict[str, Any]] = []
     cpu: dict[str, float] = {}
     rss: dict[str, float] = {}
