@@ -23,6 +23,7 @@ import pytest
 
 from tests.fixtures.paths import REPO
 from tests.storage.sinkdata import committed, flow_batch, produce, wait_until
+from voipflow.evaluation.chaos_store import NATIVE_TABLE
 from voipflow.schemas.topics import KafkaConfig
 from voipflow.storage.clickhouse.native import NativeClickHouse
 from voipflow.storage.config import ClickHouseConfig, SinkConfig
@@ -31,20 +32,6 @@ from voipflow.storage.sink import Sink
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 
 OUTAGE_S = float(os.environ.get("CLICKHOUSE_OUTAGE_S", "60"))
-
-SIMPLE_TABLE = """
-CREATE TABLE {db}.flows_simple (
-    d Date DEFAULT toDate(time_received),
-    time_received DateTime,
-    subscriber_addr FixedString(16),
-    city String,
-    app String,
-    packets UInt64,
-    bytes UInt64,
-    kafka_partition UInt32,
-    kafka_offset UInt64
-) ENGINE = MergeTree(d, (kafka_partition, kafka_offset), 8192)
-"""
 
 
 def _env(data_dir: Path, bootstrap: str, topic: str, group: str, **extra: str) -> dict[str, str]:
@@ -110,7 +97,7 @@ def test_killed_between_insert_and_commit_server(
     kafka_bootstrap, kafka_topic_factory, clickhouse_server, server_database, tmp_path
 ) -> None:
     ch = NativeClickHouse(clickhouse_server.url_for(server_database))
-    ch.execute(SIMPLE_TABLE.format(db=server_database))
+    ch.execute(NATIVE_TABLE.format(db=server_database))
     topic = kafka_topic_factory(1, prefix="voip-flows")
     group = "sink-" + os.urandom(4).hex()
     env = _env(
@@ -161,7 +148,7 @@ def test_server_outage_mid_stream(
     kafka_bootstrap, kafka_topic_factory, clickhouse_server, server_database
 ) -> None:
     ch = NativeClickHouse(clickhouse_server.url_for(server_database))
-    ch.execute(SIMPLE_TABLE.format(db=server_database))
+    ch.execute(NATIVE_TABLE.format(db=server_database))
     ch.close()
     topic = kafka_topic_factory(2)
     rows_per_batch, batches = 250, 60
@@ -238,7 +225,7 @@ def test_server_schema_mismatch_stops(
     kafka_bootstrap, kafka_topic_factory, clickhouse_server, server_database
 ) -> None:
     ch = NativeClickHouse(clickhouse_server.url_for(server_database))
-    ch.execute(SIMPLE_TABLE.format(db=server_database).replace("city String", "city UInt32"))
+    ch.execute(NATIVE_TABLE.format(db=server_database).replace("city String", "city UInt32"))
     topic = kafka_topic_factory(1)
     produce(kafka_bootstrap, topic, [flow_batch(10, base=0)])
     sink = _server_sink(clickhouse_server, server_database, kafka_bootstrap, topic)

@@ -28,7 +28,8 @@ import numpy as np
 from voipflow.evaluation.chaos_load import ChaosLoad
 from voipflow.settings import Settings, load_settings
 
-#: The flows table on clickhouse-server 18.16 (no IPv6 type, no LowCardinality).
+#: The flows table on clickhouse-server 18.16 (no IPv6 type, no LowCardinality);
+#: the sink's recovery tests write to the same table.
 NATIVE_TABLE = """
 CREATE TABLE {db}.flows_simple (
     d Date DEFAULT toDate(time_received),
