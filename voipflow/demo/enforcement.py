@@ -36,13 +36,13 @@ from typing import Any
 from kafka import KafkaConsumer, TopicPartition
 
 from voipflow.children import ChildProcess
-from voipflow.demo.errors import DemoError, DemoSettingError
+from voipflow.demo.errors import DemoError
 from voipflow.demo.options import DemoOptions
+from voipflow.demo.pipeline import create_topics
 from voipflow.demo.plan import DemoPlan
 from voipflow.schemas.kafka_security import kafka_client_options
 from voipflow.schemas.rule_events import RuleEventError, decode_rule_event
 from voipflow.settings import Settings
-from voipflow.topics import KafkaAdminError, ensure_topics
 
 #: The enforcement point's name in feedback, unless VOIPFLOW_ENFORCE_POINT_ID is set.
 DEMO_POINT_ID = "demo"
@@ -100,21 +100,16 @@ class EnforcementTopics:
 
     def start(self) -> None:
         k = self.settings.kafka
-        try:
-            self.partitions = ensure_topics(
-                self.bootstrap(),
-                {
-                    k.rules_topic: k.partitions,
-                    k.feedback_topic: k.partitions,
-                    k.rule_events_topic: k.partitions,
-                },
-                k.replication_factor,
-                {k.rules_topic: {"cleanup.policy": "compact"}},
-                min_insync_replicas=k.min_insync_replicas,
-                security=k,
-            )
-        except KafkaAdminError as exc:
-            raise DemoSettingError(str(exc)) from exc
+        self.partitions = create_topics(
+            self.settings,
+            self.bootstrap(),
+            {
+                k.rules_topic: k.partitions,
+                k.feedback_topic: k.partitions,
+                k.rule_events_topic: k.partitions,
+            },
+            {k.rules_topic: {"cleanup.policy": "compact"}},
+        )
 
     def stop(self) -> None:
         pass

@@ -10,6 +10,7 @@ reverse, also after Ctrl-C or a failed start. ClickHouse's part is
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
 
 from voipflow.broker import (
@@ -99,6 +100,32 @@ class DemoKafka:
             self._adopted = False
 
 
+def create_topics(
+    settings: Settings,
+    bootstrap: str,
+    topics: Mapping[str, int],
+    configs: Mapping[str, Mapping[str, str]] | None = None,
+) -> dict[str, int]:
+    """Create the missing ones of ``topics`` with the configured replication and security.
+
+    Every topic component of the demo creates its topics this one way, so a
+    broker that refuses them (too few brokers for the replication factor, an
+    ACL) stops the demo as a setting error naming what to fix, not a traceback.
+    """
+    k = settings.kafka
+    try:
+        return ensure_topics(
+            bootstrap,
+            topics,
+            k.replication_factor,
+            configs,
+            min_insync_replicas=k.min_insync_replicas,
+            security=k,
+        )
+    except KafkaAdminError as exc:
+        raise DemoSettingError(str(exc)) from exc
+
+
 class PipelineTopics:
     """Creates the topics of collector, worker and sink (idempotent)."""
 
@@ -124,17 +151,7 @@ class PipelineTopics:
         }
 
     def start(self) -> None:
-        k = self.settings.kafka
-        try:
-            self.partitions = ensure_topics(
-                self.kafka.bootstrap,
-                self.names(),
-                k.replication_factor,
-                min_insync_replicas=k.min_insync_replicas,
-                security=k,
-            )
-        except KafkaAdminError as exc:
-            raise DemoSettingError(str(exc)) from exc
+        self.partitions = create_topics(self.settings, self.kafka.bootstrap, self.names())
 
     def stop(self) -> None:
         pass
