@@ -43,6 +43,7 @@ from typing import Any
 from benchmarks.kafka_broker import bench_bootstrap
 from voipflow.enforcement.evaluator import rule_id
 from voipflow.enforcement.policy import load_policies
+from voipflow.evaluation.stopping import stop_processes
 from voipflow.schemas.rules import decode_feedback
 from voipflow.schemas.usage import encode_usage, usage_key
 
@@ -135,13 +136,7 @@ class Loop:
                 )
 
     def stop(self) -> None:
-        for p in self.procs:
-            p.terminate()
-        for p in self.procs:
-            try:
-                p.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                p.kill()
+        stop_processes(self.procs)
 
 
 def run(bootstrap: str, n: int, rate: float, backend: str, workdir: Path, netns: str) -> Any:

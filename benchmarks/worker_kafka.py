@@ -21,6 +21,8 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
+from voipflow.evaluation.stopping import stop_processes
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -252,11 +254,4 @@ def run(
             load_after=_load(),
         )
     finally:
-        for p in procs:
-            p.terminate()
-        for p in procs:
-            try:
-                p.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait()
+        stop_processes(procs)

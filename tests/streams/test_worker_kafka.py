@@ -26,6 +26,7 @@ from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.errors import KafkaError
 
 from tests.fixtures.paths import REPO
+from voipflow.evaluation.stopping import stop_processes
 from voipflow.schemas import flowbatch as fb
 from voipflow.schemas import voipflows
 from voipflow.streams.aggregate import apply_partial, close_windows, new_state
@@ -300,15 +301,7 @@ def run_workers(
         return usage_windows(bootstrap, topics["usage"]), tg
     finally:
         producer.close()
-        for p in procs:
-            if p.poll() is None:
-                p.send_signal(signal.SIGTERM)
-        for p in procs:
-            try:
-                p.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait()
+        stop_processes(procs)
 
 
 @pytest.fixture(scope="module")
