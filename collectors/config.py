@@ -120,6 +120,11 @@ class CollectorConfig(BaseModel):
     held_max_age_s: float = Field(120.0, ge=0)
     #: Templates with more fields than this are refused as malformed.
     max_template_fields: int = Field(512, ge=1, le=65535)
+    #: Templates kept in all (exporter, observation domain) pairs together;
+    #: new ones beyond it are refused and counted (``too_many_templates``)
+    #: until old ones expire: a flood of templates in ever new domains stays
+    #: bounded in memory (about 2 KB per template).
+    max_templates: int = Field(65536, ge=16)
     #: Exporter address -> 1-in-N sampling rate that overrides what the
     #: exporter announces, e.g. ``{"192.0.2.1": 1000}`` (JSON in the variable).
     sampling_override: dict[str, int] = Field(default_factory=dict)
@@ -156,7 +161,7 @@ class CollectorConfig(BaseModel):
 
     def template_cache(self) -> TemplateCache:
         """An empty template cache with the configured expiry."""
-        return TemplateCache(expiry_s=self.template_expiry_s)
+        return TemplateCache(expiry_s=self.template_expiry_s, max_templates=self.max_templates)
 
     @field_validator("codec_core")
     @classmethod

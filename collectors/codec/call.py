@@ -30,6 +30,9 @@ class DecoderConfig:
     held_max_age_ms: int = 120_000
     #: A template with more fields is refused (``too_many_fields``).
     max_fields: int = 512
+    #: Sequence trackers kept, one per exporter and observation domain; past
+    #: this the oldest is forgotten (random domain ids must not grow memory).
+    max_domains: int = 65536
     #: exporter address (16 bytes) -> 1-in-N sampling rate that overrides
     #: whatever the exporter announces.
     sampling_override: Mapping[bytes, int] = field(default_factory=dict)

@@ -65,6 +65,7 @@ Errors (raised by the lower layers, caught and counted here; see
      +-- BadTemplateError        "bad_template"
      |    +-- TooManyFieldsError "too_many_fields"
      |    +-- TemplateLoopError  "template_loop"
+     |    +-- TooManyTemplatesError "too_many_templates"
      +-- BadRecordError          "bad_record"
 """
 
@@ -89,6 +90,7 @@ from voipflow.collectors.codec.errors import (
     DecodeError,
     TemplateLoopError,
     TooManyFieldsError,
+    TooManyTemplatesError,
     TruncatedError,
 )
 from voipflow.collectors.codec.frame import Frame
@@ -367,6 +369,10 @@ class Decoder:
         """The sequence tracker of an exporter and domain (made on first use)."""
         tracker = self._seq.get(key)
         if tracker is None:
+            if len(self._seq) >= self.config.max_domains:
+                # Forget the oldest: its next packet starts tracking afresh
+                # (no loss counted), as after a collector restart.
+                del self._seq[next(iter(self._seq))]
             tracker = self._seq[key] = SequenceTracker(
                 self.config.reorder_window, self.config.restart_gap
             )
@@ -448,7 +454,7 @@ class Decoder:
                 try:
                     stored = self.templates.put(key, tmpl)
                 except OverflowError as exc:
-                    raise packets.BadTemplateError(str(exc)) from exc
+                    raise TooManyTemplatesError(str(exc)) from exc
                 if stored is not before:
                     st.templates_added += 1
             if key in self._held_by_key:

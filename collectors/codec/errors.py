@@ -18,7 +18,9 @@ Errors::
      +-- BadTemplateError        "bad_template"     malformed (options) template record
      |    +-- TooManyFieldsError "too_many_fields"  field count above the configured bound
      |    +-- TemplateLoopError  "template_loop"    a walk that does not advance or exceeds
-     |                                               its iteration bound (never loops)
+     |    |                                          its iteration bound (never loops)
+     |    +-- TooManyTemplatesError "too_many_templates"  a new template while the cache
+     |                                               holds its bound (per domain or in all)
      +-- BadRecordError          "bad_record"       a data record that cannot be walked
                                                      (variable-length field past its set)
 
@@ -64,6 +66,10 @@ class TemplateLoopError(BadTemplateError):
     reason = "template_loop"
 
 
+class TooManyTemplatesError(BadTemplateError):
+    reason = "too_many_templates"
+
+
 class BadRecordError(DecodeError):
     reason = "bad_record"
 
@@ -77,6 +83,7 @@ REASONS: tuple[str, ...] = (
     BadTemplateError.reason,
     TooManyFieldsError.reason,
     TemplateLoopError.reason,
+    TooManyTemplatesError.reason,
     BadRecordError.reason,
     "no_template",
     "held_evicted",

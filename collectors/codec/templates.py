@@ -117,11 +117,17 @@ class TemplateCache:
     Not thread-safe: one decoder (one process) owns it.
     """
 
-    def __init__(self, expiry_s: float = 1800.0, max_per_domain: int = 4096) -> None:
+    def __init__(
+        self, expiry_s: float = 1800.0, max_per_domain: int = 4096, max_templates: int = 65536
+    ) -> None:
         if expiry_s <= 0:
             raise ValueError("expiry_s must be > 0")
         self.expiry_ms = int(expiry_s * 1000)
         self.max_per_domain = max_per_domain
+        #: Templates in all domains together: an exporter (or a spoofed source)
+        #: that announces templates in ever new observation domains must not
+        #: grow the process without bound. New ones are refused while it is full.
+        self.max_templates = max_templates
         self._templates: dict[TemplateKey, Template] = {}
         self._options: dict[DomainKey, DomainOptions] = {}
         self._per_domain: dict[DomainKey, int] = {}
@@ -146,7 +152,14 @@ class TemplateCache:
         dk = (key[0], key[1])
         if old is None:
             if self._per_domain.get(dk, 0) >= self.max_per_domain:
-                raise OverflowError("too many templates for this exporter and domain")
+                raise OverflowError(
+                    f"{self.max_per_domain} templates for this exporter and domain already"
+                )
+            if len(self._templates) >= self.max_templates:
+                raise OverflowError(
+                    f"the template cache is full ({self.max_templates} templates, all "
+                    "exporters and domains): new templates are refused until old ones expire"
+                )
             self._per_domain[dk] = self._per_domain.get(dk, 0) + 1
         self._templates[key] = template
         return template

@@ -12,6 +12,7 @@ Only one process may use a data directory at a time.
 from __future__ import annotations
 
 import logging
+import shutil
 import threading
 from collections.abc import Mapping
 from pathlib import Path
@@ -29,7 +30,13 @@ from voipflow.storage.clickhouse.base import (
     settings_clause,
     to_record_batch,
 )
-from voipflow.storage.clickhouse.errors import ClickHouseError, ConfigError, classify, code_of
+from voipflow.storage.clickhouse.errors import (
+    ClickHouseError,
+    ConfigError,
+    DiskFull,
+    classify,
+    code_of,
+)
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +44,11 @@ log = logging.getLogger(__name__)
 def _translate(exc: Exception, sql: str) -> ClickHouseError:
     msg = str(exc)
     return classify(code_of(msg), msg, sql)
+
+
+#: Free bytes the data directory must keep for an insert (or twice its Arrow size):
+#: parts, their temporary files and background merges need room too.
+MIN_FREE_BYTES = 64 * 1024 * 1024
 
 
 class EmbeddedClickHouse:
@@ -139,6 +151,7 @@ class EmbeddedClickHouse:
         with pa.ipc.new_stream(sink, rb.schema) as writer:
             writer.write_batch(rb)
         payload = sink.getvalue()
+        self._check_room(len(payload), sql)
         with self._lock:
             if self._conn is None:
                 raise ConfigError("connection is closed", sql=sql)
@@ -153,6 +166,20 @@ class EmbeddedClickHouse:
             except Exception as exc:
                 raise _translate(exc, sql) from exc
         return rb.num_rows
+
+    def _check_room(self, payload_bytes: int, sql: str) -> None:
+        """Refuse an insert the disk may not hold (:class:`DiskFull`: chdb loses it silently)."""
+        need = max(MIN_FREE_BYTES, 2 * payload_bytes)
+        try:
+            free = shutil.disk_usage(self.path).free
+        except OSError:
+            return
+        if free < need:
+            raise DiskFull(
+                f"{free // 1_000_000} MB free in {self.path}, an insert needs {need // 1_000_000} "
+                "MB: free space there; the insert is retried",
+                sql=sql,
+            )
 
     def close(self) -> None:
         with self._lock:

@@ -11,6 +11,7 @@ Errors::
      +-- TransientError        retry later, with backoff
      |    +-- ConnectionLost   server unreachable, connection refused/reset, timeout
      |    +-- ServerBusy       too many parts or queries, memory limit, replica read-only
+     |    +-- DiskFull         chdb's data directory has no room for the insert
      +-- PermanentError        retrying cannot help; fix data, schema or settings
           +-- SchemaError      unknown table/column/database, type mismatch
           +-- QueryError       syntax error, unknown setting, any other refused query
@@ -48,6 +49,16 @@ class ConnectionLost(TransientError):
 
 class ServerBusy(TransientError):
     """The server refused the statement for now (load, parts, memory)."""
+
+
+class DiskFull(TransientError):
+    """The embedded engine's disk is (nearly) full.
+
+    chdb 3 returns from an insert on a full disk without an error and the rows
+    are gone (measured: five inserts "succeeded" on a full tmpfs, the table
+    kept none of them), so the embedded backend checks the free space first
+    and refuses the insert, which the sink retries once space is back.
+    """
 
 
 class PermanentError(ClickHouseError):
