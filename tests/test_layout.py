@@ -107,3 +107,62 @@ def test_tests_and_benchmarks_do_not_import_each_other() -> None:
         if name.split(".")[0] == other
     )
     assert not crossed, "\n".join(crossed)
+
+
+def _test_modules_imported(path: Path) -> set[str]:
+    """The ``test_*`` modules of tests/ that ``path`` imports, itself excluded."""
+    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    package = path.relative_to(REPO).parent.parts
+    candidates: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            candidates.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = ".".join(package[: len(package) - node.level + 1]) if node.level else ""
+            module = ".".join(p for p in (base, node.module or "") if p)
+            candidates.add(module)
+            candidates.update(f"{module}.{alias.name}" for alias in node.names)
+    own = ".".join(path.relative_to(REPO).with_suffix("").parts)
+    return {
+        name
+        for name in candidates
+        if name.split(".")[0] == "tests"
+        and name.rsplit(".", 1)[-1].startswith("test_")
+        and name != own
+        and REPO.joinpath(*name.split(".")).with_suffix(".py").is_file()
+    }
+
+
+#: Imports of test files still allowed, each with why. The HTTP client test
+#: runs every panel test's own scenarios and checks over HTTP; those case
+#: tables (data, scenarios, checks, the ``ch`` fixture) move out of the panel
+#: test files into support modules once the dashboard work on them settles.
+ALLOWED_TEST_IMPORTS: dict[str, set[str]] = {
+    "tests/storage/clickhouse/test_http_clients.py": {
+        "tests.dashboards.test_health_panels",
+        "tests.dashboards.test_rules_panels",
+        "tests.dashboards.test_usage_panels",
+    },
+}
+
+
+def test_tests_share_helpers_through_support_modules_not_test_files() -> None:
+    """A helper two test files use lives in a support module (``helpers.py``,
+    ``*_support.py``, ``fixtures/``): a test file is what pytest runs, not a
+    library; importing one runs its module-level set-up and ties its tests'
+    internals to another file's."""
+    found = {
+        str(p.relative_to(REPO)): _test_modules_imported(p) for p in (REPO / "tests").rglob("*.py")
+    }
+    shared = sorted(
+        f"{path}: {name}"
+        for path, names in found.items()
+        for name in names - ALLOWED_TEST_IMPORTS.get(path, set())
+    )
+    assert not shared, "move what these import into a support module:\n" + "\n".join(shared)
+    stale = sorted(
+        f"{path}: {name}"
+        for path, names in ALLOWED_TEST_IMPORTS.items()
+        for name in names - found.get(path, set())
+    )
+    assert not stale, "no longer imported, drop from ALLOWED_TEST_IMPORTS:\n" + "\n".join(stale)

@@ -1,7 +1,9 @@
-"""Building blocks of the enforcement tests: usage windows, policies, an evaluator."""
+"""Building blocks of the enforcement tests: usage windows, policies, an evaluator,
+feedback of enforcement points, and a topic read to its end."""
 
 from __future__ import annotations
 
+import time
 from functools import cache
 from typing import Any
 
@@ -10,6 +12,7 @@ from voipflow.enforcement.evaluator import Evaluator
 from voipflow.enforcement.guardrails import Guardrails
 from voipflow.enforcement.policy import Policy, parse_policies
 from voipflow.enforcement.targets import PeerSet, TargetResolver
+from voipflow.schemas.rules import validate_feedback
 from voipflow.schemas.usage import validate_usage
 from voipflow.streams.providers import ProviderRanges, load_providers
 
@@ -114,3 +117,43 @@ def evaluator(
         PeerSet(timeout_ms=600_000, max_peers=100),
     )
     return Evaluator(policies, resolver, Guardrails(guard or GuardrailConfig()))
+
+
+def rule_feedback(
+    rule: dict[str, Any], status: str, ep: str, at: int, **extra: Any
+) -> dict[str, Any]:
+    """A rules-feedback.v1 message of an enforcement point about ``rule``."""
+    return validate_feedback(
+        {
+            "schema": "rules-feedback.v1",
+            "rule_id": rule["rule_id"],
+            "rule_version": rule["version"],
+            "enforcement_point": ep,
+            "backend": "nftables",
+            "status": status,
+            "mode": rule["mode"],
+            "observed_ms": at,
+            **extra,
+        }
+    )
+
+
+def read_all(bootstrap: str, topic: str) -> list[tuple[str, bytes | None]]:
+    """Every message of a topic, in offset order per partition (no compaction view)."""
+    from kafka import KafkaConsumer, TopicPartition
+
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None)
+    try:
+        tps = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic))]
+        consumer.assign(tps)
+        consumer.seek_to_beginning(*tps)
+        ends = consumer.end_offsets(tps)
+        out: list[tuple[str, bytes | None]] = []
+        deadline = time.monotonic() + 60
+        while any(consumer.position(tp) < ends[tp] for tp in tps):
+            assert time.monotonic() < deadline, f"could not read {topic} to its end"
+            for records in consumer.poll(timeout_ms=500).values():
+                out += [(r.key.decode(), r.value) for r in records]
+        return out
+    finally:
+        consumer.close()

@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from tests.enforcement.helpers import evaluator
+from tests.enforcement.helpers import evaluator, read_all
 from tests.fixtures.paths import REPO
 from voipflow.enforcement.evaluator import Publish
 from voipflow.enforcement.kafka_io import COMPACTED, read_table
@@ -112,27 +112,6 @@ def _produce(bootstrap: str, topic: str, windows: list[dict[str, Any]]) -> None:
         producer.close()
 
 
-def _read_all(bootstrap: str, topic: str) -> list[tuple[str, bytes | None]]:
-    """Every message of a topic, in offset order per partition (no compaction view)."""
-    from kafka import KafkaConsumer, TopicPartition
-
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None)
-    try:
-        tps = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic))]
-        consumer.assign(tps)
-        consumer.seek_to_beginning(*tps)
-        ends = consumer.end_offsets(tps)
-        out: list[tuple[str, bytes | None]] = []
-        deadline = time.monotonic() + 60
-        while any(consumer.position(tp) < ends[tp] for tp in tps):
-            assert time.monotonic() < deadline, f"could not read {topic} to its end"
-            for records in consumer.poll(timeout_ms=500).values():
-                out += [(r.key.decode(), r.value) for r in records]
-        return out
-    finally:
-        consumer.close()
-
-
 @pytest.fixture
 def setup(kafka_bootstrap: str, kafka_topic_factory: Any, tmp_path: Path) -> dict[str, Any]:
     policies = tmp_path / "policies.yaml"
@@ -195,13 +174,13 @@ def _reference(windows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
 
 
 def _check(s: dict[str, Any], windows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    messages = _read_all(s["bootstrap"], s["topics"]["rules"])
+    messages = read_all(s["bootstrap"], s["topics"]["rules"])
     versions = [
         f"{decode_rule(v)['rule_id']}@{decode_rule(v)['version']}" for _, v in messages if v
     ]
     assert len(versions) == len(set(versions)), "a rule version was published twice"
     want = _reference(windows)
-    events = [decode_rule_event(v) for _, v in _read_all(s["bootstrap"], s["topics"]["events"])]
+    events = [decode_rule_event(v) for _, v in read_all(s["bootstrap"], s["topics"]["events"])]
     refused = [e["detail"] for e in events if e["event"] == "refused"]
     names = {k: (r["match"]["cities"], r["match"]["apps"]) for k, r in want.items()}
     missing = [names[k] for k in want if k not in versions]
@@ -256,7 +235,7 @@ def test_sigkill_mid_stream(setup: dict[str, Any]) -> None:
             if minute == 5:
                 # wait for the first rules, then kill while windows still arrive
                 deadline = time.monotonic() + 120
-                while not any(v for _, v in _read_all(s["bootstrap"], s["topics"]["rules"])):
+                while not any(v for _, v in read_all(s["bootstrap"], s["topics"]["rules"])):
                     assert time.monotonic() < deadline, "no rule published in 120 s"
                     assert proc.poll() is None, proc.communicate()[0][-3000:]
                     time.sleep(0.5)

@@ -18,8 +18,13 @@ import pyarrow as pa
 import pytest
 
 from tests.dashboards.panels import migrated_database
-from tests.enforcement.helpers import evaluator, insert_via_sink, policy, providers
-from tests.enforcement.test_ledger import _fb
+from tests.enforcement.helpers import (
+    evaluator,
+    insert_via_sink,
+    policy,
+    providers,
+    rule_feedback,
+)
 from voipflow.enforcement.config import GuardrailConfig
 from voipflow.enforcement.evaluator import Event, Publish
 from voipflow.enforcement.history import list_rules, show_rule, simulate
@@ -157,10 +162,14 @@ def _ledger_rows(ch: Any) -> dict[str, Any]:
     applied = (T + 60 * 60) * 1000
     for out in [
         *led.on_rule(rule, applied - 1000),
-        *led.on_feedback(_fb(rule, "applied", "ep-1", applied), applied),
-        *led.on_feedback(_fb(rule, "hits", "ep-1", applied + 60_000, hit_packets=70), 0),
-        *led.on_feedback(_fb(rule, "hits", "ep-1", applied + 120_000, hit_packets=100), 0),
-        *led.on_feedback(_fb(rule, "failed", "ep-2", applied + 5_000, error="nft: no"), 0),
+        *led.on_feedback(rule_feedback(rule, "applied", "ep-1", applied), applied),
+        *led.on_feedback(rule_feedback(rule, "hits", "ep-1", applied + 60_000, hit_packets=70), 0),
+        *led.on_feedback(
+            rule_feedback(rule, "hits", "ep-1", applied + 120_000, hit_packets=100), 0
+        ),
+        *led.on_feedback(
+            rule_feedback(rule, "failed", "ep-2", applied + 5_000, error="nft: no"), 0
+        ),
         *led.tick(rule["expires_ms"]),
     ]:
         if isinstance(out, Record):

@@ -18,8 +18,8 @@ from typing import Any
 
 import pytest
 
-from tests.enforcement.helpers import evaluator, policy, usage
-from tests.enforcement.test_evaluator_kafka import REPO, _read_all
+from tests.enforcement.helpers import evaluator, policy, read_all, usage
+from tests.fixtures.paths import REPO
 from voipflow.enforcement.evaluator import Publish
 from voipflow.enforcement.kafka_io import COMPACTED, read_table
 from voipflow.schemas.rule_events import decode_rule_event
@@ -123,7 +123,7 @@ def test_ledger_follows_rules_and_survives_sigkill(
         )
 
     def events() -> list[dict[str, Any]]:
-        return [decode_rule_event(v) for _, v in _read_all(kafka_bootstrap, topics["events"]) if v]
+        return [decode_rule_event(v) for _, v in read_all(kafka_bootstrap, topics["events"]) if v]
 
     proc = start()
     try:

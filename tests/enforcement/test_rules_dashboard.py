@@ -19,8 +19,7 @@ import pytest
 
 from tests.dashboards.grafana_sim import Request, panel_interval_ms
 from tests.dashboards.panels import migrated_database, panels, run, selection
-from tests.enforcement.helpers import evaluator, insert_via_sink, policy
-from tests.enforcement.test_ledger import _fb
+from tests.enforcement.helpers import evaluator, insert_via_sink, policy, rule_feedback
 from voipflow.dashboards import rules as rules_dashboard
 from voipflow.enforcement.evaluator import Event, Publish
 from voipflow.enforcement.ledger import Ledger, Record
@@ -60,11 +59,13 @@ def _path() -> tuple[list[dict[str, Any]], list[dict[str, Any]], dict[str, str],
     hits: dict[str, int] = Counter()
     for i, rule in enumerate(rules):
         t = rule["created_ms"] + 1000
-        feedback = [_fb(rule, "applied", "ep-1", t)]
+        feedback = [rule_feedback(rule, "applied", "ep-1", t)]
         if i % 3 == 1:
-            feedback.append(_fb(rule, "failed", "ep-2", t + 10, error=f"nft: error {i}"))
+            feedback.append(rule_feedback(rule, "failed", "ep-2", t + 10, error=f"nft: error {i}"))
         for k in range(1, 4):
-            feedback.append(_fb(rule, "hits", "ep-1", t + k * 60_000, hit_packets=k * k * (i + 1)))
+            feedback.append(
+                rule_feedback(rule, "hits", "ep-1", t + k * 60_000, hit_packets=k * k * (i + 1))
+            )
         if i == 5:  # never acknowledged after a new version: left to time out
             feedback = []
         for fb in feedback:

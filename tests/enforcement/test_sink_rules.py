@@ -10,8 +10,7 @@ from typing import Any
 
 import pytest
 
-from tests.enforcement.helpers import evaluator, policy, usage
-from tests.enforcement.test_ledger import _fb
+from tests.enforcement.helpers import evaluator, policy, rule_feedback, usage
 from tests.storage.sinkdata import committed, wait_until
 from voipflow.enforcement.evaluator import Event, Publish
 from voipflow.enforcement.history import list_rules, show_rule
@@ -67,7 +66,7 @@ def test_rules_and_events_land_once(
         ("Berlin", 2),  # renewed
         ("Hamburg", 1),
     ]
-    fb = _fb(rules[1], "hits", "ep-1", now + 1000, hit_packets=7)
+    fb = rule_feedback(rules[1], "hits", "ep-1", now + 1000, hit_packets=7)
     events += [o.event for o in led.on_feedback(fb, now) if isinstance(o, Record)]
     key = rules[0]["rule_id"].encode()
     _send(

@@ -10,6 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tests.fixtures.paths import REPO
+from tests.streams.aggregate_support import rows_of
 from voipflow.schemas import flowbatch as fb
 from voipflow.schemas.usage import validate_usage
 from voipflow.streams.aggregate import (
@@ -70,21 +71,6 @@ def make(seed: int, n: int) -> fb.FlowBatch:
 def partials_of(b: fb.FlowBatch, result: Classification | None = None) -> dict:
     enr = ENRICHER.enrich(b)
     return batch_partials(b, enr, result or CLF.classify(b), city_names(), 60)
-
-
-def rows_of(result: Classification, lo: int, hi: int) -> Classification:
-    """The verdicts of records ``lo:hi``; partners outside the range become none."""
-    p = result.partner[lo:hi]
-    partner = np.where((p >= lo) & (p < hi), p - lo, -1)
-    return Classification(
-        result.app_code[lo:hi],
-        result.is_voip[lo:hi],
-        result.confidence[lo:hi],
-        result.evidence[lo:hi],
-        partner,
-        result.apps,
-        result.role[lo:hi],
-    )
 
 
 @settings(max_examples=25, deadline=None)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from tests.streams.test_classify import CLIENT, batch, both, run, voice
+from tests.streams.classify_support import CLIENT, batch, both, run, voice
 from voipflow.evaluation import generalise as gen
 from voipflow.streams import evaluate as ev
 from voipflow.streams.classify import Classifier

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from tests.streams.test_classify import CLIENT, T0, both, run, voice
+from tests.streams.classify_support import CLIENT, T0, both, run, voice
 from voipflow.streams.classify import Evidence
 from voipflow.streams.session import HostSessions, call_sockets, stun_shaped
 

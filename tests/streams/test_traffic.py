@@ -15,7 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tests.fixtures.paths import REPO
-from tests.streams.test_aggregate import rows_of
+from tests.streams.aggregate_support import rows_of
 from voipflow.schemas import flowbatch as fb
 from voipflow.schemas.traffic import (
     COUNTERS,

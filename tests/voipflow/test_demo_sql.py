@@ -50,7 +50,8 @@ def test_db_query_answers_while_the_demo_runs(kafka_bootstrap: str, tmp_path: Pa
     import subprocess
     import sys
 
-    from tests.voipflow.test_demo import REPO, base_env, own_names
+    from tests.fixtures.paths import REPO
+    from tests.voipflow.demo_support import base_env, own_names
 
     env = base_env(tmp_path / "var")
     env["VOIPFLOW_KAFKA_BOOTSTRAP"] = kafka_bootstrap

@@ -19,8 +19,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.enforcement.points.bgp import Speaker, wait_until
 from tests.enforcement.points.rulesdata import make_rule
-from tests.enforcement.points.test_flowspec import Speaker, wait_until
 from voipflow.netutil import free_port
 
 pytestmark = pytest.mark.slow

@@ -14,9 +14,9 @@ from typing import Any
 
 import pytest
 
+from tests.enforcement.points.bgp import Router, wait_until
 from tests.enforcement.points.pointproc import PointProcess
 from tests.enforcement.points.rulesdata import FeedbackReader, RulesTopic, make_rule
-from tests.enforcement.points.test_flowspec import Router, wait_until
 
 pytestmark = [pytest.mark.slow, pytest.mark.kafka]
 
