@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -47,6 +48,7 @@ def _querier(url: str, database: str, stop: threading.Event, out: dict[str, Any]
     client = clickhouse_connect.get_client(host="127.0.0.1", port=port, database=database)
     try:
         while not stop.is_set():
+            asked = time.monotonic()
             try:
                 rows, distinct = client.query(
                     "SELECT count(), uniqExact(bytes) FROM flows_voip"
@@ -57,7 +59,7 @@ def _querier(url: str, database: str, stop: threading.Event, out: dict[str, Any]
             except Exception as exc:  # collected, asserted on below
                 out["errors"].append(repr(exc))
                 continue
-            out["answers"].append((rows, distinct, sum(r[2] for r in per_city)))
+            out["answers"].append((rows, distinct, sum(r[2] for r in per_city), asked))
     finally:
         client.close()
 
@@ -100,7 +102,14 @@ def test_queries_answer_while_the_sink_inserts_and_no_row_is_lost_or_doubled(
             "the sink to commit every batch",
             every_s=0.5,
         )
-        wait_until(lambda: len(out["answers"]) >= 4, 60, "answers after the inserts")
+        # Only a query asked after the last commit must see every row: one
+        # asked before it may still be answering when the commit lands.
+        committed_at = time.monotonic()
+        wait_until(
+            lambda: sum(a[3] >= committed_at for a in list(out["answers"])) >= 4,
+            60,
+            "answers to queries asked after the inserts",
+        )
     finally:
         stop.set()
         for t in queriers:
@@ -112,6 +121,7 @@ def test_queries_answer_while_the_sink_inserts_and_no_row_is_lost_or_doubled(
     assert sink.rows_inserted.get("flows_voip") == total
     # Every answer is a consistent prefix of the inserts: never more rows than
     # sent, never a row twice, and the grouped count agrees with the total.
-    assert all(rows <= total and distinct == rows for rows, distinct, _ in out["answers"])
-    assert all(grouped >= rows for rows, _, grouped in out["answers"])
-    assert out["answers"][-1][0] == total
+    assert all(rows <= total and distinct == rows for rows, distinct, _, _ in out["answers"])
+    assert all(grouped >= rows for rows, _, grouped, _ in out["answers"])
+    after = [rows for rows, _, _, asked in out["answers"] if asked >= committed_at]
+    assert after and all(rows == total for rows in after)
