@@ -2,52 +2,19 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from tests.streams.classify_support import CLF, CLIENT, T0, batch
+from tests.streams.classify_support import both as conv
+from tests.streams.classify_support import flow as rec
 from voipflow.schemas import flowbatch as fb
 from voipflow.schemas.voipflows import MEDIA_ROLES, ROLES
 from voipflow.streams.aggregate import media_call_seconds
 from voipflow.streams.classify import Classifier
 from voipflow.streams.providers import load_providers
 from voipflow.streams.roles import CARRIES_MEDIA, ROLE_NAMES
-
-T0 = 1_700_000_000_000
-CLIENT = "192.168.1.10"
-CLF = Classifier(load_providers(), ice_memory=False)
-
-
-def rec(src: str, sport: int, dst: str, dport: int, **kw: Any) -> dict[str, Any]:
-    row: dict[str, Any] = {
-        "src_addr": fb.text_to_addr16(src),
-        "dst_addr": fb.text_to_addr16(dst),
-        "src_port": sport,
-        "dst_port": dport,
-        "protocol": 17,
-        "packets": 1,
-        "bytes": 100,
-        "flow_start_ms": T0,
-        "flow_end_ms": T0 + 100,
-        "sampling_rate": 1,
-        "l7_proto": 0,
-    }
-    row.update(kw)
-    return row
-
-
-def conv(src: str, sport: int, dst: str, dport: int, **kw: Any) -> list[dict[str, Any]]:
-    return [rec(src, sport, dst, dport, **kw), rec(dst, dport, src, sport, **kw)]
-
-
-def batch(rows: list[dict[str, Any]]) -> fb.FlowBatch:
-    cols = {k: [r[k] for r in rows] for k in rows[0]}
-    cols["src_addr"] = np.array(cols["src_addr"], dtype="S16")
-    cols["dst_addr"] = np.array(cols["dst_addr"], dtype="S16")
-    return fb.make_batch(cols)
-
 
 #: 20 s of 50 packets/s of 160-byte voice packets (RFC 3551's 20 ms frames).
 VOICE = {"packets": 1000, "bytes": 160_000, "flow_end_ms": T0 + 20_000}
