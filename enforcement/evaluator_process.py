@@ -47,15 +47,21 @@ from voipflow.enforcement.evaluator import (
     proposed_event,
 )
 from voipflow.enforcement.guardrails import Guardrails
-from voipflow.enforcement.kafka_io import COMPACTED, LoopProcess, make_producer, read_table
+from voipflow.enforcement.kafka_io import (
+    COMPACTED,
+    LoopProcess,
+    make_producer,
+    read_table,
+    subscribe_group,
+)
 from voipflow.enforcement.policy import load_policies, policy_files
 from voipflow.enforcement.targets import PeerSet, TargetResolver, load_city_prefixes
 from voipflow.schemas import voipflows
 from voipflow.schemas.rule_events import encode_rule_event, event_key
 from voipflow.schemas.rules import decode_rule, encode_rule, rule_key
-from voipflow.schemas.topics import KafkaConfig, kafka_client_options
+from voipflow.schemas.topics import KafkaConfig
 from voipflow.schemas.usage import UsageError, decode_usage
-from voipflow.storage.sink.assignment import AssignmentWatch, no_auto_create
+from voipflow.storage.sink.assignment import AssignmentWatch
 from voipflow.streams.providers import load_providers
 
 log = logging.getLogger(__name__)
@@ -168,30 +174,19 @@ class EvaluatorProcess(LoopProcess):
 
     # -- loop -------------------------------------------------------------------
 
-    def _subscribe(self) -> Any:
-        from kafka import KafkaConsumer
-
+    def _subscribe(self) -> tuple[Any, AssignmentWatch]:
         k = self.setup.kafka
         topics = [k.usage_topic]
         if any(p.target == "observed_peers" for p in self.evaluator.policies):
             topics.append(k.voip_flows_topic)
-        consumer = KafkaConsumer(
-            **kafka_client_options(self._kafka),
-            bootstrap_servers=self.bootstrap,
-            group_id=self.cfg.group_id,
-            client_id="voipflow-evaluator",
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
-            max_poll_records=2000,
+        return subscribe_group(
+            self.bootstrap, self.cfg.group_id, "voipflow-evaluator", topics, self._kafka
         )
-        no_auto_create(consumer)
-        consumer.subscribe(topics)
-        return consumer
 
     def _run(self) -> None:
         k = self.setup.kafka
-        self._consumer = consumer = self._subscribe()
-        watch = AssignmentWatch(consumer, consumer.subscription() or (), component="evaluator")
+        consumer, watch = self._subscribe()
+        self._consumer = consumer
         last_tick = last_reload = 0.0
         last_input = time.monotonic()
         while not self._stop.is_set():

@@ -19,6 +19,7 @@ from typing import Any
 from voipflow.enforcement.errors import EnforcementError
 from voipflow.schemas.kafka_security import KafkaSecurity, kafka_client_options
 from voipflow.schemas.topics import COMPACTED_TOPIC
+from voipflow.storage.sink.assignment import AssignmentWatch, no_auto_create
 
 #: Topic configs of the compacted topics (rules.v1 and the state topics).
 log = logging.getLogger(__name__)
@@ -40,6 +41,37 @@ def make_producer(bootstrap: str, client_id: str, security: KafkaSecurity | None
         acks="all",
         linger_ms=5,
         max_in_flight_requests_per_connection=1,  # keep a key's messages in order on retries
+    )
+
+
+def subscribe_group(
+    bootstrap: str,
+    group_id: str,
+    client_id: str,
+    topics: list[str],
+    security: KafkaSecurity | None = None,
+) -> tuple[Any, AssignmentWatch]:
+    """A consumer in ``group_id`` subscribed to ``topics``, and the watch its loop checks.
+
+    Like the sink's: it never creates topics, and the watch rejoins the
+    group when the consumer sits without partitions beside a backlog. Offsets
+    are committed by the loop once its outputs are written.
+    """
+    from kafka import KafkaConsumer
+
+    consumer = KafkaConsumer(
+        **_options(security),
+        bootstrap_servers=bootstrap,
+        group_id=group_id,
+        client_id=client_id,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        max_poll_records=2000,
+    )
+    no_auto_create(consumer)
+    consumer.subscribe(topics)
+    return consumer, AssignmentWatch(
+        consumer, topics, component=client_id.removeprefix("voipflow-")
     )
 
 

@@ -21,7 +21,13 @@ from typing import Any
 
 from voipflow.enforcement import metrics
 from voipflow.enforcement.config import LedgerConfig
-from voipflow.enforcement.kafka_io import COMPACTED, LoopProcess, make_producer, read_table
+from voipflow.enforcement.kafka_io import (
+    COMPACTED,
+    LoopProcess,
+    make_producer,
+    read_table,
+    subscribe_group,
+)
 from voipflow.enforcement.ledger import (
     Escalation,
     Ledger,
@@ -39,8 +45,7 @@ from voipflow.schemas.rules import (
     encode_rule,
     rule_key,
 )
-from voipflow.schemas.topics import KafkaConfig, kafka_client_options
-from voipflow.storage.sink.assignment import AssignmentWatch, no_auto_create
+from voipflow.schemas.topics import KafkaConfig
 
 log = logging.getLogger(__name__)
 
@@ -83,21 +88,15 @@ class LedgerProcess(LoopProcess):
         self._start_loop()
 
     def _run(self) -> None:
-        from kafka import KafkaConsumer
-
         k = self.kafka
-        self._consumer = consumer = KafkaConsumer(
-            **kafka_client_options(self._kafka),
-            bootstrap_servers=self.bootstrap,
-            group_id=self.cfg.group_id,
-            client_id="voipflow-ledger",
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
-            max_poll_records=2000,
+        consumer, watch = subscribe_group(
+            self.bootstrap,
+            self.cfg.group_id,
+            "voipflow-ledger",
+            [k.rules_topic, k.feedback_topic],
+            self._kafka,
         )
-        no_auto_create(consumer)
-        consumer.subscribe([k.rules_topic, k.feedback_topic])
-        watch = AssignmentWatch(consumer, [k.rules_topic, k.feedback_topic], component="ledger")
+        self._consumer = consumer
         last_tick = 0.0
         last_input = time.monotonic()
         while not self._stop.is_set():
