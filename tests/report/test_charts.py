@@ -47,6 +47,18 @@ def test_stacked_series_fill_missing_buckets_with_zero() -> None:
     assert totals == {"sip": 5.0, "teams": 0.0}
 
 
+def test_coverage_strip_ends_with_the_bucket_the_range_reaches() -> None:
+    # Hourly buckets over [0 h, 3 h): data in every hour the range covers.
+    rows = [{"exporter_ip": "192.0.2.1", "time": h * 3600, "covered": 1.0} for h in range(3)]
+    for t1, n_buckets in ((3 * 3600, 3), (3 * 3600 + 60, 4)):
+        svg = charts.coverage_strip(rows, ["192.0.2.1"], t0=0, t1=t1, interval_s=3600)
+        (e,) = _marks(svg, "exporter")
+        assert int(e["data-buckets"]) == n_buckets
+        # The range ending on a bucket's start draws no gap there; one
+        # minute into the fourth hour, that hour has no data yet: a gap.
+        assert int(e["data-gaps"]) == n_buckets - 3
+
+
 def test_top_cities_with_no_week_before_say_new() -> None:
     svg = charts.top_cities(
         [

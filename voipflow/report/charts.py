@@ -451,9 +451,14 @@ def coverage_strip(
     interval_s: int,
     row_h: int = 16,
 ) -> str:
-    """A strip per exporter: each bucket shaded by the share its windows cover; gaps marked."""
+    """A strip per exporter: each bucket shaded by the share its windows cover; gaps marked.
+
+    The buckets cover ``[t0, t1)``: when ``t1`` falls on a bucket's start, that
+    bucket has not begun within the range and is not drawn (it would show as a
+    gap for every exporter).
+    """
     cov = {(r["exporter_ip"], epoch(r["time"])): float(r["covered"] or 0.0) for r in rows}
-    buckets = list(range(t0 // interval_s * interval_s, t1 + 1, interval_s))
+    buckets = list(range(t0 // interval_s * interval_s, max(t1, t0 + 1), interval_s))
     name_w = 150
     height = 6 + len(exporters) * row_h + 40
     pw = W - name_w - 12
