@@ -42,7 +42,7 @@ from pathlib import Path
 from typing import Any
 
 from voipflow.schemas.topics import KafkaConfig, kafka_client_options
-from voipflow.schemas.voipflows import PositionError, read_position
+from voipflow.schemas.voipflows import PositionError, SourcePosition, read_position
 from voipflow.storage.clickhouse import ClickHouse, ClickHouseError, PermanentError, connect
 from voipflow.storage.config import ClickHouseConfig, SinkConfig
 from voipflow.storage.sink.assignment import AssignmentWatch, no_auto_create
@@ -480,9 +480,12 @@ class Sink:
                     self._consumer.seek(tp, rec.offset)
                     continue
             marks = self._marks.get(tp)
-            if marks is None:  # forgotten after a refused commit: wait for the rejoin
+            if marks is None:
+                # Forgotten after a refused commit: its records wait for the
+                # rejoin, which reads the committed offset and marks again.
                 unread.add(tp)
-                self._consumer.seek(tp, rec.offset)
+                if tp in self._consumer.assignment():
+                    self._consumer.seek(tp, rec.offset)
                 continue
             spec = self.specs[rec.topic]
             batch = self._batches.get(tp)
@@ -717,7 +720,7 @@ class Sink:
             self.metrics.lag.labels(topic, str(partition)).set(lag)
 
 
-def _position(rec: Any) -> Any:
+def _position(rec: Any) -> SourcePosition | None:
     """The source position of a voip-flows message; a malformed one makes it bad."""
     try:
         return read_position(rec.headers)

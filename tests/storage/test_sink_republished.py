@@ -174,6 +174,10 @@ def test_republished_messages_are_stored_once_across_sink_kills(
         republished = worker.sent[republished_from:]
         worker.publish(range(12, 20))
         worker.send(0, flow_batch(ROWS, base=10**7), [], None)
+        # A position that cannot be read: a bad message, not stored.
+        bad = [("src", b"flows.v1:x"), ("src_pos", b"1:0")]
+        worker.send(1, flow_batch(ROWS, base=2 * 10**7), bad, None)
+        bad_offset = worker.sent[-1][1]
     finally:
         worker.close()
     assert republished and all(pos is not None and pos[1] < 12 for _, _, pos, _ in republished)
@@ -201,6 +205,12 @@ def test_republished_messages_are_stored_once_across_sink_kills(
     assert dropped > 0
     key = ("voipflow_sink_republished_dropped_total", (("table", "flows_voip"),))
     assert metrics.get(key) == dropped
+    assert start[1] is None or start[1].offset <= bad_offset
+    bad_key = (
+        "voipflow_sink_bad_messages_total",
+        (("reason", "source_position"), ("topic", topic)),
+    )
+    assert metrics.get(bad_key) == 1
     # The marks committed with the last offsets: the highest position per source.
     final = committed(kafka_bootstrap, group, topic)
     for q in (0, 1):
