@@ -28,7 +28,9 @@ After a SIGKILL there is no save at the stop: the state is the last periodic
 save's, so the gap counted also covers what the killed collector received
 after that save (at most ``template_save_interval_s`` of traffic). The file
 records whether it was written by an orderly stop, and a restart from a
-periodic save says so in its log.
+periodic save says so in its log. The state is also saved within a second of
+a restored tracker's first datagram, so that a gap once counted is not
+counted again if this process is killed before its first periodic save.
 
 A file that cannot be read, is not of this format or version, or holds a
 malformed entry is skipped with a warning: the collector starts those
@@ -196,6 +198,9 @@ class SequenceState:
         self.exporter_text = exporter_text
         #: restored and waiting for their first datagram: key -> last seen (ms)
         self.pending: dict[DomainKey, int] = {}
+        #: a gap was counted since the last save: save soon, so that a
+        #: restart after a SIGKILL does not count it a second time
+        self.counted_since_save = False
 
     def load(self, decoder: Decoder, now_ms: int) -> int:
         """Restore every worker's saved trackers into ``decoder``; how many.
@@ -240,6 +245,7 @@ class SequenceState:
 
     def save(self, decoder: Decoder, now_ms: int, *, orderly: bool) -> None:
         """Write this worker's trackers; a failure is logged, never raised."""
+        self.counted_since_save = False
         try:
             write(self.own, to_json(decoder.trackers, now_ms, orderly))
         except SequenceStateError as exc:
@@ -274,6 +280,7 @@ class SequenceState:
             if tracker is None or out is None:
                 continue
             tracker.resume_outcome = None
+            self.counted_since_save = True
             extra = {
                 "exporter": self.exporter_text(key[0]),
                 "observation_domain_id": key[1],

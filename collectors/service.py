@@ -445,6 +445,8 @@ class Collector:
     def _tick(self) -> None:
         self.output.poll()
         self.tracker.flush_metrics()
+        if self.sequences is not None and self.sequences.counted_since_save:
+            self.sequences.save(self.decoder, self._clock_ms(), orderly=False)
         m = self.metrics
         refused = self.admission.take_refused()
         if m is not None:
