@@ -125,6 +125,15 @@ class CollectorConfig(BaseModel):
     #: until old ones expire: a flood of templates in ever new domains stays
     #: bounded in memory (about 2 KB per template).
     max_templates: int = Field(65536, ge=16)
+    #: Exporters given their own ``exporter`` label in the Prometheus metrics;
+    #: the ones heard after that share ``exporter="other"``, so that datagrams
+    #: from ever new (spoofed) source addresses cannot grow the metrics
+    #: without bound. Set it above the number of exporters you run.
+    max_exporter_labels: int = Field(1000, ge=1)
+    #: (exporter, observation domain) pairs reported in exporter-health.v1;
+    #: what further pairs send is counted in Prometheus only
+    #: (``untracked_domain_packets``).
+    max_health_domains: int = Field(65536, ge=1)
     #: Exporter address -> 1-in-N sampling rate that overrides what the
     #: exporter announces, e.g. ``{"192.0.2.1": 1000}`` (JSON in the variable).
     sampling_override: dict[str, int] = Field(default_factory=dict)

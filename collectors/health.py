@@ -15,6 +15,13 @@ report of one process in one interval carries the same figure (take the
 maximum per collector, not the sum over exporters). An exporter and domain
 is reported while it sent anything in the last ``quiet_after_s`` (one hour),
 with zero deltas when it fell silent, so silence shows.
+
+Both follow source addresses, which a flood of spoofed datagrams can make up
+at will, so both are bounded: the first ``max_labels`` exporters get their
+own Prometheus label and the rest share ``exporter="other"``; at most
+``max_domains`` (exporter, domain) pairs are reported, and what the others
+sent is still counted in Prometheus (under their label, or "other") and in
+``voipflow_collector_untracked_domain_packets_total``.
 """
 
 from __future__ import annotations
@@ -29,6 +36,8 @@ from voipflow.schemas.flowbatch import addr_to_text
 from voipflow.schemas.health import SCHEMA_NAME
 
 HEALTH_SCHEMA = SCHEMA_NAME
+#: Prometheus label shared by the exporters beyond ``max_labels``.
+OTHER = "other"
 
 
 @dataclass(slots=True)
@@ -92,13 +101,28 @@ class ExporterTracker:
         collector_id: str,
         metrics: CollectorMetrics | None = None,
         quiet_after_s: float = 3600.0,
+        max_labels: int = 1000,
+        max_domains: int = 65536,
     ) -> None:
         self.collector_id = collector_id
         self.metrics = metrics
         self.quiet_after_ms = int(quiet_after_s * 1000)
+        self.max_labels = max_labels
+        self.max_domains = max_domains
         self._pending: dict[DomainKey, DomainTotals] = {}
         self._window: dict[DomainKey, DomainTotals] = {}
         self._text: dict[bytes, str] = {}
+        self._labels: set[str] = set()
+
+    def label(self, addr16: bytes) -> str:
+        """The exporter's Prometheus label: its address, or "other" past ``max_labels``."""
+        ex = self.exporter_text(addr16)
+        if ex in self._labels:
+            return ex
+        if len(self._labels) < self.max_labels:
+            self._labels.add(ex)
+            return ex
+        return OTHER
 
     def exporter_text(self, addr16: bytes) -> str:
         text = self._text.get(addr16)
@@ -125,12 +149,15 @@ class ExporterTracker:
         per_exporter_held: dict[str, int] = {}
         for key, tot in pending.items():
             win = self._window.get(key)
-            if win is None:
+            if win is None and len(self._window) < self.max_domains:
                 self._window[key] = win = DomainTotals()
-            win.merge(tot)
+            if win is not None:
+                win.merge(tot)
             if metrics is None:
                 continue
-            ex = self.exporter_text(key[0])
+            if win is None:
+                metrics.untracked_domain_packets.inc(tot.packets)
+            ex = self.label(key[0])
             if tot.packets:
                 metrics.packets.labels(ex).inc(tot.packets)
                 metrics.bytes.labels(ex).inc(tot.bytes)
@@ -146,7 +173,7 @@ class ExporterTracker:
             return
         # Gauges are per exporter: the sum over its domains' latest values.
         for key, win in self._window.items():
-            ex = self.exporter_text(key[0])
+            ex = self.label(key[0])
             per_exporter_templates[ex] = per_exporter_templates.get(ex, 0) + win.templates
             per_exporter_held[ex] = per_exporter_held.get(ex, 0) + win.held_sets
         for ex, n in per_exporter_templates.items():

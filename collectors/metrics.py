@@ -160,6 +160,13 @@ class CollectorMetrics:
             namespace=ns,
             registry=r,
         )
+        self.untracked_domain_packets = Counter(
+            "untracked_domain_packets",
+            "Export datagrams of (exporter, domain) pairs beyond the health report bound "
+            "(counted in the other metrics, not reported per domain)",
+            namespace=ns,
+            registry=r,
+        )
         self._refused_labels: set[str] = set()
 
     def refused_label(self, exporter: str) -> str:

@@ -116,7 +116,12 @@ class Collector:
             split_networks(config.allow), config.rate_limit_pps, config.rate_limit_burst
         )
         self.accumulator = Accumulator(config.batch_max_records, config.batch_max_delay_ms)
-        self.tracker = ExporterTracker(f"{socket.gethostname()}:{os.getpid()}", metrics)
+        self.tracker = ExporterTracker(
+            f"{socket.gethostname()}:{os.getpid()}",
+            metrics,
+            max_labels=config.max_exporter_labels,
+            max_domains=config.max_health_domains,
+        )
         self.sequences: SequenceState | None = None
         if state_dir is not None and config.template_cache_file:
             own, _ = state_paths(state_dir, config.template_cache_file, worker)
@@ -430,9 +435,7 @@ class Collector:
         for exporter in exporters:
             per[exporter] = per.get(exporter, 0) + 1
         for exporter, n in per.items():
-            self.metrics.decode_errors.labels(self.tracker.exporter_text(exporter), "internal").inc(
-                n
-            )
+            self.metrics.decode_errors.labels(self.tracker.label(exporter), "internal").inc(n)
 
     def _flush_batch(self) -> None:
         batch = self.accumulator.take()

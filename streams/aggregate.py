@@ -19,8 +19,10 @@ Two steps, so that one worker owns a city while batches arrive anywhere:
 Idempotence: a partial carries the source position (topic, partition, offset)
 of the flow batch it came from; the state keeps, per source partition, the
 last offset applied, and a partial at or below it is a re-delivery and is
-skipped. Windows close on event time only (the city's largest flow end time),
-so totals do not depend on how fast or in which worker records were processed.
+skipped. Windows close on event time only, so totals do not depend on how fast
+or in which worker records were processed: on the event time of the city's
+slowest source partition heard recently (:func:`closing_watermark`), so that a
+partition stalled by a worker failover does not find its windows closed.
 
 Call-seconds: media records count their duration. A record is media by its
 statistics, whatever its ports: VoIP over UDP with voice- or video-sized
@@ -325,6 +327,41 @@ def claim_source(state: dict[str, Any], partial: dict[str, Any]) -> bool:
         return False
     state["src"][src] = off
     return True
+
+
+def note_source(state: dict[str, Any], partial: dict[str, Any], now_ms: int) -> None:
+    """Keep, per source partition, its newest event time and when it was last heard.
+
+    ``state["swm"]`` maps ``"topic:partition"`` to ``[event ms, heard ms]``
+    (wall clock); :func:`closing_watermark` reads it. A state written before
+    this existed has no ``swm`` and starts one here.
+    """
+    sources = state.setdefault("swm", {})
+    src = str(partial["src"])
+    event_ms = int(partial["max_ms"])
+    prev = sources.get(src)
+    sources[src] = [event_ms if prev is None else max(int(prev[0]), event_ms), int(now_ms)]
+
+
+def closing_watermark(state: dict[str, Any], now_ms: int, source_idle_ms: float) -> int:
+    """The event time up to which a key's windows may close: its slowest live source.
+
+    A key's records come from several source partitions, each processed at
+    its own pace (by another worker, or after a failover from the last
+    committed offset). Closing on the newest event time of any of them, as
+    ``state["wm"]`` is, would close windows that a stalled partition still
+    has records for, and those records would then be late and left out. So
+    windows close on the oldest event time of the sources heard within
+    ``source_idle_ms``; a source silent for longer (its exporters stopped, or
+    it no longer carries this key) stops holding them. With no live source,
+    the newest event time of all.
+    """
+    live = [
+        int(event_ms)
+        for event_ms, heard_ms in state.get("swm", {}).values()
+        if now_ms - int(heard_ms) < source_idle_ms
+    ]
+    return min(live) if live else int(state["wm"])
 
 
 def count_if_late(state: dict[str, Any], start_ms: int, records: int) -> bool:

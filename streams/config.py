@@ -26,10 +26,16 @@ class WorkerConfig(BaseModel):
     lateness_s: int = Field(30, ge=0)
     #: How often the worker looks for idle cities whose windows must close.
     close_interval_s: float = Field(1.0, gt=0)
-    #: Windows close on event time (the city's newest flow end). A city that
+    #: Windows close on event time (see ``source_idle_s``). A city that
     #: received nothing for this long has its event time advanced by the wall
     #: clock, so its last windows still close.
     idle_close_s: float = Field(120.0, gt=0)
+    #: A city's (or exporter's) windows close on the event time of its
+    #: slowest source partition, so that a partition stalled by a worker
+    #: failover still finds its windows open. A source partition not heard
+    #: for this long stops holding them back. Keep it above the time a
+    #: failover takes (the group's session timeout, 10 s, plus the replay).
+    source_idle_s: float = Field(60.0, gt=0)
     #: The operator's subscriber address space, comma-separated CIDRs. The side
     #: of a flow inside it is the subscriber; flows with neither side inside
     #: are counted, not guessed.

@@ -29,7 +29,14 @@ from voipflow.schemas import flowbatch as fb
 from voipflow.schemas import voipflows as vf
 from voipflow.schemas.traffic import encode_traffic, traffic_key
 from voipflow.schemas.usage import encode_usage, usage_key
-from voipflow.streams.aggregate import apply_partial, batch_partials, close_windows, new_state
+from voipflow.streams.aggregate import (
+    apply_partial,
+    batch_partials,
+    close_windows,
+    closing_watermark,
+    new_state,
+    note_source,
+)
 from voipflow.streams.classify import Classification, Classifier
 from voipflow.streams.config import WorkerConfig
 from voipflow.streams.enrich import Enricher, Enrichment
@@ -184,7 +191,10 @@ class _WindowStates:
 
     A message is a partial (applied once per source offset) or an idle tick
     ``{"tick": now_ms}``; after either, the windows the watermark passed are
-    closed and returned as encoded messages with their Kafka keys.
+    closed and returned as encoded messages with their Kafka keys. After a
+    partial the watermark is the key's slowest live source
+    (:func:`~voipflow.streams.aggregate.closing_watermark`); after a tick of a
+    key idle for ``idle_close_s``, its newest event time plus the idle time.
     """
 
     def __init__(self, config: WorkerConfig, metrics: WorkerMetrics | None = None) -> None:
@@ -226,9 +236,11 @@ class _WindowStates:
         else:
             try:
                 outcome = self._apply(state, msg)
+                note_source(state, msg, now_ms)
             except (KeyError, TypeError, ValueError, AttributeError) as exc:
                 raise PartialError(f"malformed partial: {exc}") from exc
             state["touched"] = now_ms
+            watermark = closing_watermark(state, now_ms, cfg.source_idle_s * 1000)
         return state, self._close(key, state, watermark, now_ms), outcome
 
 

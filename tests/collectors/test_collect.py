@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.collectors.collect_proc import CollectProcess, softflowd_export
 from tests.collectors.consume import consume
@@ -419,6 +420,40 @@ def test_templates_persist_across_a_restart(tmp_path: Path) -> None:
         assert second.metric(held) == 0
     rows = [json.loads(line) for line in (tmp_path / "after.jsonl").read_text().splitlines()]
     assert sorted(r["packets"] for r in rows) == list(range(1, 501))
+
+
+def test_exporter_labels_and_health_domains_stay_bounded_under_many_sources(
+    tmp_path: Path,
+) -> None:
+    # Datagrams from 12 source addresses, as a flood of spoofed sources
+    # would send, to a collector that labels 4 exporters and reports 6
+    # (exporter, domain) pairs: every datagram is still counted.
+    from voipflow.collectors.codec.encoder import make_encoder
+
+    now = int(time.time() * 1000)
+    sources = [f"127.0.3.{i + 1}" for i in range(12)]
+    env = {
+        "VOIPFLOW_COLLECTOR_MAX_EXPORTER_LABELS": "4",
+        "VOIPFLOW_COLLECTOR_MAX_HEALTH_DOMAINS": "6",
+    }
+    packets = "voipflow_collector_packets_total"
+    with CollectProcess(tmp_path / "collect", output="null", env=env) as collect:
+        for src in sources:
+            enc = make_encoder(10, observation_domain_id=1)
+            send_paced(enc.encode(_flows(20), now), collect.port, source=src)
+        assert collect.wait_metric(packets, len(sources)) == len(sources)
+        time.sleep(1.2)  # pushed once a second
+        per_label = {
+            s.labels["exporter"]: s.value
+            for family in text_string_to_metric_families(collect.metrics_text())
+            for s in family.samples
+            if s.name == packets
+        }
+        untracked = collect.metric("voipflow_collector_untracked_domain_packets_total")
+    assert sum(per_label.values()) == len(sources)
+    assert len(per_label) == 5 and per_label["other"] == len(sources) - 4
+    assert set(per_label) - {"other"} <= set(sources)
+    assert untracked == len(sources) - 6
 
 
 def test_compression_layer_arrow_refuses_a_codec_arrow_lacks(

@@ -121,6 +121,49 @@ def test_city_states_publish_closed_windows_once_and_skip_replays() -> None:
     assert again == []
 
 
+def _partial_at(first: bytes, src: str, off: int, window_ms: int, max_ms: int) -> bytes:
+    part = json.loads(first)
+    part["src"], part["off"], part["max_ms"] = src, off, max_ms
+    part["win"] = {str(window_ms): part["win"][str(T0)]}
+    return json.dumps(part).encode()
+
+
+def test_windows_wait_for_a_stalled_source_partition_until_it_is_idle() -> None:
+    # Berlin's records come from two flows.v1 partitions. Partition 1 stalls
+    # (its worker was killed) while partition 0 runs minutes ahead; when
+    # partition 1 is replayed, its records must still find the window open.
+    pipe = FlowPipeline(CFG)
+    pipe.start()
+    states = CityStates(CFG)
+    first = pipe.process(message(), "flows.v1:0", 1).partials["Berlin"]
+    idle_ms = int(CFG.source_idle_s * 1000)
+    now = 1_000_000
+    st, out, _ = states.handle(
+        "Berlin", None, _partial_at(first, "flows.v1:0", 1, T0, T0 + 5000), now
+    )
+    st, out, _ = states.handle(
+        "Berlin", st, _partial_at(first, "flows.v1:1", 1, T0, T0 + 5000), now
+    )
+    far = T0 + 5 * 60_000
+    st, out, _ = states.handle(
+        "Berlin", st, _partial_at(first, "flows.v1:0", 2, far, far), now + 1000
+    )
+    assert out == []  # partition 1 was heard within source_idle_s: it holds the window
+    replayed = _partial_at(first, "flows.v1:1", 2, T0, T0 + 6000)
+    st, out, outcome = states.handle("Berlin", st, replayed, now + idle_ms - 1000)
+    assert (outcome, st["late"]) == ("applied", 0)
+    assert out == []  # partition 1 is still behind
+    # Partition 1 falls silent: after source_idle_s it no longer holds the window.
+    st, out, _ = states.handle(
+        "Berlin", st, _partial_at(first, "flows.v1:0", 3, far, far), now + 2 * idle_ms
+    )
+    (usage,) = [decode_usage(v) for k, v in out if k == f"Berlin|whatsapp|{T0}"]
+    assert usage["flows"] == 3 * 3  # both partitions' first partials and the replayed one
+    late = _partial_at(first, "flows.v1:1", 3, T0, T0 + 7000)
+    st, _, outcome = states.handle("Berlin", st, late, now + 2 * idle_ms + 1)
+    assert (outcome, st["late"]) == ("applied", 3)  # now it is late, and counted
+
+
 def test_idle_tick_closes_the_last_windows() -> None:
     pipe = FlowPipeline(CFG)
     pipe.start()
