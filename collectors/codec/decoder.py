@@ -375,7 +375,7 @@ class Decoder:
         if tracker is None:
             if len(self._seq) >= self.config.max_domains:
                 # Forget the oldest: its next packet starts tracking afresh
-                # (no loss counted), as after a collector restart.
+                # (no loss counted).
                 del self._seq[next(iter(self._seq))]
             tracker = self._seq[key] = SequenceTracker(
                 self.config.reorder_window, self.config.restart_gap
