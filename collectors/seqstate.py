@@ -198,8 +198,8 @@ class SequenceState:
         self.exporter_text = exporter_text
         #: restored and waiting for their first datagram: key -> last seen (ms)
         self.pending: dict[DomainKey, int] = {}
-        #: a gap was counted since the last save: save soon, so that a
-        #: restart after a SIGKILL does not count it a second time
+        #: a gap (or an exporter restart) was counted since the last save:
+        #: save soon, so that a restart after a SIGKILL does not count it again
         self.counted_since_save = False
 
     def load(self, decoder: Decoder, now_ms: int) -> int:
@@ -280,7 +280,8 @@ class SequenceState:
             if tracker is None or out is None:
                 continue
             tracker.resume_outcome = None
-            self.counted_since_save = True
+            if out.lost or out.restart:
+                self.counted_since_save = True
             extra = {
                 "exporter": self.exporter_text(key[0]),
                 "observation_domain_id": key[1],

@@ -129,6 +129,23 @@ def test_datagrams_sent_while_down_are_counted_as_lost(
     assert (found[0].__dict__["lost"], found[0].__dict__["unit"]) == (gap, unit)
 
 
+@pytest.mark.parametrize("one_by_one", [False, True], ids=["bulk", "one-by-one"])
+def test_nothing_sent_while_down_counts_nothing_and_says_so(
+    tmp_path: Path, one_by_one: bool, caplog: pytest.LogCaptureFixture
+) -> None:
+    enc = _encoder(10)
+    before, _ = _export(enc, 400, 1)
+    after, _ = _export(enc, 400, 2)
+    dec = Decoder(TemplateCache())
+    _decode(dec, before, T0 + 1_000_000, one_by_one)
+    new, state = _restart(tmp_path, dec, T0 + 1_000_000)
+    with caplog.at_level(logging.INFO, logger="voipflow.collectors.seqstate"):
+        got = _decode(new, after, T0 + 1_004_000, one_by_one, state)
+    assert got[(EXP, DOMAIN)] == [0, 0, 400]
+    assert state.pending == {} and not state.counted_since_save
+    assert caplog.text.count("sequence continued across the collector restart") == 1
+
+
 def test_the_first_datagram_is_reported_once_with_gap_and_downtime(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -146,7 +163,7 @@ def test_the_first_datagram_is_reported_once_with_gap_and_downtime(
             state.report(new, res.stats, t1 + 12_500 + i)
     lines = [r for r in caplog.records if r.name == "voipflow.collectors.seqstate"]
     found = [r for r in lines if "sent while the collector was down" in r.getMessage()]
-    assert len(found) == 1
+    assert len(found) == 1 and state.counted_since_save
     rec: Any = found[0]
     assert (rec.lost, rec.unit, rec.downtime_s) == (gap, "records", 12.5)
     assert (rec.exporter, rec.observation_domain_id) == ("192.0.2.7", DOMAIN)
