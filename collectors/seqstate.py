@@ -162,7 +162,7 @@ def read(
     :class:`SequenceStateError` for anything but a well-formed file of this version."""
     try:
         doc = json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, RecursionError) as exc:
         raise SequenceStateError(f"cannot read sequence state {path}: {exc}") from exc
     if not isinstance(doc, dict) or doc.get("format") != FORMAT or doc.get("version") != VERSION:
         raise SequenceStateError(f"{path} is not sequence state of version {VERSION}")
@@ -210,7 +210,12 @@ class SequenceState:
         """
         cfg = decoder.config
         found: dict[DomainKey, SequenceTracker] = {}
-        for path in self.every():
+        try:
+            paths = list(self.every())
+        except OSError as exc:
+            log.warning("sequence state not loaded", extra={"error": str(exc)})
+            paths = []
+        for path in paths:
             try:
                 head, trackers = read(path, cfg.reorder_window, cfg.restart_gap)
             except SequenceStateError as exc:

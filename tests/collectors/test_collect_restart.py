@@ -154,3 +154,21 @@ def test_after_sigkill_the_last_save_is_the_reference(tmp_path: Path) -> None:
         _receive(c, d3)
         assert c.wait_metric(LOST, d2b_units + g2_units) == d2b_units + g2_units
         assert c.metric(RESTARTS) == 0
+
+
+@pytest.mark.slow
+def test_a_corrupt_state_file_is_a_warning_not_a_failed_start(tmp_path: Path) -> None:
+    exporter = Exporter(10)
+    before, _ = exporter.export(500)
+    exporter.export(500)  # sent while the collector was down
+    after, _ = exporter.export(500)
+    state = tmp_path / "state"
+    with CollectProcess(state, output="null") as first:
+        _receive(first, before)
+    (state / STATE).write_bytes(b'{"format": "voipflow-sequence-state", "vers')
+    with CollectProcess(state, output="null", port=first.port) as second:
+        _receive(second, after)
+        assert second.metric(LOST) == 0  # nothing to count from: a fresh start
+    assert second.returncode == 0
+    log = second.log_text()
+    assert "sequence state not loaded" in log and str(state / STATE) in log

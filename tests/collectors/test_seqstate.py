@@ -281,7 +281,15 @@ def _saved_doc(tmp_path: Path) -> tuple[Path, dict[str, Any]]:
 
 @pytest.mark.parametrize(
     "damage",
-    ["garbage", "truncated", "template cache", "version 2", "bad prev_seq", "short exporter"],
+    [
+        "garbage",
+        "truncated",
+        "deeply nested",
+        "template cache",
+        "version 2",
+        "bad prev_seq",
+        "short exporter",
+    ],
 )
 def test_a_bad_file_is_a_warning_and_a_fresh_start(
     tmp_path: Path, damage: str, caplog: pytest.LogCaptureFixture
@@ -292,6 +300,8 @@ def test_a_bad_file_is_a_warning_and_a_fresh_start(
         path.write_bytes(b"\x00\xff not json")
     elif damage == "truncated":
         path.write_text(text[: len(text) // 2])
+    elif damage == "deeply nested":
+        path.write_text("[" * 100_000 + "]" * 100_000)
     elif damage == "template cache":
         TemplateCache().save(path)
     elif damage == "version 2":
