@@ -177,3 +177,23 @@ def test_a_corrupt_state_file_is_a_warning_not_a_failed_start(tmp_path: Path) ->
     assert second.returncode == 0
     log = second.log_text()
     assert "sequence state not loaded" in log and str(state / STATE) in log
+
+
+@pytest.mark.slow
+def test_two_workers_count_the_gap_once_whichever_gets_the_exporter(tmp_path: Path) -> None:
+    """Each worker loads every worker's state: the kernel may send the
+    exporter (a new source port here, each send) to the other one."""
+    exporter = Exporter(10)
+    runs = [exporter.export(600) for _ in range(5)]  # sent, missed, sent, missed, sent
+    env = {"VOIPFLOW_COLLECTOR_WORKERS": "2"}
+    state = tmp_path / "state"
+    port = 0
+    for i in range(3):
+        with CollectProcess(state, output="null", env=env, port=port or None) as collect:
+            port = collect.port
+            _receive(collect, runs[2 * i][0])
+            want = runs[2 * i - 1][1] if i else 0
+            assert collect.wait_metric(LOST, want) == want
+        assert collect.returncode == 0
+        if i < 2:
+            send_paced(runs[2 * i + 1][0], port, source=SOURCE)
