@@ -198,6 +198,16 @@ class ChildProcess:
         except OSError:
             return {}
 
+    def kill(self) -> None:
+        """SIGKILL the child, as a crash would end it, and reap it (an expected death)."""
+        proc = self._proc
+        if proc is None:
+            return
+        self._stopping = True
+        proc.kill()
+        proc.wait(10)
+        self._proc = None
+
     def stop(self) -> None:
         proc = self._proc
         if proc is None:

@@ -27,7 +27,6 @@ import contextlib
 import functools
 import json
 import os
-import signal
 import threading
 import time
 import uuid
@@ -321,10 +320,9 @@ class ChaosRun:
             self.later(o.down_s, restart_node)
         elif fault == "worker":
             proc = self.children["worker-2"]
-            assert proc.pid is not None
-            proc._stopping = True  # an expected death: the restart below, not supervise's
-            os.kill(proc.pid, signal.SIGKILL)
-            self.event(f"SIGKILL worker-2 (pid {proc.pid}); worker-1 goes on")
+            pid = proc.pid
+            proc.kill()  # an expected death: the restart below, not supervise's
+            self.event(f"SIGKILL worker-2 (pid {pid}); worker-1 goes on")
             self.later(o.down_s, lambda: self.restart("worker-2"))
         elif fault == "sink":
             self.event(
@@ -470,8 +468,19 @@ class ChaosRun:
         # exporters' sequence numbers against what it saved at its stop),
         # read before it stops.
         seq_lost = self.children["collect"].metrics().get("voipflow_collector_sequence_lost_total")
+        # What the workers running now counted as late (a killed worker's
+        # counts went with it).
+        late = [0.0, 0.0]
+        for key in ("worker-1", "worker-2"):
+            proc = self.children.get(key)
+            m = proc.metrics() if proc is not None else {}
+            late[0] += m.get("voipflow_worker_late_records_total", 0.0)
+            late[1] += m.get("voipflow_worker_late_traffic_records_total", 0.0)
         for proc in list(self.children.values()):
             proc.stop()
+        self.event(
+            f"the workers counted {late[0]:.0f} late usage and {late[1]:.0f} late traffic records"
+        )
         if self.closed:
             row.collector_seq_lost = int(seq_lost or 0)
             self.event(
