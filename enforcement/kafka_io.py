@@ -50,6 +50,7 @@ def subscribe_group(
     client_id: str,
     topics: list[str],
     security: KafkaSecurity | None = None,
+    listener: Any = None,
 ) -> tuple[Any, AssignmentWatch]:
     """A consumer in ``group_id`` subscribed to ``topics``, and the watch its loop checks.
 
@@ -69,9 +70,9 @@ def subscribe_group(
         max_poll_records=2000,
     )
     no_auto_create(consumer)
-    consumer.subscribe(topics)
+    consumer.subscribe(topics, listener=listener)
     return consumer, AssignmentWatch(
-        consumer, topics, component=client_id.removeprefix("voipflow-")
+        consumer, topics, listener, component=client_id.removeprefix("voipflow-")
     )
 
 
@@ -80,8 +81,10 @@ def read_table(
     topic: str,
     security: KafkaSecurity | None = None,
     timeout_s: float = 60.0,
+    partitions: list[int] | None = None,
 ) -> dict[str, bytes | None]:
-    """Latest value per key of ``topic`` up to its end at the time of the call."""
+    """Latest value per key of ``topic`` (of its ``partitions``, default all) up to
+    its end at the time of the call."""
     from kafka import KafkaConsumer, TopicPartition
 
     consumer = KafkaConsumer(
@@ -95,6 +98,8 @@ def read_table(
     table: dict[str, bytes | None] = {}
     try:
         parts = consumer.partitions_for_topic(topic) or set()
+        if partitions is not None:
+            parts = set(parts) & set(partitions)
         tps = [TopicPartition(topic, p) for p in sorted(parts)]
         if not tps:
             return table
@@ -112,6 +117,20 @@ def read_table(
     finally:
         consumer.close(autocommit=False)
     return table
+
+
+def partition_count(bootstrap: str, topic: str, security: KafkaSecurity | None = None) -> int:
+    """How many partitions ``topic`` has (0 when it does not exist)."""
+    from kafka import KafkaConsumer
+
+    consumer = KafkaConsumer(
+        **_options(security), bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False
+    )
+    no_auto_create(consumer)
+    try:
+        return len(consumer.partitions_for_topic(topic) or ())
+    finally:
+        consumer.close(autocommit=False)
 
 
 class LoopProcess:
