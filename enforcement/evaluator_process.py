@@ -162,6 +162,9 @@ class EvaluatorProcess(LoopProcess):
         self._pending: list[tuple[str, Output | Declined]] = []
         self._rebalances: list[tuple[str, set[Any]]] = []
         self._batches = 0
+        #: Windows this process evaluated and proposals it decided (also in the metrics).
+        self.windows = 0
+        self.proposals = 0
 
     def new_evaluator(self) -> Evaluator:
         """An evaluator for the cities of one scopes partition (no global caps)."""
@@ -229,6 +232,11 @@ class EvaluatorProcess(LoopProcess):
                     self.admission = None
             else:
                 self._own(sorted(mine), admission)
+        if changes:
+            log.info(
+                "evaluator owns",
+                extra={"scopes": sorted(self.owned), "admission": self.admission is not None},
+            )
         metrics.PARTITIONS_OWNED.labels("scopes").set(len(self.owned))
         metrics.PARTITIONS_OWNED.labels("admission").set(int(self.admission is not None))
 
@@ -337,7 +345,10 @@ class EvaluatorProcess(LoopProcess):
                 consumer.commit()
             idle = self.cfg.exit_when_idle_s
             if idle and time.monotonic() - last_input >= idle:
-                log.info("no usage windows for a while; stopping", extra={"idle_s": idle})
+                log.info(
+                    "no usage windows for a while; stopping",
+                    extra={"idle_s": idle, "windows": self.windows, "proposals": self.proposals},
+                )
                 return
 
     def _rekey(self, key: bytes | None, value: bytes | None) -> None:
@@ -366,6 +377,7 @@ class EvaluatorProcess(LoopProcess):
                 continue
             usage = decode_usage(rec.value)  # checked when it was re-keyed
             metrics.WINDOWS.inc()
+            self.windows += 1
             self._pending += [("scope", o) for o in ev.on_usage(usage, now_ms)]
 
     def _admit(self, records: list[Any], now_ms: int) -> None:
@@ -378,6 +390,7 @@ class EvaluatorProcess(LoopProcess):
             msg = json.loads(rec.value)
             outcome, outputs = adm.on_proposal(msg["rule"], int(msg["run"]), now_ms)
             metrics.PROPOSALS.labels(outcome).inc()
+            self.proposals += 1
             self._pending += [("admission", o) for o in outputs]
 
     def _tick(self, now_ms: int) -> None:

@@ -138,3 +138,58 @@ def same_rule(a: dict[str, Any], b: dict[str, Any]) -> bool:
     return {k: v for k, v in a.items() if k not in skip} == {
         k: v for k, v in b.items() if k not in skip
     }
+
+
+class Running:
+    """One ``voipflow policy run`` process whose output is read as it comes."""
+
+    def __init__(self, env: dict[str, str], **extra: str) -> None:
+        import threading
+
+        self.proc = start(env, **extra)
+        self.lines: list[str] = []
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        with self.proc.stdout:
+            for line in self.proc.stdout:
+                self.lines.append(line)
+
+    @property
+    def output(self) -> str:
+        return "".join(self.lines)
+
+    def owned_scopes(self) -> list[str]:
+        """The scopes partitions of the last "evaluator owns" line ("" when none yet)."""
+        owns = [ln for ln in self.lines if "evaluator owns" in ln]
+        return [] if not owns else [owns[-1].split("scopes=")[1].split("]")[0] + "]"]
+
+    def wait_for(self, what: Any, timeout_s: float = 120.0) -> None:
+        """Wait until ``what()`` is true; fail if the process ends or time runs out."""
+        deadline = time.monotonic() + timeout_s
+        while not what():
+            assert self.proc.poll() is None, self.output[-3000:]
+            assert time.monotonic() < deadline, (
+                f"not reached in {timeout_s} s\n{self.output[-3000:]}"
+            )
+            time.sleep(0.3)
+
+    def finish(self, want: int) -> str:
+        self.proc.wait(timeout=300)
+        self._reader.join(timeout=10)
+        assert self.proc.returncode == want, self.output[-3000:]
+        return self.output
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait(timeout=30)
+        self._reader.join(timeout=10)
+
+
+def owns_scopes(run: Running) -> bool:
+    """The process owns at least one scopes partition now (by its last log line)."""
+    last = run.owned_scopes()
+    return bool(last) and last[0] != "[]"

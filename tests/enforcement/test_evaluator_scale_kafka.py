@@ -1,0 +1,183 @@
+"""Several evaluator processes in one consumer group on the real broker.
+
+Two ``voipflow policy run`` processes share a group; voip-usage.v1 has four
+partitions and is keyed by window, as the worker writes it, and the twelve
+demo cities spread over the four scopes partitions. Together the two publish
+exactly the rules one pure evaluator publishes on the same windows (same ids,
+versions, evidence), none twice -- also when one of them is SIGKILLed mid-stream
+and the other takes its cities over. With a cap of K rules in force, exactly
+K are published between them and the others are refused with the reason.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.enforcement.evaluator_kafka_support import (
+    CITIES_CSV,
+    Running,
+    evaluator_env,
+    owns_scopes,
+    produce,
+    published,
+    reference,
+    same_rule,
+    usage_window,
+)
+from tests.enforcement.helpers import read_all
+from voipflow.enforcement.partitioning import scope_partition
+from voipflow.enforcement.targets import load_city_prefixes
+from voipflow.schemas.rule_events import decode_rule_event
+
+pytestmark = [pytest.mark.slow, pytest.mark.kafka]
+
+CITIES = sorted(load_city_prefixes(CITIES_CSV))
+APPS = ["teams", "zoom"]
+MINUTES = 14
+POLICY = """\
+policies:
+  - name: hot-calls
+    match: {apps: [teams, zoom]}
+    condition: {metric: call_seconds, threshold: 100, for: 3}
+    action: block
+    target: subscriber_prefixes
+    ttl: 20m
+    mode: shadow
+"""
+
+
+def _hot(city: int, app: int, minute: int) -> bool:
+    """Runs that fire and renew, runs that fire late, runs too short to fire, cold scopes."""
+    pattern = (city * 2 + app) % 4
+    if pattern == 0:
+        return True  # fires at minute 2, renewed at minute 12 (half the ttl later)
+    if pattern == 1:
+        return 4 <= minute <= 8
+    if pattern == 2:
+        return minute % 3 != 0  # runs of two: never fires
+    return False
+
+
+def _windows(t0: int) -> list[list[dict[str, Any]]]:
+    """The windows, minute by minute."""
+    return [
+        [
+            usage_window(t0, minute, city, app, _hot(ci, ai, minute))
+            for ci, city in enumerate(CITIES)
+            for ai, app in enumerate(APPS)
+        ]
+        for minute in range(MINUTES)
+    ]
+
+
+@pytest.fixture
+def setup(kafka_bootstrap: str, kafka_topic_factory: Any, tmp_path: Path) -> dict[str, Any]:
+    assert len({scope_partition(c, 4) for c in CITIES}) == 4, "cities on every partition"
+    s = evaluator_env(kafka_bootstrap, kafka_topic_factory, tmp_path, POLICY)
+    # windows from five minutes ago on: the rules stay in force while the test runs
+    s["t0"] = (int(time.time()) - 5 * 60) // 60 * 60_000
+    return s
+
+
+def _two(s: dict[str, Any], **extra: str) -> tuple[Running, Running]:
+    """Two evaluators in the group, each owning cities, before any window is produced."""
+    a = Running(s["env"], **extra)
+    a.wait_for(lambda: owns_scopes(a))
+    b = Running(s["env"], **extra)
+    b.wait_for(lambda: owns_scopes(b))
+    a.wait_for(lambda: owns_scopes(a) and a.owned_scopes() != ["[0, 1, 2, 3]"])
+    return a, b
+
+
+def _check_rules(s: dict[str, Any], windows: list[dict[str, Any]]) -> None:
+    got = published(s["bootstrap"], s["topics"]["rules"])
+    versions = Counter(f"{r['rule_id']}@{r['version']}" for r in got)
+    twice = [v for v, n in versions.items() if n > 1]
+    assert not twice, f"published twice: {twice}"
+    want = reference(POLICY, windows)
+    missing = sorted(set(want) - set(versions))
+    extra = sorted(set(versions) - set(want))
+    assert not missing and not extra, (missing, extra)
+    for rule in got:
+        assert same_rule(rule, want[f"{rule['rule_id']}@{rule['version']}"])
+    assert max(r["version"] for r in got) >= 2, "renewals were part of the run"
+
+
+def test_two_evaluators_publish_what_one_publishes(setup: dict[str, Any]) -> None:
+    s = setup
+    minutes = _windows(s["t0"])
+    a, b = _two(s)
+    try:
+        for batch in minutes:
+            produce(s["bootstrap"], s["topics"]["usage"], batch)
+            time.sleep(0.3)
+        outs = [a.finish(0), b.finish(0)]
+    finally:
+        a.kill()
+        b.kill()
+    for out in outs:  # both evaluated windows of their own cities
+        (stop,) = [ln for ln in out.splitlines() if "no usage windows for a while" in ln]
+        assert "windows=0 " not in stop + " ", stop
+    _check_rules(s, [w for batch in minutes for w in batch])
+
+
+def test_sigkill_one_of_two_the_other_takes_its_cities_over(setup: dict[str, Any]) -> None:
+    s = setup
+    minutes = _windows(s["t0"])
+    # idle long enough for the group to notice the dead member (its session timeout)
+    a, b = _two(s, VOIPFLOW_EVALUATOR_EXIT_WHEN_IDLE_S="30")
+    try:
+        for minute, batch in enumerate(minutes):
+            produce(s["bootstrap"], s["topics"]["usage"], batch)
+            time.sleep(0.3)
+            if minute == 4:
+                deadline = time.monotonic() + 120
+                while not published(s["bootstrap"], s["topics"]["rules"]):
+                    assert time.monotonic() < deadline, "no rule published in 120 s"
+                    time.sleep(0.5)
+                assert owns_scopes(a), "the victim owns cities when it is killed"
+                a.kill()
+        b.wait_for(lambda: b.owned_scopes() == ["[0, 1, 2, 3]"], timeout_s=180)
+        b.finish(0)
+    finally:
+        a.kill()
+        b.kill()
+    _check_rules(s, [w for batch in minutes for w in batch])
+
+
+CAP = 3
+
+
+def test_the_cap_on_rules_in_force_holds_over_two_evaluators(setup: dict[str, Any]) -> None:
+    s = setup
+    hot = [
+        [usage_window(s["t0"], m, city, "teams", True) for city in CITIES] for m in range(4)
+    ]  # every city fires once (for: 3): twelve candidate rules
+    a, b = _two(s, VOIPFLOW_GUARDRAILS_MAX_ACTIVE_RULES=str(CAP))
+    try:
+        for batch in hot:
+            produce(s["bootstrap"], s["topics"]["usage"], batch)
+            time.sleep(0.3)
+        a.finish(0)
+        b.finish(0)
+    finally:
+        a.kill()
+        b.kill()
+    rules = published(s["bootstrap"], s["topics"]["rules"])
+    assert len(rules) == CAP == len({r["rule_id"] for r in rules})
+    events = [decode_rule_event(v) for _, v in read_all(s["bootstrap"], s["topics"]["events"])]
+    refused = [e for e in events if e["event"] == "refused"]
+    assert all(
+        e["detail"].startswith(f"max_active: {CAP} rules in force") and "MAX_ACTIVE_RULES" in
+        e["detail"] for e in refused
+    ), [e["detail"] for e in refused]  # fmt: skip
+    # every other city's rule was refused, each once for its run
+    assert sorted(e["rule_id"] for e in refused) == sorted({e["rule_id"] for e in refused})
+    fired = {r["rule_id"] for r in rules} | {e["rule_id"] for e in refused}
+    assert len(fired) == len(CITIES)
+    assert {r["rule_id"] for r in rules}.isdisjoint(e["rule_id"] for e in refused)
