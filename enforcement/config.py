@@ -110,6 +110,9 @@ class EvaluatorConfig(BaseModel):
     #: Compacted single-partition topic of the admission's state (rules
     #: published, refusals, the rate window). Empty: ``<group id>-admission``.
     admission_state_topic: str = ""
+    #: Seconds without a heartbeat before the group gives a (killed)
+    #: evaluator's cities and the admission to the others.
+    session_timeout_s: float = Field(10.0, ge=1)
     #: Seconds between checks of the policy files; a changed file is reloaded,
     #: and a reload that fails keeps the policies running.
     reload_s: float = Field(10.0, gt=0)

@@ -302,6 +302,7 @@ class EvaluatorProcess(LoopProcess):
             topics,
             self._kafka,
             listener=_rebalance_listener(self._rebalances),
+            session_timeout_s=self.cfg.session_timeout_s,
         )
 
     def _run(self) -> None:

@@ -51,6 +51,7 @@ def subscribe_group(
     topics: list[str],
     security: KafkaSecurity | None = None,
     listener: Any = None,
+    session_timeout_s: float | None = None,
 ) -> tuple[Any, AssignmentWatch]:
     """A consumer in ``group_id`` subscribed to ``topics``, and the watch its loop checks.
 
@@ -60,8 +61,13 @@ def subscribe_group(
     """
     from kafka import KafkaConsumer
 
+    timeouts: dict[str, int] = {}
+    if session_timeout_s is not None:  # how soon a dead member's partitions move on
+        ms = int(session_timeout_s * 1000)
+        timeouts = {"session_timeout_ms": ms, "heartbeat_interval_ms": max(500, ms // 4)}
     consumer = KafkaConsumer(
         **_options(security),
+        **timeouts,
         bootstrap_servers=bootstrap,
         group_id=group_id,
         client_id=client_id,

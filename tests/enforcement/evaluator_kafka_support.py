@@ -193,3 +193,15 @@ def owns_scopes(run: Running) -> bool:
     """The process owns at least one scopes partition now (by its last log line)."""
     last = run.owned_scopes()
     return bool(last) and last[0] != "[]"
+
+
+def topic_size(bootstrap: str, topic: str) -> int:
+    """Messages written to ``topic`` so far (the sum of its end offsets)."""
+    from kafka import KafkaConsumer, TopicPartition
+
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None)
+    try:
+        tps = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
+        return sum(consumer.end_offsets(tps).values()) if tps else 0
+    finally:
+        consumer.close()

@@ -27,6 +27,7 @@ from tests.enforcement.evaluator_kafka_support import (
     published,
     reference,
     same_rule,
+    topic_size,
     usage_window,
 )
 from tests.enforcement.helpers import read_all
@@ -94,6 +95,23 @@ def _two(s: dict[str, Any], **extra: str) -> tuple[Running, Running]:
     return a, b
 
 
+def _feed(s: dict[str, Any], batch: list[dict[str, Any]], done: int) -> int:
+    """Produce one minute's windows and wait until the group has re-keyed them.
+
+    So every city's windows reach its scopes partition in minute order, as
+    they do when the worker closes one minute after another, and the rules'
+    evidence can be compared with one evaluator's on the same order.
+    """
+    produce(s["bootstrap"], s["topics"]["usage"], batch)
+    done += len(batch)
+    scopes = f"{s['env']['VOIPFLOW_EVALUATOR_GROUP_ID']}-scopes"
+    deadline = time.monotonic() + 120
+    while topic_size(s["bootstrap"], scopes) < done:
+        assert time.monotonic() < deadline, "the windows were not re-keyed in 120 s"
+        time.sleep(0.2)
+    return done
+
+
 def _check_rules(s: dict[str, Any], windows: list[dict[str, Any]]) -> None:
     got = published(s["bootstrap"], s["topics"]["rules"])
     versions = Counter(f"{r['rule_id']}@{r['version']}" for r in got)
@@ -104,7 +122,10 @@ def _check_rules(s: dict[str, Any], windows: list[dict[str, Any]]) -> None:
     extra = sorted(set(versions) - set(want))
     assert not missing and not extra, (missing, extra)
     for rule in got:
-        assert same_rule(rule, want[f"{rule['rule_id']}@{rule['version']}"])
+        ref = want[f"{rule['rule_id']}@{rule['version']}"]
+        assert same_rule(rule, ref), [
+            (k, rule.get(k), ref.get(k)) for k in ref if rule.get(k) != ref[k]
+        ]
     assert max(r["version"] for r in got) >= 2, "renewals were part of the run"
 
 
@@ -113,9 +134,9 @@ def test_two_evaluators_publish_what_one_publishes(setup: dict[str, Any]) -> Non
     minutes = _windows(s["t0"])
     a, b = _two(s)
     try:
+        done = 0
         for batch in minutes:
-            produce(s["bootstrap"], s["topics"]["usage"], batch)
-            time.sleep(0.3)
+            done = _feed(s, batch, done)
         outs = [a.finish(0), b.finish(0)]
     finally:
         a.kill()
@@ -132,9 +153,10 @@ def test_sigkill_one_of_two_the_other_takes_its_cities_over(setup: dict[str, Any
     # idle long enough for the group to notice the dead member (its session timeout)
     a, b = _two(s, VOIPFLOW_EVALUATOR_EXIT_WHEN_IDLE_S="30")
     try:
+        done = 0
         for minute, batch in enumerate(minutes):
-            produce(s["bootstrap"], s["topics"]["usage"], batch)
-            time.sleep(0.3)
+            # after the kill, the dead one's usage partitions wait for the takeover
+            done = _feed(s, batch, done)
             if minute == 4:
                 deadline = time.monotonic() + 120
                 while not published(s["bootstrap"], s["topics"]["rules"]):
