@@ -85,9 +85,11 @@ def setup(kafka_bootstrap: str, kafka_topic_factory: Any, tmp_path: Path) -> dic
     return s
 
 
-def _two(s: dict[str, Any], **extra: str) -> tuple[Running, Running]:
+def _two(
+    s: dict[str, Any], a_extra: dict[str, str] | None = None, **extra: str
+) -> tuple[Running, Running]:
     """Two evaluators in the group, each owning cities, before any window is produced."""
-    a = Running(s["env"], **extra)
+    a = Running(s["env"], **extra, **(a_extra or {}))
     a.wait_for(lambda: owns_scopes(a))
     b = Running(s["env"], **extra)
     b.wait_for(lambda: owns_scopes(b))
@@ -203,3 +205,29 @@ def test_the_cap_on_rules_in_force_holds_over_two_evaluators(setup: dict[str, An
     fired = {r["rule_id"] for r in rules} | {e["rule_id"] for e in refused}
     assert len(fired) == len(CITIES)
     assert {r["rule_id"] for r in rules}.isdisjoint(e["rule_id"] for e in refused)
+
+
+def test_a_kill_between_state_and_proposals_loses_and_repeats_nothing(
+    setup: dict[str, Any],
+) -> None:
+    """One of two dies right after it wrote the state of a batch that fired or
+    admitted rules, before it sent them on: the other takes over its cities
+    (and the admission, if it had it) and neither loses nor repeats a rule."""
+    s = setup
+    minutes = _windows(s["t0"])
+    a, b = _two(
+        s,
+        {"VOIPFLOW_EVALUATOR_FAULT_KILL_AFTER_BATCHES": "1"},
+        VOIPFLOW_EVALUATOR_EXIT_WHEN_IDLE_S="30",
+    )
+    try:
+        done = 0
+        for batch in minutes:
+            done = _feed(s, batch, done)
+        assert a.finish(-9) and "fault injection: SIGKILL after writing state" in a.output
+        b.wait_for(lambda: b.owned_scopes() == ["[0, 1, 2, 3]"], timeout_s=180)
+        b.finish(0)
+    finally:
+        a.kill()
+        b.kill()
+    _check_rules(s, [w for batch in minutes for w in batch])
