@@ -97,7 +97,8 @@ class EvaluatorConfig(BaseModel):
     #: Kafka consumer group of the evaluators.
     group_id: str = Field("voipflow-evaluator", min_length=1)
     #: Compacted topic holding the evaluators' state (windows being counted,
-    #: rules emitted), so a restarted evaluator resumes where it stopped.
+    #: rules emitted), so a restarted evaluator resumes where it stopped. A
+    #: city's entries lie on its partition: as many partitions as the scopes topic.
     state_topic: str = Field("voipflow-evaluator-state", min_length=1)
     #: Topic of the usage windows re-keyed by city (every window of one city on
     #: one partition, as many partitions as the state topic); empty:

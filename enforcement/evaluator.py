@@ -25,6 +25,14 @@ Before a rule is published the guardrails check its target (never-block
 prefixes are cut out) and the caps (:mod:`voipflow.enforcement.guardrails`). A
 refused rule becomes a ``refused`` event with the reason, once per run.
 
+One evaluator may hold every city (``global_caps=True``: it applies all the
+caps itself, as ``voipflow rules simulate`` runs it), or only the cities of one
+partition, when several processes share the work
+(:mod:`voipflow.enforcement.evaluator_process`): then it checks the per-city
+cap only, its :class:`Publish` outputs are *proposals* that the one
+:mod:`voipflow.enforcement.admission` admits against the global caps, and
+:meth:`Evaluator.declined` takes back a version the admission refused.
+
 The whole state (holding windows, rules, refusals, the rate window) is a
 set of key -> JSON entries: :meth:`Evaluator.changes` hands over the entries
 changed since the last call (the process writes them to a compacted topic)

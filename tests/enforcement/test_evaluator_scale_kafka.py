@@ -88,7 +88,11 @@ def setup(kafka_bootstrap: str, kafka_topic_factory: Any, tmp_path: Path) -> dic
 def _two(
     s: dict[str, Any], a_extra: dict[str, str] | None = None, **extra: str
 ) -> tuple[Running, Running]:
-    """Two evaluators in the group, each owning cities, before any window is produced."""
+    """Two evaluators in the group, each owning cities, before any window is produced.
+
+    Their idle exit (``extra``) must outlast the second one's start and the
+    rebalance, or the first one stops before a window comes.
+    """
     a = Running(s["env"], **extra, **(a_extra or {}))
     a.wait_for(lambda: owns_scopes(a))
     b = Running(s["env"], **extra)
@@ -134,7 +138,7 @@ def _check_rules(s: dict[str, Any], windows: list[dict[str, Any]]) -> None:
 def test_two_evaluators_publish_what_one_publishes(setup: dict[str, Any]) -> None:
     s = setup
     minutes = _windows(s["t0"])
-    a, b = _two(s)
+    a, b = _two(s, VOIPFLOW_EVALUATOR_EXIT_WHEN_IDLE_S="20")
     try:
         done = 0
         for batch in minutes:
@@ -182,7 +186,9 @@ def test_the_cap_on_rules_in_force_holds_over_two_evaluators(setup: dict[str, An
     hot = [
         [usage_window(s["t0"], m, city, "teams", True) for city in CITIES] for m in range(4)
     ]  # every city fires once (for: 3): twelve candidate rules
-    a, b = _two(s, VOIPFLOW_GUARDRAILS_MAX_ACTIVE_RULES=str(CAP))
+    a, b = _two(
+        s, VOIPFLOW_GUARDRAILS_MAX_ACTIVE_RULES=str(CAP), VOIPFLOW_EVALUATOR_EXIT_WHEN_IDLE_S="20"
+    )
     try:
         for batch in hot:
             produce(s["bootstrap"], s["topics"]["usage"], batch)
