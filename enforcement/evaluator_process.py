@@ -63,7 +63,8 @@ from voipflow.enforcement import metrics
 from voipflow.enforcement.admission import Admission, AdmissionOutput, Declined
 from voipflow.enforcement.config import EvaluatorConfig, GuardrailConfig
 from voipflow.enforcement.errors import EnforcementError, PolicyError
-from voipflow.enforcement.evaluator import Evaluator, Event, Output, Publish, Withdraw
+from voipflow.enforcement.evaluator import Evaluator, Output, Publish
+from voipflow.enforcement.evaluator_outputs import DECLINED, Outputs
 from voipflow.enforcement.guardrails import Guardrails
 from voipflow.enforcement.kafka_io import (
     COMPACTED,
@@ -73,12 +74,10 @@ from voipflow.enforcement.kafka_io import (
     read_table,
     subscribe_group,
 )
-from voipflow.enforcement.partitioning import scope_partition
 from voipflow.enforcement.policy import load_policies, policy_files
 from voipflow.enforcement.targets import PeerSet, TargetResolver, load_city_prefixes
 from voipflow.schemas import voipflows
-from voipflow.schemas.rule_events import encode_rule_event, event_key
-from voipflow.schemas.rules import decode_rule, encode_rule, rule_key
+from voipflow.schemas.rules import decode_rule
 from voipflow.schemas.topics import KafkaConfig
 from voipflow.schemas.usage import UsageError, decode_usage
 from voipflow.storage.sink.assignment import AssignmentWatch
@@ -104,11 +103,6 @@ def _mtimes(path: Path) -> tuple[tuple[str, float], ...]:
         except OSError:
             out.append((str(f), -1.0))
     return tuple(out)
-
-
-#: Header that marks a refusal of the admission on the scopes topic (the other
-#: messages there are usage windows).
-DECLINED = "voipflow-declined"
 
 
 def _rebalance_listener(changes: list[tuple[str, set[Any]]]) -> Any:
@@ -216,6 +210,9 @@ class EvaluatorProcess(LoopProcess):
             )
         self.partitions = scopes_n
         self._producer = make_producer(self.bootstrap, "voipflow-evaluator", self._kafka)
+        self._out = Outputs(
+            self._producer, self.setup.kafka, self.scopes_topic, self.proposals_topic, scopes_n
+        )
         self._start_loop()
 
     # -- ownership: restore what the group gives, drop what it takes -------------
@@ -362,8 +359,7 @@ class EvaluatorProcess(LoopProcess):
             metrics.BAD_MESSAGES.labels("evaluator", "usage", type(exc).__name__).inc()
             log.warning("bad usage window skipped: %s", exc)
             return
-        part = scope_partition(str(usage["city"]), self.partitions)
-        self._producer.send(self.scopes_topic, key=key, value=value, partition=part)
+        self._out.rekey(key, value, str(usage["city"]))
 
     def _evaluate(self, partition: int, records: list[Any], now_ms: int) -> None:
         ev = self.owned.get(partition)
@@ -448,11 +444,11 @@ class EvaluatorProcess(LoopProcess):
         wrote = False
         for part, ev in self.owned.items():
             for key, value in ev.changes().items():
-                self._send_state(self.cfg.state_topic, key, value, part)
+                self._out.state(self.cfg.state_topic, key, value, part)
                 wrote = True
         if self.admission is not None:
             for key, value in self.admission.changes().items():
-                self._send_state(self.admission_topic, key, value, 0)
+                self._out.state(self.admission_topic, key, value, 0)
                 wrote = True
         outputs, self._pending = self._pending, []
         if not wrote and not outputs:
@@ -466,63 +462,9 @@ class EvaluatorProcess(LoopProcess):
             os.kill(os.getpid(), signal.SIGKILL)
         for source, out in outputs:
             if source == "scope":
-                self._propose(out)
+                self._out.propose(out)
             else:
-                self._emit(out)
+                self._out.emit(out)
         self._producer.flush()
         if self.admission is not None:
             metrics.ACTIVE_RULES.set(len(self.admission.active_rules()))
-
-    def _send_state(
-        self, topic: str, key: str, value: dict[str, Any] | None, partition: int
-    ) -> None:
-        data = None if value is None else json.dumps(value, separators=(",", ":")).encode()
-        self._producer.send(topic, key=key.encode(), value=data, partition=partition)
-
-    def _propose(self, out: Output | Declined) -> None:
-        """An evaluator's output: a proposal to the admission, or a refusal event."""
-        if isinstance(out, Publish):
-            msg = {"rule": out.rule, "run": out.run_start}
-            self._producer.send(
-                self.proposals_topic,
-                key=rule_key(out.rule["rule_id"]),
-                value=json.dumps(msg, separators=(",", ":")).encode(),
-                partition=0,
-            )
-        elif isinstance(out, Event) and out.event["event"] == "refused":
-            self._emit(out)
-        # the proposed event and the tombstones are the admission's to publish
-
-    def _emit(self, out: Output | Declined) -> None:
-        k = self.setup.kafka
-        if isinstance(out, Publish):
-            self._producer.send(
-                k.rules_topic, key=rule_key(out.rule["rule_id"]), value=encode_rule(out.rule)
-            )
-            metrics.RULES_PUBLISHED.labels(out.rule["action"]).inc()
-        elif isinstance(out, Withdraw):
-            self._producer.send(
-                k.rules_topic,
-                key=rule_key(out.rule_id),
-                value=None,
-                headers=[("reason", out.reason.encode())],
-            )
-            metrics.RULES_WITHDRAWN.labels("evaluator", out.reason).inc()
-        elif isinstance(out, Declined):
-            body = {"rule_id": out.rule_id, "version": out.version, "code": out.code,
-                    "run": out.run_start}  # fmt: skip
-            self._producer.send(
-                self.scopes_topic,
-                key=out.city.encode(),
-                value=json.dumps(body, separators=(",", ":")).encode(),
-                partition=scope_partition(out.city, self.partitions),
-                headers=[(DECLINED, b"1")],
-            )
-        else:
-            ev = out.event
-            if ev["event"] == "refused":
-                metrics.RULES_REFUSED.labels(ev["detail"].split(":")[0]).inc()
-                log.warning("rule refused by a guardrail: %s: %s", ev["rule_id"], ev["detail"])
-            self._producer.send(
-                k.rule_events_topic, key=event_key(ev["rule_id"]), value=encode_rule_event(ev)
-            )

@@ -237,3 +237,19 @@ def test_a_kill_between_state_and_proposals_loses_and_repeats_nothing(
         a.kill()
         b.kill()
     _check_rules(s, [w for batch in minutes for w in batch])
+
+
+def test_a_state_topic_not_partitioned_like_the_scopes_fails_the_start(
+    kafka_bootstrap: str, kafka_topic_factory: Any, tmp_path: Path
+) -> None:
+    """A state topic from before (one partition) beside a scopes topic of four:
+    a city's state would not lie on its windows' partition, so the start stops
+    and names both settings."""
+    s = evaluator_env(kafka_bootstrap, kafka_topic_factory, tmp_path, POLICY, state_partitions=1)
+    run = Running(s["env"], VOIPFLOW_KAFKA_PARTITIONS="4")
+    try:
+        out = run.finish(2)
+    finally:
+        run.kill()
+    assert f"the state topic {s['topics']['state']} (VOIPFLOW_EVALUATOR_STATE_TOPIC) has 1" in out
+    assert "VOIPFLOW_EVALUATOR_SCOPES_TOPIC) 4" in out
