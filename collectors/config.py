@@ -102,15 +102,20 @@ class CollectorConfig(BaseModel):
     health_interval_s: float = Field(10.0, ge=0)
     #: How often the template cache is written to
     #: ``<data_dir>/collector/<template_cache_file stem>-<worker>.json``
-    #: (also at stop); every worker loads all of them at start.
+    #: and the sequence trackers to ``<stem>.sequences-<worker>.json``
+    #: (also at stop); every worker loads all of them at start. After a
+    #: SIGKILL the loss counted is from the last save.
     template_save_interval_s: float = Field(60.0, gt=0)
     #: Seconds a stopping collector waits for Kafka to take what is buffered.
     stop_timeout_s: float = Field(20.0, ge=0)
 
-    #: Templates not re-announced for this long are forgotten.
+    #: Templates not re-announced for this long are forgotten; saved sequence
+    #: state of an exporter not seen for this long is not trusted.
     template_expiry_s: float = Field(1800.0, gt=0)
     #: File (under the data directory) where templates and options data are
-    #: kept across restarts; empty disables persistence.
+    #: kept across restarts, and beside it the sequence trackers (so datagrams
+    #: sent while the collector was down count as sequence loss); empty
+    #: disables both.
     template_cache_file: str = "collector-templates.json"
     #: Data sets that arrive before their template are held, at most this many ...
     held_max_sets: int = Field(4096, ge=0)

@@ -14,7 +14,9 @@
 Graceful stop: :meth:`Collector.stop` (from a signal handler through
 :meth:`request_stop`, or after ``run`` returned) decodes what is already in
 the socket buffers, writes the pending batch, flushes the output (Kafka
-within ``stop_timeout_s``) and saves the template cache.
+within ``stop_timeout_s``) and saves the template cache and the sequence
+trackers (:mod:`voipflow.collectors.seqstate`), both also saved every
+``template_save_interval_s``.
 
 Errors::
 
@@ -58,6 +60,7 @@ from voipflow.collectors.receiver import (
     open_sockets,
     read_kernel_drops,
 )
+from voipflow.collectors.seqstate import SequenceState, state_paths
 from voipflow.schemas.flowbatch import make_batch, text_to_addr16
 
 log = logging.getLogger(__name__)
@@ -119,6 +122,15 @@ class Collector:
             max_labels=config.max_exporter_labels,
             max_domains=config.max_health_domains,
         )
+        self.sequences: SequenceState | None = None
+        if state_dir is not None and config.template_cache_file:
+            own, _ = state_paths(state_dir, config.template_cache_file, worker)
+            self.sequences = SequenceState(
+                own,
+                lambda: state_paths(state_dir, config.template_cache_file, worker)[1],
+                config.template_expiry_s,
+                self.tracker.exporter_text,
+            )
         self._stop = threading.Event()
         self._addr16: dict[str, bytes] = {}
         self._kernel_drops: dict[int, int] = {}
@@ -183,6 +195,8 @@ class Collector:
             },
         )
         self._load_templates()
+        if self.sequences is not None:
+            self.sequences.load(self.decoder, self._clock_ms())
         self._warm_up()
         # Everything allocated so far (pyarrow, numpy, pandas modules) lives as
         # long as the process: keep it out of the cyclic collector's full
@@ -232,6 +246,8 @@ class Collector:
         self.output.health(self._health_reports())
         self.output.stop()
         self._save_templates()
+        if self.sequences is not None:
+            self.sequences.save(self.decoder, self._clock_ms(), orderly=True)
         if self._selector is not None:
             self._selector.close()
         self._close_sockets()
@@ -293,6 +309,10 @@ class Collector:
             if now >= next_save:
                 next_save = now + self.config.template_save_interval_s
                 self._save_templates()
+                if self.sequences is not None:
+                    now_ms = self._clock_ms()
+                    self.sequences.forget_stale(self.decoder, now_ms)
+                    self.sequences.save(self.decoder, now_ms, orderly=False)
 
     def _receive_once(self, timeout: float) -> int:
         """Wait up to ``timeout`` for datagrams, then read, admit and decode them."""
@@ -387,6 +407,8 @@ class Collector:
             self.metrics.decode_seconds.observe(time.perf_counter() - t0)
         self.datagrams += len(exporters)
         self.tracker.add(res.stats, now_ms)
+        if self.sequences is not None and self.sequences.pending:
+            self.sequences.report(self.decoder, res.stats, now_ms)
         for exporter, err in res.errors:
             log.warning(
                 "bad export data",
@@ -426,6 +448,8 @@ class Collector:
     def _tick(self) -> None:
         self.output.poll()
         self.tracker.flush_metrics()
+        if self.sequences is not None and self.sequences.counted_since_save:
+            self.sequences.save(self.decoder, self._clock_ms(), orderly=False)
         m = self.metrics
         refused = self.admission.take_refused()
         if m is not None:

@@ -29,7 +29,15 @@ Contract (version 2)
   ``classifier_version`` names the rules that produced ``app``, ``role``,
   ``is_voip``, ``confidence`` and ``evidence``.
 * The Kafka message key is the city (text), so one city's flows stay on one
-  partition. Headers: ``schema=voip-flows.v2``.
+  partition. Headers: ``schema=voip-flows.v2``, and the message's source
+  position (:func:`position_headers`): ``src`` = ``b"<topic>:<partition>"``
+  of the ``flows.v1`` message it was produced from and ``src_pos`` =
+  ``b"<offset>:<ordinal>"``, that message's offset and this message's place
+  among the messages produced from it (0, 1, ...; by city name, then by
+  chunk). A worker that processes the same input again (after another
+  worker died before committing it) publishes the same positions, so a
+  reader drops what it has seen (:func:`read_position`). Producers other
+  than the worker may leave both headers out.
 
 Version 1 (no ``role`` column) is still read: :func:`decode` gives its rows
 the role ``""`` (unknown), never a guessed one.
@@ -44,7 +52,7 @@ Errors (shared with ``flows.v1``)::
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from enum import IntFlag
 from typing import Any
@@ -68,9 +76,11 @@ from voipflow.schemas.flowbatch import (
 
 __all__ = [
     "MEDIA_ROLES",
+    "POSITION_HEADER",
     "ROLES",
     "SCHEMA_NAME",
     "SCHEMA_V1",
+    "SOURCE_HEADER",
     "VOIP_FLOW_COLUMNS",
     "VOIP_FLOW_SCHEMA",
     "BatchError",
@@ -78,10 +88,14 @@ __all__ = [
     "BatchSchemaError",
     "BatchVersionError",
     "Evidence",
+    "PositionError",
+    "SourcePosition",
     "VoipFlowBatch",
     "decode",
     "encode",
     "make_voip_batch",
+    "position_headers",
+    "read_position",
 ]
 
 SCHEMA_NAME = "voip-flows.v2"
@@ -276,3 +290,75 @@ def decode(data: bytes | memoryview) -> VoipFlowBatch:
 
 
 _ROLE_VALUES = pa.array(["", *ROLES], pa.string())
+
+
+#: Header naming the input of a message: ``b"<flows.v1 topic>:<partition>"``.
+SOURCE_HEADER = "src"
+#: Header placing the message in that input: ``b"<offset>:<ordinal>"``.
+POSITION_HEADER = "src_pos"
+
+
+class PositionError(BatchError):
+    """A source position header that is not ``<topic>:<partition>`` / ``<offset>:<ordinal>``."""
+
+
+@dataclass(frozen=True, slots=True)
+class SourcePosition:
+    """Where a voip-flows message came from: input partition, offset, ordinal.
+
+    Positions of one ``source`` are totally ordered by ``(offset, ordinal)``
+    and a worker publishes them in that order, so a reader keeps the highest
+    it has seen per source and drops anything at or below it (a republished
+    copy)."""
+
+    #: ``"<topic>:<partition>"`` of the flows.v1 message.
+    source: str
+    offset: int
+    ordinal: int
+
+    @property
+    def mark(self) -> tuple[int, int]:
+        return (self.offset, self.ordinal)
+
+
+def position_headers(topic: str, partition: int, offset: int, ordinal: int) -> dict[str, bytes]:
+    """The source position headers of the ``ordinal``-th message made from one input."""
+    return {
+        SOURCE_HEADER: f"{topic}:{partition}".encode(),
+        POSITION_HEADER: f"{offset}:{ordinal}".encode(),
+    }
+
+
+def read_position(
+    headers: Iterable[tuple[str, bytes | None]] | Mapping[str, bytes | None] | None,
+) -> SourcePosition | None:
+    """The position a message's headers carry; None when it has neither header.
+
+    Raises :class:`PositionError` when only one is there or either is malformed
+    (a reader must not guess where such a message came from)."""
+    if not headers:
+        return None
+    items = headers.items() if isinstance(headers, Mapping) else headers
+    src = pos = None
+    for key, value in items:
+        if key == SOURCE_HEADER:
+            src = value
+        elif key == POSITION_HEADER:
+            pos = value
+    if src is None and pos is None:
+        return None
+    if src is None or pos is None:
+        raise PositionError(f"header {SOURCE_HEADER!r} and {POSITION_HEADER!r} go together")
+    try:
+        source = src.decode("ascii")
+        topic, partition = source.rsplit(":", 1)
+        offset_text, ordinal_text = pos.decode("ascii").split(":")
+        numbers = int(partition), int(offset_text), int(ordinal_text)
+    except (UnicodeDecodeError, ValueError):
+        raise PositionError(
+            f"source position {src!r} / {pos!r} is not "
+            "b'<topic>:<partition>' / b'<offset>:<ordinal>'"
+        ) from None
+    if not topic or min(numbers) < 0:
+        raise PositionError(f"source position {src!r} / {pos!r} out of range")
+    return SourcePosition(f"{topic}:{numbers[0]}", numbers[1], numbers[2])

@@ -23,7 +23,8 @@ from voipflow.streams.statecache import DecodedStates, PendingStates
 
 log = logging.getLogger(__name__)
 
-#: Headers of every voip-flows message: the contract version its payload carries.
+#: Headers of every voip-flows message: the contract version its payload carries
+#: (each also gets its source position, :func:`voipflows.position_headers`).
 VOIP_FLOWS_HEADERS = {"schema": voipflows.SCHEMA_NAME.encode()}
 
 #: The keyed agent writes its changed states to the table (the changelog) and
@@ -34,6 +35,10 @@ PENDING_MAX_EVENTS = 2000
 #: writes a city once for several batches; half the commit interval keeps
 #: the commits going.
 PENDING_MAX_S = 0.5
+
+
+def _city(message: tuple[str, bytes]) -> str:
+    return message[0]
 
 
 def install_agents(w: WorkerApp, config: WorkerConfig, pipeline: FlowPipeline) -> None:
@@ -80,9 +85,20 @@ def install_agents(w: WorkerApp, config: WorkerConfig, pipeline: FlowPipeline) -
             m.batch_seconds.observe(time.process_time() - started)
             m.batches.labels(flows_name).inc()
             m.records.labels(flows_name).inc(out.records)
+            # Each carries its source position; a worker that processes this
+            # input again (this one died before the commit) gives every message
+            # the same one, in the same order (by city name, then chunk), and
+            # the sink drops the copies (storage.sink.sources).
             pending = [
-                await w.voip_flows.send(key=city, value=data, headers=VOIP_FLOWS_HEADERS)
-                for city, data in out.voip_flows
+                await w.voip_flows.send(
+                    key=city,
+                    value=data,
+                    headers={
+                        **VOIP_FLOWS_HEADERS,
+                        **voipflows.position_headers(msg.topic, msg.partition, msg.offset, i),
+                    },
+                )
+                for i, (city, data) in enumerate(sorted(out.voip_flows, key=_city))
             ]
             pending += [
                 await w.partials.send(key=city, value=data) for city, data in out.partials.items()

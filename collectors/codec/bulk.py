@@ -449,7 +449,7 @@ def _sequences(dec: DecoderLike, call: DecodeCall, dom: np.ndarray, keys: list[D
     last_boot = np.maximum.reduceat(np.where(log.has_boot[at], np.arange(len(at)), -1), starts)
     for g, tracker in enumerate(trackers):
         modes = [m for m in tracker.modes if not breaks[m][g]]
-        if modes and not resync[g]:
+        if modes and not resync[g] and not tracker.resumed:
             b = int(ends[g]) - 1
             tracker.modes = modes
             tracker.prev_seq = int(seq[b])

@@ -224,8 +224,12 @@ class Decoder:
             st = call.stats_for(*key)
             st.records += records
             st.sampling_rate = rate
+        seq = self._seq
         for (exporter, domain), st in call.stats.items():
             st.templates = self.templates.count(exporter, domain)
+            tracker = seq.get((exporter, domain))
+            if tracker is not None and now > tracker.seen_ms:
+                tracker.seen_ms = now
             held = self._held_per_domain.get((exporter, domain), [0, 0])
             st.held_sets, st.held_bytes = held
             if not built.per_domain.get((exporter, domain)):
@@ -371,12 +375,26 @@ class Decoder:
         if tracker is None:
             if len(self._seq) >= self.config.max_domains:
                 # Forget the oldest: its next packet starts tracking afresh
-                # (no loss counted), as after a collector restart.
+                # (no loss counted).
                 del self._seq[next(iter(self._seq))]
             tracker = self._seq[key] = SequenceTracker(
                 self.config.reorder_window, self.config.restart_gap
             )
         return tracker
+
+    @property
+    def trackers(self) -> dict[DomainKey, SequenceTracker]:
+        """Every sequence tracker by exporter and domain (saved and restored
+        across restarts by the collector; :meth:`restore` adds one)."""
+        return self._seq
+
+    def restore(self, key: DomainKey, tracker: SequenceTracker) -> bool:
+        """Put a saved tracker in place (before any packet of ``key``); False
+        when ``max_domains`` trackers are kept already."""
+        if key not in self._seq and len(self._seq) >= self.config.max_domains:
+            return False
+        self._seq[key] = tracker
+        return True
 
     def _sequence(
         self,

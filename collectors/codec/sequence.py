@@ -18,6 +18,12 @@ exporter does not show phantom loss. With nothing to go by it uses the RFC's.
 * further behind or further ahead, or a v5/v9 boot time (export time minus
   sysUptime) that moved by more than ``BOOT_TOLERANCE_MS`` while the sequence
   broke: the exporter restarted; ``restarts += 1``, tracking starts over.
+
+A tracker can outlive its process (``voipflow.collectors.seqstate`` saves
+its fields beside the template cache): one restored from a file is marked
+``resumed`` and its first packet is observed on its own, by the rules above,
+and kept in ``resume_outcome``, so that the gap across the collector's own
+downtime is counted as loss and can be reported once.
 """
 
 from __future__ import annotations
@@ -66,6 +72,14 @@ class SequenceTracker:
     prev_units: tuple[int, int] = (0, 0)
     boot_ms: int | None = None
     modes: list[tuple[bool, bool]] = field(default_factory=lambda: list(MODES))
+    #: Receive time (UTC ms) of the last decode call with a packet of this
+    #: exporter and domain; the decoder sets it, saved state older than a
+    #: bound is not trusted.
+    seen_ms: int = 0
+    #: Restored from saved state and no packet observed since.
+    resumed: bool = False
+    #: What the first packet after the restore gave (gap, restart, late).
+    resume_outcome: SeqOutcome | None = None
 
     def resync(self) -> None:
         """Forget the previous number (the next one is taken as is)."""
@@ -81,6 +95,15 @@ class SequenceTracker:
     ) -> SeqOutcome:
         """A packet with sequence ``seq`` carrying ``units`` data records (v9: 1
         packet), ``flow_units`` of them flow records (default: all)."""
+        if self.resumed:
+            self.resumed = False
+            self.resume_outcome = self._observe(seq, units, boot_ms, flow_units)
+            return self.resume_outcome
+        return self._observe(seq, units, boot_ms, flow_units)
+
+    def _observe(
+        self, seq: int, units: int, boot_ms: int | None, flow_units: int | None
+    ) -> SeqOutcome:
         out = SeqOutcome()
         now = (units, units if flow_units is None else flow_units)
         if self.prev_seq is None:
@@ -131,7 +154,7 @@ class SequenceTracker:
         if n == 0:
             return out
         start = 0
-        if self.prev_seq is None:
+        if self.prev_seq is None or self.resumed:
             self._observe_one(out, seqs, units, flows, boots, has_boot, resync, 0)
             start = 1
         if start < n and not resync[start:].any() and self.prev_seq is not None:

@@ -8,7 +8,9 @@ batch then goes to ClickHouse in one columnar insert and only after that
 insert succeeded are its offsets committed.
 
 Exactly once (intents, tokens, replays cut at the same offsets, first copies
-of re-published windows) is :mod:`voipflow.storage.sink.replay`; the ``pipeline_stats``
+of re-published windows) is :mod:`voipflow.storage.sink.replay`; republished
+voip-flows messages (seen at their source position before) are left out by
+:mod:`voipflow.storage.sink.sources`; the ``pipeline_stats``
 rows are :mod:`voipflow.storage.sink.stats`; the metrics :mod:`voipflow.storage.sink.metrics`.
 
 Failures
@@ -40,6 +42,7 @@ from pathlib import Path
 from typing import Any
 
 from voipflow.schemas.topics import KafkaConfig, kafka_client_options
+from voipflow.schemas.voipflows import PositionError, SourcePosition, read_position
 from voipflow.storage.clickhouse import ClickHouse, ClickHouseError, PermanentError, connect
 from voipflow.storage.config import ClickHouseConfig, SinkConfig
 from voipflow.storage.sink.assignment import AssignmentWatch, no_auto_create
@@ -52,6 +55,7 @@ from voipflow.storage.sink.replay import (
     intent_metadata,
     pending_last,
 )
+from voipflow.storage.sink.sources import SourceMarks, read_marks, with_marks
 from voipflow.storage.sink.stats import StatsWriter, stats_rows
 from voipflow.storage.sink.tables import (
     BadMessage,
@@ -82,6 +86,11 @@ class _Batch:
     last: int = -1
     since: float = 0.0
     bad: list[tuple[int, str]] = field(default_factory=list)
+    #: Source marks as of ``first`` (what an intent at ``first`` carries).
+    marks: SourceMarks = field(default_factory=SourceMarks)
+    #: Republished voip-flows messages left out, and their rows.
+    republished: int = 0
+    republished_rows: int = 0
 
 
 class _Abandon(Exception):
@@ -144,6 +153,9 @@ class Sink:
         self._uncertain: set[Any] = set()  # next insert's outcome may be in already
         self._held: list[Any] = []  # records polled during a retry, processed after it
         self._committed: dict[Any, int] = {}
+        #: Source marks per partition, as of the last message added
+        #: (storage.sink.sources); unknown until its committed metadata is read.
+        self._marks: dict[Any, SourceMarks] = {}
         #: End offsets of the topics' partitions when the loop started (or
         #: when a partition unknown then was first assigned): an exit when
         #: idle waits until those are committed.
@@ -416,6 +428,7 @@ class Sink:
             self._pinned.pop(tp, None)
             self._fresh.discard(tp)
             self._uncertain.discard(tp)
+            self._marks.pop(tp, None)
 
     def _read_intent(self, tp: Any) -> None:
         from kafka.errors import KafkaError
@@ -434,8 +447,10 @@ class Sink:
         self._fresh.discard(tp)
         self._uncertain.add(tp)
         if committed is None:
+            self._marks[tp] = SourceMarks()
             return
         self._committed[tp] = committed.offset
+        self._marks[tp] = read_marks(committed.metadata)
         last = pending_last(committed.offset, committed.metadata)
         if last is not None:
             self._pinned[tp] = last
@@ -464,10 +479,20 @@ class Sink:
                     unread.add(tp)
                     self._consumer.seek(tp, rec.offset)
                     continue
+            marks = self._marks.get(tp)
+            if marks is None:
+                # Forgotten after a refused commit: its records wait for the
+                # rejoin, which reads the committed offset and marks again.
+                unread.add(tp)
+                if tp in self._consumer.assignment():
+                    self._consumer.seek(tp, rec.offset)
+                continue
             spec = self.specs[rec.topic]
             batch = self._batches.get(tp)
             if batch is None:
-                batch = self._batches[tp] = _Batch(spec, first=rec.offset, since=time.monotonic())
+                batch = self._batches[tp] = _Batch(
+                    spec, first=rec.offset, since=time.monotonic(), marks=marks.copy()
+                )
             pinned = self._pinned.get(tp)
             if pinned is not None and rec.offset > pinned:
                 # The intent's messages are gone (retention): nothing to replay.
@@ -477,10 +502,14 @@ class Sink:
                     raise BadMessage("empty", "message without a value")
                 if rec.value is not None:
                     part = spec.parse(rec.value)
-                    if self._tables[spec.table].with_offsets:
-                        part = with_offsets(part, rec.partition, rec.offset)
-                    batch.parts.append(part)
-                    batch.rows += part[1]
+                    if spec.source_positions and not marks.admit(_position(rec)):
+                        batch.republished += 1
+                        batch.republished_rows += part[1]
+                    else:
+                        if self._tables[spec.table].with_offsets:
+                            part = with_offsets(part, rec.partition, rec.offset)
+                        batch.parts.append(part)
+                        batch.rows += part[1]
             except BadMessage as exc:
                 self._bad(rec, exc)
                 batch.bad.append((rec.offset, exc.reason))
@@ -536,10 +565,11 @@ class Sink:
         batch = self._batches.pop(tp)
         self._pinned.pop(tp, None)
         spec = batch.spec
+        marks_after = self._marks[tp].copy()  # as of batch.last
         try:
             if batch.rows:
                 if not replay:
-                    intent = intent_metadata(batch.first, batch.last)
+                    intent = with_marks(intent_metadata(batch.first, batch.last), batch.marks)
                     self._commit(tp, OffsetAndMetadata(batch.first, intent, -1))
                 token = batch_token(spec.table, tp.topic, tp.partition, batch.first, batch.last)
                 self._insert(tp, batch, token, uncertain=replay or tp in self._uncertain)
@@ -549,9 +579,11 @@ class Sink:
                     log.critical("fault injection: killing the sink after an insert")
                     logging.shutdown()
                     os.kill(os.getpid(), signal.SIGKILL)
+            if batch.republished:
+                self._republished(tp, batch)
             if self._producer is not None and batch.bad:
                 self._producer.flush(timeout=30)
-            self._commit(tp, OffsetAndMetadata(batch.last + 1, "", -1))
+            self._commit(tp, OffsetAndMetadata(batch.last + 1, with_marks("", marks_after), -1))
             self._committed[tp] = batch.last + 1
         except _Abandon:
             return
@@ -568,7 +600,22 @@ class Sink:
                 # Rebuilt from the same offsets, so it carries the same token
                 # and ClickHouse drops it if the insert went in.
                 self._pinned[tp] = batch.last
+            self._marks[tp] = batch.marks  # filtered again from the same marks
             self._consumer.seek(tp, batch.first)
+
+    def _republished(self, tp: Any, batch: _Batch) -> None:
+        table = batch.spec.table
+        self.metrics.republished.labels(table).inc(batch.republished_rows)
+        log.info(
+            "republished voip-flows messages left out (seen at their source position before)",
+            extra={
+                "table": table,
+                "topic": tp.topic,
+                "partition": tp.partition,
+                "messages": batch.republished,
+                "rows": batch.republished_rows,
+            },
+        )
 
     def _commit(self, tp: Any, offset: Any) -> None:
         # Bounded: a commit that times out is handled like a refused one.
@@ -671,6 +718,14 @@ class Sink:
             return
         for (topic, partition), lag in self._lags().items():
             self.metrics.lag.labels(topic, str(partition)).set(lag)
+
+
+def _position(rec: Any) -> SourcePosition | None:
+    """The source position of a voip-flows message; a malformed one makes it bad."""
+    try:
+        return read_position(rec.headers)
+    except PositionError as exc:
+        raise BadMessage("source_position", str(exc)) from exc
 
 
 def _tp_list(partitions: Any) -> str:

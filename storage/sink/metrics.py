@@ -49,6 +49,13 @@ class SinkMetrics:
             ["table", "why"],
             registry=r,
         )
+        self.republished = Counter(
+            "voipflow_sink_republished_dropped",
+            "Rows of voip-flows messages left out as republished copies (source position "
+            "seen before: a worker processed the same input again)",
+            ["table"],
+            registry=r,
+        )
         self.lag = Gauge(
             "voipflow_sink_lag", "Messages not yet committed", ["topic", "partition"], registry=r
         )

@@ -62,6 +62,9 @@ class TableSpec:
     #: A message without a value is a tombstone (a withdrawn rule on a
     #: compacted topic): nothing to insert, and not a bad message.
     tombstones: bool = False
+    #: Messages carry source positions (voip-flows): republished copies are
+    #: left out (:mod:`voipflow.storage.sink.sources`).
+    source_positions: bool = False
 
 
 def combine(parts: Sequence[Part]) -> tuple[dict[str, Any], int]:
@@ -393,7 +396,9 @@ def default_specs(
 ) -> list[TableSpec]:
     """The sink's topics and the tables they fill."""
     return [
-        TableSpec(voip_flows_topic, flows_table, parse_voip_flows, FLOW_COLUMNS),
+        TableSpec(
+            voip_flows_topic, flows_table, parse_voip_flows, FLOW_COLUMNS, source_positions=True
+        ),
         TableSpec(
             usage_topic,
             "voip_usage_in",

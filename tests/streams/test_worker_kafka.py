@@ -18,7 +18,7 @@ import time
 import uuid
 from collections import Counter
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import pytest
@@ -158,8 +158,16 @@ def committed_all(bootstrap: str, group: str, topic: str, producer_ends: dict[in
     )
 
 
-def voip_flow_roles(bootstrap: str, topic: str) -> list[tuple[bytes, list[str]]]:
-    """(schema header, roles) of every voip-flows message."""
+class VoipMessage(NamedTuple):
+    """What a test checks of one voip-flows message."""
+
+    headers: dict[str, bytes]
+    city: str
+    roles: list[str]
+
+
+def voip_flow_messages(bootstrap: str, topic: str) -> list[VoipMessage]:
+    """Headers, key and roles of every voip-flows message."""
     consumer = KafkaConsumer(
         topic,
         bootstrap_servers=bootstrap,
@@ -167,11 +175,38 @@ def voip_flow_roles(bootstrap: str, topic: str) -> list[tuple[bytes, list[str]]]
         consumer_timeout_ms=3000,
     )
     out = [
-        (dict(m.headers).get("schema", b""), voipflows.decode(m.value)["role"].to_pylist())
+        VoipMessage(dict(m.headers), m.key.decode(), voipflows.decode(m.value)["role"].to_pylist())
         for m in consumer
     ]
     consumer.close()
     return out
+
+
+def check_source_positions(
+    messages: list[VoipMessage], inputs: dict[tuple[str, int], bytes]
+) -> int:
+    """Every voip-flows message made from ``inputs`` ((source, offset) -> flows.v1 value)
+    carries the position the worker gives it: the input's partition and offset and its
+    place among that input's messages, by city (computed here in-process). Copies of a
+    position (an input processed again) are the same city and rows. Returns the copies."""
+    pipe = FlowPipeline(WorkerConfig(prefix_table=TABLE, home_networks=HOME, window_s=WINDOW_S))
+    pipe.start()
+    expected: dict[voipflows.SourcePosition, tuple[str, int]] = {}
+    for (source, offset), value in inputs.items():
+        out = pipe.process(value, source, offset)
+        for i, (city, data) in enumerate(sorted(out.voip_flows, key=lambda m: m[0])):
+            pos = voipflows.SourcePosition(source, offset, i)
+            expected[pos] = (city, len(voipflows.decode(data)))
+    got: dict[voipflows.SourcePosition, list[tuple[str, int]]] = {}
+    for m in messages:
+        pos = voipflows.read_position(m.headers)
+        assert pos is not None, m.headers
+        if (pos.source, pos.offset) in inputs:
+            got.setdefault(pos, []).append((m.city, len(m.roles)))
+    assert expected and got.keys() == expected.keys()
+    for pos, copies in got.items():
+        assert set(copies) == {expected[pos]}, pos
+    return sum(len(c) - 1 for c in got.values())
 
 
 def usage_windows(bootstrap: str, topic: str) -> dict[str, tuple[str, int, int]]:
@@ -202,11 +237,13 @@ def run_workers(
     workers: int,
     kill: bool,
     fault_batches: int = 0,
-    voip_flows: list[tuple[bytes, list[str]]] | None = None,
+    voip_flows: list[VoipMessage] | None = None,
+    inputs: dict[tuple[str, int], bytes] | None = None,
 ) -> tuple[dict[str, tuple[str, int, int]], dict[str, tuple[int, int]]]:
     """Run ``workers`` workers over ``data``; ``kill`` SIGKILLs the first mid-stream,
     ``fault_batches`` makes it kill itself right after a commit (then it is restarted).
-    ``voip_flows`` gets each voip-flows message's schema header and roles."""
+    ``voip_flows`` gets each voip-flows message, ``inputs`` each data batch by its
+    source (``"topic:partition"``) and offset."""
     tag = uuid.uuid4().hex[:8]
     topics = {n: f"{n}-{tag}" for n in ("flows", "voip-flows", "usage", "traffic")}
     env = {k: v for k, v in os.environ.items() if not k.startswith("VOIPFLOW_")}
@@ -253,6 +290,8 @@ def run_workers(
         for i, (key, value) in enumerate(data):
             md = producer.send(topics["flows"], key=key.encode(), value=value).get(timeout=30)
             ends[md.partition] = max(ends.get(md.partition, 0), md.offset + 1)
+            if inputs is not None:
+                inputs[(f"{md.topic}:{md.partition}", md.offset)] = value
             if i == 3:
                 md = producer.send(topics["flows"], key=b"bad", value=b"\x00garbage").get(30)
                 ends[md.partition] = max(ends.get(md.partition, 0), md.offset + 1)
@@ -297,7 +336,7 @@ def run_workers(
                 break
             time.sleep(2)
         if voip_flows is not None:
-            voip_flows += voip_flow_roles(bootstrap, topics["voip-flows"])
+            voip_flows += voip_flow_messages(bootstrap, topics["voip-flows"])
         return usage_windows(bootstrap, topics["usage"]), tg
     finally:
         producer.close()
@@ -317,24 +356,48 @@ def expected(data: list[tuple[str, bytes]]) -> dict[str, tuple[str, int, int]]:
 def test_one_worker_publishes_the_input_totals(
     kafka_bootstrap: str, tmp_path: Path, data: list[tuple[str, bytes]], expected: dict
 ) -> None:
-    flows: list[tuple[bytes, list[str]]] = []
+    flows: list[VoipMessage] = []
+    inputs: dict[tuple[str, int], bytes] = {}
     got, traffic = run_workers(
-        kafka_bootstrap, tmp_path, data, expected, workers=1, kill=False, voip_flows=flows
+        kafka_bootstrap,
+        tmp_path,
+        data,
+        expected,
+        workers=1,
+        kill=False,
+        voip_flows=flows,
+        inputs=inputs,
     )
     assert got == expected
     assert traffic == expected_traffic(data)
     # The VoIP flows carry both verdicts under the schema they are written in.
-    assert flows and {h for h, _ in flows} == {voipflows.SCHEMA_NAME.encode()}
-    roles = {r for _, rs in flows for r in rs}
+    assert flows and {m.headers.get("schema") for m in flows} == {voipflows.SCHEMA_NAME.encode()}
+    roles = {r for m in flows for r in m.roles}
     assert roles and roles <= set(voipflows.ROLES)
+    # ... and the position of the input they were made from, each once.
+    assert check_source_positions(flows, inputs) == 0
 
 
 def test_two_workers_one_killed_mid_stream_give_the_same_totals(
     kafka_bootstrap: str, tmp_path: Path, data: list[tuple[str, bytes]], expected: dict
 ) -> None:
-    got, traffic = run_workers(kafka_bootstrap, tmp_path, data, expected, workers=2, kill=True)
+    flows: list[VoipMessage] = []
+    inputs: dict[tuple[str, int], bytes] = {}
+    got, traffic = run_workers(
+        kafka_bootstrap,
+        tmp_path,
+        data,
+        expected,
+        workers=2,
+        kill=True,
+        voip_flows=flows,
+        inputs=inputs,
+    )
     assert got == expected  # window by window, first copy: none lost, none changed
     assert traffic == expected_traffic(data)  # per exporter, first copy per window
+    # The VoIP flows the killed worker had published and the other published
+    # again carry the same positions (what the sink drops copies by).
+    check_source_positions(flows, inputs)
 
 
 def test_worker_killed_right_after_a_commit_loses_and_changes_nothing(

@@ -464,8 +464,16 @@ class ChaosRun:
 
     def tally(self, load: ChaosLoad, sender: Sender) -> Row:
         row = self.row
+        # The restarted collector's own count of what it missed (the
+        # exporters' sequence numbers against what it saved at its stop),
+        # read before it stops.
+        seq_lost = self.children["collect"].metrics().get("voipflow_collector_sequence_lost_total")
         for proc in list(self.children.values()):
             proc.stop()
+        if self.closed:
+            self.event(
+                f"the restarted collector counted {seq_lost or 0:.0f} flows lost by sequence"
+            )
         row.sent = sender.flows_sent()
         row.traffic_flows, row.traffic_voip = read_traffic(
             self.cluster.bootstrap, self.topic("traffic")
