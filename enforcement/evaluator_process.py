@@ -43,9 +43,10 @@ what the state says is in force but the topic lacks (and tombstones what the
 topic holds but the state withdrew). Killed between 3 and 4: the input comes
 again, the state already holds it, nothing is emitted twice.
 
-Peers for ``observed_peers`` targets come from the voip-flows partitions a
-process owns in the group, so with several processes a city's peers may be
-seen by another one than its owner.
+Peers for ``observed_peers`` targets: every process reads every partition of
+voip-flows outside the group (a city's flows need not lie on a partition it
+owns), from ``VOIPFLOW_EVALUATOR_PEER_TIMEOUT_S`` ago at start, so a restarted
+or newly assigned evaluator has the peers of the last timeout at once.
 """
 
 from __future__ import annotations
@@ -73,6 +74,7 @@ from voipflow.enforcement.kafka_io import (
     partition_count,
     read_table,
     subscribe_group,
+    tail_topic,
 )
 from voipflow.enforcement.policy import load_policies, policy_files
 from voipflow.enforcement.targets import PeerSet, TargetResolver, load_city_prefixes
@@ -290,8 +292,6 @@ class EvaluatorProcess(LoopProcess):
     def _subscribe(self) -> tuple[Any, AssignmentWatch]:
         k = self.setup.kafka
         topics = [k.usage_topic, self.scopes_topic, self.proposals_topic]
-        if any(p.target == "observed_peers" for p in self.policies):
-            topics.append(k.voip_flows_topic)
         return subscribe_group(
             self.bootstrap,
             self.cfg.group_id,
@@ -306,11 +306,44 @@ class EvaluatorProcess(LoopProcess):
         k = self.setup.kafka
         consumer, watch = self._subscribe()
         self._consumer = consumer
+        flows = None
+        if any(p.target == "observed_peers" for p in self.policies):
+            # every process reads every city's peers: a city's flows need not lie on
+            # a voip-flows partition this process owns; the last peer timeout of them
+            since = int((time.time() - self.cfg.peer_timeout_s) * 1000)
+            flows = tail_topic(
+                self.bootstrap, k.voip_flows_topic, "voipflow-evaluator-peers", since, self._kafka
+            )
+            self._catch_up(flows)
+        try:
+            self._loop(consumer, watch, flows)
+        finally:
+            if flows is not None:
+                flows.close(autocommit=False)
+
+    def _catch_up(self, flows: Any, timeout_s: float = 60.0) -> None:
+        """Read the peers up to the end of voip-flows before the first window."""
+        ends = flows.end_offsets(list(flows.assignment()))
+        deadline = time.monotonic() + timeout_s
+        while any(flows.position(tp) < end for tp, end in ends.items()):
+            if time.monotonic() > deadline:
+                log.warning("peers not read to the end of voip-flows in %.0f s", timeout_s)
+                return
+            for records in flows.poll(timeout_ms=500).values():
+                for rec in records:
+                    self._peers(rec.value)
+
+    def _loop(self, consumer: Any, watch: AssignmentWatch, flows: Any) -> None:
+        k = self.setup.kafka
         last_tick = last_reload = 0.0
         last_input = time.monotonic()
         while not self._stop.is_set():
             polled = consumer.poll(timeout_ms=200)
             watch.check()
+            peers = flows.poll(timeout_ms=0) if flows is not None else {}
+            for records in peers.values():
+                for rec in records:
+                    self._peers(rec.value)
             self._apply_rebalances()  # before any record of this poll is evaluated
             now_ms = int(time.time() * 1000)
             got = False
@@ -323,10 +356,7 @@ class EvaluatorProcess(LoopProcess):
                     self._evaluate(tp.partition, records, now_ms)
                 elif tp.topic == self.proposals_topic:
                     self._admit(records, now_ms)
-                else:
-                    for rec in records:
-                        self._peers(rec.value)
-            if got or not consumer.assignment():
+            if got or peers or not consumer.assignment():
                 # idle counts from when the group gave this evaluator its
                 # partitions: after a SIGKILL the group waits for the dead
                 # member's session to time out first

@@ -125,6 +125,40 @@ def read_table(
     return table
 
 
+def tail_topic(
+    bootstrap: str,
+    topic: str,
+    client_id: str,
+    since_ms: int,
+    security: KafkaSecurity | None = None,
+) -> Any:
+    """A consumer outside any group on every partition of ``topic``, from ``since_ms`` on.
+
+    For side input every process needs whole (the evaluator's observed peers):
+    nothing is committed, and a restarted process reads back what it needs.
+    """
+    from kafka import KafkaConsumer, TopicPartition
+
+    consumer = KafkaConsumer(
+        **_options(security),
+        bootstrap_servers=bootstrap,
+        client_id=client_id,
+        group_id=None,
+        enable_auto_commit=False,
+        max_poll_records=200,
+    )
+    no_auto_create(consumer)
+    tps = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
+    consumer.assign(tps)
+    if tps:
+        found = consumer.offsets_for_times({tp: since_ms for tp in tps})
+        ends = consumer.end_offsets(tps)
+        for tp in tps:
+            at = found.get(tp)
+            consumer.seek(tp, at.offset if at is not None else ends[tp])
+    return consumer
+
+
 def partition_count(bootstrap: str, topic: str, security: KafkaSecurity | None = None) -> int:
     """How many partitions ``topic`` has (0 when it does not exist)."""
     from kafka import KafkaConsumer

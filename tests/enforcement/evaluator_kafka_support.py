@@ -205,3 +205,33 @@ def topic_size(bootstrap: str, topic: str) -> int:
         return sum(consumer.end_offsets(tps).values()) if tps else 0
     finally:
         consumer.close()
+
+
+def peer_of(i: int) -> str:
+    """The peer of the ``i``-th city (never .0: S16 arrays drop trailing zero bytes)."""
+    return f"198.51.100.{i + 1}/32"
+
+
+def produce_peers(bootstrap: str, topic: str, cities: list[str], app: str, at_ms: int) -> None:
+    """One voip-flows batch with one peer per city (:func:`peer_of` its index), on partition 0."""
+    import numpy as np
+    from kafka import KafkaProducer
+
+    from voipflow.schemas import voipflows
+
+    n = len(cities)
+    addrs = [b"\x00" * 10 + b"\xff\xff" + bytes([198, 51, 100, i + 1]) for i in range(n)]
+    batch = voipflows.make_voip_batch(
+        {
+            "flow_end_ms": np.full(n, at_ms, dtype=np.int64),
+            "city": np.array(cities, dtype=object),
+            "app": np.array([app] * n, dtype=object),
+            "peer_addr": np.array(addrs, dtype="S16"),
+        }
+    )
+    producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all")
+    try:
+        producer.send(topic, key=b"peers", value=voipflows.encode(batch), partition=0)
+        producer.flush()
+    finally:
+        producer.close()

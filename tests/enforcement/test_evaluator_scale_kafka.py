@@ -23,7 +23,9 @@ from tests.enforcement.evaluator_kafka_support import (
     Running,
     evaluator_env,
     owns_scopes,
+    peer_of,
     produce,
+    produce_peers,
     published,
     reference,
     same_rule,
@@ -253,3 +255,43 @@ def test_a_state_topic_not_partitioned_like_the_scopes_fails_the_start(
         run.kill()
     assert f"the state topic {s['topics']['state']} (VOIPFLOW_EVALUATOR_STATE_TOPIC) has 1" in out
     assert "VOIPFLOW_EVALUATOR_SCOPES_TOPIC) 4" in out
+
+
+PEERS_POLICY = """\
+policies:
+  - name: block-peers
+    match: {apps: [teams]}
+    condition: {metric: call_seconds, threshold: 100, for: 2}
+    action: block
+    target: observed_peers
+    ttl: 20m
+"""
+
+
+def test_every_city_gets_its_peers_whichever_evaluator_owns_it(
+    kafka_bootstrap: str, kafka_topic_factory: Any, tmp_path: Path
+) -> None:
+    """All peers lie on voip-flows partition 0, which the group would give one
+    evaluator only; each city's block still targets its own peer."""
+    s = evaluator_env(kafka_bootstrap, kafka_topic_factory, tmp_path, PEERS_POLICY)
+    s["t0"] = (int(time.time()) - 5 * 60) // 60 * 60_000
+    flows = kafka_topic_factory(partitions=4, prefix="ev-flows")
+    produce_peers(kafka_bootstrap, flows, CITIES, "teams", int(time.time() * 1000))
+    a, b = _two(s, VOIPFLOW_KAFKA_VOIP_FLOWS_TOPIC=flows, VOIPFLOW_EVALUATOR_EXIT_WHEN_IDLE_S="20")
+    try:
+        done = 0
+        for m in range(3):
+            batch = [usage_window(s["t0"], m, city, "teams", True) for city in CITIES]
+            done = _feed(s, batch, done)
+        a.finish(0)
+        b.finish(0)
+    finally:
+        a.kill()
+        b.kill()
+    events = [decode_rule_event(v) for _, v in read_all(s["bootstrap"], s["topics"]["events"])]
+    refused = [e["detail"] for e in events if e["event"] == "refused"]
+    assert refused == []
+    rules = {r["match"]["cities"][0]: r for r in published(s["bootstrap"], s["topics"]["rules"])}
+    assert sorted(rules) == CITIES
+    for i, city in enumerate(CITIES):
+        assert rules[city]["target"]["prefixes"] == [peer_of(i)], city
