@@ -62,6 +62,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--heap-mb", type=int, default=384, help="JVM heap per Kafka node")
     args = ap.parse_args(argv)
     faulthandler.register(signal.SIGUSR1)  # `kill -USR1 <pid>`: where is it now
+    # SIGTERM ends the run like Ctrl-C: the finally blocks stop the cluster,
+    # the ClickHouse server and the run's processes instead of leaving them.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     faults = [f for f in args.faults.split(",") if f]
     runs = [[f] for f in faults] + ([list(FAULTS)] if args.all else [])
 

@@ -26,9 +26,11 @@ class WorkerConfig(BaseModel):
     lateness_s: int = Field(30, ge=0)
     #: How often the worker looks for idle cities whose windows must close.
     close_interval_s: float = Field(1.0, gt=0)
-    #: Windows close on event time (see ``source_idle_s``). A city that
-    #: received nothing for this long has its event time advanced by the wall
-    #: clock, so its last windows still close.
+    #: Windows close on event time (see ``source_idle_s``). From this long
+    #: after a city's last record on, its event time follows the wall clock,
+    #: so its last windows still close (after this plus the lateness). A
+    #: stalled input looks the same, so keep it above the longest stall
+    #: (broker failover, worker failover) whose records must still count.
     idle_close_s: float = Field(120.0, gt=0)
     #: A city's (or exporter's) windows close on the event time of its
     #: slowest source partition, so that a partition stalled by a worker

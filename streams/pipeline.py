@@ -194,7 +194,8 @@ class _WindowStates:
     closed and returned as encoded messages with their Kafka keys. After a
     partial the watermark is the key's slowest live source
     (:func:`~voipflow.streams.aggregate.closing_watermark`); after a tick of a
-    key idle for ``idle_close_s``, its newest event time plus the idle time.
+    key idle for more than ``idle_close_s``, its newest event time plus the
+    idle time beyond ``idle_close_s``.
     """
 
     def __init__(self, config: WorkerConfig, metrics: WorkerMetrics | None = None) -> None:
@@ -227,11 +228,17 @@ class _WindowStates:
         cfg = self.config
         watermark = None
         if "tick" in msg:
-            # Idle key: let event time follow the wall clock since its last record.
+            # Idle key: from idle_close_s after its last record on, event time
+            # follows the wall clock. Not from the last record itself: a key
+            # whose input is stalled (a broker failover, a worker's partitions
+            # waiting for the group) looks idle too, and its records must still
+            # find their windows open when they come, for idle_close_s plus
+            # the lateness.
             idle_ms = now_ms - int(state.get("touched", now_ms))
-            if idle_ms < cfg.idle_close_s * 1000:
+            idle_close_ms = int(cfg.idle_close_s * 1000)
+            if idle_ms < idle_close_ms:
                 return state, [], "tick"
-            watermark = int(state["wm"]) + idle_ms
+            watermark = int(state["wm"]) + idle_ms - idle_close_ms
             outcome = "tick"
         else:
             try:

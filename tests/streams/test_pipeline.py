@@ -173,7 +173,13 @@ def test_idle_tick_closes_the_last_windows() -> None:
     tick = json.dumps({"tick": 0}).encode()
     _, out, _ = states.handle("Berlin", st, tick, now_ms=1000 + 50_000)  # not idle long enough
     assert out == []
-    _, out, _ = states.handle("Berlin", st, tick, now_ms=1000 + 100_000)
+    # Idle for idle_close_s (100 s): event time follows the wall clock from
+    # then on, from the newest flow end (T0 + 5 s); the window (T0 .. T0 +
+    # 60 s) closes once it is past its end plus the lateness (30 s).
+    idle_close_ms = 100_000
+    _, out, _ = states.handle("Berlin", st, tick, now_ms=1000 + idle_close_ms + 84_999)
+    assert out == []  # a stalled input still finds the window open
+    _, out, _ = states.handle("Berlin", st, tick, now_ms=1000 + idle_close_ms + 85_000)
     assert [k for k, _ in out] == [f"Berlin|whatsapp|{T0}"]
 
 

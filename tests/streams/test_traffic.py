@@ -246,10 +246,16 @@ def test_exporter_states_publish_closed_windows_and_idle_ticks() -> None:
     _, msgs, outcome = states.handle("192.0.2.2", st_, value, now_ms=1_000)
     assert (outcome, msgs) == ("duplicate", [])
     tick = json.dumps({"tick": 0}).encode()
+    # Idle for 100 s (idle_close_s): from then on event time follows the
+    # wall clock, from the newest reception time, until it passes the
+    # window's end plus the lateness (T0 + 60 s + 30 s).
+    need = T0 + 90_000 - int(st_["wm"])
+    assert need > 0
     _, msgs, _ = states.handle("192.0.2.2", st_, tick, now_ms=1_000 + 99_999)
     assert msgs == []
-    # Idle for 100 s: event time moves on by as much, past T0 + 60 s + 30 s.
-    _, msgs, outcome = states.handle("192.0.2.2", st_, tick, now_ms=1_000 + 100_000)
+    _, msgs, _ = states.handle("192.0.2.2", st_, tick, now_ms=1_000 + 100_000 + need - 1)
+    assert msgs == []
+    _, msgs, outcome = states.handle("192.0.2.2", st_, tick, now_ms=1_000 + 100_000 + need)
     assert outcome == "tick"
     decoded = [decode_traffic(v) for _, v in msgs]
     assert [k for k, _ in msgs] == [traffic_key("192.0.2.2", T0)] * len(msgs)

@@ -37,8 +37,9 @@ windows. Unless you set them, it also uses 20 s lateness
 (VOIPFLOW_WORKER_LATENESS_S; the simulator, like a router, exports short
 flows up to 15 s after they ended) and 2 s idle close
 (VOIPFLOW_WORKER_IDLE_CLOSE_S): once traffic stops, the worker lets event time
-follow the wall clock, so the last window closes at most one window plus the
-lateness after the end, and the demo waits for it. The defaults (120 s at
+follow the wall clock from 2 s after the last record, so the last window
+closes at most one window plus the lateness and those 2 s after the end, and
+the demo waits for it. The defaults (120 s at
 1000 flows/s, 20 s windows) end in about three minutes.
 
 enforcement: --policy FILE (e.g. examples/policies/demo.yaml) also starts the

@@ -92,6 +92,8 @@ class Row:
     fault: str
     sent: int = 0
     udp_lost: int = 0
+    #: what the restarted collector itself counted as lost by sequence (-1: not read)
+    collector_seq_lost: int = -1
     traffic_flows: int = 0
     traffic_voip: int = 0
     flows_voip_rows: int = 0
@@ -471,8 +473,9 @@ class ChaosRun:
         for proc in list(self.children.values()):
             proc.stop()
         if self.closed:
+            row.collector_seq_lost = int(seq_lost or 0)
             self.event(
-                f"the restarted collector counted {seq_lost or 0:.0f} flows lost by sequence"
+                f"the restarted collector counted {row.collector_seq_lost} flows lost by sequence"
             )
         row.sent = sender.flows_sent()
         row.traffic_flows, row.traffic_voip = read_traffic(
