@@ -97,8 +97,23 @@ class EvaluatorConfig(BaseModel):
     #: Kafka consumer group of the evaluators.
     group_id: str = Field("voipflow-evaluator", min_length=1)
     #: Compacted topic holding the evaluators' state (windows being counted,
-    #: rules emitted), so a restarted evaluator resumes where it stopped.
+    #: rules emitted), so a restarted evaluator resumes where it stopped. A
+    #: city's entries lie on its partition: as many partitions as the scopes topic.
     state_topic: str = Field("voipflow-evaluator-state", min_length=1)
+    #: Topic of the usage windows re-keyed by city (every window of one city on
+    #: one partition, as many partitions as the state topic); empty:
+    #: ``<group id>-scopes``. Internal to the evaluators.
+    scopes_topic: str = ""
+    #: Single-partition topic of the rules the evaluators propose; the one that
+    #: owns it applies the global caps and publishes on rules.v1. Empty:
+    #: ``<group id>-proposals``. Internal to the evaluators.
+    proposals_topic: str = ""
+    #: Compacted single-partition topic of the admission's state (rules
+    #: published, refusals, the rate window). Empty: ``<group id>-admission``.
+    admission_state_topic: str = ""
+    #: Seconds without a heartbeat before the group gives a (killed)
+    #: evaluator's cities and the admission to the others.
+    session_timeout_s: float = Field(10.0, ge=1)
     #: Seconds between checks of the policy files; a changed file is reloaded,
     #: and a reload that fails keeps the policies running.
     reload_s: float = Field(10.0, gt=0)
@@ -127,6 +142,14 @@ class EvaluatorConfig(BaseModel):
         if not v.exists():
             raise ValueError(f"{v} does not exist")
         return v
+
+    def internal_topics(self) -> tuple[str, str, str]:
+        """The scopes, proposals and admission state topics (named after the group when empty)."""
+        return (
+            self.scopes_topic or f"{self.group_id}-scopes",
+            self.proposals_topic or f"{self.group_id}-proposals",
+            self.admission_state_topic or f"{self.group_id}-admission",
+        )
 
 
 class LedgerConfig(BaseModel):

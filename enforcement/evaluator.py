@@ -25,6 +25,14 @@ Before a rule is published the guardrails check its target (never-block
 prefixes are cut out) and the caps (:mod:`voipflow.enforcement.guardrails`). A
 refused rule becomes a ``refused`` event with the reason, once per run.
 
+One evaluator may hold every city (``global_caps=True``: it applies all the
+caps itself, as ``voipflow rules simulate`` runs it), or only the cities of one
+partition, when several processes share the work
+(:mod:`voipflow.enforcement.evaluator_process`): then it checks the per-city
+cap only, its :class:`Publish` outputs are *proposals* that the one
+:mod:`voipflow.enforcement.admission` admits against the global caps, and
+:meth:`Evaluator.declined` takes back a version the admission refused.
+
 The whole state (holding windows, rules, refusals, the rate window) is a
 set of key -> JSON entries: :meth:`Evaluator.changes` hands over the entries
 changed since the last call (the process writes them to a compacted topic)
@@ -70,9 +78,14 @@ def proposed_event(rule: Mapping[str, Any]) -> dict[str, Any]:
 
 @dataclass(frozen=True, slots=True)
 class Publish:
-    """Publish this rules.v1 message (a new rule or a new version)."""
+    """Publish this rules.v1 message (a new rule or a new version).
+
+    ``run_start`` is the first window of the run that fired it: the admission
+    of a partitioned evaluator records a refusal once per run, as this one does.
+    """
 
     rule: dict[str, Any]
+    run_start: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,6 +105,30 @@ class Event:
 
 
 Output = Publish | Withdraw | Event
+
+
+def refused_event(
+    what: Mapping[str, Any], version: int, run_start: int, refusal: Refusal
+) -> dict[str, Any]:
+    """The ``refused`` event of a rule (``what``: its id, policy, mode, action, match)."""
+    return make_event(
+        {
+            "rule_id": what["rule_id"],
+            "version": version,
+            "policy": what["policy"],
+            "mode": what["mode"],
+            "action": what["action"],
+            "match": {"cities": what["match"]["cities"], "apps": what["match"]["apps"]},
+        },
+        "refused",
+        "refused",
+        run_start,
+        detail=f"{refusal.code}: {refusal.reason}",
+    )
+
+
+def _without_prev(entry: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in entry.items() if k != "prev"}
 
 
 @dataclass
@@ -132,6 +169,10 @@ class Evaluator:
     rules: dict[str, dict[str, Any]] = field(default_factory=dict)
     #: rule id -> {"code": refusal code, "run": first window of the refused run}
     refused: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: False when the evaluator owns some cities only: it checks the per-city
+    #: cap, and the global caps (rules in force, new rules per minute) are left
+    #: to the one admission (:mod:`voipflow.enforcement.admission`).
+    global_caps: bool = True
     _dirty: set[str] = field(default_factory=set)
 
     # -- input -------------------------------------------------------------
@@ -209,8 +250,11 @@ class Evaluator:
             return self._refuse(policy, rid, city, app, run_start, check.refusal)
         if not active:
             active_cities = {r: s["city"] for r, s in self.rules.items() if s["active"]}
-            refusal = self.guardrails.admit(city, end_ms, active_cities)
-            self._dirty.add("rate")
+            if self.global_caps:
+                refusal = self.guardrails.admit(city, end_ms, active_cities)
+                self._dirty.add("rate")
+            else:
+                refusal = self.guardrails.city_cap(city, active_cities)
             if refusal is not None:
                 return self._refuse(policy, rid, city, app, run_start, refusal)
         version = state["rule"]["version"] + 1 if state else 1
@@ -219,11 +263,15 @@ class Evaluator:
         rule["target"] = target.as_message() | {"prefixes": list(check.prefixes)}
         if check.trimmed:
             rule["reason"] += "; cut out of the target as protected: " + ", ".join(check.trimmed)
-        self.rules[rid] = {"rule": rule, "active": True, "city": city}
+        entry: dict[str, Any] = {"rule": rule, "active": True, "city": city, "run": run_start}
+        if not self.global_caps:
+            # what to go back to if the admission refuses this version
+            entry["prev"] = None if state is None else _without_prev(state)
+        self.rules[rid] = entry
         self._dirty.add(f"rule|{rid}")
         if self.refused.pop(rid, None) is not None:
             self._dirty.add(f"refused|{rid}")
-        return [Event(proposed_event(rule)), Publish(rule)]
+        return [Event(proposed_event(rule)), Publish(rule, run_start)]
 
     def _rule(
         self,
@@ -278,21 +326,28 @@ class Evaluator:
         self._dirty.add(f"refused|{rid}")
         state = self.rules.get(rid)
         version = state["rule"]["version"] if state else 0
-        ev = make_event(
-            {
-                "rule_id": rid,
-                "version": version,
-                "policy": policy.name,
-                "mode": policy.mode,
-                "action": policy.action,
-                "match": {"cities": [city], "apps": [app]},
-            },
-            "refused",
-            "refused",
-            run_start,
-            detail=f"{refusal.code}: {refusal.reason}",
-        )
-        return [Event(ev)]
+        what = {"rule_id": rid, "policy": policy.name, "mode": policy.mode,
+                "action": policy.action, "match": {"cities": [city], "apps": [app]}}  # fmt: skip
+        return [Event(refused_event(what, version, run_start, refusal))]
+
+    def declined(self, rid: str, version: int, code: str, run_start: int) -> None:
+        """The admission refused ``version`` of a rule this evaluator proposed.
+
+        The rule goes back to what it was before that version (absent, or
+        expired), so the next window of the run proposes it again -- as a
+        single evaluator retries its caps on every window -- and the refusal
+        is remembered for the run, as :meth:`_refuse` does.
+        """
+        state = self.rules.get(rid)
+        if state is None or not state["active"] or state["rule"]["version"] != version:
+            return  # an old answer: the rule moved on since
+        prev = state.get("prev")
+        if prev is None:
+            del self.rules[rid]
+        else:
+            self.rules[rid] = dict(prev) | {"active": False}
+        self.refused[rid] = {"code": code, "run": run_start}
+        self._dirty.update((f"rule|{rid}", f"refused|{rid}"))
 
     # -- time and policy changes -----------------------------------------------
 

@@ -159,13 +159,9 @@ class Guardrails:
                 f"{len(active_cities)} rules in force, the cap "
                 f"VOIPFLOW_GUARDRAILS_MAX_ACTIVE_RULES={cfg.max_active_rules}",
             )
-        in_city = sum(1 for c in active_cities.values() if c == city)
-        if in_city >= cfg.max_rules_per_city:
-            return Refusal(
-                "city_cap",
-                f"{in_city} rules in force in {city}, the cap "
-                f"VOIPFLOW_GUARDRAILS_MAX_RULES_PER_CITY={cfg.max_rules_per_city}",
-            )
+        in_city = self.city_cap(city, active_cities)
+        if in_city is not None:
+            return in_city
         while self.recent_new and self.recent_new[0] <= event_ms - 60_000:
             self.recent_new.popleft()
         if len(self.recent_new) >= cfg.max_new_rules_per_minute:
@@ -175,6 +171,18 @@ class Guardrails:
                 f"VOIPFLOW_GUARDRAILS_MAX_NEW_RULES_PER_MINUTE={cfg.max_new_rules_per_minute}",
             )
         self.recent_new.append(event_ms)
+        return None
+
+    def city_cap(self, city: str, active_cities: Mapping[str, str]) -> Refusal | None:
+        """The per-city cap alone: what an evaluator owning ``city`` checks itself."""
+        cap = self.config.max_rules_per_city
+        in_city = sum(1 for c in active_cities.values() if c == city)
+        if in_city >= cap:
+            return Refusal(
+                "city_cap",
+                f"{in_city} rules in force in {city}, the cap "
+                f"VOIPFLOW_GUARDRAILS_MAX_RULES_PER_CITY={cap}",
+            )
         return None
 
 

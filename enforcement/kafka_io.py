@@ -50,6 +50,8 @@ def subscribe_group(
     client_id: str,
     topics: list[str],
     security: KafkaSecurity | None = None,
+    listener: Any = None,
+    session_timeout_s: float | None = None,
 ) -> tuple[Any, AssignmentWatch]:
     """A consumer in ``group_id`` subscribed to ``topics``, and the watch its loop checks.
 
@@ -59,8 +61,13 @@ def subscribe_group(
     """
     from kafka import KafkaConsumer
 
+    timeouts: dict[str, int] = {}
+    if session_timeout_s is not None:  # how soon a dead member's partitions move on
+        ms = int(session_timeout_s * 1000)
+        timeouts = {"session_timeout_ms": ms, "heartbeat_interval_ms": max(500, ms // 4)}
     consumer = KafkaConsumer(
         **_options(security),
+        **timeouts,
         bootstrap_servers=bootstrap,
         group_id=group_id,
         client_id=client_id,
@@ -69,9 +76,9 @@ def subscribe_group(
         max_poll_records=2000,
     )
     no_auto_create(consumer)
-    consumer.subscribe(topics)
+    consumer.subscribe(topics, listener=listener)
     return consumer, AssignmentWatch(
-        consumer, topics, component=client_id.removeprefix("voipflow-")
+        consumer, topics, listener, component=client_id.removeprefix("voipflow-")
     )
 
 
@@ -80,8 +87,10 @@ def read_table(
     topic: str,
     security: KafkaSecurity | None = None,
     timeout_s: float = 60.0,
+    partitions: list[int] | None = None,
 ) -> dict[str, bytes | None]:
-    """Latest value per key of ``topic`` up to its end at the time of the call."""
+    """Latest value per key of ``topic`` (of its ``partitions``, default all) up to
+    its end at the time of the call."""
     from kafka import KafkaConsumer, TopicPartition
 
     consumer = KafkaConsumer(
@@ -95,6 +104,8 @@ def read_table(
     table: dict[str, bytes | None] = {}
     try:
         parts = consumer.partitions_for_topic(topic) or set()
+        if partitions is not None:
+            parts = set(parts) & set(partitions)
         tps = [TopicPartition(topic, p) for p in sorted(parts)]
         if not tps:
             return table
@@ -112,6 +123,54 @@ def read_table(
     finally:
         consumer.close(autocommit=False)
     return table
+
+
+def tail_topic(
+    bootstrap: str,
+    topic: str,
+    client_id: str,
+    since_ms: int,
+    security: KafkaSecurity | None = None,
+) -> Any:
+    """A consumer outside any group on every partition of ``topic``, from ``since_ms`` on.
+
+    For side input every process needs whole (the evaluator's observed peers):
+    nothing is committed, and a restarted process reads back what it needs.
+    """
+    from kafka import KafkaConsumer, TopicPartition
+
+    consumer = KafkaConsumer(
+        **_options(security),
+        bootstrap_servers=bootstrap,
+        client_id=client_id,
+        group_id=None,
+        enable_auto_commit=False,
+        max_poll_records=200,
+    )
+    no_auto_create(consumer)
+    tps = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
+    consumer.assign(tps)
+    if tps:
+        found = consumer.offsets_for_times({tp: since_ms for tp in tps})
+        ends = consumer.end_offsets(tps)
+        for tp in tps:
+            at = found.get(tp)
+            consumer.seek(tp, at.offset if at is not None else ends[tp])
+    return consumer
+
+
+def partition_count(bootstrap: str, topic: str, security: KafkaSecurity | None = None) -> int:
+    """How many partitions ``topic`` has (0 when it does not exist)."""
+    from kafka import KafkaConsumer
+
+    consumer = KafkaConsumer(
+        **_options(security), bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False
+    )
+    no_auto_create(consumer)
+    try:
+        return len(consumer.partitions_for_topic(topic) or ())
+    finally:
+        consumer.close(autocommit=False)
 
 
 class LoopProcess:

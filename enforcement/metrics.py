@@ -29,6 +29,17 @@ POLICY_RELOADS = Counter(
     "voipflow_evaluator_policy_reloads_total", "Policy file reloads, by result", ["result"]
 )
 ACTIVE_RULES = Gauge("voipflow_evaluator_active_rules", "Rules in force as the evaluator sees them")
+PARTITIONS_OWNED = Gauge(
+    "voipflow_evaluator_partitions_owned",
+    "Partitions this evaluator owns: scopes (cities it evaluates), admission (0 or 1)",
+    ["role"],
+)
+PROPOSALS = Counter(
+    "voipflow_evaluator_proposals_total",
+    "Proposed rule versions the admission decided, by outcome "
+    "(admitted, renewed, refused, replayed)",
+    ["outcome"],
+)
 TRANSITIONS = Counter(
     "voipflow_ledger_transitions_total",
     "Rule state changes the ledger recorded, by state",

@@ -166,6 +166,8 @@ def test_evaluator_counts_logs_and_skips_bad_windows_and_batches(
         VOIPFLOW_KAFKA_RULE_EVENTS_TOPIC=topics["events"],
         VOIPFLOW_EVALUATOR_STATE_TOPIC=topics["state"],
         VOIPFLOW_EVALUATOR_GROUP_ID=f"bad-{topics['usage']}",
+        # the evaluator's internal scopes topic gets as many partitions as its state topic
+        VOIPFLOW_KAFKA_PARTITIONS="1",
         VOIPFLOW_EVALUATOR_POLICIES=str(policies),
         VOIPFLOW_EVALUATOR_PREFIX_TABLE=str(CITIES_CSV),
     )

@@ -12,32 +12,32 @@ run, each (rule id, version) exactly once.
 
 from __future__ import annotations
 
-import os
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.enforcement.helpers import evaluator, read_all
-from tests.fixtures.paths import REPO
-from voipflow.enforcement.evaluator import Publish
-from voipflow.enforcement.kafka_io import COMPACTED, read_table
-from voipflow.enforcement.policy import parse_policies
-from voipflow.enforcement.targets import load_city_prefixes
+from tests.enforcement.evaluator_kafka_support import (
+    APPS,
+    evaluator_env,
+    finish,
+    produce,
+    reference,
+    start,
+    usage_window,
+)
+from tests.enforcement.helpers import read_all
+from voipflow.enforcement.kafka_io import read_table
 from voipflow.schemas.rule_events import decode_rule_event
 from voipflow.schemas.rules import decode_rule
-from voipflow.schemas.usage import encode_usage, usage_key
 
 pytestmark = [pytest.mark.slow, pytest.mark.kafka]
 
-CITIES_CSV = REPO / "data" / "cities" / "demo-cities.csv"
 CITIES = ["Berlin", "Hamburg", "Munich", "Paris", "Vienna"]
-APPS = ["teams", "zoom"]
 MINUTES = 12
+
 POLICY = """\
 policies:
   - name: hot-calls
@@ -71,106 +71,33 @@ def _hot(city: int, app: int, minute: int) -> bool:
 
 
 def _windows(t0: int) -> list[dict[str, Any]]:
-    out = []
-    for minute in range(MINUTES):
-        for ci, city in enumerate(CITIES):
-            for ai, app in enumerate(APPS):
-                hot = _hot(ci, ai, minute)
-                subs = 8 if (hot and minute >= 2) else 1
-                out.append(
-                    {
-                        "schema": "voip-usage.v1",
-                        "window_start_ms": t0 + minute * 60_000,
-                        "window_s": 60,
-                        "city": city,
-                        "region": city,
-                        "country": "DE",
-                        "app": app,
-                        "flows": 10,
-                        "packets": 100,
-                        "bytes": 10_000,
-                        "subscribers": subs,
-                        "subscriber_hashes": list(range(subs)),
-                        "call_seconds": 500.0 if hot else 20.0,
-                        "voip_share": 0.1,
-                        "produced_ms": t0,
-                    }
-                )
-    return out
-
-
-def _produce(bootstrap: str, topic: str, windows: list[dict[str, Any]]) -> None:
-    from kafka import KafkaProducer
-
-    producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all")
-    try:
-        for w in windows:
-            key = usage_key(w["city"], w["app"], w["window_start_ms"]).encode()
-            producer.send(topic, key=key, value=encode_usage(w))
-        producer.flush()
-    finally:
-        producer.close()
+    return [
+        usage_window(t0, minute, city, app, _hot(ci, ai, minute))
+        for minute in range(MINUTES)
+        for ci, city in enumerate(CITIES)
+        for ai, app in enumerate(APPS)
+    ]
 
 
 @pytest.fixture
 def setup(kafka_bootstrap: str, kafka_topic_factory: Any, tmp_path: Path) -> dict[str, Any]:
-    policies = tmp_path / "policies.yaml"
-    policies.write_text(POLICY)
-    topics = {
-        "usage": kafka_topic_factory(partitions=4, prefix="ev-usage"),
-        "rules": kafka_topic_factory(partitions=2, configs=COMPACTED, prefix="ev-rules"),
-        "events": kafka_topic_factory(partitions=2, prefix="ev-events"),
-        "state": kafka_topic_factory(partitions=1, configs=COMPACTED, prefix="ev-state"),
-    }
-    env = {k: v for k, v in os.environ.items() if not k.startswith("VOIPFLOW_")}
-    env.update(
-        VOIPFLOW_DATA_DIR=str(tmp_path / "var"),
-        VOIPFLOW_KAFKA_BOOTSTRAP=kafka_bootstrap,
-        VOIPFLOW_KAFKA_USAGE_TOPIC=topics["usage"],
-        VOIPFLOW_KAFKA_VOIP_FLOWS_TOPIC=kafka_topic_factory(prefix="ev-flows"),
-        VOIPFLOW_KAFKA_RULES_TOPIC=topics["rules"],
-        VOIPFLOW_KAFKA_RULE_EVENTS_TOPIC=topics["events"],
-        VOIPFLOW_EVALUATOR_STATE_TOPIC=topics["state"],
-        VOIPFLOW_EVALUATOR_GROUP_ID=f"ev-group-{topics['usage']}",
-        VOIPFLOW_EVALUATOR_POLICIES=str(policies),
-        VOIPFLOW_EVALUATOR_PREFIX_TABLE=str(CITIES_CSV),
-        VOIPFLOW_EVALUATOR_EXIT_WHEN_IDLE_S="8",
-        VOIPFLOW_METRICS_LISTEN="",
-    )
-    t0 = (int(time.time()) - 30 * 60) // 60 * 60_000
-    return {"env": env, "topics": topics, "bootstrap": kafka_bootstrap, "t0": t0}
-
-
-def _start(env: dict[str, str], **extra: str) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "voipflow", "policy", "run"],
-        cwd=REPO,
-        env={**env, **extra},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-
-
-def _finish(proc: subprocess.Popen[str], want: int) -> str:
-    out, _ = proc.communicate(timeout=240)
-    assert proc.returncode == want, out[-3000:]
-    return out
+    return evaluator_env(kafka_bootstrap, kafka_topic_factory, tmp_path, POLICY)
 
 
 def _reference(windows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    """The rules the pure evaluator publishes on the same windows, without restarts."""
-    ev = evaluator(
-        list(parse_policies(POLICY).policies),
-        city_prefixes=load_city_prefixes(CITIES_CSV),
-    )
-    now = int(time.time() * 1000)
-    rules: dict[str, dict[str, Any]] = {}
-    for w in windows:
-        for out in ev.on_usage(w, now):
-            if isinstance(out, Publish):
-                rules[f"{out.rule['rule_id']}@{out.rule['version']}"] = out.rule
-    return rules
+    return reference(POLICY, windows)
+
+
+def _produce(bootstrap: str, topic: str, windows: list[dict[str, Any]]) -> None:
+    produce(bootstrap, topic, windows)
+
+
+def _start(env: dict[str, str], **extra: str) -> Any:
+    return start(env, **extra)
+
+
+def _finish(proc: Any, want: int) -> str:
+    return finish(proc, want)
 
 
 def _check(s: dict[str, Any], windows: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -12,7 +12,7 @@ import pytest
 from tests.enforcement.helpers import T0, usage
 from voipflow.enforcement.config import EvaluatorConfig, GuardrailConfig
 from voipflow.enforcement.errors import PolicyFileError
-from voipflow.enforcement.evaluator import Withdraw
+from voipflow.enforcement.evaluator import Publish, Withdraw
 from voipflow.enforcement.evaluator_process import EvaluatorProcess, EvaluatorSetup
 from voipflow.enforcement.targets import PeerSet, app_ports
 from voipflow.schemas import voipflows
@@ -104,18 +104,22 @@ def test_a_failed_reload_keeps_the_running_policies(tmp_path: Path) -> None:
     path.write_text(POLICY)
     proc = _process(path)
     proc.peers.add("Berlin", "whatsapp", ["192.0.2.1/32"], T0)
+    ev = proc.owned[0] = proc.new_evaluator()  # as if the group gave it partition 0
+    adm = proc.admission = proc.new_admission()  # and the proposals partition
     (rule,) = [
         o
-        for o in proc.evaluator.on_usage(usage("Berlin", "whatsapp", 0, call_seconds=50), T0)
-        if hasattr(o, "rule")
+        for o in ev.on_usage(usage("Berlin", "whatsapp", 0, call_seconds=50), T0)
+        if isinstance(o, Publish)
     ]
     assert rule.rule["target"]["prefixes"] == ["192.0.2.1/32"]
+    assert adm.on_proposal(rule.rule, rule.run_start, T0)[0] == "admitted"
     path.write_text(POLICY + "    bogus: 1\n")
     os.utime(path, (time.time() + 5, time.time() + 5))
     assert proc._reload() == []  # refused: nothing withdrawn
-    assert [p.name for p in proc.evaluator.policies] == ["peers"]
+    assert [p.name for p in ev.policies] == ["peers"]
     path.write_text(POLICY.replace("name: peers", "name: other"))
     os.utime(path, (time.time() + 10, time.time() + 10))
     (gone,) = proc._reload()  # a good reload without the policy withdraws its rule
     assert isinstance(gone, Withdraw) and gone.reason == "withdrawn"
-    assert [p.name for p in proc.evaluator.policies] == ["other"]
+    assert [p.name for p in ev.policies] == ["other"] == [p.name for p in adm.policies]
+    assert ev.active_rules() == {} == adm.active_rules()
