@@ -45,7 +45,7 @@ from mode.utils.objects import cached_property
 from mode.utils.queues import FlowControlEvent
 
 from voipflow.schemas.topics import KafkaConfig, kafka_client_options
-from voipflow.streams.commits import use_delivered_buffer
+from voipflow.streams.commits import guard_commit_head, use_delivered_buffer
 from voipflow.streams.config import WorkerConfig
 
 
@@ -88,6 +88,12 @@ class WorkerFaustApp(faust.App):
     @cached_property
     def flow_control(self) -> FlowControlEvent:
         return KeepBuffersOnResume(loop=self.loop)
+
+    def _new_consumer(self) -> Any:
+        # Commits never pass an unacked first message (see streams.commits).
+        consumer = super()._new_consumer()
+        guard_commit_head(consumer)
+        return consumer
 
     def _new_producer(self) -> Any:
         # Commits wait for every changelog record (see streams.commits).

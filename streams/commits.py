@@ -20,6 +20,17 @@ before the agent's work for those offsets had reached Kafka:
    (``on_task_error``). An output that could not be delivered therefore
    committed its input anyway.
 
+3. **Commits past an unacked head.** Faust commits the end of the first run
+   of consecutive acked offsets of a partition, and checks that the run starts
+   right at the committed offset only when that offset is known and not 0
+   (``if committed_offset``), and then one offset too late (``min(acked) -
+   committed > 1``). So the first message of a partition without a committed
+   offset, or the message at the committed offset, could be passed over: if
+   it was not acked (its work lost in a failover or a rebalance) while the
+   ones after it were, the commit moved past it and no one ever processed it.
+   A chaos run lost the first message of a flows.v1 partition (130 flows)
+   this way.
+
 The fix
 -------
 :class:`DeliveredBuffer` replaces the producer's buffer: it keeps the future of
@@ -29,6 +40,11 @@ every record put in it until the broker acknowledged it, and its ``flush()``
 failed. The agents iterate with acks off (``stream.noack()``) and ack an
 event themselves only after the records it produced were delivered, so an
 event whose work failed is never acked and its offset never committed.
+:func:`guard_commit_head` makes the consumer commit a partition only from
+its committed offset on (the partition's earliest offset when it has none):
+while the message there is not acked, nothing of that partition is
+committed, and whoever owns it next starts from that message
+(:func:`committable_offset`).
 
 Fault injection: ``VOIPFLOW_WORKER_FAULT_KILL_AFTER_BATCHES=N`` makes the flow
 agent, after its N-th batch, force a commit and SIGKILL the worker the moment
@@ -47,6 +63,9 @@ import asyncio
 import logging
 import os
 import signal
+import time
+import types
+from collections.abc import Iterable
 from typing import Any
 
 from faust.transport.producer import ProducerBuffer
@@ -113,3 +132,76 @@ async def kill_after_commit(app: Any, batches: int) -> None:
     )
     logging.shutdown()
     os.kill(os.getpid(), signal.SIGKILL)
+
+
+def committable_offset(
+    acked: list[int], committed: int | None, gaps: Iterable[tuple[int, int]] = ()
+) -> int | None:
+    """The offset to commit for one partition, or None when nothing may be.
+
+    ``acked`` are the acked offsets not committed yet (sorted), ``committed``
+    the partition's committed offset (the next one to process), ``gaps``
+    ranges ``[begin, end)`` of offsets that hold no message (compacted away,
+    transaction markers). The commit covers the run of consecutive offsets
+    (acked or gaps) that starts at ``committed``; if ``committed`` itself is
+    neither acked nor a gap, nothing is committed.
+    """
+    if not acked or committed is None:
+        return None
+    done = set(acked)
+    for begin, end in gaps:
+        done.update(range(max(begin, committed), min(end, acked[-1] + 1)))
+    offset = committed
+    while offset in done:
+        offset += 1
+    return offset if offset > committed else None
+
+
+#: Seconds a partition's head may stay unacked before it is logged (once per interval).
+HEAD_WAIT_LOG_S = 30.0
+
+
+def guard_commit_head(consumer: Any) -> None:
+    """Make a Faust consumer commit each partition only from its committed offset on.
+
+    Wraps the consumer's ``perform_seek`` (after which a partition without a
+    committed offset gets its earliest offset as the start) and ``_new_offset``
+    (which asks :func:`committable_offset` first, and leaves Faust's own
+    bookkeeping to run only when the head is acked).
+    """
+    seek = consumer.perform_seek
+    new_offset = consumer._new_offset
+    waiting_since: dict[Any, float] = {}
+
+    async def perform_seek(self: Any) -> None:
+        await seek()
+        unknown = [tp for tp in self.assignment() if self._committed_offset.get(tp) is None]
+        if unknown:
+            earliest = await self.earliest_offsets(*unknown)
+            for tp in unknown:
+                if self._committed_offset.get(tp) is None and earliest.get(tp) is not None:
+                    self._committed_offset[tp] = int(earliest[tp])
+
+    def guarded_new_offset(self: Any, tp: Any) -> int | None:
+        acked = self._acked[tp]
+        if not acked:
+            return None
+        acked.sort()
+        gaps = [(iv.begin, iv.end) for iv in self._gap[tp]] if self._gap[tp] else []
+        committed = self._committed_offset[tp]
+        if committable_offset(acked, committed, gaps) is None:
+            now = time.monotonic()
+            since = waiting_since.setdefault(tp, now)
+            if committed is not None and now - since >= HEAD_WAIT_LOG_S:
+                waiting_since[tp] = now
+                log.warning(
+                    "commits of a partition wait for its unacked first message",
+                    extra={"partition": str(tp), "offset": committed, "acked_after": len(acked)},
+                )
+            return None
+        waiting_since.pop(tp, None)
+        result: int | None = new_offset(tp)
+        return result
+
+    consumer.perform_seek = types.MethodType(perform_seek, consumer)
+    consumer._new_offset = types.MethodType(guarded_new_offset, consumer)
