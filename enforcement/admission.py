@@ -39,9 +39,10 @@ from voipflow.enforcement.evaluator import (
     Output,
     Publish,
     Withdraw,
+    expire_rules,
     proposed_event,
     refused_event,
-    rule_id,
+    withdraw_unwanted,
 )
 from voipflow.enforcement.guardrails import Guardrails
 from voipflow.enforcement.policy import Policy
@@ -113,30 +114,13 @@ class Admission:
 
     def expire(self, now_ms: int) -> list[AdmissionOutput]:
         """Tombstones for the rules whose expiry has passed (wall clock)."""
-        out: list[AdmissionOutput] = []
-        for rid, state in self.rules.items():
-            if state["active"] and state["rule"]["expires_ms"] <= now_ms:
-                state["active"] = False
-                self._dirty.add(f"rule|{rid}")
-                out.append(Withdraw(rid, "expired", state["rule"]))
-        return out
+        return list(expire_rules(self.rules, self._dirty, now_ms))
 
     def set_policies(self, policies: list[Policy]) -> list[AdmissionOutput]:
         """Use new policies; rules no policy would fire any more are withdrawn."""
         self.policies = list(policies)
         wanted = {p.name: p for p in self.policies}
-        out: list[AdmissionOutput] = []
-        for rid, state in self.rules.items():
-            rule = state["rule"]
-            pol = wanted.get(rule["policy"])
-            still = pol is not None and rid == rule_id(
-                pol, rule["match"]["cities"][0], rule["match"]["apps"][0]
-            )
-            if state["active"] and not still:
-                state["active"] = False
-                self._dirty.add(f"rule|{rid}")
-                out.append(Withdraw(rid, "withdrawn", rule))
-        return out
+        return list(withdraw_unwanted(self.rules, self._dirty, wanted))
 
     def reconcile(self, on_topic: Mapping[str, dict[str, Any] | None]) -> list[AdmissionOutput]:
         """Make rules.v1 (``on_topic``: its compacted view) agree with this state.

@@ -107,6 +107,35 @@ class Event:
 Output = Publish | Withdraw | Event
 
 
+def expire_rules(rules: dict[str, dict[str, Any]], dirty: set[str], now_ms: int) -> list[Withdraw]:
+    """Deactivate the active rules whose expiry has passed; their tombstones."""
+    out = []
+    for rid, state in rules.items():
+        if state["active"] and state["rule"]["expires_ms"] <= now_ms:
+            state["active"] = False
+            dirty.add(f"rule|{rid}")
+            out.append(Withdraw(rid, "expired", state["rule"]))
+    return out
+
+
+def withdraw_unwanted(
+    rules: dict[str, dict[str, Any]], dirty: set[str], wanted: Mapping[str, Policy]
+) -> list[Withdraw]:
+    """Deactivate the active rules that no policy in ``wanted`` would fire any more."""
+    out = []
+    for rid, state in rules.items():
+        rule = state["rule"]
+        pol = wanted.get(rule["policy"])
+        still = pol is not None and rid == rule_id(
+            pol, rule["match"]["cities"][0], rule["match"]["apps"][0]
+        )
+        if state["active"] and not still:
+            state["active"] = False
+            dirty.add(f"rule|{rid}")
+            out.append(Withdraw(rid, "withdrawn", rule))
+    return out
+
+
 def refused_event(
     what: Mapping[str, Any], version: int, run_start: int, refusal: Refusal
 ) -> dict[str, Any]:
@@ -353,29 +382,13 @@ class Evaluator:
 
     def expire(self, now_ms: int) -> list[Output]:
         """Tombstones for the rules whose expiry has passed (wall clock)."""
-        out: list[Output] = []
-        for rid, state in self.rules.items():
-            if state["active"] and state["rule"]["expires_ms"] <= now_ms:
-                state["active"] = False
-                self._dirty.add(f"rule|{rid}")
-                out.append(Withdraw(rid, "expired", state["rule"]))
-        return out
+        return list(expire_rules(self.rules, self._dirty, now_ms))
 
     def set_policies(self, policies: list[Policy]) -> list[Output]:
         """Use new policies; rules no policy would fire any more are withdrawn."""
         self.policies = list(policies)
         wanted = {p.name: p for p in self.policies}
-        out: list[Output] = []
-        for rid, state in self.rules.items():
-            rule = state["rule"]
-            pol = wanted.get(rule["policy"])
-            still = pol is not None and rid == rule_id(
-                pol, rule["match"]["cities"][0], rule["match"]["apps"][0]
-            )
-            if state["active"] and not still:
-                state["active"] = False
-                self._dirty.add(f"rule|{rid}")
-                out.append(Withdraw(rid, "withdrawn", rule))
+        out: list[Output] = list(withdraw_unwanted(self.rules, self._dirty, wanted))
         for key in [k for k in self.scopes if k.split("|")[1] not in wanted]:
             del self.scopes[key]
             self._dirty.add(key)
