@@ -90,9 +90,12 @@ class CollectorConfig(BaseModel):
     #: Bytes handed to the Kafka client at once (the rest waits in the buffer,
     #: where it can still be dropped oldest-first).
     inflight_max_bytes: int = Field(16 * 1024 * 1024, ge=64 * 1024)
-    #: A batch not acknowledged this long goes back to the buffer and is sent
-    #: again after a backoff.
-    delivery_timeout_ms: int = Field(30000, ge=1000)
+    #: How long the Kafka client retries a batch (idempotently: the broker
+    #: drops its repeats) before giving up. A batch it gave up on goes back to
+    #: the buffer and is sent again after a backoff, as a new record: if its
+    #: first send was written after all, it is in flows.v1 twice. Long, so
+    #: that a broker restart or a leader election never reaches it.
+    delivery_timeout_ms: int = Field(300000, ge=1000)
     #: First wait before sending again after a failure; it doubles with
     #: each failure in a row ...
     retry_backoff_ms: int = Field(200, ge=1)

@@ -139,7 +139,9 @@ class CollectorMetrics:
             buckets=KAFKA_LATENCY_BUCKETS,
         )
         self.kafka_errors = Counter(
-            "kafka_errors", "Kafka delivery failures (retried)", ["error"], namespace=ns, registry=r
+            "kafka_errors",
+            "Kafka deliveries the client gave up on; each is sent again, and one that"
+            " timed out (KafkaTimeoutError) may then be in the topic twice", ["error"], namespace=ns, registry=r
         )
         self.buffer_bytes = Gauge(
             "buffer_bytes",

@@ -20,9 +20,14 @@ needs around it:
   goes back to the head of the buffer in its original order and is sent
   again after an exponential backoff (``retry_backoff_ms`` ..
   ``retry_backoff_max_ms``). The client itself is idempotent with unlimited
-  retries inside that timeout, so a broker restart within it is invisible
-  here. Delivery is at least once: a message whose acknowledgement was lost
-  may be written twice.
+  retries inside that timeout: a batch it sends again after a broker died
+  or a leader moved carries its producer id and sequence, and the partition
+  leader drops it if it already has it. So a broker restart within the
+  timeout (five minutes by default) is invisible here and duplicates
+  nothing. Beyond it, delivery is at least once: the client gives up and
+  starts a new producer id (kafka-python does so for an expired batch that
+  was sent), and a message whose first send was written after all is
+  written twice. Every such failure is counted (``kafka_errors`` by error).
 
 All calls are made from the collector's thread; the Kafka client's
 callbacks run on its I/O thread and only touch state under a lock.
@@ -61,7 +66,7 @@ class PublisherConfig:
     buffer_max_bytes: int = 256 * 1024 * 1024
     inflight_max_bytes: int = 16 * 1024 * 1024
     max_message_bytes: int = 1_000_000
-    delivery_timeout_ms: int = 30000
+    delivery_timeout_ms: int = 300000
     retry_backoff_ms: int = 200
     retry_backoff_max_ms: int = 5000
     #: How long creating the producer waits for a broker to answer.
