@@ -11,6 +11,7 @@ import asyncio
 import json
 import logging
 import time
+from collections.abc import Callable, Collection
 from typing import Any
 
 from voipflow.schemas import voipflows
@@ -41,11 +42,20 @@ def _city(message: tuple[str, bytes]) -> str:
     return message[0]
 
 
-def install_agents(w: WorkerApp, config: WorkerConfig, pipeline: FlowPipeline) -> None:
-    """Register the flow agent, the keyed (city and exporter) agent and the idle timer."""
+def install_agents(
+    w: WorkerApp,
+    config: WorkerConfig,
+    pipeline: FlowPipeline,
+    stalled: Callable[[], Collection[str]] = frozenset,
+) -> None:
+    """Register the flow agent, the keyed (city and exporter) agent and the idle timer.
+
+    ``stalled`` names the flows partitions that no worker is taking
+    (:class:`~voipflow.streams.stalls.StallWatch`); their keys' windows wait.
+    """
     m = pipeline.metrics
-    states = CityStates(config, m)
-    exporter_states = ExporterStates(config, m)
+    states = CityStates(config, m, stalled)
+    exporter_states = ExporterStates(config, m, stalled)
     decoded = DecodedStates()  # the table's JSON values, decoded once
     open_windows: dict[str, int] = {}  # city -> windows not yet closed, for m.open_windows
     flows_name = w.flows.get_topic_name()

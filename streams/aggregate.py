@@ -40,7 +40,7 @@ from __future__ import annotations
 import base64
 import json
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -343,7 +343,12 @@ def note_source(state: dict[str, Any], partial: dict[str, Any], now_ms: int) -> 
     sources[src] = [event_ms if prev is None else max(int(prev[0]), event_ms), int(now_ms)]
 
 
-def closing_watermark(state: dict[str, Any], now_ms: int, source_idle_ms: float) -> int:
+def closing_watermark(
+    state: dict[str, Any],
+    now_ms: int,
+    source_idle_ms: float,
+    stalled: Collection[str] = frozenset(),
+) -> int:
     """The event time up to which a key's windows may close: its slowest live source.
 
     A key's records come from several source partitions, each processed at
@@ -353,13 +358,15 @@ def closing_watermark(state: dict[str, Any], now_ms: int, source_idle_ms: float)
     has records for, and those records would then be late and left out. So
     windows close on the oldest event time of the sources heard within
     ``source_idle_ms``; a source silent for longer (its exporters stopped, or
-    it no longer carries this key) stops holding them. With no live source,
-    the newest event time of all.
+    it no longer carries this key) stops holding them, unless it is in
+    ``stalled``: records wait in it that no worker is taking
+    (:mod:`voipflow.streams.stalls`). With no live source, the newest event
+    time of all.
     """
     live = [
         int(event_ms)
-        for event_ms, heard_ms in state.get("swm", {}).values()
-        if now_ms - int(heard_ms) < source_idle_ms
+        for src, (event_ms, heard_ms) in state.get("swm", {}).items()
+        if now_ms - int(heard_ms) < source_idle_ms or src in stalled
     ]
     return min(live) if live else int(state["wm"])
 

@@ -38,6 +38,14 @@ class WorkerConfig(BaseModel):
     #: for this long stops holding them back. Keep it above the time a
     #: failover takes (the group's session timeout, 10 s, plus the replay).
     source_idle_s: float = Field(60.0, gt=0)
+    #: A flows partition with records waiting whose committed offset has not
+    #: moved for this long is stalled (no worker takes it: a failover under
+    #: way); the windows of its keys stay open, however long it lasts, until
+    #: it moves. The group commits every second while it works.
+    stall_after_s: float = Field(5.0, gt=0)
+    #: How often the worker reads the flows partitions' end and committed
+    #: offsets to find the stalled ones; 0 turns the check off.
+    stall_poll_s: float = Field(2.0, ge=0)
     #: The operator's subscriber address space, comma-separated CIDRs. The side
     #: of a flow inside it is the subscriber; flows with neither side inside
     #: are counted, not guessed.

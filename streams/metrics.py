@@ -98,6 +98,17 @@ class WorkerMetrics:
         self.open_windows = Gauge(
             "voipflow_worker_open_windows", "Open city windows held by this worker", registry=r
         )
+        self.stalled_sources = Gauge(
+            "voipflow_worker_stalled_source_partitions",
+            "flows.v1 partitions with records waiting whose committed offset has not moved "
+            "for stall_after_s (no worker takes them); their keys' windows stay open",
+            registry=r,
+        )
+        self.stall_watch_errors = Counter(
+            "voipflow_worker_stall_watch_errors_total",
+            "Readings of the flows partitions' offsets that failed (the last answer is kept)",
+            registry=r,
+        )
         self.cpu_seconds = Counter(
             "voipflow_worker_cpu_seconds_total",
             "CPU seconds of the agents' thread in each part of the work: flow_step "

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -195,12 +196,21 @@ class _WindowStates:
     partial the watermark is the key's slowest live source
     (:func:`~voipflow.streams.aggregate.closing_watermark`); after a tick of a
     key idle for more than ``idle_close_s``, its newest event time plus the
-    idle time beyond ``idle_close_s``.
+    idle time beyond ``idle_close_s``. A source partition that is known to
+    be stalled (``stalled``) holds the windows in both cases.
     """
 
-    def __init__(self, config: WorkerConfig, metrics: WorkerMetrics | None = None) -> None:
+    def __init__(
+        self,
+        config: WorkerConfig,
+        metrics: WorkerMetrics | None = None,
+        stalled: Callable[[], Collection[str]] = frozenset,
+    ) -> None:
         self.config = config
         self.metrics = metrics if metrics is not None else WorkerMetrics()
+        #: The source partitions with records that no worker is taking
+        #: (:class:`~voipflow.streams.stalls.StallWatch`): they hold windows.
+        self.stalled = stalled
 
     def _new(self) -> dict[str, Any]:
         raise NotImplementedError
@@ -238,6 +248,10 @@ class _WindowStates:
             idle_close_ms = int(cfg.idle_close_s * 1000)
             if idle_ms < idle_close_ms:
                 return state, [], "tick"
+            # Known stalled (records wait that no worker takes): not idle.
+            stalled = self.stalled()
+            if stalled and any(src in stalled for src in state.get("swm", ())):
+                return state, [], "tick"
             watermark = int(state["wm"]) + idle_ms - idle_close_ms
             outcome = "tick"
         else:
@@ -247,7 +261,7 @@ class _WindowStates:
             except (KeyError, TypeError, ValueError, AttributeError) as exc:
                 raise PartialError(f"malformed partial: {exc}") from exc
             state["touched"] = now_ms
-            watermark = closing_watermark(state, now_ms, cfg.source_idle_s * 1000)
+            watermark = closing_watermark(state, now_ms, cfg.source_idle_s * 1000, self.stalled())
         return state, self._close(key, state, watermark, now_ms), outcome
 
 

@@ -183,6 +183,68 @@ def test_idle_tick_closes_the_last_windows() -> None:
     assert [k for k, _ in out] == [f"Berlin|whatsapp|{T0}"]
 
 
+def test_a_stalled_source_holds_the_windows_past_its_idle_time_and_the_idle_close() -> None:
+    # Berlin hears only from flows.v1:1, whose worker died: its records wait
+    # in Kafka while the group reassigns it, for longer than source_idle_s and
+    # idle_close_s. While the stall watch names it, neither the slower
+    # partition's silence nor the idle ticks close the window.
+    stalled: set[str] = {"flows.v1:1"}
+    pipe = FlowPipeline(CFG)
+    pipe.start()
+    states = CityStates(CFG, stalled=lambda: frozenset(stalled))
+    first = pipe.process(message(), "flows.v1:0", 1).partials["Berlin"]
+    now = 1_000_000
+    st, _, _ = states.handle(
+        "Berlin", None, _partial_at(first, "flows.v1:1", 1, T0, T0 + 5000), now
+    )
+    far = T0 + 5 * 60_000
+    much_later = now + 10 * int(max(CFG.source_idle_s, CFG.idle_close_s) * 1000)
+    tick = json.dumps({"tick": 0}).encode()
+    st, out, _ = states.handle("Berlin", st, tick, much_later)
+    assert out == []  # the tick: idle far beyond idle_close_s, but its source is stalled
+    st, out, _ = states.handle(
+        "Berlin", st, _partial_at(first, "flows.v1:0", 2, far, far), much_later
+    )
+    assert out == []  # flows.v1:1 not heard for ages, but stalled: still holds
+    replayed = _partial_at(first, "flows.v1:1", 2, T0, T0 + 6000)
+    st, out, outcome = states.handle("Berlin", st, replayed, much_later + 1000)
+    assert (outcome, st["late"], out) == ("applied", 0, [])
+    # It moves again and catches up; once silent past source_idle_s, it
+    # no longer holds the window.
+    stalled.clear()
+    st, out, _ = states.handle(
+        "Berlin", st, _partial_at(first, "flows.v1:0", 3, far, far), much_later + 1000
+    )
+    assert out == []  # flows.v1:1 was heard just now
+    st, out, _ = states.handle(
+        "Berlin",
+        st,
+        _partial_at(first, "flows.v1:0", 4, far, far),
+        much_later + 1000 + int(CFG.source_idle_s * 1000),
+    )
+    (usage,) = [decode_usage(v) for k, v in out if k == f"Berlin|whatsapp|{T0}"]
+    assert usage["flows"] == 2 * 3
+
+
+def test_without_a_stall_the_same_silence_closes_the_window() -> None:
+    # The counterpart of the test above: nothing is stalled, so the idle tick
+    # closes the window and the replayed records are late (and counted).
+    pipe = FlowPipeline(CFG)
+    pipe.start()
+    states = CityStates(CFG)
+    first = pipe.process(message(), "flows.v1:0", 1).partials["Berlin"]
+    now = 1_000_000
+    st, _, _ = states.handle(
+        "Berlin", None, _partial_at(first, "flows.v1:1", 1, T0, T0 + 5000), now
+    )
+    much_later = now + 10 * int(max(CFG.source_idle_s, CFG.idle_close_s) * 1000)
+    st, out, _ = states.handle("Berlin", st, json.dumps({"tick": 0}).encode(), much_later)
+    assert [k for k, _ in out] == [f"Berlin|whatsapp|{T0}"]
+    replayed = _partial_at(first, "flows.v1:1", 2, T0, T0 + 6000)
+    st, _, _ = states.handle("Berlin", st, replayed, much_later + 1000)
+    assert st["late"] == 3
+
+
 @pytest.mark.parametrize("value", [b"{", b"[1]", b'{"src": "x"}'])
 def test_bad_partials_raise(value: bytes) -> None:
     with pytest.raises(PartialError):

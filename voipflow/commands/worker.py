@@ -12,10 +12,17 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from typing import TYPE_CHECKING
 
 from voipflow.broker import BrokerError, resolve_bootstrap
 from voipflow.settings import Settings
 from voipflow.topics import KafkaAdminError, ensure_topics, wait_for_broker
+
+if TYPE_CHECKING:
+    from voipflow.schemas.topics import KafkaConfig
+    from voipflow.streams.config import WorkerConfig
+    from voipflow.streams.metrics import WorkerMetrics
+    from voipflow.streams.stalls import StallWatch
 
 log = logging.getLogger(__name__)
 
@@ -79,9 +86,35 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         print(f"voipflow worker: bad setting: {exc}", file=sys.stderr)
         return 2
     w = build_app(kafka, worker, bootstrap, settings.data_dir)
-    install_agents(w, worker, pipeline)
+    watch = stall_watch(kafka, worker, bootstrap, pipeline.metrics)
+    install_agents(w, worker, pipeline, watch.stalled if watch else frozenset)
+    if watch is not None:
+        watch.start()
     try:
         faust.Worker(w.app, loglevel=args.loglevel, quiet=True).execute_from_commandline()
     finally:
+        if watch is not None:
+            watch.stop()
         pipeline.stop()
     return 0
+
+
+def stall_watch(
+    kafka: KafkaConfig, worker: WorkerConfig, bootstrap: str, metrics: WorkerMetrics
+) -> StallWatch | None:
+    """The watch of stalled flows partitions (``None`` when turned off)."""
+    from voipflow.schemas.topics import kafka_client_options
+    from voipflow.streams.stalls import KafkaReader, StallTracker, StallWatch
+
+    if worker.stall_poll_s <= 0:
+        return None
+    reader = KafkaReader(
+        bootstrap, worker.app_id, kafka.flows_topic, kafka_client_options(kafka, "kafka-python")
+    )
+    return StallWatch(
+        StallTracker(kafka.flows_topic, worker.stall_after_s),
+        reader,
+        interval_s=worker.stall_poll_s,
+        on_reading=lambda stalled: metrics.stalled_sources.set(len(stalled)),
+        on_error=metrics.stall_watch_errors.inc,
+    )
