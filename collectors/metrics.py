@@ -141,7 +141,10 @@ class CollectorMetrics:
         self.kafka_errors = Counter(
             "kafka_errors",
             "Kafka deliveries the client gave up on; each is sent again, and one that"
-            " timed out (KafkaTimeoutError) may then be in the topic twice", ["error"], namespace=ns, registry=r
+            " timed out (KafkaTimeoutError) may then be in the topic twice",
+            ["error"],
+            namespace=ns,
+            registry=r,
         )
         self.buffer_bytes = Gauge(
             "buffer_bytes",
