@@ -45,6 +45,12 @@ bit   name                meaning
 18    DSCP_VOICE          UDP marked DSCP EF (46) or VOICE-ADMIT (44)
 19    SIGNALLING_HOST     RTP-shaped media (voice-sized, both ports even) of a
                           host that did call signalling with anyone recently
+20    HOST_SESSION        rule R10: a host in a calling app's session
+21    STUN_SHAPE          STUN's wire size and a paired few-packet exchange
+22    CALL_SOCKET         rule R11: short flow on a socket carrying a call
+23    RTP_SHAPE           rule R12: voice RTP by rate on even ports
+24    ICE_SHAPE           rule R13: media on a socket that ran a STUN-shaped
+                          exchange with the same far host, and that exchange
 ====  ==================  ====================================================
 
 Ports: between two ports of 1024 and up, the side with the more specific
@@ -119,6 +125,13 @@ R12 (0.45) Voice RTP by shape on even ports (RFC 3550 s. 11, RFC 3551
           as evidence, below the threshold (games tick at the same rates with
           packets of the same sizes; as a verdict it took two corpus flows
           and breaks the rule that statistics alone are not a call).
+R13 (0.75) ICE by shape (``relay_sockets`` in streams/session.py): a lasting
+          two-way media stream between ephemeral ports from a socket that ran
+          a STUN-shaped exchange (RFC 8489 sizes, paired, a few packets) with
+          the same far host on another port, and that exchange: a TURN
+          allocation on the server's STUN port, then media to the relayed
+          address it allocated on itself (RFC 8656 s. 2-3), or binding checks
+          then media (RFC 8445 s. 7). Needs no port or range of the app.
 
 Thresholds (module constants): voice 50-300 bytes mean IP packet (G.729 20 ms
 over IPv4 is 60 bytes, G.711 30 ms over IPv6 300); video up to 1300 (RTP
@@ -142,7 +155,7 @@ whatever the flow's part in the call) and ``role`` (signalling, control,
 media, relay, ice: :mod:`voipflow.streams.roles`, from the same masks).
 
 ``CLASSIFIER_VERSION`` changes whenever rules or data semantics change
-(rules-6: the role verdict).
+(rules-6: the role verdict; rules-7: ICE by shape, R13).
 """
 
 from __future__ import annotations
@@ -185,11 +198,12 @@ from voipflow.streams.session import (
     STUN_WIRE_BYTES,
     HostSessions,
     call_sockets,
+    relay_sockets,
     rtp_voice_shaped,
     stun_shaped,
 )
 
-CLASSIFIER_VERSION = "rules-6"
+CLASSIFIER_VERSION = "rules-7"
 
 # Flow statistics of voice and video media (see "Thresholds" in the docstring).
 #: Mean IP packet size of voice: G.729 20 ms over IPv4 (60 B) .. G.711 30 ms over IPv6 (300 B).
@@ -614,6 +628,28 @@ class Classifier:
         in_session = query[found > 0]
         ev[in_session] |= np.uint32(Evidence.HOST_SESSION)
         rule_at(in_session, 0.75, (found[found > 0] - 1).astype(np.uint8))
+        # (R13) ICE by shape: a media stream from a socket that ran a
+        # STUN-shaped exchange with the same far host on another port (TURN
+        # allocation then media to the relayed address, RFC 8656; checks then
+        # media, RFC 8445), with no port or list saying so.
+        relay_query = media_rows[
+            ~any_service[media_rows]
+            & ephemeral[media_rows]
+            & ~provider_media[media_rows]
+            & (conf[media_rows] < self.threshold)
+        ]
+        relayed, vouching = relay_sockets(
+            hashes.src_ep,
+            hashes.dst_ep,
+            hashes.src_addr,
+            hashes.dst_addr,
+            hashes.conversation,
+            stun_rows[~long_[stun_rows]],
+            relay_query,
+        )
+        shape_rows = np.concatenate([relayed, vouching])
+        ev[shape_rows] |= np.uint32(Evidence.ICE_SHAPE)
+        rule_at(shape_rows, 0.75, int(self._code["other_voip"]))
         voice_rows = media_rows[voice[media_rows]]
         rtp_rows = voice_rows[
             rtp_voice_shaped(pps[voice_rows]) & (((sp[voice_rows] | dp[voice_rows]) & 1) == 0)
