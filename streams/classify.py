@@ -541,6 +541,10 @@ class Classifier:
         # to anyone else is too generic).
         rule(stun & udp, 0.8, stun_app)
         rule(stun & udp_or_tcp & provider, 0.95, prov_app)
+        # TURN over TCP (RFC 6062, RFC 8656 s. 3.1) carrying a call: media-sized
+        # records at a media rate both ways, a stream's worth of packets.
+        turn_tcp = stun & tcp & bidir & (voice | video) & media_rate & (est_pk >= LONG_PACKETS)
+        rule(turn_tcp, 0.8, stun_app)
         # (R3) Documented app media ports, stronger with the same app's range.
         # Teams' client ports fall inside common ephemeral ranges: alone they
         # need both sides in the range.
