@@ -73,7 +73,9 @@ R1 (0.9)  Signalling on its registered port: SIP 5060/5061 (RFC 3261 s. 19.1.2),
           using the port (VPNs listen there to pass firewalls).
 R2 (0.8, 0.95 with a provider)  STUN/TURN ports 3478-3481 and 5349 (RFC 8489,
           RFC 8656; Microsoft 365's Teams media ports), Google's 19302-19309
-          (Google Meet network guide). Over TCP only towards a provider.
+          (Google Meet network guide). Over TCP towards a provider, or (0.8)
+          as TURN over TCP carrying a call (RFC 6062): media-sized, at a media
+          rate, both ways, a stream's worth of packets.
 R3 (0.6-0.7, 0.95 with the same app's range)  Documented media ports: Zoom
           8801-8810 (Zoom firewall rules), Viber (Viber's port list), TeamSpeak
           9987 and Mumble 64738 (their default server ports); Teams client
