@@ -118,7 +118,10 @@ R10 (0.75) Session context (:mod:`voipflow.streams.session`): media-shaped UDP (
           is in a calling app's session (it sent call media to the app's
           ranges or ran STUN within a TURN allocation's lifetime), is that
           app's call: RFC 8445 puts media on peers and relays only the
-          signalling knew.
+          signalling knew. So are its ICE checks to such peers (rules-7):
+          STUN-shaped, short, and at least two packets each way, as the
+          peer's triggered check makes them (RFC 8445 s. 7.3.1.4); a
+          one-query exchange (a DHT ping, a game's probe) is not.
 R11 (0.7) Short (not LONG) media or STUN-shaped flows on a socket that carries
           a call's media in the same batch (consent checks, RFC 7675; media cut by
           the exporter's timeouts).
@@ -628,7 +631,18 @@ class Classifier:
         o_app = np.where(o_prov, prov_app[opener], port_app[opener])
         o_app = np.where(o_app > 0, o_app, np.uint8(self._code["other_voip"])).astype(np.uint8)
         media_rows = np.flatnonzero(candidate & bidir)
-        query = media_rows[(prov[media_rows] >= len(self.providers.providers))]
+        # ... and its ICE checks to peers no list knows: STUN-shaped, short,
+        # and a check each way (the peer's triggered check, RFC 8445 s.
+        # 7.3.1.4: request and response in both directions), which a
+        # one-query exchange (a DHT ping, a game's probe) is not.
+        checks = stun_rows[
+            ~long_[stun_rows]
+            & ephemeral[stun_rows]
+            & (own_pk[stun_rows] >= 2)
+            & (p_pk[stun_rows] * rate[stun_rows] >= 2)
+        ]
+        query = np.union1d(media_rows, checks)
+        query = query[(prov[query] >= len(self.providers.providers))]
         query = query[~any_service[query]]
         found = self._sessions(hashes, batch, opener, client, o_app, query)
         in_session = query[found > 0]

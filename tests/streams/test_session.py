@@ -68,8 +68,9 @@ def test_media_to_an_unlisted_peer_of_a_host_in_a_session_is_its_call() -> None:
 
 def test_short_exchange_on_a_call_socket_is_that_call() -> None:
     call = both(CLIENT, 40000, META, 45000, **voice())  # WhatsApp media to a Meta relay
-    check = both(CLIENT, 40000, PEER, 50000, packets=2, bytes=200)  # a check to a peer
-    other = both(CLIENT, 40002, PEER, 50000, packets=2, bytes=200)  # another socket
+    check = both(CLIENT, 40000, PEER, 50000, packets=1, bytes=100)  # a check to a peer
+    # another socket, one query each way (no triggered check: not the session's either)
+    other = both(CLIENT, 40002, PEER, 50000, packets=1, bytes=100)
     r = run(call + check + other)
     assert r.is_voip.tolist() == [True] * 4 + [False] * 2
     assert r.app_names().tolist()[:4] == ["whatsapp"] * 4
@@ -107,3 +108,15 @@ def test_media_after_a_stun_shaped_exchange_with_its_server_is_a_call() -> None:
     other = both("192.168.1.11", 41000, server, 7000, packets=1, bytes=60)
     game = both(CLIENT, 41000, server, 7000, **voice(), flow_start_ms=T0 + 1)
     assert not run(other + game).is_voip.any()
+
+
+def test_checks_of_a_host_in_a_session_to_an_unlisted_peer_are_its_call() -> None:
+    stun = both(CLIENT, 40010, "203.0.113.1", 3478, packets=2, bytes=200)  # opens the session
+    # a check each way on another socket (RFC 8445 triggered checks): 2 + 2 packets
+    checks = both(CLIENT, 40020, PEER, 50020, packets=2, bytes=200)
+    ping = both(CLIENT, 40030, PEER, 50030, packets=1, bytes=100)  # one query, one answer
+    assert not run(checks).is_voip.any()
+    r = run(stun + checks + ping)
+    assert r.is_voip.tolist() == [True] * 4 + [False] * 2
+    assert all(e & Evidence.HOST_SESSION for e in r.evidence[2:4])
+    assert r.role_names().tolist()[2:4] == ["ice", "ice"]
