@@ -640,6 +640,7 @@ class Classifier:
             & ephemeral[stun_rows]
             & (own_pk[stun_rows] >= 2)
             & (p_pk[stun_rows] * rate[stun_rows] >= 2)
+            & (conf[stun_rows] < self.threshold)  # found ones keep their app
         ]
         query = np.union1d(media_rows, checks)
         query = query[(prov[query] >= len(self.providers.providers))]
@@ -668,6 +669,7 @@ class Classifier:
             relay_query,
         )
         shape_rows = np.concatenate([relayed, vouching])
+        shape_rows = shape_rows[conf[shape_rows] < self.threshold]  # others keep their app
         ev[shape_rows] |= np.uint32(Evidence.ICE_SHAPE)
         rule_at(shape_rows, 0.75, int(self._code["other_voip"]))
         voice_rows = media_rows[voice[media_rows]]
