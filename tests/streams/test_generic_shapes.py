@@ -37,3 +37,12 @@ def test_a_few_packets_to_tcp_3478_are_no_call() -> None:
         protocol=TCP,
     )
     assert not run(bulk).is_voip.any()
+
+
+def test_ice_by_shape_leaves_a_named_flow_its_app() -> None:
+    # the exchange is on Zoom's documented media port: it stays Zoom's
+    check = both(CLIENT, 41000, RELAY, 8801, packets=1, bytes=60)
+    media = both(CLIENT, 41000, RELAY, 9002, packets=1000, bytes=160_000, flow_end_ms=T0 + 20_000)
+    r = run(check + media)
+    assert r.is_voip.tolist() == [True] * 4
+    assert r.app_names().tolist() == ["zoom", "zoom", "other_voip", "other_voip"]
