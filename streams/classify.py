@@ -642,7 +642,7 @@ class Classifier:
             & (p_pk[stun_rows] * rate[stun_rows] >= 2)
             & (conf[stun_rows] < self.threshold)  # found ones keep their app
         ]
-        query = np.union1d(media_rows, checks)
+        query = np.concatenate([media_rows, checks])  # disjoint: checks are not LONG
         query = query[(prov[query] >= len(self.providers.providers))]
         query = query[~any_service[query]]
         found = self._sessions(hashes, batch, opener, client, o_app, query)
