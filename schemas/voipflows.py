@@ -147,6 +147,7 @@ class Evidence(IntFlag):
     STUN_SHAPE = 1 << 21
     CALL_SOCKET = 1 << 22
     RTP_SHAPE = 1 << 23
+    ICE_SHAPE = 1 << 24
 
 
 #: Columns: name -> (dtype code, meaning). Order is part of the contract.

@@ -45,6 +45,12 @@ bit   name                meaning
 18    DSCP_VOICE          UDP marked DSCP EF (46) or VOICE-ADMIT (44)
 19    SIGNALLING_HOST     RTP-shaped media (voice-sized, both ports even) of a
                           host that did call signalling with anyone recently
+20    HOST_SESSION        rule R10: a host in a calling app's session
+21    STUN_SHAPE          STUN's wire size and a paired few-packet exchange
+22    CALL_SOCKET         rule R11: short flow on a socket carrying a call
+23    RTP_SHAPE           rule R12: voice RTP by rate on even ports
+24    ICE_SHAPE           rule R13: media on a socket that ran a STUN-shaped
+                          exchange with the same far host, and that exchange
 ====  ==================  ====================================================
 
 Ports: between two ports of 1024 and up, the side with the more specific
@@ -67,7 +73,9 @@ R1 (0.9)  Signalling on its registered port: SIP 5060/5061 (RFC 3261 s. 19.1.2),
           using the port (VPNs listen there to pass firewalls).
 R2 (0.8, 0.95 with a provider)  STUN/TURN ports 3478-3481 and 5349 (RFC 8489,
           RFC 8656; Microsoft 365's Teams media ports), Google's 19302-19309
-          (Google Meet network guide). Over TCP only towards a provider.
+          (Google Meet network guide). Over TCP towards a provider, or (0.8)
+          as TURN over TCP carrying a call (RFC 6062): media-sized, at a media
+          rate, both ways, a stream's worth of packets.
 R3 (0.6-0.7, 0.95 with the same app's range)  Documented media ports: Zoom
           8801-8810 (Zoom firewall rules), Viber (Viber's port list), TeamSpeak
           9987 and Mumble 64738 (their default server ports); Teams client
@@ -110,7 +118,10 @@ R10 (0.75) Session context (:mod:`voipflow.streams.session`): media-shaped UDP (
           is in a calling app's session (it sent call media to the app's
           ranges or ran STUN within a TURN allocation's lifetime), is that
           app's call: RFC 8445 puts media on peers and relays only the
-          signalling knew.
+          signalling knew. So are its ICE checks to such peers (rules-7):
+          STUN-shaped, short, and at least two packets each way, as the
+          peer's triggered check makes them (RFC 8445 s. 7.3.1.4); a
+          one-query exchange (a DHT ping, a game's probe) is not.
 R11 (0.7) Short (not LONG) media or STUN-shaped flows on a socket that carries
           a call's media in the same batch (consent checks, RFC 7675; media cut by
           the exporter's timeouts).
@@ -119,6 +130,13 @@ R12 (0.45) Voice RTP by shape on even ports (RFC 3550 s. 11, RFC 3551
           as evidence, below the threshold (games tick at the same rates with
           packets of the same sizes; as a verdict it took two corpus flows
           and breaks the rule that statistics alone are not a call).
+R13 (0.75) ICE by shape (``relay_sockets`` in streams/session.py): a lasting
+          two-way media stream between ephemeral ports from a socket that ran
+          a STUN-shaped exchange (RFC 8489 sizes, paired, a few packets) with
+          the same far host on another port, and that exchange: a TURN
+          allocation on the server's STUN port, then media to the relayed
+          address it allocated on itself (RFC 8656 s. 2-3), or binding checks
+          then media (RFC 8445 s. 7). Needs no port or range of the app.
 
 Thresholds (module constants): voice 50-300 bytes mean IP packet (G.729 20 ms
 over IPv4 is 60 bytes, G.711 30 ms over IPv6 300); video up to 1300 (RTP
@@ -142,7 +160,7 @@ whatever the flow's part in the call) and ``role`` (signalling, control,
 media, relay, ice: :mod:`voipflow.streams.roles`, from the same masks).
 
 ``CLASSIFIER_VERSION`` changes whenever rules or data semantics change
-(rules-6: the role verdict).
+(rules-6: the role verdict; rules-7: ICE by shape, R13).
 """
 
 from __future__ import annotations
@@ -185,11 +203,12 @@ from voipflow.streams.session import (
     STUN_WIRE_BYTES,
     HostSessions,
     call_sockets,
+    relay_sockets,
     rtp_voice_shaped,
     stun_shaped,
 )
 
-CLASSIFIER_VERSION = "rules-6"
+CLASSIFIER_VERSION = "rules-7"
 
 # Flow statistics of voice and video media (see "Thresholds" in the docstring).
 #: Mean IP packet size of voice: G.729 20 ms over IPv4 (60 B) .. G.711 30 ms over IPv6 (300 B).
@@ -527,6 +546,10 @@ class Classifier:
         # to anyone else is too generic).
         rule(stun & udp, 0.8, stun_app)
         rule(stun & udp_or_tcp & provider, 0.95, prov_app)
+        # TURN over TCP (RFC 6062, RFC 8656 s. 3.1) carrying a call: media-sized
+        # records at a media rate both ways, a stream's worth of packets.
+        turn_tcp = stun & tcp & bidir & (voice | video) & media_rate & (est_pk >= LONG_PACKETS)
+        rule(turn_tcp, 0.8, stun_app)
         # (R3) Documented app media ports, stronger with the same app's range.
         # Teams' client ports fall inside common ephemeral ranges: alone they
         # need both sides in the range.
@@ -608,12 +631,47 @@ class Classifier:
         o_app = np.where(o_prov, prov_app[opener], port_app[opener])
         o_app = np.where(o_app > 0, o_app, np.uint8(self._code["other_voip"])).astype(np.uint8)
         media_rows = np.flatnonzero(candidate & bidir)
-        query = media_rows[(prov[media_rows] >= len(self.providers.providers))]
+        # ... and its ICE checks to peers no list knows: STUN-shaped, short,
+        # and a check each way (the peer's triggered check, RFC 8445 s.
+        # 7.3.1.4: request and response in both directions), which a
+        # one-query exchange (a DHT ping, a game's probe) is not.
+        checks = stun_rows[
+            ~long_[stun_rows]
+            & ephemeral[stun_rows]
+            & (own_pk[stun_rows] >= 2)
+            & (p_pk[stun_rows] * rate[stun_rows] >= 2)
+            & (conf[stun_rows] < self.threshold)  # found ones keep their app
+        ]
+        query = np.concatenate([media_rows, checks])  # disjoint: checks are not LONG
+        query = query[(prov[query] >= len(self.providers.providers))]
         query = query[~any_service[query]]
         found = self._sessions(hashes, batch, opener, client, o_app, query)
         in_session = query[found > 0]
         ev[in_session] |= np.uint32(Evidence.HOST_SESSION)
         rule_at(in_session, 0.75, (found[found > 0] - 1).astype(np.uint8))
+        # (R13) ICE by shape: a media stream from a socket that ran a
+        # STUN-shaped exchange with the same far host on another port (TURN
+        # allocation then media to the relayed address, RFC 8656; checks then
+        # media, RFC 8445), with no port or list saying so.
+        relay_query = media_rows[
+            ~any_service[media_rows]
+            & ephemeral[media_rows]
+            & ~provider_media[media_rows]
+            & (conf[media_rows] < self.threshold)
+        ]
+        relayed, vouching = relay_sockets(
+            hashes.src_ep,
+            hashes.dst_ep,
+            hashes.src_addr,
+            hashes.dst_addr,
+            hashes.conversation,
+            stun_rows[~long_[stun_rows]],
+            relay_query,
+        )
+        shape_rows = np.concatenate([relayed, vouching])
+        shape_rows = shape_rows[conf[shape_rows] < self.threshold]  # others keep their app
+        ev[shape_rows] |= np.uint32(Evidence.ICE_SHAPE)
+        rule_at(shape_rows, 0.75, int(self._code["other_voip"]))
         voice_rows = media_rows[voice[media_rows]]
         rtp_rows = voice_rows[
             rtp_voice_shaped(pps[voice_rows]) & (((sp[voice_rows] | dp[voice_rows]) & 1) == 0)

@@ -30,6 +30,15 @@ rests on protocol documents alone, computed over whole batches:
   push connections (TCP, or UDP keep-alives) up all day; and call signalling
   opens none, since the classifier's R7b already gives a signalling host's
   media RTP's stricter shape.
+* :func:`relay_sockets`: ICE by shape on a socket. A client that asks a
+  TURN server for an allocation does so with STUN requests to the server's
+  STUN port (RFC 8656 s. 3.1, s. 7), and its media then runs from the same
+  socket to the relayed transport address the server allocated on itself,
+  another port of the same host (RFC 8656 s. 2, s. 3.4); RFC 8445 s. 7.2
+  does the same with binding checks before media on a candidate pair. A
+  lasting media stream from a socket that ran a STUN-shaped exchange with
+  the same far host on another port is that call, whatever the ports: the
+  app need not be in any list, nor its relays on a registered port.
 * :func:`call_sockets`: sockets that carry a call's media. A short flow of
   media- or STUN-sized packets on such a socket (consent checks, RFC 7675;
   the first or last seconds of media cut into their own record by the
@@ -147,6 +156,44 @@ def call_sockets(
     found = by_src | by_dst
     key = np.where(by_src, q_src, q_dst)[found]
     return query[found], eps_app[np.searchsorted(eps, key)]
+
+
+def relay_sockets(
+    src_ep: np.ndarray,
+    dst_ep: np.ndarray,
+    src_addr: np.ndarray,
+    dst_addr: np.ndarray,
+    conversation: np.ndarray,
+    anchor: np.ndarray,
+    query: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Rows of ``query`` (media streams, an index array) on a socket that ran a
+    STUN-shaped exchange (``anchor`` rows) with the same far host in another
+    conversation (another port), and the anchor rows that vouch for them.
+
+    Both are keyed by (socket, far host) of either end: the allocation or
+    check to the server's STUN port and the media to its relayed address
+    share the client's socket and the server's host (RFC 8656 s. 2). A
+    server socket that talked to one client briefly and to another at length
+    does not match: the far hosts differ.
+    """
+    if not len(anchor) or not len(query):
+        empty = np.zeros(0, dtype=np.int64)
+        return empty, empty
+    a_keys = np.concatenate(
+        [_pair(src_ep[anchor], dst_addr[anchor]), _pair(dst_ep[anchor], src_addr[anchor])]
+    )
+    keys = np.sort(a_keys)
+    q_src = _pair(src_ep[query], dst_addr[query])
+    q_dst = _pair(dst_ep[query], src_addr[query])
+    same_flow = in_sorted(conversation[query], np.sort(conversation[anchor]))
+    hit = (in_sorted(q_src, keys) | in_sorted(q_dst, keys)) & ~same_flow
+    if not hit.any():
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+    used = np.sort(np.concatenate([q_src[hit], q_dst[hit]]))
+    n = len(anchor)
+    vouch = in_sorted(a_keys[:n], used) | in_sorted(a_keys[n:], used)
+    return query[hit], anchor[vouch]
 
 
 def _pair(endpoint: np.ndarray, addr: np.ndarray) -> np.ndarray:

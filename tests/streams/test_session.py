@@ -6,7 +6,7 @@ import numpy as np
 
 from tests.streams.classify_support import CLIENT, T0, both, run, voice
 from voipflow.streams.classify import Evidence
-from voipflow.streams.session import HostSessions, call_sockets, stun_shaped
+from voipflow.streams.session import HostSessions, call_sockets, relay_sockets, stun_shaped
 
 META = "157.240.1.1"  # in Meta's published ranges (data/providers/meta.txt)
 PEER = "198.51.100.9"  # in no list
@@ -68,10 +68,55 @@ def test_media_to_an_unlisted_peer_of_a_host_in_a_session_is_its_call() -> None:
 
 def test_short_exchange_on_a_call_socket_is_that_call() -> None:
     call = both(CLIENT, 40000, META, 45000, **voice())  # WhatsApp media to a Meta relay
-    check = both(CLIENT, 40000, PEER, 50000, packets=2, bytes=200)  # a check to a peer
-    other = both(CLIENT, 40002, PEER, 50000, packets=2, bytes=200)  # another socket
+    check = both(CLIENT, 40000, PEER, 50000, packets=1, bytes=100)  # a check to a peer
+    # another socket, one query each way (no triggered check: not the session's either)
+    other = both(CLIENT, 40002, PEER, 50000, packets=1, bytes=100)
     r = run(call + check + other)
     assert r.is_voip.tolist() == [True] * 4 + [False] * 2
     assert r.app_names().tolist()[:4] == ["whatsapp"] * 4
     assert all(e & Evidence.CALL_SOCKET for e in r.evidence[2:4])
     assert all(e & Evidence.STUN_SHAPE for e in r.evidence[2:])
+
+
+def test_relay_sockets_need_the_same_far_host_on_another_flow() -> None:
+    # (socket, far host): anchor 0 is socket 1 <-> server endpoint 2 on host 20
+    src = np.array([1, 1, 1, 4], np.uint64)
+    dst = np.array([2, 3, 5, 3], np.uint64)
+    src_a = np.array([10, 10, 10, 40], np.uint64)
+    dst_a = np.array([20, 20, 50, 20], np.uint64)
+    conv = np.array([100, 101, 102, 103], np.uint64)
+    hit, vouch = relay_sockets(src, dst, src_a, dst_a, conv, np.array([0]), np.array([1, 2, 3]))
+    # row 1: same socket, same far host, another port; row 2: another far
+    # host; row 3: another client of the same server
+    assert hit.tolist() == [1]
+    assert vouch.tolist() == [0]
+    same_flow = relay_sockets(src, dst, src_a, dst_a, conv, np.array([0]), np.array([0]))[0]
+    assert same_flow.tolist() == []
+
+
+def test_media_after_a_stun_shaped_exchange_with_its_server_is_a_call() -> None:
+    server = "203.0.113.50"  # in no list, no STUN or app port
+    alloc = both(CLIENT, 41000, server, 7000, packets=1, bytes=60)  # request, response
+    media = both(CLIENT, 41000, server, 7002, **voice())
+    assert not run(media).is_voip.any()  # statistics alone are no call
+    r = run(alloc + media)
+    assert r.is_voip.tolist() == [True] * 4
+    assert all(e & Evidence.ICE_SHAPE for e in r.evidence)
+    assert r.role_names().tolist() == ["ice", "ice", "media", "media"]
+    # A game server's endpoint: one client's short exchange vouches for no
+    # other client's stream.
+    other = both("192.168.1.11", 41000, server, 7000, packets=1, bytes=60)
+    game = both(CLIENT, 41000, server, 7000, **voice(), flow_start_ms=T0 + 1)
+    assert not run(other + game).is_voip.any()
+
+
+def test_checks_of_a_host_in_a_session_to_an_unlisted_peer_are_its_call() -> None:
+    stun = both(CLIENT, 40010, "203.0.113.1", 3478, packets=2, bytes=200)  # opens the session
+    # a check each way on another socket (RFC 8445 triggered checks): 2 + 2 packets
+    checks = both(CLIENT, 40020, PEER, 50020, packets=2, bytes=200)
+    ping = both(CLIENT, 40030, PEER, 50030, packets=1, bytes=100)  # one query, one answer
+    assert not run(checks).is_voip.any()
+    r = run(stun + checks + ping)
+    assert r.is_voip.tolist() == [True] * 4 + [False] * 2
+    assert all(e & Evidence.HOST_SESSION for e in r.evidence[2:4])
+    assert r.role_names().tolist()[2:4] == ["ice", "ice"]
