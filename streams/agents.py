@@ -11,7 +11,7 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import Callable, Collection
+from collections.abc import Awaitable, Callable, Collection
 from typing import Any
 
 from voipflow.schemas import voipflows
@@ -19,6 +19,7 @@ from voipflow.schemas.flowbatch import BatchError, BatchVersionError
 from voipflow.streams.app import EXPORTER_KEY_PREFIX, WorkerApp
 from voipflow.streams.commits import deliver, kill_after_commit
 from voipflow.streams.config import WorkerConfig
+from voipflow.streams.order import OffsetGate, hold_back
 from voipflow.streams.pipeline import CityStates, ExporterStates, FlowPipeline, PartialError
 from voipflow.streams.statecache import DecodedStates, PendingStates
 
@@ -66,11 +67,39 @@ def install_agents(
 
     batches_done = 0
 
+    def committed(tp: Any) -> int | None:
+        # The consumer's own record, set when the partition was assigned.
+        consumer: Any = w.app.consumer
+        offset: int | None = consumer._committed_offset.get(tp)
+        return offset
+
+    async def in_order(
+        gate: OffsetGate, event: Any, seen: Callable[[Any], Awaitable[None]]
+    ) -> bool:
+        """True if ``event`` is the next of its partition (see streams.order); a
+        re-delivery goes to ``seen`` (which acks it when its first copy's work is)."""
+        msg = event.message
+        verdict = gate.check(msg.tp, msg.offset)
+        if verdict == "next":
+            return True
+        if verdict == "seen":
+            m.redelivered.labels(msg.topic).inc()
+            await seen(event)
+            return False
+        m.refetched.labels(msg.topic).inc()
+        return await hold_back(w.app, gate, event, m.deleted_unprocessed.labels(msg.topic).inc)
+
+    flow_gate = OffsetGate(committed)
+
     @w.app.agent(w.flows, name="flows")
     async def flow_agent(stream: Any) -> None:
         nonlocal batches_done
-        # Acked by hand once its outputs are delivered (see streams.commits).
+        # Acked by hand once its outputs are delivered (see streams.commits),
+        # in offset order (streams.order).
         async for event in stream.noack().events():
+            # A re-delivery was processed and acked already: ack the copy too.
+            if not await in_order(flow_gate, event, stream.ack):
+                continue
             msg = event.message
             source = f"{msg.topic}:{msg.partition}"
             started = time.process_time()
@@ -90,6 +119,7 @@ def install_agents(
                     },
                 )
                 await stream.ack(event)
+                flow_gate.done(msg.tp, msg.offset)
                 continue
             step_cpu.inc(time.thread_time() - thread_started)
             m.batch_seconds.observe(time.process_time() - started)
@@ -119,6 +149,7 @@ def install_agents(
             ]
             await deliver(pending)
             await stream.ack(event)
+            flow_gate.done(msg.tp, msg.offset)
             batches_done += 1
             if batches_done == config.fault_kill_after_batches:
                 await kill_after_commit(w.app, batches_done)
@@ -198,9 +229,20 @@ def install_agents(
         nonlocal keyed_stream
         keyed_stream = stream
         pending.clear()  # a restarted agent gets its unacked events again
+        # Handled is not yet acked here (states are written in bursts), so a
+        # restarted agent starts its order afresh, from the committed offsets.
+        gate = OffsetGate(committed)
+
+        async def seen(event: Any) -> None:
+            # Its first copy's state may still be pending: ack with it.
+            pending.add_event(event, time.monotonic())
+
         async for event in stream.noack().events():
+            if not await in_order(gate, event, seen):
+                continue
             async with pending_lock:
                 await handle_partial(event)
+                gate.done(event.message.tp, event.message.offset)
                 if len(pending.events) >= PENDING_MAX_EVENTS:
                     await write_pending()
 

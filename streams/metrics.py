@@ -47,6 +47,19 @@ class WorkerMetrics:
             ["topic"],
             registry=r,
         )
+        self.refetched = Counter(
+            "voipflow_worker_refetched_total",
+            "Messages that arrived after an offset of their partition was passed over; "
+            "held back, and the partition fetched again from the missing offset",
+            ["topic"],
+            registry=r,
+        )
+        self.deleted_unprocessed = Counter(
+            "voipflow_worker_deleted_unprocessed_total",
+            "Offsets deleted from a partition (retention) before any worker processed them",
+            ["topic"],
+            registry=r,
+        )
         self.unhomed = Counter(
             "voipflow_worker_unhomed_records_total",
             "Flow records with neither side in the home networks (not attributed to a city)",
