@@ -40,9 +40,12 @@ class WorkerConfig(BaseModel):
     source_idle_s: float = Field(60.0, gt=0)
     #: A flows partition with records waiting whose committed offset has not
     #: moved for this long is stalled (no worker takes it: a failover under
-    #: way); the windows of its keys stay open, however long it lasts, until
-    #: it moves. The group commits every second while it works.
+    #: way); the windows of its keys stay open until it moves. The group
+    #: commits every second while it works ...
     stall_after_s: float = Field(5.0, gt=0)
+    #: ... but for at most this long: a partition stalled for longer stops
+    #: holding windows (its records, when they come, count as late).
+    stall_max_hold_s: float = Field(900.0, gt=0)
     #: How often the worker reads the flows partitions' end and committed
     #: offsets to find the stalled ones; 0 turns the check off.
     stall_poll_s: float = Field(2.0, ge=0)

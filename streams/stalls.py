@@ -23,7 +23,9 @@ nobody is working on it. A key does not close windows on silence while one
 of its sources is stalled (``_WindowStates.handle``); the records come when
 the partition moves again and find their windows open.
 
-The watch only ever holds windows longer; if it cannot reach Kafka it keeps
+A partition stalled for longer than ``max_hold_s`` stops holding them, so
+that one stuck partition cannot freeze its keys' figures for ever. The watch
+only ever holds windows longer; if it cannot reach Kafka it keeps
 its last answer (counted and logged at a bounded rate), and at start, before
 its first answer, it reports nothing stalled.
 """
@@ -45,9 +47,13 @@ ERROR_LOG_S = 60.0
 class StallTracker:
     """The pure part: stalled partitions from successive (end, committed) readings."""
 
-    def __init__(self, topic: str, stall_after_s: float) -> None:
+    def __init__(self, topic: str, stall_after_s: float, max_hold_s: float = 900.0) -> None:
         self.topic = topic
         self.stall_after_s = stall_after_s
+        #: A partition stalled for this long stops holding windows: a stuck
+        #: partition must not freeze its keys' figures for ever (its records
+        #: count as late when they come).
+        self.max_hold_s = max_hold_s
         # partition -> (committed offset, when it was first seen at that offset)
         self._since: dict[int, tuple[int, float]] = {}
         self._stalled: frozenset[str] = frozenset()
@@ -73,7 +79,7 @@ class StallTracker:
                 since = now
             else:
                 since = prev[1]
-            if end > done and now - since >= self.stall_after_s:
+            if end > done and self.stall_after_s <= now - since < self.max_hold_s:
                 stalled.add(f"{self.topic}:{partition}")
         for partition in list(self._since):
             if partition not in ends:
@@ -86,7 +92,11 @@ class StallTracker:
                 extra={"partitions": sorted(became)},
             )
         if ended:
-            log.info("flows partitions moving again", extra={"partitions": sorted(ended)})
+            log.warning(
+                "flows partitions no longer hold windows (moving again, or stalled for"
+                f" longer than {self.max_hold_s:.0f} s: their late records will be counted)",
+                extra={"partitions": sorted(ended)},
+            )
         self._stalled = frozenset(stalled)
         return self._stalled
 

@@ -26,6 +26,16 @@ def test_a_backlog_under_a_committed_offset_that_stands_still_is_a_stall() -> No
     assert t.observe({0: 140, 1: 80, 2: 30, 3: 10}, {0: 140, 1: 80, 2: 30, 3: 10}, 60.0) == set()
 
 
+def test_a_partition_stuck_for_longer_than_the_hold_stops_holding_windows() -> None:
+    t = StallTracker("flows.v1", stall_after_s=5.0, max_hold_s=60.0)
+    t.observe({0: 10}, {0: 0}, 0.0)
+    assert t.observe({0: 12}, {0: 0}, 59.0) == {"flows.v1:0"}
+    assert t.observe({0: 14}, {0: 0}, 60.0) == set()
+    # It moves again, and a new stall holds again.
+    t.observe({0: 14}, {0: 1}, 61.0)
+    assert t.observe({0: 15}, {0: 1}, 66.0) == {"flows.v1:0"}
+
+
 def test_a_partition_that_went_away_is_forgotten() -> None:
     t = StallTracker("flows.v1", stall_after_s=1.0)
     t.observe({0: 10, 1: 10}, {0: 0, 1: 0}, 0.0)

@@ -112,7 +112,7 @@ def stall_watch(
         bootstrap, worker.app_id, kafka.flows_topic, kafka_client_options(kafka, "kafka-python")
     )
     return StallWatch(
-        StallTracker(kafka.flows_topic, worker.stall_after_s),
+        StallTracker(kafka.flows_topic, worker.stall_after_s, worker.stall_max_hold_s),
         reader,
         interval_s=worker.stall_poll_s,
         on_reading=lambda stalled: metrics.stalled_sources.set(len(stalled)),
