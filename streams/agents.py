@@ -19,7 +19,7 @@ from voipflow.schemas.flowbatch import BatchError, BatchVersionError
 from voipflow.streams.app import EXPORTER_KEY_PREFIX, WorkerApp
 from voipflow.streams.commits import deliver, kill_after_commit
 from voipflow.streams.config import WorkerConfig
-from voipflow.streams.order import OffsetGate, hold_back
+from voipflow.streams.order import OffsetGate, hold_back, read_offset_pins
 from voipflow.streams.pipeline import CityStates, ExporterStates, FlowPipeline, PartialError
 from voipflow.streams.statecache import DecodedStates, PendingStates
 
@@ -89,7 +89,7 @@ def install_agents(
         m.refetched.labels(msg.topic).inc()
         return await hold_back(w.app, gate, event, m.deleted_unprocessed.labels(msg.topic).inc)
 
-    flow_gate = OffsetGate(committed)
+    flow_gate = OffsetGate(committed, read_offset_pins(w.app))
 
     @w.app.agent(w.flows, name="flows")
     async def flow_agent(stream: Any) -> None:
@@ -231,7 +231,7 @@ def install_agents(
         pending.clear()  # a restarted agent gets its unacked events again
         # Handled is not yet acked here (states are written in bursts), so a
         # restarted agent starts its order afresh, from the committed offsets.
-        gate = OffsetGate(committed)
+        gate = OffsetGate(committed, read_offset_pins(w.app))
 
         async def seen(event: Any) -> None:
             # Its first copy's state may still be pending: ack with it.

@@ -47,6 +47,7 @@ from mode.utils.queues import FlowControlEvent
 from voipflow.schemas.topics import KafkaConfig, kafka_client_options
 from voipflow.streams.commits import guard_commit_head, use_delivered_buffer
 from voipflow.streams.config import WorkerConfig
+from voipflow.streams.order import pin_read_offsets
 
 
 class KeepBuffersOnResume(FlowControlEvent):
@@ -83,7 +84,13 @@ class KeepBuffersOnResume(FlowControlEvent):
 
 class WorkerFaustApp(faust.App):
     """The worker's Faust app: :class:`KeepBuffersOnResume` as its flow control, a
-    producer buffer that commits wait for (:mod:`voipflow.streams.commits`)."""
+    producer buffer that commits wait for (:mod:`voipflow.streams.commits`), read
+    offsets that a missing offset can be pinned at (:mod:`voipflow.streams.order`)."""
+
+    @cached_property
+    def read_offset_pins(self) -> dict[Any, int]:
+        """The consumer's read-offset pins, for :class:`~voipflow.streams.order.OffsetGate`."""
+        return {}
 
     @cached_property
     def flow_control(self) -> FlowControlEvent:
@@ -93,6 +100,8 @@ class WorkerFaustApp(faust.App):
         # Commits never pass an unacked first message (see streams.commits).
         consumer = super()._new_consumer()
         guard_commit_head(consumer)
+        # A passed-over offset can be fetched again (see streams.order).
+        pin_read_offsets(consumer, self.read_offset_pins)
         return consumer
 
     def _new_producer(self) -> Any:

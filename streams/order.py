@@ -21,7 +21,8 @@ is further on (another worker processed up to there). A message below it was
 processed already (a re-delivery: acked again and skipped); a message above
 it means the next one was passed over: it is not processed, and the
 partition is sought back to the missing offset, so the fetcher hands over
-the missing message and everything after it again, in order. Offsets that
+the missing message and everything after it again, in order (its read
+offset pinned there, :class:`PinnedReadOffsets`, until the agent has it). Offsets that
 the partition no longer holds (deleted by retention before anyone processed
 them) cannot come back; from the partition's earliest offset on, the gate
 goes on, and counts the loss.
@@ -31,7 +32,8 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections import defaultdict
+from collections.abc import Callable, Mapping
 from typing import Any, Literal
 
 log = logging.getLogger(__name__)
@@ -42,12 +44,40 @@ Verdict = Literal["next", "seen", "ahead"]
 RESEEK_EVERY_S = 5.0
 
 
+class PinnedReadOffsets(defaultdict[Any, "int | None"]):
+    """Faust's read offsets (the last offset its fetcher handed on, per partition),
+    which can be pinned at an offset that must be fetched again.
+
+    Faust's fetcher drops a fetched message below the read offset as read
+    already, and sets the read offset after every message it hands on. A
+    seek back to a missing offset is therefore undone by the next message of
+    the batch in hand, and the re-fetched missing message is then dropped.
+    While a partition is pinned, its read offset never passes the pin.
+    """
+
+    def __init__(
+        self, current: Mapping[Any, int | None] | None = None, pins: dict[Any, int] | None = None
+    ) -> None:
+        super().__init__(lambda: None, current or {})
+        self.pins: dict[Any, int] = pins if pins is not None else {}
+
+    def __setitem__(self, tp: Any, offset: int | None) -> None:
+        pin = self.pins.get(tp)
+        if pin is not None and (offset is None or offset > pin):
+            offset = pin
+        super().__setitem__(tp, offset)
+
+
 class OffsetGate:
     """Per partition, the next offset an agent must process."""
 
-    def __init__(self, committed: Callable[[Any], int | None]) -> None:
+    def __init__(
+        self, committed: Callable[[Any], int | None], pins: dict[Any, int] | None = None
+    ) -> None:
         #: The consumer's committed offset of a partition (None if unknown).
         self.committed = committed
+        #: The read-offset pins of the consumer (:class:`PinnedReadOffsets`).
+        self.pins = pins if pins is not None else {}
         self._next: dict[Any, int] = {}
         self._reseek_at: dict[Any, float] = {}
 
@@ -72,6 +102,9 @@ class OffsetGate:
         """The agent finished ``offset`` (its outputs delivered, the event acked)."""
         self._next[tp] = offset + 1
         self._reseek_at.pop(tp, None)
+        pin = self.pins.get(tp)
+        if pin is not None and offset >= pin:
+            del self.pins[tp]
 
     def skip_to(self, tp: Any, offset: int) -> None:
         """Offsets before ``offset`` cannot come back (the partition starts there)."""
@@ -116,5 +149,18 @@ async def hold_back(app: Any, gate: OffsetGate, event: Any, on_lost: Callable[[i
             f"{tp.topic}:{tp.partition}: offset {msg.offset} arrived while {want} was expected;"
             f" fetching again from {want}",
         )
+        gate.pins[tp] = want
         await consumer.seek(tp, want)
     return False
+
+
+def pin_read_offsets(consumer: Any, pins: dict[Any, int]) -> None:
+    """Give a Faust consumer (before its fetcher starts) :class:`PinnedReadOffsets`
+    with ``pins`` (shared with the agents' :class:`OffsetGate`)."""
+    consumer._read_offset = PinnedReadOffsets(consumer._read_offset, pins)
+
+
+def read_offset_pins(app: Any) -> dict[Any, int]:
+    """The pins of a :class:`~voipflow.streams.app.WorkerFaustApp` (none for another app)."""
+    pins: dict[Any, int] = getattr(app, "read_offset_pins", {})
+    return pins

@@ -2,9 +2,19 @@
 
 from __future__ import annotations
 
-from faust.types import TP
+import asyncio
+import time
+import uuid
+from pathlib import Path
+from typing import Any
 
-from voipflow.streams.order import RESEEK_EVERY_S, OffsetGate
+import pytest
+from faust.types import TP
+from kafka import KafkaProducer
+
+from tests.fixtures.kafka import TopicFactory
+from voipflow.streams.app import WorkerFaustApp
+from voipflow.streams.order import RESEEK_EVERY_S, OffsetGate, hold_back, read_offset_pins
 
 P0, P1 = TP("flows.v1", 0), TP("flows.v1", 1)
 
@@ -70,3 +80,100 @@ def test_offsets_deleted_before_processing_are_skipped_to_the_earliest() -> None
     assert gate.check(P0, 50) == "ahead"
     gate.skip_to(P0, 50)
     assert gate.check(P0, 50) == "next"
+
+
+MESSAGES = 400
+
+
+LOST_ONCE = 150
+
+
+async def agent_after_a_skip(bootstrap: str, topic_name: str, datadir: Path) -> dict[str, Any]:
+    """Run a gated agent on the real broker, which loses offset ``LOST_ONCE`` once.
+
+    Faust's own loss cannot be brought about on demand, so the agent stands
+    in for it: the first time offset 150 arrives it is dropped unprocessed
+    and unacked, as a message Faust passed over never reaches the agent. What
+    follows is real: the next message is ahead, the partition is sought
+    back on the broker, Faust's fetcher fetches again.
+    """
+    app = WorkerFaustApp(
+        f"vf-order-{uuid.uuid4().hex[:6]}",
+        broker=f"kafka://{bootstrap}",
+        store="memory://",
+        datadir=str(datadir),
+        web_enabled=False,
+        topic_partitions=1,
+        topic_replication_factor=1,
+        consumer_auto_offset_reset="earliest",
+        stream_buffer_maxsize=8,  # the fetcher waits on the agent, mid-batch
+        broker_commit_interval=0.2,
+    )
+    topic = app.topic(topic_name, key_type=bytes, value_type=bytes)
+    processed: list[int] = []
+    refetched: list[int] = []
+    lost: list[int] = []
+    dropped: list[int] = []
+
+    def committed(tp: Any) -> int | None:
+        consumer: Any = app.consumer
+        offset: int | None = consumer._committed_offset.get(tp)
+        return offset
+
+    gate = OffsetGate(committed, read_offset_pins(app))
+
+    @app.agent(topic)
+    async def gated(stream: Any) -> None:
+        # The loop of streams.agents.install_agents' flow agent, without the work.
+        async for event in stream.noack().events():
+            msg = event.message
+            if msg.offset == LOST_ONCE and not dropped:
+                dropped.append(msg.offset)
+                app.consumer._unacked_messages.discard(msg)
+                continue
+            verdict = gate.check(msg.tp, msg.offset)
+            if verdict == "seen":
+                await stream.ack(event)
+                continue
+            if verdict == "ahead":
+                refetched.append(msg.offset)
+                if not await hold_back(app, gate, event, lost.append):
+                    continue
+            processed.append(msg.offset)
+            await asyncio.sleep(0.002)
+            await stream.ack(event)
+            gate.done(msg.tp, msg.offset)
+
+    async def until(cond: Any, timeout_s: float) -> None:
+        deadline = time.monotonic() + timeout_s
+        while not cond():
+            assert time.monotonic() < deadline, f"timed out after {len(processed)} processed"
+            await asyncio.sleep(0.01)
+
+    await app.start()
+    try:
+        await until(lambda: len(processed) >= MESSAGES, 60)
+        await asyncio.sleep(1.0)  # anything processed twice would show by now
+        (tp,) = [tp for tp in app.consumer.assignment() if tp.topic == topic_name]
+        await until(lambda: committed(tp) == MESSAGES, 10)
+        return {"processed": processed, "refetched": refetched, "lost": lost, "dropped": dropped}
+    finally:
+        await app.stop()
+
+
+@pytest.mark.kafka
+@pytest.mark.slow
+def test_an_agent_gets_every_offset_once_and_in_order_after_one_was_passed_over(
+    kafka_bootstrap: str, kafka_topic_factory: TopicFactory, tmp_path: Path
+) -> None:
+    name = kafka_topic_factory(partitions=1)
+    producer = KafkaProducer(bootstrap_servers=kafka_bootstrap, linger_ms=5)
+    for i in range(MESSAGES):
+        producer.send(name, key=b"k", value=str(i).encode())
+    producer.flush()
+    producer.close()
+    got = asyncio.run(agent_after_a_skip(kafka_bootstrap, name, tmp_path / "faust"))
+    assert got["dropped"] == [LOST_ONCE]
+    assert got["refetched"][0] == LOST_ONCE + 1  # the next one was held back
+    assert got["processed"] == list(range(MESSAGES))
+    assert got["lost"] == []
