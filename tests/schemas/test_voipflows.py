@@ -88,7 +88,7 @@ def test_v1_batch_with_a_missing_column_is_schema_error() -> None:
 def test_evidence_bits_are_distinct_powers_of_two() -> None:
     bits = [int(e) for e in vf.Evidence]
     assert all(b & (b - 1) == 0 for b in bits)
-    assert len(set(bits)) == len(bits) == 24
+    assert len(set(bits)) == len(bits) == 25
 
 
 def test_flows_v1_batch_is_refused_as_other_version() -> None:
