@@ -11,7 +11,7 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import Awaitable, Callable, Collection
+from collections.abc import Callable, Collection
 from typing import Any
 
 from voipflow.schemas import voipflows
@@ -19,7 +19,7 @@ from voipflow.schemas.flowbatch import BatchError, BatchVersionError
 from voipflow.streams.app import EXPORTER_KEY_PREFIX, WorkerApp
 from voipflow.streams.commits import deliver, kill_after_commit
 from voipflow.streams.config import WorkerConfig
-from voipflow.streams.order import OffsetGate, hold_back, read_offset_pins
+from voipflow.streams.order import admit, gate_for
 from voipflow.streams.pipeline import CityStates, ExporterStates, FlowPipeline, PartialError
 from voipflow.streams.statecache import DecodedStates, PendingStates
 
@@ -67,29 +67,7 @@ def install_agents(
 
     batches_done = 0
 
-    def committed(tp: Any) -> int | None:
-        # The consumer's own record, set when the partition was assigned.
-        consumer: Any = w.app.consumer
-        offset: int | None = consumer._committed_offset.get(tp)
-        return offset
-
-    async def in_order(
-        gate: OffsetGate, event: Any, seen: Callable[[Any], Awaitable[None]]
-    ) -> bool:
-        """True if ``event`` is the next of its partition (see streams.order); a
-        re-delivery goes to ``seen`` (which acks it when its first copy's work is)."""
-        msg = event.message
-        verdict = gate.check(msg.tp, msg.offset)
-        if verdict == "next":
-            return True
-        if verdict == "seen":
-            m.redelivered.labels(msg.topic).inc()
-            await seen(event)
-            return False
-        m.refetched.labels(msg.topic).inc()
-        return await hold_back(w.app, gate, event, m.deleted_unprocessed.labels(msg.topic).inc)
-
-    flow_gate = OffsetGate(committed, read_offset_pins(w.app))
+    flow_gate = gate_for(w.app)
 
     @w.app.agent(w.flows, name="flows")
     async def flow_agent(stream: Any) -> None:
@@ -98,7 +76,7 @@ def install_agents(
         # in offset order (streams.order).
         async for event in stream.noack().events():
             # A re-delivery was processed and acked already: ack the copy too.
-            if not await in_order(flow_gate, event, stream.ack):
+            if not await admit(w.app, flow_gate, event, stream.ack, m):
                 continue
             msg = event.message
             source = f"{msg.topic}:{msg.partition}"
@@ -231,14 +209,14 @@ def install_agents(
         pending.clear()  # a restarted agent gets its unacked events again
         # Handled is not yet acked here (states are written in bursts), so a
         # restarted agent starts its order afresh, from the committed offsets.
-        gate = OffsetGate(committed, read_offset_pins(w.app))
+        gate = gate_for(w.app)
 
         async def seen(event: Any) -> None:
             # Its first copy's state may still be pending: ack with it.
             pending.add_event(event, time.monotonic())
 
         async for event in stream.noack().events():
-            if not await in_order(gate, event, seen):
+            if not await admit(w.app, gate, event, seen, m):
                 continue
             async with pending_lock:
                 await handle_partial(event)

@@ -33,8 +33,10 @@ from __future__ import annotations
 import logging
 import time
 from collections import defaultdict
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Literal
+
+from voipflow.streams.metrics import WorkerMetrics
 
 log = logging.getLogger(__name__)
 
@@ -152,6 +154,42 @@ async def hold_back(app: Any, gate: OffsetGate, event: Any, on_lost: Callable[[i
         gate.pins[tp] = want
         await consumer.seek(tp, want)
     return False
+
+
+def gate_for(app: Any) -> OffsetGate:
+    """An :class:`OffsetGate` over a Faust app's consumer: its committed offsets
+    (set when a partition is assigned) and its read-offset pins."""
+
+    def committed(tp: Any) -> int | None:
+        offset: int | None = app.consumer._committed_offset.get(tp)
+        return offset
+
+    return OffsetGate(committed, read_offset_pins(app))
+
+
+async def admit(
+    app: Any,
+    gate: OffsetGate,
+    event: Any,
+    seen: Callable[[Any], Awaitable[None]],
+    metrics: WorkerMetrics,
+) -> bool:
+    """True if ``event`` is the next of its partition, to be processed now.
+
+    A re-delivery goes to ``seen`` (which acks it once its first copy's work
+    is acked) and is counted; a message past a missing offset is held back
+    (:func:`hold_back`) and counted.
+    """
+    msg = event.message
+    verdict = gate.check(msg.tp, msg.offset)
+    if verdict == "next":
+        return True
+    if verdict == "seen":
+        metrics.redelivered.labels(msg.topic).inc()
+        await seen(event)
+        return False
+    metrics.refetched.labels(msg.topic).inc()
+    return await hold_back(app, gate, event, metrics.deleted_unprocessed.labels(msg.topic).inc)
 
 
 def pin_read_offsets(consumer: Any, pins: dict[Any, int]) -> None:

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +23,7 @@ import faust
 import pytest
 from kafka import KafkaProducer
 
+from tests.fixtures.faust_apps import small_app, until
 from tests.fixtures.kafka import TopicFactory
 from voipflow.streams.app import KeepBuffersOnResume, WorkerFaustApp
 
@@ -36,18 +36,7 @@ async def resume_behind_the_fetcher(
     app_cls: type[faust.App], bootstrap: str, topic_name: str, datadir: Path
 ) -> tuple[set[int], int, type]:
     """Offsets the agent saw, messages buffered at the resume, the flow control's type."""
-    app = app_cls(
-        f"vf-resume-{uuid.uuid4().hex[:6]}",
-        broker=f"kafka://{bootstrap}",
-        store="memory://",
-        datadir=str(datadir),
-        web_enabled=False,
-        topic_partitions=1,
-        topic_replication_factor=1,
-        consumer_auto_offset_reset="earliest",
-        stream_buffer_maxsize=8,  # the fetcher fills it and waits: the agent is behind
-        broker_commit_interval=0.2,
-    )
+    app = small_app(app_cls, "vf-resume", bootstrap, datadir)
     topic = app.topic(topic_name, key_type=bytes, value_type=bytes)
     seen: list[int] = []
 
@@ -57,15 +46,9 @@ async def resume_behind_the_fetcher(
             seen.append(event.message.offset)
             await asyncio.sleep(0.005)
 
-    async def until(cond: Any, timeout_s: float) -> None:
-        deadline = time.monotonic() + timeout_s
-        while not cond():
-            assert time.monotonic() < deadline, f"timed out, agent saw {len(seen)} messages"
-            await asyncio.sleep(0.01)
-
     await app.start()
     try:
-        await until(lambda: len(seen) >= MESSAGES // 4, 60)
+        await until(lambda: len(seen) >= MESSAGES // 4, 60, lambda: f"agent saw {len(seen)}")
         # What faust.tables.recovery.Recovery.on_recovery_completed does last.
         await app.consumer.perform_seek()
         buffered = sum(q.qsize() for q in app.flow_control._queues)
