@@ -258,9 +258,15 @@ def encode(batch: VoipFlowBatch, compression: str | None = None) -> bytes:
     with Arrow IPC body compression, which :func:`decode` (any Arrow reader)
     undoes by itself; None leaves them plain.
     """
+    return encode_record_batch(batch.to_arrow(), compression)
+
+
+def encode_record_batch(records: pa.RecordBatch, compression: str | None = None) -> bytes:
+    """:func:`encode` of a record batch of :data:`VOIP_FLOW_SCHEMA` (or a slice
+    of one: only the slice's rows are written)."""
     if compression is None:
-        return write_single_batch(batch.to_arrow())
-    return bytes(encode_view(batch.to_arrow(), compression))
+        return write_single_batch(records)
+    return bytes(encode_view(records, compression))
 
 
 #: The columns of version 1: version 2's without ``role``.

@@ -80,6 +80,48 @@ def test_a_city_with_more_voip_flows_than_a_message_holds_gets_several() -> None
     assert sorted(ports.tolist()) == [40000 + i for i in range(n_voip)]
 
 
+def test_each_citys_message_holds_its_own_rows_only() -> None:
+    # The voip-flows rows of a batch are built once and sliced by city: a
+    # slice must carry its own rows, with its own geography, and no more.
+    pipe = FlowPipeline(CFG, arrow_compression="lz4")
+    pipe.start()
+    n = 3 * VOIP_FLOWS_MAX_ROWS // 2
+    berlin_every = 30  # one Berlin row in 30, the rest Paris, interleaved
+    subscriber = ["10.1.0.5" if i % berlin_every == 0 else "10.4.0.7" for i in range(n)]
+    value = fb.encode(
+        fb.make_batch(
+            {
+                "src_addr": np.array([fb.text_to_addr16(a) for a in subscriber], dtype="S16"),
+                "dst_addr": np.array([fb.text_to_addr16("157.240.1.1")] * n, dtype="S16"),
+                "src_port": [20000 + i for i in range(n)],
+                "dst_port": [3478] * n,
+                "protocol": [17] * n,
+                "packets": [10] * n,
+                "bytes": [1000] * n,
+                "flow_start_ms": [T0] * n,
+                "flow_end_ms": [T0 + 5000] * n,
+            }
+        )
+    )
+    out = pipe.process(value, "flows.v1:0", 3)
+    assert [city for city, _ in out.voip_flows] == ["Berlin", "Paris", "Paris"]
+    decoded = [(city, vf.decode(data)) for city, data in out.voip_flows]
+    for city, vb in decoded:
+        assert set(vb["city"].to_pylist()) == {city}
+        assert set(vb["country"].to_pylist()) == {"DE" if city == "Berlin" else "FR"}
+        want = "10.1.0.5" if city == "Berlin" else "10.4.0.7"
+        assert {fb.addr_to_text(a) for a in vb["subscriber_addr"]} == {want}
+        ports = vb["subscriber_port"]
+        assert all((p - 20000) % berlin_every == 0 for p in ports) == (city == "Berlin")
+    assert [len(vb) for _, vb in decoded] == [
+        len(range(0, n, berlin_every)),
+        VOIP_FLOWS_MAX_ROWS,
+        n - len(range(0, n, berlin_every)) - VOIP_FLOWS_MAX_ROWS,
+    ]
+    # The small city's message is written from its slice, not the whole batch.
+    assert len(out.voip_flows[0][1]) < len(out.voip_flows[1][1]) / 5
+
+
 @pytest.mark.parametrize(
     "value",
     [b"", b"garbage", message()[:50], fb.encode(fb.make_batch({"packets": [1]}))[:-9]],
