@@ -66,7 +66,8 @@ def subscriber_hash(addrs: np.ndarray) -> np.ndarray:
 
 @dataclass(slots=True)
 class AppWindow:
-    """Sums of one app (or ALL) in one window of one city."""
+    """Sums of one app (or ALL) in one window of one city; ``subscribers`` sorted
+    and distinct (as :func:`batch_partials` makes them)."""
 
     flows: int = 0
     packets: int = 0
@@ -80,7 +81,7 @@ class AppWindow:
             self.packets,
             self.bytes,
             round(self.call_seconds, 3),
-            pack_hashes(self.subscribers),
+            pack_hashes(self.subscribers, distinct=True),
         ]
 
 

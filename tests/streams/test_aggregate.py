@@ -115,6 +115,8 @@ def test_all_rows_sum_to_the_sampling_corrected_input(seed: int, n: int) -> None
                     & (app_names == app)
                 )
                 assert set(aw.subscribers.tolist()) == set(hashes[rows].tolist())
+                # Sorted and distinct as they are: the partial packs them as such.
+                assert aw.subscribers.tolist() == sorted(set(hashes[rows].tolist()))
 
 
 def _totals(state: dict) -> dict:
