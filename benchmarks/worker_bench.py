@@ -13,7 +13,7 @@
    first worker's time goes (py-spy).
 
 Usage: ``python -m benchmarks.worker_bench [--batches N] [--flows N] [--runs R]
-[--no-kafka] [--workers 1,2] [--partitions P] [--profile FILE]``. Prints each
+[--compression lz4] [--no-kafka] [--workers 1,2] [--partitions P] [--profile FILE]``. Prints each
 run and medians of the runs. The machine may be shared: the lines give the
 load average before and after each run.
 """
@@ -40,7 +40,11 @@ TABLE = REPO / "data" / "cities" / "demo-cities.csv"
 HOME = "10.0.0.0/8,2001:db8::/32"
 
 
-def make_messages(batches: int, flows: int, seed: int = 1) -> list[bytes]:
+def make_messages(
+    batches: int, flows: int, seed: int = 1, compression: str | None = None
+) -> list[bytes]:
+    """Synthetic flows.v1 messages; ``compression`` ("lz4", "zstd") compresses them
+    inside Arrow as the collector does by default (``VOIPFLOW_COLLECTOR_COMPRESSION_LAYER``)."""
     rng = np.random.default_rng(seed)
     t0 = int(time.time() * 1000) // 60_000 * 60_000
     out = []
@@ -53,7 +57,8 @@ def make_messages(batches: int, flows: int, seed: int = 1) -> list[bytes]:
         up = rng.random(n) < 0.5
         start = t0 + i * 200 + rng.integers(0, 60_000, n)
         out.append(
-            fb.encode(
+            _encode(
+                compression,
                 fb.make_batch(
                     {
                         "src_addr": fb.ipv4_to_addr16(np.where(up, home, other)),
@@ -70,10 +75,16 @@ def make_messages(batches: int, flows: int, seed: int = 1) -> list[bytes]:
                             n, fb.text_to_addr16(f"192.0.2.{i % 8}"), dtype="S16"
                         ),
                     }
-                )
+                ),
             )
         )
     return out
+
+
+def _encode(compression: str | None, batch: fb.FlowBatch) -> bytes:
+    if compression is None:
+        return fb.encode(batch)
+    return bytes(fb.encode_view(batch, compression))
 
 
 def pure(messages: list[bytes], flows: int) -> dict[str, float]:
@@ -112,6 +123,14 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--batches", type=int, default=50)
     ap.add_argument("--flows", type=int, default=5_000, help="flows per batch (one message < 1 MB)")
+    ap.add_argument(
+        "--compression",
+        choices=("none", "lz4", "zstd"),
+        default="none",
+        help="compress the flows.v1 messages inside Arrow, as the collector does by default "
+        "(lz4); with lz4 a message of 20,000 synthetic flows is about 680 KB, the collector's "
+        "default batch (VOIPFLOW_COLLECTOR_BATCH_MAX_RECORDS)",
+    )
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--no-kafka", action="store_true")
     ap.add_argument(
@@ -134,11 +153,13 @@ def main() -> int:
         help="record the first worker's first run with perf (on-CPU samples) into this file",
     )
     args = ap.parse_args()
-    messages = make_messages(args.batches, args.flows)
+    codec = None if args.compression == "none" else args.compression
+    messages = make_messages(args.batches, args.flows, compression=codec)
     results = [pure(messages, args.flows) for _ in range(args.runs)]
     med = {k: statistics.median(r[k] for r in results) for k in results[0]}
     print(
-        f"pure path ({args.runs} runs x {args.batches} batches x {args.flows} flows), "
+        f"pure path ({args.runs} runs x {args.batches} batches x {args.flows} flows, "
+        f"flows.v1 compression {args.compression}), "
         "flows per CPU-second: " + ", ".join(f"{k} {v:,.0f}" for k, v in med.items())
     )
     print("  (whole step = decode + enrich + classify + per-city partials + voip-flows encode)")

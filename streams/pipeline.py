@@ -175,9 +175,9 @@ class FlowPipeline:
         voip = result.is_voip & enr.home
         out.voip_records = int(np.count_nonzero(result.is_voip))
         if out.voip_records:
-            names = result.app_names()[result.is_voip]
-            for app, count in zip(*np.unique(names, return_counts=True), strict=True):
-                self.metrics.voip_records.labels(str(app)).inc(int(count))
+            counts = np.bincount(result.app_code[result.is_voip], minlength=len(result.apps))
+            for code in np.flatnonzero(counts):
+                self.metrics.voip_records.labels(result.apps[code]).inc(int(counts[code]))
         if self.config.publish_voip_flows and voip.any():
             compression = self.arrow_compression
             rows = np.flatnonzero(voip)

@@ -54,6 +54,9 @@ def test_one_batch_gives_voip_flows_and_partials_per_city() -> None:
     pipe.start()
     out = pipe.process(message(), "flows.v1:0", 12)
     assert out.records == 5 and out.voip_records == 3
+    sample = pipe.metrics.registry.get_sample_value
+    assert sample("voipflow_worker_voip_records_total", {"app": "whatsapp"}) == 3
+    assert sample("voipflow_worker_voip_records_total", {"app": "zoom"}) is None
     assert [city for city, _ in out.voip_flows] == ["Berlin"]
     vb = vf.decode(out.voip_flows[0][1])
     assert len(vb) == 3
