@@ -51,6 +51,7 @@ from voipflow.schemas.usage import SCHEMA_NAME as USAGE_SCHEMA
 from voipflow.streams.classify import Classification, Evidence
 from voipflow.streams.enrich import Enrichment
 from voipflow.streams.flowpairs import mix64
+from voipflow.streams.grouping import group_codes
 
 #: Pseudo-app of the rows that sum every home record of a city (VoIP or not).
 ALL = "_all"
@@ -261,8 +262,7 @@ def batch_partials(
     w_idx = (r_win - w_min) // w_ms
     n_w = int(w_idx.max()) + 1
     key = (r_city * n_w + w_idx) * n_apps + r_app
-    uniq, inv = np.unique(key, return_inverse=True)
-    inv = inv.reshape(-1)
+    uniq, inv = group_codes(key)
     flows = np.bincount(inv, minlength=len(uniq))
     pks = np.bincount(inv, weights=r_pk, minlength=len(uniq))
     bys = np.bincount(inv, weights=r_by, minlength=len(uniq))

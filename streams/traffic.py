@@ -41,6 +41,7 @@ from voipflow.schemas.traffic import SCHEMA_NAME as TRAFFIC_SCHEMA
 from voipflow.streams.aggregate import claim_source, count_if_late, pop_due_windows
 from voipflow.streams.classify import Classification
 from voipflow.streams.enrich import SOURCE_NONE, Enrichment
+from voipflow.streams.grouping import group_codes, same_or_unique, stable_order
 
 STATE_VERSION = 1
 N_COUNTERS = len(COUNTERS)
@@ -115,25 +116,22 @@ def batch_traffic(
     w_ms = np.int64(window_s * 1000)
     recv = reception_ms(batch)
     window = (recv // w_ms) * w_ms
-    exporters, exp_idx = np.unique(batch["exporter_addr"], return_inverse=True)
-    domains, dom_idx = np.unique(
-        batch["observation_domain_id"].astype(np.int64), return_inverse=True
-    )
+    exporters, exp_idx = same_or_unique(batch["exporter_addr"])
+    domains, dom_idx = same_or_unique(batch["observation_domain_id"].astype(np.int64))
     w_min = window.min()
     w_idx = (window - w_min) // w_ms
     n_w = int(w_idx.max()) + 1
     n_d = len(domains)
-    key = (exp_idx.reshape(-1).astype(np.int64) * n_d + dom_idx.reshape(-1)) * n_w + w_idx
-    order = np.argsort(key, kind="stable")
-    sorted_key = key[order]
-    starts = np.flatnonzero(np.r_[True, sorted_key[1:] != sorted_key[:-1]])
+    key = (exp_idx.astype(np.int64) * n_d + dom_idx) * n_w + w_idx
+    groups, code = group_codes(key)
+    order = stable_order(code, len(groups))
+    starts = np.searchsorted(code[order], np.arange(len(groups)))
     sums = np.add.reduceat(record_counters(batch, enr, result)[order], starts, axis=0)
-    groups = sorted_key[starts]
     g_win = (groups % n_w) * w_ms + w_min
     g_dom = domains[(groups // n_w) % n_d]
     g_exp = groups // n_w // n_d
     newest = np.full(len(exporters), -1, dtype=np.int64)
-    np.maximum.at(newest, exp_idx.reshape(-1), recv)
+    np.maximum.at(newest, exp_idx, recv)
     out: dict[str, ExporterPartial] = {}
     names = [addr_to_text(bytes(e)) for e in exporters]  # per exporter, not per record
     for g in range(len(groups)):  # per group: exporters x domains x windows
