@@ -7,6 +7,12 @@ carrying the value of the longest prefix that covers it. A lookup is then one
 into ``::ffff:0:0/96`` as in ``flows.v1``) over the sorted range starts, and
 one comparison with the range ends — no Python work per address.
 
+Most IPv4 addresses need no search at all: for each of the 65,536 /16
+blocks the table notes the value of the whole block when no range starts or
+ends inside it (a block in no range, or inside one), and an address of such
+a block takes that value with one index. Only addresses of blocks that a
+range boundary cuts are searched.
+
 Big-endian 16-byte strings sort like the 128-bit numbers they encode, so the
 ``S16`` columns of a flow batch could be searched as they are; comparing
 numbers is several times cheaper than comparing byte strings, though, so
@@ -30,6 +36,9 @@ import numpy as np
 from voipflow.schemas.flowbatch import addr16_halves
 
 IPV4_MAPPED = 0xFFFF << 32
+
+#: A /16 block's entry when range boundaries cut it: search its addresses.
+_SEARCH = -2
 
 
 class PrefixError(ValueError):
@@ -70,6 +79,8 @@ class PrefixTable:
     _low_starts: np.ndarray = field(init=False, repr=False, compare=False)
     _ends_hi: np.ndarray = field(init=False, repr=False, compare=False)
     _ends_lo: np.ndarray = field(init=False, repr=False, compare=False)
+    # per IPv4 /16 block: the value of every address in it, or _SEARCH
+    _v4_blocks: np.ndarray = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         s_hi, s_lo = addr16_halves(self.starts)
@@ -77,6 +88,22 @@ class PrefixTable:
         object.__setattr__(self, "_low_starts", s_lo[s_hi == 0])
         object.__setattr__(self, "_ends_hi", e_hi)
         object.__setattr__(self, "_ends_lo", e_lo)
+        object.__setattr__(self, "_v4_blocks", self._block_values())
+
+    def _block_values(self) -> np.ndarray:
+        """Per /16 of IPv4: the value of its first address when no range starts
+        or ends after that address inside the block, else ``_SEARCH``."""
+        first = np.uint64(IPV4_MAPPED) + (np.arange(1 << 16, dtype=np.uint64) << np.uint64(16))
+        last = first + np.uint64(0xFFFF)
+        low_ends = self._ends_lo[self._ends_hi == 0]
+        # A range changes the value at its start and just after its end.
+        bounds = np.sort(np.concatenate([self._low_starts, low_ends + np.uint64(1)]))
+        cuts = np.searchsorted(bounds, last, side="right") - np.searchsorted(
+            bounds, first, side="right"
+        )
+        values = self._lookup_low(first, np.zeros(len(first), dtype=np.uint64), first)
+        out: np.ndarray = np.where(cuts == 0, values, _SEARCH).astype(np.int32)
+        return out
 
     @classmethod
     def build(
@@ -137,10 +164,22 @@ class PrefixTable:
     def lookup(self, addrs: np.ndarray) -> np.ndarray:
         """Value of the longest prefix containing each address, -1 where none does."""
         addrs = np.asarray(addrs, dtype="S16")
-        out = np.full(len(addrs), -1, dtype=np.int32)
         if not len(self.starts) or not len(addrs):
-            return out
+            return np.full(len(addrs), -1, dtype=np.int32)
         hi, lo = addr16_halves(addrs)
+        v4 = (hi == 0) & ((lo >> np.uint64(32)) == np.uint64(0xFFFF))
+        block = ((lo >> np.uint64(16)) & np.uint64(0xFFFF)).astype(np.intp)
+        out: np.ndarray = np.where(v4, self._v4_blocks[block], _SEARCH).astype(np.int32)
+        todo = np.flatnonzero(out == _SEARCH)
+        if len(todo):
+            out[todo] = self._lookup_low(addrs[todo], hi[todo], lo[todo])
+        return out
+
+    def _lookup_low(self, addrs: np.ndarray, hi: np.ndarray, lo: np.ndarray) -> np.ndarray:
+        """:meth:`lookup` by search (``addrs`` S16, or only used where ``hi`` is not 0)."""
+        out = np.full(len(addrs), -1, dtype=np.int32)
+        if not len(self.starts):
+            return out
         low = hi == 0
         # Below 2**64 a start <= the address is one of the low starts: the
         # last of those by the low bits is the last of all.
