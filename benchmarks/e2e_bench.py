@@ -72,6 +72,7 @@ from voipflow.process import running
 from voipflow.schemas.flowbatch import ipv4_to_addr16
 from voipflow.schemas.topics import kafka_client_options
 from voipflow.settings import Settings, load_settings
+from voipflow.streams.app import partials_topic_name
 
 SAMPLE_S = 0.2
 
@@ -139,11 +140,14 @@ def lag_flows(probe: KafkaProbe, sampler: Sampler, group: str, topic: str) -> in
 
 
 def drained_now(probe: KafkaProbe, sampler: Sampler, settings: Settings) -> bool:
-    """Worker caught up, its windows closed, the sink committed both its topics."""
+    """Worker caught up (flows and its own partials), its city and traffic windows
+    closed, the sink committed both its topics."""
     sink_topics = [settings.kafka.voip_flows_topic, settings.kafka.usage_topic]
+    worker_topics = [settings.kafka.flows_topic, partials_topic_name(settings.worker)]
     return bool(
-        probe.lag(settings.worker.app_id, [settings.kafka.flows_topic]) == 0
+        probe.lag(settings.worker.app_id, worker_topics) == 0
         and sampler.last("worker", "voipflow_worker_open_windows") == 0
+        and sampler.last("worker", "voipflow_worker_open_traffic_windows") == 0
         and probe.lag(settings.sink.group_id, sink_topics) == 0
     )
 
@@ -269,6 +273,8 @@ def main(argv: list[str] | None = None) -> int:
                 while time.time() * 1000 < t0:
                     time.sleep(0.01)
                 sent0 = sampler.last("collect", "voipflow_collector_records_total")
+                published0 = sampler.last("collect", "voipflow_collector_kafka_records_total")
+                messages0 = sampler.last("collect", "voipflow_collector_kafka_messages_total")
                 start = time.time()
                 send(packets, int(port), rate, rate * args.step_s / len(packets.datagrams))
                 end = time.time()
@@ -278,6 +284,9 @@ def main(argv: list[str] | None = None) -> int:
                 died = dead(children)
                 dropped = sampler.last("collect", "voipflow_collector_buffer_dropped_records_total")
                 decoded = sampler.last("collect", "voipflow_collector_records_total") - sent0
+                published = sampler.last("collect", "voipflow_collector_kafka_records_total")
+                messages = sampler.last("collect", "voipflow_collector_kafka_messages_total")
+                per_message = (published - published0) / max(messages - messages0, 1)
                 step = {
                     "rate": rate,
                     "sent": rate * args.step_s,
@@ -288,6 +297,7 @@ def main(argv: list[str] | None = None) -> int:
                     "dropped_total": int(dropped),
                     "worker_lag_end": lag_end,
                     "worker_lag_after_grace": lag_after,
+                    "flows_per_message": round(per_message),
                     "died": died,
                     "sustained": bool(
                         not died
@@ -299,7 +309,8 @@ def main(argv: list[str] | None = None) -> int:
                 steps.append(step)
                 print(
                     f"step {rate:>8,} flows/s: sent {step['sent']:,} in {step['send_s']} s, "
-                    f"decoded {step['decoded']:,}, dropped {dropped:.0f}, worker lag "
+                    f"decoded {step['decoded']:,} ({per_message:,.0f} per flows.v1 message), "
+                    f"dropped {dropped:.0f}, worker lag "
                     f"{lag_end:,} flows at end, {lag_after:,} after {args.grace_s:.0f} s: "
                     f"{'sustained' if step['sustained'] else 'NOT sustained'}"
                     + (f" ({died} died: see {plan.log_dir})" if died else ""),

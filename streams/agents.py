@@ -59,6 +59,7 @@ def install_agents(
     exporter_states = ExporterStates(config, m, stalled)
     decoded = DecodedStates()  # the table's JSON values, decoded once
     open_windows: dict[str, int] = {}  # city -> windows not yet closed, for m.open_windows
+    open_traffic: dict[str, int] = {}  # exporter key -> the same, for m.open_traffic_windows
     flows_name = w.flows.get_topic_name()
     # This thread's CPU only: the consumer's thread runs beside the agents.
     step_cpu = m.cpu_seconds.labels("flow_step")
@@ -148,9 +149,10 @@ def install_agents(
             # current event, which need not be this key's: name it instead.
             table.send_changelog(partition, key, raw)
             table.data[key] = raw
-            if not key.startswith(EXPORTER_KEY_PREFIX):
-                open_windows[key] = len(state.get("win", ()))
+            opened = open_traffic if key.startswith(EXPORTER_KEY_PREFIX) else open_windows
+            opened[key] = len(state.get("win", ()))
         m.open_windows.set(sum(open_windows.values()))
+        m.open_traffic_windows.set(sum(open_traffic.values()))
         write_cpu.inc(time.thread_time() - started)
         for event in pending.events:
             await keyed_stream.ack(event)

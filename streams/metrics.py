@@ -111,6 +111,11 @@ class WorkerMetrics:
         self.open_windows = Gauge(
             "voipflow_worker_open_windows", "Open city windows held by this worker", registry=r
         )
+        self.open_traffic_windows = Gauge(
+            "voipflow_worker_open_traffic_windows",
+            "Open exporter traffic windows (window x observation domain) held by this worker",
+            registry=r,
+        )
         self.stalled_sources = Gauge(
             "voipflow_worker_stalled_source_partitions",
             "flows.v1 partitions with records waiting whose committed offset has not moved "
