@@ -275,9 +275,17 @@ def main(argv: list[str] | None = None) -> int:
                 sent0 = sampler.last("collect", "voipflow_collector_records_total")
                 published0 = sampler.last("collect", "voipflow_collector_kafka_records_total")
                 messages0 = sampler.last("collect", "voipflow_collector_kafka_messages_total")
+                step_cpu0 = {n: cpu_seconds(p) for n, p in pids.items() if p}
                 start = time.time()
                 send(packets, int(port), rate, rate * args.step_s / len(packets.datagrams))
                 end = time.time()
+                # Cores each component used while the step was sent: where the
+                # box's time goes at this rate (start-up and drain left out).
+                cores = {
+                    n: round((cpu_seconds(p) - step_cpu0[n]) / max(end - start, 1e-3), 2)
+                    for n, p in pids.items()
+                    if p
+                }
                 lag_end = lag_flows(probe, sampler, settings.worker.app_id, flows_topic)
                 time.sleep(args.grace_s)
                 lag_after = lag_flows(probe, sampler, settings.worker.app_id, flows_topic)
@@ -298,6 +306,7 @@ def main(argv: list[str] | None = None) -> int:
                     "worker_lag_end": lag_end,
                     "worker_lag_after_grace": lag_after,
                     "flows_per_message": round(per_message),
+                    "cores": cores,
                     "died": died,
                     "sustained": bool(
                         not died
@@ -314,6 +323,10 @@ def main(argv: list[str] | None = None) -> int:
                     f"{lag_end:,} flows at end, {lag_after:,} after {args.grace_s:.0f} s: "
                     f"{'sustained' if step['sustained'] else 'NOT sustained'}"
                     + (f" ({died} died: see {plan.log_dir})" if died else ""),
+                    flush=True,
+                )
+                print(
+                    "    cores while sending: " + ", ".join(f"{n} {c}" for n, c in cores.items()),
                     flush=True,
                 )
                 if not step["sustained"]:
