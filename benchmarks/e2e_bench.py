@@ -75,6 +75,9 @@ from voipflow.settings import Settings, load_settings
 from voipflow.streams.app import partials_topic_name
 
 SAMPLE_S = 0.2
+#: The worker's CPU counter by part of its work (streams/metrics.py).
+WORKER_PART = "voipflow_worker_cpu_seconds_total{{part={}}}"
+PARTS = ("flow_step", "window_states", "state_writes")
 
 
 def build_packets(rate: int, seconds: int, t0_ms: int, seed: int, homes: np.ndarray) -> Stream:
@@ -276,6 +279,7 @@ def main(argv: list[str] | None = None) -> int:
                 published0 = sampler.last("collect", "voipflow_collector_kafka_records_total")
                 messages0 = sampler.last("collect", "voipflow_collector_kafka_messages_total")
                 step_cpu0 = {n: cpu_seconds(p) for n, p in pids.items() if p}
+                parts0 = {part: sampler.last("worker", WORKER_PART.format(part)) for part in PARTS}
                 start = time.time()
                 send(packets, int(port), rate, rate * args.step_s / len(packets.datagrams))
                 end = time.time()
@@ -288,6 +292,12 @@ def main(argv: list[str] | None = None) -> int:
                 }
                 lag_end = lag_flows(probe, sampler, settings.worker.app_id, flows_topic)
                 time.sleep(args.grace_s)
+                # The worker's own split of its agents' thread (the rest of its
+                # CPU is Kafka and Faust); read after the grace, as the sampler lags.
+                parts_s = {
+                    part: sampler.last("worker", WORKER_PART.format(part)) - parts0[part]
+                    for part in PARTS
+                }
                 lag_after = lag_flows(probe, sampler, settings.worker.app_id, flows_topic)
                 died = dead(children)
                 dropped = sampler.last("collect", "voipflow_collector_buffer_dropped_records_total")
@@ -307,6 +317,7 @@ def main(argv: list[str] | None = None) -> int:
                     "worker_lag_after_grace": lag_after,
                     "flows_per_message": round(per_message),
                     "cores": cores,
+                    "worker_parts_cpu_s": {k: round(v, 2) for k, v in parts_s.items()},
                     "died": died,
                     "sustained": bool(
                         not died
@@ -327,6 +338,11 @@ def main(argv: list[str] | None = None) -> int:
                 )
                 print(
                     "    cores while sending: " + ", ".join(f"{n} {c}" for n, c in cores.items()),
+                    flush=True,
+                )
+                print(
+                    "    worker CPU s by part (step and grace): "
+                    + ", ".join(f"{k} {v:.1f}" for k, v in parts_s.items()),
                     flush=True,
                 )
                 if not step["sustained"]:
