@@ -143,6 +143,22 @@ def test_ice_memory_spans_batches_and_forgets_old_sockets() -> None:
     assert mem.lookup(np.array([1, 2, 3], np.uint64)).tolist() == [0, 7, 8]
 
 
+def test_a_full_ice_memory_forgets_the_least_recently_seen_down_to_seven_eighths() -> None:
+    mem = IceMemory(max_age_ms=10**9, max_size=80)
+    rng = np.random.default_rng(3)
+    hashes = rng.permutation(np.arange(1, 101, dtype=np.uint64) * 7919)
+    seen = rng.permutation(np.arange(100, dtype=np.uint64))
+    apps = (hashes % 5).astype(np.uint8)
+    for part in np.array_split(np.arange(100), 4):  # four batches: the last one overflows
+        mem.update(hashes[part], apps[part], seen[part])
+    assert len(mem) == 70
+    newest = seen >= 30
+    found = mem.lookup(hashes)
+    assert (found[newest] == apps[newest].astype(np.int16) + 1).all()
+    assert (found[~newest] == 0).all()
+    assert (np.diff(mem.hashes.astype(np.float64)) > 0).all()  # still sorted for lookups
+
+
 def test_non_voip_traffic_stays_out() -> None:
     rows = [
         *both(CLIENT, 40000, "8.8.8.8", 53, **voice()),  # DNS: service port
