@@ -69,6 +69,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "(split by a hash of the capture's name)",
     )
     parser.add_argument(
+        "--learned",
+        action="store_true",
+        help="also train and score gradient-boosted trees beside the rules (capture split "
+        "and leave one app out; needs the 'learn' extra: scikit-learn)",
+    )
+    parser.add_argument(
         "--cache",
         type=Path,
         help="keep softflowd's export datagrams here and reuse them on the next run",
@@ -120,6 +126,12 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
             extra["leave_one_app_out"] = gen.leave_one_app_out(
                 exported, verdicts, labels, providers
             )
+        if args.learned:
+            from voipflow.evaluation import learned
+
+            extra["learned"] = learned.run(
+                exported, verdicts, labels, providers, [c.name for c in captures]
+            )
         runs[-1].update(extra)
     pooled = [r.pop("_pooled") for r in runs]
     if len(runs) == 1:
@@ -159,6 +171,10 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
             print(f"  {app_name:<11} {a['detected']:>3}/{a['flows']:<3} recall={a['recall']:.2f}")
         print_roles(r["roles"])
         print_generalisation(r)
+        if "learned" in r:
+            from voipflow.evaluation import learned
+
+            learned.print_table(r["learned"])
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(report, indent=2, default=str), encoding="utf-8")
