@@ -12,6 +12,7 @@ per role (:mod:`voipflow.evaluation.roles`).
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import shutil
 import sys
@@ -96,6 +97,12 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     captures = find_captures(args.pcaps, args.only)
     if not captures:
         print(f"voipflow eval: no captures in {args.pcaps}", file=sys.stderr)
+        return 2
+    if args.learned and importlib.util.find_spec("sklearn") is None:
+        print(
+            "voipflow eval: --learned needs scikit-learn (pip install -e '.[learn]')",
+            file=sys.stderr,
+        )
         return 2
     versions = args.version or ([10] if args.biflow else [9])
     providers = load_providers()
