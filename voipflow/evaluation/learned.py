@@ -162,15 +162,18 @@ def _model() -> Any:
 
 def pick_threshold(score: np.ndarray, truth: np.ndarray, rules: np.ndarray | None = None) -> float:
     """The threshold with the most recall at precision >= :data:`MIN_PRECISION`
-    (of ``score >= t``, or ``rules | score >= t``); above 1 (never) if none."""
-    best_t, best_r = 1.01, -1.0
+    (of ``score >= t``, or ``rules | score >= t``), the most precise of those
+    on a tie (the lowest would add false positives for no recall); above 1
+    (never) if none."""
+    best_t, best = 1.01, (-1.0, -1.0)
     for t in np.unique(np.round(score, 3)):
         pred = score >= t
         if rules is not None:
             pred = pred | rules
         s = ev.prf(pred, truth)
-        if s["tp"] and s["precision"] >= MIN_PRECISION and s["recall"] > best_r:
-            best_t, best_r = float(t), float(s["recall"])
+        key = (float(s["recall"]), float(s["precision"]))
+        if s["tp"] and s["precision"] >= MIN_PRECISION and key > best:
+            best_t, best = float(t), key
     return best_t
 
 
