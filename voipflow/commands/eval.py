@@ -12,6 +12,7 @@ per role (:mod:`voipflow.evaluation.roles`).
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import shutil
 import sys
@@ -69,6 +70,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "(split by a hash of the capture's name)",
     )
     parser.add_argument(
+        "--learned",
+        action="store_true",
+        help="also train and score gradient-boosted trees beside the rules (capture split "
+        "and leave one app out; needs the 'learn' extra: scikit-learn)",
+    )
+    parser.add_argument(
         "--cache",
         type=Path,
         help="keep softflowd's export datagrams here and reuse them on the next run",
@@ -90,6 +97,12 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     captures = find_captures(args.pcaps, args.only)
     if not captures:
         print(f"voipflow eval: no captures in {args.pcaps}", file=sys.stderr)
+        return 2
+    if args.learned and importlib.util.find_spec("sklearn") is None:
+        print(
+            "voipflow eval: --learned needs scikit-learn (pip install -e '.[learn]')",
+            file=sys.stderr,
+        )
         return 2
     versions = args.version or ([10] if args.biflow else [9])
     providers = load_providers()
@@ -119,6 +132,12 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         if args.leave_one_app_out:
             extra["leave_one_app_out"] = gen.leave_one_app_out(
                 exported, verdicts, labels, providers
+            )
+        if args.learned:
+            from voipflow.evaluation import learned
+
+            extra["learned"] = learned.run(
+                exported, verdicts, labels, providers, [c.name for c in captures]
             )
         runs[-1].update(extra)
     pooled = [r.pop("_pooled") for r in runs]
@@ -159,6 +178,10 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
             print(f"  {app_name:<11} {a['detected']:>3}/{a['flows']:<3} recall={a['recall']:.2f}")
         print_roles(r["roles"])
         print_generalisation(r)
+        if "learned" in r:
+            from voipflow.evaluation import learned
+
+            learned.print_table(r["learned"])
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(report, indent=2, default=str), encoding="utf-8")

@@ -116,6 +116,8 @@ class Verdicts:
     confidence: np.ndarray
     #: role names per record ('' where not VoIP)
     role: np.ndarray
+    #: evidence bits per record (``Classification.evidence``)
+    evidence: np.ndarray = field(default_factory=lambda: np.zeros(0, np.uint32))
 
 
 def _cache_file(cache: Path, capture: Path, version: int, sampling: int, biflow: bool) -> Path:
@@ -214,6 +216,7 @@ def classify_all(
     apps: list[np.ndarray] = []
     conf: list[np.ndarray] = []
     roles: list[np.ndarray] = []
+    evidence: list[np.ndarray] = []
     for _, batch in exported.batches:
         classifier.reset_context()  # captures are unrelated networks
         result = classifier.classify(batch)
@@ -221,6 +224,7 @@ def classify_all(
         apps.append(result.app_names())
         conf.append(result.confidence)
         roles.append(result.role_names())
+        evidence.append(result.evidence)
     return Verdicts(
         names,
         label_idx,
@@ -228,6 +232,7 @@ def classify_all(
         np.concatenate(apps) if apps else np.zeros(0, object),
         np.concatenate(conf) if conf else np.zeros(0, np.float32),
         np.concatenate(roles) if roles else np.zeros(0, object),
+        np.concatenate(evidence) if evidence else np.zeros(0, np.uint32),
     )
 
 

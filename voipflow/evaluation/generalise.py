@@ -24,6 +24,7 @@ All of it works on verdicts already joined to the labels
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -128,6 +129,24 @@ def family_apps(family: str, classifier_apps: tuple[str, ...]) -> frozenset[str]
     return frozenset({family})
 
 
+def family_runs(
+    exported: Exported,
+    verdicts: Verdicts,
+    labels: ev.Labels,
+    providers: ProviderRanges,
+) -> Iterator[tuple[str, np.ndarray, Verdicts]]:
+    """Per family with labelled flows: the family, its labelled flows (mask) and
+    the verdicts of a classifier without that family's own knowledge."""
+    fam = truth_apps(labels)
+    full_apps = Classifier(providers).apps
+    for family in FAMILIES:
+        rows = fam == family
+        if not rows.any():
+            continue
+        clf = Classifier(providers, without=family_apps(family, full_apps))
+        yield family, rows, classify_all(exported, clf, verdicts.names, verdicts.label_idx)
+
+
 def leave_one_app_out(
     exported: Exported,
     verdicts: Verdicts,
@@ -136,30 +155,29 @@ def leave_one_app_out(
 ) -> dict[str, Any]:
     """Per family: its flows found with all knowledge and without its own, and the
     whole run's per labelled flow precision with it left out."""
-    fam = truth_apps(labels)
-    full_apps = Classifier(providers).apps
     out: dict[str, Any] = {}
-    full_pred = _flow_pred(verdicts, len(labels))
-    for family in FAMILIES:
-        rows = fam == family
-        if not rows.any():
-            continue
-        clf = Classifier(providers, without=family_apps(family, full_apps))
-        v = classify_all(exported, clf, verdicts.names, verdicts.label_idx)
-        pred = _flow_pred(v, len(labels))
-        whole = ev.prf(pred, labels.is_voip)
-        out[family] = {
-            "flows": int(np.count_nonzero(rows)),
-            "found_all": int(np.count_nonzero(full_pred & rows)),
-            "found_left_out": int(np.count_nonzero(pred & rows)),
-            "recall_left_out": float(np.count_nonzero(pred & rows) / np.count_nonzero(rows)),
-            "precision_run": whole["precision"],
-            "f1_run": whole["f1"],
-        }
+    full_pred = flow_pred(verdicts, len(labels))
+    for family, rows, v in family_runs(exported, verdicts, labels, providers):
+        out[family] = family_row(rows, full_pred, flow_pred(v, len(labels)), labels)
     return out
 
 
-def _flow_pred(v: Verdicts, n: int) -> np.ndarray:
+def family_row(
+    rows: np.ndarray, full_pred: np.ndarray, pred: np.ndarray, labels: ev.Labels
+) -> dict[str, Any]:
+    """One row of the leave-one-app-out table from per labelled flow predictions."""
+    whole = ev.prf(pred, labels.is_voip)
+    return {
+        "flows": int(np.count_nonzero(rows)),
+        "found_all": int(np.count_nonzero(full_pred & rows)),
+        "found_left_out": int(np.count_nonzero(pred & rows)),
+        "recall_left_out": float(np.count_nonzero(pred & rows) / np.count_nonzero(rows)),
+        "precision_run": whole["precision"],
+        "f1_run": whole["f1"],
+    }
+
+
+def flow_pred(v: Verdicts, n: int) -> np.ndarray:
     """Per labelled flow: any of its records VoIP."""
     pred = np.zeros(n, dtype=bool)
     m = v.label_idx >= 0
