@@ -176,7 +176,8 @@ class PrefixTable:
         return out
 
     def _lookup_low(self, addrs: np.ndarray, hi: np.ndarray, lo: np.ndarray) -> np.ndarray:
-        """:meth:`lookup` by search (``addrs`` S16, or only used where ``hi`` is not 0)."""
+        """:meth:`lookup` by binary search; ``addrs`` (S16) is read only where ``hi``
+        is not 0, so for IPv4-mapped addresses their halves alone will do."""
         out = np.full(len(addrs), -1, dtype=np.int32)
         if not len(self.starts):
             return out

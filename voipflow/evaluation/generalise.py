@@ -40,9 +40,14 @@ from voipflow.streams.providers import ProviderRanges
 FAMILIES: tuple[str, ...] = (*ev.MAIN_APPS, "other")
 
 
+def capture_digest(name: str) -> bytes:
+    """SHA-256 of a capture's name: what splits and folds captures, whole."""
+    return hashlib.sha256(name.encode("utf-8")).digest()
+
+
 def capture_half(name: str) -> int:
     """0 (tune) or 1 (report): the low bit of the SHA-256 of the capture's name."""
-    return hashlib.sha256(name.encode("utf-8")).digest()[0] & 1
+    return capture_digest(name)[0] & 1
 
 
 def subset(labels: ev.Labels, keep: np.ndarray) -> tuple[ev.Labels, np.ndarray]:

@@ -32,7 +32,6 @@ same run (needs the optional ``learn`` extra: scikit-learn).
 
 from __future__ import annotations
 
-import hashlib
 import time
 from dataclasses import dataclass, replace
 from typing import Any
@@ -137,13 +136,10 @@ def capture_folds(names: np.ndarray, folds: int = FOLDS) -> np.ndarray:
     """Fold number of each record: whole captures per fold (by a hash of the
     name, other bits than the capture split's), never one capture in two."""
     uniq, inv = np.unique(names, return_inverse=True)
-    fold_of = np.array([int.from_bytes(_digest(str(u))[1:5], "little") % folds for u in uniq])
+    digests = [gen.capture_digest(str(u)) for u in uniq]  # per capture, not per record
+    fold_of = np.array([int.from_bytes(d[1:5], "little") % folds for d in digests])
     out: np.ndarray = fold_of[inv]
     return out
-
-
-def _digest(name: str) -> bytes:
-    return hashlib.sha256(name.encode("utf-8")).digest()
 
 
 def _model() -> Any:
@@ -236,7 +232,8 @@ def _with(v: Verdicts, is_voip: np.ndarray) -> Verdicts:
 def _truth(verdicts: Verdicts, labels: ev.Labels) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Capture names, tune-half mask and the label of every record (False unmatched)."""
     names = np.asarray(verdicts.names, dtype=object)
-    tune = np.array([gen.capture_half(n) == 0 for n in names], dtype=bool)
+    uniq, inv = np.unique(names, return_inverse=True)
+    tune = np.array([gen.capture_half(str(u)) == 0 for u in uniq], dtype=bool)[inv.reshape(-1)]
     matched = verdicts.label_idx >= 0
     truth = np.zeros(len(names), dtype=bool)
     truth[matched] = labels.is_voip[verdicts.label_idx[matched]]
