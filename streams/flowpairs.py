@@ -115,6 +115,10 @@ def in_sorted(keys: np.ndarray, sorted_set: np.ndarray) -> np.ndarray:
     return out
 
 
+#: The smallest membership filter of an :class:`IceMemory`: 4,096 one-byte slots.
+FILTER_MIN_BITS = 12
+
+
 class IceMemory:
     """Recently seen STUN/TURN client sockets (endpoint hash -> app, last seen).
 
@@ -130,12 +134,53 @@ class IceMemory:
         self.hashes = np.zeros(0, dtype=np.uint64)  # sorted
         self.apps = np.zeros(0, dtype=np.uint8)
         self.seen_ms = np.zeros(0, dtype=np.uint64)
+        # A membership filter in front of the sorted arrays: one flag per slot
+        # of the hash's top bits, set for every hash the memory holds (and
+        # possibly for some it forgot). Most looked-up sockets are not in the
+        # memory, and a flag read is far cheaper than a binary search of a
+        # large array (a cache miss per step); only flagged keys are searched.
+        # It grows with the memory, keeping about 8 slots per entry (at most
+        # 1 in 8 misses is searched in vain), so an exporter with a small
+        # memory has a small filter that stays in cache.
+        self._max_slots = 1 << max(FILTER_MIN_BITS, int(8 * max(max_size, 1) - 1).bit_length())
+        self._set_filter(1 << FILTER_MIN_BITS)
+        self._forgotten = 0  # entries dropped since the filter was rebuilt
 
     def __len__(self) -> int:
         return len(self.hashes)
 
     def clear(self) -> None:
         self.__init__(self.max_age_ms, self.max_size)  # type: ignore[misc]
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes the memory holds: its arrays and its filter."""
+        return int(
+            self.hashes.nbytes + self.apps.nbytes + self.seen_ms.nbytes + self._filter.nbytes
+        )
+
+    def _set_filter(self, slots: int) -> None:
+        """A filter of ``slots`` flags (a power of two), set from the memory."""
+        self._shift = np.uint64(64 - slots.bit_length() + 1)
+        self._filter = np.zeros(slots, dtype=bool)
+        self._filter[self.hashes >> self._shift] = True
+        self._forgotten = 0
+
+    def _keep(self, keep: np.ndarray) -> None:
+        """Forget the entries where ``keep`` is false; the filter is rebuilt
+        once the forgotten entries outnumber half of those kept (until then
+        their flags only cost a search in vain)."""
+        self._forgotten += int(len(keep) - np.count_nonzero(keep))
+        self.hashes = self.hashes[keep]
+        self.apps = self.apps[keep]
+        self.seen_ms = self.seen_ms[keep]
+        if self._forgotten * 2 > len(self.hashes):
+            self._set_filter(len(self._filter))
+
+    def _maybe_in(self, hashes: np.ndarray) -> np.ndarray:
+        """False where a hash is certainly not in the memory."""
+        out: np.ndarray = self._filter[hashes >> self._shift]
+        return out
 
     def update(self, hashes: np.ndarray, apps: np.ndarray, seen_ms: np.ndarray) -> None:
         """Add sockets; for a socket given several times (or already known) the
@@ -152,12 +197,13 @@ class IceMemory:
         a = apps.astype(np.uint8)
         t = seen_ms.astype(np.uint64)
         if len(h) > 1:  # one entry per hash: the highest app, the latest time
-            order = np.lexsort((a, h))
+            order = np.argsort(h)
             h, a, t = h[order], a[order], t[order]
             starts = np.flatnonzero(np.r_[True, h[1:] != h[:-1]])
-            ends = np.r_[starts[1:], len(h)] - 1
-            t = np.maximum.reduceat(t, starts)
-            h, a = h[starts], a[ends]
+            if len(starts) < len(h):
+                a = np.maximum.reduceat(a, starts)
+                t = np.maximum.reduceat(t, starts)
+                h = h[starts]
         newest = t.max()
         if len(self.hashes):
             newest = max(newest, self.seen_ms.max())
@@ -165,9 +211,7 @@ class IceMemory:
             # so a batch's own context never depends on how old its records are.
             keep = self.seen_ms + np.uint64(self.max_age_ms) >= newest
             if not keep.all():
-                self.hashes = self.hashes[keep]
-                self.apps = self.apps[keep]
-                self.seen_ms = self.seen_ms[keep]
+                self._keep(keep)
         if len(self.hashes):
             pos = np.searchsorted(self.hashes, h)
             pos_c = np.minimum(pos, len(self.hashes) - 1)
@@ -181,6 +225,13 @@ class IceMemory:
             self.seen_ms = np.insert(self.seen_ms, pos[new], t[new])
         else:
             self.hashes, self.apps, self.seen_ms = h, a, t
+        slots = len(self._filter)
+        if len(self.hashes) * 8 > slots and slots < self._max_slots:
+            while len(self.hashes) * 8 > slots and slots < self._max_slots:
+                slots *= 4
+            self._set_filter(min(slots, self._max_slots))
+        else:
+            self._filter[h >> self._shift] = True
         if len(self.hashes) > self.max_size:
             # Down to 7/8 of the bound, the least recently seen first: finding
             # them is a pass over the whole memory, paid once per several
@@ -189,18 +240,19 @@ class IceMemory:
             drop = len(self.hashes) - (self.max_size - self.max_size // 8)
             keep = np.ones(len(self.hashes), dtype=bool)
             keep[np.argpartition(self.seen_ms, drop - 1)[:drop]] = False
-            self.hashes = self.hashes[keep]
-            self.apps = self.apps[keep]
-            self.seen_ms = self.seen_ms[keep]
+            self._keep(keep)
 
     def lookup(self, hashes: np.ndarray) -> np.ndarray:
         """App code of each socket (+1), 0 where unknown."""
         out = np.zeros(len(hashes), dtype=np.int16)
         if not len(self.hashes) or not len(hashes):
             return out
-        pos = np.minimum(np.searchsorted(self.hashes, hashes), len(self.hashes) - 1)
-        hit = self.hashes[pos] == hashes
-        out[hit] = self.apps[pos[hit]].astype(np.int16) + 1
+        hashes = hashes.astype(np.uint64, copy=False)
+        rows = np.flatnonzero(self._maybe_in(hashes))
+        keys = hashes[rows]
+        pos = np.minimum(np.searchsorted(self.hashes, keys), len(self.hashes) - 1)
+        hit = self.hashes[pos] == keys
+        out[rows[hit]] = self.apps[pos[hit]].astype(np.int16) + 1
         return out
 
 
@@ -208,18 +260,36 @@ def pair_directions(batch: FlowBatch, hashes: FlowHashes | None = None) -> np.nd
     """Index of the record carrying the reverse direction of each record, -1 if none.
 
     When a 5-tuple appears several times (flow split by timeouts), the first
-    record of the reverse tuple in hash order is taken.
+    record of the reverse tuple (lowest index) is taken. A tuple that is its
+    own reverse (same endpoint both sides) is not paired.
+
+    One sort of the direction-free key puts both directions of a
+    conversation next to each other; a record's partner is the lowest-index
+    record of its run with the other direction. (A search of each reverse
+    hash in the sorted forward hashes costs a cache miss per step.)
     """
     n = len(batch)
     if n == 0:
         return np.zeros(0, dtype=np.int64)
     h = hashes if hashes is not None else flow_hashes(batch)
     fwd, rev = h.fwd, h.rev
-    order = np.argsort(fwd, kind="stable")
-    sorted_fwd = fwd[order]
-    pos = np.searchsorted(sorted_fwd, rev)
-    pos_c = np.minimum(pos, n - 1)
-    found = sorted_fwd[pos_c] == rev
-    partner = np.where(found, order[pos_c], -1).astype(np.int64)
-    partner[partner == np.arange(n)] = -1  # src == dst tuples pair with themselves
+    conv = np.minimum(fwd, rev)
+    order = np.argsort(conv)
+    key = conv[order]
+    # Direction: 0 where the record's own hash is the key, 1 where its reverse is.
+    upper = fwd[order] != key
+    own = fwd[order] == rev[order]  # its own reverse: no direction, never paired
+    run_start = np.r_[True, key[1:] != key[:-1]]
+    run = np.cumsum(run_start) - 1
+    starts = np.flatnonzero(run_start)
+    # The lowest record index of each direction in each run (n where none).
+    lowest = [
+        np.minimum.reduceat(np.where(side & ~own, order, n), starts)[run]
+        for side in (~upper, upper)
+    ]
+    # A record's partner: the lowest of the other direction in its run.
+    other = np.where(upper, lowest[0], lowest[1])
+    partner = np.full(n, -1, dtype=np.int64)
+    found = (other < n) & ~own
+    partner[order[found]] = other[found]
     return partner

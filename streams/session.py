@@ -105,8 +105,7 @@ class HostSessions:
 
     @property
     def nbytes(self) -> int:
-        m = self.memory
-        return int(m.hashes.nbytes + m.apps.nbytes + m.seen_ms.nbytes)
+        return self.memory.nbytes
 
     def open(self, hosts: np.ndarray, apps: np.ndarray, seen_ms: np.ndarray) -> None:
         """Hosts seen in a session of ``apps`` (codes) at ``seen_ms``."""

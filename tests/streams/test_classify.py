@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -157,6 +158,44 @@ def test_a_full_ice_memory_forgets_the_least_recently_seen_down_to_seven_eighths
     assert (found[newest] == apps[newest].astype(np.int16) + 1).all()
     assert (found[~newest] == 0).all()
     assert (np.diff(mem.hashes.astype(np.float64)) > 0).all()  # still sorted for lookups
+
+
+@pytest.mark.parametrize(
+    ("max_size", "per_step", "pool_size"),
+    [(300, 40, 2_000), (5_000, 400, 20_000)],  # the second grows its filter twice
+)
+def test_ice_memory_filter_never_hides_a_remembered_socket(
+    max_size: int, per_step: int, pool_size: int
+) -> None:
+    """Full-width hashes through ageing, eviction, filter growth and rebuilds:
+    a lookup finds exactly what a plain dictionary with the same rules holds."""
+    age = 15 * 1_000
+    mem = IceMemory(max_age_ms=age, max_size=max_size)
+    rng = np.random.default_rng(11)
+    pool = rng.integers(1, 2**63, pool_size, dtype=np.int64).astype(np.uint64) * np.uint64(2)
+    model: dict[int, tuple[int, int]] = {}  # hash -> (app, seen); every time distinct
+    slots = {mem.nbytes - len(mem) * 17}
+    for step in range(60):
+        pick = pool[rng.integers(0, len(pool), per_step)]
+        apps = rng.integers(0, 6, per_step).astype(np.uint8)
+        seen = step * 1_000 + np.arange(per_step, dtype=np.uint64)
+        mem.update(pick, apps, seen)
+        # Entries idle past the age go before the batch is merged.
+        newest = max([int(seen.max()), *(t for _, t in model.values())])
+        model = {h: v for h, v in model.items() if v[1] + age >= newest}
+        for h, a, t in zip(pick.tolist(), apps.tolist(), seen.tolist(), strict=True):
+            old = model.get(h, (0, 0))
+            model[h] = (max(old[0], a), max(old[1], t))
+        if len(model) > max_size:
+            kept = max_size - max_size // 8
+            keep = sorted(model, key=lambda h: model[h][1])[len(model) - kept :]
+            model = {h: model[h] for h in keep}
+        assert len(mem) == len(model)
+        found = mem.lookup(pool)
+        want = [model[h][0] + 1 if h in model else 0 for h in pool.tolist()]
+        assert found.tolist() == want
+        slots.add(mem.nbytes - len(mem) * 17)
+    assert len(slots) == (1 if max_size == 300 else 3)
 
 
 def test_non_voip_traffic_stays_out() -> None:
