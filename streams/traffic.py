@@ -75,9 +75,8 @@ class ExporterPartial:
         }
 
 
-def record_counters(batch: FlowBatch, enr: Enrichment, result: Classification) -> np.ndarray:
-    """Per record, the counters of :data:`COUNTERS` as a ``(n, N_COUNTERS)`` uint64 matrix."""
-    n = len(batch)
+def record_counters(batch: FlowBatch, enr: Enrichment, result: Classification) -> list[np.ndarray]:
+    """Per record, the counters of :data:`COUNTERS`: one uint64 column each."""
     u8 = np.uint64
     rate = np.maximum(batch["sampling_rate"].astype(u8), u8(1))
     # RFC 5103 biflows carry the other direction too: it is traffic the exporter saw.
@@ -85,17 +84,37 @@ def record_counters(batch: FlowBatch, enr: Enrichment, result: Classification) -
     by = batch["bytes"].astype(u8) + batch["reverse_bytes"].astype(u8)
     placed = enr.home & (enr.city_source != SOURCE_NONE)
     voip = result.is_voip & enr.home
-    out = np.empty((n, N_COUNTERS), dtype=u8)
-    out[:, 0] = 1
-    out[:, 1] = pk
-    out[:, 2] = by
-    out[:, 3] = pk * rate
-    out[:, 4] = by * rate
-    out[:, 5] = placed
-    out[:, 6] = enr.home & ~placed
-    out[:, 7] = ~enr.home
-    out[:, 8] = voip
-    out[:, 9] = np.where(voip, by * rate, u8(0))
+    by_rated = by * rate
+    return [
+        np.ones(len(batch), dtype=u8),
+        pk,
+        by,
+        pk * rate,
+        by_rated,
+        placed.astype(u8),
+        (enr.home & ~placed).astype(u8),
+        (~enr.home).astype(u8),
+        voip.astype(u8),
+        np.where(voip, by_rated, u8(0)),
+    ]
+
+
+def group_sums(columns: list[np.ndarray], code: np.ndarray, groups: int) -> np.ndarray:
+    """Exact uint64 sums of each column per group (``code``: each record's
+    group, below ``groups``), as a ``(groups, len(columns))`` matrix.
+
+    One contiguous pass per column: a batch is most often one group (one
+    exporter, domain and window), and otherwise the records are put in group
+    order once (a radix sort of the codes) for all columns."""
+    out = np.empty((groups, len(columns)), dtype=np.uint64)
+    if groups == 1:
+        for c, col in enumerate(columns):
+            out[0, c] = col.sum(dtype=np.uint64)
+        return out
+    order = stable_order(code, groups)
+    starts = np.searchsorted(code[order], np.arange(groups))
+    for c, col in enumerate(columns):
+        out[:, c] = np.add.reduceat(col[order], starts)
     return out
 
 
@@ -124,9 +143,7 @@ def batch_traffic(
     n_d = len(domains)
     key = (exp_idx.astype(np.int64) * n_d + dom_idx) * n_w + w_idx
     groups, code = group_codes(key)
-    order = stable_order(code, len(groups))
-    starts = np.searchsorted(code[order], np.arange(len(groups)))
-    sums = np.add.reduceat(record_counters(batch, enr, result)[order], starts, axis=0)
+    sums = group_sums(record_counters(batch, enr, result), code, len(groups))
     g_win = (groups % n_w) * w_ms + w_min
     g_dom = domains[(groups // n_w) % n_d]
     g_exp = groups // n_w // n_d
