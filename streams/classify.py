@@ -393,7 +393,10 @@ class Classifier:
         names = batch["application_name"]
         if not isinstance(names, pa.Array):
             names = pa.array(list(names), pa.string())
-        named = np.asarray(pc.not_equal(names, "").to_numpy(zero_copy_only=False), bool)
+        if _all_empty(names):
+            named = np.zeros(len(batch), dtype=bool)  # the usual batch: no names at all
+        else:
+            named = np.asarray(pc.not_equal(names, "").to_numpy(zero_copy_only=False), bool)
         if named.any():
             lower = pc.utf8_lower(names)
             is_call = np.zeros(len(batch), dtype=bool)
@@ -554,7 +557,7 @@ class Classifier:
         # Teams' client ports fall inside common ephemeral ranges: alone they
         # need both sides in the range.
         teams_port = pcat == P_TEAMS
-        teams_both = (ports == P_TEAMS).all(axis=1)
+        teams_both = (ports[:, 0] == P_TEAMS) & (ports[:, 1] == P_TEAMS)
         rule(appport & udp & ~teams_port, 0.7, port_app)
         rule(appport & tcp & (pcat == P_VIBER), 0.6, port_app)
         rule(teams_port & udp & teams_both, 0.6, port_app)
@@ -867,6 +870,18 @@ class Classifier:
     def reset_context(self) -> None:
         """Forget cross-batch context (between unrelated captures in an evaluation)."""
         self._ctx.clear()
+
+
+def _all_empty(names: pa.Array) -> bool:
+    """Every string of an Arrow string array is empty or null: its first and
+    last value offsets are equal (two reads, not a comparison per record)."""
+    if not isinstance(names, pa.StringArray) or not len(names):
+        return False
+    offsets = names.buffers()[1]
+    if offsets is None:
+        return False
+    at = np.frombuffer(offsets, dtype=np.int32)
+    return bool(at[names.offset] == at[names.offset + len(names)])
 
 
 @dataclass(slots=True)
