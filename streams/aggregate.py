@@ -282,19 +282,32 @@ def batch_partials(
     city_end = np.full(int(city.max()) + 1, -1, dtype=np.int64)
     np.maximum.at(city_end, city, end)
     out: dict[str, CityPartial] = {}
-    for g in range(len(uniq)):  # per group, not per record: cities x windows x apps
-        cid = int(g_city[g])
+    app_names = [*result.apps, ALL]  # all_code names the ALL rows
+    # Per group, not per record (cities x windows x apps), over Python ints
+    # taken in one conversion per column rather than numpy scalars one by one.
+    hashes = pair[:, 1]
+    for cid, win, code, n_flows, n_pk, n_by, secs, lo, hi in zip(
+        g_city.tolist(),
+        g_win.tolist(),
+        g_app.tolist(),
+        flows.tolist(),
+        np.rint(pks).astype(np.int64).tolist(),
+        np.rint(bys).astype(np.int64).tolist(),
+        cs.tolist(),
+        bounds[:-1].tolist(),
+        bounds[1:].tolist(),
+        strict=True,
+    ):
         name, region, country = city_names[cid]
         part = out.get(name)
         if part is None:
             part = out[name] = CityPartial(name, region, country, int(city_end[cid]), {})
-        app = ALL if g_app[g] == all_code else result.apps[int(g_app[g])]
-        part.windows.setdefault(int(g_win[g]), {})[app] = AppWindow(
-            int(flows[g]),
-            round(pks[g]),
-            round(bys[g]),
-            float(cs[g]),
-            pair[bounds[g] : bounds[g + 1], 1],  # empty for ALL
+        part.windows.setdefault(win, {})[app_names[code]] = AppWindow(
+            n_flows,
+            n_pk,
+            n_by,
+            secs,
+            hashes[lo:hi],  # no hashes for ALL
         )
     return out
 
