@@ -20,7 +20,15 @@ from voipflow.streams.app import EXPORTER_KEY_PREFIX, WorkerApp
 from voipflow.streams.commits import deliver, kill_after_commit
 from voipflow.streams.config import WorkerConfig
 from voipflow.streams.order import admit, gate_for
-from voipflow.streams.pipeline import CityStates, ExporterStates, FlowPipeline, PartialError
+from voipflow.streams.pipeline import (
+    BUNDLE_KEY,
+    CityStates,
+    ExporterStates,
+    FlowPipeline,
+    PartialError,
+    bundle_by_partition,
+    decode_bundle,
+)
 from voipflow.streams.statecache import DecodedStates, PendingStates
 
 log = logging.getLogger(__name__)
@@ -69,6 +77,29 @@ def install_agents(
     batches_done = 0
 
     flow_gate = gate_for(w.app)
+
+    def partition_of(key: str) -> int:
+        """The partials partition the producer's partitioner gives ``key``:
+        where a tick for that key goes too."""
+        return int(w.app.producer.key_partition(w.partials_topic, key.encode()).partition)
+
+    async def send_partials(parts: dict[str, bytes]) -> list[Any]:
+        """Send one flow batch's partials: a bundle per partition of the
+        internal topic rather than a message per key (a batch's dozen cities
+        and its exporter cost a dozen produce calls, and as many events for
+        the keyed agent, otherwise)."""
+        if not parts:
+            return []
+        try:
+            bundles = bundle_by_partition(parts, partition_of)
+        except (TypeError, KeyError, AssertionError):
+            # No metadata for the topic yet (the first batch after a start):
+            # one message per key, which fetches it; same partitions.
+            return [await w.partials.send(key=key, value=data) for key, data in parts.items()]
+        return [
+            await w.partials.send(key=BUNDLE_KEY, value=data, partition=partition)
+            for partition, data in bundles.items()
+        ]
 
     @w.app.agent(w.flows, name="flows")
     async def flow_agent(stream: Any) -> None:
@@ -119,13 +150,12 @@ def install_agents(
                 )
                 for i, (city, data) in enumerate(sorted(out.voip_flows, key=_city))
             ]
-            pending += [
-                await w.partials.send(key=city, value=data) for city, data in out.partials.items()
-            ]
-            pending += [
-                await w.partials.send(key=EXPORTER_KEY_PREFIX + exporter, value=data)
-                for exporter, data in out.traffic.items()
-            ]
+            pending += await send_partials(
+                {
+                    **out.partials,
+                    **{EXPORTER_KEY_PREFIX + e: data for e, data in out.traffic.items()},
+                }
+            )
             await deliver(pending)
             await stream.ack(event)
             flow_gate.done(msg.tp, msg.offset)
@@ -159,7 +189,8 @@ def install_agents(
         pending.clear()
 
     async def handle_partial(event: Any) -> None:
-        """Apply one partial or tick to its key's state (in ``pending``), publish what closed."""
+        """Apply one partial, bundle of partials or tick to its keys' states (in
+        ``pending``), publish what closed."""
         pending.add_event(event, time.monotonic())
         key = event.key
         if isinstance(key, bytes):
@@ -167,6 +198,20 @@ def install_agents(
         if not key:
             m.bad_messages.labels(w.partials_topic, "no_key").inc()
             return
+        if key != BUNDLE_KEY:
+            await handle_key(event, key, event.value)
+            return
+        try:
+            parts = decode_bundle(event.value)
+        except PartialError as exc:
+            m.bad_messages.labels(w.partials_topic, "partial").inc()
+            log.warning("bad partials bundle skipped", extra={"error": str(exc)})
+            return
+        for part_key, msg in parts:
+            await handle_key(event, part_key, msg)
+
+    async def handle_key(event: Any, key: str, value: bytes | dict[str, Any]) -> None:
+        """Apply one key's partial or tick (raw, or parsed from a bundle)."""
         exporter = key.startswith(EXPORTER_KEY_PREFIX)
         name = key[len(EXPORTER_KEY_PREFIX) :] if exporter else key
         handler: CityStates | ExporterStates = exporter_states if exporter else states
@@ -177,7 +222,10 @@ def install_agents(
             # A bad partial raises before it changes the state (apply_partial
             # and apply_traffic check first), so a pending state stays valid.
             started = time.thread_time()
-            state, closed, outcome = handler.handle(name, state, event.value)
+            if isinstance(value, dict):
+                state, closed, outcome = handler.handle_message(name, state, value)
+            else:
+                state, closed, outcome = handler.handle(name, state, value)
             window_cpu.inc(time.thread_time() - started)
         except (PartialError, ValueError) as exc:
             m.bad_messages.labels(w.partials_topic, "partial").inc()

@@ -5,13 +5,19 @@ Data path (every arrow is Kafka)::
     flows.v1 --[flow agent: decode, enrich, classify, pre-aggregate]-->
         voip-flows.v1 (topic)         VoIP records (voip-flows.v2 batches), one per city
         <app_id>-city-partials        one JSON partial per city, keyed by city,
-                                      and one per exporter, keyed EXPORTER_KEY_PREFIX + address
+                                      and one per exporter, keyed EXPORTER_KEY_PREFIX + address;
+                                      a batch's partials go as one bundle per partition
+                                      their keys hash to (pipeline.BUNDLE_KEY)
     <app_id>-city-partials --[keyed agent: table city_state[key]]-->
         voip-usage.v1                 closed city windows, JSON, once per window
         traffic.v1                    closed exporter windows (all traffic), JSON
 
 Re-keying per batch by city (not per flow) sends every city's partials to one
-partition, so exactly one worker owns a city and its table entry; the table
+partition, so exactly one worker owns a city and its table entry. The flow
+agent bundles the partials of one batch whose keys hash to the same partition
+(the producer's own partitioner, the one a tick for the key takes) into one
+message: a dozen cities cost a few messages, not a dozen produce calls and
+as many events for the keyed agent; the table
 has a changelog topic, so a worker that takes over after a crash restores the
 city's state. The agents are at-least-once: the city and exporter states
 remember the last source offset they applied per flows.v1 partition and skip

@@ -71,6 +71,58 @@ class BatchOutput:
     voip_records: int = 0
 
 
+#: The key of a partials bundle: the partials of one flow batch whose keys
+#: share a partition of the internal topic, in one message (a SOH, which no
+#: city name or exporter key holds). Ticks, and partials of workers before
+#: bundles, still come one key per message.
+BUNDLE_KEY = "\x01bundle"
+
+
+def encode_bundle(parts: list[tuple[str, bytes]]) -> bytes:
+    """One message of several keys' partials (each already JSON):
+    ``{"bundle": [[key, partial], ...]}``, spliced without parsing them again."""
+    body = b",".join(b"[" + json.dumps(key).encode() + b"," + data + b"]" for key, data in parts)
+    return b'{"bundle":[' + body + b"]}"
+
+
+def decode_bundle(value: bytes) -> list[tuple[str, dict[str, Any]]]:
+    """The (key, partial) pairs of a bundle; :class:`PartialError` if it is not one.
+
+    A bundle is checked whole before any of it is applied: a broken one
+    changes no state."""
+    try:
+        msg = json.loads(value)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise PartialError(f"not a bundle: {exc}") from exc
+    items = msg.get("bundle") if isinstance(msg, dict) else None
+    if not isinstance(items, list):
+        raise PartialError('not a bundle: expected {"bundle": [[key, partial], ...]}')
+    out = []
+    for item in items:
+        if (
+            not isinstance(item, list)
+            or len(item) != 2
+            or not isinstance(item[0], str)
+            or not item[0]
+            or not isinstance(item[1], dict)
+        ):
+            raise PartialError(f"not a bundle: bad part {str(item)[:80]!r}")
+        out.append((item[0], item[1]))
+    return out
+
+
+def bundle_by_partition(
+    parts: dict[str, bytes], partition_of: Callable[[str], int]
+) -> dict[int, bytes]:
+    """The bundles of one flow batch's partials, one per partition their keys
+    hash to (``partition_of``: the producer's partitioner for a key), keys in
+    order within each."""
+    grouped: dict[int, list[tuple[str, bytes]]] = {}
+    for key in sorted(parts):
+        grouped.setdefault(partition_of(key), []).append((key, parts[key]))
+    return {partition: encode_bundle(items) for partition, items in sorted(grouped.items())}
+
+
 def voip_flow_batch(
     batch: fb.FlowBatch,
     enr: Enrichment,
@@ -251,6 +303,16 @@ class _WindowStates:
                 raise ValueError("not an object")
         except (ValueError, UnicodeDecodeError) as exc:
             raise PartialError(f"not a partial: {exc}") from exc
+        return self.handle_message(key, state, msg, now_ms)
+
+    def handle_message(
+        self,
+        key: str,
+        state: dict[str, Any] | None,
+        msg: dict[str, Any],
+        now_ms: int | None = None,
+    ) -> tuple[dict[str, Any], list[tuple[str, bytes]], str]:
+        """:meth:`handle` of a message already parsed (a part of a bundle)."""
         state = state if state is not None else self._new()
         now_ms = int(time.time() * 1000) if now_ms is None else now_ms
         cfg = self.config

@@ -12,9 +12,17 @@ from tests.fixtures.paths import REPO
 from voipflow.schemas import flowbatch as fb
 from voipflow.schemas import voipflows as vf
 from voipflow.schemas.usage import decode_usage
-from voipflow.streams.aggregate import new_state
+from voipflow.streams.aggregate import encode_state, new_state
 from voipflow.streams.config import WorkerConfig
-from voipflow.streams.pipeline import VOIP_FLOWS_MAX_ROWS, CityStates, FlowPipeline, PartialError
+from voipflow.streams.pipeline import (
+    VOIP_FLOWS_MAX_ROWS,
+    CityStates,
+    FlowPipeline,
+    PartialError,
+    bundle_by_partition,
+    decode_bundle,
+    encode_bundle,
+)
 
 CFG = WorkerConfig(
     prefix_table=REPO / "data" / "cities" / "demo-cities.csv",
@@ -294,6 +302,47 @@ def test_without_a_stall_the_same_silence_closes_the_window() -> None:
 def test_bad_partials_raise(value: bytes) -> None:
     with pytest.raises(PartialError):
         CityStates(CFG).handle("Berlin", None, value)
+
+
+def test_a_bundle_carries_each_keys_partial_and_applies_as_the_partial_alone() -> None:
+    pipe = FlowPipeline(CFG)
+    pipe.start()
+    out = pipe.process(message(), "flows.v1:0", 1)
+    parts = {**out.partials, **{"\x00" + e: d for e, d in out.traffic.items()}}
+    assert len(parts) == 3  # Berlin, the city of 10.4.0.7, the exporter
+    # Keys go to the partition the partitioner names, in key order within it.
+    bundles = bundle_by_partition(parts, lambda key: len(key) % 2)
+    assert sorted(bundles) == sorted({len(k) % 2 for k in parts})
+    got = {}
+    for partition, value in bundles.items():
+        items = decode_bundle(value)
+        assert [k for k, _ in items] == sorted(k for k in parts if len(k) % 2 == partition)
+        got.update(items)
+    assert got == {k: json.loads(v) for k, v in parts.items()}
+    # A part applies exactly as the same partial sent alone.
+    alone = CityStates(CFG).handle("Berlin", None, parts["Berlin"], now_ms=T0)
+    bundled = CityStates(CFG).handle_message("Berlin", None, got["Berlin"], now_ms=T0)
+    assert encode_state(alone[0]) == encode_state(bundled[0])
+    assert alone[1:] == bundled[1:] == ([], "applied")
+    assert decode_bundle(encode_bundle([])) == []
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        b"{",
+        b"[1]",
+        b'{"tick": 1}',
+        b'{"bundle": {"Berlin": {}}}',
+        b'{"bundle": [["Berlin"]]}',
+        b'{"bundle": [["", {}]]}',
+        b'{"bundle": [["Berlin", [1]]]}',
+        b'{"bundle": [["Berlin", {}], 7]}',
+    ],
+)
+def test_bad_bundles_raise_before_any_part_is_used(value: bytes) -> None:
+    with pytest.raises(PartialError, match="not a bundle"):
+        decode_bundle(value)
 
 
 @pytest.mark.parametrize("codec", ["lz4", "zstd"])

@@ -24,14 +24,16 @@ import numpy as np
 import pytest
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.errors import KafkaError
+from kafka.partitioner import murmur2
 
 from tests.fixtures.paths import REPO
 from voipflow.evaluation.stopping import stop_processes
 from voipflow.schemas import flowbatch as fb
 from voipflow.schemas import voipflows
 from voipflow.streams.aggregate import apply_partial, close_windows, new_state
+from voipflow.streams.app import EXPORTER_KEY_PREFIX
 from voipflow.streams.config import WorkerConfig
-from voipflow.streams.pipeline import FlowPipeline
+from voipflow.streams.pipeline import BUNDLE_KEY, FlowPipeline, decode_bundle
 from voipflow.topics import ensure_topics
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
@@ -239,11 +241,13 @@ def run_workers(
     fault_batches: int = 0,
     voip_flows: list[VoipMessage] | None = None,
     inputs: dict[tuple[str, int], bytes] | None = None,
+    partials: list[tuple[int, bytes, bytes]] | None = None,
 ) -> tuple[dict[str, tuple[str, int, int]], dict[str, tuple[int, int]]]:
     """Run ``workers`` workers over ``data``; ``kill`` SIGKILLs the first mid-stream,
     ``fault_batches`` makes it kill itself right after a commit (then it is restarted).
     ``voip_flows`` gets each voip-flows message, ``inputs`` each data batch by its
-    source (``"topic:partition"``) and offset."""
+    source (``"topic:partition"``) and offset, ``partials`` each message of the
+    internal partials topic as (partition, key, value)."""
     tag = uuid.uuid4().hex[:8]
     topics = {n: f"{n}-{tag}" for n in ("flows", "voip-flows", "usage", "traffic")}
     env = {k: v for k, v in os.environ.items() if not k.startswith("VOIPFLOW_")}
@@ -337,6 +341,15 @@ def run_workers(
             time.sleep(2)
         if voip_flows is not None:
             voip_flows += voip_flow_messages(bootstrap, topics["voip-flows"])
+        if partials is not None:
+            consumer = KafkaConsumer(
+                f"{env['VOIPFLOW_WORKER_APP_ID']}-city-partials",
+                bootstrap_servers=bootstrap,
+                auto_offset_reset="earliest",
+                consumer_timeout_ms=3000,
+            )
+            partials += [(m.partition, m.key, m.value) for m in consumer]
+            consumer.close()
         return usage_windows(bootstrap, topics["usage"]), tg
     finally:
         producer.close()
@@ -358,6 +371,7 @@ def test_one_worker_publishes_the_input_totals(
 ) -> None:
     flows: list[VoipMessage] = []
     inputs: dict[tuple[str, int], bytes] = {}
+    partials: list[tuple[int, bytes, bytes]] = []
     got, traffic = run_workers(
         kafka_bootstrap,
         tmp_path,
@@ -367,9 +381,25 @@ def test_one_worker_publishes_the_input_totals(
         kill=False,
         voip_flows=flows,
         inputs=inputs,
+        partials=partials,
     )
     assert got == expected
     assert traffic == expected_traffic(data)
+    # A flow batch's partials travel as one bundle per partition, and every
+    # key in a bundle is on the partition Kafka's key partitioner gives it
+    # (murmur2, the same in every client): where that key's ticks and its
+    # table changelog go.
+    bundled: Counter[str] = Counter()
+    for partition, key, value in partials:
+        if key != BUNDLE_KEY.encode():
+            continue
+        for part_key, _ in decode_bundle(value):
+            bundled[part_key] += 1
+            assert (murmur2(part_key.encode()) & 0x7FFFFFFF) % 4 == partition
+    assert {k for k in bundled if not k.startswith(EXPORTER_KEY_PREFIX)} == {
+        city for city, _, _ in expected.values()
+    }
+    assert {k[1:] for k in bundled if k.startswith(EXPORTER_KEY_PREFIX)} == set(EXPORTERS)
     # The VoIP flows carry both verdicts under the schema they are written in.
     assert flows and {m.headers.get("schema") for m in flows} == {voipflows.SCHEMA_NAME.encode()}
     roles = {r for m in flows for r in m.roles}
