@@ -49,6 +49,7 @@ from voipflow.evaluation.chaos_store import (
     read_chdb,
     read_traffic,
 )
+from voipflow.logs import tail
 from voipflow.netutil import free_port
 from voipflow.topics import ensure_topics
 
@@ -157,6 +158,7 @@ class ChaosRun:
         self.last_back = 0.0
         self.closed: list[tuple[float, float]] = []  # collector socket closed [from, to)
         self.lag: list[tuple[float, int]] = []
+        self.group_lag: dict[str, int] = {}  # the last sample's lag per group
         self.disk: Disk | None = None
         self.native: NativeStore | None = None
         self._threads: list[threading.Thread] = []
@@ -395,9 +397,10 @@ class ChaosRun:
         while not self.stop_sampling.is_set():
             try:
                 probe = probe or LagProbe(self.cluster.bootstrap)
-                lag = sum(probe.lag(g, t) for g, t in self.groups())
+                per_group = {g: probe.lag(g, t) for g, t in self.groups()}
                 with self.lock:
-                    self.lag.append((time.monotonic(), lag))
+                    self.lag.append((time.monotonic(), sum(per_group.values())))
+                    self.group_lag = per_group
             except Exception:  # a broker is down: a new probe, and sample again
                 if probe is not None:
                     probe.close()
@@ -440,7 +443,10 @@ class ChaosRun:
                     self.row.drained = True
                     break
                 if now - self.t0 > self.o.seconds + self.o.drain_s:
-                    self.event("NOT DRAINED: gave up waiting")
+                    with self.lock:
+                        behind = ", ".join(f"{g} {n}" for g, n in self.group_lag.items())
+                    self.event(f"NOT DRAINED: gave up waiting; last lag per group: {behind}")
+                    self.note_warnings()
                     break
                 time.sleep(0.5)
             self.event("drained" if self.row.drained else "stopping")
@@ -448,6 +454,20 @@ class ChaosRun:
         finally:
             self.stop_sampling.set()
             self.teardown()
+
+    def note_warnings(self, per_child: int = 5) -> None:
+        """Each running child's last warnings and errors as events: what a run
+        that did not drain shows of why, since the logs go with its folder."""
+        with self.lock:
+            procs = dict(self.children)
+        for key, proc in sorted(procs.items()):
+            lines = [
+                line
+                for line in tail(proc.log_file, 400).splitlines()
+                if any(level in line for level in ("WARNING", "ERROR", "CRITICAL", "Traceback"))
+            ]
+            for line in lines[-per_child:]:
+                self.event(f"{key} log: {line[:300]}")
 
     def teardown(self) -> None:
         with self.lock:
