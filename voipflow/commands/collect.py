@@ -138,11 +138,14 @@ def compression_codecs(settings: Settings) -> tuple[str, str | None]:
 def _build_collector(
     settings: Settings, spec: OutputSpec, bootstrap: str, worker: int, metrics: Any
 ) -> Any:
+    from voipflow.allocator import keep_freed_memory
     from voipflow.collectors.outputs import JsonlOutput, KafkaOutput, NullOutput, Output
     from voipflow.collectors.publisher import Publisher, PublisherConfig
     from voipflow.collectors.service import Collector
     from voipflow.schemas.kafka_security import kafka_client_options
 
+    # Each batch's arrays reuse the last one's pages (voipflow.allocator).
+    keep_freed_memory()
     cfg = settings.collector
     kafka_codec, arrow_codec = compression_codecs(settings)
     output: Output
