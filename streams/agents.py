@@ -92,9 +92,11 @@ def install_agents(
             return []
         try:
             bundles = bundle_by_partition(parts, partition_of)
-        except (TypeError, KeyError, AssertionError):
-            # No metadata for the topic yet (the first batch after a start):
-            # one message per key, which fetches it; same partitions.
+        except (TypeError, KeyError, AssertionError, ZeroDivisionError):
+            # No metadata for the topic yet (the first batch after a start),
+            # or metadata that lists no partitions (the partitioner divides
+            # by their number): one message per key, which fetches it; same
+            # partitions.
             return [await w.partials.send(key=key, value=data) for key, data in parts.items()]
         return [
             await w.partials.send(key=BUNDLE_KEY, value=data, partition=partition)
