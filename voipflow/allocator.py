@@ -9,13 +9,13 @@ free top of the heap back to the kernel above ``M_TRIM_THRESHOLD``. Either
 way the next frame's arrays land on pages the kernel has to map and zero
 again: a page fault per 4 KiB touched.
 
-:func:`keep_freed_memory` sets both thresholds once per process (``mallopt``),
-so blocks up to :data:`MMAP_THRESHOLD` come from the heap and up to
-:data:`TRIM_THRESHOLD` of free heap is kept for reuse. On the collector's
-small-set stream this took its page faults from about 0.5-0.9 per datagram
-to 0.001-0.02 and its kernel CPU time by about half (docs/performance.md). The cost
-is memory that stays mapped after a burst: at most the trim threshold above
-what the process last used.
+:func:`keep_freed_memory` sets both thresholds once per process
+(``mallopt``), so blocks up to :data:`MMAP_THRESHOLD` come from the heap and
+up to :data:`TRIM_THRESHOLD` of free heap is kept for reuse. On the
+collector's small-set stream this took its page faults from 0.65-0.77 per
+datagram to about 0.001, and its CPU per datagram from 4.2 to 2.7 µs
+(docs/collector.md). The cost is memory that stays mapped after a burst: at
+most the trim threshold above what the process last used.
 
 Elsewhere than glibc (musl, macOS) nothing is changed.
 """
