@@ -22,6 +22,18 @@ __all__ = ["KafkaConfig", "KafkaSecurity", "kafka_client_options"]
 #: message per key, and a tombstone removes the key.
 COMPACTED_TOPIC = {"cleanup.policy": "compact", "min.compaction.lag.ms": "0"}
 
+#: The largest message the worker writes to its window topics: a city's state
+#: in its table's changelog, a bundle of partials, a closed window's usage row.
+#: They carry the exact subscriber hashes of a window (8 bytes each in a state,
+#: about 20 characters in a usage row), so they grow with the subscribers a
+#: city has in a window; Kafka's default of 1 MB was reached at 340,000
+#: flows/s on two cores (benchmarks/e2e_bench.py), and the worker's producer
+#: then stopped. 32 MiB holds about 1.5 million subscribers in one usage row.
+WINDOW_MESSAGE_MAX_BYTES = 32 << 20
+
+#: Topic configs of the topics that carry such messages.
+WINDOW_TOPIC = {"max.message.bytes": str(WINDOW_MESSAGE_MAX_BYTES)}
+
 
 class KafkaConfig(KafkaSecurity):
     """``[kafka]``: brokers and topics, and (inherited) the TLS and SASL of every client.

@@ -50,7 +50,12 @@ import faust
 from mode.utils.objects import cached_property
 from mode.utils.queues import FlowControlEvent
 
-from voipflow.schemas.topics import KafkaConfig, kafka_client_options
+from voipflow.schemas.topics import (
+    WINDOW_MESSAGE_MAX_BYTES,
+    WINDOW_TOPIC,
+    KafkaConfig,
+    kafka_client_options,
+)
 from voipflow.streams.commits import guard_commit_head, use_delivered_buffer
 from voipflow.streams.config import WorkerConfig
 from voipflow.streams.order import pin_read_offsets
@@ -152,6 +157,12 @@ def partials_topic_name(worker: WorkerConfig) -> str:
     return f"{worker.app_id}-city-partials"
 
 
+def window_topic_configs(kafka: KafkaConfig, worker: WorkerConfig) -> dict[str, dict[str, str]]:
+    """Topic configs, by name, of the topics the worker writes window messages
+    to (``ensure_topics`` applies them to the ones it creates)."""
+    return {name: dict(WINDOW_TOPIC) for name in (kafka.usage_topic, partials_topic_name(worker))}
+
+
 #: Table and internal-topic keys of exporters start with this (NUL: never in a city name).
 EXPORTER_KEY_PREFIX = "\x00"
 
@@ -174,6 +185,10 @@ def build_app(
         topic_partitions=kafka.partitions,
         topic_replication_factor=kafka.replication_factor,
         producer_compression_type=compression_codecs(kafka, worker)[0],
+        # A busy city's state and usage rows pass Kafka's default of 1 MB
+        # (voipflow.schemas.topics.WINDOW_MESSAGE_MAX_BYTES); the request
+        # carries some overhead beyond the message.
+        producer_max_request_size=WINDOW_MESSAGE_MAX_BYTES + (1 << 20),
         consumer_auto_offset_reset="earliest",
         web_enabled=False,
         # A killed worker's partitions move to the others after this long.
@@ -225,6 +240,7 @@ def build_app(
         key_type=str,
         value_type=bytes,
         partitions=kafka.partitions,
+        extra_topic_configs=WINDOW_TOPIC,
         help="per-city and per-exporter window state (JSON), see streams.aggregate/traffic",
     )
     traffic = app.topic(

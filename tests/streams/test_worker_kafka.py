@@ -23,6 +23,7 @@ from typing import Any, NamedTuple
 import numpy as np
 import pytest
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
+from kafka.admin import ConfigResource, ConfigResourceType
 from kafka.errors import KafkaError
 from kafka.partitioner import murmur2
 
@@ -30,6 +31,7 @@ from tests.fixtures.paths import REPO
 from voipflow.evaluation.stopping import stop_processes
 from voipflow.schemas import flowbatch as fb
 from voipflow.schemas import voipflows
+from voipflow.schemas.topics import WINDOW_MESSAGE_MAX_BYTES, WINDOW_TOPIC
 from voipflow.streams.aggregate import apply_partial, close_windows, new_state
 from voipflow.streams.app import EXPORTER_KEY_PREFIX
 from voipflow.streams.config import WorkerConfig
@@ -242,12 +244,14 @@ def run_workers(
     voip_flows: list[VoipMessage] | None = None,
     inputs: dict[tuple[str, int], bytes] | None = None,
     partials: list[tuple[int, bytes, bytes]] | None = None,
+    names: dict[str, str] | None = None,
 ) -> tuple[dict[str, tuple[str, int, int]], dict[str, tuple[int, int]]]:
     """Run ``workers`` workers over ``data``; ``kill`` SIGKILLs the first mid-stream,
     ``fault_batches`` makes it kill itself right after a commit (then it is restarted).
     ``voip_flows`` gets each voip-flows message, ``inputs`` each data batch by its
     source (``"topic:partition"``) and offset, ``partials`` each message of the
-    internal partials topic as (partition, key, value)."""
+    internal partials topic as (partition, key, value), ``names`` the topics'
+    names and the worker's app id (``"app_id"``)."""
     tag = uuid.uuid4().hex[:8]
     topics = {n: f"{n}-{tag}" for n in ("flows", "voip-flows", "usage", "traffic")}
     env = {k: v for k, v in os.environ.items() if not k.startswith("VOIPFLOW_")}
@@ -270,7 +274,16 @@ def run_workers(
             "VOIPFLOW_DATA_DIR": str(tmp_path / f"data-{tag}"),
         }
     )
-    ensure_topics(bootstrap, {topics[n]: 4 for n in ("flows", "usage", "voip-flows", "traffic")})
+    if names is not None:
+        names.update(topics, app_id=env["VOIPFLOW_WORKER_APP_ID"])
+    # Created here, before the workers, as a deployment may: the usage topic
+    # then needs the worker's own configs (large window messages).
+    ensure_topics(
+        bootstrap,
+        {topics[n]: 4 for n in ("flows", "usage", "voip-flows", "traffic")},
+        1,
+        {topics["usage"]: WINDOW_TOPIC},
+    )
     first = dict(env)
     if fault_batches:
         first["VOIPFLOW_WORKER_FAULT_KILL_AFTER_BATCHES"] = str(fault_batches)
@@ -440,3 +453,79 @@ def test_worker_killed_right_after_a_commit_loses_and_changes_nothing(
     )
     assert got == expected
     assert traffic == expected_traffic(data)
+
+
+def crowded_city(per_batch: int = 4096) -> list[tuple[str, bytes]]:
+    """Every one of Berlin's 65,536 addresses (10.1.0.0/16) in one window, each
+    with a STUN, a SIP and a Zoom flow: about 66,000 subscribers per app in
+    one city and window, so the city's state and each usage row pass 1 MB."""
+    subscribers = 0x0A010000 + np.arange(65_536, dtype=np.uint32)
+    out = []
+    for i, port in enumerate((3478, 5060, 8801)):
+        for j, lo in enumerate(range(0, len(subscribers), per_batch)):
+            home = subscribers[lo : lo + per_batch]
+            n = len(home)
+            rng = np.random.default_rng(1000 * i + j)
+            exporter = EXPORTERS[j % len(EXPORTERS)]
+            start = T0 + rng.integers(0, 2000, n)
+            batch = fb.make_batch(
+                {
+                    "src_addr": fb.ipv4_to_addr16(home),
+                    "dst_addr": fb.ipv4_to_addr16(rng.integers(0x01000000, 0x09000000, n)),
+                    "src_port": rng.integers(1024, 65535, n),
+                    "dst_port": np.full(n, port),
+                    "protocol": np.full(n, 17),
+                    "packets": rng.integers(50, 200, n),
+                    "bytes": rng.integers(5_000, 40_000, n),
+                    "flow_start_ms": start,
+                    "flow_end_ms": start + rng.integers(500, 2000, n),
+                    "sampling_rate": np.ones(n, dtype=np.int64),
+                    "exporter_addr": np.full(n, fb.text_to_addr16(exporter), dtype="S16"),
+                }
+            )
+            out.append((exporter, fb.encode(batch)))
+    return out
+
+
+def test_a_city_whose_state_and_usage_rows_pass_a_megabyte(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    """The worker's producer stopped on a city state of 1,015,152 bytes at
+    340,000 flows/s (Kafka's default limit is 1 MB). Its window topics now
+    take WINDOW_MESSAGE_MAX_BYTES: such a city's windows come out whole."""
+    data = crowded_city()
+    expected = expected_windows(data)
+    assert max(flows for _, flows, _ in expected.values()) > 60_000, expected
+    names: dict[str, str] = {}
+    got, traffic = run_workers(
+        kafka_bootstrap, tmp_path, data, expected, workers=1, kill=False, names=names
+    )
+    assert got == expected
+    assert traffic == expected_traffic(data)
+
+    consumer = KafkaConsumer(
+        names["usage"],
+        bootstrap_servers=kafka_bootstrap,
+        auto_offset_reset="earliest",
+        consumer_timeout_ms=3000,
+    )
+    rows = {m.key.decode(): m.value for m in consumer}
+    consumer.close()
+    biggest = max(rows.values(), key=len)
+    assert len(biggest) > 1 << 20, len(biggest)
+    row = json.loads(biggest)
+    assert row["subscribers"] == len(row["subscriber_hashes"]) > 60_000
+
+    # The topics the worker created itself take such messages too.
+    changelog = f"{names['app_id']}-city-state-changelog"
+    partials = f"{names['app_id']}-city-partials"
+    admin = KafkaAdminClient(bootstrap_servers=kafka_bootstrap)
+    try:
+        described = admin.describe_configs(
+            [ConfigResource(ConfigResourceType.TOPIC, t) for t in (changelog, partials)]
+        )
+    finally:
+        admin.close()
+    for topic in (changelog, partials):
+        limit = int(described["topic"][topic]["max.message.bytes"]["value"])
+        assert limit == WINDOW_MESSAGE_MAX_BYTES, (topic, limit)

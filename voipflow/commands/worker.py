@@ -42,6 +42,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         build_app,
         compression_codecs,
         partials_topic_name,
+        window_topic_configs,
     )
     from voipflow.streams.enrich import EnrichError
     from voipflow.streams.metrics import WorkerMetrics
@@ -62,6 +63,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
                 partials_topic_name(worker): kafka.partitions,
             },
             kafka.replication_factor,
+            window_topic_configs(kafka, worker),
             min_insync_replicas=kafka.min_insync_replicas,
             security=kafka,
         )
