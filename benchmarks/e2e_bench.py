@@ -361,8 +361,10 @@ def main(argv: list[str] | None = None) -> int:
             time.sleep(2 * SAMPLE_S + 1)
             late = int(sampler.last("worker", "voipflow_worker_late_records_total"))
             classified = int(sampler.last("worker", "voipflow_worker_voip_records_total"))
-            cpu = {n: round(cpu_seconds(p) - cpu0[n], 1) for n, p in pids.items() if p}
-            rss = {n: round(peak_rss_mb(p)) for n, p in pids.items() if p}
+            # A process that died (its log says why) has no figures left.
+            alive = {n: p for n, p in pids.items() if p and os.path.exists(f"/proc/{p}/stat")}
+            cpu = {n: round(cpu_seconds(p) - cpu0[n], 1) for n, p in alive.items()}
+            rss = {n: round(peak_rss_mb(p)) for n, p in alive.items()}
             sampler.stop_flag.set()
             thread.join()
         probe.close()
