@@ -153,8 +153,25 @@ def compression_codecs(kafka: KafkaConfig, worker: WorkerConfig) -> tuple[str | 
     return None, codec
 
 
+#: The worker's one table: city and exporter window states.
+CITY_STATE_TABLE = "city-state"
+
+
 def partials_topic_name(worker: WorkerConfig) -> str:
     return f"{worker.app_id}-city-partials"
+
+
+def changelog_topic_name(worker: WorkerConfig) -> str:
+    """The city-state table's changelog (Faust names it after the app and table)."""
+    return f"{worker.app_id}-{CITY_STATE_TABLE}-changelog"
+
+
+def window_message_limits(kafka: KafkaConfig, worker: WorkerConfig) -> dict[str, int]:
+    """The topics the worker writes window messages to, each with the
+    ``max.message.bytes`` they need (``raise_message_limits`` raises existing
+    ones below it: topics created before the limit was set)."""
+    names = (kafka.usage_topic, partials_topic_name(worker), changelog_topic_name(worker))
+    return dict.fromkeys(names, WINDOW_MESSAGE_MAX_BYTES)
 
 
 def window_topic_configs(kafka: KafkaConfig, worker: WorkerConfig) -> dict[str, dict[str, str]]:
@@ -236,7 +253,7 @@ def build_app(
         value_serializer="raw",
     )
     city_state = app.Table(
-        "city-state",
+        CITY_STATE_TABLE,
         key_type=str,
         value_type=bytes,
         partitions=kafka.partitions,

@@ -14,6 +14,10 @@ Errors::
     |   +-- AuthenticationFailed  TLS or SASL refused (certificate, user, password)
     +-- TopicError           the broker refused to create a topic (bad
                              replication factor, bad config, policy ...)
+
+:func:`raise_message_limits` raises the ``max.message.bytes`` of existing
+topics that are below what their messages need (topics created before a
+limit was configured); a broker that refuses is a warning, not an error.
 """
 
 from __future__ import annotations
@@ -242,6 +246,70 @@ def ensure_topics(
                 extra={"topic": name, "partitions": have, "wanted": want},
             )
     return counts
+
+
+MESSAGE_LIMIT = "max.message.bytes"
+
+
+def raise_message_limits(
+    bootstrap: str,
+    limits: Mapping[str, int],
+    timeout_s: float = 30.0,
+    setting: str = BOOTSTRAP_SETTING,
+    security: KafkaSecurity | None = None,
+) -> list[str]:
+    """Set ``max.message.bytes`` of each existing topic of ``limits`` (name ->
+    bytes) that is below it, or has no value of its own (the broker's default,
+    1 MB unless changed); return the topics raised. Missing topics are left to
+    whoever creates them. A refusal (an ACL, a policy) is logged with the
+    command that does it by hand: the topic works until a message passes its
+    limit.
+    """
+    from kafka.admin import ConfigResource, ConfigResourceType
+
+    raised: list[str] = []
+    with _admin(bootstrap, min(timeout_s, 10.0), setting, security) as admin:
+        try:
+            names = [n for n in limits if n in set(admin.list_topics())]
+            if not names:
+                return raised
+            described = admin.describe_configs(
+                [ConfigResource(ConfigResourceType.TOPIC, n) for n in names]
+            ).get("topic", {})
+        except kafka_errors.KafkaError as exc:
+            raise TopicError(
+                f"{setting}={bootstrap}: cannot read topic configs ({type(exc).__name__}: {exc})"
+            ) from exc
+        for name in names:
+            entry = described.get(name, {}).get(MESSAGE_LIMIT)
+            have = int(entry["value"]) if entry else None
+            want = int(limits[name])
+            if have is not None and have >= want:
+                continue
+            change = ConfigResource(
+                ConfigResourceType.TOPIC, name, configs={MESSAGE_LIMIT: str(want)}
+            )
+            try:
+                status = admin.alter_configs([change]).get("topic", {}).get(name)
+            except kafka_errors.KafkaError as exc:
+                status = f"{type(exc).__name__}: {exc}"
+            if status == "OK":
+                raised.append(name)
+                log.info(
+                    "raised a topic's message size limit",
+                    extra={
+                        "topic": name,
+                        "from": have if have is not None else "default",
+                        "to": want,
+                    },
+                )
+            else:
+                log.warning(
+                    f"topic {name} keeps its message size limit ({status}); messages above it "
+                    f"will be refused: run kafka-configs.sh --alter --entity-type topics "
+                    f"--entity-name {name} --add-config {MESSAGE_LIMIT}={want}",
+                )
+    return raised
 
 
 def _create(

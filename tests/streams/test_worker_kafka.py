@@ -31,7 +31,7 @@ from tests.fixtures.paths import REPO
 from voipflow.evaluation.stopping import stop_processes
 from voipflow.schemas import flowbatch as fb
 from voipflow.schemas import voipflows
-from voipflow.schemas.topics import WINDOW_MESSAGE_MAX_BYTES, WINDOW_TOPIC
+from voipflow.schemas.topics import WINDOW_MESSAGE_MAX_BYTES
 from voipflow.streams.aggregate import apply_partial, close_windows, new_state
 from voipflow.streams.app import EXPORTER_KEY_PREFIX
 from voipflow.streams.config import WorkerConfig
@@ -276,14 +276,10 @@ def run_workers(
     )
     if names is not None:
         names.update(topics, app_id=env["VOIPFLOW_WORKER_APP_ID"])
-    # Created here, before the workers, as a deployment may: the usage topic
-    # then needs the worker's own configs (large window messages).
-    ensure_topics(
-        bootstrap,
-        {topics[n]: 4 for n in ("flows", "usage", "voip-flows", "traffic")},
-        1,
-        {topics["usage"]: WINDOW_TOPIC},
-    )
+    # Created here, before the workers, with Kafka's default message size
+    # limit, as a deployment's older topics are: the worker raises the usage
+    # topic's at start (large window messages).
+    ensure_topics(bootstrap, {topics[n]: 4 for n in ("flows", "usage", "voip-flows", "traffic")})
     first = dict(env)
     if fault_batches:
         first["VOIPFLOW_WORKER_FAULT_KILL_AFTER_BATCHES"] = str(fault_batches)
@@ -492,7 +488,8 @@ def test_a_city_whose_state_and_usage_rows_pass_a_megabyte(
 ) -> None:
     """The worker's producer stopped on a city state of 1,015,152 bytes at
     340,000 flows/s (Kafka's default limit is 1 MB). Its window topics now
-    take WINDOW_MESSAGE_MAX_BYTES: such a city's windows come out whole."""
+    take WINDOW_MESSAGE_MAX_BYTES, also the usage topic that existed before
+    it started: such a city's windows come out whole."""
     data = crowded_city()
     expected = expected_windows(data)
     assert max(flows for _, flows, _ in expected.values()) > 60_000, expected
@@ -516,16 +513,18 @@ def test_a_city_whose_state_and_usage_rows_pass_a_megabyte(
     row = json.loads(biggest)
     assert row["subscribers"] == len(row["subscriber_hashes"]) > 60_000
 
-    # The topics the worker created itself take such messages too.
+    # The topics the worker created take such messages, and so does the
+    # usage topic it found with the default limit.
     changelog = f"{names['app_id']}-city-state-changelog"
     partials = f"{names['app_id']}-city-partials"
+    usage = names["usage"]
     admin = KafkaAdminClient(bootstrap_servers=kafka_bootstrap)
     try:
         described = admin.describe_configs(
-            [ConfigResource(ConfigResourceType.TOPIC, t) for t in (changelog, partials)]
+            [ConfigResource(ConfigResourceType.TOPIC, t) for t in (changelog, partials, usage)]
         )
     finally:
         admin.close()
-    for topic in (changelog, partials):
+    for topic in (changelog, partials, usage):
         limit = int(described["topic"][topic]["max.message.bytes"]["value"])
         assert limit == WINDOW_MESSAGE_MAX_BYTES, (topic, limit)

@@ -36,7 +36,13 @@ from voipflow.broker import (
     running_state,
 )
 from voipflow.schemas.topics import KafkaConfig
-from voipflow.topics import BrokerUnreachable, TopicError, ensure_topics, wait_for_broker
+from voipflow.topics import (
+    BrokerUnreachable,
+    TopicError,
+    ensure_topics,
+    raise_message_limits,
+    wait_for_broker,
+)
 
 pytestmark = pytest.mark.kafka
 
@@ -220,6 +226,30 @@ def test_ensure_topics_is_idempotent_and_applies_configs(
         r for r in caplog.records if r.name == "voipflow.topics" and r.levelno >= logging.WARNING
     ]
     assert warned and getattr(warned[0], "wanted", None) == 8
+
+
+def test_raise_message_limits_raises_only_what_is_below(kafka_bootstrap: str) -> None:
+    """Topics made before the worker set its limit get it; a higher limit and a
+    missing topic are left alone; a second call changes nothing."""
+    tag = uuid.uuid4().hex[:8]
+    plain, high, low, missing = (f"limit-{n}-{tag}" for n in ("plain", "high", "low", "missing"))
+    configs = {high: {"max.message.bytes": str(64 << 20)}, low: {"max.message.bytes": "2000000"}}
+    ensure_topics(kafka_bootstrap, {plain: 1, high: 1, low: 1}, 1, configs)
+    want = dict.fromkeys((plain, high, low, missing), 32 << 20)
+
+    assert sorted(raise_message_limits(kafka_bootstrap, want)) == sorted([plain, low])
+    assert raise_message_limits(kafka_bootstrap, want) == []
+
+    admin = KafkaAdminClient(bootstrap_servers=kafka_bootstrap)
+    try:
+        described = admin.describe_configs(
+            [ConfigResource(ConfigResourceType.TOPIC, n) for n in (plain, high, low)]
+        )["topic"]
+        assert missing not in admin.list_topics()
+    finally:
+        admin.close()
+    limits = {n: int(described[n]["max.message.bytes"]["value"]) for n in (plain, high, low)}
+    assert limits == {plain: 32 << 20, high: 64 << 20, low: 32 << 20}
 
 
 def test_ensure_topics_refuses_impossible_replication(kafka_bootstrap: str) -> None:

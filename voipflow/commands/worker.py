@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 from voipflow.broker import BrokerError, resolve_bootstrap
 from voipflow.settings import Settings
-from voipflow.topics import KafkaAdminError, ensure_topics, wait_for_broker
+from voipflow.topics import KafkaAdminError, ensure_topics, raise_message_limits, wait_for_broker
 
 if TYPE_CHECKING:
     from voipflow.schemas.topics import KafkaConfig
@@ -42,6 +42,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         build_app,
         compression_codecs,
         partials_topic_name,
+        window_message_limits,
         window_topic_configs,
     )
     from voipflow.streams.enrich import EnrichError
@@ -67,6 +68,8 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
             min_insync_replicas=kafka.min_insync_replicas,
             security=kafka,
         )
+        # Topics made before the worker set their limit (an upgrade) get it now.
+        raise_message_limits(bootstrap, window_message_limits(kafka, worker), security=kafka)
     except (BrokerError, KafkaAdminError) as exc:
         print(f"voipflow worker: {exc}", file=sys.stderr)
         return 2
