@@ -168,16 +168,12 @@ def changelog_topic_name(worker: WorkerConfig) -> str:
 
 def window_message_limits(kafka: KafkaConfig, worker: WorkerConfig) -> dict[str, int]:
     """The topics the worker writes window messages to, each with the
-    ``max.message.bytes`` they need (``raise_message_limits`` raises existing
-    ones below it: topics created before the limit was set)."""
+    ``max.message.bytes`` they need. The worker raises them to it at start
+    (``raise_message_limits``), whoever created them: itself a moment before,
+    the demo, an operator, an older version. The changelog, which Faust
+    creates after that, gets it from the table's topic configs."""
     names = (kafka.usage_topic, partials_topic_name(worker), changelog_topic_name(worker))
     return dict.fromkeys(names, WINDOW_MESSAGE_MAX_BYTES)
-
-
-def window_topic_configs(kafka: KafkaConfig, worker: WorkerConfig) -> dict[str, dict[str, str]]:
-    """Topic configs, by name, of the topics the worker writes window messages
-    to (``ensure_topics`` applies them to the ones it creates)."""
-    return {name: dict(WINDOW_TOPIC) for name in (kafka.usage_topic, partials_topic_name(worker))}
 
 
 #: Table and internal-topic keys of exporters start with this (NUL: never in a city name).

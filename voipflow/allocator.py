@@ -24,8 +24,8 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import functools
 import logging
-import threading
 
 log = logging.getLogger(__name__)
 
@@ -40,23 +40,17 @@ MMAP_THRESHOLD = 32 << 20
 #: Free memory at the top of the heap kept for the next batch.
 TRIM_THRESHOLD = 64 << 20
 
-_lock = threading.Lock()
-_done: bool | None = None
 
-
+@functools.cache
 def keep_freed_memory() -> bool:
     """Set the thresholds (once per process); True when glibc took them."""
-    global _done
-    with _lock:
-        if _done is not None:
-            return _done
-        _done = _set_thresholds()
-        if _done:
-            log.info(
-                "malloc keeps freed memory for reuse",
-                extra={"mmap_threshold": MMAP_THRESHOLD, "trim_threshold": TRIM_THRESHOLD},
-            )
-        return _done
+    done = _set_thresholds()
+    if done:
+        log.info(
+            "malloc keeps freed memory for reuse",
+            extra={"mmap_threshold": MMAP_THRESHOLD, "trim_threshold": TRIM_THRESHOLD},
+        )
+    return done
 
 
 def _set_thresholds() -> bool:

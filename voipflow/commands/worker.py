@@ -43,7 +43,6 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         compression_codecs,
         partials_topic_name,
         window_message_limits,
-        window_topic_configs,
     )
     from voipflow.streams.enrich import EnrichError
     from voipflow.streams.metrics import WorkerMetrics
@@ -64,11 +63,11 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
                 partials_topic_name(worker): kafka.partitions,
             },
             kafka.replication_factor,
-            window_topic_configs(kafka, worker),
             min_insync_replicas=kafka.min_insync_replicas,
             security=kafka,
         )
-        # Topics made before the worker set their limit (an upgrade) get it now.
+        # Window messages outgrow Kafka's default limit: new topics and old
+        # ones (made before the limit was set, or by others) get it here.
         raise_message_limits(bootstrap, window_message_limits(kafka, worker), security=kafka)
     except (BrokerError, KafkaAdminError) as exc:
         print(f"voipflow worker: {exc}", file=sys.stderr)

@@ -27,7 +27,7 @@ from voipflow.demo.options import DemoOptions
 from voipflow.demo.plan import DemoPlan
 from voipflow.demo.printer import Printer
 from voipflow.settings import Settings
-from voipflow.streams.app import partials_topic_name, window_topic_configs
+from voipflow.streams.app import partials_topic_name
 from voipflow.topics import KafkaAdminError, ensure_topics, wait_for_broker
 
 #: Seconds the demo gives a configured broker to answer.
@@ -151,9 +151,7 @@ class PipelineTopics:
         }
 
     def start(self) -> None:
-        s = self.settings
-        configs = window_topic_configs(s.kafka, s.worker)
-        self.partitions = create_topics(s, self.kafka.bootstrap, self.names(), configs)
+        self.partitions = create_topics(self.settings, self.kafka.bootstrap, self.names())
 
     def stop(self) -> None:
         pass

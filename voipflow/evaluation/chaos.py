@@ -51,7 +51,6 @@ from voipflow.evaluation.chaos_store import (
 )
 from voipflow.logs import tail
 from voipflow.netutil import free_port
-from voipflow.schemas.topics import WINDOW_TOPIC
 from voipflow.topics import ensure_topics
 
 #: The faults, in the order of issue 12.
@@ -237,15 +236,9 @@ class ChaosRun:
         self.udp_port = free_port("udp", "127.0.0.1")
         names = ("flows", "voip-flows", "usage", "traffic", "health")
         topics = {self.topic(n): self.o.partitions for n in names}
-        self.partials_name = f"chaos-{self.tag}-city-partials"
-        topics[self.partials_name] = self.o.partitions
-        window = {n: dict(WINDOW_TOPIC) for n in (self.topic("usage"), self.partials_name)}
+        topics[f"chaos-{self.tag}-city-partials"] = self.o.partitions
         ensure_topics(
-            self.cluster.bootstrap,
-            topics,
-            self.replication,
-            window,
-            min_insync_replicas=self.min_insync,
+            self.cluster.bootstrap, topics, self.replication, min_insync_replicas=self.min_insync
         )
         sink_dir = self.dir / "sink"
         if "disk" in self.faults:
