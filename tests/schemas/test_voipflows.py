@@ -165,6 +165,27 @@ def test_usage_refusals(change: dict[str, object], error: type[Exception]) -> No
         usage.encode_usage(msg)
 
 
+@pytest.mark.parametrize(
+    ("bad", "where"),
+    [
+        (2**64, "[5000]"),
+        (-1, "[5000]"),
+        (True, "[5000]"),
+        (3.0, "[5000]"),
+        ("7", "[5000]"),
+    ],
+)
+def test_a_bad_hash_in_a_long_list_is_named_by_its_place(bad: object, where: str) -> None:
+    """A whole array of plain integers is checked at once; one bad element among
+    thousands is still refused, and the error names its index."""
+    hashes: list[object] = list(range(10_000))
+    assert usage.decode_usage(usage.encode_usage({**_usage(), "subscriber_hashes": hashes}))
+    hashes[5000] = bad
+    with pytest.raises(usage.UsageError) as caught:
+        usage.validate_usage({**_usage(), "subscriber_hashes": hashes})
+    assert f"subscriber_hashes{where}" in str(caught.value)
+
+
 def test_usage_missing_field_and_garbage() -> None:
     msg = _usage()
     del msg["call_seconds"]
