@@ -144,6 +144,25 @@ def test_ice_memory_spans_batches_and_forgets_old_sockets() -> None:
     assert mem.lookup(np.array([1, 2, 3], np.uint64)).tolist() == [0, 7, 8]
 
 
+def test_a_batch_reaching_back_past_the_age_keeps_all_its_sockets_until_the_next() -> None:
+    """A batch's own sockets are all remembered, however old (a capture's batch can
+    span more than the age); the next update forgets the idle ones."""
+    mem = IceMemory(max_age_ms=1000, max_size=100)
+    mem.update(np.array([10], np.uint64), np.array([1], np.uint8), np.array([0], np.uint64))
+    # 11 is as old as 10, 12 is new: 10 and 11 are idle by time, but 11 is this batch's.
+    mem.update(
+        np.array([11, 12, 10], np.uint64),
+        np.array([2, 3, 4], np.uint8),
+        np.array([0, 9000, 0], np.uint64),
+    )
+    # 10 came again in this batch: it starts afresh with this batch's app.
+    assert mem.lookup(np.array([10, 11, 12], np.uint64)).tolist() == [5, 3, 4]
+    assert len(mem) == 3
+    mem.update(np.array([13], np.uint64), np.array([1], np.uint8), np.array([9001], np.uint64))
+    assert mem.lookup(np.array([10, 11, 12, 13], np.uint64)).tolist() == [0, 0, 4, 2]
+    assert len(mem) == 2
+
+
 def test_a_full_ice_memory_forgets_the_least_recently_seen_down_to_seven_eighths() -> None:
     mem = IceMemory(max_age_ms=10**9, max_size=80)
     rng = np.random.default_rng(3)
@@ -161,20 +180,27 @@ def test_a_full_ice_memory_forgets_the_least_recently_seen_down_to_seven_eighths
 
 
 @pytest.mark.parametrize(
-    ("max_size", "per_step", "pool_size"),
-    [(300, 40, 2_000), (5_000, 400, 20_000)],  # the second grows its filter twice
+    ("max_size", "per_step", "pool_size", "filters"),
+    [
+        (300, 40, 2_000, 1),
+        (5_000, 400, 20_000, 3),  # grows its filter twice
+        # Never full: idle entries stay in the arrays until the recent level
+        # (thousands of entries a step) merges into the main one.
+        (200_000, 2_000, 30_000, 4),
+    ],
 )
 def test_ice_memory_filter_never_hides_a_remembered_socket(
-    max_size: int, per_step: int, pool_size: int
+    max_size: int, per_step: int, pool_size: int, filters: int
 ) -> None:
-    """Full-width hashes through ageing, eviction, filter growth and rebuilds:
-    a lookup finds exactly what a plain dictionary with the same rules holds."""
+    """Full-width hashes through ageing, eviction, filter growth and rebuilds, and
+    the merges of the recent level: a lookup finds exactly what a plain
+    dictionary with the same rules holds."""
     age = 15 * 1_000
     mem = IceMemory(max_age_ms=age, max_size=max_size)
     rng = np.random.default_rng(11)
     pool = rng.integers(1, 2**63, pool_size, dtype=np.int64).astype(np.uint64) * np.uint64(2)
     model: dict[int, tuple[int, int]] = {}  # hash -> (app, seen); every time distinct
-    slots = {mem.nbytes - len(mem) * 17}
+    slots = {mem.filter_slots}
     for step in range(60):
         pick = pool[rng.integers(0, len(pool), per_step)]
         apps = rng.integers(0, 6, per_step).astype(np.uint8)
@@ -194,8 +220,8 @@ def test_ice_memory_filter_never_hides_a_remembered_socket(
         found = mem.lookup(pool)
         want = [model[h][0] + 1 if h in model else 0 for h in pool.tolist()]
         assert found.tolist() == want
-        slots.add(mem.nbytes - len(mem) * 17)
-    assert len(slots) == (1 if max_size == 300 else 3)
+        slots.add(mem.filter_slots)
+    assert len(slots) == filters
 
 
 def test_non_voip_traffic_stays_out() -> None:
