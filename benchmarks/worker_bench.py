@@ -41,16 +41,26 @@ HOME = "10.0.0.0/8,2001:db8::/32"
 
 
 def make_messages(
-    batches: int, flows: int, seed: int = 1, compression: str | None = None
+    batches: int,
+    flows: int,
+    seed: int = 1,
+    compression: str | None = None,
+    hosts: int = 5000,
+    exporters: int = 8,
 ) -> list[bytes]:
     """Synthetic flows.v1 messages; ``compression`` ("lz4", "zstd") compresses them
-    inside Arrow as the collector does by default (``VOIPFLOW_COLLECTOR_COMPRESSION_LAYER``)."""
+    inside Arrow as the collector does by default (``VOIPFLOW_COLLECTOR_COMPRESSION_LAYER``).
+
+    Subscribers are ``hosts`` addresses in each of 12 city networks, behind
+    ``exporters`` exporters in turn (each exporter has its own classifier
+    memories: one broadband gateway with 65,535 hosts per city fills them far
+    more than eight with 5,000)."""
     rng = np.random.default_rng(seed)
     t0 = int(time.time() * 1000) // 60_000 * 60_000
     out = []
     for i in range(batches):
         n = flows
-        home = (0x0A000000 + rng.integers(1, 13, n) * 65536 + rng.integers(0, 5000, n)).astype(
+        home = (0x0A000000 + rng.integers(1, 13, n) * 65536 + rng.integers(0, hosts, n)).astype(
             np.uint32
         )
         other = rng.integers(0x01000000, 0xDF000000, n).astype(np.uint32)
@@ -72,7 +82,7 @@ def make_messages(
                         "flow_end_ms": start + rng.integers(0, 60_000, n),
                         "sampling_rate": rng.choice([1, 100], n),
                         "exporter_addr": np.full(
-                            n, fb.text_to_addr16(f"192.0.2.{i % 8}"), dtype="S16"
+                            n, fb.text_to_addr16(f"192.0.2.{i % exporters}"), dtype="S16"
                         ),
                     }
                 ),
@@ -132,6 +142,10 @@ def main() -> int:
         "default batch (VOIPFLOW_COLLECTOR_BATCH_MAX_RECORDS)",
     )
     ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument(
+        "--hosts", type=int, default=5000, help="subscriber hosts per city network (of 65,535)"
+    )
+    ap.add_argument("--exporters", type=int, default=8, help="exporters the batches come from")
     ap.add_argument("--no-kafka", action="store_true")
     ap.add_argument(
         "--workers",
@@ -154,12 +168,15 @@ def main() -> int:
     )
     args = ap.parse_args()
     codec = None if args.compression == "none" else args.compression
-    messages = make_messages(args.batches, args.flows, compression=codec)
+    messages = make_messages(
+        args.batches, args.flows, compression=codec, hosts=args.hosts, exporters=args.exporters
+    )
     results = [pure(messages, args.flows) for _ in range(args.runs)]
     med = {k: statistics.median(r[k] for r in results) for k in results[0]}
     print(
         f"pure path ({args.runs} runs x {args.batches} batches x {args.flows} flows, "
-        f"flows.v1 compression {args.compression}), "
+        f"flows.v1 compression {args.compression}, {args.hosts:,} hosts per city, "
+        f"{args.exporters} exporter(s)), "
         "flows per CPU-second: " + ", ".join(f"{k} {v:,.0f}" for k, v in med.items())
     )
     print("  (whole step = decode + enrich + classify + per-city partials + voip-flows encode)")
