@@ -122,6 +122,10 @@ class SinkConfig(BaseModel):
     #: are per topic partition, so a table receives up to one insert per
     #: partition per this delay.
     batch_delay_s: float = Field(1.0, gt=0)
+    #: The same delay for the rows of closed windows (usage and traffic
+    #: topics): a window's few rows are complete when they arrive, and the
+    #: dashboards' newest minute waits for them.
+    window_batch_delay_s: float = Field(0.2, gt=0)
     #: Kafka consumer group of the sinks.
     group_id: str = Field("voipflow-sink", min_length=1)
     #: Topics the sink consumes, comma separated, among the voip-flows, usage,

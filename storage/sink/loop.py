@@ -3,7 +3,8 @@
 One kafka-python consumer (group ``voipflow-sink``) reads voip-flows (v2; v1 still read),
 voip-usage.v1, traffic.v1 and exporter-health.v1. Messages are parsed into columns
 (:mod:`voipflow.storage.sink.tables`) and gathered per topic partition until a batch
-holds ``batch_rows`` rows or its oldest message waited ``batch_delay_s``; the
+holds ``batch_rows`` rows or its oldest message waited ``batch_delay_s``
+(``window_batch_delay_s`` for the usage and traffic topics' closed windows); the
 batch then goes to ClickHouse in one columnar insert and only after that
 insert succeeded are its offsets committed.
 
@@ -553,7 +554,9 @@ class Sink:
             if tp in self._pinned:
                 continue  # an intent is replayed whole, never cut by time
             full = batch.rows >= self.config.batch_rows
-            if full or now - batch.since >= self.config.batch_delay_s:
+            cfg = self.config
+            delay = cfg.window_batch_delay_s if batch.spec.windows else cfg.batch_delay_s
+            if full or now - batch.since >= delay:
                 self._flush(tp)
 
     # -- one batch ----------------------------------------------------------------

@@ -59,6 +59,9 @@ class TableSpec:
     first_copy_key: tuple[str, ...] | None = None
     #: Table that holds the rows already kept, for ``first_copy_key``.
     first_copy_table: str | None = None
+    #: Rows of closed windows: inserted after ``window_batch_delay_s``
+    #: rather than ``batch_delay_s``.
+    windows: bool = False
     #: A message without a value is a tombstone (a withdrawn rule on a
     #: compacted topic): nothing to insert, and not a bad message.
     tombstones: bool = False
@@ -406,6 +409,7 @@ def default_specs(
             USAGE_COLUMNS,
             first_copy_key=("window_start", "city", "app"),
             first_copy_table="voip_usage_1m",
+            windows=True,
         ),
         TableSpec(health_topic, "exporter_health", parse_health, HEALTH_COLUMNS),
         TableSpec(
@@ -415,6 +419,7 @@ def default_specs(
             TRAFFIC_COLUMNS,
             first_copy_key=("window_start", "exporter", "observation_domain_id"),
             first_copy_table="exporter_traffic_1m",
+            windows=True,
         ),
         # every version of a rule; ReplacingMergeTree(version) keeps one copy
         TableSpec(rules_topic, "rules", parse_rule, RULE_COLUMNS, tombstones=True),

@@ -37,13 +37,14 @@ def _topics(kafka_topic_factory, partitions: int = 2) -> KafkaConfig:
 
 
 def _sink(kafka_bootstrap, kafka: KafkaConfig, chdb, tmp_path, **cfg: object) -> Sink:
-    config = SinkConfig(
-        group_id="sink-" + os.urandom(4).hex(),
-        batch_delay_s=0.3,
-        retry_initial_s=0.2,
-        retry_max_s=1.0,
-        **cfg,  # type: ignore[arg-type]
-    )
+    settings: dict[str, object] = {
+        "group_id": "sink-" + os.urandom(4).hex(),
+        "batch_delay_s": 0.3,
+        "retry_initial_s": 0.2,
+        "retry_max_s": 1.0,
+        **cfg,
+    }
+    config = SinkConfig(**settings)  # type: ignore[arg-type]
     return Sink(config, kafka, ClickHouseConfig(), tmp_path, bootstrap=kafka_bootstrap, ch=chdb)
 
 
@@ -514,3 +515,35 @@ def test_a_commit_that_times_out_replays_the_same_batch_once(
     assert res == (150, 150)
     # The first batch was sent twice, and dropped the second time by its token.
     assert sink.rows_inserted["flows_voip"] == 150 + 30 * first_batch
+
+
+def test_closed_windows_are_inserted_without_waiting_for_the_flows_delay(
+    kafka_bootstrap, kafka_topic_factory, chdb, tmp_path
+) -> None:
+    """Usage rows (closed windows) go in after ``window_batch_delay_s``; a partial
+    batch of flow records waits for ``batch_delay_s`` (here a minute, so it is
+    still waiting when the usage rows are in)."""
+    Migrator(chdb, RenderOptions.from_config(ClickHouseConfig(), chdb.database)).migrate()
+    kafka = _topics(kafka_topic_factory, partitions=1)
+    produce(kafka_bootstrap, kafka.voip_flows_topic, [flow_batch(50, base=7 * 10**9)])
+    minute = (int(time.time()) // 60 - 90) * 60 * 1000
+    produce(
+        kafka_bootstrap,
+        kafka.usage_topic,
+        [usage_message(minute, CITIES[0], APPS[0], 3, [11, 12])],
+    )
+    sink = _sink(
+        kafka_bootstrap,
+        kafka,
+        chdb,
+        tmp_path,
+        batch_delay_s=60.0,
+        window_batch_delay_s=0.2,
+        topics=f"{kafka.voip_flows_topic},{kafka.usage_topic}",
+    )
+    sink.start()
+    try:
+        wait_until(lambda: sink.rows_inserted.get("voip_usage_in", 0) == 1, 30, "usage row in")
+        assert sink.rows_inserted.get("flows_voip", 0) == 0
+    finally:
+        sink.stop()
