@@ -269,16 +269,20 @@ def main(argv: list[str] | None = None) -> int:
             warm = warm_up(
                 sampler, packets_port=int(port), homes=homes, settings=settings, probe=probe
             )
-            encode_s = 0.0
+            encode_per_flow_s = 0.0
             for rate in rates:
                 tb = time.time()
-                lead = max(1.0, encode_s * 1.2)
+                # The packets carry flow times from t0 on: building them must
+                # end before t0, or every flow's event time trails the clock
+                # by the overrun and every window closes that much later.
+                lead = max(1.0, 1.5 * encode_per_flow_s * rate * args.step_s)
                 t0 = int((time.time() + lead) * 1000)
                 packets = build_packets(rate, args.step_s, t0, seed, homes)
-                encode_s = time.time() - tb
+                encode_per_flow_s = (time.time() - tb) / (rate * args.step_s)
                 seed += args.step_s
                 while time.time() * 1000 < t0:
                     time.sleep(0.01)
+                late_start_s = time.time() - t0 / 1000
                 sent0 = sampler.last("collect", "voipflow_collector_records_total")
                 published0 = sampler.last("collect", "voipflow_collector_kafka_records_total")
                 messages0 = sampler.last("collect", "voipflow_collector_kafka_messages_total")
@@ -313,6 +317,8 @@ def main(argv: list[str] | None = None) -> int:
                     "rate": rate,
                     "sent": rate * args.step_s,
                     "send_s": round(end - start, 2),
+                    # > 0: the flows' event time trailed the clock by this much.
+                    "late_start_s": round(max(late_start_s, 0.0), 2),
                     "start": start,
                     "end": end,
                     "decoded": int(decoded),
@@ -337,7 +343,12 @@ def main(argv: list[str] | None = None) -> int:
                     f"dropped {dropped:.0f}, worker lag "
                     f"{lag_end:,} flows at end, {lag_after:,} after {args.grace_s:.0f} s: "
                     f"{'sustained' if step['sustained'] else 'NOT sustained'}"
-                    + (f" ({died} died: see {plan.log_dir})" if died else ""),
+                    + (f" ({died} died: see {plan.log_dir})" if died else "")
+                    + (
+                        f"; started {late_start_s:.1f} s after its flows' first time"
+                        if late_start_s > 0.1
+                        else ""
+                    ),
                     flush=True,
                 )
                 print(
