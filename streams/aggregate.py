@@ -101,13 +101,23 @@ class HashUnion:
     """Subscriber hashes of a state in memory: the union of sorted distinct arrays,
     taken once when it is read (:meth:`array`), not once per partial merged."""
 
-    __slots__ = ("parts",)
+    __slots__ = ("_packed", "parts")
 
     def __init__(self, *parts: np.ndarray) -> None:
         self.parts = list(parts)
+        self._packed: bytes | None = None
 
     def add(self, hashes: np.ndarray) -> None:
         self.parts.append(hashes)
+        self._packed = None
+
+    def packed(self) -> bytes:
+        """:func:`pack_hashes` of the union, as ASCII bytes; kept until the next
+        :meth:`add`, so a window that got no hashes since the state was last
+        written is not packed again."""
+        if self._packed is None:
+            self._packed = base64.b64encode(self.array().astype("<u8", copy=False).tobytes())
+        return self._packed
 
     def array(self) -> np.ndarray:
         """The sorted distinct hashes (every part is sorted and distinct).
@@ -144,15 +154,40 @@ def _json_default(obj: Any) -> Any:
     raise TypeError(f"{type(obj).__name__} is not JSON serialisable")
 
 
+#: Stands for a hash set while the rest of a state is encoded as JSON.
+_HASHES_SLOT = "\x00hashes\x00"
+_HASHES_SLOT_JSON = json.dumps(_HASHES_SLOT).encode()
+
+
 def encode_state(state: dict[str, Any]) -> bytes:
     """A city or exporter state as the table's JSON bytes.
 
     In memory, a city state's subscriber hashes are a :class:`HashUnion` once
     merged (:func:`apply_partial`): a burst of partials for one city unpacks,
     merges and packs them once, not once per partial. Here they become base64
-    again.
+    again: each set is packed once per change (:meth:`HashUnion.packed`) and
+    spliced into the JSON text, as base64 needs no escaping. A busy city's
+    sets are hundreds of KB; encoding them as JSON strings scanned and copied
+    them on every write of the state, twice a second.
     """
-    return json.dumps(state, separators=(",", ":"), default=_json_default).encode()
+    packed: list[bytes] = []
+
+    def slot(obj: Any) -> Any:
+        if isinstance(obj, HashUnion):
+            packed.append(obj.packed())
+            return _HASHES_SLOT
+        raise TypeError(f"{type(obj).__name__} is not JSON serialisable")
+
+    text = json.dumps(state, separators=(",", ":"), default=slot).encode()
+    if not packed:
+        return text
+    pieces = text.split(_HASHES_SLOT_JSON)
+    if len(pieces) != len(packed) + 1:  # a name holds the slot's text too
+        return json.dumps(state, separators=(",", ":"), default=_json_default).encode()
+    out = [pieces[0]]
+    for hashes, rest in zip(packed, pieces[1:], strict=True):
+        out += [b'"', hashes, b'"', rest]
+    return b"".join(out)
 
 
 @dataclass(slots=True)

@@ -24,6 +24,7 @@ from voipflow.streams.aggregate import (
     new_state,
     subscriber_hash,
     unique_pairs,
+    unpack_hashes,
 )
 from voipflow.streams.classify import Classification, Classifier
 from voipflow.streams.config import WorkerConfig
@@ -354,3 +355,36 @@ def test_hash_union_is_the_distinct_union(sizes: tuple[int, ...]) -> None:
     union.add(np.unique(rng.choice(pool, 9)))
     want = np.unique(np.concatenate([*parts, union.parts[-1]]))
     assert union.array().tolist() == want.tolist()
+
+
+def test_a_state_written_between_partials_still_encodes_its_new_hashes() -> None:
+    """A hash set is packed once and kept until hashes are added: a state written,
+    then given more partials, encodes what a JSON round trip does."""
+    import json
+
+    b = make(12, 600)
+    result = CLF.classify(b)
+    thirds = [partials_of(b.take(np.arange(i, 600, 3)), rows_of_every(result, i)) for i in range(3)]
+    city = next(c for c in thirds[0] if c in thirds[1] and c in thirds[2])
+    mem, trip = new_state(), new_state()
+    for off, parts in enumerate(thirds):
+        msg = json.loads(json.dumps(parts[city].to_json("flows.v1:0", off)))
+        apply_partial(mem, copy.deepcopy(msg))
+        apply_partial(trip, msg)
+        trip = json.loads(encode_state(trip))
+        assert encode_state(mem) == encode_state(trip)  # written after every partial
+
+
+def test_a_name_holding_the_hash_slot_text_encodes_plainly() -> None:
+    """The hash sets are spliced into the JSON at a placeholder; a city or app
+    name that happens to hold the placeholder's text falls back to plain JSON."""
+    import json
+
+    state = new_state()
+    state["win"]["0"] = {
+        "\x00hashes\x00": [1, 2, 3, 0.0, HashUnion(np.array([5, 9], np.uint64))],
+        "b": [1, 2, 3, 0.0, HashUnion(np.array([7], np.uint64))],
+    }
+    got = json.loads(encode_state(state))
+    assert unpack_hashes(got["win"]["0"]["\x00hashes\x00"][4]).tolist() == [5, 9]
+    assert unpack_hashes(got["win"]["0"]["b"][4]).tolist() == [7]
