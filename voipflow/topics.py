@@ -270,7 +270,8 @@ def raise_message_limits(
     raised: list[str] = []
     with _admin(bootstrap, min(timeout_s, 10.0), setting, security) as admin:
         try:
-            names = [n for n in limits if n in set(admin.list_topics())]
+            existing = set(admin.list_topics())
+            names = [n for n in limits if n in existing]
             if not names:
                 return raised
             described = admin.describe_configs(
