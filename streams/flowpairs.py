@@ -132,8 +132,8 @@ class IceMemory:
     entries go into a small recent level, which is merged into the main
     level once it holds an eighth as many. Inserting into one sorted array
     of up to a million entries copied all of it on every batch (and a pass
-    over it aged entries out): in a busy exporter's stream that was a sixth
-    of the worker's CPU. Idle entries are now forgotten lazily: a lookup
+    over it aged entries out): in a busy exporter's stream that was about a
+    third of the worker's profile samples. Idle entries are now forgotten lazily: a lookup
     does not see them, an update of one starts it afresh, and they are
     dropped when the levels merge or the memory reaches ``max_size``. So
     every lookup answers exactly what a memory that dropped them at once
