@@ -83,6 +83,10 @@ class DecoderLike(Protocol):
         sets: list[list[int]],
     ) -> None: ...
 
+    def announced_again(
+        self, exporter: bytes, domain: int, version: int, raw: bytes, received_ms: int
+    ) -> bool: ...
+
     def tracker(self, key: DomainKey) -> SequenceTracker: ...
 
 
@@ -304,6 +308,8 @@ def decode_bulk(
     keys = [(exporters[k >> 32], k & 0xFFFFFFFF) for k in ukeys.tolist()]
     mixed = np.zeros(len(keys), dtype=bool)
     mixed[dom[~heads.plain]] = True
+    if heads.templated is not None and heads.templated.any():
+        _settle_refreshes(dec, frame, heads, exporter_of, received, dom, mixed)
     if heads.templated is not None:  # templates may change within the call
         mixed[dom[heads.templated]] = True
     bound: list[tuple[RecordPlan, np.ndarray]] = []
@@ -471,6 +477,51 @@ def _settle(call: DecodeCall, key: DomainKey, out: SeqOutcome) -> None:
 
 
 Runs = dict[int, tuple[RecordPlan, list[np.ndarray]]]
+
+
+def _settle_refreshes(
+    dec: DecoderLike,
+    frame: Frame,
+    heads: Heads,
+    exporter_of: Sequence[bytes],
+    received: np.ndarray,
+    dom: np.ndarray,
+    one_by_one: np.ndarray,
+) -> None:
+    """Settle here the template sets that only repeat what their domain
+    announced last (the usual refresh every few packets), and count their
+    datagrams as plain: a domain whose packets are all plain then goes with
+    the clean ones, all at once, not packet by packet (:func:`_domain`).
+
+    Only in domains with no packet decoded one by one (``one_by_one``, by
+    domain), and in each only up to its first packet that announces
+    something new: until then nothing in the call has touched the domain's
+    templates, so the cache as it stands is what those packets meet.
+    """
+    templated = heads.templated
+    assert templated is not None and heads.tsets is not None
+    assert heads.first_tset is not None and heads.ntsets is not None
+    at = np.flatnonzero(templated)
+    at = at[~one_by_one[dom[at]]]
+    if not len(at):
+        return
+    first = heads.first_tset[at]
+    start = (heads.tsets[first, 1] - 4).tolist()  # from the first set's header
+    end = heads.tsets[first + heads.ntsets[at] - 1, 2].tolist()
+    domain, version = heads.domain[at].tolist(), heads.version[at].tolist()
+    doms, when = dom[at].tolist(), received[at].tolist()
+    buf = memoryview(frame.buf)
+    changed: set[int] = set()
+    again = dec.announced_again
+    for k, i in enumerate(at.tolist()):
+        d = doms[k]
+        if d in changed:
+            continue
+        raw = buf[start[k] : end[k]].tobytes()
+        if again(exporter_of[i], domain[k], version[k], raw, when[k]):
+            templated[i] = False
+        else:
+            changed.add(d)
 
 
 def _domain(

@@ -280,17 +280,10 @@ class Decoder:
         bulk path's way with a packet that refreshes templates in front of
         its data sets, whose data it gathers with the others'."""
         st = call.stats_for(exporter, domain)
-        # Exporters repeat the same template sets every few packets: when
-        # these bytes are what this domain announced last, and the cache
-        # still holds what they left there with no data waiting for it, a
-        # re-announcement only moves the templates' time.
         raw = mv[sets[0][1] - 4 : sets[-1][2]].tobytes()
-        memo_key = (exporter, domain, version)
-        memo = self._announced.get(memo_key)
-        if memo is not None and memo[0] == raw and self._unchanged(memo[1]):
-            for _, tmpl in memo[1]:
-                tmpl.received_ms = max(tmpl.received_ms, received_ms)
+        if self.announced_again(exporter, domain, version, raw, received_ms):
             return
+        memo_key = (exporter, domain, version)
         chunk_base = Chunk(exporter, domain, received_ms, 0, -1, 0)
         applied: list[tuple[TemplateKey, Template]] | None = []
         for set_id, start, end in sets:
@@ -310,6 +303,21 @@ class Decoder:
             self._announced.pop(memo_key, None)
         else:
             self._announced[memo_key] = (raw, applied)
+
+    def announced_again(
+        self, exporter: bytes, domain: int, version: int, raw: bytes, received_ms: int
+    ) -> bool:
+        """Whether the template sets ``raw`` (set headers included) repeat what
+        this exporter and domain announced last, with the cache still holding
+        what they left there and no data waiting for it; if so, the
+        templates' time is moved to ``received_ms``, all a re-announcement
+        does. Exporters repeat the same template sets every few packets."""
+        memo = self._announced.get((exporter, domain, version))
+        if memo is None or memo[0] != raw or not self._unchanged(memo[1]):
+            return False
+        for _, tmpl in memo[1]:
+            tmpl.received_ms = max(tmpl.received_ms, received_ms)
+        return True
 
     def _unchanged(self, applied: list[tuple[TemplateKey, Template]]) -> bool:
         get, held = self.templates.get, self._held_by_key
