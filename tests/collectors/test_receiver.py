@@ -142,6 +142,38 @@ def test_compiled_read_is_drain_into_with_16_byte_senders() -> None:
         v6.close()
 
 
+@pytest.mark.skipif(not COMPILED, reason="the compiled burst read is not built")
+def test_compiled_read_keeps_order_and_senders_of_interleaved_exporters() -> None:
+    """Hundreds of datagrams of many sizes from two senders, read in two
+    calls: the frame holds them back to back, whole, in order, each with
+    its own sender (a new bytes object only where the sender changes)."""
+    ls = open_socket("127.0.0.1", 0, 16 << 20)
+    txs = [socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(2)]
+    try:
+        txs[1].bind(("127.0.0.2", 0))
+        sent = []
+        for i in range(700):
+            payload = i.to_bytes(2, "big") * (1 + (i * 37) % 700)  # 2 to 1400 bytes
+            txs[i % 3 == 0].sendto(payload, ("127.0.0.1", ls.port))
+            sent.append((payload, "127.0.0.2" if i % 3 == 0 else "127.0.0.1"))
+        time.sleep(0.1)
+        buf = bytearray(200 * MAX_DATAGRAM)
+        view = memoryview(buf)
+        sizes: list[int] = []
+        senders: list[bytes] = []
+        pos = drain_senders(ls.sock, view, 0, 300, sizes, senders)
+        pos = drain_senders(ls.sock, view, pos, 1000, sizes, senders)
+        assert len(sizes) == 700 and pos == sum(sizes)
+        frame = Frame.received(buf, sizes)
+        assert [bytes(frame.view(i)) for i in range(700)] == [p for p, _ in sent]
+        assert senders == [text_to_addr16(a) for _, a in sent]
+        assert drain_senders(ls.sock, view, 0, 1000, [], []) == 0  # empty: no error
+    finally:
+        for tx in txs:
+            tx.close()
+        ls.close()
+
+
 def test_reuseport_shares_a_port_between_sockets_and_spreads_senders() -> None:
     a = open_socket("127.0.0.1", 0, 1 << 20)
     b = open_socket("127.0.0.1", a.port, 1 << 20)
