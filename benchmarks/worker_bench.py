@@ -158,7 +158,7 @@ def main() -> int:
         type=Path,
         default=None,
         help="record a py-spy profile (raw collapsed stacks) of the first worker's first run "
-        "into this file; py-spy must be on PATH",
+        "into this file; py-spy from the interpreter's bin directory or PATH",
     )
     ap.add_argument(
         "--perf",

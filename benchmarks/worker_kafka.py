@@ -23,6 +23,14 @@ from pathlib import Path
 
 from voipflow.evaluation.stopping import stop_processes
 
+
+def _py_spy() -> str:
+    """py-spy beside this interpreter (the project's .venv, where ``make setup``
+    installs it), else on PATH."""
+    here = Path(sys.executable).parent / "py-spy"
+    return str(here) if here.exists() else "py-spy"
+
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -195,7 +203,7 @@ def run(
         load_before = _load()
         spy = None
         if profile is not None:
-            spy_cmd = ["py-spy", "record", "--pid", str(procs[0].pid), "--rate", "250"]
+            spy_cmd = [_py_spy(), "record", "--pid", str(procs[0].pid), "--rate", "250"]
             spy_cmd += ["--nonblocking", "--format", "raw", "--output", str(profile)]
             spy = subprocess.Popen(spy_cmd, stdout=subprocess.DEVNULL)
         perf_proc = None
