@@ -512,16 +512,26 @@ def _settle_refreshes(
     doms, when = dom[at].tolist(), received[at].tolist()
     buf = memoryview(frame.buf)
     changed: set[int] = set()
+    # per domain: the bytes its packets repeated, the latest receive time
+    # among them, and one of them
+    repeated: dict[int, tuple[bytes, int, int]] = {}
     again = dec.announced_again
     for k, i in enumerate(at.tolist()):
         d = doms[k]
         if d in changed:
             continue
         raw = buf[start[k] : end[k]].tobytes()
-        if again(exporter_of[i], domain[k], version[k], raw, when[k]):
+        seen = repeated.get(d)
+        if seen is not None and seen[0] == raw:
+            templated[i] = False  # nothing has changed since the last repeat
+            repeated[d] = (raw, max(seen[1], when[k]), i)
+        elif again(exporter_of[i], domain[k], version[k], raw, when[k]):
             templated[i] = False
+            repeated[d] = (raw, when[k], i)
         else:
             changed.add(d)
+    for raw, latest, i in repeated.values():  # the templates' time, once per domain
+        again(exporter_of[i], int(heads.domain[i]), int(heads.version[i]), raw, latest)
 
 
 def _domain(
