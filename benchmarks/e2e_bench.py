@@ -43,7 +43,7 @@ The last line::
     sustained_flows_per_s=N p99_flow_to_row_ms=M lost=L duplicated=D
 
     python -m benchmarks.e2e_bench [--rates 20000,50000,100000] [--step-s 60]
-        [--window-s 10] [--lateness-s 5] [--grace-s 5]
+        [--window-s 10] [--lateness-s 5] [--grace-s 5] [--set VOIPFLOW_X=V ...]
 """
 
 from __future__ import annotations
@@ -225,8 +225,21 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--lateness-s", type=int, default=5, help="worker lateness")
     ap.add_argument("--grace-s", type=float, default=5.0, help="seconds after a step to catch up")
     ap.add_argument("--json", help="write the figures here")
+    ap.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="VOIPFLOW_X=V",
+        help="a setting for every part (repeatable), e.g. VOIPFLOW_SINK_BATCH_DELAY_S=2",
+    )
     args = ap.parse_args(argv)
     rates = [int(r) for r in args.rates.split(",") if r]
+    extra: dict[str, str] = {}
+    for item in args.set:
+        name, eq, value = item.partition("=")
+        if not eq or not name.startswith("VOIPFLOW_"):
+            ap.error(f"--set {item!r}: expected VOIPFLOW_NAME=VALUE")
+        extra[name] = value
 
     data_dir = Path(tempfile.mkdtemp(prefix="e2e-bench-"))
     for k in [k for k in os.environ if k.startswith("VOIPFLOW_")]:
@@ -237,6 +250,9 @@ def main(argv: list[str] | None = None) -> int:
         VOIPFLOW_WORKER_IDLE_CLOSE_S="2",
         VOIPFLOW_LOG_LEVEL="WARNING",
     )
+    os.environ.update(extra)
+    if extra:
+        print(f"# settings: {' '.join(f'{k}={v}' for k, v in extra.items())}", file=sys.stderr)
     settings = load_settings(None)
     plan = DemoPlan.from_settings(settings)
     options = DemoOptions(window_s=args.window_s)
@@ -269,7 +285,11 @@ def main(argv: list[str] | None = None) -> int:
             warm = warm_up(
                 sampler, packets_port=int(port), homes=homes, settings=settings, probe=probe
             )
-            encode_per_flow_s = 0.0
+            # A first estimate of the build time, from a small build, so that a
+            # first step at a high rate starts on time too.
+            tb = time.time()
+            build_packets(20_000, 5, int(tb * 1000), 0, homes)
+            encode_per_flow_s = (time.time() - tb) / 100_000
             for rate in rates:
                 tb = time.time()
                 # The packets carry flow times from t0 on: building them must
@@ -462,7 +482,9 @@ def main(argv: list[str] | None = None) -> int:
         f"machine: {os.cpu_count()} cores; load average {load0[0]:.1f} before, {load1[0]:.1f} after"
     )
     if args.json:
-        Path(args.json).write_text(json.dumps({"steps": steps, "cpu": cpu, "rss": rss}, indent=1))
+        Path(args.json).write_text(
+            json.dumps({"settings": extra, "steps": steps, "cpu": cpu, "rss": rss}, indent=1)
+        )
     with contextlib.suppress(OSError):
         import shutil
 
