@@ -323,12 +323,16 @@ def _build_group(
         out["application_name"] = _app_names(cols["application_id"], dom_rec, opts)
 
     # per-domain figures (records and the rate of the last record)
+    rates = out["sampling_rate"]
+    if single:  # the usual case: every record is the one domain's (n > 0)
+        key = domains[present[0]]
+        per_domain[key] = (per_domain.get(key, (0, 1))[0] + n, int(rates[n - 1]))
+        return out, extras, n
     ends = np.cumsum(counts)
     nonzero = np.flatnonzero(counts > 0)
     records = np.bincount(dom, weights=counts, minlength=len(domains))
     last = np.full(len(domains), -1, dtype=np.int64)
     np.maximum.at(last, dom[nonzero], nonzero)
-    rates = out["sampling_rate"]
     for d in present:
         key = domains[d]
         prev = per_domain.get(key, (0, 1))

@@ -231,17 +231,15 @@ class RecordPlan:
                 cols["src_addr"], cols["dst_addr"] = s6, d6
                 cols["ip_version"] = np.full(n, 6, dtype=np.uint8)
             else:
-                z4 = ipv4_to_addr16(np.zeros(n, dtype=np.uint32))
-                s4 = src4 if src4 is not None else z4
-                d4 = dst4 if dst4 is not None else z4
+                s4 = src4 if src4 is not None else _unspecified4(n)
+                d4 = dst4 if dst4 is not None else _unspecified4(n)
                 is6 = (s6 != z) | (d6 != z)
                 cols["src_addr"] = np.where(is6, s6, s4)
                 cols["dst_addr"] = np.where(is6, d6, d4)
                 cols["ip_version"] = np.where(is6, 6, 4).astype(np.uint8)
         elif src4 is not None or dst4 is not None:
-            z4 = ipv4_to_addr16(np.zeros(n, dtype=np.uint32))
-            cols["src_addr"] = src4 if src4 is not None else z4
-            cols["dst_addr"] = dst4 if dst4 is not None else z4
+            cols["src_addr"] = src4 if src4 is not None else _unspecified4(n)
+            cols["dst_addr"] = dst4 if dst4 is not None else _unspecified4(n)
             cols["ip_version"] = np.full(n, 4, dtype=np.uint8)
         ipv = self._get(rec, ((0, 60),))
         if ipv is not None and "ip_version" in cols:
@@ -387,6 +385,12 @@ class RecordPlan:
             else:
                 out[name] = pa.array([b""] * n, type=pa.binary())
         return out
+
+
+def _unspecified4(n: int) -> np.ndarray:
+    """``n`` IPv4-mapped 0.0.0.0 addresses: the side a template does not carry
+    (built only then; most templates carry both)."""
+    return ipv4_to_addr16(np.zeros(n, dtype=np.uint32))
 
 
 def ntp_to_ms(v: np.ndarray) -> np.ndarray:
