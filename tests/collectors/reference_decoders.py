@@ -390,7 +390,24 @@ class Nfcapd:
 
 
 def nfdump_decode(datagrams: list[bytes], tmp: Path, sampling: int | None = None) -> list[dict]:
-    """Replay datagrams into nfcapd over loopback; nfdump's records as JSON objects."""
+    """Replay datagrams into nfcapd over loopback; nfdump's records as JSON objects.
+
+    The port is free when chosen, but another test (or test run) on the
+    machine may take it before nfcapd binds it: nfcapd then fails to start,
+    or its port check would see the other program's socket and the
+    datagrams would go there. So the replay waits until nfcapd's own
+    process holds the port, and starts over on another port if it never
+    does."""
+    for _ in range(5):
+        recs = _nfdump_decode_once(datagrams, tmp, sampling)
+        if recs is not None:
+            return recs
+    raise AssertionError("nfcapd did not bind a free UDP port in 5 tries")
+
+
+def _nfdump_decode_once(
+    datagrams: list[bytes], tmp: Path, sampling: int | None
+) -> list[dict] | None:
     outdir = tmp / f"nfcapd-{time.monotonic_ns()}"
     outdir.mkdir()
     port = free_port("udp")
@@ -401,7 +418,9 @@ def nfdump_decode(datagrams: list[bytes], tmp: Path, sampling: int | None = None
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
     try:
         deadline = time.monotonic() + 10
-        while time.monotonic() < deadline and not _udp_bound(port):
+        while not _udp_bound_by(proc.pid, port):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                return None  # the port was taken first: another one
             time.sleep(0.05)
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as tx:
             for i, d in enumerate(datagrams):
@@ -425,16 +444,27 @@ def nfdump_decode(datagrams: list[bytes], tmp: Path, sampling: int | None = None
     return recs
 
 
-def _udp_bound(port: int) -> bool:
+def _udp_bound_by(pid: int, port: int) -> bool:
+    """Whether process ``pid`` holds a UDP socket bound to ``port`` (by the
+    socket's inode in /proc/net/udp{,6} and among the process's fds)."""
     hexport = f"{port:04X}"
+    inodes = set()
     for table in ("/proc/net/udp", "/proc/net/udp6"):
         try:
             with open(table) as fh:
-                if any(line.split()[1].endswith(":" + hexport) for line in list(fh)[1:]):
-                    return True
+                for line in list(fh)[1:]:
+                    cols = line.split()
+                    if cols[1].endswith(":" + hexport):
+                        inodes.add(f"socket:[{cols[9]}]")
         except OSError:
             continue
-    return False
+    if not inodes:
+        return False
+    fds = Path(f"/proc/{pid}/fd")
+    try:
+        return any(os.readlink(fd) in inodes for fd in fds.iterdir())
+    except OSError:  # the process ended, or an fd closed while read
+        return False
 
 
 def send_paced(
