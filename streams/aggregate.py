@@ -94,7 +94,12 @@ def pack_hashes(hashes: np.ndarray, distinct: bool = False) -> str:
     arr = np.asarray(hashes, dtype=np.uint64)
     if not distinct:
         arr = np.unique(arr)
-    return base64.b64encode(arr.astype("<u8", copy=False).tobytes()).decode("ascii")
+    return _base64_hashes(arr).decode("ascii")
+
+
+def _base64_hashes(distinct: np.ndarray) -> bytes:
+    """:func:`pack_hashes` of hashes already sorted and distinct, as ASCII bytes."""
+    return base64.b64encode(distinct.astype("<u8", copy=False).tobytes())
 
 
 class HashUnion:
@@ -116,7 +121,7 @@ class HashUnion:
         :meth:`add`, so a window that got no hashes since the state was last
         written is not packed again."""
         if self._packed is None:
-            self._packed = base64.b64encode(self.array().astype("<u8", copy=False).tobytes())
+            self._packed = _base64_hashes(self.array())
         return self._packed
 
     def array(self) -> np.ndarray:
@@ -150,7 +155,7 @@ def unpack_hashes(text: str | HashUnion) -> np.ndarray:
 
 def _json_default(obj: Any) -> Any:
     if isinstance(obj, HashUnion):
-        return pack_hashes(obj.array(), distinct=True)
+        return obj.packed().decode("ascii")
     raise TypeError(f"{type(obj).__name__} is not JSON serialisable")
 
 
